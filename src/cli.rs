@@ -1,0 +1,133 @@
+//! The command line (clap derive). Turns flags into the plain config
+//! structs of [`crate::config`]; nothing below this module sees clap.
+
+use crate::config::{RecvConfig, SendConfig};
+use clap::{Args, Parser, Subcommand};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Reliable file transfer: fast, verified (MD5), safe to leave listening.
+#[derive(Debug, Parser)]
+#[command(name = "ftx", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send files and directories to a receiver.
+    Send(SendArgs),
+    /// Receive files into a directory.
+    Recv(RecvArgs),
+}
+
+/// `ftx send`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example: ftx send file.iso host:6000\n         ftx send dir1 file2 127.0.0.1:6000"
+)]
+pub struct SendArgs {
+    /// Files and directories to send, then the receiver as HOST:PORT.
+    #[arg(required = true, num_args = 2.., value_name = "PATH... HOST:PORT")]
+    pub args: Vec<String>,
+    /// No progress bar, no summary line.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Give up on a receiver silent for this many seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// How long to try to connect, in seconds.
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout: u64,
+}
+
+/// `ftx recv`.
+#[derive(Debug, Args)]
+#[command(after_help = "Example: ftx recv --port 6000 --out /srv/incoming")]
+pub struct RecvArgs {
+    /// Port to listen on (0 picks a free one; the real one is printed).
+    #[arg(long, short, default_value_t = 6000)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0", value_name = "ADDR")]
+    pub bind: IpAddr,
+    /// Directory to receive into; must exist. Nothing is written outside it.
+    #[arg(long, short, default_value = ".", value_name = "DIR", env = "FTX_OUT")]
+    pub out: PathBuf,
+    /// Serve one session, then exit: 0 only if every file was verified.
+    #[arg(long)]
+    pub once: bool,
+    /// Replace existing files whose content differs.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Drop a sender silent for this many seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Most sessions served at once; more are refused as busy.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sessions: u64,
+}
+
+impl SendArgs {
+    /// The plain config; the last positional argument is the receiver.
+    pub fn into_config(mut self) -> SendConfig {
+        let target = self.args.pop().unwrap_or_default();
+        SendConfig {
+            sources: self.args.into_iter().map(PathBuf::from).collect(),
+            target,
+            quiet: self.quiet,
+            timeout: Duration::from_secs(self.timeout),
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+        }
+    }
+}
+
+impl RecvArgs {
+    /// The plain config.
+    pub fn into_config(self) -> RecvConfig {
+        RecvConfig {
+            bind: self.bind,
+            port: self.port,
+            out: self.out,
+            once: self.once,
+            overwrite: self.overwrite,
+            quiet: self.quiet,
+            timeout: Duration::from_secs(self.timeout),
+            max_sessions: usize::try_from(self.max_sessions).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn send_splits_sources_and_target() {
+        let cli = Cli::try_parse_from(["ftx", "send", "a", "b/c", "host:6000"]).expect("parse");
+        let Command::Send(args) = cli.command else {
+            panic!("not send")
+        };
+        let cfg = args.into_config();
+        assert_eq!(cfg.target, "host:6000");
+        assert_eq!(cfg.sources, vec![PathBuf::from("a"), PathBuf::from("b/c")]);
+    }
+
+    #[test]
+    fn send_needs_a_path_and_a_target() {
+        assert!(Cli::try_parse_from(["ftx", "send", "host:6000"]).is_err());
+    }
+}

@@ -1,0 +1,280 @@
+//! A framed connection over any `Read + Write`: [`Conn::read_frame`],
+//! [`Conn::send`], and the raw BODY bytes in both directions with a progress
+//! callback. EOF in the middle of a frame or a body is an error; EOF between
+//! frames is a clean end ([`Conn::read_frame`] returns `None`).
+
+use crate::protocol::frame::{decode, encode, Frame, FrameError};
+use crate::protocol::limits::{FRAME_HEADER_LEN, MAX_CONTROL_PAYLOAD};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+/// Size of the buffer raw BODY bytes are read into.
+pub const BODY_CHUNK: usize = 1 << 20;
+/// Bytes handed to sendfile between two progress updates.
+const SEND_CHUNK: u64 = 8 << 20;
+
+/// What can go wrong on a framed connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// The peer sent bytes that are not a valid frame.
+    #[error("protocol error: {0}")]
+    Frame(#[from] FrameError),
+    /// The peer closed the connection in the middle of a frame or body.
+    #[error("connection closed by peer in the middle of {0}")]
+    Eof(&'static str),
+    /// The peer sent nothing for longer than the timeout.
+    #[error("peer sent nothing for too long (timed out)")]
+    Timeout,
+    /// The local file changed size while its body was being sent.
+    #[error("file shrank while it was being sent ({sent} of {expected} bytes)")]
+    Shrank {
+        /// Bytes sent before EOF.
+        sent: u64,
+        /// Bytes announced.
+        expected: u64,
+    },
+    /// Any other I/O error on the socket.
+    #[error("{0}")]
+    Io(io::Error),
+}
+
+impl From<io::Error> for ConnError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ConnError::Timeout,
+            _ => ConnError::Io(e),
+        }
+    }
+}
+
+/// A framed connection.
+pub struct Conn<S> {
+    stream: S,
+    rbuf: Box<[u8]>,
+    rpos: usize,
+    rend: usize,
+    wbuf: Vec<u8>,
+    body_buf: Vec<u8>,
+}
+
+impl<S: Read + Write> Conn<S> {
+    /// Wraps a connected stream.
+    pub fn new(stream: S) -> Self {
+        Conn {
+            stream,
+            rbuf: vec![0u8; 2 * (FRAME_HEADER_LEN + MAX_CONTROL_PAYLOAD as usize)]
+                .into_boxed_slice(),
+            rpos: 0,
+            rend: 0,
+            wbuf: Vec::with_capacity(4096),
+            body_buf: Vec::new(),
+        }
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// Reads the next frame; `Ok(None)` on a clean EOF between frames.
+    pub fn read_frame(&mut self) -> Result<Option<Frame>, ConnError> {
+        loop {
+            if let Some((frame, used)) = decode(&self.rbuf[self.rpos..self.rend])? {
+                self.rpos += used;
+                return Ok(Some(frame));
+            }
+            if self.rpos > 0 {
+                self.rbuf.copy_within(self.rpos..self.rend, 0);
+                self.rend -= self.rpos;
+                self.rpos = 0;
+            }
+            let n = read_retry(&mut self.stream, &mut self.rbuf[self.rend..])?;
+            if n == 0 {
+                return if self.rend == 0 {
+                    Ok(None)
+                } else {
+                    Err(ConnError::Eof("a frame"))
+                };
+            }
+            self.rend += n;
+        }
+    }
+
+    /// Reads the next frame, treating EOF as an error.
+    pub fn expect_frame(&mut self) -> Result<Frame, ConnError> {
+        self.read_frame()?.ok_or(ConnError::Eof("the session"))
+    }
+
+    /// Reads exactly `len` raw body bytes, handing them to `sink` in chunks.
+    pub fn read_body(
+        &mut self,
+        len: u64,
+        mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> Result<(), ConnError> {
+        let mut left = len;
+        let buffered = (self.rend - self.rpos).min(usize::try_from(left).unwrap_or(usize::MAX));
+        if buffered > 0 {
+            sink(&self.rbuf[self.rpos..self.rpos + buffered]).map_err(ConnError::Io)?;
+            self.rpos += buffered;
+            left -= buffered as u64;
+        }
+        if left == 0 {
+            return Ok(());
+        }
+        if self.body_buf.is_empty() {
+            self.body_buf = vec![0u8; BODY_CHUNK];
+        }
+        while left > 0 {
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(BODY_CHUNK);
+            let n = read_retry(&mut self.stream, &mut self.body_buf[..want])?;
+            if n == 0 {
+                return Err(ConnError::Eof("a file body"));
+            }
+            sink(&self.body_buf[..n]).map_err(ConnError::Io)?;
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// Queues a frame without flushing.
+    pub fn queue(&mut self, frame: &Frame) {
+        encode(frame, &mut self.wbuf);
+    }
+
+    /// Queues a frame and flushes everything queued.
+    pub fn send(&mut self, frame: &Frame) -> Result<(), ConnError> {
+        self.queue(frame);
+        self.flush()
+    }
+
+    /// Writes out every queued frame.
+    pub fn flush(&mut self) -> Result<(), ConnError> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf)?;
+            self.wbuf.clear();
+        }
+        self.stream.flush()?;
+        Ok(())
+    }
+
+    /// Sends `len` bytes of `file` from `offset` as raw body bytes (after
+    /// flushing queued frames). On Linux, `io::copy` from a file to a TCP
+    /// stream uses sendfile, so the bytes never pass through user space.
+    pub fn send_body(
+        &mut self,
+        mut file: &File,
+        offset: u64,
+        len: u64,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(), ConnError> {
+        self.flush()?;
+        file.seek(SeekFrom::Start(offset)).map_err(ConnError::Io)?;
+        let mut sent = 0u64;
+        while sent < len {
+            let chunk = (len - sent).min(SEND_CHUNK);
+            let n = io::copy(&mut file.take(chunk), &mut self.stream)?;
+            if n == 0 {
+                return Err(ConnError::Shrank {
+                    sent,
+                    expected: len,
+                });
+            }
+            sent += n;
+            progress(n);
+        }
+        Ok(())
+    }
+}
+
+/// `read` that retries on EINTR.
+fn read_retry<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    /// A stream that reads from one buffer and writes to another, one byte
+    /// per read call to exercise partial reads.
+    struct Trickle {
+        input: Cursor<Vec<u8>>,
+        output: Vec<u8>,
+    }
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(1);
+            self.input.read(&mut buf[..n])
+        }
+    }
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.output.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn frames_and_body_survive_one_byte_reads() {
+        let mut wire = Vec::new();
+        encode(&Frame::End, &mut wire);
+        encode(
+            &Frame::Body {
+                id: 1,
+                offset: 0,
+                length: 5,
+            },
+            &mut wire,
+        );
+        wire.extend_from_slice(b"hello");
+        encode(&Frame::End, &mut wire);
+        let mut c = Conn::new(Trickle {
+            input: Cursor::new(wire),
+            output: Vec::new(),
+        });
+        assert_eq!(c.expect_frame().expect("frame"), Frame::End);
+        assert!(matches!(
+            c.expect_frame(),
+            Ok(Frame::Body { length: 5, .. })
+        ));
+        let mut got = Vec::new();
+        c.read_body(5, |b| {
+            got.extend_from_slice(b);
+            Ok(())
+        })
+        .expect("body");
+        assert_eq!(got, b"hello");
+        assert_eq!(c.expect_frame().expect("frame"), Frame::End);
+        assert!(c.read_frame().expect("clean eof").is_none());
+    }
+
+    #[test]
+    fn eof_mid_frame_and_mid_body_are_errors() {
+        let mut wire = Vec::new();
+        encode(&Frame::Accept { id: 1, offset: 0 }, &mut wire);
+        wire.pop();
+        let mut c = Conn::new(Trickle {
+            input: Cursor::new(wire),
+            output: Vec::new(),
+        });
+        assert!(matches!(c.read_frame(), Err(ConnError::Eof(_))));
+
+        let mut c = Conn::new(Trickle {
+            input: Cursor::new(b"abc".to_vec()),
+            output: Vec::new(),
+        });
+        assert!(matches!(
+            c.read_body(10, |_| Ok(())),
+            Err(ConnError::Eof(_))
+        ));
+    }
+}

@@ -1,0 +1,115 @@
+//! Exit codes: the documented contract with scripts and CI (README, "Exit
+//! codes"). The numbers never change once released; tests pin them.
+
+/// Why ftx exits. `as i32` gives the process status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(i32)]
+pub enum Exit {
+    /// Every file verified (or skipped as identical).
+    Success = 0,
+    /// Something failed: a file could not be read or written, the
+    /// connection broke, the peer broke the protocol, bad local input.
+    Failure = 1,
+    /// Bad command line (clap's own status).
+    Usage = 2,
+    /// Could not connect to the receiver, or could not listen.
+    Connect = 3,
+    /// A file arrived with a different MD5 than the sender's.
+    Integrity = 4,
+    /// The receiver refused a file (exists, unsafe name, no space, conflict).
+    Refused = 5,
+    /// Authentication failed (wrong or missing token).
+    Auth = 6,
+    /// Interrupted by Ctrl-C or SIGTERM.
+    Interrupted = 130,
+}
+
+impl Exit {
+    /// The process status.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// How serious a failure is when several happen in one run: the most
+    /// serious one decides the exit status.
+    fn rank(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Failure => 1,
+            Exit::Refused => 2,
+            Exit::Connect => 3,
+            Exit::Integrity => 4,
+            Exit::Auth => 5,
+            Exit::Usage => 6,
+            Exit::Interrupted => 7,
+        }
+    }
+
+    /// The more serious of two outcomes.
+    pub fn worst(self, other: Exit) -> Exit {
+        if other.rank() > self.rank() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// An error that carries the exit status it should end the process with.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ExitError {
+    /// The status.
+    pub exit: Exit,
+    /// What to print after "ftx: ".
+    pub message: String,
+}
+
+impl ExitError {
+    /// Builds an error with a status.
+    pub fn new(exit: Exit, message: impl Into<String>) -> Self {
+        ExitError {
+            exit,
+            message: message.into(),
+        }
+    }
+}
+
+/// The status for an error chain: the first [`ExitError`] in it, else 1.
+pub fn for_error(err: &anyhow::Error) -> Exit {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<ExitError>())
+        .map_or(Exit::Failure, |e| e.exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_pinned() {
+        assert_eq!(Exit::Success.code(), 0);
+        assert_eq!(Exit::Failure.code(), 1);
+        assert_eq!(Exit::Usage.code(), 2);
+        assert_eq!(Exit::Connect.code(), 3);
+        assert_eq!(Exit::Integrity.code(), 4);
+        assert_eq!(Exit::Refused.code(), 5);
+        assert_eq!(Exit::Auth.code(), 6);
+        assert_eq!(Exit::Interrupted.code(), 130);
+    }
+
+    #[test]
+    fn integrity_beats_refused_beats_failure() {
+        assert_eq!(Exit::Failure.worst(Exit::Refused), Exit::Refused);
+        assert_eq!(Exit::Refused.worst(Exit::Integrity), Exit::Integrity);
+        assert_eq!(Exit::Integrity.worst(Exit::Failure), Exit::Integrity);
+        assert_eq!(Exit::Success.worst(Exit::Failure), Exit::Failure);
+    }
+
+    #[test]
+    fn error_chain_maps_to_status() {
+        let e = anyhow::Error::new(ExitError::new(Exit::Connect, "x")).context("y");
+        assert_eq!(for_error(&e), Exit::Connect);
+        assert_eq!(for_error(&anyhow::anyhow!("plain")), Exit::Failure);
+    }
+}

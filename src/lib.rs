@@ -1,0 +1,37 @@
+//! ftx: reliable file transfer over TCP. A sender offers files (name, size,
+//! MD5) and streams their bodies; a receiver writes each into a partial
+//! file while hashing it, and only a matching digest puts it in place.
+//!
+//! # Layout
+//!
+//! - [`cli`]: clap definitions, turned into [`config`] structs.
+//! - [`send`], [`recv`]: the two roles.
+//! - [`conn`]: a framed connection over any `Read + Write`.
+//! - [`net`]: sockets (listen, connect with timeout, tuning).
+//! - [`walk`]: the sender's list of entries.
+//! - [`protocol`]: the wire format, sans I/O (frames, names, limits).
+//! - [`digest`], [`progress`], [`sanitize`]: MD5, bars, escaping.
+//! - [`exit`]: the exit-code contract.
+
+pub mod cli;
+pub mod config;
+pub mod conn;
+pub mod digest;
+pub mod exit;
+pub mod net;
+pub mod progress;
+pub mod protocol;
+pub mod recv;
+pub mod sanitize;
+pub mod send;
+pub mod walk;
+
+use exit::Exit;
+
+/// Runs a parsed command line and returns the exit status.
+pub fn run(cli: cli::Cli) -> anyhow::Result<Exit> {
+    match cli.command {
+        cli::Command::Send(a) => send::run(&a.into_config()),
+        cli::Command::Recv(a) => recv::run(&a.into_config()),
+    }
+}

@@ -1,0 +1,84 @@
+//! Sockets: the only user of socket2. Listening (with SO_REUSEADDR, so a
+//! restarted receiver can take its port back at once) and connecting with a
+//! timeout, with errors that name the address and say what happened.
+
+use crate::exit::{Exit, ExitError};
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// Binds and listens on `bind:port`. A port in use is reported by number.
+pub fn listen(bind: IpAddr, port: u16) -> Result<TcpListener, ExitError> {
+    let addr = SocketAddr::new(bind, port);
+    let fail = |what: &str, e: io::Error| {
+        let why = if e.kind() == io::ErrorKind::AddrInUse {
+            format!("port {port} is already in use")
+        } else {
+            e.to_string()
+        };
+        ExitError::new(Exit::Connect, format!("cannot {what} on {addr}: {why}"))
+    };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(|e| fail("create a socket", e))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(|e| fail("listen", e))?;
+    if addr.is_ipv6() {
+        // Let `--bind ::` serve IPv4 too where the system allows it.
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&addr.into()).map_err(|e| fail("listen", e))?;
+    socket.listen(1024).map_err(|e| fail("listen", e))?;
+    Ok(socket.into())
+}
+
+/// Tunes an established connection: no Nagle delay for control frames,
+/// keepalive so a vanished peer is noticed, and the idle timeout.
+pub fn tune(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let ka = TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10));
+    SockRef::from(stream).set_tcp_keepalive(&ka)?;
+    Ok(())
+}
+
+/// Connects to `target` ("host:port"), trying each address it resolves to.
+/// Errors name the address and say whether it was refused or timed out.
+pub fn connect(target: &str, timeout: Duration) -> Result<TcpStream, ExitError> {
+    let addrs: Vec<SocketAddr> = target
+        .to_socket_addrs()
+        .map_err(|e| {
+            ExitError::new(
+                Exit::Connect,
+                format!("cannot resolve {target}: {e} (expected HOST:PORT)"),
+            )
+        })?
+        .collect();
+    let mut last = None;
+    for addr in &addrs {
+        match TcpStream::connect_timeout(addr, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some((*addr, e)),
+        }
+    }
+    let message = match last {
+        None => format!("cannot connect to {target}: it resolves to no address"),
+        Some((addr, e)) => {
+            let why = match e.kind() {
+                io::ErrorKind::ConnectionRefused => {
+                    "connection refused (is `ftx recv` running there?)".to_string()
+                }
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                    format!("timed out after {} s", timeout.as_secs_f32())
+                }
+                _ => e.to_string(),
+            };
+            format!("cannot connect to {target} ({addr}): {why}")
+        }
+    };
+    Err(ExitError::new(Exit::Connect, message))
+}

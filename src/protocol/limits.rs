@@ -1,0 +1,17 @@
+//! Bounds on every field of protocol v1, checked before anything is
+//! allocated or written.
+
+/// Largest payload of a control frame (every frame except BODY's raw bytes).
+pub const MAX_CONTROL_PAYLOAD: u32 = 64 * 1024;
+/// Bytes of the frame header: type:u8 + len:u32.
+pub const FRAME_HEADER_LEN: usize = 5;
+/// Largest wire name, in bytes.
+pub const MAX_NAME_LEN: usize = 4096;
+/// Largest single path component, in bytes.
+pub const MAX_COMPONENT_LEN: usize = 255;
+/// Most components (directory depth + 1) in a wire name.
+pub const MAX_DEPTH: usize = 128;
+/// Protocol version spoken by this build.
+pub const VERSION: u16 = 1;
+/// Magic at the start of HELLO.
+pub const MAGIC: [u8; 4] = *b"FTX1";

@@ -1,0 +1,14 @@
+//! The ftx wire protocol v1, sans I/O: frames, their encoding and decoding,
+//! wire names and the bounds on every field. Nothing here touches a socket, a
+//! file or a terminal, so it can be tested and fuzzed byte by byte.
+//!
+//! See PROTOCOL.md at the project root for the prose description.
+
+pub mod frame;
+pub mod limits;
+pub mod name;
+
+pub use frame::{
+    decode, encode, DirHeader, ErrorCode, FileHeader, Frame, FrameError, RejectCode, ResultStatus,
+};
+pub use name::{NameError, WireName};

@@ -1,0 +1,775 @@
+//! The receiver role: listen, serve each sender in its own thread, and own
+//! the partial-file discipline: every offer is checked against the safety
+//! rules, bodies are written through a `BufWriter` into `.NAME.ftx-part`
+//! beside the target while being hashed, and only a matching digest leads to
+//! fsync, rename into place, mode and mtime, and an fsync of the directory.
+//!
+//! All file-system access goes through a held handle on the output
+//! directory (cap-std), one component at a time with no-follow semantics,
+//! so no symlink inside OUT is ever followed and nothing is written outside.
+
+use crate::config::RecvConfig;
+use crate::conn::{Conn, ConnError};
+use crate::digest::{hash_reader, hex, Hasher, Md5Digest};
+use crate::exit::Exit;
+use crate::net;
+use crate::progress::Progress;
+use crate::protocol::frame::{error_code, reject_code, result_status, skip_reason};
+use crate::protocol::limits::{MAX_COMPONENT_LEN, VERSION};
+use crate::protocol::{DirHeader, FileHeader, Frame, WireName};
+use crate::sanitize::{escape, escape_bytes};
+use anyhow::{bail, Context, Result};
+use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
+use std::collections::HashSet;
+use std::io::{self, BufWriter, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a new connection has to send its HELLO.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Write buffer for file bodies.
+const WRITE_BUF: usize = 1 << 20;
+
+/// State shared by every session of one receiver.
+struct Shared {
+    cfg: RecvConfig,
+    root: Dir,
+    progress: Progress,
+    active: AtomicUsize,
+    /// Targets being written right now, by wire name, across sessions.
+    inflight: Mutex<HashSet<String>>,
+}
+
+impl Shared {
+    /// A line on stderr, above the bars.
+    fn log(&self, line: &str) {
+        self.progress.println(&format!("ftx: {line}"));
+    }
+}
+
+/// What a finished session amounted to.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stats {
+    ok: u32,
+    failed: u32,
+    bytes: u64,
+}
+
+/// Runs `ftx recv` until killed (or, with `--once`, until the first session
+/// ends: 0 only if every file in it was verified).
+pub fn run(cfg: &RecvConfig) -> Result<Exit> {
+    let out = escape(&cfg.out.to_string_lossy());
+    let root = Dir::open_ambient_dir(&cfg.out, cap_std::ambient_authority())
+        .with_context(|| format!("cannot use output directory {out}"))?;
+    rustix::fs::accessat(
+        &root,
+        ".",
+        rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+        rustix::fs::AtFlags::EACCESS,
+    )
+    .map_err(io::Error::from)
+    .with_context(|| format!("cannot write into output directory {out}"))?;
+
+    let listener = net::listen(cfg.bind, cfg.port)?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    {
+        let mut stdout = io::stdout().lock();
+        writeln!(stdout, "listening on {addr}").context("cannot write to stdout")?;
+        stdout.flush().context("cannot write to stdout")?;
+    }
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        root,
+        progress: Progress::new(crate::progress::enabled(cfg.quiet)),
+        active: AtomicUsize::new(0),
+        inflight: Mutex::new(HashSet::new()),
+    });
+
+    if cfg.once {
+        let (stream, peer) = accept(&listener, &shared)?;
+        return Ok(match session(stream, peer, &shared) {
+            Ok(s) if s.failed == 0 => Exit::Success,
+            Ok(_) => Exit::Failure,
+            Err(e) => {
+                shared.log(&format!("{peer}: {e:#}"));
+                Exit::Failure
+            }
+        });
+    }
+    loop {
+        let (stream, peer) = accept(&listener, &shared)?;
+        let n = shared.active.fetch_add(1, Ordering::SeqCst);
+        if n >= cfg.max_sessions {
+            shared.active.fetch_sub(1, Ordering::SeqCst);
+            shared.log(&format!(
+                "{peer}: refused: already serving {n} sessions (--max-sessions)"
+            ));
+            refuse_busy(stream, n);
+            continue;
+        }
+        let sh = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name(format!("session {peer}"))
+            .spawn(move || {
+                if let Err(e) = session(stream, peer, &sh) {
+                    sh.log(&format!("{peer}: {e:#}"));
+                }
+                sh.active.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            shared.active.fetch_sub(1, Ordering::SeqCst);
+            shared.log(&format!("{peer}: cannot start a session thread: {e}"));
+        }
+    }
+}
+
+/// Accepts one connection, backing off (not spinning) when out of file
+/// descriptors or on other transient errors.
+fn accept(listener: &TcpListener, shared: &Shared) -> Result<(TcpStream, SocketAddr)> {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        match listener.accept() {
+            Ok(pair) => return Ok(pair),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                shared.log(&format!("accept failed: {e}; retrying"));
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Tells a connection over `--max-sessions` why it is turned away.
+fn refuse_busy(stream: TcpStream, n: usize) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let mut conn = Conn::new(stream);
+    let _ = conn.send(&Frame::Error {
+        code: error_code::BUSY,
+        message: format!("receiver busy: {n} sessions already running, try again later"),
+    });
+}
+
+/// A refusal of one offer: REJECT code and message.
+struct Refusal(u16, String);
+
+fn refusal(code: u16, msg: impl Into<String>) -> Refusal {
+    Refusal(code, msg.into())
+}
+
+/// Maps an I/O error met while walking to a target into a refusal.
+fn io_refusal(what: &str, e: &io::Error) -> Refusal {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) => refusal(
+            reject_code::CONFLICT,
+            format!("{what}: a symlink or a file is in the way"),
+        ),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+            refusal(reject_code::NO_SPACE, format!("{what}: {e}"))
+        }
+        _ => refusal(reject_code::IO, format!("{what}: {e}")),
+    }
+}
+
+/// Opens (creating when missing) each directory of `comps` below `root`,
+/// never following a symlink.
+fn open_dirs(root: &Dir, comps: &[&str]) -> Result<Dir, Refusal> {
+    let mut dir = root
+        .try_clone()
+        .map_err(|e| io_refusal("output directory", &e))?;
+    for (i, c) in comps.iter().enumerate() {
+        let what = || comps[..=i].join("/");
+        let next = match dir.open_dir_nofollow(c) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match dir.create_dir(c) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_refusal(&what(), &e)),
+                }
+                dir.open_dir_nofollow(c)
+                    .map_err(|e| io_refusal(&what(), &e))?
+            }
+            Err(e) => return Err(io_refusal(&what(), &e)),
+        };
+        dir = next;
+    }
+    Ok(dir)
+}
+
+/// The partial file's name beside `last`: `.last.ftx-part`, or a digest of
+/// the name when that would exceed a component's length.
+fn partial_name(last: &str) -> String {
+    let name = format!(".{last}.ftx-part");
+    if name.len() <= MAX_COMPONENT_LEN {
+        return name;
+    }
+    let mut h = Hasher::new();
+    h.update(last.as_bytes());
+    format!(".{}.ftx-part", hex(&h.finish()))
+}
+
+/// Removes a wire name from the in-flight set when dropped.
+struct InflightGuard<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    name: String,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.set.lock() {
+            s.remove(&self.name);
+        }
+    }
+}
+
+/// One sender's session.
+struct Session<'a> {
+    sh: &'a Shared,
+    conn: Conn<TcpStream>,
+    peer: SocketAddr,
+    /// Wire names already offered in this session.
+    seen: HashSet<String>,
+    /// Directories whose attributes are applied at END.
+    dirs: Vec<(WireName, DirHeader)>,
+    stats: Stats,
+    bar: indicatif::ProgressBar,
+}
+
+fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Result<Stats> {
+    net::tune(&stream, sh.cfg.timeout).context("cannot set up the connection")?;
+    stream
+        .set_read_timeout(Some(HANDSHAKE_TIMEOUT.min(sh.cfg.timeout)))
+        .context("cannot set up the connection")?;
+    let mut conn = Conn::new(stream);
+    let hello = match conn.read_frame() {
+        Ok(Some(f)) => f,
+        Ok(None) => bail!("closed the connection before HELLO"),
+        Err(e) => return Err(fail_session(&mut conn, e, "before HELLO")),
+    };
+    match hello {
+        Frame::Hello { version, .. } if version == VERSION => {}
+        Frame::Hello { version, .. } => {
+            let _ = conn.send(&Frame::Error {
+                code: error_code::VERSION,
+                message: format!(
+                    "unsupported protocol version {version}, this receiver speaks {VERSION}"
+                ),
+            });
+            bail!("unsupported protocol version {version}");
+        }
+        other => {
+            let _ = conn.send(&Frame::Error {
+                code: error_code::PROTOCOL,
+                message: format!("expected HELLO, got {}", other.name()),
+            });
+            bail!("protocol error: expected HELLO, got {}", other.name());
+        }
+    }
+    let mut nonce = [0u8; 32];
+    getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    conn.send(&Frame::Welcome {
+        version: VERSION,
+        flags: 0,
+        nonce,
+        agent: crate::send::AGENT.into(),
+    })
+    .context("cannot answer HELLO")?;
+    conn.get_ref()
+        .set_read_timeout(Some(sh.cfg.timeout))
+        .context("cannot set up the connection")?;
+
+    let bar = sh.progress.bytes_bar(0);
+    bar.set_prefix("recv");
+    let mut s = Session {
+        sh,
+        conn,
+        peer,
+        seen: HashSet::new(),
+        dirs: Vec::new(),
+        stats: Stats::default(),
+        bar,
+    };
+    let result = s.run();
+    s.bar.finish_and_clear();
+    result.map(|()| s.stats)
+}
+
+/// Tells the peer why its session ends (best effort) and builds the error.
+fn fail_session(conn: &mut Conn<TcpStream>, e: ConnError, when: &str) -> anyhow::Error {
+    let code = match e {
+        ConnError::Timeout => Some(error_code::TIMEOUT),
+        ConnError::Frame(_) => Some(error_code::PROTOCOL),
+        _ => None,
+    };
+    if let Some(code) = code {
+        let _ = conn.send(&Frame::Error {
+            code,
+            message: e.to_string(),
+        });
+    }
+    anyhow::Error::new(e).context(format!("session ended {when}"))
+}
+
+impl Session<'_> {
+    fn run(&mut self) -> Result<()> {
+        loop {
+            let frame = match self.conn.read_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => bail!(
+                    "closed the connection before END ({} ok, {} failed)",
+                    self.stats.ok,
+                    self.stats.failed
+                ),
+                Err(e) => return Err(fail_session(&mut self.conn, e, "mid-session")),
+            };
+            match frame {
+                Frame::File(h) => self.file(h)?,
+                Frame::Dir(h) => self.dir(h)?,
+                Frame::End => {
+                    self.finish_dirs();
+                    self.conn.send(&Frame::Summary {
+                        files_ok: self.stats.ok,
+                        files_failed: self.stats.failed,
+                        bytes: self.stats.bytes,
+                    })?;
+                    return Ok(());
+                }
+                other => {
+                    let msg = format!("unexpected {} frame", other.name());
+                    let _ = self.conn.send(&Frame::Error {
+                        code: error_code::PROTOCOL,
+                        message: msg.clone(),
+                    });
+                    bail!("protocol error: {msg}");
+                }
+            }
+        }
+    }
+
+    fn reject(&mut self, id: u32, raw_name: &[u8], r: Refusal) -> Result<()> {
+        self.stats.failed += 1;
+        self.sh.log(&format!(
+            "{}: rejected '{}': {}",
+            self.peer,
+            escape_bytes(raw_name),
+            r.1
+        ));
+        self.conn.send(&Frame::Reject {
+            id,
+            code: r.0,
+            message: r.1,
+        })?;
+        Ok(())
+    }
+
+    /// Validates a name and checks it was not offered before in this session.
+    fn claim_name(&mut self, raw: &[u8]) -> Result<WireName, Refusal> {
+        let name = WireName::from_bytes(raw)
+            .map_err(|e| refusal(reject_code::UNSAFE_NAME, format!("unsafe name: {e}")))?;
+        if !self.seen.insert(name.as_str().to_owned()) {
+            return Err(refusal(
+                reject_code::CONFLICT,
+                "offered twice in one session",
+            ));
+        }
+        Ok(name)
+    }
+
+    fn dir(&mut self, h: DirHeader) -> Result<()> {
+        let name = match self.claim_name(&h.path) {
+            Ok(n) => n,
+            Err(r) => return self.reject(h.id, &h.path, r),
+        };
+        let comps: Vec<&str> = name.components().collect();
+        match open_dirs(&self.sh.root, &comps) {
+            Ok(_) => {
+                self.dirs.push((name, h.clone()));
+                self.conn.send(&Frame::Result {
+                    id: h.id,
+                    status: result_status::OK,
+                    md5: [0; 16],
+                    message: String::new(),
+                })?;
+                Ok(())
+            }
+            Err(r) => self.reject(h.id, &h.path, r),
+        }
+    }
+
+    /// Applies directory modes and mtimes, deepest first, so writing into a
+    /// directory no longer changes its mtime afterwards.
+    fn finish_dirs(&mut self) {
+        let mut dirs = std::mem::take(&mut self.dirs);
+        dirs.sort_by_key(|(n, _)| std::cmp::Reverse(n.depth()));
+        for (name, h) in dirs {
+            let comps: Vec<&str> = name.components().collect();
+            let applied = open_dirs(&self.sh.root, &comps)
+                .map_err(|r| r.1)
+                .and_then(|d| {
+                    readable_fd(&d)
+                        .and_then(|fd| apply_attrs(&fd, h.mode, h.mtime_s, h.mtime_ns))
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = applied {
+                self.sh.log(&format!(
+                    "{}: cannot set mode/mtime of '{}': {e}",
+                    self.peer,
+                    escape(name.as_str())
+                ));
+            }
+        }
+    }
+
+    fn file(&mut self, h: FileHeader) -> Result<()> {
+        let name = match self.claim_name(&h.path) {
+            Ok(n) => n,
+            Err(r) => return self.reject(h.id, &h.path, r),
+        };
+        let key = name.as_str().to_owned();
+        {
+            let mut inflight = self
+                .sh
+                .inflight
+                .lock()
+                .map_err(|_| anyhow::anyhow!("internal error: lock poisoned"))?;
+            if !inflight.insert(key.clone()) {
+                drop(inflight);
+                return self.reject(
+                    h.id,
+                    &h.path,
+                    refusal(
+                        reject_code::CONFLICT,
+                        "another session is receiving this file right now",
+                    ),
+                );
+            }
+        }
+        let _guard = InflightGuard {
+            set: &self.sh.inflight,
+            name: key,
+        };
+        let (parents, last) = name.split_last();
+        let dir = match open_dirs(&self.sh.root, &parents) {
+            Ok(d) => d,
+            Err(r) => return self.reject(h.id, &h.path, r),
+        };
+        match self.check_target(&dir, last, &h) {
+            Ok(Some(())) => {}
+            Ok(None) => {
+                self.stats.ok += 1;
+                self.conn.send(&Frame::Skip {
+                    id: h.id,
+                    reason: skip_reason::IDENTICAL,
+                })?;
+                self.sh.log(&format!(
+                    "{}: skipped '{}': identical content already there",
+                    self.peer,
+                    escape(name.as_str())
+                ));
+                return Ok(());
+            }
+            Err(r) => return self.reject(h.id, &h.path, r),
+        }
+        let part = partial_name(last);
+        let file = match dir.open_with(
+            &part,
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .follow(FollowSymlinks::No)
+                .mode(0o600),
+        ) {
+            Ok(f) => f,
+            Err(e) => return self.reject(h.id, &h.path, io_refusal(&part, &e)),
+        };
+        self.conn.send(&Frame::Accept {
+            id: h.id,
+            offset: 0,
+        })?;
+        self.bar.set_length(self.bar.length().unwrap_or(0) + h.size);
+        self.bar.set_message(escape(name.as_str()));
+        self.receive_body(&dir, file, &part, last, &name, &h)
+    }
+
+    /// Decides what to do about whatever sits at the target name:
+    /// `Ok(Some(()))` write it, `Ok(None)` skip (identical), `Err` refuse.
+    fn check_target(&self, dir: &Dir, last: &str, h: &FileHeader) -> Result<Option<()>, Refusal> {
+        match dir.symlink_metadata(last) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_refusal(last, &e)),
+            Ok(md) if md.is_symlink() => {
+                return Err(refusal(
+                    reject_code::CONFLICT,
+                    "a symlink sits at the target name; it is never followed or replaced",
+                ))
+            }
+            Ok(md) if !md.is_file() => {
+                return Err(refusal(
+                    reject_code::CONFLICT,
+                    "something other than a regular file sits at the target name",
+                ))
+            }
+            Ok(md) => {
+                if md.len() == h.size && self.same_content(dir, last, h) {
+                    return Ok(None);
+                }
+                if !self.sh.cfg.overwrite {
+                    return Err(refusal(
+                        reject_code::EXISTS,
+                        "a different file already exists there (receiver runs without --overwrite)",
+                    ));
+                }
+            }
+        }
+        let vfs = rustix::fs::fstatvfs(dir).map_err(|e| io_refusal(last, &e.into()))?;
+        let have = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+        if h.size > have {
+            return Err(refusal(
+                reject_code::NO_SPACE,
+                format!("not enough space: need {} bytes, have {have}", h.size),
+            ));
+        }
+        Ok(Some(()))
+    }
+
+    /// True if the existing file `last` has the MD5 of the offer.
+    fn same_content(&self, dir: &Dir, last: &str, h: &FileHeader) -> bool {
+        let opened = dir.open_with(
+            last,
+            OpenOptions::new().read(true).follow(FollowSymlinks::No),
+        );
+        match opened {
+            Ok(f) => hash_reader(f.into_std(), h.size, |_| {}).is_ok_and(|d| d == h.md5),
+            Err(_) => false,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn receive_body(
+        &mut self,
+        dir: &Dir,
+        file: cap_std::fs::File,
+        part: &str,
+        last: &str,
+        name: &WireName,
+        h: &FileHeader,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let frame = match self.conn.read_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                let _ = dir.remove_file(part);
+                bail!(
+                    "closed the connection before the body of '{}'",
+                    escape(name.as_str())
+                )
+            }
+            Err(e) => {
+                let _ = dir.remove_file(part);
+                return Err(fail_session(&mut self.conn, e, "before a body"));
+            }
+        };
+        match frame {
+            Frame::Body { id, offset, length } if id == h.id && offset == 0 && length == h.size => {
+            }
+            other => {
+                let _ = dir.remove_file(part);
+                let msg = format!(
+                    "expected BODY id={} offset=0 length={}, got {}",
+                    h.id,
+                    h.size,
+                    describe(&other)
+                );
+                let _ = self.conn.send(&Frame::Error {
+                    code: error_code::PROTOCOL,
+                    message: msg.clone(),
+                });
+                bail!("protocol error: {msg}");
+            }
+        }
+
+        let mut out = BufWriter::with_capacity(WRITE_BUF, file.into_std());
+        let mut hasher = Hasher::new();
+        let mut write_err: Option<io::Error> = None;
+        let bar = &self.bar;
+        let read = self.conn.read_body(h.size, |chunk| {
+            hasher.update(chunk);
+            if write_err.is_none() {
+                if let Err(e) = out.write_all(chunk) {
+                    write_err = Some(e);
+                }
+            }
+            bar.inc(chunk.len() as u64);
+            Ok(())
+        });
+        if let Err(e) = read {
+            drop(out);
+            let _ = dir.remove_file(part);
+            return Err(fail_session(&mut self.conn, e, "in the middle of a body")
+                .context(format!("receiving '{}'", escape(name.as_str()))));
+        }
+        let got = hasher.finish();
+        let file = match out.into_inner() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                write_err.get_or_insert(e.into_error());
+                None
+            }
+        };
+        let shown = escape(name.as_str());
+        if let Some(e) = write_err {
+            let _ = dir.remove_file(part);
+            return self.result_failed(
+                h.id,
+                result_status::IO_ERROR,
+                got,
+                format!("cannot write '{shown}': {e}"),
+            );
+        }
+        let Some(file) = file else {
+            bail!("internal error: no file after a successful write");
+        };
+        if got != h.md5 {
+            let _ = dir.remove_file(part);
+            return self.result_failed(
+                h.id,
+                result_status::DIGEST_MISMATCH,
+                got,
+                format!(
+                    "integrity failure for '{shown}': header MD5 {}, received data MD5 {}; discarded",
+                    hex(&h.md5),
+                    hex(&got)
+                ),
+            );
+        }
+        let placed = apply_attrs(&file, h.mode, h.mtime_s, h.mtime_ns)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| dir.rename(part, dir, last))
+            .and_then(|()| sync_dir(dir));
+        if let Err(e) = placed {
+            let _ = dir.remove_file(part);
+            return self.result_failed(
+                h.id,
+                result_status::IO_ERROR,
+                got,
+                format!("cannot place '{shown}': {e}"),
+            );
+        }
+        self.stats.ok += 1;
+        self.stats.bytes += h.size;
+        self.conn.send(&Frame::Result {
+            id: h.id,
+            status: result_status::OK,
+            md5: got,
+            message: String::new(),
+        })?;
+        let secs = started.elapsed().as_secs_f64();
+        let line = format!(
+            "received {shown} {} bytes md5 {} ({:.1} MB/s)",
+            h.size,
+            hex(&got),
+            h.size as f64 / 1e6 / secs.max(1e-9)
+        );
+        self.sh.progress.suspend(|| println!("{line}"));
+        Ok(())
+    }
+
+    fn result_failed(
+        &mut self,
+        id: u32,
+        status: u8,
+        md5: Md5Digest,
+        message: String,
+    ) -> Result<()> {
+        self.stats.failed += 1;
+        self.sh.log(&format!("{}: {message}", self.peer));
+        self.conn.send(&Frame::Result {
+            id,
+            status,
+            md5,
+            message,
+        })?;
+        Ok(())
+    }
+}
+
+/// A real (not `O_PATH`) descriptor of the directory `dir` itself, for
+/// fsync, fchmod and futimens. "." cannot name anything but `dir`.
+fn readable_fd(dir: &Dir) -> io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?)
+}
+
+/// Makes a rename in `dir` durable.
+fn sync_dir(dir: &Dir) -> io::Result<()> {
+    Ok(rustix::fs::fsync(readable_fd(dir)?)?)
+}
+
+/// A short description of a frame for protocol-error messages.
+fn describe(f: &Frame) -> String {
+    match f {
+        Frame::Body { id, offset, length } => {
+            format!("BODY id={id} offset={offset} length={length}")
+        }
+        other => other.name().to_string(),
+    }
+}
+
+/// Applies permission bits (0o777 only: never setuid, setgid or sticky) and
+/// the modification time to an open file or directory.
+fn apply_attrs(
+    fd: impl std::os::fd::AsFd,
+    mode: u32,
+    mtime_s: i64,
+    mtime_ns: u32,
+) -> io::Result<()> {
+    rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(mode & 0o777))?;
+    let times = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: mtime_s,
+            tv_nsec: i64::from(mtime_ns.min(999_999_999)),
+        },
+    };
+    rustix::fs::futimens(&fd, &times)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_names_fit_a_component() {
+        assert_eq!(partial_name("a.iso"), ".a.iso.ftx-part");
+        let long = "x".repeat(255);
+        let p = partial_name(&long);
+        assert!(p.len() <= MAX_COMPONENT_LEN);
+        assert!(p.ends_with(".ftx-part"));
+    }
+
+    #[test]
+    fn refusals_classify_errors() {
+        let e = io::Error::from_raw_os_error(libc::ELOOP);
+        assert_eq!(io_refusal("x", &e).0, reject_code::CONFLICT);
+        let e = io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(io_refusal("x", &e).0, reject_code::NO_SPACE);
+        let e = io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(io_refusal("x", &e).0, reject_code::IO);
+    }
+}
