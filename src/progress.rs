@@ -17,6 +17,17 @@ fn style(template: &str) -> ProgressStyle {
         .progress_chars("=> ")
 }
 
+/// How a bar is laid out; every layout fits 80 columns.
+#[derive(Debug, Clone, Copy)]
+pub enum Layout {
+    /// The sender's whole session: bar, bytes, rate, ETA.
+    Total,
+    /// The sender's current file: phase, name, bytes, rate.
+    File,
+    /// One receiver session: current name, bar, bytes, rate.
+    Session,
+}
+
 /// A set of bars sharing stderr (one per receiver session, or the sender's
 /// total and current-file bars).
 #[derive(Clone)]
@@ -39,15 +50,21 @@ impl Progress {
         }
     }
 
-    /// A byte bar of `len` bytes.
-    pub fn bytes_bar(&self, len: u64) -> ProgressBar {
+    /// A bar of `len` bytes in one of the layouts of [`Layout`].
+    pub fn bytes_bar(&self, len: u64, layout: Layout) -> ProgressBar {
         if !self.on {
             return ProgressBar::hidden();
         }
         let bar = self.multi.add(ProgressBar::new(len));
-        bar.set_style(style(
-            "{prefix:>7} {wide_msg} [{bar:25}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta:>3}",
-        ));
+        bar.set_style(style(match layout {
+            Layout::Total => {
+                "{prefix:>7} [{wide_bar}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta:>3}"
+            }
+            Layout::File => "{prefix:>7} {wide_msg} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12}",
+            Layout::Session => {
+                "{prefix:>7} {msg:20!} [{wide_bar}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12}"
+            }
+        }));
         bar.enable_steady_tick(Duration::from_millis(250));
         bar
     }

@@ -13,7 +13,7 @@ use crate::conn::{Conn, ConnError};
 use crate::digest::{hash_reader, hex, Hasher, Md5Digest};
 use crate::exit::Exit;
 use crate::net;
-use crate::progress::Progress;
+use crate::progress::{Layout, Progress};
 use crate::protocol::frame::{error_code, reject_code, result_status, skip_reason};
 use crate::protocol::limits::{MAX_COMPONENT_LEN, VERSION};
 use crate::protocol::{DirHeader, FileHeader, Frame, WireName};
@@ -284,7 +284,7 @@ fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Result<Stats> {
         .set_read_timeout(Some(sh.cfg.timeout))
         .context("cannot set up the connection")?;
 
-    let bar = sh.progress.bytes_bar(0);
+    let bar = sh.progress.bytes_bar(0, Layout::Session);
     bar.set_prefix("recv");
     let mut s = Session {
         sh,

@@ -9,7 +9,7 @@ use crate::conn::{Conn, ConnError};
 use crate::digest::{hash_reader, hex};
 use crate::exit::{Exit, ExitError};
 use crate::net;
-use crate::progress::Progress;
+use crate::progress::{Layout, Progress};
 use crate::protocol::frame::{error_code, reject_code, result_status, DirHeader, FileHeader};
 use crate::protocol::limits::VERSION;
 use crate::protocol::Frame;
@@ -52,9 +52,9 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
     handshake(&mut conn, &cfg.target)?;
 
     let progress = Progress::new(crate::progress::enabled(cfg.quiet));
-    let total = progress.bytes_bar(walk.total_bytes());
+    let total = progress.bytes_bar(walk.total_bytes(), Layout::Total);
     total.set_prefix("total");
-    let current = progress.bytes_bar(0);
+    let current = progress.bytes_bar(0, Layout::File);
     let started = Instant::now();
     let mut tally = Tally::default();
 
