@@ -43,6 +43,12 @@ pub struct SendArgs {
     /// How long to try to connect, in seconds.
     #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
+    /// Reconnect and resume this many times in a row before giving up (0: any failure is final).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub retries: u32,
+    /// Do not use or update the digest cache (~/.cache/ftx): hash every file.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 /// `ftx recv`.
@@ -85,6 +91,8 @@ impl SendArgs {
             quiet: self.quiet,
             timeout: Duration::from_secs(self.timeout),
             connect_timeout: Duration::from_secs(self.connect_timeout),
+            retries: self.retries,
+            cache: !self.no_cache,
         }
     }
 }

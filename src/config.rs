@@ -18,6 +18,10 @@ pub struct SendConfig {
     pub timeout: Duration,
     /// How long to try to connect.
     pub connect_timeout: Duration,
+    /// Attempts in a row without progress before giving up (0: fail at once).
+    pub retries: u32,
+    /// Use the digest cache.
+    pub cache: bool,
 }
 
 /// What `ftx recv` does.

@@ -1,5 +1,6 @@
 //! MD5 helpers shared by both roles: hashing a file with progress, and hex.
 
+use md5::digest::common::hazmat::{SerializableState, SerializedState};
 use md5::{Digest, Md5};
 use std::io::{self, Read};
 
@@ -35,6 +36,18 @@ impl Hasher {
     /// The digest of everything added.
     pub fn finish(self) -> Md5Digest {
         self.0.finalize().into()
+    }
+
+    /// The hasher's internal state as bytes, to continue it later.
+    pub fn save(&self) -> Vec<u8> {
+        self.0.serialize().to_vec()
+    }
+
+    /// A hasher continued from [`Hasher::save`]'s bytes; `None` if they are
+    /// not a valid state.
+    pub fn restore(bytes: &[u8]) -> Option<Hasher> {
+        let state = SerializedState::<Md5>::try_from(bytes).ok()?;
+        Md5::deserialize(&state).ok().map(Hasher)
     }
 }
 
@@ -81,6 +94,18 @@ mod tests {
         assert_eq!(hex(&d), "d41d8cd98f00b204e9800998ecf8427e");
         let d = hash_reader(&b"abc"[..], 3, |_| {}).expect("hash");
         assert_eq!(hex(&d), "900150983cd24fb0d6963f7d28e17f72");
+    }
+
+    #[test]
+    fn saved_state_continues() {
+        let mut h = Hasher::new();
+        h.update(b"hello ");
+        let saved = h.save();
+        let mut r = Hasher::restore(&saved).expect("valid state");
+        r.update(b"world");
+        h.update(b"world");
+        assert_eq!(r.finish(), h.finish());
+        assert!(Hasher::restore(&saved[1..]).is_none());
     }
 
     #[test]

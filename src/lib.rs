@@ -10,15 +10,21 @@
 //! - [`net`]: sockets (listen, connect with timeout, tuning).
 //! - [`walk`]: the sender's list of entries.
 //! - [`protocol`]: the wire format, sans I/O (frames, names, limits).
+//! - [`auth`]: the shared token and the AUTH HMAC.
 //! - [`digest`], [`progress`], [`sanitize`]: MD5, bars, escaping.
 //! - [`exit`]: the exit-code contract.
+//! - [`bench`]: `ftx bench`, real sender and receiver over loopback, measured.
 
+pub mod auth;
+pub mod bench;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod digest;
 pub mod exit;
 pub mod net;
+pub mod partial;
 pub mod progress;
 pub mod protocol;
 pub mod recv;

@@ -10,19 +10,20 @@
 
 use crate::config::RecvConfig;
 use crate::conn::{Conn, ConnError};
-use crate::digest::{hash_reader, hex, Hasher, Md5Digest};
+use crate::digest::{hash_reader, hex, Md5Digest};
 use crate::exit::Exit;
 use crate::net;
+use crate::partial;
 use crate::progress::{Layout, Progress};
 use crate::protocol::frame::{error_code, reject_code, result_status, skip_reason};
-use crate::protocol::limits::{MAX_COMPONENT_LEN, VERSION};
+use crate::protocol::limits::VERSION;
 use crate::protocol::{DirHeader, FileHeader, Frame, WireName};
 use crate::sanitize::{escape, escape_bytes};
 use anyhow::{bail, Context, Result};
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
-use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
+use cap_std::fs::{Dir, OpenOptions};
 use std::collections::HashSet;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,8 +31,6 @@ use std::time::{Duration, Instant};
 
 /// How long a new connection has to send its HELLO.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Write buffer for file bodies.
-const WRITE_BUF: usize = 1 << 20;
 
 /// State shared by every session of one receiver.
 struct Shared {
@@ -200,18 +199,6 @@ fn open_dirs(root: &Dir, comps: &[&str]) -> Result<Dir, Refusal> {
         dir = next;
     }
     Ok(dir)
-}
-
-/// The partial file's name beside `last`: `.last.ftx-part`, or a digest of
-/// the name when that would exceed a component's length.
-fn partial_name(last: &str) -> String {
-    let name = format!(".{last}.ftx-part");
-    if name.len() <= MAX_COMPONENT_LEN {
-        return name;
-    }
-    let mut h = Hasher::new();
-    h.update(last.as_bytes());
-    format!(".{}.ftx-part", hex(&h.finish()))
 }
 
 /// Removes a wire name from the in-flight set when dropped.
@@ -476,26 +463,29 @@ impl Session<'_> {
             }
             Err(r) => return self.reject(h.id, &h.path, r),
         }
-        let part = partial_name(last);
-        let file = match dir.open_with(
-            &part,
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .follow(FollowSymlinks::No)
-                .mode(0o600),
-        ) {
-            Ok(f) => f,
-            Err(e) => return self.reject(h.id, &h.path, io_refusal(&part, &e)),
+        let names = partial::Names::for_target(last);
+        let opened = match partial::open(&dir, &names, h.size, h.md5) {
+            Ok(o) => o,
+            Err(e) => return self.reject(h.id, &h.path, io_refusal(&names.part, &e)),
         };
+        if let Some(why) = &opened.discarded {
+            self.sh.log(&format!(
+                "{}: '{}': starting over: {why}",
+                self.peer,
+                escape(name.as_str())
+            ));
+        }
+        if let Err(r) = check_space(&dir, h.size - opened.offset) {
+            return self.reject(h.id, &h.path, r);
+        }
         self.conn.send(&Frame::Accept {
             id: h.id,
-            offset: 0,
+            offset: opened.offset,
         })?;
         self.bar.set_length(self.bar.length().unwrap_or(0) + h.size);
+        self.bar.inc(opened.offset);
         self.bar.set_message(escape(name.as_str()));
-        self.receive_body(&dir, file, &part, last, &name, &h)
+        self.receive_body(&dir, opened, &names, last, &name, &h)
     }
 
     /// Decides what to do about whatever sits at the target name:
@@ -528,14 +518,6 @@ impl Session<'_> {
                 }
             }
         }
-        let vfs = rustix::fs::fstatvfs(dir).map_err(|e| io_refusal(last, &e.into()))?;
-        let have = vfs.f_bavail.saturating_mul(vfs.f_frsize);
-        if h.size > have {
-            return Err(refusal(
-                reject_code::NO_SPACE,
-                format!("not enough space: need {} bytes, have {have}", h.size),
-            ));
-        }
         Ok(Some(()))
     }
 
@@ -551,40 +533,35 @@ impl Session<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn receive_body(
         &mut self,
         dir: &Dir,
-        file: cap_std::fs::File,
-        part: &str,
+        opened: partial::Opened,
+        names: &partial::Names,
         last: &str,
         name: &WireName,
         h: &FileHeader,
     ) -> Result<()> {
         let started = Instant::now();
+        let offset = opened.offset;
+        let mut writer = opened.writer;
+        let shown = escape(name.as_str());
         let frame = match self.conn.read_frame() {
             Ok(Some(f)) => f,
-            Ok(None) => {
-                let _ = dir.remove_file(part);
-                bail!(
-                    "closed the connection before the body of '{}'",
-                    escape(name.as_str())
-                )
-            }
-            Err(e) => {
-                let _ = dir.remove_file(part);
-                return Err(fail_session(&mut self.conn, e, "before a body"));
-            }
+            Ok(None) => bail!("closed the connection before the body of '{shown}'"),
+            Err(e) => return Err(fail_session(&mut self.conn, e, "before a body")),
         };
         match frame {
-            Frame::Body { id, offset, length } if id == h.id && offset == 0 && length == h.size => {
-            }
+            Frame::Body {
+                id,
+                offset: o,
+                length,
+            } if id == h.id && o == offset && Some(length) == h.size.checked_sub(offset) => {}
             other => {
-                let _ = dir.remove_file(part);
                 let msg = format!(
-                    "expected BODY id={} offset=0 length={}, got {}",
+                    "expected BODY id={} offset={offset} length={}, got {}",
                     h.id,
-                    h.size,
+                    h.size - offset,
                     describe(&other)
                 );
                 let _ = self.conn.send(&Frame::Error {
@@ -595,14 +572,11 @@ impl Session<'_> {
             }
         }
 
-        let mut out = BufWriter::with_capacity(WRITE_BUF, file.into_std());
-        let mut hasher = Hasher::new();
         let mut write_err: Option<io::Error> = None;
         let bar = &self.bar;
-        let read = self.conn.read_body(h.size, |chunk| {
-            hasher.update(chunk);
+        let read = self.conn.read_body(h.size - offset, |chunk| {
             if write_err.is_none() {
-                if let Err(e) = out.write_all(chunk) {
+                if let Err(e) = writer.write(chunk) {
                     write_err = Some(e);
                 }
             }
@@ -610,51 +584,58 @@ impl Session<'_> {
             Ok(())
         });
         if let Err(e) = read {
-            drop(out);
-            let _ = dir.remove_file(part);
+            // Keep what arrived: checkpoint it so the next send resumes.
+            let kept = if write_err.is_none() && writer.checkpoint().is_ok() {
+                format!(
+                    "kept {} bytes to resume",
+                    writer.position() - writer.position() % partial::BLOCK
+                )
+            } else {
+                names.discard(dir);
+                "partial discarded".to_string()
+            };
             return Err(fail_session(&mut self.conn, e, "in the middle of a body")
-                .context(format!("receiving '{}'", escape(name.as_str()))));
+                .context(format!("receiving '{shown}' ({kept})")));
         }
-        let got = hasher.finish();
-        let file = match out.into_inner() {
-            Ok(f) => Some(f),
+        let finished = match write_err {
+            Some(e) => Err(e),
+            None => writer.finish(),
+        };
+        let (file, got) = match finished {
+            Ok(pair) => pair,
             Err(e) => {
-                write_err.get_or_insert(e.into_error());
-                None
+                names.discard(dir);
+                return self.result_failed(
+                    h.id,
+                    result_status::IO_ERROR,
+                    [0; 16],
+                    format!("cannot write '{shown}': {e}"),
+                );
             }
         };
-        let shown = escape(name.as_str());
-        if let Some(e) = write_err {
-            let _ = dir.remove_file(part);
-            return self.result_failed(
-                h.id,
-                result_status::IO_ERROR,
-                got,
-                format!("cannot write '{shown}': {e}"),
-            );
-        }
-        let Some(file) = file else {
-            bail!("internal error: no file after a successful write");
-        };
         if got != h.md5 {
-            let _ = dir.remove_file(part);
+            names.discard(dir);
             return self.result_failed(
                 h.id,
                 result_status::DIGEST_MISMATCH,
                 got,
                 format!(
-                    "integrity failure for '{shown}': header MD5 {}, received data MD5 {}; discarded",
+                    "integrity failure for '{shown}': header MD5 {}, received data MD5 {}{}; discarded",
                     hex(&h.md5),
-                    hex(&got)
+                    hex(&got),
+                    if offset > 0 { " (after a resume)" } else { "" }
                 ),
             );
         }
         let placed = apply_attrs(&file, h.mode, h.mtime_s, h.mtime_ns)
             .and_then(|()| file.sync_all())
-            .and_then(|()| dir.rename(part, dir, last))
-            .and_then(|()| sync_dir(dir));
+            .and_then(|()| dir.rename(&names.part, dir, last))
+            .and_then(|()| {
+                let _ = dir.remove_file(&names.state);
+                sync_dir(dir)
+            });
         if let Err(e) = placed {
-            let _ = dir.remove_file(part);
+            names.discard(dir);
             return self.result_failed(
                 h.id,
                 result_status::IO_ERROR,
@@ -663,7 +644,7 @@ impl Session<'_> {
             );
         }
         self.stats.ok += 1;
-        self.stats.bytes += h.size;
+        self.stats.bytes += h.size - offset;
         self.conn.send(&Frame::Result {
             id: h.id,
             status: result_status::OK,
@@ -671,11 +652,16 @@ impl Session<'_> {
             message: String::new(),
         })?;
         let secs = started.elapsed().as_secs_f64();
+        let resumed = if offset > 0 {
+            format!(", resumed at {offset}")
+        } else {
+            String::new()
+        };
         let line = format!(
-            "received {shown} {} bytes md5 {} ({:.1} MB/s)",
+            "received {shown} {} bytes md5 {} ({:.1} MB/s{resumed})",
             h.size,
             hex(&got),
-            h.size as f64 / 1e6 / secs.max(1e-9)
+            (h.size - offset) as f64 / 1e6 / secs.max(1e-9)
         );
         self.sh.progress.suspend(|| println!("{line}"));
         Ok(())
@@ -698,6 +684,19 @@ impl Session<'_> {
         })?;
         Ok(())
     }
+}
+
+/// Refuses a file whose remaining bytes do not fit in the free space.
+fn check_space(dir: &Dir, need: u64) -> Result<(), Refusal> {
+    let vfs = rustix::fs::fstatvfs(dir).map_err(|e| io_refusal("free space", &e.into()))?;
+    let have = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+    if need > have {
+        return Err(refusal(
+            reject_code::NO_SPACE,
+            format!("not enough space: need {need} bytes, have {have}"),
+        ));
+    }
+    Ok(())
 }
 
 /// A real (not `O_PATH`) descriptor of the directory `dir` itself, for
@@ -753,15 +752,6 @@ fn apply_attrs(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn partial_names_fit_a_component() {
-        assert_eq!(partial_name("a.iso"), ".a.iso.ftx-part");
-        let long = "x".repeat(255);
-        let p = partial_name(&long);
-        assert!(p.len() <= MAX_COMPONENT_LEN);
-        assert!(p.ends_with(".ftx-part"));
-    }
 
     #[test]
     fn refusals_classify_errors() {

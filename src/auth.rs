@@ -1,0 +1,239 @@
+//! Shared-token authentication: the token, where it comes from, and the MAC
+//! that AUTH carries.
+//!
+//! When the receiver sets [`FLAG_AUTH_REQUIRED`] in WELCOME, the sender
+//! answers with AUTH, whose `mac` is
+//! `HMAC-SHA256(key = token, message = "ftx-auth-v1" || nonce)` over the
+//! 32-byte WELCOME nonce. The domain-separation prefix keeps the MAC from
+//! being reusable for any other purpose of the same token.
+//!
+//! The token is read from a file (`--token-file`) or from the `FTX_TOKEN`
+//! environment variable, never from argv, where any local user could read
+//! it in the process list. [`Token`]'s `Debug` never prints the secret.
+
+use anyhow::{bail, Context};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use std::fmt;
+use std::path::Path;
+
+/// WELCOME flags bit 0: the receiver requires AUTH.
+pub const FLAG_AUTH_REQUIRED: u32 = 1;
+
+/// Environment variable holding the token when no token file is given.
+pub const TOKEN_ENV: &str = "FTX_TOKEN";
+
+/// Domain-separation prefix of the MAC'd message.
+const CONTEXT: &[u8] = b"ftx-auth-v1";
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// A shared secret. Its `Debug` prints `Token(<redacted>)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(Vec<u8>);
+
+impl Token {
+    /// Wraps raw secret bytes.
+    pub fn new(secret: impl Into<Vec<u8>>) -> Token {
+        Token(secret.into())
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// Loads the token: from `token_file` if given, else from `FTX_TOKEN` if it
+/// is set and non-empty, else `None` (no authentication).
+///
+/// A token file's contents are the token, less one trailing `\n` or `\r\n`.
+/// An unreadable or empty file is an error that names the file (and never
+/// quotes its contents).
+pub fn load_token(token_file: Option<&Path>) -> anyhow::Result<Option<Token>> {
+    let env_value = match token_file {
+        Some(_) => None,
+        None => std::env::var_os(TOKEN_ENV).map(|v| v.to_string_lossy().into_owned()),
+    };
+    load_token_from(token_file, env_value)
+}
+
+/// [`load_token`] with the environment variable's value passed in, so tests
+/// need not touch the process environment.
+fn load_token_from(
+    token_file: Option<&Path>,
+    env_value: Option<String>,
+) -> anyhow::Result<Option<Token>> {
+    if let Some(path) = token_file {
+        let mut bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read token file {}", path.display()))?;
+        if bytes.ends_with(b"\r\n") {
+            bytes.truncate(bytes.len() - 2);
+        } else if bytes.ends_with(b"\n") {
+            bytes.truncate(bytes.len() - 1);
+        }
+        if bytes.is_empty() {
+            bail!("token file {} is empty", path.display());
+        }
+        return Ok(Some(Token(bytes)));
+    }
+    Ok(env_value
+        .filter(|v| !v.is_empty())
+        .map(|v| Token(v.into_bytes())))
+}
+
+/// A keyed HMAC over the prefix and `nonce`, ready to finalize or verify.
+fn hmac_of(token: &Token, nonce: &[u8; 32]) -> HmacSha256 {
+    // HMAC takes a key of any length: longer keys are hashed, shorter padded.
+    let mut m = <HmacSha256 as KeyInit>::new_from_slice(&token.0)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    m.update(CONTEXT);
+    m.update(nonce);
+    m
+}
+
+/// The AUTH `mac` for `nonce`: HMAC-SHA256(token, "ftx-auth-v1" || nonce).
+pub fn mac(token: &Token, nonce: &[u8; 32]) -> [u8; 32] {
+    hmac_of(token, nonce).finalize().into_bytes().into()
+}
+
+/// Checks an AUTH `mac` against `nonce`, in constant time.
+pub fn verify(token: &Token, nonce: &[u8; 32], mac: &[u8; 32]) -> bool {
+    hmac_of(token, nonce).verify_slice(mac).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn known_answer() {
+        // python3 -c "import hmac,hashlib;
+        //   print(hmac.new(b'secret', b'ftx-auth-v1'+bytes([7])*32,
+        //   hashlib.sha256).hexdigest())"
+        let got = mac(&Token::new(*b"secret"), &[7; 32]);
+        assert_eq!(
+            hex(&got),
+            "ba50b0b2c3e3c1665f64fb37069e66f24a5c6d4f9c1835622d40fb92132e3b76"
+        );
+    }
+
+    #[test]
+    fn verify_accepts_the_right_mac() {
+        let t = Token::new(*b"secret");
+        let n = [3; 32];
+        assert!(verify(&t, &n, &mac(&t, &n)));
+    }
+
+    #[test]
+    fn verify_rejects_a_wrong_token() {
+        let n = [3; 32];
+        let m = mac(&Token::new(*b"secret"), &n);
+        assert!(!verify(&Token::new(*b"secreT"), &n, &m));
+        assert!(!verify(&Token::new(*b"secret\n"), &n, &m));
+    }
+
+    #[test]
+    fn verify_rejects_a_wrong_nonce() {
+        let t = Token::new(*b"secret");
+        let m = mac(&t, &[3; 32]);
+        let mut other = [3; 32];
+        other[31] = 4;
+        assert!(!verify(&t, &other, &m));
+    }
+
+    #[test]
+    fn verify_rejects_any_flipped_bit() {
+        let t = Token::new(*b"secret");
+        let n = [3; 32];
+        let m = mac(&t, &n);
+        for byte in 0..32 {
+            for bit in 0..8 {
+                let mut bad = m;
+                bad[byte] ^= 1 << bit;
+                assert!(!verify(&t, &n, &bad), "byte {byte} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn debug_does_not_leak() {
+        let t = Token::new(*b"hunter2-very-secret");
+        let shown = format!("{t:?} {:?} {:#?}", Some(&t), t);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(format!("{t:?}"), "Token(<redacted>)");
+    }
+
+    fn token_file(contents: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        f.write_all(contents).expect("write");
+        f.flush().expect("flush");
+        f
+    }
+
+    #[test]
+    fn file_token_has_one_trailing_newline_stripped() {
+        for (contents, want) in [
+            (&b"secret\n"[..], &b"secret"[..]),
+            (b"secret\r\n", b"secret"),
+            (b"secret", b"secret"),
+            (b"secret\n\n", b"secret\n"),
+            (b" sp ace \n", b" sp ace "),
+        ] {
+            let f = token_file(contents);
+            let t = load_token_from(Some(f.path()), None)
+                .expect("readable")
+                .expect("a token");
+            assert_eq!(t, Token::new(want), "{contents:?}");
+        }
+    }
+
+    #[test]
+    fn file_wins_over_env() {
+        let f = token_file(b"from-file\n");
+        let t = load_token_from(Some(f.path()), Some("from-env".into()))
+            .expect("readable")
+            .expect("a token");
+        assert_eq!(t, Token::new(*b"from-file"));
+    }
+
+    #[test]
+    fn env_token() {
+        let t = load_token_from(None, Some("from-env".into()))
+            .expect("ok")
+            .expect("a token");
+        assert_eq!(t, Token::new(*b"from-env"));
+        assert_eq!(
+            load_token_from(None, Some(String::new())).expect("ok"),
+            None
+        );
+        assert_eq!(load_token_from(None, None).expect("ok"), None);
+    }
+
+    #[test]
+    fn empty_file_is_an_error_naming_the_file() {
+        for contents in [&b""[..], b"\n", b"\r\n"] {
+            let f = token_file(contents);
+            let err =
+                load_token_from(Some(f.path()), Some("env".into())).expect_err("empty token file");
+            let msg = format!("{err:#}");
+            assert!(msg.contains(&f.path().display().to_string()), "{msg}");
+            assert!(msg.contains("empty"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn unreadable_file_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let missing = dir.path().join("no-such-token");
+        let err = load_token_from(Some(&missing), None).expect_err("missing file");
+        let msg = format!("{err:#}");
+        assert!(msg.contains(&missing.display().to_string()), "{msg}");
+    }
+}

@@ -1,0 +1,521 @@
+//! Checkpointed partial files on the receiver, so an interrupted transfer
+//! resumes instead of restarting.
+//!
+//! Beside the target `NAME`, the receiver keeps the data in
+//! `.NAME.ftx-part` and a small state file `.NAME.ftx-state`:
+//!
+//! ```text
+//! magic "FTXPART1" | size:u64 | md5:[16] | block:u64 | nblocks:u32 | state_len:u16
+//! nblocks × ( xxh3:u64 | md5_state:[state_len] )     one per full block, in order
+//! trailer: xxh3_64 of every byte before it
+//! ```
+//!
+//! Each record holds the XXH3 of one 4 MiB block of the partial and the MD5
+//! state after that block. A resume never trusts bytes it has not checked:
+//! the partial's blocks are re-read and compared with their XXH3 (at disk
+//! speed), and the transfer resumes at the first block that does not match,
+//! continuing the MD5 from the state saved before it. A state file that is
+//! garbage, truncated, for other content, or a partial shorter than its
+//! records: everything is discarded and the file starts from 0.
+//!
+//! The state is replaced atomically (write a temporary, fsync, rename) at
+//! least every 64 MiB, after the data it describes was flushed and fsynced.
+
+use crate::digest::{hex, Hasher, Md5Digest};
+use crate::protocol::limits::MAX_COMPONENT_LEN;
+use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+/// Bytes per checked block.
+pub const BLOCK: u64 = 4 << 20;
+/// Blocks between two checkpoints (64 MiB).
+pub const CHECKPOINT_BLOCKS: usize = 16;
+/// Write buffer in front of the partial file.
+const WRITE_BUF: usize = 1 << 20;
+const MAGIC: &[u8; 8] = b"FTXPART1";
+
+/// Names of the partial and state files for target `last`. When
+/// `.last.ftx-state.tmp` would not fit in a component, the MD5 of the name
+/// stands in for it.
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// The data: `.NAME.ftx-part`.
+    pub part: String,
+    /// The state: `.NAME.ftx-state`.
+    pub state: String,
+    /// Temporary for atomic state replacement.
+    pub state_tmp: String,
+}
+
+impl Names {
+    /// The names beside target `last`.
+    pub fn for_target(last: &str) -> Names {
+        let stem = if format!(".{last}.ftx-state.tmp").len() <= MAX_COMPONENT_LEN {
+            last.to_owned()
+        } else {
+            let mut h = Hasher::new();
+            h.update(last.as_bytes());
+            hex(&h.finish())
+        };
+        Names {
+            part: format!(".{stem}.ftx-part"),
+            state: format!(".{stem}.ftx-state"),
+            state_tmp: format!(".{stem}.ftx-state.tmp"),
+        }
+    }
+
+    /// Removes the partial and its state (best effort).
+    pub fn discard(&self, dir: &Dir) {
+        let _ = dir.remove_file(&self.part);
+        let _ = dir.remove_file(&self.state);
+        let _ = dir.remove_file(&self.state_tmp);
+    }
+}
+
+/// One checked block: its XXH3 and the MD5 state after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BlockRec {
+    xxh3: u64,
+    md5_state: Vec<u8>,
+}
+
+fn no_follow(opts: &mut OpenOptions) -> &mut OpenOptions {
+    opts.follow(FollowSymlinks::No)
+}
+
+/// Encodes a state file.
+fn encode_state(size: u64, md5: &Md5Digest, blocks: &[BlockRec]) -> Vec<u8> {
+    let state_len = blocks.first().map_or(0, |b| b.md5_state.len());
+    let mut v = Vec::with_capacity(48 + blocks.len() * (8 + state_len));
+    v.extend_from_slice(MAGIC);
+    v.extend_from_slice(&size.to_be_bytes());
+    v.extend_from_slice(md5);
+    v.extend_from_slice(&BLOCK.to_be_bytes());
+    v.extend_from_slice(&(blocks.len() as u32).to_be_bytes());
+    v.extend_from_slice(&(state_len as u16).to_be_bytes());
+    for b in blocks {
+        v.extend_from_slice(&b.xxh3.to_be_bytes());
+        v.extend_from_slice(&b.md5_state);
+    }
+    let trailer = xxh3_64(&v);
+    v.extend_from_slice(&trailer.to_be_bytes());
+    v
+}
+
+/// Decodes a state file; `Err` says why it cannot be trusted.
+fn decode_state(b: &[u8]) -> Result<(u64, Md5Digest, Vec<BlockRec>), &'static str> {
+    const HEAD: usize = 8 + 8 + 16 + 8 + 4 + 2;
+    if b.len() < HEAD + 8 {
+        return Err("state file is truncated");
+    }
+    let (body, trailer) = b.split_at(b.len() - 8);
+    let mut t = [0u8; 8];
+    t.copy_from_slice(trailer);
+    if xxh3_64(body) != u64::from_be_bytes(t) || &body[..8] != MAGIC {
+        return Err("state file is corrupt");
+    }
+    let u64_at = |i: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&body[i..i + 8]);
+        u64::from_be_bytes(a)
+    };
+    let size = u64_at(8);
+    let mut md5 = [0u8; 16];
+    md5.copy_from_slice(&body[16..32]);
+    if u64_at(32) != BLOCK {
+        return Err("state file uses another block size");
+    }
+    let n = u32::from_be_bytes([body[40], body[41], body[42], body[43]]) as usize;
+    let state_len = u16::from_be_bytes([body[44], body[45]]) as usize;
+    let rec = 8 + state_len;
+    if (body.len() - HEAD) != n.saturating_mul(rec) {
+        return Err("state file has the wrong length");
+    }
+    if (n as u64).saturating_mul(BLOCK) > size {
+        return Err("state file covers more than the file");
+    }
+    let blocks = body[HEAD..]
+        .chunks_exact(rec)
+        .map(|c| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&c[..8]);
+            BlockRec {
+                xxh3: u64::from_be_bytes(a),
+                md5_state: c[8..].to_vec(),
+            }
+        })
+        .collect();
+    Ok((size, md5, blocks))
+}
+
+/// Where a (re)started transfer begins.
+pub struct Opened {
+    /// The partial file, positioned at `offset`.
+    pub writer: PartialWriter,
+    /// Bytes already verified on disk; the sender sends from here.
+    pub offset: u64,
+    /// Why an earlier partial was discarded, if one was.
+    pub discarded: Option<String>,
+}
+
+/// Opens the partial for a file of `size` bytes and MD5 `md5` in `dir`,
+/// resuming from a checked prefix when an earlier partial for the same
+/// content is there, else starting from 0. Never follows a symlink.
+pub fn open(dir: &Dir, names: &Names, size: u64, md5: Md5Digest) -> io::Result<Opened> {
+    let mut discarded = None;
+    match try_resume(dir, names, size, &md5) {
+        Ok(Some((file, offset, hasher, blocks))) => {
+            return Ok(Opened {
+                writer: PartialWriter::new(dir, names, file, size, md5, offset, hasher, blocks)?,
+                offset,
+                discarded: None,
+            })
+        }
+        Ok(None) => {}
+        Err(why) => discarded = Some(why),
+    }
+    names.discard(dir);
+    let file = dir
+        .open_with(
+            &names.part,
+            no_follow(
+                OpenOptions::new()
+                    .write(true)
+                    .read(true)
+                    .create(true)
+                    .truncate(true),
+            )
+            .mode(0o600),
+        )?
+        .into_std();
+    Ok(Opened {
+        writer: PartialWriter::new(dir, names, file, size, md5, 0, Hasher::new(), Vec::new())?,
+        offset: 0,
+        discarded,
+    })
+}
+
+type Resumed = (File, u64, Hasher, Vec<BlockRec>);
+
+/// `Ok(None)`: nothing to resume; `Err(why)`: something was there but is
+/// not usable.
+fn try_resume(
+    dir: &Dir,
+    names: &Names,
+    size: u64,
+    md5: &Md5Digest,
+) -> Result<Option<Resumed>, String> {
+    let state = match dir.open_with(&names.state, no_follow(OpenOptions::new().read(true))) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return match dir.symlink_metadata(&names.part) {
+                Ok(_) => Err("partial without a state file".into()),
+                Err(_) => Ok(None),
+            };
+        }
+        Err(e) => return Err(format!("cannot open state file: {e}")),
+    };
+    let mut bytes = Vec::new();
+    let max = 64 + (size / BLOCK + 1) * 256;
+    state
+        .into_std()
+        .take(max)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read state file: {e}"))?;
+    let (s_size, s_md5, blocks) = decode_state(&bytes).map_err(str::to_owned)?;
+    if s_size != size || &s_md5 != md5 {
+        return Err("partial belongs to other content".into());
+    }
+    let mut file = dir
+        .open_with(
+            &names.part,
+            no_follow(OpenOptions::new().read(true).write(true)),
+        )
+        .map_err(|e| format!("cannot open partial: {e}"))?
+        .into_std();
+    // Check the prefix block by block; resume at the first bad block.
+    let mut good = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    'blocks: for rec in &blocks {
+        let mut h = Xxh3::new();
+        let mut left = BLOCK;
+        while left > 0 {
+            let want = (left as usize).min(buf.len());
+            let n = match file.read(&mut buf[..want]) {
+                Ok(0) => break 'blocks,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break 'blocks,
+            };
+            h.update(&buf[..n]);
+            left -= n as u64;
+        }
+        if h.digest() != rec.xxh3 {
+            break;
+        }
+        good += 1;
+    }
+    let hasher = if good == 0 {
+        Hasher::new()
+    } else {
+        Hasher::restore(&blocks[good - 1].md5_state).ok_or("state file holds a bad MD5 state")?
+    };
+    let offset = good as u64 * BLOCK;
+    file.set_len(offset)
+        .and_then(|()| file.seek(SeekFrom::Start(offset)).map(|_| ()))
+        .map_err(|e| format!("cannot truncate partial: {e}"))?;
+    let mut blocks = blocks;
+    blocks.truncate(good);
+    Ok(Some((file, offset, hasher, blocks)))
+}
+
+/// Writes a file's body into its partial: through a `BufWriter`, hashing
+/// with MD5 and per-block XXH3, checkpointing every 64 MiB.
+pub struct PartialWriter {
+    dir: Dir,
+    names: Names,
+    out: BufWriter<File>,
+    size: u64,
+    md5_expected: Md5Digest,
+    md5: Hasher,
+    block: Xxh3,
+    pos: u64,
+    blocks: Vec<BlockRec>,
+    checkpointed: usize,
+}
+
+impl PartialWriter {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        dir: &Dir,
+        names: &Names,
+        file: File,
+        size: u64,
+        md5_expected: Md5Digest,
+        pos: u64,
+        md5: Hasher,
+        blocks: Vec<BlockRec>,
+    ) -> io::Result<Self> {
+        let checkpointed = blocks.len();
+        Ok(PartialWriter {
+            dir: dir.try_clone()?,
+            names: names.clone(),
+            out: BufWriter::with_capacity(WRITE_BUF, file),
+            size,
+            md5_expected,
+            md5,
+            block: Xxh3::new(),
+            pos,
+            blocks,
+            checkpointed,
+        })
+    }
+
+    /// Appends body bytes.
+    pub fn write(&mut self, mut chunk: &[u8]) -> io::Result<()> {
+        while !chunk.is_empty() {
+            let room = (BLOCK - self.pos % BLOCK) as usize;
+            let n = room.min(chunk.len());
+            let (now, rest) = chunk.split_at(n);
+            self.md5.update(now);
+            self.block.update(now);
+            self.out.write_all(now)?;
+            self.pos += n as u64;
+            chunk = rest;
+            if self.pos % BLOCK == 0 {
+                self.blocks.push(BlockRec {
+                    xxh3: self.block.digest(),
+                    md5_state: self.md5.save(),
+                });
+                self.block.reset();
+                if self.blocks.len() - self.checkpointed >= CHECKPOINT_BLOCKS {
+                    self.checkpoint()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the data so far durable and records it in the state file.
+    pub fn checkpoint(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()?;
+        let bytes = encode_state(self.size, &self.md5_expected, &self.blocks);
+        let mut tmp = self
+            .dir
+            .open_with(
+                &self.names.state_tmp,
+                no_follow(OpenOptions::new().write(true).create(true).truncate(true)).mode(0o600),
+            )?
+            .into_std();
+        tmp.write_all(&bytes)?;
+        tmp.sync_data()?;
+        self.dir
+            .rename(&self.names.state_tmp, &self.dir, &self.names.state)?;
+        self.checkpointed = self.blocks.len();
+        Ok(())
+    }
+
+    /// Bytes written so far (including the resumed prefix).
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Flushes and returns the file and the MD5 of the whole content.
+    pub fn finish(self) -> io::Result<(File, Md5Digest)> {
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        Ok((file, self.md5.finish()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir() -> (tempfile::TempDir, Dir) {
+        let t = tempfile::tempdir().expect("tempdir");
+        let d = Dir::open_ambient_dir(t.path(), cap_std::ambient_authority()).expect("dir");
+        (t, d)
+    }
+
+    fn data(n: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn md5_of(b: &[u8]) -> Md5Digest {
+        let mut h = Hasher::new();
+        h.update(b);
+        h.finish()
+    }
+
+    /// Writes `upto` bytes of `all`, checkpoints, and drops the writer.
+    fn interrupted(dir: &Dir, names: &Names, all: &[u8], upto: usize) {
+        let o = open(dir, names, all.len() as u64, md5_of(all)).expect("open");
+        let mut w = o.writer;
+        let start = o.offset as usize;
+        for c in all[start..upto].chunks(100_000) {
+            w.write(c).expect("write");
+        }
+        w.checkpoint().expect("checkpoint");
+    }
+
+    #[test]
+    fn resumes_at_last_full_block_and_digest_matches() {
+        let (_t, dir) = tmpdir();
+        let all = data(3 * BLOCK as usize + 12345);
+        let names = Names::for_target("f.bin");
+        interrupted(&dir, &names, &all, 2 * BLOCK as usize + 777);
+        let o = open(&dir, &names, all.len() as u64, md5_of(&all)).expect("open");
+        assert_eq!(o.offset, 2 * BLOCK);
+        let mut w = o.writer;
+        w.write(&all[o.offset as usize..]).expect("write");
+        let (_, d) = w.finish().expect("finish");
+        assert_eq!(d, md5_of(&all));
+    }
+
+    #[test]
+    fn flipped_byte_in_partial_resumes_before_it() {
+        let (t, dir) = tmpdir();
+        let all = data(3 * BLOCK as usize);
+        let names = Names::for_target("f.bin");
+        interrupted(&dir, &names, &all, 3 * BLOCK as usize - 1);
+        let p = t.path().join(&names.part);
+        let mut bytes = std::fs::read(&p).expect("read");
+        bytes[BLOCK as usize + 5] ^= 1;
+        std::fs::write(&p, &bytes).expect("write");
+        let o = open(&dir, &names, all.len() as u64, md5_of(&all)).expect("open");
+        assert_eq!(o.offset, BLOCK);
+        let mut w = o.writer;
+        w.write(&all[BLOCK as usize..]).expect("write");
+        assert_eq!(w.finish().expect("finish").1, md5_of(&all));
+    }
+
+    #[test]
+    fn garbage_truncated_or_foreign_state_starts_over() {
+        let (t, dir) = tmpdir();
+        let all = data(2 * BLOCK as usize);
+        let names = Names::for_target("f.bin");
+        let sp = t.path().join(&names.state);
+
+        interrupted(&dir, &names, &all, BLOCK as usize + 1);
+        std::fs::write(&sp, b"garbage").expect("write");
+        let o = open(&dir, &names, all.len() as u64, md5_of(&all)).expect("open");
+        assert_eq!(o.offset, 0);
+        assert!(o.discarded.is_some());
+        drop(o);
+
+        interrupted(&dir, &names, &all, BLOCK as usize + 1);
+        let st = std::fs::read(&sp).expect("read");
+        std::fs::write(&sp, &st[..st.len() - 3]).expect("write");
+        assert_eq!(
+            open(&dir, &names, all.len() as u64, md5_of(&all))
+                .expect("open")
+                .offset,
+            0
+        );
+
+        interrupted(&dir, &names, &all, BLOCK as usize + 1);
+        let other = md5_of(b"other");
+        let o = open(&dir, &names, all.len() as u64, other).expect("open");
+        assert_eq!(o.offset, 0);
+        assert_eq!(
+            o.discarded.as_deref(),
+            Some("partial belongs to other content")
+        );
+    }
+
+    #[test]
+    fn partial_shorter_than_its_records_resumes_at_what_is_there() {
+        let (t, dir) = tmpdir();
+        let all = data(3 * BLOCK as usize);
+        let names = Names::for_target("f.bin");
+        interrupted(&dir, &names, &all, 3 * BLOCK as usize - 1);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(t.path().join(&names.part))
+            .expect("open");
+        f.set_len(BLOCK + 10).expect("truncate");
+        let o = open(&dir, &names, all.len() as u64, md5_of(&all)).expect("open");
+        assert_eq!(o.offset, BLOCK);
+    }
+
+    #[test]
+    fn state_round_trips_and_rejects_tampering() {
+        let blocks = vec![
+            BlockRec {
+                xxh3: 1,
+                md5_state: vec![1, 2, 3],
+            },
+            BlockRec {
+                xxh3: 2,
+                md5_state: vec![4, 5, 6],
+            },
+        ];
+        let enc = encode_state(3 * BLOCK, &[9; 16], &blocks);
+        assert_eq!(decode_state(&enc), Ok((3 * BLOCK, [9; 16], blocks)));
+        for i in 0..enc.len() {
+            let mut bad = enc.clone();
+            bad[i] ^= 0x40;
+            assert!(decode_state(&bad).is_err(), "byte {i}");
+            assert!(decode_state(&enc[..i]).is_err(), "prefix {i}");
+        }
+    }
+
+    #[test]
+    fn long_names_fit() {
+        let n = Names::for_target(&"x".repeat(255));
+        assert!(n.state_tmp.len() <= MAX_COMPONENT_LEN);
+        assert_eq!(Names::for_target("a").part, ".a.ftx-part");
+    }
+}
