@@ -22,10 +22,10 @@ use crate::sanitize::{escape, escape_bytes};
 use anyhow::{bail, Context, Result};
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, OpenOptions};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,10 @@ struct Shared {
     active: AtomicUsize,
     /// Targets being written right now, by wire name, across sessions.
     inflight: Mutex<HashSet<String>>,
+    /// The connections being served, so an interrupt can end them.
+    live: Mutex<HashMap<SocketAddr, TcpStream>>,
+    /// Set on SIGINT/SIGTERM: no new session starts.
+    stopping: AtomicBool,
 }
 
 impl Shared {
@@ -87,11 +91,17 @@ pub fn run(cfg: &RecvConfig) -> Result<Exit> {
         progress: Progress::new(crate::progress::enabled(cfg.quiet)),
         active: AtomicUsize::new(0),
         inflight: Mutex::new(HashSet::new()),
+        live: Mutex::new(HashMap::new()),
+        stopping: AtomicBool::new(false),
     });
+    watch_signals(Arc::clone(&shared))?;
 
     if cfg.once {
         let (stream, peer) = accept(&listener, &shared)?;
-        return Ok(match session(stream, peer, &shared) {
+        shared.active.fetch_add(1, Ordering::SeqCst);
+        let result = session(stream, peer, &shared);
+        shared.active.fetch_sub(1, Ordering::SeqCst);
+        return Ok(match result {
             Ok(s) if s.failed == 0 => Exit::Success,
             Ok(_) => Exit::Failure,
             Err(e) => {
@@ -123,6 +133,50 @@ pub fn run(cfg: &RecvConfig) -> Result<Exit> {
         if let Err(e) = spawned {
             shared.active.fetch_sub(1, Ordering::SeqCst);
             shared.log(&format!("{peer}: cannot start a session thread: {e}"));
+        }
+    }
+}
+
+/// On SIGINT or SIGTERM: stop accepting, end every session (each one
+/// checkpoints the file it was receiving), wait for them, exit 130.
+fn watch_signals(shared: Arc<Shared>) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_none() {
+                return;
+            }
+            shared.log("interrupted: checkpointing partial files, then exiting");
+            shared.stopping.store(true, Ordering::SeqCst);
+            if let Ok(live) = shared.live.lock() {
+                for s in live.values() {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+            }
+            // Bounded wait for the sessions to write their checkpoints.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::process::exit(Exit::Interrupted.code());
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+/// Registers a connection in [`Shared::live`] for as long as it lives.
+struct LiveGuard<'a> {
+    sh: &'a Shared,
+    peer: SocketAddr,
+}
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut live) = self.sh.live.lock() {
+            live.remove(&self.peer);
         }
     }
 }
@@ -229,6 +283,13 @@ struct Session<'a> {
 }
 
 fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Result<Stats> {
+    if sh.stopping.load(Ordering::SeqCst) {
+        bail!("refused: the receiver is shutting down");
+    }
+    if let (Ok(clone), Ok(mut live)) = (stream.try_clone(), sh.live.lock()) {
+        live.insert(peer, clone);
+    }
+    let _live = LiveGuard { sh, peer };
     net::tune(&stream, sh.cfg.timeout).context("cannot set up the connection")?;
     stream
         .set_read_timeout(Some(HANDSHAKE_TIMEOUT.min(sh.cfg.timeout)))
@@ -522,15 +583,20 @@ impl Session<'_> {
     }
 
     /// True if the existing file `last` has the MD5 of the offer.
+    /// Uses the verified-digest record kept with the file when it is still
+    /// current, and hashes the file only when it is not.
     fn same_content(&self, dir: &Dir, last: &str, h: &FileHeader) -> bool {
         let opened = dir.open_with(
             last,
             OpenOptions::new().read(true).follow(FollowSymlinks::No),
         );
-        match opened {
-            Ok(f) => hash_reader(f.into_std(), h.size, |_| {}).is_ok_and(|d| d == h.md5),
-            Err(_) => false,
+        let Ok(file) = opened.map(|f| f.into_std()) else {
+            return false;
+        };
+        if let Some(d) = read_record(&file) {
+            return d == h.md5;
         }
+        hash_reader(file, h.size, |_| {}).is_ok_and(|d| d == h.md5)
     }
 
     fn receive_body(
@@ -628,7 +694,10 @@ impl Session<'_> {
             );
         }
         let placed = apply_attrs(&file, h.mode, h.mtime_s, h.mtime_ns)
-            .and_then(|()| file.sync_all())
+            .and_then(|()| {
+                write_record(&file, &got);
+                file.sync_all()
+            })
             .and_then(|()| dir.rename(&names.part, dir, last))
             .and_then(|()| {
                 let _ = dir.remove_file(&names.state);
@@ -684,6 +753,51 @@ impl Session<'_> {
         })?;
         Ok(())
     }
+}
+
+/// Extended attribute holding the digest ftx verified for a file, with the
+/// size and mtime it had then: `v1 SIZE MTIME_S.MTIME_NS MD5HEX`.
+const RECORD_XATTR: &str = "user.ftx.verified";
+
+/// The record's text for the file's current size and mtime.
+fn record_text(md: &std::fs::Metadata, md5: &Md5Digest) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "v1 {} {}.{:09} {}",
+        md.len(),
+        md.mtime(),
+        md.mtime_nsec(),
+        hex(md5)
+    )
+}
+
+/// Keeps the verified digest with the file (best effort: a file system
+/// without user xattrs just means a re-hash when the file is offered again).
+fn write_record(file: &std::fs::File, md5: &Md5Digest) {
+    if let Ok(md) = file.metadata() {
+        let text = record_text(&md, md5);
+        let _ = rustix::fs::fsetxattr(
+            file,
+            RECORD_XATTR,
+            text.as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        );
+    }
+}
+
+/// The digest recorded with the file, if the record matches the file's
+/// current size and mtime (any write since changes the mtime).
+fn read_record(file: &std::fs::File) -> Option<Md5Digest> {
+    let md = file.metadata().ok()?;
+    let mut buf = [0u8; 128];
+    let n = rustix::fs::fgetxattr(file, RECORD_XATTR, &mut buf).ok()?;
+    let text = std::str::from_utf8(buf.get(..n)?).ok()?;
+    let hex_md5 = text.rsplit(' ').next()?;
+    let mut d = [0u8; 16];
+    for (i, b) in d.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex_md5.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    (record_text(&md, &d) == text).then_some(d)
 }
 
 /// Refuses a file whose remaining bytes do not fit in the free space.
@@ -752,6 +866,30 @@ fn apply_attrs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verified_record_round_trips_and_goes_stale() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let p = t.path().join("f");
+        std::fs::write(&p, b"abc").expect("write");
+        let f = std::fs::File::open(&p).expect("open");
+        write_record(&f, &[5; 16]);
+        if rustix::fs::fgetxattr(&f, RECORD_XATTR, &mut [0u8; 128]).is_err() {
+            return; // no user xattrs on this file system: nothing to check
+        }
+        assert_eq!(read_record(&f), Some([5; 16]));
+        drop(f);
+        std::fs::write(&p, b"abd").expect("write");
+        let f = std::fs::File::open(&p).expect("open");
+        let times = std::fs::FileTimes::new()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(5));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .and_then(|w| w.set_times(times))
+            .expect("set mtime");
+        assert_eq!(read_record(&f), None);
+    }
 
     #[test]
     fn refusals_classify_errors() {

@@ -128,6 +128,7 @@ fn peer_error(code: u16, message: &str) -> anyhow::Error {
 /// Runs `ftx send`. Returns the exit status; errors that end the run early
 /// carry theirs (see [`crate::exit::for_error`]).
 pub fn run(cfg: &SendConfig) -> Result<Exit> {
+    exit_on_interrupt()?;
     let walk = walk::walk(&cfg.sources)?;
     for w in &walk.warnings {
         eprintln!("ftx: warning: {w}");
@@ -185,6 +186,24 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         );
     }
     Ok(outcome)
+}
+
+/// On SIGINT or SIGTERM: say how to go on, exit 130. Nothing is lost: the
+/// receiver keeps what it verified and checkpointed.
+fn exit_on_interrupt() -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                eprintln!("\nftx: interrupted, run the same command again to resume");
+                std::process::exit(Exit::Interrupted.code());
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
 }
 
 impl Sender<'_> {
