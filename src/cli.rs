@@ -23,6 +23,35 @@ pub enum Command {
     Send(SendArgs),
     /// Receive files into a directory.
     Recv(RecvArgs),
+    /// Measure a real receiver and sender over loopback on generated files.
+    Bench(BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout.
+    Man,
+}
+
+/// `ftx bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Size of the single-file case (e.g. 1G, 100M; 0 skips it).
+    #[arg(long, default_value = "1G", value_parser = crate::bench::parse_size)]
+    pub size: u64,
+    /// Number of small files (1..64 KiB) in the many-files case (0 skips it).
+    #[arg(long, default_value_t = 2000)]
+    pub files: usize,
+    /// Parallel connections for the sender.
+    #[arg(long, short = 'j', default_value_t = 1)]
+    pub streams: usize,
+    /// Directory for the generated data (default: the system temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Keep the generated data.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// `ftx send`.
@@ -49,6 +78,12 @@ pub struct SendArgs {
     /// Do not use or update the digest cache (~/.cache/ftx): hash every file.
     #[arg(long)]
     pub no_cache: bool,
+    /// Newline-delimited JSON events on stdout (see README).
+    #[arg(long)]
+    pub json: bool,
+    /// File holding the shared token (else $FTX_TOKEN; never on the command line).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `ftx recv`.
@@ -79,13 +114,33 @@ pub struct RecvArgs {
     /// Most sessions served at once; more are refused as busy.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_sessions: u64,
+    /// Newline-delimited JSON events on stdout (see README).
+    #[arg(long)]
+    pub json: bool,
+    /// File holding the shared token senders must prove (else $FTX_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    /// The plain config.
+    pub fn into_config(self) -> crate::bench::BenchConfig {
+        crate::bench::BenchConfig {
+            size: self.size,
+            files: self.files,
+            streams: self.streams,
+            dir: self.dir,
+            keep: self.keep,
+        }
+    }
 }
 
 impl SendArgs {
     /// The plain config; the last positional argument is the receiver.
-    pub fn into_config(mut self) -> SendConfig {
+    /// Reads the token (from `--token-file` or `$FTX_TOKEN`).
+    pub fn into_config(mut self) -> anyhow::Result<SendConfig> {
         let target = self.args.pop().unwrap_or_default();
-        SendConfig {
+        Ok(SendConfig {
             sources: self.args.into_iter().map(PathBuf::from).collect(),
             target,
             quiet: self.quiet,
@@ -93,14 +148,17 @@ impl SendArgs {
             connect_timeout: Duration::from_secs(self.connect_timeout),
             retries: self.retries,
             cache: !self.no_cache,
-        }
+            json: self.json,
+            token: crate::auth::load_token(self.token_file.as_deref())?,
+        })
     }
 }
 
 impl RecvArgs {
-    /// The plain config.
-    pub fn into_config(self) -> RecvConfig {
-        RecvConfig {
+    /// The plain config. Reads the token (from `--token-file` or
+    /// `$FTX_TOKEN`).
+    pub fn into_config(self) -> anyhow::Result<RecvConfig> {
+        Ok(RecvConfig {
             bind: self.bind,
             port: self.port,
             out: self.out,
@@ -109,7 +167,9 @@ impl RecvArgs {
             quiet: self.quiet,
             timeout: Duration::from_secs(self.timeout),
             max_sessions: usize::try_from(self.max_sessions).unwrap_or(usize::MAX),
-        }
+            json: self.json,
+            token: crate::auth::load_token(self.token_file.as_deref())?,
+        })
     }
 }
 
@@ -129,7 +189,7 @@ mod tests {
         let Command::Send(args) = cli.command else {
             panic!("not send")
         };
-        let cfg = args.into_config();
+        let cfg = args.into_config().expect("config");
         assert_eq!(cfg.target, "host:6000");
         assert_eq!(cfg.sources, vec![PathBuf::from("a"), PathBuf::from("b/c")]);
     }

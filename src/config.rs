@@ -1,6 +1,7 @@
 //! Plain configuration structs for the two roles. `cli` builds them from
 //! flags; nothing below `cli` sees clap.
 
+use crate::auth::Token;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +23,10 @@ pub struct SendConfig {
     pub retries: u32,
     /// Use the digest cache.
     pub cache: bool,
+    /// JSON events on stdout.
+    pub json: bool,
+    /// Shared token to prove to the receiver, if any.
+    pub token: Option<Token>,
 }
 
 /// What `ftx recv` does.
@@ -43,4 +48,8 @@ pub struct RecvConfig {
     pub timeout: Duration,
     /// Sessions served at once; more are refused with ERROR busy.
     pub max_sessions: usize,
+    /// JSON events on stdout.
+    pub json: bool,
+    /// Shared token senders must prove, if any.
+    pub token: Option<Token>,
 }

@@ -77,8 +77,10 @@ impl ExitError {
 
 /// The status for an error chain: the first [`ExitError`] in it, else 1.
 pub fn for_error(err: &anyhow::Error) -> Exit {
-    err.chain()
-        .find_map(|e| e.downcast_ref::<ExitError>())
+    // `downcast_ref` sees values attached with `.context(..)` too; `chain`
+    // sees wrapped sources.
+    err.downcast_ref::<ExitError>()
+        .or_else(|| err.chain().find_map(|e| e.downcast_ref::<ExitError>()))
         .map_or(Exit::Failure, |e| e.exit)
 }
 
@@ -111,5 +113,9 @@ mod tests {
         let e = anyhow::Error::new(ExitError::new(Exit::Connect, "x")).context("y");
         assert_eq!(for_error(&e), Exit::Connect);
         assert_eq!(for_error(&anyhow::anyhow!("plain")), Exit::Failure);
+        let ctx = anyhow::anyhow!("root")
+            .context(ExitError::new(Exit::Auth, "auth"))
+            .context("outer");
+        assert_eq!(for_error(&ctx), Exit::Auth);
     }
 }

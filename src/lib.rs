@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod digest;
+pub mod events;
 pub mod exit;
 pub mod net;
 pub mod partial;
@@ -37,7 +38,20 @@ use exit::Exit;
 /// Runs a parsed command line and returns the exit status.
 pub fn run(cli: cli::Cli) -> anyhow::Result<Exit> {
     match cli.command {
-        cli::Command::Send(a) => send::run(&a.into_config()),
-        cli::Command::Recv(a) => recv::run(&a.into_config()),
+        cli::Command::Send(a) => send::run(&a.into_config()?),
+        cli::Command::Recv(a) => recv::run(&a.into_config()?),
+        cli::Command::Bench(a) => bench::run(&a.into_config()).map(|()| Exit::Success),
+        cli::Command::Completions { shell } => {
+            let mut cmd = <cli::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "ftx", &mut std::io::stdout());
+            Ok(Exit::Success)
+        }
+        cli::Command::Man => {
+            let cmd = <cli::Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .map_err(|e| anyhow::anyhow!("cannot write the man page: {e}"))?;
+            Ok(Exit::Success)
+        }
     }
 }

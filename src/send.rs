@@ -13,6 +13,7 @@ use crate::cache::DigestCache;
 use crate::config::SendConfig;
 use crate::conn::{Conn, ConnError};
 use crate::digest::{hash_reader, hex, Md5Digest};
+use crate::events::{mb_per_s, Event, Events};
 use crate::exit::{Exit, ExitError};
 use crate::net;
 use crate::progress::{Layout, Progress};
@@ -72,6 +73,7 @@ struct Sender<'a> {
     current: ProgressBar,
     items: Vec<Item>,
     tally: Tally,
+    events: Events,
 }
 
 /// An attempt that ended early, and whether trying again can help.
@@ -159,24 +161,38 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
             })
             .collect(),
         tally: Tally::default(),
+        events: Events::new(cfg.json),
     };
     let started = Instant::now();
     let result = s.run_attempts();
     s.current.finish_and_clear();
     s.total.finish_and_clear();
-    result?;
+    if let Err(e) = &result {
+        outcome = outcome.worst(crate::exit::for_error(e));
+    }
     for item in &s.items {
         if let State::Failed(exit) = item.state {
             outcome = outcome.worst(exit);
         }
     }
+    let secs = started.elapsed().as_secs_f64();
+    let failed = s
+        .items
+        .iter()
+        .filter(|i| i.state != State::Done && i.entry.kind == Kind::File)
+        .count();
+    s.events.emit(&Event::Summary {
+        role: "send".into(),
+        files_ok: s.tally.files,
+        files_skipped: s.tally.skipped,
+        files_failed: failed as u64,
+        bytes: s.tally.bytes,
+        seconds: secs,
+        exit_code: outcome.code(),
+        peer: None,
+    });
+    result?;
     if !cfg.quiet {
-        let secs = started.elapsed().as_secs_f64();
-        let failed = s
-            .items
-            .iter()
-            .filter(|i| matches!(i.state, State::Failed(_)))
-            .count();
         eprintln!(
             "ftx: sent {} file(s), {} skipped, {failed} failed, {} bytes in {secs:.2} s ({:.1} MB/s)",
             s.tally.files,
@@ -239,6 +255,11 @@ impl Sender<'_> {
                 }
                 Err(b) if b.retry && left > 0 => {
                     left -= 1;
+                    self.events.emit(&Event::Retry {
+                        message: escape(&format!("{:#}", b.err)),
+                        delay_s: backoff.as_secs_f64(),
+                        retries_left: left,
+                    });
                     self.progress.println(&format!(
                         "ftx: {}: {:#}; retrying in {:.1} s ({left} retries left)",
                         self.cfg.target,
@@ -310,8 +331,14 @@ impl Sender<'_> {
             match verdict {
                 Ok(Verdict::Done) => self.items[idx].state = State::Done,
                 Ok(Verdict::Again) => {}
-                Ok(Verdict::Failed(exit, msg)) => {
+                Ok(Verdict::Failed(exit, reason, msg)) => {
                     self.progress.println(&format!("ftx: {msg}"));
+                    self.events.emit(&Event::FileFailed {
+                        path: shown.clone(),
+                        reason: reason.into(),
+                        message: msg,
+                        peer: None,
+                    });
                     self.items[idx].state = State::Failed(exit);
                 }
                 Err(mut b) => {
@@ -367,6 +394,7 @@ impl Sender<'_> {
         let cant_read = |err: std::io::Error| {
             Ok(Verdict::Failed(
                 Exit::Failure,
+                "read",
                 format!("cannot read {local}: {err}"),
             ))
         };
@@ -411,6 +439,12 @@ impl Sender<'_> {
             Frame::Skip { .. } => {
                 self.total.inc(size);
                 self.tally.skipped += 1;
+                self.events.emit(&Event::FileSkipped {
+                    path: shown.clone(),
+                    bytes: size,
+                    reason: "identical".into(),
+                    peer: None,
+                });
                 return Ok(Verdict::Done);
             }
             Frame::Reject { code, message, .. } => {
@@ -425,6 +459,13 @@ impl Sender<'_> {
                 .println(&format!("ftx: resuming {shown} at {offset}"));
         }
 
+        self.events.emit(&Event::FileStarted {
+            path: shown.clone(),
+            bytes: size,
+            offset,
+            peer: None,
+        });
+        let started = Instant::now();
         self.current.set_prefix("sending");
         self.current.set_length(size);
         self.current.set_position(offset);
@@ -448,6 +489,16 @@ impl Sender<'_> {
             } if got == md5 => {
                 self.tally.files += 1;
                 self.tally.bytes += size - offset;
+                let seconds = started.elapsed().as_secs_f64();
+                self.events.emit(&Event::FileDone {
+                    path: shown.clone(),
+                    bytes: size,
+                    md5: hex(&md5),
+                    resumed_from: offset,
+                    seconds,
+                    mb_per_s: mb_per_s(size - offset, seconds),
+                    peer: None,
+                });
                 Ok(Verdict::Done)
             }
             Frame::Result {
@@ -478,12 +529,14 @@ impl Sender<'_> {
                 } else {
                     Ok(Verdict::Failed(
                         Exit::Integrity,
+                        "integrity",
                         format!("{msg}; the file was not kept"),
                     ))
                 }
             }
             Frame::Result { message, .. } => Ok(Verdict::Failed(
                 Exit::Failure,
+                "io",
                 format!("{shown}: receiver could not write it: {}", escape(&message)),
             )),
             other => Err(anyhow::anyhow!("unexpected {} in answer to BODY", other.name()).into()),
@@ -544,21 +597,26 @@ enum Verdict {
     Done,
     /// Send it again in the next session (after a digest mismatch).
     Again,
-    /// Refused or failed; the session goes on.
-    Failed(Exit, String),
+    /// Refused or failed; the session goes on: status, reason code (see
+    /// [`Event::FileFailed`]), message.
+    Failed(Exit, &'static str, String),
 }
 
 fn reject_verdict(shown: &str, code: u16, message: &str) -> Verdict {
-    let what = match code {
-        reject_code::UNSAFE_NAME => "unsafe name",
-        reject_code::EXISTS => "exists with other content (use --overwrite on the receiver)",
-        reject_code::NO_SPACE => "not enough space",
-        reject_code::CONFLICT => "conflicts with what is there",
-        reject_code::IO => "receiver i/o error",
-        _ => "refused",
+    let (reason, what) = match code {
+        reject_code::UNSAFE_NAME => ("refused_unsafe_name", "unsafe name"),
+        reject_code::EXISTS => (
+            "refused_exists",
+            "exists with other content (use --overwrite on the receiver)",
+        ),
+        reject_code::NO_SPACE => ("refused_no_space", "not enough space"),
+        reject_code::CONFLICT => ("refused_conflict", "conflicts with what is there"),
+        reject_code::IO => ("io", "receiver i/o error"),
+        _ => ("refused", "refused"),
     };
     Verdict::Failed(
         Exit::Refused,
+        reason,
         format!("{shown}: refused by receiver: {what}: {}", escape(message)),
     )
 }
@@ -579,6 +637,7 @@ fn send_dir(conn: &mut Conn<TcpStream>, id: u32, e: &Entry) -> Result<Verdict, B
         } => Ok(Verdict::Done),
         Frame::Result { message, .. } => Ok(Verdict::Failed(
             Exit::Failure,
+            "io",
             format!(
                 "{shown}: receiver could not create it: {}",
                 escape(&message)

@@ -60,6 +60,12 @@ pub fn fixtures() -> PathBuf {
 pub fn ftx_cmd() -> Command {
     let mut cmd = Command::new(ftx_bin());
     cmd.stdin(Stdio::null());
+    // Keep the sender's digest cache out of the developer's home directory.
+    cmd.env(
+        "XDG_CACHE_HOME",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("ftx-test-cache"),
+    );
+    cmd.env_remove("FTX_TOKEN");
     cmd
 }
 

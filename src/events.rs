@@ -1,0 +1,175 @@
+//! Machine-readable output: with `--json`, both roles print one JSON object
+//! per line on stdout, each with an `"event"` field naming its kind. The
+//! schema is documented in the README ("JSON events"); fields are only ever
+//! added, never renamed or removed.
+
+use serde::Serialize;
+use std::io::Write;
+
+/// One event. Serialized as `{"event":"file_done", ...}`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The receiver listens.
+    Listening {
+        /// Address as printed in `listening on ADDR:PORT`.
+        address: String,
+        /// The real port (useful with `--port 0`).
+        port: u16,
+    },
+    /// A file transfer starts (after the receiver accepted it).
+    FileStarted {
+        /// Wire name (escaped).
+        path: String,
+        /// Size of the whole file.
+        bytes: u64,
+        /// Offset the body starts at (non-zero: resumed).
+        offset: u64,
+        /// The sender's address (receiver side only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
+    },
+    /// A file was verified and is in place.
+    FileDone {
+        /// Wire name (escaped).
+        path: String,
+        /// Size of the whole file.
+        bytes: u64,
+        /// MD5, lower-case hex.
+        md5: String,
+        /// Offset the transfer resumed from (0: whole file sent).
+        resumed_from: u64,
+        /// Time spent on the body.
+        seconds: f64,
+        /// Body bytes per second / 1e6.
+        mb_per_s: f64,
+        /// The sender's address (receiver side only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
+    },
+    /// The receiver already held identical content; nothing was sent.
+    FileSkipped {
+        /// Wire name (escaped).
+        path: String,
+        /// Size of the file.
+        bytes: u64,
+        /// Why: "identical".
+        reason: String,
+        /// The sender's address (receiver side only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
+    },
+    /// A file failed or was refused.
+    FileFailed {
+        /// Wire name or local path (escaped).
+        path: String,
+        /// Reason code: "integrity", "refused_exists", "refused_unsafe_name",
+        /// "refused_no_space", "refused_conflict", "refused", "io", "read".
+        reason: String,
+        /// Human-readable message (escaped).
+        message: String,
+        /// The sender's address (receiver side only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
+    },
+    /// The sender lost the connection and tries again.
+    Retry {
+        /// What went wrong.
+        message: String,
+        /// Seconds until the next attempt.
+        delay_s: f64,
+        /// Retries left after this one.
+        retries_left: u32,
+    },
+    /// End of a run (sender) or of a session (receiver).
+    Summary {
+        /// "send" or "recv".
+        role: String,
+        /// Files verified.
+        files_ok: u64,
+        /// Files skipped as identical.
+        files_skipped: u64,
+        /// Files failed or refused.
+        files_failed: u64,
+        /// Body bytes transferred.
+        bytes: u64,
+        /// Wall time.
+        seconds: f64,
+        /// Sender: the exit status it ends with. Receiver: 0 if every file
+        /// of the session was verified, else 1.
+        exit_code: i32,
+        /// The sender's address (receiver side only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
+    },
+}
+
+/// Where events go: stdout as JSON lines, or nowhere.
+#[derive(Debug, Clone, Copy)]
+pub struct Events {
+    on: bool,
+}
+
+impl Events {
+    /// Emits only when `on` (`--json`).
+    pub fn new(on: bool) -> Self {
+        Events { on }
+    }
+
+    /// Whether events are printed (human lines on stdout are not, then).
+    pub fn enabled(&self) -> bool {
+        self.on
+    }
+
+    /// Prints one event as a line (best effort: a closed stdout is ignored).
+    pub fn emit(&self, e: &Event) {
+        if !self.on {
+            return;
+        }
+        if let Ok(line) = serde_json::to_string(e) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Rate in MB/s, safe for tiny durations.
+pub fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
+    if seconds <= 0.0 {
+        return 0.0;
+    }
+    (bytes as f64 / 1e6 / seconds * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialize_with_their_kind() {
+        let e = Event::FileDone {
+            path: "a b.txt".into(),
+            bytes: 3,
+            md5: "900150983cd24fb0d6963f7d28e17f72".into(),
+            resumed_from: 0,
+            seconds: 0.5,
+            mb_per_s: 0.0,
+            peer: None,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&e).expect("json")).expect("parse");
+        assert_eq!(v["event"], "file_done");
+        assert_eq!(v["path"], "a b.txt");
+        assert_eq!(v["bytes"], 3);
+        assert!(v.get("peer").is_none());
+        let l = Event::Listening {
+            address: "127.0.0.1:5".into(),
+            port: 5,
+        };
+        assert_eq!(
+            serde_json::to_string(&l).expect("json"),
+            r#"{"event":"listening","address":"127.0.0.1:5","port":5}"#
+        );
+    }
+}

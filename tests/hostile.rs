@@ -1,0 +1,661 @@
+//! A hostile client speaking raw bytes (std `TcpStream` + the library's
+//! frame encoder) to a real `ftx recv`: unsafe names, symlinks planted in
+//! OUT, non-ftx bytes, absurd frame lengths, lying BODY headers, EOF in the
+//! middle of a body. Each must be answered (REJECT, ERROR or a close), must
+//! write nothing outside OUT and nothing unverified inside it, and must
+//! leave the receiver serving the next sender.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{md5_hex, mtime_of, send, set_mtime, snapshot_outside, write_random, Receiver};
+use ftx::protocol::frame::{
+    decode, error_code, kind, reject_code, result_status, to_bytes, DirHeader, FileHeader, Frame,
+};
+use md5::{Digest, Md5};
+use tempfile::TempDir;
+
+/// Longest wait for one answer from the receiver.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `$T` (a temp dir) with `$T/out` as the receiver's --out.
+struct Dirs {
+    tmp: TempDir,
+    out: PathBuf,
+}
+
+impl Dirs {
+    fn t(&self) -> &Path {
+        self.tmp.path()
+    }
+}
+
+fn dirs() -> Dirs {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    fs::create_dir(&out).expect("mkdir out");
+    Dirs { tmp, out }
+}
+
+fn md5_of(data: &[u8]) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&Md5::digest(data));
+    a
+}
+
+fn file_offer(id: u32, path: &[u8], data: &[u8]) -> Frame {
+    Frame::File(FileHeader {
+        id,
+        size: data.len() as u64,
+        mode: 0o644,
+        mtime_s: 1_600_000_000,
+        mtime_ns: 0,
+        md5: md5_of(data),
+        path: path.to_vec(),
+    })
+}
+
+fn dir_offer(id: u32, path: &[u8]) -> Frame {
+    Frame::Dir(DirHeader {
+        id,
+        mode: 0o755,
+        mtime_s: 1_600_000_000,
+        mtime_ns: 0,
+        path: path.to_vec(),
+    })
+}
+
+/// A raw connection to the receiver with a frame decoder on the read side.
+struct Raw {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to receiver");
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("read timeout");
+        stream
+            .set_write_timeout(Some(IO_TIMEOUT))
+            .expect("write timeout");
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Connects and does HELLO (agent "evil") → WELCOME.
+    fn session(addr: SocketAddr) -> Raw {
+        let mut raw = Raw::connect(addr);
+        raw.send(&Frame::Hello {
+            version: 1,
+            flags: 0,
+            agent: "evil".into(),
+        });
+        match raw.expect("WELCOME") {
+            Frame::Welcome { version, flags, .. } => {
+                assert_eq!(version, 1, "WELCOME version");
+                assert_eq!(flags, 0, "WELCOME flags");
+            }
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+        raw
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to receiver");
+    }
+
+    fn send(&mut self, frame: &Frame) {
+        self.write(&to_bytes(frame));
+    }
+
+    /// The next frame, or `None` once the receiver closed the connection
+    /// (EOF or reset). Panics if nothing comes within [`IO_TIMEOUT`] or the
+    /// bytes are not a frame.
+    fn next(&mut self) -> Option<Frame> {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut chunk = [0u8; 4096];
+        loop {
+            match decode(&self.buf) {
+                Ok(Some((frame, used))) => {
+                    self.buf.drain(..used);
+                    return Some(frame);
+                }
+                Ok(None) => {}
+                Err(e) => panic!("receiver sent bytes that are not a frame: {e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no complete frame from the receiver within {IO_TIMEOUT:?}"
+            );
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    assert!(
+                        self.buf.is_empty(),
+                        "connection closed in the middle of a frame: {:?}",
+                        self.buf
+                    );
+                    return None;
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("receiver silent for {IO_TIMEOUT:?}")
+                }
+                Err(_) => return None, // reset: closed
+            }
+        }
+    }
+
+    fn expect(&mut self, what: &str) -> Frame {
+        self.next()
+            .unwrap_or_else(|| panic!("receiver closed the connection; expected {what}"))
+    }
+
+    /// Expects the session to end: an ERROR (code checked if given) and
+    /// then the close, or the close right away.
+    fn expect_error_or_close(&mut self, code: Option<u16>) {
+        match self.next() {
+            None => {}
+            Some(Frame::Error { code: got, message }) => {
+                if let Some(code) = code {
+                    assert_eq!(got, code, "ERROR code (message {message:?})");
+                }
+                assert!(self.next().is_none(), "the receiver closes after an ERROR");
+            }
+            Some(other) => panic!("expected ERROR or a close, got {other:?}"),
+        }
+    }
+
+    /// Offers `frame` and expects REJECT with `code` for `id`.
+    fn expect_reject(&mut self, frame: &Frame, id: u32, code: u16) {
+        self.send(frame);
+        match self.expect("REJECT") {
+            Frame::Reject {
+                id: got,
+                code: c,
+                message,
+            } => {
+                assert_eq!(got, id, "REJECT id");
+                assert_eq!(c, code, "REJECT code for {frame:?} (message {message:?})");
+                assert!(!message.is_empty(), "REJECT explains itself");
+            }
+            other => panic!("expected REJECT {code} for {frame:?}, got {other:?}"),
+        }
+    }
+
+    /// Offers a good file and sends it completely; expects RESULT ok.
+    fn send_good_file(&mut self, id: u32, name: &str, data: &[u8]) {
+        self.send(&file_offer(id, name.as_bytes(), data));
+        match self.expect("ACCEPT") {
+            Frame::Accept { id: got, offset } => {
+                assert_eq!((got, offset), (id, 0), "ACCEPT");
+            }
+            other => panic!("expected ACCEPT for {name}, got {other:?}"),
+        }
+        self.send(&Frame::Body {
+            id,
+            offset: 0,
+            length: data.len() as u64,
+        });
+        self.write(data);
+        match self.expect("RESULT") {
+            Frame::Result {
+                id: got,
+                status,
+                md5,
+                ..
+            } => {
+                assert_eq!(got, id);
+                assert_eq!(status, result_status::OK, "RESULT status for {name}");
+                assert_eq!(md5, md5_of(data), "RESULT md5 for {name}");
+            }
+            other => panic!("expected RESULT for {name}, got {other:?}"),
+        }
+    }
+
+    /// END → SUMMARY; returns (files_ok, files_failed).
+    fn end(&mut self) -> (u32, u32) {
+        self.send(&Frame::End);
+        match self.expect("SUMMARY") {
+            Frame::Summary {
+                files_ok,
+                files_failed,
+                ..
+            } => (files_ok, files_failed),
+            other => panic!("expected SUMMARY, got {other:?}"),
+        }
+    }
+}
+
+/// Paths created under `$T` between two snapshots.
+fn created(before: &BTreeSet<PathBuf>, after: &BTreeSet<PathBuf>) -> Vec<PathBuf> {
+    after.difference(before).cloned().collect()
+}
+
+/// Asserts that everything new under `$T` lies inside `$T/out`.
+fn assert_nothing_outside_out(before: &BTreeSet<PathBuf>, after: &BTreeSet<PathBuf>) {
+    let stray: Vec<PathBuf> = created(before, after)
+        .into_iter()
+        .filter(|p| !p.starts_with("out"))
+        .collect();
+    assert!(stray.is_empty(), "created outside OUT: {stray:?}");
+    let gone: Vec<&PathBuf> = before.difference(after).collect();
+    assert!(gone.is_empty(), "removed by the receiver: {gone:?}");
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Asserts that `out` holds no file named `name` and nothing but the
+/// hidden partial and state files the receiver keeps beside it for a
+/// resume (`.NAME.ftx-part`, `.NAME.ftx-state`).
+fn assert_only_partials_of(out: &Path, name: &str, rx: &Receiver) {
+    let allowed = [format!(".{name}.ftx-part"), format!(".{name}.ftx-state")];
+    let present = names_in(out);
+    assert!(
+        present.iter().all(|n| allowed.contains(n)),
+        "no final '{name}' and nothing but its partial/state may be in OUT: {present:?}\n\
+         --- receiver stderr ---\n{}",
+        rx.stderr()
+    );
+}
+
+/// Sends `data` as `out/name` with a normal `ftx send` and checks that it
+/// arrives intact and that no partial or state file is left over.
+fn assert_clean_send_replaces_leftovers(rx: &mut Receiver, name: &str, data: &[u8]) {
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join(name);
+    fs::write(&file, data).expect("write source");
+    let out = send(&[file.to_str().expect("UTF-8 temp path")], rx.addr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "ftx send of {name} over the leftovers\n--- stderr ---\n{}\n--- receiver stderr ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        rx.stderr()
+    );
+    assert_eq!(
+        md5_hex(rx.out.join(name)),
+        md5_hex(&file),
+        "content of {name}"
+    );
+    let stale: Vec<String> = names_in(&rx.out)
+        .into_iter()
+        .filter(|n| n.starts_with(&format!(".{name}.")))
+        .collect();
+    assert!(stale.is_empty(), "partial and state cleaned up: {stale:?}");
+}
+
+/// A normal `ftx send` of a fresh file to `rx` succeeds: the receiver is
+/// alive and serving. `tag` keeps the names of several calls apart.
+fn assert_still_serves(rx: &mut Receiver, tag: &str) {
+    assert!(rx.is_running(), "receiver died; stderr:\n{}", rx.stderr());
+    let src = tempfile::tempdir().expect("tempdir");
+    let name = format!("after-{tag}.bin");
+    let file = src.path().join(&name);
+    write_random(&file, 100_000, 5);
+    let out = send(&[file.to_str().expect("UTF-8 temp path")], rx.addr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "ftx send after the hostile session\n--- stderr ---\n{}\n--- receiver stderr ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        rx.stderr()
+    );
+    assert_eq!(md5_hex(rx.out.join(&name)), md5_hex(&file));
+}
+
+/// No byte below 0x20 except '\n', no DEL, no C1 control in `text`.
+fn assert_no_raw_controls(text: &str) {
+    let bad: Vec<(usize, char)> = text
+        .char_indices()
+        .filter(|&(_, c)| {
+            (c < ' ' && c != '\n') || c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c)
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "raw control characters {bad:?} in receiver stderr:\n{}",
+        text.escape_debug()
+    );
+}
+
+#[test]
+fn unsafe_names_are_rejected_one_by_one_and_the_session_goes_on() {
+    let d = dirs();
+    let mut rx = Receiver::start(&d.out, &[]);
+    let before = snapshot_outside(d.t());
+
+    let data = b"payload";
+    let bad_names: &[&[u8]] = &[
+        b"../x",
+        b"/abs",
+        b"a/../../x",
+        b"evil\x1b[2Jname",
+        b"a\\b",
+        b"bad\xff\xfeutf8",
+        b"",
+        b".",
+        b"a//b",
+        b"a/",
+        b"nul\0byte",
+        b"C:evil",
+        b"del\x7fchar",
+        "c1\u{9b}31m".as_bytes(),
+    ];
+    let mut raw = Raw::session(rx.addr);
+    let mut id = 0;
+    for name in bad_names {
+        id += 1;
+        raw.expect_reject(&file_offer(id, name, data), id, reject_code::UNSAFE_NAME);
+    }
+    // Directories with unsafe names too.
+    for name in [&b"../d"[..], b"/d", b"d/../../e"] {
+        id += 1;
+        raw.expect_reject(&dir_offer(id, name), id, reject_code::UNSAFE_NAME);
+    }
+    // The session is still alive: a good file goes through.
+    id += 1;
+    raw.send_good_file(id, "ok.txt", data);
+    let (ok, failed) = raw.end();
+    assert_eq!(ok, 1, "SUMMARY files_ok");
+    assert_eq!(failed, id - 1, "SUMMARY files_failed counts the rejects");
+    assert!(raw.next().is_none(), "receiver closes after SUMMARY");
+
+    let after = snapshot_outside(d.t());
+    assert_nothing_outside_out(&before, &after);
+    assert_eq!(
+        created(&before, &after),
+        [PathBuf::from("out/ok.txt")],
+        "only the good file was written"
+    );
+    assert_eq!(fs::read(d.out.join("ok.txt")).expect("ok.txt"), data);
+
+    assert_still_serves(&mut rx, "names");
+    rx.kill();
+    let err = rx.stderr();
+    assert_no_raw_controls(&err);
+    assert!(
+        err.contains("evil\\x1b[2Jname"),
+        "the escape-sequence name is logged escaped:\n{err}"
+    );
+    assert!(
+        err.contains("bad\\xff\\xfeutf8"),
+        "the invalid UTF-8 name is logged escaped:\n{err}"
+    );
+}
+
+#[test]
+fn symlinks_planted_in_out_are_never_followed() {
+    let d = dirs();
+    let outside = d.t().join("outside");
+    fs::create_dir(&outside).expect("mkdir outside");
+    let victim = outside.join("victim");
+    fs::write(&victim, b"precious\n").expect("write victim");
+    set_mtime(&victim, 1_300_000_000);
+    symlink(&outside, d.out.join("link")).expect("symlink OUT/link");
+    symlink(&victim, d.out.join("target")).expect("symlink OUT/target");
+
+    let mut rx = Receiver::start(&d.out, &[]);
+    let before = snapshot_outside(d.t());
+    let data = b"attacker data\n";
+
+    let mut raw = Raw::session(rx.addr);
+    // Through a symlinked directory.
+    raw.expect_reject(&file_offer(1, b"link/x", data), 1, reject_code::CONFLICT);
+    raw.expect_reject(
+        &file_offer(2, b"link/deeper/x", data),
+        2,
+        reject_code::CONFLICT,
+    );
+    raw.expect_reject(&dir_offer(3, b"link/sub"), 3, reject_code::CONFLICT);
+    raw.expect_reject(&dir_offer(4, b"link"), 4, reject_code::CONFLICT);
+    // Onto a symlink as the target name.
+    raw.expect_reject(&file_offer(5, b"target", data), 5, reject_code::CONFLICT);
+    // The victim's own name through the link, same size as the victim.
+    raw.expect_reject(
+        &file_offer(6, b"link/victim", b"replaced\n"),
+        6,
+        reject_code::CONFLICT,
+    );
+    raw.send_good_file(7, "fine.txt", data);
+    let (ok, failed) = raw.end();
+    assert_eq!((ok, failed), (1, 6), "SUMMARY files_ok, files_failed");
+
+    let after = snapshot_outside(d.t());
+    assert_nothing_outside_out(&before, &after);
+    assert_eq!(created(&before, &after), [PathBuf::from("out/fine.txt")]);
+    assert_eq!(names_in(&outside), ["victim"], "nothing created outside");
+    assert_eq!(fs::read(&victim).expect("victim"), b"precious\n");
+    assert_eq!(mtime_of(&victim), 1_300_000_000, "victim not touched");
+    assert_eq!(fs::read_link(d.out.join("link")).expect("link"), outside);
+    assert_eq!(fs::read_link(d.out.join("target")).expect("target"), victim);
+
+    assert_still_serves(&mut rx, "symlinks");
+}
+
+#[test]
+fn http_request_gets_an_error_or_a_close_and_the_receiver_keeps_serving() {
+    let d = dirs();
+    let mut rx = Receiver::start(&d.out, &[]);
+    let before = snapshot_outside(d.t());
+
+    let mut raw = Raw::connect(rx.addr);
+    raw.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    raw.expect_error_or_close(Some(error_code::PROTOCOL));
+
+    assert_eq!(snapshot_outside(d.t()), before, "nothing written");
+    assert_still_serves(&mut rx, "http");
+}
+
+#[test]
+fn four_gib_frame_length_is_refused_from_the_header_alone() {
+    let d = dirs();
+    let mut rx = Receiver::start(&d.out, &[]);
+    let before = snapshot_outside(d.t());
+
+    let mut raw = Raw::session(rx.addr);
+    // A FILE header claiming a 4 GiB payload; no payload follows. The
+    // receiver must answer without waiting for (or allocating) it.
+    raw.write(&[kind::FILE, 0xFF, 0xFF, 0xFF, 0xFF]);
+    raw.expect_error_or_close(Some(error_code::PROTOCOL));
+
+    // The same before HELLO.
+    let mut raw = Raw::connect(rx.addr);
+    raw.write(&[kind::HELLO, 0xFF, 0xFF, 0xFF, 0xFF]);
+    raw.expect_error_or_close(Some(error_code::PROTOCOL));
+
+    assert_eq!(snapshot_outside(d.t()), before, "nothing written");
+    assert_still_serves(&mut rx, "4gib");
+}
+
+#[test]
+fn body_that_does_not_match_the_accepted_offer_is_a_protocol_error() {
+    let d = dirs();
+    let mut rx = Receiver::start(&d.out, &[]);
+    let before = snapshot_outside(d.t());
+    let data = vec![0xA5u8; 100];
+
+    // (description, BODY id, offset, length) against FILE id 1, size 100.
+    let cases: &[(&str, u32, u64, u64)] = &[
+        ("shorter length", 1, 0, 50),
+        ("longer length", 1, 0, 200),
+        ("other id", 2, 0, 100),
+        ("non-zero offset", 1, 10, 90),
+    ];
+    for (what, id, offset, length) in cases {
+        let mut raw = Raw::session(rx.addr);
+        raw.send(&file_offer(1, b"lying.bin", &data));
+        match raw.expect("ACCEPT") {
+            Frame::Accept { id: 1, offset: 0 } => {}
+            other => panic!("{what}: expected ACCEPT at 0, got {other:?}"),
+        }
+        // Only the lying header: the receiver must judge it on its own.
+        raw.send(&Frame::Body {
+            id: *id,
+            offset: *offset,
+            length: *length,
+        });
+        raw.expect_error_or_close(Some(error_code::PROTOCOL));
+        assert_only_partials_of(&d.out, "lying.bin", &rx);
+    }
+
+    // A frame other than BODY after ACCEPT.
+    let mut raw = Raw::session(rx.addr);
+    raw.send(&file_offer(1, b"lying.bin", &data));
+    assert!(matches!(raw.expect("ACCEPT"), Frame::Accept { .. }));
+    raw.send(&Frame::End);
+    raw.expect_error_or_close(Some(error_code::PROTOCOL));
+    assert_only_partials_of(&d.out, "lying.bin", &rx);
+
+    let after = snapshot_outside(d.t());
+    assert_nothing_outside_out(&before, &after);
+    // Whatever was kept does not get in the way of an honest sender.
+    assert_clean_send_replaces_leftovers(&mut rx, "lying.bin", &data);
+    assert_still_serves(&mut rx, "lying-body");
+}
+
+#[test]
+fn eof_in_the_middle_of_a_body_never_leaves_the_final_name() {
+    let d = dirs();
+    let mut rx = Receiver::start(&d.out, &[]);
+    let before = snapshot_outside(d.t());
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
+
+    let mut raw = Raw::session(rx.addr);
+    raw.send(&file_offer(1, b"cut.bin", &data));
+    assert!(matches!(
+        raw.expect("ACCEPT"),
+        Frame::Accept { id: 1, offset: 0 }
+    ));
+    raw.send(&Frame::Body {
+        id: 1,
+        offset: 0,
+        length: data.len() as u64,
+    });
+    raw.write(&data[..300_000]);
+    raw.stream
+        .shutdown(Shutdown::Write)
+        .expect("half-close the connection");
+    // The receiver gives up on the session and closes (after dealing with
+    // the partial); an ERROR before the close is fine too.
+    raw.expect_error_or_close(None);
+
+    assert_only_partials_of(&d.out, "cut.bin", &rx);
+    let after = snapshot_outside(d.t());
+    assert_nothing_outside_out(&before, &after);
+    // An honest sender with other content under that name gets exactly its
+    // own bytes: the hostile leftovers are never mixed in.
+    let honest: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    assert_clean_send_replaces_leftovers(&mut rx, "cut.bin", &honest);
+    assert_still_serves(&mut rx, "eof-body");
+}
+
+#[test]
+fn eof_right_after_accept_never_leaves_the_final_name() {
+    let d = dirs();
+    let mut rx = Receiver::start(&d.out, &[]);
+    let before = snapshot_outside(d.t());
+
+    let mut raw = Raw::session(rx.addr);
+    raw.send(&file_offer(1, b"never.bin", b"0123456789"));
+    assert!(matches!(raw.expect("ACCEPT"), Frame::Accept { .. }));
+    raw.stream
+        .shutdown(Shutdown::Write)
+        .expect("half-close the connection");
+    raw.expect_error_or_close(None);
+
+    assert_only_partials_of(&d.out, "never.bin", &rx);
+    let after = snapshot_outside(d.t());
+    assert_nothing_outside_out(&before, &after);
+    assert_clean_send_replaces_leftovers(&mut rx, "never.bin", b"0123456789");
+    assert_still_serves(&mut rx, "eof-accept");
+}
+
+#[test]
+fn eof_in_the_middle_of_a_frame_ends_the_session_cleanly() {
+    let d = dirs();
+    let mut rx = Receiver::start(&d.out, &[]);
+    let before = snapshot_outside(d.t());
+
+    let mut raw = Raw::session(rx.addr);
+    let offer = to_bytes(&file_offer(1, b"half.bin", b"abc"));
+    raw.write(&offer[..offer.len() / 2]);
+    raw.stream
+        .shutdown(Shutdown::Write)
+        .expect("half-close the connection");
+    raw.expect_error_or_close(None);
+
+    assert_eq!(snapshot_outside(d.t()), before, "nothing written");
+    assert_still_serves(&mut rx, "eof-frame");
+}
+
+#[test]
+fn hostile_partial_with_the_honest_digest_cannot_poison_a_later_send() {
+    let d = dirs();
+    let src = tempfile::tempdir().expect("tempdir");
+    let file = src.path().join("poison.bin");
+    write_random(&file, 6 << 20, 11);
+    let honest = fs::read(&file).expect("read source");
+    let rx = Receiver::start(&d.out, &[]);
+
+    // Offer the honest size and MD5, but send 5 MiB of zeros (more than
+    // one 4 MiB resume block), then vanish.
+    let mut raw = Raw::session(rx.addr);
+    raw.send(&file_offer(1, b"poison.bin", &honest));
+    assert!(matches!(
+        raw.expect("ACCEPT"),
+        Frame::Accept { id: 1, offset: 0 }
+    ));
+    raw.send(&Frame::Body {
+        id: 1,
+        offset: 0,
+        length: honest.len() as u64,
+    });
+    raw.write(&vec![0u8; 5 << 20]);
+    raw.stream
+        .shutdown(Shutdown::Write)
+        .expect("half-close the connection");
+    raw.expect_error_or_close(None);
+    assert_only_partials_of(&d.out, "poison.bin", &rx);
+
+    // The honest sender ends up with exactly its own bytes (a resume onto
+    // the zeros must fail verification and be redone from 0).
+    let out = send(&[file.to_str().expect("UTF-8 temp path")], rx.addr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "honest send over a poisoned partial\n--- stderr ---\n{}\n--- receiver stderr ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        rx.stderr()
+    );
+    assert_eq!(md5_hex(d.out.join("poison.bin")), md5_hex(&file));
+    assert_eq!(names_in(&d.out), ["poison.bin"], "no partial or state left");
+}
