@@ -37,6 +37,9 @@ const GEN_CHUNK: usize = 4 << 20;
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the receiver may take to exit once the sender has.
 const RECV_EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a child that has failed or is not needed any more gets to exit
+/// before it is killed.
+const SHORT_WAIT: Duration = Duration::from_secs(2);
 
 /// What `ftx bench` measures.
 #[derive(Debug, Clone)]
@@ -762,7 +765,7 @@ fn run_case(
         Ok(a) => a,
         Err(e) => {
             // Reap it (killing it if it is still there) to report its stderr.
-            let note = match receiver.wait(Duration::from_secs(2)) {
+            let note = match receiver.wait(SHORT_WAIT) {
                 Ok(x) => stderr_note(&x.stderr),
                 Err(e2) => format!("; {e2:#}"),
             };
@@ -771,7 +774,9 @@ fn run_case(
     };
 
     let mut cmd = Command::new(exe);
-    cmd.args(["send", "-q"]);
+    // --no-cache: measure a first transfer (every file hashed) and leave
+    // the user's digest cache alone.
+    cmd.args(["send", "-q", "--no-cache"]);
     if streams > 1 {
         cmd.arg("-j").arg(streams.to_string());
     }
@@ -781,6 +786,23 @@ fn run_case(
     let sent = sender.wait(send_limit(bytes, files));
     let wall = start.elapsed();
     let sent = sent.with_context(|| name.to_string())?;
+    if !sent.success() {
+        // A receiver that was never connected to would wait for ever: give
+        // it a moment to finish, then kill it and report the sender first.
+        let recv_note = match receiver.wait(SHORT_WAIT) {
+            Ok(r) => format!(
+                "receiver {}{}",
+                r.describe(),
+                stderr_note(&r.stderr).replace("its stderr", "receiver stderr")
+            ),
+            Err(e) => format!("{e:#}"),
+        };
+        bail!(
+            "{name}: transfer failed: sender {}{}\n{recv_note}",
+            sent.describe(),
+            stderr_note(&sent.stderr).replace("its stderr", "sender stderr"),
+        );
+    }
     let received = receiver
         .wait(RECV_EXIT_TIMEOUT)
         .with_context(|| name.to_string())?;

@@ -76,6 +76,11 @@ impl<S: Read + Write> Conn<S> {
         &self.stream
     }
 
+    /// The underlying stream, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
     /// Reads the next frame; `Ok(None)` on a clean EOF between frames.
     pub fn read_frame(&mut self) -> Result<Option<Frame>, ConnError> {
         loop {

@@ -5,8 +5,63 @@
 use crate::exit::{Exit, ExitError};
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use std::io;
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// A TCP stream whose reads also obey an overall deadline (for the
+/// handshake): a peer trickling one byte at a time cannot extend it, since
+/// every read waits at most for what is left of the deadline.
+pub struct Deadlined {
+    inner: TcpStream,
+    deadline: Option<Instant>,
+    idle: Duration,
+}
+
+impl Deadlined {
+    /// Wraps a stream whose idle timeout is `idle`.
+    pub fn new(inner: TcpStream, idle: Duration) -> Self {
+        Deadlined {
+            inner,
+            deadline: None,
+            idle,
+        }
+    }
+
+    /// Sets (or with `None`, lifts) the overall read deadline.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+        self.deadline = deadline;
+        if deadline.is_none() {
+            self.inner.set_read_timeout(Some(self.idle))?;
+        }
+        Ok(())
+    }
+}
+
+impl Read for Deadlined {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(d) = self.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "handshake deadline passed",
+                ));
+            }
+            self.inner.set_read_timeout(Some(left.min(self.idle)))?;
+        }
+        self.inner.read(buf)
+    }
+}
+
+impl Write for Deadlined {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
 
 /// Binds and listens on `bind:port`. A port in use is reported by number.
 pub fn listen(bind: IpAddr, port: u16) -> Result<TcpListener, ExitError> {

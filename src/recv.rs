@@ -8,11 +8,13 @@
 //! directory (cap-std), one component at a time with no-follow semantics,
 //! so no symlink inside OUT is ever followed and nothing is written outside.
 
+use crate::auth;
 use crate::config::RecvConfig;
 use crate::conn::{Conn, ConnError};
 use crate::digest::{hash_reader, hex, Md5Digest};
+use crate::events::{mb_per_s, Event, Events};
 use crate::exit::Exit;
-use crate::net;
+use crate::net::{self, Deadlined};
 use crate::partial;
 use crate::progress::{Layout, Progress};
 use crate::protocol::frame::{error_code, reject_code, result_status, skip_reason};
@@ -44,6 +46,8 @@ struct Shared {
     live: Mutex<HashMap<SocketAddr, TcpStream>>,
     /// Set on SIGINT/SIGTERM: no new session starts.
     stopping: AtomicBool,
+    /// `--json` output.
+    events: Events,
 }
 
 impl Shared {
@@ -57,6 +61,7 @@ impl Shared {
 #[derive(Debug, Default, Clone, Copy)]
 struct Stats {
     ok: u32,
+    skipped: u32,
     failed: u32,
     bytes: u64,
 }
@@ -77,10 +82,21 @@ pub fn run(cfg: &RecvConfig) -> Result<Exit> {
     .with_context(|| format!("cannot write into output directory {out}"))?;
 
     let listener = net::listen(cfg.bind, cfg.port)?;
+    if cfg.token.is_none() {
+        eprintln!(
+            "ftx: warning: no token set (--token-file or FTX_TOKEN): anyone who can reach this port can write new files into {out}"
+        );
+    }
     let addr = listener
         .local_addr()
         .context("cannot read the listening address")?;
-    {
+    let events = Events::new(cfg.json);
+    if events.enabled() {
+        events.emit(&Event::Listening {
+            address: addr.to_string(),
+            port: addr.port(),
+        });
+    } else {
         let mut stdout = io::stdout().lock();
         writeln!(stdout, "listening on {addr}").context("cannot write to stdout")?;
         stdout.flush().context("cannot write to stdout")?;
@@ -93,6 +109,7 @@ pub fn run(cfg: &RecvConfig) -> Result<Exit> {
         inflight: Mutex::new(HashSet::new()),
         live: Mutex::new(HashMap::new()),
         stopping: AtomicBool::new(false),
+        events,
     });
     watch_signals(Arc::clone(&shared))?;
 
@@ -272,7 +289,7 @@ impl Drop for InflightGuard<'_> {
 /// One sender's session.
 struct Session<'a> {
     sh: &'a Shared,
-    conn: Conn<TcpStream>,
+    conn: Conn<Deadlined>,
     peer: SocketAddr,
     /// Wire names already offered in this session.
     seen: HashSet<String>,
@@ -291,8 +308,9 @@ fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Result<Stats> {
     }
     let _live = LiveGuard { sh, peer };
     net::tune(&stream, sh.cfg.timeout).context("cannot set up the connection")?;
+    let mut stream = Deadlined::new(stream, sh.cfg.timeout);
     stream
-        .set_read_timeout(Some(HANDSHAKE_TIMEOUT.min(sh.cfg.timeout)))
+        .set_deadline(Some(Instant::now() + HANDSHAKE_TIMEOUT.min(sh.cfg.timeout)))
         .context("cannot set up the connection")?;
     let mut conn = Conn::new(stream);
     let hello = match conn.read_frame() {
@@ -323,13 +341,41 @@ fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Result<Stats> {
     getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     conn.send(&Frame::Welcome {
         version: VERSION,
-        flags: 0,
+        flags: if sh.cfg.token.is_some() {
+            auth::FLAG_AUTH_REQUIRED
+        } else {
+            0
+        },
         nonce,
         agent: crate::send::AGENT.into(),
     })
     .context("cannot answer HELLO")?;
-    conn.get_ref()
-        .set_read_timeout(Some(sh.cfg.timeout))
+    if let Some(token) = &sh.cfg.token {
+        let proof = match conn.read_frame() {
+            Ok(Some(Frame::Auth { mac })) => auth::verify(token, &nonce, &mac),
+            Ok(Some(other)) => {
+                let _ = conn.send(&Frame::Error {
+                    code: error_code::AUTH,
+                    message: format!("authentication required, got {}", other.name()),
+                });
+                bail!(
+                    "authentication failed: sender sent {} instead of AUTH (no token?)",
+                    other.name()
+                );
+            }
+            Ok(None) => bail!("closed the connection before AUTH"),
+            Err(e) => return Err(fail_session(&mut conn, e, "before AUTH")),
+        };
+        if !proof {
+            let _ = conn.send(&Frame::Error {
+                code: error_code::AUTH,
+                message: "authentication failed: wrong token".into(),
+            });
+            bail!("authentication failed: wrong token");
+        }
+    }
+    conn.get_mut()
+        .set_deadline(None)
         .context("cannot set up the connection")?;
 
     let bar = sh.progress.bytes_bar(0, Layout::Session);
@@ -343,13 +389,25 @@ fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Result<Stats> {
         stats: Stats::default(),
         bar,
     };
+    let started = Instant::now();
     let result = s.run();
     s.bar.finish_and_clear();
-    result.map(|()| s.stats)
+    let st = s.stats;
+    sh.events.emit(&Event::Summary {
+        role: "recv".into(),
+        files_ok: u64::from(st.ok - st.skipped),
+        files_skipped: u64::from(st.skipped),
+        files_failed: u64::from(st.failed),
+        bytes: st.bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        exit_code: i32::from(result.is_err() || st.failed > 0),
+        peer: Some(peer.to_string()),
+    });
+    result.map(|()| st)
 }
 
 /// Tells the peer why its session ends (best effort) and builds the error.
-fn fail_session(conn: &mut Conn<TcpStream>, e: ConnError, when: &str) -> anyhow::Error {
+fn fail_session(conn: &mut Conn<Deadlined>, e: ConnError, when: &str) -> anyhow::Error {
     let code = match e {
         ConnError::Timeout => Some(error_code::TIMEOUT),
         ConnError::Frame(_) => Some(error_code::PROTOCOL),
@@ -408,6 +466,19 @@ impl Session<'_> {
             escape_bytes(raw_name),
             r.1
         ));
+        let reason = match r.0 {
+            reject_code::UNSAFE_NAME => "refused_unsafe_name",
+            reject_code::EXISTS => "refused_exists",
+            reject_code::NO_SPACE => "refused_no_space",
+            reject_code::CONFLICT => "refused_conflict",
+            _ => "io",
+        };
+        self.sh.events.emit(&Event::FileFailed {
+            path: escape_bytes(raw_name),
+            reason: reason.into(),
+            message: r.1.clone(),
+            peer: Some(self.peer.to_string()),
+        });
         self.conn.send(&Frame::Reject {
             id,
             code: r.0,
@@ -511,6 +582,13 @@ impl Session<'_> {
             Ok(Some(())) => {}
             Ok(None) => {
                 self.stats.ok += 1;
+                self.stats.skipped += 1;
+                self.sh.events.emit(&Event::FileSkipped {
+                    path: escape(name.as_str()),
+                    bytes: h.size,
+                    reason: "identical".into(),
+                    peer: Some(self.peer.to_string()),
+                });
                 self.conn.send(&Frame::Skip {
                     id: h.id,
                     reason: skip_reason::IDENTICAL,
@@ -543,6 +621,12 @@ impl Session<'_> {
             id: h.id,
             offset: opened.offset,
         })?;
+        self.sh.events.emit(&Event::FileStarted {
+            path: escape(name.as_str()),
+            bytes: h.size,
+            offset: opened.offset,
+            peer: Some(self.peer.to_string()),
+        });
         self.bar.set_length(self.bar.length().unwrap_or(0) + h.size);
         self.bar.inc(opened.offset);
         self.bar.set_message(escape(name.as_str()));
@@ -673,6 +757,7 @@ impl Session<'_> {
                 names.discard(dir);
                 return self.result_failed(
                     h.id,
+                    &shown,
                     result_status::IO_ERROR,
                     [0; 16],
                     format!("cannot write '{shown}': {e}"),
@@ -683,6 +768,7 @@ impl Session<'_> {
             names.discard(dir);
             return self.result_failed(
                 h.id,
+                &shown,
                 result_status::DIGEST_MISMATCH,
                 got,
                 format!(
@@ -707,6 +793,7 @@ impl Session<'_> {
             names.discard(dir);
             return self.result_failed(
                 h.id,
+                &shown,
                 result_status::IO_ERROR,
                 got,
                 format!("cannot place '{shown}': {e}"),
@@ -726,25 +813,49 @@ impl Session<'_> {
         } else {
             String::new()
         };
-        let line = format!(
-            "received {shown} {} bytes md5 {} ({:.1} MB/s{resumed})",
-            h.size,
-            hex(&got),
-            (h.size - offset) as f64 / 1e6 / secs.max(1e-9)
-        );
-        self.sh.progress.suspend(|| println!("{line}"));
+        if self.sh.events.enabled() {
+            self.sh.events.emit(&Event::FileDone {
+                path: shown,
+                bytes: h.size,
+                md5: hex(&got),
+                resumed_from: offset,
+                seconds: secs,
+                mb_per_s: mb_per_s(h.size - offset, secs),
+                peer: Some(self.peer.to_string()),
+            });
+        } else {
+            let line = format!(
+                "received {shown} {} bytes md5 {} ({:.1} MB/s{resumed})",
+                h.size,
+                hex(&got),
+                (h.size - offset) as f64 / 1e6 / secs.max(1e-9)
+            );
+            self.sh.progress.suspend(|| println!("{line}"));
+        }
         Ok(())
     }
 
     fn result_failed(
         &mut self,
         id: u32,
+        path: &str,
         status: u8,
         md5: Md5Digest,
         message: String,
     ) -> Result<()> {
         self.stats.failed += 1;
         self.sh.log(&format!("{}: {message}", self.peer));
+        self.sh.events.emit(&Event::FileFailed {
+            path: path.to_owned(),
+            reason: if status == result_status::DIGEST_MISMATCH {
+                "integrity"
+            } else {
+                "io"
+            }
+            .into(),
+            message: message.clone(),
+            peer: Some(self.peer.to_string()),
+        });
         self.conn.send(&Frame::Result {
             id,
             status,

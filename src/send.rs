@@ -121,8 +121,7 @@ fn peer_error(code: u16, message: &str) -> anyhow::Error {
         message: escape(message),
     };
     if code == error_code::AUTH {
-        let text = e.to_string();
-        return anyhow::Error::new(e).context(ExitError::new(Exit::Auth, text));
+        return ExitError::new(Exit::Auth, e.to_string()).into();
     }
     anyhow::Error::new(e)
 }
@@ -308,7 +307,7 @@ impl Sender<'_> {
         net::tune(&stream, self.cfg.timeout)
             .with_context(|| format!("cannot set up the connection to {target}"))?;
         let mut conn = Conn::new(stream);
-        handshake(&mut conn, &target)?;
+        handshake(&mut conn, &target, self.cfg.token.as_ref())?;
         // The total bar restarts from what is confirmed.
         let done: u64 = self
             .items
@@ -545,7 +544,11 @@ impl Sender<'_> {
 }
 
 /// HELLO → WELCOME.
-fn handshake(conn: &mut Conn<TcpStream>, target: &str) -> Result<(), Broken> {
+fn handshake(
+    conn: &mut Conn<TcpStream>,
+    target: &str,
+    token: Option<&crate::auth::Token>,
+) -> Result<(), Broken> {
     let hello = Frame::Hello {
         version: VERSION,
         flags: 0,
@@ -557,7 +560,12 @@ fn handshake(conn: &mut Conn<TcpStream>, target: &str) -> Result<(), Broken> {
         .expect_frame()
         .with_context(|| format!("no greeting from {target}"))?
     {
-        Frame::Welcome { version, flags, .. } => {
+        Frame::Welcome {
+            version,
+            flags,
+            nonce,
+            ..
+        } => {
             if version != VERSION {
                 return Err(Broken {
                     err: anyhow::anyhow!(
@@ -566,15 +574,20 @@ fn handshake(conn: &mut Conn<TcpStream>, target: &str) -> Result<(), Broken> {
                     retry: false,
                 });
             }
-            if flags & 1 != 0 {
-                return Err(Broken {
-                    err: ExitError::new(
-                        Exit::Auth,
-                        format!("{target} requires a token, which this version of ftx cannot send"),
-                    )
-                    .into(),
-                    retry: false,
-                });
+            if flags & crate::auth::FLAG_AUTH_REQUIRED != 0 {
+                let Some(token) = token else {
+                    return Err(Broken {
+                        err: ExitError::new(
+                            Exit::Auth,
+                            "the receiver requires a token: set FTX_TOKEN or use --token-file",
+                        )
+                        .into(),
+                        retry: false,
+                    });
+                };
+                conn.send(&Frame::Auth {
+                    mac: crate::auth::mac(token, &nonce),
+                })?;
             }
             Ok(())
         }
