@@ -305,7 +305,7 @@ impl Report {
 
 fn table_header() -> String {
     format!(
-        "{:<16}{:<13}{:<7}{:<8}{:<8}{:<9}{:<12}{:<12}{:<14}{}",
+        "{:<18}{:<13}{:<7}{:<8}{:<8}{:<9}{:<12}{:<12}{:<14}{}",
         "case",
         "bytes",
         "files",
@@ -333,7 +333,7 @@ fn table_row(c: &CaseResult) -> String {
         format!("{:.1} ", c.send.max_rss_kib as f64 / 1024.0),
         format!("{:.1}", c.recv.max_rss_kib as f64 / 1024.0),
     ];
-    let widths = [16, 13, 7, 8, 8, 9, 12, 12, 14, 0];
+    let widths = [18, 13, 7, 8, 8, 9, 12, 12, 14, 0];
     cols.iter()
         .zip(widths)
         .map(|(c, w)| format!("{c:<w$}"))
@@ -1001,7 +1001,7 @@ mod tests {
         };
         let row = table_row(&c);
         let head = table_header();
-        assert!(row.starts_with("1 file 1.0 GiB  1073741824   1      4.31    249.1   0.2"));
+        assert!(row.starts_with("1 file 1.0 GiB    1073741824   1      4.31    249.1   0.2"));
         assert_eq!(head.find("MB/s"), row.find("249.1"));
         assert_eq!(head.find("recv RSS MiB"), row.find("5.6"));
     }

@@ -57,11 +57,12 @@ pub struct BenchArgs {
 /// `ftx send`.
 #[derive(Debug, Args)]
 #[command(
+    override_usage = "ftx send [OPTIONS] PATH... HOST:PORT",
     after_help = "Example: ftx send file.iso host:6000\n         ftx send dir1 file2 127.0.0.1:6000"
 )]
 pub struct SendArgs {
     /// Files and directories to send, then the receiver as HOST:PORT.
-    #[arg(required = true, num_args = 2.., value_name = "PATH... HOST:PORT")]
+    #[arg(required = true, num_args = 2.., value_name = "PATH")]
     pub args: Vec<String>,
     /// No progress bar, no summary line.
     #[arg(short, long)]
@@ -81,6 +82,9 @@ pub struct SendArgs {
     /// Newline-delimited JSON events on stdout (see README).
     #[arg(long)]
     pub json: bool,
+    /// Send what symlinks inside directories point to (loops are skipped).
+    #[arg(long, short = 'L')]
+    pub follow_links: bool,
     /// File holding the shared token (else $FTX_TOKEN; never on the command line).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
@@ -149,6 +153,7 @@ impl SendArgs {
             retries: self.retries,
             cache: !self.no_cache,
             json: self.json,
+            follow_links: self.follow_links,
             token: crate::auth::load_token(self.token_file.as_deref())?,
         })
     }

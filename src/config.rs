@@ -25,6 +25,8 @@ pub struct SendConfig {
     pub cache: bool,
     /// JSON events on stdout.
     pub json: bool,
+    /// Follow symlinks inside directories.
+    pub follow_links: bool,
     /// Shared token to prove to the receiver, if any.
     pub token: Option<Token>,
 }

@@ -130,7 +130,7 @@ fn peer_error(code: u16, message: &str) -> anyhow::Error {
 /// carry theirs (see [`crate::exit::for_error`]).
 pub fn run(cfg: &SendConfig) -> Result<Exit> {
     exit_on_interrupt()?;
-    let walk = walk::walk(&cfg.sources)?;
+    let walk = walk::walk(&cfg.sources, cfg.follow_links)?;
     for w in &walk.warnings {
         eprintln!("ftx: warning: {w}");
     }

@@ -1,7 +1,8 @@
 //! Turns the sender's command-line paths into the list of entries to offer:
 //! a file is offered under its own name, a directory recursively under its
-//! own name (empty directories included). Symlinks inside a directory and
-//! non-regular files are skipped with a warning; names that cannot be sent
+//! own name (empty directories included). Symlinks inside a directory are
+//! skipped with a warning unless `--follow-links` (loops are detected and
+//! skipped); non-regular files are skipped with a warning; names that cannot be sent
 //! (not UTF-8, control characters) likewise. Missing sources are errors.
 
 use crate::protocol::WireName;
@@ -100,7 +101,7 @@ fn entry(kind: Kind, local: &Path, name: WireName, md: &Metadata) -> Entry {
 /// Walks every source. A missing or unreadable source given on the command
 /// line is an error before anything is sent; problems deeper in a tree are
 /// collected in [`Walk::errors`] and the rest still goes.
-pub fn walk(sources: &[PathBuf]) -> Result<Walk> {
+pub fn walk(sources: &[PathBuf], follow_links: bool) -> Result<Walk> {
     let mut w = Walk::default();
     for src in sources {
         let md = std::fs::metadata(src)
@@ -119,7 +120,7 @@ pub fn walk(sources: &[PathBuf]) -> Result<Walk> {
             })?;
             w.entries.push(entry(Kind::File, src, name, &md));
         } else if md.is_dir() {
-            walk_dir(src, &base, &mut w)?;
+            walk_dir(src, &base, follow_links, &mut w)?;
         } else {
             bail!(
                 "cannot send {}: not a regular file or directory",
@@ -130,14 +131,22 @@ pub fn walk(sources: &[PathBuf]) -> Result<Walk> {
     Ok(w)
 }
 
-fn walk_dir(root: &Path, base: &str, w: &mut Walk) -> Result<()> {
+fn walk_dir(root: &Path, base: &str, follow_links: bool, w: &mut Walk) -> Result<()> {
     let mut it = WalkDir::new(root)
-        .follow_links(false)
+        .follow_links(follow_links)
         .sort_by_file_name()
         .into_iter();
     while let Some(next) = it.next() {
         let dent = match next {
             Ok(d) => d,
+            Err(e) if e.loop_ancestor().is_some() => {
+                let p = e
+                    .path()
+                    .map_or_else(String::new, |p| p.to_string_lossy().into_owned());
+                w.warnings
+                    .push(format!("skipping {}: symlink loop", escape(&p)));
+                continue;
+            }
             Err(e) => {
                 let p = e.path().map(|p| p.to_string_lossy().into_owned());
                 w.errors.push(format!(
@@ -178,7 +187,9 @@ fn walk_dir(root: &Path, base: &str, w: &mut Walk) -> Result<()> {
         };
         let ft = dent.file_type();
         if ft.is_symlink() {
-            w.warnings.push(format!("skipping symlink {shown}"));
+            w.warnings.push(format!(
+                "skipping symlink {shown} (use --follow-links to send what it points to)"
+            ));
             continue;
         }
         if !ft.is_file() && !ft.is_dir() {
