@@ -272,75 +272,58 @@ fn try_resume(
     Ok(Some((file, offset, hasher, blocks)))
 }
 
-/// Writes a file's body into its partial: through a `BufWriter`, hashing
-/// with MD5 and per-block XXH3, checkpointing every 64 MiB.
+/// Bytes per pipeline buffer.
+const PIPE_BUF: usize = 1 << 20;
+/// Buffers in flight between the socket, the hasher and the disk: bounds the
+/// memory of one transfer to `PIPE_DEPTH` MiB.
+const PIPE_DEPTH: usize = 8;
+
+/// What the hash thread hands to the disk thread, in stream order.
+enum ToDisk {
+    /// Bytes to append (the buffer and how much of it is used).
+    Data(Vec<u8>, usize),
+    /// A block ended: its record, once the bytes before it are written.
+    Block(BlockRec),
+}
+
+/// Writes a file's body into its partial as a pipeline: the caller (the
+/// socket reader) fills 1 MiB buffers, a hash thread runs MD5 and the
+/// per-block XXH3, and a disk thread writes through a `BufWriter` and
+/// checkpoints every 64 MiB. MD5, the slowest step, thus runs in parallel
+/// with socket reads, disk writes and fsyncs.
 pub struct PartialWriter {
+    fill: Vec<u8>,
+    filled: usize,
+    pos: u64,
+    to_hash: Option<std::sync::mpsc::SyncSender<(Vec<u8>, usize)>>,
+    pool: std::sync::mpsc::Receiver<Vec<u8>>,
+    allocated: usize,
+    hash_thread: Option<std::thread::JoinHandle<Hasher>>,
+    disk_thread: Option<std::thread::JoinHandle<DiskEnd>>,
+    disk_ctl: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What the disk thread ends with.
+struct DiskEnd {
+    file: Option<File>,
+    err: Option<io::Error>,
+    /// Bytes covered by the last state file written.
+    kept: u64,
+}
+
+/// The disk side: file, records, checkpoints.
+struct Disk {
     dir: Dir,
     names: Names,
     out: BufWriter<File>,
     size: u64,
     md5_expected: Md5Digest,
-    md5: Hasher,
-    block: Xxh3,
-    pos: u64,
     blocks: Vec<BlockRec>,
     checkpointed: usize,
 }
 
-impl PartialWriter {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        dir: &Dir,
-        names: &Names,
-        file: File,
-        size: u64,
-        md5_expected: Md5Digest,
-        pos: u64,
-        md5: Hasher,
-        blocks: Vec<BlockRec>,
-    ) -> io::Result<Self> {
-        let checkpointed = blocks.len();
-        Ok(PartialWriter {
-            dir: dir.try_clone()?,
-            names: names.clone(),
-            out: BufWriter::with_capacity(WRITE_BUF, file),
-            size,
-            md5_expected,
-            md5,
-            block: Xxh3::new(),
-            pos,
-            blocks,
-            checkpointed,
-        })
-    }
-
-    /// Appends body bytes.
-    pub fn write(&mut self, mut chunk: &[u8]) -> io::Result<()> {
-        while !chunk.is_empty() {
-            let room = (BLOCK - self.pos % BLOCK) as usize;
-            let n = room.min(chunk.len());
-            let (now, rest) = chunk.split_at(n);
-            self.md5.update(now);
-            self.block.update(now);
-            self.out.write_all(now)?;
-            self.pos += n as u64;
-            chunk = rest;
-            if self.pos % BLOCK == 0 {
-                self.blocks.push(BlockRec {
-                    xxh3: self.block.digest(),
-                    md5_state: self.md5.save(),
-                });
-                self.block.reset();
-                if self.blocks.len() - self.checkpointed >= CHECKPOINT_BLOCKS {
-                    self.checkpoint()?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Makes the data so far durable and records it in the state file.
-    pub fn checkpoint(&mut self) -> io::Result<()> {
+impl Disk {
+    fn checkpoint(&mut self) -> io::Result<()> {
         self.out.flush()?;
         self.out.get_ref().sync_data()?;
         let bytes = encode_state(self.size, &self.md5_expected, &self.blocks);
@@ -359,16 +342,231 @@ impl PartialWriter {
         Ok(())
     }
 
+    /// Runs until the hash thread hangs up. `final_checkpoint` is read at
+    /// the end: set when the transfer is being suspended, not finished.
+    fn run(
+        mut self,
+        rx: std::sync::mpsc::Receiver<ToDisk>,
+        pool: std::sync::mpsc::SyncSender<Vec<u8>>,
+        final_checkpoint: &std::sync::atomic::AtomicBool,
+    ) -> DiskEnd {
+        let mut err: Option<io::Error> = None;
+        for msg in rx {
+            match msg {
+                ToDisk::Data(buf, n) => {
+                    if err.is_none() {
+                        if let Err(e) = self.out.write_all(&buf[..n]) {
+                            err = Some(e);
+                        }
+                    }
+                    let _ = pool.send(buf);
+                }
+                ToDisk::Block(rec) => {
+                    self.blocks.push(rec);
+                    if err.is_none() && self.blocks.len() - self.checkpointed >= CHECKPOINT_BLOCKS {
+                        if let Err(e) = self.checkpoint() {
+                            err = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+        if err.is_none() && final_checkpoint.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Err(e) = self.checkpoint() {
+                err = Some(e);
+            }
+        }
+        let kept = self.checkpointed as u64 * BLOCK;
+        let file = match self.out.into_inner() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                err.get_or_insert(e.into_error());
+                None
+            }
+        };
+        DiskEnd { file, err, kept }
+    }
+}
+
+impl PartialWriter {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        dir: &Dir,
+        names: &Names,
+        file: File,
+        size: u64,
+        md5_expected: Md5Digest,
+        pos: u64,
+        mut md5: Hasher,
+        blocks: Vec<BlockRec>,
+    ) -> io::Result<Self> {
+        use std::sync::mpsc::sync_channel;
+        let checkpointed = blocks.len();
+        let disk = Disk {
+            dir: dir.try_clone()?,
+            names: names.clone(),
+            out: BufWriter::with_capacity(WRITE_BUF, file),
+            size,
+            md5_expected,
+            blocks,
+            checkpointed,
+        };
+        let (to_hash, hash_rx) = sync_channel::<(Vec<u8>, usize)>(PIPE_DEPTH);
+        let (to_disk, disk_rx) = sync_channel::<ToDisk>(2 * PIPE_DEPTH);
+        let (pool_tx, pool) = sync_channel::<Vec<u8>>(PIPE_DEPTH);
+        let disk_ctl = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ctl = std::sync::Arc::clone(&disk_ctl);
+        let disk_thread = std::thread::Builder::new()
+            .name("ftx-disk".into())
+            .spawn(move || disk.run(disk_rx, pool_tx, &ctl))?;
+        let hash_thread = std::thread::Builder::new()
+            .name("ftx-hash".into())
+            .spawn(move || {
+                let mut block = Xxh3::new();
+                let mut at = pos;
+                for (buf, n) in hash_rx {
+                    let mut rest = &buf[..n];
+                    let mut ended = Vec::new();
+                    while !rest.is_empty() {
+                        let room = (BLOCK - at % BLOCK) as usize;
+                        let (now, later) = rest.split_at(room.min(rest.len()));
+                        md5.update(now);
+                        block.update(now);
+                        at += now.len() as u64;
+                        rest = later;
+                        if at % BLOCK == 0 {
+                            ended.push(BlockRec {
+                                xxh3: block.digest(),
+                                md5_state: md5.save(),
+                            });
+                            block.reset();
+                        }
+                    }
+                    if to_disk.send(ToDisk::Data(buf, n)).is_err() {
+                        break;
+                    }
+                    for rec in ended {
+                        if to_disk.send(ToDisk::Block(rec)).is_err() {
+                            break;
+                        }
+                    }
+                }
+                md5
+            })?;
+        Ok(PartialWriter {
+            fill: Vec::new(),
+            filled: 0,
+            pos,
+            to_hash: Some(to_hash),
+            pool,
+            allocated: 0,
+            hash_thread: Some(hash_thread),
+            disk_thread: Some(disk_thread),
+            disk_ctl,
+        })
+    }
+
+    /// A free buffer: recycled, new while under the pipeline depth, else
+    /// the next one the disk thread gives back.
+    fn next_buf(&mut self) -> io::Result<Vec<u8>> {
+        if let Ok(b) = self.pool.try_recv() {
+            return Ok(b);
+        }
+        if self.allocated < PIPE_DEPTH {
+            self.allocated += 1;
+            return Ok(vec![0u8; PIPE_BUF]);
+        }
+        self.pool.recv().map_err(|_| pipeline_broken())
+    }
+
+    fn push(&mut self) -> io::Result<()> {
+        if self.filled == 0 {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.fill);
+        let n = std::mem::replace(&mut self.filled, 0);
+        match &self.to_hash {
+            Some(tx) => tx.send((buf, n)).map_err(|_| pipeline_broken()),
+            None => Err(pipeline_broken()),
+        }
+    }
+
+    /// Appends body bytes.
+    pub fn write(&mut self, mut chunk: &[u8]) -> io::Result<()> {
+        while !chunk.is_empty() {
+            if self.fill.is_empty() {
+                self.fill = self.next_buf()?;
+            }
+            let n = (PIPE_BUF - self.filled).min(chunk.len());
+            self.fill[self.filled..self.filled + n].copy_from_slice(&chunk[..n]);
+            self.filled += n;
+            self.pos += n as u64;
+            chunk = &chunk[n..];
+            if self.filled == PIPE_BUF {
+                self.push()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Bytes written so far (including the resumed prefix).
     pub fn position(&self) -> u64 {
         self.pos
     }
 
-    /// Flushes and returns the file and the MD5 of the whole content.
-    pub fn finish(self) -> io::Result<(File, Md5Digest)> {
-        let file = self.out.into_inner().map_err(|e| e.into_error())?;
-        Ok((file, self.md5.finish()))
+    /// Drains the pipeline; `checkpoint` asks the disk thread for a last
+    /// checkpoint.
+    fn close(&mut self, checkpoint: bool) -> (Option<Hasher>, DiskEnd) {
+        let pushed = self.push();
+        self.disk_ctl
+            .store(checkpoint && pushed.is_ok(), std::sync::atomic::Ordering::SeqCst);
+        self.to_hash = None;
+        let md5 = self.hash_thread.take().and_then(|t| t.join().ok());
+        let end = self
+            .disk_thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or(DiskEnd {
+                file: None,
+                err: Some(pipeline_broken()),
+                kept: 0,
+            });
+        (md5, end)
     }
+
+    /// Stops here and checkpoints what arrived, for a later resume. Returns
+    /// the offset a resume will start from.
+    pub fn suspend(mut self) -> io::Result<u64> {
+        let (_, end) = self.close(true);
+        match end.err {
+            Some(e) => Err(e),
+            None => Ok(end.kept),
+        }
+    }
+
+    /// Flushes and returns the file and the MD5 of the whole content.
+    pub fn finish(mut self) -> io::Result<(File, Md5Digest)> {
+        let (md5, end) = self.close(false);
+        if let Some(e) = end.err {
+            return Err(e);
+        }
+        match (end.file, md5) {
+            (Some(f), Some(h)) => Ok((f, h.finish())),
+            _ => Err(pipeline_broken()),
+        }
+    }
+}
+
+impl Drop for PartialWriter {
+    fn drop(&mut self) {
+        if self.hash_thread.is_some() {
+            let _ = self.close(false);
+        }
+    }
+}
+
+fn pipeline_broken() -> io::Error {
+    io::Error::other("internal error: the write pipeline stopped")
 }
 
 #[cfg(test)]
@@ -407,7 +605,7 @@ mod tests {
         for c in all[start..upto].chunks(100_000) {
             w.write(c).expect("write");
         }
-        w.checkpoint().expect("checkpoint");
+        w.suspend().expect("checkpoint");
     }
 
     #[test]

@@ -735,14 +735,16 @@ impl Session<'_> {
         });
         if let Err(e) = read {
             // Keep what arrived: checkpoint it so the next send resumes.
-            let kept = if write_err.is_none() && writer.checkpoint().is_ok() {
-                format!(
-                    "kept {} bytes to resume",
-                    writer.position() - writer.position() % partial::BLOCK
-                )
-            } else {
-                names.discard(dir);
-                "partial discarded".to_string()
+            let kept = match write_err {
+                None => writer.suspend().ok(),
+                Some(_) => None,
+            };
+            let kept = match kept {
+                Some(n) => format!("kept {n} bytes to resume"),
+                None => {
+                    names.discard(dir);
+                    "partial discarded".to_string()
+                }
             };
             return Err(fail_session(&mut self.conn, e, "in the middle of a body")
                 .context(format!("receiving '{shown}' ({kept})")));
