@@ -76,6 +76,11 @@ impl<S: Read + Write> Conn<S> {
         &self.stream
     }
 
+    /// Bytes received but not yet decoded.
+    pub fn buffered(&self) -> usize {
+        self.rend - self.rpos
+    }
+
     /// The underlying stream, mutably.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.stream

@@ -38,6 +38,23 @@ impl Deadlined {
     }
 }
 
+impl Deadlined {
+    /// True when bytes (or EOF) can be read right now without waiting.
+    pub fn readable_now(&self) -> bool {
+        use std::os::fd::AsFd;
+        let fd = self.inner.as_fd();
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+    }
+}
+
 impl Read for Deadlined {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some(d) = self.deadline {

@@ -518,8 +518,10 @@ impl PartialWriter {
     /// checkpoint.
     fn close(&mut self, checkpoint: bool) -> (Option<Hasher>, DiskEnd) {
         let pushed = self.push();
-        self.disk_ctl
-            .store(checkpoint && pushed.is_ok(), std::sync::atomic::Ordering::SeqCst);
+        self.disk_ctl.store(
+            checkpoint && pushed.is_ok(),
+            std::sync::atomic::Ordering::SeqCst,
+        );
         self.to_hash = None;
         let md5 = self.hash_thread.take().and_then(|t| t.join().ok());
         let end = self

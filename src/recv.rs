@@ -24,7 +24,7 @@ use crate::sanitize::{escape, escape_bytes};
 use anyhow::{bail, Context, Result};
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, OpenOptions};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -295,8 +295,47 @@ struct Session<'a> {
     seen: HashSet<String>,
     /// Directories whose attributes are applied at END.
     dirs: Vec<(WireName, DirHeader)>,
+    /// Accepted files whose BODY has not arrived yet, in acceptance order.
+    awaiting: VecDeque<Awaiting<'a>>,
+    /// Verified files waiting for their batch to be made durable.
+    verified: Vec<Verified<'a>>,
+    /// Body bytes in `verified`.
+    verified_bytes: u64,
     stats: Stats,
     bar: indicatif::ProgressBar,
+}
+
+/// Files verified but not yet durable are committed (fsync, rename, RESULT)
+/// at the latest when this many are waiting...
+const COMMIT_FILES: usize = 256;
+/// ...or when they hold this many bytes...
+const COMMIT_BYTES: u64 = 64 << 20;
+// ...and in any case before the receiver waits for the sender.
+
+/// An accepted file whose body has not arrived yet.
+struct Awaiting<'a> {
+    h: FileHeader,
+    name: WireName,
+    last: String,
+    dir: Dir,
+    names: partial::Names,
+    writer: partial::PartialWriter,
+    offset: u64,
+    _guard: InflightGuard<'a>,
+}
+
+/// A verified file (mode, mtime and digest record applied) waiting to be
+/// made durable and renamed into place.
+struct Verified<'a> {
+    h: FileHeader,
+    name: WireName,
+    last: String,
+    dir: Dir,
+    names: partial::Names,
+    file: std::fs::File,
+    offset: u64,
+    started: Instant,
+    _guard: InflightGuard<'a>,
 }
 
 fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Result<Stats> {
@@ -386,6 +425,9 @@ fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Result<Stats> {
         peer,
         seen: HashSet::new(),
         dirs: Vec::new(),
+        awaiting: VecDeque::new(),
+        verified: Vec::new(),
+        verified_bytes: 0,
         stats: Stats::default(),
         bar,
     };
@@ -422,9 +464,25 @@ fn fail_session(conn: &mut Conn<Deadlined>, e: ConnError, when: &str) -> anyhow:
     anyhow::Error::new(e).context(format!("session ended {when}"))
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
     fn run(&mut self) -> Result<()> {
+        let result = self.serve();
+        if result.is_err() {
+            // Files already verified are placed even if the session broke.
+            let _ = self.commit();
+        }
+        result
+    }
+
+    fn serve(&mut self) -> Result<()> {
         loop {
+            if !self.verified.is_empty()
+                && (self.verified.len() >= COMMIT_FILES
+                    || self.verified_bytes >= COMMIT_BYTES
+                    || !self.input_pending())
+            {
+                self.commit()?;
+            }
             let frame = match self.conn.read_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => bail!(
@@ -437,7 +495,9 @@ impl Session<'_> {
             match frame {
                 Frame::File(h) => self.file(h)?,
                 Frame::Dir(h) => self.dir(h)?,
-                Frame::End => {
+                Frame::Body { id, offset, length } => self.body(id, offset, length)?,
+                Frame::End if self.awaiting.is_empty() => {
+                    self.commit()?;
                     self.finish_dirs();
                     self.conn.send(&Frame::Summary {
                         files_ok: self.stats.ok,
@@ -447,7 +507,13 @@ impl Session<'_> {
                     return Ok(());
                 }
                 other => {
-                    let msg = format!("unexpected {} frame", other.name());
+                    let msg = match other {
+                        Frame::End => format!(
+                            "END while {} accepted file bodies are outstanding",
+                            self.awaiting.len()
+                        ),
+                        other => format!("unexpected {} frame", other.name()),
+                    };
                     let _ = self.conn.send(&Frame::Error {
                         code: error_code::PROTOCOL,
                         message: msg.clone(),
@@ -456,6 +522,12 @@ impl Session<'_> {
                 }
             }
         }
+    }
+
+    /// True when more input is already here or on its way, so committing
+    /// can wait: the sender is not blocked on our answers.
+    fn input_pending(&self) -> bool {
+        self.conn.buffered() > 0 || self.conn.get_ref().readable_now()
     }
 
     fn reject(&mut self, id: u32, raw_name: &[u8], r: Refusal) -> Result<()> {
@@ -569,7 +641,7 @@ impl Session<'_> {
                 );
             }
         }
-        let _guard = InflightGuard {
+        let guard = InflightGuard {
             set: &self.sh.inflight,
             name: key,
         };
@@ -629,8 +701,18 @@ impl Session<'_> {
         });
         self.bar.set_length(self.bar.length().unwrap_or(0) + h.size);
         self.bar.inc(opened.offset);
-        self.bar.set_message(escape(name.as_str()));
-        self.receive_body(&dir, opened, &names, last, &name, &h)
+        let last = last.to_owned();
+        self.awaiting.push_back(Awaiting {
+            h,
+            name,
+            last,
+            dir,
+            names,
+            writer: opened.writer,
+            offset: opened.offset,
+            _guard: guard,
+        });
+        Ok(())
     }
 
     /// Decides what to do about whatever sits at the target name:
@@ -683,48 +765,44 @@ impl Session<'_> {
         hash_reader(file, h.size, |_| {}).is_ok_and(|d| d == h.md5)
     }
 
-    fn receive_body(
-        &mut self,
-        dir: &Dir,
-        opened: partial::Opened,
-        names: &partial::Names,
-        last: &str,
-        name: &WireName,
-        h: &FileHeader,
-    ) -> Result<()> {
-        let started = Instant::now();
-        let offset = opened.offset;
-        let mut writer = opened.writer;
-        let shown = escape(name.as_str());
-        let frame = match self.conn.read_frame() {
-            Ok(Some(f)) => f,
-            Ok(None) => bail!("closed the connection before the body of '{shown}'"),
-            Err(e) => return Err(fail_session(&mut self.conn, e, "before a body")),
-        };
-        match frame {
-            Frame::Body {
-                id,
-                offset: o,
-                length,
-            } if id == h.id && o == offset && Some(length) == h.size.checked_sub(offset) => {}
-            other => {
-                let msg = format!(
-                    "expected BODY id={} offset={offset} length={}, got {}",
-                    h.id,
-                    h.size - offset,
-                    describe(&other)
-                );
-                let _ = self.conn.send(&Frame::Error {
-                    code: error_code::PROTOCOL,
-                    message: msg.clone(),
-                });
-                bail!("protocol error: {msg}");
-            }
+    /// Receives the BODY of the first accepted file and verifies it.
+    fn body(&mut self, id: u32, offset: u64, length: u64) -> Result<()> {
+        let expected = self
+            .awaiting
+            .front()
+            .map(|a| (a.h.id, a.offset, a.h.size - a.offset));
+        if expected != Some((id, offset, length)) {
+            let msg = match expected {
+                Some((i, o, l)) => format!(
+                    "expected BODY id={i} offset={o} length={l}, got BODY id={id} offset={offset} length={length}"
+                ),
+                None => format!("BODY id={id} without an accepted FILE"),
+            };
+            let _ = self.conn.send(&Frame::Error {
+                code: error_code::PROTOCOL,
+                message: msg.clone(),
+            });
+            bail!("protocol error: {msg}");
         }
-
+        let Some(a) = self.awaiting.pop_front() else {
+            bail!("internal error: no accepted file");
+        };
+        let Awaiting {
+            h,
+            name,
+            last,
+            dir,
+            names,
+            mut writer,
+            offset,
+            _guard,
+        } = a;
+        let started = Instant::now();
+        let shown = escape(name.as_str());
+        self.bar.set_message(shown.clone());
         let mut write_err: Option<io::Error> = None;
         let bar = &self.bar;
-        let read = self.conn.read_body(h.size - offset, |chunk| {
+        let read = self.conn.read_body(length, |chunk| {
             if write_err.is_none() {
                 if let Err(e) = writer.write(chunk) {
                     write_err = Some(e);
@@ -742,7 +820,7 @@ impl Session<'_> {
             let kept = match kept {
                 Some(n) => format!("kept {n} bytes to resume"),
                 None => {
-                    names.discard(dir);
+                    names.discard(&dir);
                     "partial discarded".to_string()
                 }
             };
@@ -756,7 +834,7 @@ impl Session<'_> {
         let (file, got) = match finished {
             Ok(pair) => pair,
             Err(e) => {
-                names.discard(dir);
+                names.discard(&dir);
                 return self.result_failed(
                     h.id,
                     &shown,
@@ -767,7 +845,7 @@ impl Session<'_> {
             }
         };
         if got != h.md5 {
-            names.discard(dir);
+            names.discard(&dir);
             return self.result_failed(
                 h.id,
                 &shown,
@@ -781,60 +859,132 @@ impl Session<'_> {
                 ),
             );
         }
-        let placed = apply_attrs(&file, h.mode, h.mtime_s, h.mtime_ns)
-            .and_then(|()| {
-                write_record(&file, &got);
-                file.sync_all()
-            })
-            .and_then(|()| dir.rename(&names.part, dir, last))
-            .and_then(|()| {
-                let _ = dir.remove_file(&names.state);
-                sync_dir(dir)
-            });
-        if let Err(e) = placed {
-            names.discard(dir);
+        if let Err(e) = apply_attrs(&file, h.mode, h.mtime_s, h.mtime_ns) {
+            names.discard(&dir);
             return self.result_failed(
                 h.id,
                 &shown,
                 result_status::IO_ERROR,
                 got,
-                format!("cannot place '{shown}': {e}"),
+                format!("cannot set mode/mtime of '{shown}': {e}"),
             );
         }
+        write_record(&file, &got);
+        self.verified_bytes += length;
+        self.verified.push(Verified {
+            h,
+            name,
+            last,
+            dir,
+            names,
+            file,
+            offset,
+            started,
+            _guard,
+        });
+        Ok(())
+    }
+
+    /// Makes every verified file durable and puts it in place, then answers
+    /// RESULT ok for each: one fsync for a lone file, else one `syncfs` for
+    /// the data of the whole batch and one for the renames.
+    fn commit(&mut self) -> Result<()> {
+        let batch = std::mem::take(&mut self.verified);
+        self.verified_bytes = 0;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let lone = batch.len() == 1;
+        let synced = if lone {
+            batch[0].file.sync_all()
+        } else {
+            rustix::fs::syncfs(&self.sh.root).map_err(io::Error::from)
+        };
+        let mut placed = Vec::with_capacity(batch.len());
+        for v in batch {
+            let shown = escape(v.name.as_str());
+            let renamed = synced
+                .as_ref()
+                .map_err(|e| io::Error::new(e.kind(), e.to_string()))
+                .and_then(|()| v.dir.rename(&v.names.part, &v.dir, &v.last));
+            match renamed {
+                Ok(()) => {
+                    let _ = v.dir.remove_file(&v.names.state);
+                    placed.push(v);
+                }
+                Err(e) => {
+                    v.names.discard(&v.dir);
+                    self.result_failed(
+                        v.h.id,
+                        &shown,
+                        result_status::IO_ERROR,
+                        v.h.md5,
+                        format!("cannot place '{shown}': {e}"),
+                    )?;
+                }
+            }
+        }
+        let dirs_synced = match placed.first() {
+            Some(v) if lone => sync_dir(&v.dir),
+            Some(_) => rustix::fs::syncfs(&self.sh.root).map_err(io::Error::from),
+            None => Ok(()),
+        };
+        for v in placed {
+            let shown = escape(v.name.as_str());
+            if let Err(e) = &dirs_synced {
+                // The file is in place with verified content, but the rename
+                // may not survive a crash: say so rather than claim success.
+                self.result_failed(
+                    v.h.id,
+                    &shown,
+                    result_status::IO_ERROR,
+                    v.h.md5,
+                    format!("cannot make '{shown}' durable: {e}"),
+                )?;
+                continue;
+            }
+            self.placed(&v, &shown);
+        }
+        self.conn.flush()?;
+        Ok(())
+    }
+
+    /// Counts, reports and queues RESULT ok for a file now in place.
+    fn placed(&mut self, v: &Verified<'_>, shown: &str) {
+        let h = &v.h;
         self.stats.ok += 1;
-        self.stats.bytes += h.size - offset;
-        self.conn.send(&Frame::Result {
+        self.stats.bytes += h.size - v.offset;
+        self.conn.queue(&Frame::Result {
             id: h.id,
             status: result_status::OK,
-            md5: got,
+            md5: h.md5,
             message: String::new(),
-        })?;
-        let secs = started.elapsed().as_secs_f64();
-        let resumed = if offset > 0 {
-            format!(", resumed at {offset}")
-        } else {
-            String::new()
-        };
+        });
+        let secs = v.started.elapsed().as_secs_f64();
         if self.sh.events.enabled() {
             self.sh.events.emit(&Event::FileDone {
-                path: shown,
+                path: shown.to_owned(),
                 bytes: h.size,
-                md5: hex(&got),
-                resumed_from: offset,
+                md5: hex(&h.md5),
+                resumed_from: v.offset,
                 seconds: secs,
-                mb_per_s: mb_per_s(h.size - offset, secs),
+                mb_per_s: mb_per_s(h.size - v.offset, secs),
                 peer: Some(self.peer.to_string()),
             });
         } else {
+            let resumed = if v.offset > 0 {
+                format!(", resumed at {}", v.offset)
+            } else {
+                String::new()
+            };
             let line = format!(
                 "received {shown} {} bytes md5 {} ({:.1} MB/s{resumed})",
                 h.size,
-                hex(&got),
-                (h.size - offset) as f64 / 1e6 / secs.max(1e-9)
+                hex(&h.md5),
+                (h.size - v.offset) as f64 / 1e6 / secs.max(1e-9)
             );
             self.sh.progress.suspend(|| println!("{line}"));
         }
-        Ok(())
     }
 
     fn result_failed(
@@ -941,16 +1091,6 @@ fn readable_fd(dir: &Dir) -> io::Result<std::os::fd::OwnedFd> {
 /// Makes a rename in `dir` durable.
 fn sync_dir(dir: &Dir) -> io::Result<()> {
     Ok(rustix::fs::fsync(readable_fd(dir)?)?)
-}
-
-/// A short description of a frame for protocol-error messages.
-fn describe(f: &Frame) -> String {
-    match f {
-        Frame::Body { id, offset, length } => {
-            format!("BODY id={id} offset={offset} length={length}")
-        }
-        other => other.name().to_string(),
-    }
 }
 
 /// Applies permission bits (0o777 only: never setuid, setgid or sticky) and
