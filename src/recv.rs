@@ -898,7 +898,7 @@ impl<'a> Session<'a> {
         let synced = if lone {
             batch[0].file.sync_all()
         } else {
-            rustix::fs::syncfs(&self.sh.root).map_err(io::Error::from)
+            syncfs(&self.sh.root)
         };
         let mut placed = Vec::with_capacity(batch.len());
         for v in batch {
@@ -926,7 +926,7 @@ impl<'a> Session<'a> {
         }
         let dirs_synced = match placed.first() {
             Some(v) if lone => sync_dir(&v.dir),
-            Some(_) => rustix::fs::syncfs(&self.sh.root).map_err(io::Error::from),
+            Some(_) => syncfs(&self.sh.root),
             None => Ok(()),
         };
         for v in placed {
@@ -1086,6 +1086,11 @@ fn readable_fd(dir: &Dir) -> io::Result<std::os::fd::OwnedFd> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::empty(),
     )?)
+}
+
+/// Makes everything written to the file system holding `dir` durable.
+fn syncfs(dir: &Dir) -> io::Result<()> {
+    Ok(rustix::fs::syncfs(readable_fd(dir)?)?)
 }
 
 /// Makes a rename in `dir` durable.

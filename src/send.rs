@@ -24,8 +24,10 @@ use crate::sanitize::escape;
 use crate::walk::{self, Entry, Kind};
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::net::TcpStream;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Software name sent in HELLO.
@@ -70,7 +72,10 @@ struct Sender<'a> {
     cache: DigestCache,
     progress: Progress,
     total: ProgressBar,
-    current: ProgressBar,
+    /// The file being hashed (look-ahead thread).
+    hashing: ProgressBar,
+    /// The file being sent.
+    sending: ProgressBar,
     items: Vec<Item>,
     tally: Tally,
     events: Events,
@@ -142,13 +147,17 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
     let progress = Progress::new(crate::progress::enabled(cfg.quiet));
     let total = progress.bytes_bar(walk.total_bytes(), Layout::Total);
     total.set_prefix("total");
-    let current = progress.bytes_bar(0, Layout::File);
+    let hashing = progress.bytes_bar(0, Layout::File);
+    hashing.set_prefix("hashing");
+    let sending = progress.bytes_bar(0, Layout::File);
+    sending.set_prefix("sending");
     let mut s = Sender {
         cfg,
         cache: DigestCache::open(cfg.cache),
         progress,
         total,
-        current,
+        hashing,
+        sending,
         items: walk
             .entries
             .into_iter()
@@ -164,7 +173,8 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
     };
     let started = Instant::now();
     let result = s.run_attempts();
-    s.current.finish_and_clear();
+    s.hashing.finish_and_clear();
+    s.sending.finish_and_clear();
     s.total.finish_and_clear();
     if let Err(e) = &result {
         outcome = outcome.worst(crate::exit::for_error(e));
@@ -300,7 +310,10 @@ impl Sender<'_> {
         }
     }
 
-    /// One session: connect, greet, offer every pending entry, END.
+    /// One session: connect, greet, then keep up to [`WINDOW`] offers in
+    /// flight: a look-ahead thread hashes the next files, a reader thread
+    /// collects the receiver's answers, and this thread sends offers and,
+    /// as ACCEPTs come back, bodies. END when every entry is settled.
     fn attempt(&mut self) -> Result<(), Broken> {
         let target = self.cfg.target.clone();
         let stream = net::connect(&target, self.cfg.connect_timeout)?;
@@ -317,229 +330,518 @@ impl Sender<'_> {
             .sum();
         self.total.set_position(done);
 
-        for idx in 0..self.items.len() {
-            if self.items[idx].state != State::Pending {
-                continue;
-            }
-            let id = u32::try_from(idx + 1).context("too many entries for one session")?;
-            let shown = escape(self.items[idx].entry.name.as_str());
-            let verdict = match self.items[idx].entry.kind {
-                Kind::Dir => send_dir(&mut conn, id, &self.items[idx].entry),
-                Kind::File => self.send_file(&mut conn, id, idx),
-            };
-            match verdict {
-                Ok(Verdict::Done) => self.items[idx].state = State::Done,
-                Ok(Verdict::Again) => {}
-                Ok(Verdict::Failed(exit, reason, msg)) => {
-                    self.progress.println(&format!("ftx: {msg}"));
-                    self.events.emit(&Event::FileFailed {
-                        path: shown.clone(),
-                        reason: reason.into(),
-                        message: msg,
-                        peer: None,
-                    });
-                    self.items[idx].state = State::Failed(exit);
-                }
-                Err(mut b) => {
-                    b.err = b.err.context(format!("while sending {shown}"));
-                    return Err(b);
-                }
-            }
+        let pending: Vec<usize> = (0..self.items.len())
+            .filter(|&i| self.items[i].state == State::Pending)
+            .collect();
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let reader = conn
+            .get_ref()
+            .try_clone()
+            .with_context(|| format!("cannot set up the connection to {target}"))?;
+        spawn_reader(reader, tx.clone())?;
+        let (permits, permit_rx) = mpsc::channel::<()>();
+        for _ in 0..WINDOW {
+            let _ = permits.send(());
         }
-        self.current.set_length(0);
-        conn.send(&Frame::End)
-            .with_context(|| format!("cannot finish the session with {target}"))?;
-        match conn.expect_frame()? {
-            Frame::Summary { .. } => Ok(()),
-            Frame::Error { code, message } => Err(peer_error(code, &message).into()),
-            other => Err(anyhow::anyhow!("receiver answered END with {}", other.name()).into()),
-        }
+        let jobs: Vec<(usize, Entry, Option<Md5Digest>)> = pending
+            .iter()
+            .map(|&i| (i, self.items[i].entry.clone(), self.items[i].md5))
+            .collect();
+        spawn_hasher(
+            jobs,
+            self.cache.clone(),
+            self.hashing.clone(),
+            tx,
+            permit_rx,
+        )?;
+
+        let result = self.window(&mut conn, &rx, &permits, pending.len());
+        // Unblock the reader thread whatever happened.
+        let _ = conn.get_ref().shutdown(std::net::Shutdown::Both);
+        result
     }
 
-    /// The digest of a file: from memory, from the cache, or by hashing it.
-    fn digest(
+    /// The windowed exchange of one session, up to and including SUMMARY.
+    fn window(
         &mut self,
-        idx: usize,
-        file: &File,
-        md: &std::fs::Metadata,
-    ) -> std::io::Result<Md5Digest> {
-        if let Some(d) = self.items[idx].md5 {
-            return Ok(d);
+        conn: &mut Conn<TcpStream>,
+        rx: &mpsc::Receiver<Msg>,
+        permits: &mpsc::Sender<()>,
+        count: usize,
+    ) -> Result<(), Broken> {
+        let mut ready: VecDeque<(usize, Prepared)> = VecDeque::new();
+        let mut offered = 0usize;
+        let mut answers: VecDeque<Offer> = VecDeque::new();
+        let mut results: HashMap<u32, Flight> = HashMap::new();
+        loop {
+            let mut sent = false;
+            while answers.len() + results.len() < WINDOW {
+                let Some((idx, prep)) = ready.pop_front() else {
+                    break;
+                };
+                offered += 1;
+                let _ = permits.send(());
+                if let Some(offer) = self.offer(conn, idx, prep)? {
+                    answers.push_back(offer);
+                    sent = true;
+                }
+            }
+            if sent {
+                conn.flush()?;
+            }
+            if offered == count && answers.is_empty() && results.is_empty() {
+                break;
+            }
+            let msg = match rx.recv_timeout(self.cfg.timeout) {
+                Ok(m) => m,
+                Err(_) => return Err(ConnError::Timeout.into()),
+            };
+            match msg {
+                Msg::Ready(idx, prep) => ready.push_back((idx, prep)),
+                Msg::Answer(Err(e)) => return Err(e.into()),
+                Msg::Answer(Ok(frame)) => {
+                    self.on_answer(conn, frame, &mut answers, &mut results)?
+                }
+            }
         }
-        if let Some(d) = self.cache.get(md) {
-            self.items[idx].md5 = Some(d);
-            return Ok(d);
+        self.sending.set_length(0);
+        conn.send(&Frame::End)
+            .with_context(|| format!("cannot finish the session with {}", self.cfg.target))?;
+        loop {
+            match rx.recv_timeout(self.cfg.timeout) {
+                Ok(Msg::Ready(..)) => {}
+                Ok(Msg::Answer(Ok(Frame::Summary { .. }))) => return Ok(()),
+                Ok(Msg::Answer(Ok(Frame::Error { code, message }))) => {
+                    return Err(peer_error(code, &message).into())
+                }
+                Ok(Msg::Answer(Ok(other))) => {
+                    return Err(
+                        anyhow::anyhow!("receiver answered END with {}", other.name()).into(),
+                    )
+                }
+                Ok(Msg::Answer(Err(e))) => return Err(e.into()),
+                Err(_) => return Err(ConnError::Timeout.into()),
+            }
         }
-        let size = md.len();
-        self.current.set_prefix("hashing");
-        self.current.set_length(size);
-        self.current.set_position(0);
-        let current = &self.current;
-        let d = hash_reader(file, size, |n| current.inc(n))?;
-        self.cache.put(md, &d);
-        self.items[idx].md5 = Some(d);
-        Ok(d)
     }
 
-    fn send_file(
+    /// Sends the offer of a prepared entry; `None` when it cannot be offered
+    /// (unreadable file: already reported).
+    fn offer(
+        &mut self,
+        conn: &mut Conn<TcpStream>,
+        idx: usize,
+        prep: Prepared,
+    ) -> Result<Option<Offer>, Broken> {
+        let id = u32::try_from(idx + 1).context("too many entries for one session")?;
+        let e = &self.items[idx].entry;
+        let path = e.name.as_str().as_bytes().to_vec();
+        match prep {
+            Prepared::Dir => {
+                conn.queue(&Frame::Dir(DirHeader {
+                    id,
+                    mode: e.mode,
+                    mtime_s: e.mtime_s,
+                    mtime_ns: e.mtime_ns,
+                    path,
+                }));
+                Ok(Some(Offer {
+                    id,
+                    idx,
+                    file: None,
+                }))
+            }
+            Prepared::File { file, md, md5 } => {
+                let size = md.len();
+                if size != e.size {
+                    // Keep the session total honest if the file changed.
+                    let len = self.total.length().unwrap_or(0);
+                    self.total.set_length((len + size).saturating_sub(e.size));
+                }
+                conn.queue(&Frame::File(FileHeader {
+                    id,
+                    size,
+                    mode: e.mode,
+                    mtime_s: e.mtime_s,
+                    mtime_ns: e.mtime_ns,
+                    md5,
+                    path,
+                }));
+                self.items[idx].entry.size = size;
+                self.items[idx].md5 = Some(md5);
+                Ok(Some(Offer {
+                    id,
+                    idx,
+                    file: Some((file, md, md5)),
+                }))
+            }
+            Prepared::Unreadable(msg) => {
+                self.settle(idx, Verdict::Failed(Exit::Failure, "read", msg));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Records the outcome of an entry.
+    fn settle(&mut self, idx: usize, v: Verdict) {
+        match v {
+            Verdict::Done => self.items[idx].state = State::Done,
+            Verdict::Again => {}
+            Verdict::Failed(exit, reason, msg) => {
+                self.progress.println(&format!("ftx: {msg}"));
+                self.events.emit(&Event::FileFailed {
+                    path: escape(self.items[idx].entry.name.as_str()),
+                    reason: reason.into(),
+                    message: msg,
+                    peer: None,
+                });
+                self.items[idx].state = State::Failed(exit);
+            }
+        }
+    }
+
+    /// Handles one frame from the receiver.
+    fn on_answer(
+        &mut self,
+        conn: &mut Conn<TcpStream>,
+        frame: Frame,
+        answers: &mut VecDeque<Offer>,
+        results: &mut HashMap<u32, Flight>,
+    ) -> Result<(), Broken> {
+        if let Frame::Error { code, message } = &frame {
+            return Err(peer_error(*code, message).into());
+        }
+        // A RESULT for a file whose body was sent.
+        if let Frame::Result {
+            id,
+            status,
+            md5,
+            message,
+        } = &frame
+        {
+            if let Some(f) = results.remove(id) {
+                let (verdict, idx) = self.file_result(f, *status, *md5, message);
+                self.settle(idx, verdict);
+                return Ok(());
+            }
+        }
+        // Otherwise: the answer to the oldest offer.
+        let Some(offer) = answers.pop_front() else {
+            return Err(anyhow::anyhow!("unexpected {} from receiver", frame.name()).into());
+        };
+        let got = match &frame {
+            Frame::Accept { id, .. }
+            | Frame::Skip { id, .. }
+            | Frame::Reject { id, .. }
+            | Frame::Result { id, .. } => *id,
+            other => {
+                return Err(anyhow::anyhow!("unexpected {} from receiver", other.name()).into())
+            }
+        };
+        if got != offer.id {
+            return Err(anyhow::anyhow!(
+                "receiver answered entry {got} while entry {} was next",
+                offer.id
+            )
+            .into());
+        }
+        let idx = offer.idx;
+        let shown = escape(self.items[idx].entry.name.as_str());
+        let verdict = match (frame, offer.file) {
+            (
+                Frame::Result {
+                    status, message, ..
+                },
+                None,
+            ) => {
+                if status == result_status::OK {
+                    Verdict::Done
+                } else {
+                    Verdict::Failed(
+                        Exit::Failure,
+                        "io",
+                        format!(
+                            "{shown}: receiver could not create it: {}",
+                            escape(&message)
+                        ),
+                    )
+                }
+            }
+            (Frame::Reject { code, message, .. }, _) => reject_verdict(&shown, code, &message),
+            (Frame::Skip { .. }, Some((_, md, _))) => {
+                self.total.inc(md.len());
+                self.tally.skipped += 1;
+                self.events.emit(&Event::FileSkipped {
+                    path: shown,
+                    bytes: md.len(),
+                    reason: "identical".into(),
+                    peer: None,
+                });
+                Verdict::Done
+            }
+            (Frame::Accept { offset, .. }, Some((file, md, md5))) => {
+                let size = md.len();
+                if offset > size {
+                    return Err(anyhow::anyhow!(
+                        "receiver accepted {shown} at offset {offset}, beyond its size {size}"
+                    )
+                    .into());
+                }
+                self.body(conn, offer.id, idx, &file, size, offset)?;
+                results.insert(
+                    offer.id,
+                    Flight {
+                        idx,
+                        md,
+                        md5,
+                        offset,
+                        started: Instant::now(),
+                    },
+                );
+                return Ok(());
+            }
+            (other, _) => {
+                return Err(anyhow::anyhow!(
+                    "unexpected {} in answer to the offer of {shown}",
+                    other.name()
+                )
+                .into())
+            }
+        };
+        self.settle(idx, verdict);
+        Ok(())
+    }
+
+    /// Streams the body of an accepted file (sendfile where possible).
+    fn body(
         &mut self,
         conn: &mut Conn<TcpStream>,
         id: u32,
         idx: usize,
-    ) -> Result<Verdict, Broken> {
-        let e = self.items[idx].entry.clone();
-        let shown = escape(e.name.as_str());
-        let local = escape(&e.local.to_string_lossy());
-        let cant_read = |err: std::io::Error| {
-            Ok(Verdict::Failed(
-                Exit::Failure,
-                "read",
-                format!("cannot read {local}: {err}"),
-            ))
-        };
-        let file = match File::open(&e.local) {
-            Ok(f) => f,
-            Err(err) => return cant_read(err),
-        };
-        let md = match file.metadata() {
-            Ok(m) => m,
-            Err(err) => return cant_read(err),
-        };
-        let size = md.len();
-        if size != e.size {
-            // Keep the session total honest if the file changed since the walk.
-            let len = self.total.length().unwrap_or(0);
-            self.total.set_length((len + size).saturating_sub(e.size));
-            self.items[idx].entry.size = size;
-        }
-        self.current.set_message(shown.clone());
-        let md5 = match self.digest(idx, &file, &md) {
-            Ok(d) => d,
-            Err(err) => return cant_read(err),
-        };
-
-        conn.send(&Frame::File(FileHeader {
-            id,
-            size,
-            mode: e.mode,
-            mtime_s: e.mtime_s,
-            mtime_ns: e.mtime_ns,
-            md5,
-            path: e.name.as_str().as_bytes().to_vec(),
-        }))?;
-        let offset = match answer(conn, id)? {
-            Frame::Accept { offset, .. } if offset <= size => offset,
-            Frame::Accept { offset, .. } => {
-                return Err(anyhow::anyhow!(
-                    "receiver accepted at offset {offset}, beyond the size {size}"
-                )
-                .into())
-            }
-            Frame::Skip { .. } => {
-                self.total.inc(size);
-                self.tally.skipped += 1;
-                self.events.emit(&Event::FileSkipped {
-                    path: shown.clone(),
-                    bytes: size,
-                    reason: "identical".into(),
-                    peer: None,
-                });
-                return Ok(Verdict::Done);
-            }
-            Frame::Reject { code, message, .. } => {
-                return Ok(reject_verdict(&shown, code, &message))
-            }
-            other => {
-                return Err(anyhow::anyhow!("unexpected {} in answer to FILE", other.name()).into())
-            }
-        };
+        file: &File,
+        size: u64,
+        offset: u64,
+    ) -> Result<(), Broken> {
+        let shown = escape(self.items[idx].entry.name.as_str());
         if offset > 0 && !self.cfg.quiet {
             self.progress
                 .println(&format!("ftx: resuming {shown} at {offset}"));
         }
-
         self.events.emit(&Event::FileStarted {
             path: shown.clone(),
             bytes: size,
             offset,
             peer: None,
         });
-        let started = Instant::now();
-        self.current.set_prefix("sending");
-        self.current.set_length(size);
-        self.current.set_position(offset);
+        self.sending.set_message(shown);
+        self.sending.set_length(size);
+        self.sending.set_position(offset);
         self.total.inc(offset);
         conn.queue(&Frame::Body {
             id,
             offset,
             length: size - offset,
         });
-        let (current, total) = (&self.current, &self.total);
-        conn.send_body(&file, offset, size - offset, |n| {
-            current.inc(n);
+        let (sending, total) = (&self.sending, &self.total);
+        conn.send_body(file, offset, size - offset, |n| {
+            sending.inc(n);
             total.inc(n);
         })?;
+        Ok(())
+    }
 
-        match answer(conn, id)? {
-            Frame::Result {
-                status: result_status::OK,
-                md5: got,
-                ..
-            } if got == md5 => {
-                self.tally.files += 1;
-                self.tally.bytes += size - offset;
-                let seconds = started.elapsed().as_secs_f64();
-                self.events.emit(&Event::FileDone {
-                    path: shown.clone(),
-                    bytes: size,
-                    md5: hex(&md5),
-                    resumed_from: offset,
-                    seconds,
-                    mb_per_s: mb_per_s(size - offset, seconds),
-                    peer: None,
-                });
-                Ok(Verdict::Done)
-            }
-            Frame::Result {
-                status: status @ (result_status::OK | result_status::DIGEST_MISMATCH),
-                md5: got,
-                ..
-            } => {
-                // Forget what we believed about the file: hash it afresh.
-                self.cache.forget(&md);
-                self.items[idx].md5 = None;
-                self.total
-                    .set_position(self.total.position().saturating_sub(size));
-                let what = if status == result_status::OK {
-                    "receiver reported ok with MD5"
-                } else {
-                    "receiver computed"
+    /// The verdict on a file from its RESULT.
+    fn file_result(
+        &mut self,
+        f: Flight,
+        status: u8,
+        got: Md5Digest,
+        message: &str,
+    ) -> (Verdict, usize) {
+        let idx = f.idx;
+        let shown = escape(self.items[idx].entry.name.as_str());
+        let size = f.md.len();
+        if status == result_status::OK && got == f.md5 {
+            self.tally.files += 1;
+            self.tally.bytes += size - f.offset;
+            let seconds = f.started.elapsed().as_secs_f64();
+            self.events.emit(&Event::FileDone {
+                path: shown,
+                bytes: size,
+                md5: hex(&f.md5),
+                resumed_from: f.offset,
+                seconds,
+                mb_per_s: mb_per_s(size - f.offset, seconds),
+                peer: None,
+            });
+            return (Verdict::Done, idx);
+        }
+        if status != result_status::OK && status != result_status::DIGEST_MISMATCH {
+            return (
+                Verdict::Failed(
+                    Exit::Failure,
+                    "io",
+                    format!("{shown}: receiver could not write it: {}", escape(message)),
+                ),
+                idx,
+            );
+        }
+        // Forget what we believed about the file: hash it afresh.
+        self.cache.forget(&f.md);
+        self.items[idx].md5 = None;
+        self.total
+            .set_position(self.total.position().saturating_sub(size));
+        let what = if status == result_status::OK {
+            "receiver reported ok with MD5"
+        } else {
+            "receiver computed"
+        };
+        let msg = format!(
+            "{shown}: integrity failure: sender MD5 {}, {what} {}",
+            hex(&f.md5),
+            hex(&got)
+        );
+        if !self.items[idx].resent && self.cfg.retries > 0 {
+            self.items[idx].resent = true;
+            self.progress
+                .println(&format!("ftx: {msg}; sending it again from 0"));
+            (Verdict::Again, idx)
+        } else {
+            (
+                Verdict::Failed(
+                    Exit::Integrity,
+                    "integrity",
+                    format!("{msg}; the file was not kept"),
+                ),
+                idx,
+            )
+        }
+    }
+}
+
+/// Offers in flight at most: many small files cost about one round trip,
+/// not one each.
+pub const WINDOW: usize = 64;
+
+/// What the helper threads tell the session.
+enum Msg {
+    /// The look-ahead thread prepared entry `idx`.
+    Ready(usize, Prepared),
+    /// The reader thread got a frame (or the connection failed).
+    Answer(Result<Frame, ConnError>),
+}
+
+/// An entry ready to offer.
+enum Prepared {
+    /// A directory.
+    Dir,
+    /// An open file with its metadata and MD5.
+    File {
+        file: File,
+        md: std::fs::Metadata,
+        md5: Md5Digest,
+    },
+    /// A file that cannot be read: the message says why.
+    Unreadable(String),
+}
+
+/// An offer waiting for its answer.
+struct Offer {
+    id: u32,
+    idx: usize,
+    file: Option<(File, std::fs::Metadata, Md5Digest)>,
+}
+
+/// A file whose body was sent, waiting for its RESULT.
+struct Flight {
+    idx: usize,
+    md: std::fs::Metadata,
+    md5: Md5Digest,
+    offset: u64,
+    started: Instant,
+}
+
+/// Reads the receiver's frames into the session's channel until the
+/// connection ends.
+fn spawn_reader(stream: TcpStream, tx: mpsc::Sender<Msg>) -> Result<()> {
+    std::thread::Builder::new()
+        .name("ftx-reader".into())
+        .spawn(move || {
+            let mut conn = Conn::new(stream);
+            loop {
+                let msg = match conn.read_frame() {
+                    Ok(Some(f)) => Ok(f),
+                    Ok(None) => Err(ConnError::Eof("the session")),
+                    Err(e) => Err(e),
                 };
-                let msg = format!(
-                    "{shown}: integrity failure: sender MD5 {}, {what} {}",
-                    hex(&md5),
-                    hex(&got)
-                );
-                if !self.items[idx].resent && self.cfg.retries > 0 {
-                    self.items[idx].resent = true;
-                    self.progress
-                        .println(&format!("ftx: {msg}; sending it again from 0"));
-                    Ok(Verdict::Again)
-                } else {
-                    Ok(Verdict::Failed(
-                        Exit::Integrity,
-                        "integrity",
-                        format!("{msg}; the file was not kept"),
-                    ))
+                let end = msg.is_err();
+                if tx.send(Msg::Answer(msg)).is_err() || end {
+                    return;
                 }
             }
-            Frame::Result { message, .. } => Ok(Verdict::Failed(
-                Exit::Failure,
-                "io",
-                format!("{shown}: receiver could not write it: {}", escape(&message)),
-            )),
-            other => Err(anyhow::anyhow!("unexpected {} in answer to BODY", other.name()).into()),
+        })
+        .context("cannot start the reader thread")?;
+    Ok(())
+}
+
+/// Hashes the entries to offer, in order, at most [`WINDOW`] ahead of the
+/// offers (one permit per entry), using the digest cache and digests known
+/// from earlier attempts.
+fn spawn_hasher(
+    jobs: Vec<(usize, Entry, Option<Md5Digest>)>,
+    cache: DigestCache,
+    bar: ProgressBar,
+    tx: mpsc::Sender<Msg>,
+    permits: mpsc::Receiver<()>,
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name("ftx-hasher".into())
+        .spawn(move || {
+            for (idx, entry, known) in jobs {
+                if permits.recv().is_err() {
+                    return;
+                }
+                let prep = prepare(&entry, known, &cache, &bar);
+                if tx.send(Msg::Ready(idx, prep)).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("cannot start the hashing thread")?;
+    Ok(())
+}
+
+/// Opens a file and finds its digest: known, cached, or hashed now.
+fn prepare(
+    entry: &Entry,
+    known: Option<Md5Digest>,
+    cache: &DigestCache,
+    bar: &ProgressBar,
+) -> Prepared {
+    if entry.kind == Kind::Dir {
+        return Prepared::Dir;
+    }
+    let local = escape(&entry.local.to_string_lossy());
+    let opened = File::open(&entry.local).and_then(|f| {
+        let md = f.metadata()?;
+        Ok((f, md))
+    });
+    let (file, md) = match opened {
+        Ok(pair) => pair,
+        Err(e) => return Prepared::Unreadable(format!("cannot read {local}: {e}")),
+    };
+    if let Some(md5) = known.or_else(|| cache.get(&md)) {
+        return Prepared::File { file, md, md5 };
+    }
+    bar.set_message(escape(entry.name.as_str()));
+    bar.set_length(md.len());
+    bar.set_position(0);
+    match hash_reader(&file, md.len(), |n| bar.inc(n)) {
+        Ok(md5) => {
+            cache.put(&md, &md5);
+            Prepared::File { file, md, md5 }
         }
+        Err(e) => Prepared::Unreadable(format!("cannot read {local}: {e}")),
     }
 }
 
@@ -632,52 +934,6 @@ fn reject_verdict(shown: &str, code: u16, message: &str) -> Verdict {
         reason,
         format!("{shown}: refused by receiver: {what}: {}", escape(message)),
     )
-}
-
-fn send_dir(conn: &mut Conn<TcpStream>, id: u32, e: &Entry) -> Result<Verdict, Broken> {
-    let shown = escape(e.name.as_str());
-    conn.send(&Frame::Dir(DirHeader {
-        id,
-        mode: e.mode,
-        mtime_s: e.mtime_s,
-        mtime_ns: e.mtime_ns,
-        path: e.name.as_str().as_bytes().to_vec(),
-    }))?;
-    match answer(conn, id)? {
-        Frame::Result {
-            status: result_status::OK,
-            ..
-        } => Ok(Verdict::Done),
-        Frame::Result { message, .. } => Ok(Verdict::Failed(
-            Exit::Failure,
-            "io",
-            format!(
-                "{shown}: receiver could not create it: {}",
-                escape(&message)
-            ),
-        )),
-        Frame::Reject { code, message, .. } => Ok(reject_verdict(&shown, code, &message)),
-        other => Err(anyhow::anyhow!("unexpected {} in answer to DIR", other.name()).into()),
-    }
-}
-
-/// Reads the receiver's answer to entry `id`. ERROR ends the session.
-fn answer(conn: &mut Conn<TcpStream>, id: u32) -> Result<Frame, Broken> {
-    let f = conn.expect_frame()?;
-    let got = match &f {
-        Frame::Accept { id, .. }
-        | Frame::Skip { id, .. }
-        | Frame::Reject { id, .. }
-        | Frame::Result { id, .. } => *id,
-        Frame::Error { code, message } => return Err(peer_error(*code, message).into()),
-        other => return Err(anyhow::anyhow!("unexpected {} from receiver", other.name()).into()),
-    };
-    if got != id {
-        return Err(
-            anyhow::anyhow!("receiver answered entry {got} while entry {id} was pending").into(),
-        );
-    }
-    Ok(f)
 }
 
 #[cfg(test)]

@@ -1,0 +1,361 @@
+#!/usr/bin/env bash
+# Compares ftx with the usual tools over loopback (127.0.0.1):
+#
+#   one large file:  md5sum alone, nc, nc + md5sum on both ends,
+#                    nc + md5sum + fsync, rsync -a (daemon), ftx
+#   many small files: tar | nc, tar | nc + fsync, rsync -a (daemon), ftx
+#
+# Each measurement runs RUNS times (default 3), every run into a fresh
+# output directory that is removed afterwards; the table shows medians in
+# seconds and ratios against md5sum (large file) and against tar|nc + sync
+# (small files). Every received copy is checked against the source (outside
+# the timed part); a mismatch or a failed tool stops the script.
+#
+# Not part of `cargo test`. Run from anywhere:
+#
+#   tests/bench/compare.sh                      # 1 GiB file, 2000 small files
+#   SIZE=256M FILES=500 tests/bench/compare.sh  # quicker
+#
+# Environment: SIZE (default 1G, binary units: 256M, 1G, 12345),
+# FILES (default 2000), RUNS (default 3), TMPDIR (where the data goes),
+# KEEP=1 (keep the work directory). Installs netcat-openbsd and rsync with
+# apt-get when they are missing. Linux only (uses ss, /proc).
+#
+# Notes on fairness: all sources are in the page cache (caches are not
+# dropped between runs). ftx fsyncs every received file before renaming it
+# into place; plain nc, tar and rsync -a do not, hence the "+ sync" rows,
+# which fsync each received file (coreutils `sync FILE...`). ftx send runs
+# with --no-cache, so that later runs do not reuse the first run's digests.
+
+set -euo pipefail
+
+SIZE=${SIZE:-1G}
+FILES=${FILES:-2000}
+RUNS=${RUNS:-3}
+KEEP=${KEEP:-0}
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+die() {
+    echo "compare.sh: $*" >&2
+    exit 1
+}
+
+[[ $FILES =~ ^[0-9]+$ ]] || die "FILES must be a number, not '$FILES'"
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive number, not '$RUNS'"
+bytes=$(numfmt --from=iec -- "${SIZE%iB}") || die "bad SIZE '$SIZE'"
+[[ $bytes =~ ^[0-9]+$ ]] || die "bad SIZE '$SIZE'"
+
+# --- tools -----------------------------------------------------------------
+
+have_openbsd_nc() {
+    command -v nc >/dev/null && nc -h 2>&1 | grep -q 'OpenBSD netcat'
+}
+
+missing=()
+have_openbsd_nc || missing+=(netcat-openbsd)
+command -v rsync >/dev/null || missing+=(rsync)
+command -v ss >/dev/null || missing+=(iproute2)
+if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}" >&2
+    sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get install -y "${missing[@]}" >/dev/null ||
+        { "${sudo[@]}" apt-get update >/dev/null && "${sudo[@]}" apt-get install -y "${missing[@]}" >/dev/null; } ||
+        die "cannot install ${missing[*]}"
+fi
+have_openbsd_nc || die "nc is not OpenBSD netcat (need -N)"
+
+echo "building ftx (release)" >&2
+(cd "$repo" && cargo build --release --quiet) || die "cargo build failed"
+FTX=$repo/target/release/ftx
+[[ -x $FTX ]] || die "no $FTX"
+
+# --- work directory, processes, cleanup -------------------------------------
+
+W=$(mktemp -d "${TMPDIR:-/tmp}/ftx-compare.XXXXXX")
+pids=() # every background process this script started (process group leaders)
+
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do
+        # Each is the leader of its own process group (setsid): the group
+        # holds only what this script started for that measurement.
+        kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true
+    done
+    for p in "${pids[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    if [[ $KEEP == 1 ]]; then
+        echo "kept $W" >&2
+    else
+        rm -rf "$W"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Starts "$@" in the background in its own session (so that a pipeline inside
+# can be killed as a group) and sets $bg to its pid.
+start_bg() {
+    setsid "$@" &
+    bg=$!
+    pids+=("$bg")
+}
+
+# Waits for background pid $1 and forgets it. Returns its exit status.
+finish_bg() {
+    local p=$1 rc=0 q keep=()
+    wait "$p" || rc=$?
+    for q in "${pids[@]}"; do [[ $q == "$p" ]] || keep+=("$q"); done
+    pids=("${keep[@]+"${keep[@]}"}")
+    return "$rc"
+}
+
+port_listening() {
+    ss -ltnH "sport = :$1" 2>/dev/null | grep -q .
+}
+
+# A free TCP port, starting the search at $1.
+free_port() {
+    local p=$1
+    while port_listening "$p"; do
+        p=$((p + 1))
+        ((p < 65000)) || die "no free port"
+    done
+    echo "$p"
+}
+
+# Waits (bounded, 10 s) until port $1 is listening; $2 is the listener's pid.
+wait_port() {
+    local i
+    for ((i = 0; i < 1000; i++)); do
+        port_listening "$1" && return 0
+        kill -0 "$2" 2>/dev/null || die "listener for port $1 exited early"
+        sleep 0.01
+    done
+    die "nothing listening on port $1 after 10 s"
+}
+
+now() { date +%s.%N; }
+# Sets $secs to the seconds since timestamp $1.
+elapsed() { secs=$(awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'); }
+
+# --- data --------------------------------------------------------------------
+
+echo "generating $(numfmt --to=iec-i "$bytes")B file and $FILES small files in $W" >&2
+src=$W/src
+mkdir -p "$src/small"
+big=$src/big.bin
+if ((bytes > 0)); then
+    head -c "$bytes" /dev/urandom >"$big"
+fi
+small_bytes=0
+for ((i = 0; i < FILES; i++)); do
+    d=$src/small/d$(printf %04d $((i / 20)))
+    ((i % 20)) || mkdir -p "$d"
+    n=$((((RANDOM << 15) | RANDOM) % 65536 + 1))
+    head -c "$n" /dev/urandom >"$d/f$(printf %06d "$i").bin"
+    small_bytes=$((small_bytes + n))
+done
+sync
+big_md5=""
+((bytes == 0)) || big_md5=$(md5sum <"$big" | cut -d' ' -f1)
+
+# --- rsync daemon --------------------------------------------------------------
+
+rport=$(free_port 8730)
+rout=$W/rsync-out
+cat >"$W/rsyncd.conf" <<EOF
+port = $rport
+address = 127.0.0.1
+use chroot = no
+pid file = $W/rsyncd.pid
+log file = $W/rsyncd.log
+uid = $(id -u)
+gid = $(id -g)
+
+[mod]
+path = $rout
+read only = no
+EOF
+mkdir -p "$rout"
+start_bg rsync --daemon --no-detach --config="$W/rsyncd.conf"
+rsyncd=$bg
+wait_port "$rport" "$rsyncd"
+
+# --- one run of each method ----------------------------------------------------
+# Each sets $secs to the elapsed seconds. $1 is a fresh, empty output dir.
+# They run in the main shell (not in $(...)), so that every background
+# process is known to the cleanup trap.
+
+check_big() { cmp -s "$big" "$1" || die "$2: $1 differs from the source"; }
+check_small() { diff -r "$src/small" "$1" >/dev/null || die "$2: $1 differs from the source"; }
+
+fsync_tree() { find "$1" -type f -exec sync -- {} +; }
+
+m_md5sum() {
+    local t
+    t=$(now)
+    md5sum "$big" >"$1/sum"
+    elapsed "$t"
+    [[ $(cut -d' ' -f1 "$1/sum") == "$big_md5" ]] || die "md5sum: unstable digest"
+}
+
+# $2: "" | md5 | md5sync
+nc_big() {
+    local out=$1 mode=$2 port t sum
+    port=$(free_port $((20000 + RANDOM % 12000)))
+    start_bg nc -l -p "$port" >"$out/big.bin"
+    local rx=$bg
+    wait_port "$port" "$rx"
+    t=$(now)
+    [[ $mode == "" ]] || sum=$(md5sum <"$big" | cut -d' ' -f1)
+    nc -N 127.0.0.1 "$port" <"$big"
+    finish_bg "$rx" || die "nc receiver failed"
+    [[ $mode != md5sync ]] || sync -- "$out/big.bin"
+    [[ $mode == "" ]] || sum=$(md5sum <"$out/big.bin" | cut -d' ' -f1)
+    elapsed "$t"
+    [[ $mode == "" || $sum == "$big_md5" ]] || die "nc + md5sum: digest mismatch"
+    check_big "$out/big.bin" "nc"
+}
+m_nc() { nc_big "$1" ""; }
+m_nc_md5() { nc_big "$1" md5; }
+m_nc_md5_sync() { nc_big "$1" md5sync; }
+
+m_rsync_big() {
+    local t
+    rm -rf "$rout" && mkdir "$rout"
+    t=$(now)
+    rsync -a "$big" "rsync://127.0.0.1:$rport/mod/"
+    elapsed "$t"
+    check_big "$rout/big.bin" "rsync"
+    rm -rf "$rout" && mkdir "$rout"
+}
+
+# ftx: receiver --once, reads "listening on ADDR:PORT", then send. $2: source.
+ftx_run() {
+    local out=$1 what=$2 t addr="" i rx
+    start_bg "$FTX" recv --once -q --port 0 --bind 127.0.0.1 --out "$out" >"$W/ftx-recv.out" 2>"$W/ftx-recv.err"
+    rx=$bg
+    for ((i = 0; i < 1000; i++)); do
+        addr=$(sed -n 's/^listening on //p' "$W/ftx-recv.out" | head -n1)
+        [[ -z $addr ]] || break
+        kill -0 "$rx" 2>/dev/null || die "ftx recv exited early: $(cat "$W/ftx-recv.err")"
+        sleep 0.01
+    done
+    [[ -n $addr ]] || die "ftx recv did not print its address within 10 s"
+    t=$(now)
+    # --no-cache: every run hashes its source, like the other methods.
+    "$FTX" send -q --no-cache "$what" "$addr" || die "ftx send failed"
+    finish_bg "$rx" || die "ftx recv failed: $(cat "$W/ftx-recv.err")"
+    elapsed "$t"
+}
+m_ftx_big() {
+    ftx_run "$1" "$big"
+    check_big "$1/big.bin" "ftx"
+}
+
+# $2: "" | sync
+tar_nc() {
+    local out=$1 mode=$2 port t
+    port=$(free_port $((20000 + RANDOM % 12000)))
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    start_bg bash -c 'set -o pipefail; nc -l -p "$1" | tar x -C "$2"' _ "$port" "$out"
+    local rx=$bg
+    wait_port "$port" "$rx"
+    t=$(now)
+    tar c -C "$src" small | nc -N 127.0.0.1 "$port"
+    finish_bg "$rx" || die "tar|nc receiver failed"
+    [[ $mode != sync ]] || fsync_tree "$out/small"
+    elapsed "$t"
+    check_small "$out/small" "tar|nc"
+}
+m_tar_nc() { tar_nc "$1" ""; }
+m_tar_nc_sync() { tar_nc "$1" sync; }
+
+m_rsync_small() {
+    local t
+    rm -rf "$rout" && mkdir "$rout"
+    t=$(now)
+    rsync -a "$src/small" "rsync://127.0.0.1:$rport/mod/"
+    elapsed "$t"
+    check_small "$rout/small" "rsync"
+    rm -rf "$rout" && mkdir "$rout"
+}
+
+m_ftx_small() {
+    ftx_run "$1" "$src/small"
+    check_small "$1/small" "ftx"
+}
+
+# --- measuring -------------------------------------------------------------------
+
+declare -A median
+
+# measure KEY FUNCTION: RUNS runs into fresh directories; stores the median.
+measure() {
+    local key=$1 fn=$2 r out times=()
+    for ((r = 1; r <= RUNS; r++)); do
+        out=$W/out-$r
+        rm -rf "$out" && mkdir "$out"
+        secs=""
+        "$fn" "$out"
+        times+=("$secs")
+        rm -rf "$out"
+    done
+    median[$key]=$(printf '%s\n' "${times[@]}" | sort -g | awk '
+        { v[NR] = $1 }
+        END { printf "%.3f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+    echo "  $key: ${times[*]} -> median ${median[$key]} s" >&2
+}
+
+big_rows=()
+if ((bytes > 0)); then
+    echo "large file, $RUNS runs each:" >&2
+    big_rows=("md5sum" "nc" "nc + md5sum" "nc + md5sum + sync" "rsync -a" "ftx")
+    measure "md5sum" m_md5sum
+    measure "nc" m_nc
+    measure "nc + md5sum" m_nc_md5
+    measure "nc + md5sum + sync" m_nc_md5_sync
+    measure "rsync -a" m_rsync_big
+    measure "ftx" m_ftx_big
+fi
+small_rows=()
+if ((FILES > 0)); then
+    echo "small files, $RUNS runs each:" >&2
+    small_rows=("tar|nc" "tar|nc + sync" "rsync -a dir" "ftx dir")
+    measure "tar|nc" m_tar_nc
+    measure "tar|nc + sync" m_tar_nc_sync
+    measure "rsync -a dir" m_rsync_small
+    measure "ftx dir" m_ftx_small
+fi
+
+# --- report -------------------------------------------------------------------------
+
+model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+echo
+echo "machine: $(nproc) CPUs (${model:-unknown model}), kernel $(uname -r)"
+echo "tools: $(nc -h 2>&1 | head -n1), $(rsync --version | head -n1 | sed 's/  */ /g'), $("$FTX" --version)"
+echo "runs: $RUNS per row, medians; sources in page cache; loopback 127.0.0.1"
+if ((bytes > 0)); then
+    echo
+    echo "one file, $bytes bytes ($(numfmt --to=iec-i "$bytes")B); ratio = time / md5sum"
+    printf '%-22s %10s %10s %8s\n' "method" "median s" "MB/s" "ratio"
+    for k in "${big_rows[@]}"; do
+        awk -v k="$k" -v s="${median[$k]}" -v b="$bytes" -v ref="${median[md5sum]}" 'BEGIN {
+            s0 = (s > 0) ? s : 1e-9; r0 = (ref > 0) ? ref : 1e-9
+            printf "%-22s %10.3f %10.1f %8.2f\n", k, s, b / 1e6 / s0, s / r0 }'
+    done
+fi
+if ((FILES > 0)); then
+    echo
+    echo "$FILES small files, $small_bytes bytes; ratio = time / (tar|nc + sync)"
+    printf '%-22s %10s %10s %8s\n' "method" "median s" "files/s" "ratio"
+    for k in "${small_rows[@]}"; do
+        awk -v k="$k" -v s="${median[$k]}" -v n="$FILES" -v ref="${median["tar|nc + sync"]}" 'BEGIN {
+            s0 = (s > 0) ? s : 1e-9; r0 = (ref > 0) ? ref : 1e-9
+            printf "%-22s %10.3f %10.1f %8.2f\n", k, s, n / s0, s / r0 }'
+    done
+fi
