@@ -286,12 +286,12 @@ enum ToDisk {
     Block(BlockRec),
 }
 
-/// Writes a file's body into its partial as a pipeline: the caller (the
+/// Writes a large file's body into its partial as a pipeline: the caller (the
 /// socket reader) fills 1 MiB buffers, a hash thread runs MD5 and the
 /// per-block XXH3, and a disk thread writes through a `BufWriter` and
 /// checkpoints every 64 MiB. MD5, the slowest step, thus runs in parallel
 /// with socket reads, disk writes and fsyncs.
-pub struct PartialWriter {
+pub struct Pipeline {
     fill: Vec<u8>,
     filled: usize,
     pos: u64,
@@ -388,7 +388,7 @@ impl Disk {
     }
 }
 
-impl PartialWriter {
+impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     fn new(
         dir: &Dir,
@@ -453,7 +453,7 @@ impl PartialWriter {
                 }
                 md5
             })?;
-        Ok(PartialWriter {
+        Ok(Pipeline {
             fill: Vec::new(),
             filled: 0,
             pos,
@@ -559,10 +559,90 @@ impl PartialWriter {
     }
 }
 
-impl Drop for PartialWriter {
+impl Drop for Pipeline {
     fn drop(&mut self) {
         if self.hash_thread.is_some() {
             let _ = self.close(false);
+        }
+    }
+}
+
+/// A file smaller than one block: no block can complete, so there is
+/// nothing to checkpoint, and hashing inline costs less than threads.
+pub struct SmallWriter {
+    out: BufWriter<File>,
+    md5: Hasher,
+    pos: u64,
+}
+
+/// Writes a file's body into its partial, hashing it: inline for files
+/// smaller than one block, else through a [`Pipeline`].
+pub enum PartialWriter {
+    /// Under [`BLOCK`] bytes.
+    Small(SmallWriter),
+    /// [`BLOCK`] bytes or more.
+    Piped(Pipeline),
+}
+
+impl PartialWriter {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        dir: &Dir,
+        names: &Names,
+        file: File,
+        size: u64,
+        md5_expected: Md5Digest,
+        pos: u64,
+        md5: Hasher,
+        blocks: Vec<BlockRec>,
+    ) -> io::Result<Self> {
+        if size < BLOCK {
+            return Ok(PartialWriter::Small(SmallWriter {
+                out: BufWriter::with_capacity(WRITE_BUF.min(size as usize).max(8192), file),
+                md5,
+                pos,
+            }));
+        }
+        Pipeline::new(dir, names, file, size, md5_expected, pos, md5, blocks).map(PartialWriter::Piped)
+    }
+
+    /// Appends body bytes.
+    pub fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        match self {
+            PartialWriter::Small(w) => {
+                w.md5.update(chunk);
+                w.pos += chunk.len() as u64;
+                w.out.write_all(chunk)
+            }
+            PartialWriter::Piped(p) => p.write(chunk),
+        }
+    }
+
+    /// Bytes written so far (including a resumed prefix).
+    pub fn position(&self) -> u64 {
+        match self {
+            PartialWriter::Small(w) => w.pos,
+            PartialWriter::Piped(p) => p.position(),
+        }
+    }
+
+    /// Stops here and checkpoints what arrived, for a later resume. Returns
+    /// the offset a resume will start from (0 for a small file).
+    pub fn suspend(self) -> io::Result<u64> {
+        match self {
+            PartialWriter::Small(_) => Ok(0),
+            PartialWriter::Piped(p) => p.suspend(),
+        }
+    }
+
+    /// Flushes and returns the file and the MD5 of the whole content.
+    pub fn finish(self) -> io::Result<(File, Md5Digest)> {
+        match self {
+            PartialWriter::Small(w) => {
+                let file = w.out.into_inner().map_err(|e| e.into_error())?;
+                Ok((file, w.md5.finish()))
+            }
+            PartialWriter::Piped(p) => p.finish(),
         }
     }
 }
