@@ -603,7 +603,8 @@ impl PartialWriter {
                 pos,
             }));
         }
-        Pipeline::new(dir, names, file, size, md5_expected, pos, md5, blocks).map(PartialWriter::Piped)
+        Pipeline::new(dir, names, file, size, md5_expected, pos, md5, blocks)
+            .map(PartialWriter::Piped)
     }
 
     /// Appends body bytes.

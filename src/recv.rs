@@ -104,7 +104,7 @@ pub fn run(cfg: &RecvConfig) -> Result<Exit> {
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         root,
-        progress: Progress::new(crate::progress::enabled(cfg.quiet)),
+        progress: Progress::new(crate::progress::mode(cfg.quiet)),
         active: AtomicUsize::new(0),
         inflight: Mutex::new(HashSet::new()),
         live: Mutex::new(HashMap::new()),

@@ -144,7 +144,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         eprintln!("ftx: {e}");
         outcome = Exit::Failure;
     }
-    let progress = Progress::new(crate::progress::enabled(cfg.quiet));
+    let progress = Progress::new(crate::progress::mode(cfg.quiet));
     let total = progress.bytes_bar(walk.total_bytes(), Layout::Total);
     total.set_prefix("total");
     let hashing = progress.bytes_bar(0, Layout::File);
@@ -665,6 +665,19 @@ impl Sender<'_> {
             self.tally.files += 1;
             self.tally.bytes += size - f.offset;
             let seconds = f.started.elapsed().as_secs_f64();
+            if !self.cfg.quiet && !self.events.enabled() {
+                let line = format!(
+                    "sent {shown} {size} bytes md5 {} ({:.1} MB/s{})",
+                    hex(&f.md5),
+                    mb_per_s(size - f.offset, seconds),
+                    if f.offset > 0 {
+                        format!(", resumed at {}", f.offset)
+                    } else {
+                        String::new()
+                    }
+                );
+                self.progress.suspend(|| println!("{line}"));
+            }
             self.events.emit(&Event::FileDone {
                 path: shown,
                 bytes: size,
