@@ -86,12 +86,12 @@ impl Progress {
     }
 
     /// A bar of `len` bytes in one of the layouts of [`Layout`]. In plain
-    /// mode, total and session bars are reported every few seconds.
+    /// mode, bars that are moving are reported every few seconds.
     pub fn bytes_bar(&self, len: u64, layout: Layout) -> ProgressBar {
         if self.mode != Mode::Bars {
             // A hidden bar still counts, for plain lines and rates.
             let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden());
-            if self.mode == Mode::Plain && layout != Layout::File {
+            if self.mode == Mode::Plain {
                 if let Ok(mut w) = self.watched.lock() {
                     let id = w.last().map_or(0, |(id, _)| id + 1);
                     w.push((id, bar.clone()));
@@ -149,7 +149,8 @@ fn plain_lines(watched: &Mutex<Vec<(u64, ProgressBar)>>) {
         for (id, bar) in bars {
             let pos = bar.position();
             now.push((id, pos));
-            if last.iter().any(|&(i, p)| i == id && p == pos) {
+            let idle = bar.length().unwrap_or(0) == 0 || pos == bar.length().unwrap_or(0);
+            if idle || last.iter().any(|&(i, p)| i == id && p == pos) {
                 continue;
             }
             eprintln!("ftx: {}", plain_line(&bar));

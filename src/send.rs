@@ -587,6 +587,7 @@ impl Sender<'_> {
                     )
                     .into());
                 }
+                let started = Instant::now();
                 self.body(conn, offer.id, idx, &file, size, offset)?;
                 results.insert(
                     offer.id,
@@ -595,7 +596,7 @@ impl Sender<'_> {
                         md,
                         md5,
                         offset,
-                        started: Instant::now(),
+                        started,
                     },
                 );
                 return Ok(());
