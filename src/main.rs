@@ -1,11 +1,10 @@
 //! The `ftx` binary: parse the command line, run, print errors as
 //! "ftx: ..." and map the outcome to the documented exit status.
 
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = ftx::cli::Cli::parse();
+    let cli = ftx::cli::Cli::parse_checked();
     let exit = match ftx::run(cli) {
         Ok(exit) => exit,
         Err(err) => {

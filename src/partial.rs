@@ -52,18 +52,27 @@ pub struct Names {
 
 impl Names {
     /// The names beside target `last`.
+    ///
+    /// The hashed form uses other suffixes (`.ftx-hpart`, `.ftx-hstate`), so
+    /// the partial of a long name can never be the partial of a short name
+    /// that happens to be the hex digest. Names ending in any of these
+    /// suffixes are refused on the wire ([`crate::protocol::name`]), so a
+    /// peer cannot plant a partial or a state file either.
     pub fn for_target(last: &str) -> Names {
-        let stem = if format!(".{last}.ftx-state.tmp").len() <= MAX_COMPONENT_LEN {
-            last.to_owned()
-        } else {
-            let mut h = Hasher::new();
-            h.update(last.as_bytes());
-            hex(&h.finish())
-        };
+        if format!(".{last}.ftx-state.tmp").len() <= MAX_COMPONENT_LEN {
+            return Names {
+                part: format!(".{last}.ftx-part"),
+                state: format!(".{last}.ftx-state"),
+                state_tmp: format!(".{last}.ftx-state.tmp"),
+            };
+        }
+        let mut h = Hasher::new();
+        h.update(last.as_bytes());
+        let stem = hex(&h.finish());
         Names {
-            part: format!(".{stem}.ftx-part"),
-            state: format!(".{stem}.ftx-state"),
-            state_tmp: format!(".{stem}.ftx-state.tmp"),
+            part: format!(".{stem}.ftx-hpart"),
+            state: format!(".{stem}.ftx-hstate"),
+            state_tmp: format!(".{stem}.ftx-hstate.tmp"),
         }
     }
 
@@ -797,6 +806,21 @@ mod tests {
     fn long_names_fit() {
         let n = Names::for_target(&"x".repeat(255));
         assert!(n.state_tmp.len() <= MAX_COMPONENT_LEN);
+        assert!(n.part.ends_with(".ftx-hpart"));
         assert_eq!(Names::for_target("a").part, ".a.ftx-part");
+        // A short name equal to the digest of a long one gets other names.
+        let hex_name = n
+            .part
+            .trim_start_matches('.')
+            .trim_end_matches(".ftx-hpart");
+        assert_ne!(Names::for_target(hex_name).part, n.part);
+        // Every name ftx uses for itself is refused on the wire.
+        for x in [&n.part, &n.state, &n.state_tmp] {
+            assert!(crate::protocol::WireName::parse(x).is_err(), "{x}");
+        }
+        let a = Names::for_target("a");
+        for x in [&a.part, &a.state, &a.state_tmp] {
+            assert!(crate::protocol::WireName::parse(x).is_err(), "{x}");
+        }
     }
 }

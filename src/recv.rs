@@ -687,6 +687,10 @@ impl<'a> Session<'a> {
             ));
         }
         if let Err(r) = check_space(&dir, h.size - opened.offset) {
+            if opened.offset == 0 {
+                drop(opened);
+                names.discard(&dir);
+            }
             return self.reject(h.id, &h.path, r);
         }
         self.conn.send(&Frame::Accept {

@@ -135,7 +135,23 @@ fn peer_error(code: u16, message: &str) -> anyhow::Error {
 /// carry theirs (see [`crate::exit::for_error`]).
 pub fn run(cfg: &SendConfig) -> Result<Exit> {
     exit_on_interrupt()?;
-    let walk = walk::walk(&cfg.sources, cfg.follow_links)?;
+    let events = Events::new(cfg.json);
+    let walk = match walk::walk(&cfg.sources, cfg.follow_links) {
+        Ok(w) => w,
+        Err(e) => {
+            events.emit(&Event::Summary {
+                role: "send".into(),
+                files_ok: 0,
+                files_skipped: 0,
+                files_failed: 0,
+                bytes: 0,
+                seconds: 0.0,
+                exit_code: crate::exit::for_error(&e).code(),
+                peer: None,
+            });
+            return Err(e);
+        }
+    };
     for w in &walk.warnings {
         eprintln!("ftx: warning: {w}");
     }
@@ -169,7 +185,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
             })
             .collect(),
         tally: Tally::default(),
-        events: Events::new(cfg.json),
+        events,
     };
     let started = Instant::now();
     let result = s.run_attempts();
@@ -200,7 +216,11 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         exit_code: outcome.code(),
         peer: None,
     });
-    result?;
+    if let Err(e) = result {
+        // The most serious failure decides the status, as the summary says.
+        eprintln!("ftx: {e:#}");
+        return Ok(outcome);
+    }
     if !cfg.quiet {
         eprintln!(
             "ftx: sent {} file(s), {} skipped, {failed} failed, {} bytes in {secs:.2} s ({:.1} MB/s)",

@@ -4,8 +4,9 @@
 //! checked. A valid name is relative and '/'-separated; each component is
 //! 1..=255 bytes, not "." or "..", and free of NUL, backslash and control
 //! characters (C0, DEL, C1); the first component is not a drive letter
-//! ("C:"); the whole name is at most 4096 bytes and 128 components deep, and
-//! valid UTF-8. Benign names such as `hi..txt` or `a/..b` are accepted.
+//! ("C:"); no component is one of ftx's own partial/state names
+//! (`.X.ftx-part`, `.X.ftx-state`, ...); the whole name is at most 4096
+//! bytes and 128 components deep, and valid UTF-8. Benign names such as `hi..txt` or `a/..b` are accepted.
 
 use super::limits::{MAX_COMPONENT_LEN, MAX_DEPTH, MAX_NAME_LEN};
 use std::fmt;
@@ -53,6 +54,25 @@ pub enum NameError {
     /// More than 128 components.
     #[error("path is {0} components deep, more than the limit of 128")]
     TooDeep(usize),
+    /// A component ftx reserves for its partial and state files.
+    #[error("name reserved for ftx's partial files (.NAME.ftx-part and the like)")]
+    Reserved,
+}
+
+/// Suffixes of the receiver's own partial and state files; a component that
+/// starts with '.' and ends with one of these is refused, so no peer can
+/// plant a partial or a state file for a later transfer.
+pub const RESERVED_SUFFIXES: [&str; 6] = [
+    ".ftx-part",
+    ".ftx-state",
+    ".ftx-state.tmp",
+    ".ftx-hpart",
+    ".ftx-hstate",
+    ".ftx-hstate.tmp",
+];
+
+fn reserved(component: &str) -> bool {
+    component.starts_with('.') && RESERVED_SUFFIXES.iter().any(|s| component.ends_with(s))
 }
 
 /// A name that passed every rule of the module doc.
@@ -105,6 +125,7 @@ impl WireName {
                 c if c.len() > MAX_COMPONENT_LEN => {
                     return Err(NameError::ComponentTooLong(c.len()))
                 }
+                c if reserved(c) => return Err(NameError::Reserved),
                 _ => {}
             }
         }
@@ -161,6 +182,8 @@ mod tests {
             "...",
             ".hidden",
             "12:30.log",
+            "notes.ftx-part",
+            ".ftx-partial",
         ] {
             assert!(WireName::parse(n).is_ok(), "{n:?}");
         }
@@ -191,6 +214,10 @@ mod tests {
             ("a\rb", NameError::Control(0x0d)),
             ("\u{7f}", NameError::Control(0x7f)),
             ("a\u{85}b", NameError::Control(0x85)),
+            (".x.iso.ftx-part", NameError::Reserved),
+            ("d/.x.iso.ftx-state", NameError::Reserved),
+            (".x.ftx-state.tmp", NameError::Reserved),
+            (".abc.ftx-hpart", NameError::Reserved),
         ];
         for (n, want) in cases {
             assert_eq!(WireName::parse(n).as_ref(), Err(want), "{n:?}");

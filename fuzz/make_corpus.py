@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Writes seed inputs for the `decode` fuzz target into corpus/decode/.
+
+Each seed is one or more valid protocol-v1 frames, encoded here from the
+format in PROTOCOL.md (independently of the Rust encoder), plus a few
+session-shaped sequences and near-misses. Run from anywhere:
+
+    python3 fuzz/make_corpus.py
+"""
+import hashlib
+import os
+import struct
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "decode")
+
+
+def s(b):
+    if isinstance(b, str):
+        b = b.encode()
+    return struct.pack(">H", len(b)) + b
+
+
+def frame(t, payload):
+    return bytes([t]) + struct.pack(">I", len(payload)) + payload
+
+
+def hello(agent="ftx/0.1.0", version=1, flags=0):
+    return frame(0x01, b"FTX1" + struct.pack(">HI", version, flags) + s(agent))
+
+
+def welcome(flags=1, nonce=b"\x07" * 32, agent="ftx/0.1.0"):
+    return frame(0x02, struct.pack(">HI", 1, flags) + nonce + s(agent))
+
+
+def auth(mac=b"\x09" * 32):
+    return frame(0x03, mac)
+
+
+def file(id, path, size=5, mode=0o100644, mt=1_700_000_000, ns=1, md5=b"\xab" * 16):
+    return frame(0x10, struct.pack(">IQIqI", id, size, mode, mt, ns) + md5 + s(path))
+
+
+def dir(id, path, mode=0o40755, mt=1_700_000_000, ns=0):
+    return frame(0x11, struct.pack(">IIqI", id, mode, mt, ns) + s(path))
+
+
+def body(id, offset, length):
+    return frame(0x12, struct.pack(">IQQ", id, offset, length))
+
+
+def end():
+    return frame(0x13, b"")
+
+
+def accept(id, offset=0):
+    return frame(0x20, struct.pack(">IQ", id, offset))
+
+
+def skip(id, reason=1):
+    return frame(0x21, struct.pack(">IB", id, reason))
+
+
+def reject(id, code=10, msg="unsafe name"):
+    return frame(0x22, struct.pack(">IH", id, code) + s(msg))
+
+
+def result(id, status=0, md5=b"\x01" * 16, msg=""):
+    return frame(0x23, struct.pack(">IB", id, status) + md5 + s(msg))
+
+
+def summary(ok=1, failed=0, nbytes=5):
+    return frame(0x24, struct.pack(">IIQ", ok, failed, nbytes))
+
+
+def error(code=1, msg="protocol error"):
+    return frame(0x7F, struct.pack(">H", code) + s(msg))
+
+
+hello_md5 = hashlib.md5(b"hello").digest()
+seeds = {
+    "hello": hello(),
+    "hello_v2_flags": hello(version=2, flags=0xFFFFFFFF, agent="ftx/9 \xfc"),
+    "welcome": welcome(),
+    "welcome_noauth": welcome(flags=0, agent=""),
+    "auth": auth(),
+    "file": file(3, "dir/with space/f\xfcr.txt"),
+    "file_bad_utf8": file(3, b"dir/\xff\xfe", size=2**64 - 1, mt=-5, ns=999_999_999),
+    "file_traversal": file(4, "../../etc/passwd"),
+    "file_abs": file(5, "/tmp/x"),
+    "file_ctrl": file(6, "a\x1b[1Ab\\c"),
+    "file_deep": file(7, "/".join(["d"] * 130)),
+    "dir": dir(4, "photos"),
+    "dir_dot": dir(4, "a/./b"),
+    "body": body(3, 0, 5) + b"hello",
+    "end": end(),
+    "accept": accept(3, 10),
+    "skip": skip(3),
+    "reject": reject(3),
+    "result": result(3, msg="digest mismatch"),
+    "summary": summary(),
+    "error": error(),
+    "error_bad_utf8": error(3, b"bad \xc3\x28 text"),
+    "sender_session": hello()
+    + auth()
+    + dir(1, "photos")
+    + file(2, "photos/a.txt", size=5, md5=hello_md5)
+    + body(2, 0, 5)
+    + b"hello"
+    + file(3, "photos/b.txt", size=0, md5=hashlib.md5(b"").digest())
+    + body(3, 0, 0)
+    + end(),
+    "receiver_session": welcome()
+    + result(1, md5=b"\x00" * 16)
+    + accept(2)
+    + skip(3)
+    + reject(4, 11, "exists")
+    + result(2, md5=hello_md5)
+    + summary(2, 1, 5)
+    + error(5, "timeout"),
+    "truncated_file": file(3, "abc")[:-2],
+    "trailing_end": frame(0x13, b"\x00"),
+    # Text over the encoder's 4 KiB cut, one cut inside a 2-byte char.
+    "error_long": error(6, "x" * 5000),
+    "welcome_long_agent": welcome(agent="a" + "\xe9" * 3000),
+    "reject_long_lossy": reject(9, 13, b"\xff" * 2000),
+    # Names at and past the bounds: 4097 bytes, and the longest that fits.
+    "file_long_name": file(8, "n" * 4097),
+    "file_max_path": file(9, "p" * (65536 - 46)),
+    "dir_max_depth": dir(10, "/".join(["d"] * 128)),
+    "file_too_long_frame": file(11, "p" * (65536 - 45)),
+}
+
+os.makedirs(OUT, exist_ok=True)
+for name, data in seeds.items():
+    with open(os.path.join(OUT, "seed_" + name), "wb") as f:
+        f.write(data)
+print(f"wrote {len(seeds)} seeds to {OUT}")

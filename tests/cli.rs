@@ -1,0 +1,380 @@
+//! The command line as a user and a script see it: help, version, usage
+//! errors, shell completions, the man page, and the exit-code contract of
+//! README "Exit codes" pinned with real scenarios (0, 2, 3, 4, 5).
+
+mod common;
+
+use std::fs::{self, File};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{
+    fixtures, ftx_cmd, md5_hex, run_with_timeout, send, write_random, Mode, Proxy, Receiver,
+};
+use tempfile::TempDir;
+
+/// Hard limit for commands that do not transfer anything.
+const QUICK: Duration = Duration::from_secs(30);
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
+/// Runs `ftx ARGS...` (bounded) and returns its output.
+fn ftx(args: &[&str]) -> Output {
+    let mut cmd = ftx_cmd();
+    cmd.args(args);
+    run_with_timeout(cmd, QUICK)
+}
+
+fn assert_status(out: &Output, code: i32, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: unexpected exit status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// A temp dir holding `src/` and `out/`.
+struct Dirs {
+    _tmp: TempDir,
+    src: PathBuf,
+    out: PathBuf,
+}
+
+fn dirs() -> Dirs {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    let out = tmp.path().join("out");
+    fs::create_dir(&src).expect("mkdir src");
+    fs::create_dir(&out).expect("mkdir out");
+    Dirs {
+        _tmp: tmp,
+        src,
+        out,
+    }
+}
+
+/// A loopback port nobody listens on (bound, then released).
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+fn command_exists(name: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            let p = dir.join(name);
+            p.is_file()
+                && fs::metadata(&p)
+                    .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0)
+                    .unwrap_or(false)
+        })
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Help, version, usage errors
+// ---------------------------------------------------------------------------
+
+#[test]
+fn help_lists_the_subcommands_and_exits_0() {
+    for flag in ["--help", "-h"] {
+        let out = ftx(&[flag]);
+        assert_status(&out, 0, &format!("ftx {flag}"));
+        let help = text(&out.stdout);
+        for word in ["send", "recv", "bench", "completions", "man", "--version"] {
+            assert!(help.contains(word), "ftx {flag} mentions {word}:\n{help}");
+        }
+    }
+}
+
+#[test]
+fn version_matches_the_crate_version() {
+    for flag in ["--version", "-V"] {
+        let out = ftx(&[flag]);
+        assert_status(&out, 0, &format!("ftx {flag}"));
+        assert_eq!(
+            text(&out.stdout).trim(),
+            format!("ftx {}", env!("CARGO_PKG_VERSION")),
+            "ftx {flag}"
+        );
+    }
+}
+
+#[test]
+fn send_help_mentions_its_main_options() {
+    let out = ftx(&["send", "--help"]);
+    assert_status(&out, 0, "ftx send --help");
+    let help = text(&out.stdout);
+    for word in [
+        "HOST:PORT",
+        "PATH",
+        "--timeout",
+        "--connect-timeout",
+        "--retries",
+        "--json",
+        "--quiet",
+        "--no-cache",
+        "--token-file",
+    ] {
+        assert!(help.contains(word), "send --help mentions {word}:\n{help}");
+    }
+}
+
+#[test]
+fn recv_help_mentions_its_main_options() {
+    let out = ftx(&["recv", "--help"]);
+    assert_status(&out, 0, "ftx recv --help");
+    let help = text(&out.stdout);
+    for word in [
+        "--port",
+        "--bind",
+        "--out",
+        "--once",
+        "--overwrite",
+        "--timeout",
+        "--max-sessions",
+        "--json",
+        "--quiet",
+        "--token-file",
+        "FTX_OUT",
+    ] {
+        assert!(help.contains(word), "recv --help mentions {word}:\n{help}");
+    }
+}
+
+#[test]
+fn bad_flags_exit_2_with_an_explanation() {
+    for args in [
+        &["--no-such-flag"][..],
+        &["send", "--no-such-flag", "a", "127.0.0.1:1"][..],
+        &["recv", "--no-such-flag"][..],
+        &["recv", "--port", "65536"][..],
+        &["send", "--timeout", "0", "a", "127.0.0.1:1"][..],
+        &["completions", "no-such-shell"][..],
+        &["no-such-command"][..],
+        &[][..],
+    ] {
+        let out = ftx(args);
+        assert_status(&out, 2, &format!("ftx {}", args.join(" ")));
+        assert!(
+            !out.stderr.is_empty(),
+            "ftx {}: the usage error is explained on stderr",
+            args.join(" ")
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "ftx {}: nothing on stdout:\n{}",
+            args.join(" "),
+            text(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn send_with_only_one_argument_exits_2() {
+    for one in ["127.0.0.1:1", "some-file"] {
+        let out = ftx(&["send", one]);
+        assert_status(&out, 2, &format!("ftx send {one}"));
+        let err = text(&out.stderr);
+        assert!(err.contains("Usage"), "usage shown:\n{err}");
+    }
+    let out = ftx(&["send"]);
+    assert_status(&out, 2, "ftx send (no arguments)");
+}
+
+// ---------------------------------------------------------------------------
+// Completions and man page
+// ---------------------------------------------------------------------------
+
+#[test]
+fn completions_for_bash_zsh_fish_mention_ftx_and_recv() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = ftx(&["completions", shell]);
+        assert_status(&out, 0, &format!("ftx completions {shell}"));
+        let script = text(&out.stdout);
+        assert!(!script.trim().is_empty(), "{shell}: non-empty output");
+        for word in ["ftx", "recv", "send"] {
+            assert!(
+                script.contains(word),
+                "{shell} completion mentions {word}:\n{script}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bash_completion_is_valid_bash() {
+    if !command_exists("bash") {
+        eprintln!("skipped: no bash");
+        return;
+    }
+    let out = ftx(&["completions", "bash"]);
+    assert_status(&out, 0, "ftx completions bash");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("ftx.bash");
+    fs::write(&path, &out.stdout).expect("write completion");
+    let mut cmd = Command::new("bash");
+    cmd.arg("-n").arg(&path).stdin(Stdio::null());
+    let check = run_with_timeout(cmd, QUICK);
+    assert_status(&check, 0, "bash -n on the completion script");
+}
+
+#[test]
+fn man_renders_roff() {
+    let out = ftx(&["man"]);
+    assert_status(&out, 0, "ftx man");
+    let page = text(&out.stdout);
+    assert!(
+        page.starts_with(".TH") || page.contains(".TH ftx"),
+        "roff with a .TH header:\n{page}"
+    );
+    for word in ["send", "recv"] {
+        assert!(page.contains(word), "the man page mentions {word}");
+    }
+}
+
+#[test]
+fn man_page_renders_with_man() {
+    if !command_exists("man") {
+        eprintln!("skipped: no man");
+        return;
+    }
+    let out = ftx(&["man"]);
+    assert_status(&out, 0, "ftx man");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let page = tmp.path().join("ftx.1");
+    fs::write(&page, &out.stdout).expect("write man page");
+
+    // `ftx man | man -l -`, with the page on stdin from a file.
+    let mut cmd = Command::new("man");
+    cmd.args(["-l", "-"])
+        .stdin(File::open(&page).expect("open man page"))
+        .env("MANPAGER", "cat")
+        .env("PAGER", "cat")
+        .env("MANWIDTH", "80")
+        .env("LC_ALL", "C.UTF-8");
+    let rendered = run_with_timeout(cmd, QUICK);
+    let shown = text(&rendered.stdout);
+    if rendered.status.code() == Some(0) && shown.trim().is_empty() {
+        // Some minimal images ship a `man` that renders nothing.
+        eprintln!("skipped: man rendered nothing:\n{}", text(&rendered.stderr));
+        return;
+    }
+    assert_status(&rendered, 0, "man -l - on ftx's man page");
+    // man may embolden with backspaces when not writing to a terminal.
+    let plain: String = {
+        let mut v: Vec<char> = Vec::new();
+        for c in shown.chars() {
+            if c == '\u{8}' {
+                v.pop();
+            } else {
+                v.push(c);
+            }
+        }
+        v.into_iter().collect()
+    };
+    assert!(plain.contains("NAME"), "rendered page has NAME:\n{plain}");
+    assert!(plain.contains("ftx"), "rendered page names ftx:\n{plain}");
+    let warnings = text(&rendered.stderr);
+    assert!(
+        !warnings.contains("warning"),
+        "man/groff warnings:\n{warnings}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Exit codes: real scenarios
+// ---------------------------------------------------------------------------
+
+#[test]
+fn exit_0_when_every_file_is_verified() {
+    let d = dirs();
+    let file = d.src.join("one.bin");
+    fs::copy(fixtures().join("one.bin"), &file).expect("copy");
+    let mut rx = Receiver::start(&d.out, &[]);
+    let out = send(&[s(&file)], rx.addr);
+    assert_status(&out, 0, "clean send");
+    assert_eq!(md5_hex(d.out.join("one.bin")), md5_hex(&file));
+    assert!(
+        rx.wait_line(|l| l.starts_with("received one.bin "), QUICK)
+            .is_some(),
+        "receiver reports the file: {:?}",
+        rx.lines()
+    );
+}
+
+#[test]
+fn exit_2_for_a_bad_command_line_before_doing_anything() {
+    let d = dirs();
+    let file = d.src.join("one.bin");
+    fs::copy(fixtures().join("one.bin"), &file).expect("copy");
+    let rx = Receiver::start(&d.out, &[]);
+    let proxy = Proxy::start(rx.addr, Mode::Pass);
+    let out = send(&["--retries", "many", s(&file)], proxy.addr);
+    assert_status(&out, 2, "send with a bad --retries");
+    assert_eq!(proxy.connections(), 0, "a usage error does not connect");
+}
+
+#[test]
+fn exit_3_when_nobody_listens() {
+    let d = dirs();
+    let file = d.src.join("one.bin");
+    fs::copy(fixtures().join("one.bin"), &file).expect("copy");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let out = send(&["--retries", "0", s(&file)], &addr);
+    assert_status(&out, 3, "send to a closed port");
+    let err = text(&out.stderr);
+    assert!(err.contains(&addr), "stderr names {addr}:\n{err}");
+}
+
+#[test]
+fn exit_4_when_a_byte_is_flipped_on_the_wire() {
+    let d = dirs();
+    let file = d.src.join("big.bin");
+    write_random(&file, 2 << 20, 4);
+    let rx = Receiver::start(&d.out, &[]);
+    // Byte 1,000,000 of the sender's stream is inside the 2 MiB body (the
+    // frames before it are a few hundred bytes).
+    let proxy = Proxy::start(rx.addr, Mode::FlipByte(1_000_000));
+    let out = send(&["--retries", "0", s(&file)], proxy.addr);
+    assert_status(&out, 4, "send through a bit-flipping proxy");
+    let err = text(&out.stderr);
+    assert!(
+        err.to_lowercase().contains("integrity"),
+        "stderr says integrity:\n{err}"
+    );
+    assert!(
+        !d.out.join("big.bin").exists(),
+        "the corrupted file was not kept"
+    );
+}
+
+#[test]
+fn exit_5_when_a_different_file_exists_without_overwrite() {
+    let d = dirs();
+    let file = d.src.join("one.bin");
+    fs::copy(fixtures().join("one.bin"), &file).expect("copy");
+    let existing = d.out.join("one.bin");
+    fs::write(&existing, b"something else\n").expect("write existing");
+    let rx = Receiver::start(&d.out, &[]);
+    let out = send(&[s(&file)], rx.addr);
+    assert_status(&out, 5, "send over an existing different file");
+    assert_eq!(
+        fs::read(&existing).expect("read existing"),
+        b"something else\n",
+        "the existing file is untouched"
+    );
+    let err = text(&out.stderr);
+    assert!(err.contains("one.bin"), "stderr names the file:\n{err}");
+}
