@@ -108,6 +108,10 @@ pub struct SendArgs {
     /// Send what symlinks inside directories point to (loops are skipped).
     #[arg(long, short = 'L')]
     pub follow_links: bool,
+    /// Parallel connections: files are shared out between them, so hashing
+    /// runs on several cores when there are many files.
+    #[arg(long, short = 'j', default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub streams: u64,
     /// File holding the shared token (else $FTX_TOKEN; never on the command line).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
@@ -177,6 +181,7 @@ impl SendArgs {
             cache: !self.no_cache,
             json: self.json,
             follow_links: self.follow_links,
+            streams: usize::try_from(self.streams).unwrap_or(1),
             token: crate::auth::load_token(self.token_file.as_deref())?,
         })
     }

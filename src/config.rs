@@ -27,6 +27,8 @@ pub struct SendConfig {
     pub json: bool,
     /// Follow symlinks inside directories.
     pub follow_links: bool,
+    /// Parallel connections (files shared out between them).
+    pub streams: usize,
     /// Shared token to prove to the receiver, if any.
     pub token: Option<Token>,
 }

@@ -56,6 +56,8 @@ struct Item {
     state: State,
     /// The file was already sent again from 0 after a mismatch.
     resent: bool,
+    /// Bytes of this entry counted on the total bar in this attempt.
+    shown: u64,
 }
 
 /// Counters for the final summary.
@@ -163,35 +165,89 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
     let progress = Progress::new(crate::progress::mode(cfg.quiet));
     let total = progress.bytes_bar(walk.total_bytes(), Layout::Total);
     total.set_prefix("total");
-    let hashing = progress.bytes_bar(0, Layout::File);
-    hashing.set_prefix("hashing");
-    let sending = progress.bytes_bar(0, Layout::File);
-    sending.set_prefix("sending");
-    let mut s = Sender {
-        cfg,
-        cache: DigestCache::open(cfg.cache),
-        progress,
-        total,
-        hashing,
-        sending,
-        items: walk
-            .entries
-            .into_iter()
-            .map(|entry| Item {
-                entry,
-                md5: None,
-                state: State::Pending,
-                resent: false,
-            })
-            .collect(),
-        tally: Tally::default(),
-        events,
-    };
+    let items: Vec<Item> = walk
+        .entries
+        .into_iter()
+        .map(|entry| Item {
+            entry,
+            md5: None,
+            state: State::Pending,
+            resent: false,
+            shown: 0,
+        })
+        .collect();
+    let cache = DigestCache::open(cfg.cache);
     let started = Instant::now();
-    let result = s.run_attempts();
+    let new_sender = |items: Vec<Item>| {
+        let hashing = progress.bytes_bar(0, Layout::File);
+        hashing.set_prefix("hashing");
+        let sending = progress.bytes_bar(0, Layout::File);
+        sending.set_prefix("sending");
+        Sender {
+            cfg,
+            cache: cache.clone(),
+            progress: progress.clone(),
+            total: total.clone(),
+            hashing,
+            sending,
+            items,
+            tally: Tally::default(),
+            events,
+        }
+    };
+    let run_one = |items: Vec<Item>| {
+        let mut s = new_sender(items);
+        let r = s.run_attempts();
+        s.hashing.finish_and_clear();
+        s.sending.finish_and_clear();
+        (s.items, s.tally, r)
+    };
+    let (streams, dirs) = plan(items, cfg.streams);
+    let mut parts: Vec<(Vec<Item>, Tally, Result<()>)> = if streams.len() == 1 {
+        streams.into_iter().map(run_one).collect()
+    } else {
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = streams
+                .into_iter()
+                .map(|group| sc.spawn(|| run_one(group)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        (
+                            Vec::new(),
+                            Tally::default(),
+                            Err(anyhow::anyhow!("a stream panicked")),
+                        )
+                    })
+                })
+                .collect()
+        })
+    };
+    if !dirs.is_empty() {
+        // Directories last, in one session: their modes and mtimes are set
+        // at its END, after every stream wrote the files inside them.
+        parts.push(run_one(dirs));
+    }
+    total.finish_and_clear();
+    let mut s = new_sender(Vec::new());
+    let mut result = Ok(());
+    for (items, tally, r) in parts {
+        s.items.extend(items);
+        s.tally.files += tally.files;
+        s.tally.skipped += tally.skipped;
+        s.tally.bytes += tally.bytes;
+        if let Err(e) = r {
+            if result.is_ok() {
+                result = Err(e);
+            } else {
+                eprintln!("ftx: {e:#}");
+            }
+        }
+    }
     s.hashing.finish_and_clear();
     s.sending.finish_and_clear();
-    s.total.finish_and_clear();
     if let Err(e) = &result {
         outcome = outcome.worst(crate::exit::for_error(e));
     }
@@ -319,7 +375,8 @@ impl Sender<'_> {
             .iter()
             .filter(|i| i.state != State::Pending)
             .count();
-        (settled, self.total.position())
+        let shown: u64 = self.items.iter().map(|i| i.shown).sum();
+        (settled, shown)
     }
 
     fn fail_pending(&mut self, exit: Exit) {
@@ -341,14 +398,13 @@ impl Sender<'_> {
             .with_context(|| format!("cannot set up the connection to {target}"))?;
         let mut conn = Conn::new(stream);
         handshake(&mut conn, &target, self.cfg.token.as_ref())?;
-        // The total bar restarts from what is confirmed.
-        let done: u64 = self
-            .items
-            .iter()
-            .filter(|i| i.state != State::Pending && i.entry.kind == Kind::File)
-            .map(|i| i.entry.size)
-            .sum();
-        self.total.set_position(done);
+        // Bytes counted for entries that were not confirmed are counted
+        // again when they are sent again.
+        for i in &mut self.items {
+            if i.state == State::Pending {
+                self.total.dec(std::mem::take(&mut i.shown));
+            }
+        }
 
         let pending: Vec<usize> = (0..self.items.len())
             .filter(|&i| self.items[i].state == State::Pending)
@@ -590,6 +646,7 @@ impl Sender<'_> {
             (Frame::Reject { code, message, .. }, _) => reject_verdict(&shown, code, &message),
             (Frame::Skip { .. }, Some((_, md, _))) => {
                 self.total.inc(md.len());
+                self.items[idx].shown = md.len();
                 self.tally.skipped += 1;
                 self.events.emit(&Event::FileSkipped {
                     path: shown,
@@ -664,10 +721,14 @@ impl Sender<'_> {
             length: size - offset,
         });
         let (sending, total) = (&self.sending, &self.total);
-        conn.send_body(file, offset, size - offset, |n| {
+        let mut counted = offset;
+        let sent = conn.send_body(file, offset, size - offset, |n| {
             sending.inc(n);
             total.inc(n);
-        })?;
+            counted += n;
+        });
+        self.items[idx].shown = counted;
+        sent?;
         Ok(())
     }
 
@@ -723,8 +784,7 @@ impl Sender<'_> {
         // Forget what we believed about the file: hash it afresh.
         self.cache.forget(&f.md);
         self.items[idx].md5 = None;
-        self.total
-            .set_position(self.total.position().saturating_sub(size));
+        self.total.dec(std::mem::take(&mut self.items[idx].shown));
         let what = if status == result_status::OK {
             "receiver reported ok with MD5"
         } else {
@@ -751,6 +811,39 @@ impl Sender<'_> {
             )
         }
     }
+}
+
+/// Splits the entries for `streams` parallel sessions: files are dealt to
+/// the least loaded stream, largest first (so the streams finish together),
+/// keeping walk order within each stream. With more than one stream the
+/// directories are returned apart, to be sent after the files. With one
+/// stream everything stays in one session, in walk order.
+fn plan(items: Vec<Item>, streams: usize) -> (Vec<Vec<Item>>, Vec<Item>) {
+    let files = items.iter().filter(|i| i.entry.kind == Kind::File).count();
+    let n = streams.min(files);
+    if n <= 1 {
+        return (vec![items], Vec::new());
+    }
+    let (dirs, files): (Vec<Item>, Vec<Item>) =
+        items.into_iter().partition(|i| i.entry.kind == Kind::Dir);
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(files[i].entry.size));
+    let mut load = vec![0u64; n];
+    let mut owner = vec![0usize; files.len()];
+    for i in order {
+        let (least, _) = load
+            .iter()
+            .enumerate()
+            .min_by_key(|&(_, l)| *l)
+            .unwrap_or((0, &0));
+        load[least] += files[i].entry.size.max(1);
+        owner[i] = least;
+    }
+    let mut groups: Vec<Vec<Item>> = (0..n).map(|_| Vec::new()).collect();
+    for (item, o) in files.into_iter().zip(owner) {
+        groups[o].push(item);
+    }
+    (groups, dirs)
 }
 
 /// Offers in flight at most: many small files cost about one round trip,
