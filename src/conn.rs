@@ -7,6 +7,7 @@ use crate::protocol::frame::{decode, encode, Frame, FrameError};
 use crate::protocol::limits::{FRAME_HEADER_LEN, MAX_CONTROL_PAYLOAD};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
 
 /// Size of the buffer raw BODY bytes are read into.
 pub const BODY_CHUNK: usize = 1 << 20;
@@ -166,18 +167,53 @@ impl<S: Read + Write> Conn<S> {
         self.stream.flush()?;
         Ok(())
     }
+}
 
+impl<S: Read + Write + AsFd> Conn<S> {
     /// Sends `len` bytes of `file` from `offset` as raw body bytes (after
-    /// flushing queued frames). On Linux, `io::copy` from a file to a TCP
-    /// stream uses sendfile, so the bytes never pass through user space.
+    /// flushing queued frames), with `sendfile(2)`: the bytes go from the
+    /// page cache to the socket without passing through user space.
+    /// (`io::copy` from a file to a TCP stream does not do this; measured
+    /// with strace: 8 KiB reads and writes.)
     pub fn send_body(
+        &mut self,
+        file: &File,
+        offset: u64,
+        len: u64,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(), ConnError> {
+        self.flush()?;
+        let mut at = offset;
+        let end = offset + len;
+        while at < end {
+            let chunk = usize::try_from((end - at).min(SEND_CHUNK)).unwrap_or(usize::MAX);
+            let n = match rustix::fs::sendfile(self.stream.as_fd(), file, Some(&mut at), chunk) {
+                Ok(0) => {
+                    return Err(ConnError::Shrank {
+                        sent: at - offset,
+                        expected: len,
+                    })
+                }
+                Ok(n) => n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                    return self.copy_body(file, at, end - at, progress);
+                }
+                Err(e) => return Err(io::Error::from(e).into()),
+            };
+            progress(n as u64);
+        }
+        Ok(())
+    }
+
+    /// The portable fallback of [`Conn::send_body`]: read and write.
+    fn copy_body(
         &mut self,
         mut file: &File,
         offset: u64,
         len: u64,
         mut progress: impl FnMut(u64),
     ) -> Result<(), ConnError> {
-        self.flush()?;
         file.seek(SeekFrom::Start(offset)).map_err(ConnError::Io)?;
         let mut sent = 0u64;
         while sent < len {

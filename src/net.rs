@@ -16,15 +16,41 @@ pub struct Deadlined {
     inner: TcpStream,
     deadline: Option<Instant>,
     idle: Duration,
+    activity: Activity,
+}
+
+/// When a connection last received bytes, shared with whoever watches it.
+#[derive(Debug, Clone, Default)]
+pub struct Activity(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl Activity {
+    /// Records that bytes arrived now.
+    pub fn touch(&self) {
+        let ms = u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long since bytes last arrived.
+    pub fn idle(&self) -> Duration {
+        let then = Duration::from_millis(self.0.load(std::sync::atomic::Ordering::Relaxed));
+        epoch().elapsed().saturating_sub(then)
+    }
 }
 
 impl Deadlined {
-    /// Wraps a stream whose idle timeout is `idle`.
-    pub fn new(inner: TcpStream, idle: Duration) -> Self {
+    /// Wraps a stream whose idle timeout is `idle`; reads touch `activity`.
+    pub fn new(inner: TcpStream, idle: Duration, activity: Activity) -> Self {
+        activity.touch();
         Deadlined {
             inner,
             deadline: None,
             idle,
+            activity,
         }
     }
 
@@ -67,7 +93,11 @@ impl Read for Deadlined {
             }
             self.inner.set_read_timeout(Some(left.min(self.idle)))?;
         }
-        self.inner.read(buf)
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            self.activity.touch();
+        }
+        Ok(n)
     }
 }
 

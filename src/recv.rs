@@ -14,7 +14,7 @@ use crate::conn::{Conn, ConnError};
 use crate::digest::{hash_reader, hex, Md5Digest};
 use crate::events::{mb_per_s, Event, Events};
 use crate::exit::Exit;
-use crate::net::{self, Deadlined};
+use crate::net::{self, Activity, Deadlined};
 use crate::partial;
 use crate::progress::{Layout, Progress};
 use crate::protocol::frame::{error_code, reject_code, result_status, skip_reason};
@@ -41,9 +41,9 @@ struct Shared {
     progress: Progress,
     active: AtomicUsize,
     /// Targets being written right now, by wire name, across sessions.
-    inflight: Mutex<HashSet<String>>,
+    inflight: Mutex<HashMap<String, SocketAddr>>,
     /// The connections being served, so an interrupt can end them.
-    live: Mutex<HashMap<SocketAddr, TcpStream>>,
+    live: Mutex<HashMap<SocketAddr, (TcpStream, Activity)>>,
     /// Set on SIGINT/SIGTERM: no new session starts.
     stopping: AtomicBool,
     /// `--json` output.
@@ -106,7 +106,7 @@ pub fn run(cfg: &RecvConfig) -> Result<Exit> {
         root,
         progress: Progress::new(crate::progress::mode(cfg.quiet)),
         active: AtomicUsize::new(0),
-        inflight: Mutex::new(HashSet::new()),
+        inflight: Mutex::new(HashMap::new()),
         live: Mutex::new(HashMap::new()),
         stopping: AtomicBool::new(false),
         events,
@@ -169,8 +169,8 @@ fn watch_signals(shared: Arc<Shared>) -> Result<()> {
             shared.log("interrupted: checkpointing partial files, then exiting");
             shared.stopping.store(true, Ordering::SeqCst);
             if let Ok(live) = shared.live.lock() {
-                for s in live.values() {
-                    let _ = s.shutdown(std::net::Shutdown::Both);
+                for (s, _) in live.values() {
+                    abort(s);
                 }
             }
             // Bounded wait for the sessions to write their checkpoints.
@@ -272,19 +272,38 @@ fn open_dirs(root: &Dir, comps: &[&str]) -> Result<Dir, Refusal> {
     Ok(dir)
 }
 
-/// Removes a wire name from the in-flight set when dropped.
+/// Ends a connection at once with a reset (linger 0), so a peer blocked on
+/// a closed window notices now rather than after minutes of probes. The
+/// session reading from it sees an error and checkpoints what it holds.
+fn abort(s: &TcpStream) {
+    let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+    let _ = s.shutdown(std::net::Shutdown::Both);
+}
+
+/// Removes a wire name from the in-flight map when dropped (if this
+/// session still holds it).
 struct InflightGuard<'a> {
-    set: &'a Mutex<HashSet<String>>,
+    map: &'a Mutex<HashMap<String, SocketAddr>>,
     name: String,
+    holder: SocketAddr,
 }
 
 impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
-        if let Ok(mut s) = self.set.lock() {
-            s.remove(&self.name);
+        if let Ok(mut m) = self.map.lock() {
+            if m.get(&self.name) == Some(&self.holder) {
+                m.remove(&self.name);
+            }
         }
     }
 }
+
+/// How long a session waits for another session it took a file over from
+/// to checkpoint and let go.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+/// How long a session must have received nothing before another session
+/// from the same host may take its file over.
+const TAKEOVER_IDLE: Duration = Duration::from_secs(2);
 
 /// One sender's session.
 struct Session<'a> {
@@ -342,12 +361,13 @@ fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Result<Stats> {
     if sh.stopping.load(Ordering::SeqCst) {
         bail!("refused: the receiver is shutting down");
     }
+    let activity = Activity::default();
     if let (Ok(clone), Ok(mut live)) = (stream.try_clone(), sh.live.lock()) {
-        live.insert(peer, clone);
+        live.insert(peer, (clone, activity.clone()));
     }
     let _live = LiveGuard { sh, peer };
     net::tune(&stream, sh.cfg.timeout).context("cannot set up the connection")?;
-    let mut stream = Deadlined::new(stream, sh.cfg.timeout);
+    let mut stream = Deadlined::new(stream, sh.cfg.timeout, activity);
     stream
         .set_deadline(Some(Instant::now() + HANDSHAKE_TIMEOUT.min(sh.cfg.timeout)))
         .context("cannot set up the connection")?;
@@ -543,6 +563,7 @@ impl<'a> Session<'a> {
             reject_code::EXISTS => "refused_exists",
             reject_code::NO_SPACE => "refused_no_space",
             reject_code::CONFLICT => "refused_conflict",
+            reject_code::IN_PROGRESS => "refused_in_progress",
             _ => "io",
         };
         self.sh.events.emit(&Event::FileFailed {
@@ -557,6 +578,59 @@ impl<'a> Session<'a> {
             message: r.1,
         })?;
         Ok(())
+    }
+
+    /// Marks `key` as being received by this session. When another session
+    /// from the same host holds it, that is most likely the sender's own
+    /// earlier connection, broken without the receiver noticing (a
+    /// half-open TCP connection): it is ended, and this session waits
+    /// (bounded) for it to checkpoint and let go, then takes over, so the
+    /// retry resumes instead of being refused until the old one times out.
+    fn claim_inflight(&self, key: &str) -> bool {
+        let deadline = Instant::now() + TAKEOVER_WAIT;
+        let mut aborted = false;
+        loop {
+            let holder = match self.sh.inflight.lock() {
+                Ok(mut m) => match m.get(key) {
+                    None => {
+                        m.insert(key.to_owned(), self.peer);
+                        return true;
+                    }
+                    Some(h) => *h,
+                },
+                Err(_) => return false,
+            };
+            if !aborted {
+                // Only a session from the same host that has received
+                // nothing for a while is presumed dead; a live one keeps
+                // the file and this offer is refused as "in progress".
+                let stale = holder.ip() == self.peer.ip()
+                    && self.sh.live.lock().is_ok_and(|live| {
+                        live.get(&holder).is_some_and(|(s, act)| {
+                            let dead = act.idle() >= TAKEOVER_IDLE;
+                            if dead {
+                                abort(s);
+                            }
+                            dead
+                        })
+                    });
+                if !stale {
+                    return false;
+                }
+                aborted = true;
+                self.sh.log(&format!(
+                    "{}: '{}' was held by {holder} from the same host, silent for {} s or more; ended that connection to take over",
+                    self.peer,
+                    escape(key),
+                    TAKEOVER_IDLE.as_secs()
+                ));
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            // Bounded wait for the old session to checkpoint and let go.
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Validates a name and checks it was not offered before in this session.
@@ -623,27 +697,20 @@ impl<'a> Session<'a> {
             Err(r) => return self.reject(h.id, &h.path, r),
         };
         let key = name.as_str().to_owned();
-        {
-            let mut inflight = self
-                .sh
-                .inflight
-                .lock()
-                .map_err(|_| anyhow::anyhow!("internal error: lock poisoned"))?;
-            if !inflight.insert(key.clone()) {
-                drop(inflight);
-                return self.reject(
-                    h.id,
-                    &h.path,
-                    refusal(
-                        reject_code::CONFLICT,
-                        "another session is receiving this file right now",
-                    ),
-                );
-            }
+        if !self.claim_inflight(&key) {
+            return self.reject(
+                h.id,
+                &h.path,
+                refusal(
+                    reject_code::IN_PROGRESS,
+                    "another session is receiving this file right now; try again later",
+                ),
+            );
         }
         let guard = InflightGuard {
-            set: &self.sh.inflight,
+            map: &self.sh.inflight,
             name: key,
+            holder: self.peer,
         };
         let (parents, last) = name.split_last();
         let dir = match open_dirs(&self.sh.root, &parents) {

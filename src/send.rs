@@ -643,6 +643,17 @@ impl Sender<'_> {
                     )
                 }
             }
+            (Frame::Reject { code, message, .. }, _) if code == reject_code::IN_PROGRESS => {
+                // Most likely our own earlier connection, which the receiver
+                // has not noticed dead yet: retry the session after a pause.
+                return Err(Broken {
+                    err: anyhow::anyhow!(
+                        "{shown}: the receiver is still busy with it: {}",
+                        escape(&message)
+                    ),
+                    retry: true,
+                });
+            }
             (Frame::Reject { code, message, .. }, _) => reject_verdict(&shown, code, &message),
             (Frame::Skip { .. }, Some((_, md, _))) => {
                 self.total.inc(md.len());
@@ -901,7 +912,13 @@ fn spawn_reader(stream: TcpStream, tx: mpsc::Sender<Msg>) -> Result<()> {
                     Ok(None) => Err(ConnError::Eof("the session")),
                     Err(e) => Err(e),
                 };
-                let end = msg.is_err();
+                let end = matches!(msg, Err(_) | Ok(Frame::Error { .. }));
+                if end {
+                    // The receiver is gone or giving up: unblock a body that
+                    // is being sent at this moment instead of letting it
+                    // wait for a window that will never open.
+                    let _ = conn.get_ref().shutdown(std::net::Shutdown::Both);
+                }
                 if tx.send(Msg::Answer(msg)).is_err() || end {
                     return;
                 }

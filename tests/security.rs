@@ -1709,7 +1709,7 @@ fn entries_that_map_to_the_same_target_or_clash_in_type_are_rejected_13() {
     b.expect_reject(
         &file_offer(1, b"race.bin", b"other"),
         1,
-        reject_code::CONFLICT,
+        reject_code::IN_PROGRESS,
     );
     assert_eq!(b.end(), (0, 1));
     a.write(&data[10_000..]);

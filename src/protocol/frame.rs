@@ -79,6 +79,10 @@ pub mod reject_code {
     pub const CONFLICT: u16 = 13;
     /// The receiver could not create or write the entry.
     pub const IO: u16 = 14;
+    /// Another session is receiving this file right now (perhaps the
+    /// sender's own earlier connection, not yet noticed dead): try again
+    /// later. Senders treat it as a transient failure.
+    pub const IN_PROGRESS: u16 = 15;
 }
 
 /// SKIP reasons.
