@@ -87,6 +87,10 @@ cleanup() {
     for p in "${pids[@]}"; do
         wait "$p" 2>/dev/null || true
     done
+    if [[ -n ${ns_made:-} ]]; then
+        ip netns del ftxcmpA 2>/dev/null || true
+        ip netns del ftxcmpB 2>/dev/null || true
+    fi
     if [[ $KEEP == 1 ]]; then
         echo "kept $W" >&2
     else
@@ -358,4 +362,48 @@ if ((FILES > 0)); then
             s0 = (s > 0) ? s : 1e-9; r0 = (ref > 0) ? ref : 1e-9
             printf "%-22s %10.3f %10.1f %8.2f\n", k, s, n / s0, s / r0 }'
     done
+fi
+
+# --- through a shaped link ------------------------------------------------------------
+# Two network namespaces joined by a veth pair, the sender's side shaped with
+# `tc tbf rate $LINK` (default 100mbit; LINK= skips this part; needs root and
+# iproute2). The rate is ftx's body rate from its file_done event, so the
+# hashing before the header does not count against the link.
+LINK=${LINK-100mbit}
+LINK_SIZE=${LINK_SIZE:-200M}
+if [[ -n $LINK ]] && command -v ip >/dev/null && command -v tc >/dev/null && [[ $(id -u) == 0 ]]; then
+    ns_made=1
+    ip netns del ftxcmpA 2>/dev/null || true
+    ip netns del ftxcmpB 2>/dev/null || true
+    ip netns add ftxcmpA
+    ip netns add ftxcmpB
+    ip link add ftxcmpa type veth peer name ftxcmpb
+    ip link set ftxcmpa netns ftxcmpA
+    ip link set ftxcmpb netns ftxcmpB
+    ip -n ftxcmpA addr add 10.231.0.1/24 dev ftxcmpa
+    ip -n ftxcmpB addr add 10.231.0.2/24 dev ftxcmpb
+    ip -n ftxcmpA link set ftxcmpa up
+    ip -n ftxcmpB link set ftxcmpb up
+    ip -n ftxcmpA link set lo up
+    ip -n ftxcmpB link set lo up
+    tc -n ftxcmpA qdisc add dev ftxcmpa root tbf rate "$LINK" burst 256kb latency 50ms
+    head -c "$(numfmt --from=iec "$LINK_SIZE")" /dev/urandom >"$W/link.bin"
+    mkdir -p "$W/link-out"
+    start_bg ip netns exec ftxcmpB "$FTX" recv --once -q --port 7700 --bind 10.231.0.2 --out "$W/link-out" >"$W/link-recv.out" 2>"$W/link-recv.err"
+    rx=$bg
+    for ((i = 0; i < 1000; i++)); do
+        grep -q '^listening on' "$W/link-recv.out" 2>/dev/null && break
+        sleep 0.01
+    done
+    ip netns exec ftxcmpA "$FTX" send -q --no-cache --json "$W/link.bin" 10.231.0.2:7700 >"$W/link-send.jsonl" || die "ftx send over the shaped link failed"
+    finish_bg "$rx" || die "ftx recv over the shaped link failed"
+    check_big_link() { cmp -s "$W/link.bin" "$W/link-out/link.bin" || die "shaped link: copy differs"; }
+    check_big_link
+    rate=$(sed -n 's/.*"event":"file_done".*"mb_per_s":\([0-9.]*\).*/\1/p' "$W/link-send.jsonl" | head -n1)
+    link_bits=$(awk -v l="$LINK" 'BEGIN { n = l + 0; u = tolower(l); sub(/^[0-9.]+/, "", u);
+        m = (u ~ /^g/) ? 1e9 : (u ~ /^m/) ? 1e6 : (u ~ /^k/) ? 1e3 : 1; print n * m }')
+    echo
+    echo "through a $LINK link (veth + tc tbf, $LINK_SIZE file):"
+    awk -v r="$rate" -v l="$link_bits" 'BEGIN {
+        printf "ftx body rate %.1f MB/s = %.1f Mbit/s = %.1f%% of the link\n", r, r * 8, r * 8e6 / l * 100 }'
 fi
