@@ -8,15 +8,16 @@
 mod common;
 
 use std::fs;
-use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::thread;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
-use common::{assert_trees_equal, copy_tree, fixtures, ftx_bin};
+use common::{
+    assert_trees_equal, collect_pipe, command_exists, copy_tree, fixtures, ftx_bin, show, text,
+    watch_exit,
+};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -28,22 +29,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ci_recipe.sh")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn command_exists(name: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| {
-            let p = dir.join(name);
-            fs::metadata(&p).is_ok_and(|m| {
-                m.is_file()
-                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
-            })
-        })
-    })
 }
 
 /// The ways the script can read JSON here: `JQ=jq` if jq exists, and
@@ -122,56 +107,6 @@ fn run_recipe(cwd: &Path, src: &Path, out: &Path, jq: &str) -> Output {
     }
 }
 
-/// A thread that blocks in `waitid(WEXITED | WNOWAIT)` until `pid` exits and
-/// then sends `()`, leaving the child unreaped.
-fn watch_exit(pid: u32) -> mpsc::Receiver<()> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for _ in 0..1000 {
-            // SAFETY: siginfo_t is plain old data; zeroed is a valid value.
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            // SAFETY: `info` is a valid, writable siginfo_t.
-            let rc = unsafe {
-                libc::waitid(
-                    libc::P_PID,
-                    pid as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOWAIT,
-                )
-            };
-            if rc == 0 {
-                let _ = tx.send(());
-                return;
-            }
-            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-fn collect_pipe<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut buf);
-        }
-        let _ = tx.send(buf);
-    });
-    rx
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
-
 /// The events of a JSON-lines file the script wrote.
 fn events_in(path: &Path) -> Vec<Value> {
     let body = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -222,7 +157,7 @@ fn recipe_delivers_a_directory_and_exits_0() {
         // OUT does not exist yet: the recipe creates it.
         let out_dir = w.dir.join("incoming/files");
         let out = run_recipe(&w.dir, &tree, &out_dir, jq);
-        let what = format!("recipe with {}: {}", tool_name(jq), describe(&out));
+        let what = format!("recipe with {}: {}", tool_name(jq), show(&out));
         assert_eq!(out.status.code(), Some(0), "{what}");
         assert_trees_equal(&tree, out_dir.join("tree"));
 
@@ -262,7 +197,7 @@ fn recipe_delivers_a_single_file() {
     fs::copy(fixtures().join("one.bin"), &file).expect("copy");
     let out_dir = w.dir.join("out");
     let out = run_recipe(&w.dir, &file, &out_dir, jq);
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(
         common::md5_hex(out_dir.join("one.bin")),
         common::md5_hex(&file)
@@ -286,7 +221,7 @@ fn recipe_exits_5_and_shows_the_failure_when_a_different_file_exists() {
         fs::write(&existing, b"old report\n").expect("write existing");
 
         let out = run_recipe(&w.dir, &file, &out_dir, jq);
-        let what = format!("recipe with {}: {}", tool_name(jq), describe(&out));
+        let what = format!("recipe with {}: {}", tool_name(jq), show(&out));
         assert_eq!(out.status.code(), Some(5), "the sender's code: {what}");
         assert_eq!(
             fs::read(&existing).expect("read existing"),
@@ -342,7 +277,7 @@ fn recipe_does_not_hang_when_the_sender_fails_before_connecting() {
     // The --once receiver never gets a session: the recipe stops it after
     // its bounded wait and exits with the sender's code.
     let out = run_recipe(&w.dir, &missing, &out_dir, jq);
-    let what = describe(&out);
+    let what = show(&out);
     assert_eq!(out.status.code(), Some(1), "{what}");
     assert!(text(&out.stderr).contains("no-such-file"), "{what}");
     assert!(text(&out.stderr).contains("ci: send exit 1"), "{what}");

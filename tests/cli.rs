@@ -5,81 +5,22 @@
 mod common;
 
 use std::fs::{self, File};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{
-    fixtures, ftx_cmd, md5_hex, run_with_timeout, send, write_random, Mode, Proxy, Receiver,
+    assert_status, command_exists, dirs, fixtures, free_port, ftx_cmd, md5_hex, run_with_timeout,
+    s, send, text, write_random, Mode, Proxy, Receiver,
 };
-use tempfile::TempDir;
 
 /// Hard limit for commands that do not transfer anything.
 const QUICK: Duration = Duration::from_secs(30);
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
-}
 
 /// Runs `ftx ARGS...` (bounded) and returns its output.
 fn ftx(args: &[&str]) -> Output {
     let mut cmd = ftx_cmd();
     cmd.args(args);
     run_with_timeout(cmd, QUICK)
-}
-
-fn assert_status(out: &Output, code: i32, what: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{what}: unexpected exit status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
-/// A temp dir holding `src/` and `out/`.
-struct Dirs {
-    _tmp: TempDir,
-    src: PathBuf,
-    out: PathBuf,
-}
-
-fn dirs() -> Dirs {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("src");
-    let out = tmp.path().join("out");
-    fs::create_dir(&src).expect("mkdir src");
-    fs::create_dir(&out).expect("mkdir out");
-    Dirs {
-        _tmp: tmp,
-        src,
-        out,
-    }
-}
-
-/// A loopback port nobody listens on (bound, then released).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
-}
-
-fn command_exists(name: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| {
-            let p = dir.join(name);
-            p.is_file()
-                && fs::metadata(&p)
-                    .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0)
-                    .unwrap_or(false)
-        })
-    })
 }
 
 // ---------------------------------------------------------------------------

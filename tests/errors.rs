@@ -7,78 +7,16 @@ mod common;
 
 use std::fs;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
 use common::{
-    fixtures, ftx_cmd, md5_hex, md5_hex_bytes, run_with_timeout, send, write_random, Mode, Proxy,
-    Receiver,
+    assert_status, dirs, fixtures, free_port, ftx_cmd, md5_hex, md5_hex_bytes, names_in,
+    run_with_timeout, s, send, text, write_random, Mode, Proxy, Receiver,
 };
 use ftx::protocol::frame::{to_bytes, FileHeader, Frame};
-use tempfile::TempDir;
 
 /// Hard limit for commands expected to fail at once.
 const QUICK: Duration = Duration::from_secs(20);
-
-/// A temp dir holding `src/` and `out/`.
-struct Dirs {
-    _tmp: TempDir,
-    src: PathBuf,
-    out: PathBuf,
-}
-
-fn dirs() -> Dirs {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("src");
-    let out = tmp.path().join("out");
-    fs::create_dir(&src).expect("mkdir src");
-    fs::create_dir(&out).expect("mkdir out");
-    Dirs {
-        _tmp: tmp,
-        src,
-        out,
-    }
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn assert_status(out: &Output, code: i32, what: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{what}: unexpected exit status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
-        .map(|e| {
-            e.expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-/// A loopback port nobody listens on (bound, then released).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
-}
 
 #[test]
 fn send_to_a_port_nobody_listens_on_exits_3_naming_the_address() {

@@ -7,271 +7,19 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::fs;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::Shutdown;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use common::{md5_hex, mtime_of, send, set_mtime, snapshot_outside, write_random, Receiver};
-use ftx::protocol::frame::{
-    decode, error_code, kind, reject_code, result_status, to_bytes, DirHeader, FileHeader, Frame,
+use common::raw::{
+    assert_no_raw_controls, assert_nothing_outside_out, assert_still_serves, created, dir_offer,
+    file_offer, Raw,
 };
-use md5::{Digest, Md5};
-use tempfile::TempDir;
-
-/// Longest wait for one answer from the receiver.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `$T` (a temp dir) with `$T/out` as the receiver's --out.
-struct Dirs {
-    tmp: TempDir,
-    out: PathBuf,
-}
-
-impl Dirs {
-    fn t(&self) -> &Path {
-        self.tmp.path()
-    }
-}
-
-fn dirs() -> Dirs {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let out = tmp.path().join("out");
-    fs::create_dir(&out).expect("mkdir out");
-    Dirs { tmp, out }
-}
-
-fn md5_of(data: &[u8]) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&Md5::digest(data));
-    a
-}
-
-fn file_offer(id: u32, path: &[u8], data: &[u8]) -> Frame {
-    Frame::File(FileHeader {
-        id,
-        size: data.len() as u64,
-        mode: 0o644,
-        mtime_s: 1_600_000_000,
-        mtime_ns: 0,
-        md5: md5_of(data),
-        path: path.to_vec(),
-    })
-}
-
-fn dir_offer(id: u32, path: &[u8]) -> Frame {
-    Frame::Dir(DirHeader {
-        id,
-        mode: 0o755,
-        mtime_s: 1_600_000_000,
-        mtime_ns: 0,
-        path: path.to_vec(),
-    })
-}
-
-/// A raw connection to the receiver with a frame decoder on the read side.
-struct Raw {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Raw {
-    fn connect(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to receiver");
-        stream
-            .set_read_timeout(Some(IO_TIMEOUT))
-            .expect("read timeout");
-        stream
-            .set_write_timeout(Some(IO_TIMEOUT))
-            .expect("write timeout");
-        Raw {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    /// Connects and does HELLO (agent "evil") → WELCOME.
-    fn session(addr: SocketAddr) -> Raw {
-        let mut raw = Raw::connect(addr);
-        raw.send(&Frame::Hello {
-            version: 1,
-            flags: 0,
-            agent: "evil".into(),
-        });
-        match raw.expect("WELCOME") {
-            Frame::Welcome { version, flags, .. } => {
-                assert_eq!(version, 1, "WELCOME version");
-                assert_eq!(flags, 0, "WELCOME flags");
-            }
-            other => panic!("expected WELCOME, got {other:?}"),
-        }
-        raw
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write to receiver");
-    }
-
-    fn send(&mut self, frame: &Frame) {
-        self.write(&to_bytes(frame));
-    }
-
-    /// The next frame, or `None` once the receiver closed the connection
-    /// (EOF or reset). Panics if nothing comes within [`IO_TIMEOUT`] or the
-    /// bytes are not a frame.
-    fn next(&mut self) -> Option<Frame> {
-        let deadline = Instant::now() + IO_TIMEOUT;
-        let mut chunk = [0u8; 4096];
-        loop {
-            match decode(&self.buf) {
-                Ok(Some((frame, used))) => {
-                    self.buf.drain(..used);
-                    return Some(frame);
-                }
-                Ok(None) => {}
-                Err(e) => panic!("receiver sent bytes that are not a frame: {e}"),
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no complete frame from the receiver within {IO_TIMEOUT:?}"
-            );
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    assert!(
-                        self.buf.is_empty(),
-                        "connection closed in the middle of a frame: {:?}",
-                        self.buf
-                    );
-                    return None;
-                }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    panic!("receiver silent for {IO_TIMEOUT:?}")
-                }
-                Err(_) => return None, // reset: closed
-            }
-        }
-    }
-
-    fn expect(&mut self, what: &str) -> Frame {
-        self.next()
-            .unwrap_or_else(|| panic!("receiver closed the connection; expected {what}"))
-    }
-
-    /// Expects the session to end: an ERROR (code checked if given) and
-    /// then the close, or the close right away.
-    fn expect_error_or_close(&mut self, code: Option<u16>) {
-        match self.next() {
-            None => {}
-            Some(Frame::Error { code: got, message }) => {
-                if let Some(code) = code {
-                    assert_eq!(got, code, "ERROR code (message {message:?})");
-                }
-                assert!(self.next().is_none(), "the receiver closes after an ERROR");
-            }
-            Some(other) => panic!("expected ERROR or a close, got {other:?}"),
-        }
-    }
-
-    /// Offers `frame` and expects REJECT with `code` for `id`.
-    fn expect_reject(&mut self, frame: &Frame, id: u32, code: u16) {
-        self.send(frame);
-        match self.expect("REJECT") {
-            Frame::Reject {
-                id: got,
-                code: c,
-                message,
-            } => {
-                assert_eq!(got, id, "REJECT id");
-                assert_eq!(c, code, "REJECT code for {frame:?} (message {message:?})");
-                assert!(!message.is_empty(), "REJECT explains itself");
-            }
-            other => panic!("expected REJECT {code} for {frame:?}, got {other:?}"),
-        }
-    }
-
-    /// Offers a good file and sends it completely; expects RESULT ok.
-    fn send_good_file(&mut self, id: u32, name: &str, data: &[u8]) {
-        self.send(&file_offer(id, name.as_bytes(), data));
-        match self.expect("ACCEPT") {
-            Frame::Accept { id: got, offset } => {
-                assert_eq!((got, offset), (id, 0), "ACCEPT");
-            }
-            other => panic!("expected ACCEPT for {name}, got {other:?}"),
-        }
-        self.send(&Frame::Body {
-            id,
-            offset: 0,
-            length: data.len() as u64,
-        });
-        self.write(data);
-        match self.expect("RESULT") {
-            Frame::Result {
-                id: got,
-                status,
-                md5,
-                ..
-            } => {
-                assert_eq!(got, id);
-                assert_eq!(status, result_status::OK, "RESULT status for {name}");
-                assert_eq!(md5, md5_of(data), "RESULT md5 for {name}");
-            }
-            other => panic!("expected RESULT for {name}, got {other:?}"),
-        }
-    }
-
-    /// END → SUMMARY; returns (files_ok, files_failed).
-    fn end(&mut self) -> (u32, u32) {
-        self.send(&Frame::End);
-        match self.expect("SUMMARY") {
-            Frame::Summary {
-                files_ok,
-                files_failed,
-                ..
-            } => (files_ok, files_failed),
-            other => panic!("expected SUMMARY, got {other:?}"),
-        }
-    }
-}
-
-/// Paths created under `$T` between two snapshots.
-fn created(before: &BTreeSet<PathBuf>, after: &BTreeSet<PathBuf>) -> Vec<PathBuf> {
-    after.difference(before).cloned().collect()
-}
-
-/// Asserts that everything new under `$T` lies inside `$T/out`.
-fn assert_nothing_outside_out(before: &BTreeSet<PathBuf>, after: &BTreeSet<PathBuf>) {
-    let stray: Vec<PathBuf> = created(before, after)
-        .into_iter()
-        .filter(|p| !p.starts_with("out"))
-        .collect();
-    assert!(stray.is_empty(), "created outside OUT: {stray:?}");
-    let gone: Vec<&PathBuf> = before.difference(after).collect();
-    assert!(gone.is_empty(), "removed by the receiver: {gone:?}");
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
-        .map(|e| {
-            e.expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    v.sort();
-    v
-}
+use common::{
+    dirs, md5_hex, mtime_of, names_in, send, set_mtime, snapshot_outside, write_random, Receiver,
+};
+use ftx::protocol::frame::{error_code, kind, reject_code, to_bytes, Frame};
 
 /// Asserts that `out` holds no file named `name` and nothing but the
 /// hidden partial and state files the receiver keeps beside it for a
@@ -313,40 +61,6 @@ fn assert_clean_send_replaces_leftovers(rx: &mut Receiver, name: &str, data: &[u
     assert!(stale.is_empty(), "partial and state cleaned up: {stale:?}");
 }
 
-/// A normal `ftx send` of a fresh file to `rx` succeeds: the receiver is
-/// alive and serving. `tag` keeps the names of several calls apart.
-fn assert_still_serves(rx: &mut Receiver, tag: &str) {
-    assert!(rx.is_running(), "receiver died; stderr:\n{}", rx.stderr());
-    let src = tempfile::tempdir().expect("tempdir");
-    let name = format!("after-{tag}.bin");
-    let file = src.path().join(&name);
-    write_random(&file, 100_000, 5);
-    let out = send(&[file.to_str().expect("UTF-8 temp path")], rx.addr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "ftx send after the hostile session\n--- stderr ---\n{}\n--- receiver stderr ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        rx.stderr()
-    );
-    assert_eq!(md5_hex(rx.out.join(&name)), md5_hex(&file));
-}
-
-/// No byte below 0x20 except '\n', no DEL, no C1 control in `text`.
-fn assert_no_raw_controls(text: &str) {
-    let bad: Vec<(usize, char)> = text
-        .char_indices()
-        .filter(|&(_, c)| {
-            (c < ' ' && c != '\n') || c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c)
-        })
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "raw control characters {bad:?} in receiver stderr:\n{}",
-        text.escape_debug()
-    );
-}
-
 #[test]
 fn unsafe_names_are_rejected_one_by_one_and_the_session_goes_on() {
     let d = dirs();
@@ -379,12 +93,12 @@ fn unsafe_names_are_rejected_one_by_one_and_the_session_goes_on() {
     // Directories with unsafe names too.
     for name in [&b"../d"[..], b"/d", b"d/../../e"] {
         id += 1;
-        raw.expect_reject(&dir_offer(id, name), id, reject_code::UNSAFE_NAME);
+        raw.expect_reject(&dir_offer(id, name, 0o755), id, reject_code::UNSAFE_NAME);
     }
     // The session is still alive: a good file goes through.
     id += 1;
     raw.send_good_file(id, "ok.txt", data);
-    let (ok, failed) = raw.end();
+    let (ok, failed) = raw.summary();
     assert_eq!(ok, 1, "SUMMARY files_ok");
     assert_eq!(failed, id - 1, "SUMMARY files_failed counts the rejects");
     assert!(raw.next().is_none(), "receiver closes after SUMMARY");
@@ -435,8 +149,8 @@ fn symlinks_planted_in_out_are_never_followed() {
         2,
         reject_code::CONFLICT,
     );
-    raw.expect_reject(&dir_offer(3, b"link/sub"), 3, reject_code::CONFLICT);
-    raw.expect_reject(&dir_offer(4, b"link"), 4, reject_code::CONFLICT);
+    raw.expect_reject(&dir_offer(3, b"link/sub", 0o755), 3, reject_code::CONFLICT);
+    raw.expect_reject(&dir_offer(4, b"link", 0o755), 4, reject_code::CONFLICT);
     // Onto a symlink as the target name.
     raw.expect_reject(&file_offer(5, b"target", data), 5, reject_code::CONFLICT);
     // The victim's own name through the link, same size as the victim.
@@ -446,7 +160,7 @@ fn symlinks_planted_in_out_are_never_followed() {
         reject_code::CONFLICT,
     );
     raw.send_good_file(7, "fine.txt", data);
-    let (ok, failed) = raw.end();
+    let (ok, failed) = raw.summary();
     assert_eq!((ok, failed), (1, 6), "SUMMARY files_ok, files_failed");
 
     let after = snapshot_outside(d.t());

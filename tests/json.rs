@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -16,10 +16,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    copy_tree, fixtures, ftx_cmd, md5_hex, run_with_timeout, send, write_random, Mode, Proxy,
+    assert_status, copy_tree, dirs, fixtures, ftx_cmd, md5_hex, run_with_timeout, s, send, text,
+    watch_exit, write_random, Mode, Proxy,
 };
 use serde_json::Value;
-use tempfile::TempDir;
 
 /// How long a receiver may take to print its `listening` event.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,14 +36,6 @@ const KINDS: &[&str] = &[
     "retry",
     "summary",
 ];
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
-}
 
 // ---------------------------------------------------------------------------
 // Parsing events
@@ -297,57 +289,9 @@ impl Drop for JsonReceiver {
     }
 }
 
-/// A thread that blocks in `waitid(WEXITED | WNOWAIT)` until `pid` exits and
-/// then sends `()`, leaving the child unreaped (so `kill` stays safe).
-fn watch_exit(pid: u32) -> mpsc::Receiver<()> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for _ in 0..1000 {
-            // SAFETY: siginfo_t is plain old data; zeroed is a valid value.
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            // SAFETY: `info` is a valid, writable siginfo_t.
-            let rc = unsafe {
-                libc::waitid(
-                    libc::P_PID,
-                    pid as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOWAIT,
-                )
-            };
-            if rc == 0 {
-                let _ = tx.send(());
-                return;
-            }
-            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                return;
-            }
-        }
-    });
-    rx
-}
-
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-struct Dirs {
-    _tmp: TempDir,
-    src: PathBuf,
-    out: PathBuf,
-}
-
-fn dirs() -> Dirs {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("src");
-    let out = tmp.path().join("out");
-    fs::create_dir(&src).expect("mkdir src");
-    fs::create_dir(&out).expect("mkdir out");
-    Dirs {
-        _tmp: tmp,
-        src,
-        out,
-    }
-}
 
 /// `ftx send --json ARGS... ADDR`; returns the output and its events.
 fn send_json(args: &[&str], addr: impl std::fmt::Display) -> (Output, Vec<Value>) {
@@ -356,17 +300,6 @@ fn send_json(args: &[&str], addr: impl std::fmt::Display) -> (Output, Vec<Value>
     let out = send(&all, addr);
     let events = parse_events(&text(&out.stdout), "sender");
     (out, events)
-}
-
-fn assert_exit(out: &Output, code: i32, what: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{what}: exit status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
 }
 
 /// Regular files under `root`, as wire names (`prefix/rel/path`) → MD5 and size.
@@ -456,7 +389,7 @@ fn directory_send_reports_every_file_on_both_sides() {
 
     let mut rx = JsonReceiver::start(&d.out, &["--once"]);
     let (out, events) = send_json(&[s(&tree)], rx.addr);
-    assert_exit(&out, 0, "send --json of the tree");
+    assert_status(&out, 0, "send --json of the tree");
     assert_clean_transfer(&events, &files, "send");
     let sum = summary(&events, "sender");
     assert_summary(sum, "send", (5, 0, 0), 0);
@@ -490,7 +423,7 @@ fn identical_file_gives_file_skipped_on_both_sides() {
 
     let mut rx = JsonReceiver::start(&d.out, &["--once"]);
     let (out, events) = send_json(&[s(&file)], rx.addr);
-    assert_exit(&out, 0, "send of an identical file");
+    assert_status(&out, 0, "send of an identical file");
     let skipped = event_for(&events, "file_skipped", "one.bin");
     assert_eq!(u(skipped, "bytes"), size, "{skipped}");
     assert_eq!(st(skipped, "reason"), "identical", "{skipped}");
@@ -515,7 +448,7 @@ fn existing_different_file_gives_refused_exists_and_exit_5() {
 
     let mut rx = JsonReceiver::start(&d.out, &["--once"]);
     let (out, events) = send_json(&[s(&file)], rx.addr);
-    assert_exit(&out, 5, "send over an existing different file");
+    assert_status(&out, 5, "send over an existing different file");
     let failed = event_for(&events, "file_failed", "one.bin");
     assert_eq!(st(failed, "reason"), "refused_exists", "{failed}");
     assert!(!st(failed, "message").is_empty(), "{failed}");
@@ -549,7 +482,7 @@ fn corrupted_transfer_gives_integrity_failure_and_exit_4() {
     // Byte 1,000,000 of the sender's stream lies inside the 2 MiB body.
     let proxy = Proxy::start(rx.addr, Mode::FlipByte(1_000_000));
     let (out, events) = send_json(&["--retries", "0", s(&file)], proxy.addr);
-    assert_exit(&out, 4, "send through a bit-flipping proxy");
+    assert_status(&out, 4, "send through a bit-flipping proxy");
     let failed = event_for(&events, "file_failed", "big.bin");
     assert_eq!(st(failed, "reason"), "integrity", "{failed}");
     assert!(
@@ -580,7 +513,7 @@ fn nobody_listening_gives_retry_events_then_summary_with_exit_3() {
         l.local_addr().expect("local_addr").port()
     };
     let (out, events) = send_json(&["--retries", "1", s(&file)], format!("127.0.0.1:{port}"));
-    assert_exit(&out, 3, "send to a closed port");
+    assert_status(&out, 3, "send to a closed port");
     let retries = of_kind(&events, "retry");
     assert_eq!(retries.len(), 1, "one retry: {events:#?}");
     let r = retries[0];
@@ -602,7 +535,7 @@ fn without_json_stdout_has_human_lines_and_no_events() {
     fs::copy(fixtures().join("one.bin"), &file).expect("copy");
     let rx = common::Receiver::start(&d.out, &[]);
     let out = send(&[s(&file)], rx.addr);
-    assert_exit(&out, 0, "plain send");
+    assert_status(&out, 0, "plain send");
     // Human lines (e.g. `sent one.bin ...`), never JSON events.
     let stdout = text(&out.stdout);
     for line in stdout.lines() {
@@ -613,7 +546,7 @@ fn without_json_stdout_has_human_lines_and_no_events() {
     }
     // With --json, those human lines are replaced by events.
     let (out, events) = send_json(&[s(&file)], rx.addr);
-    assert_exit(&out, 0, "send --json of an identical file");
+    assert_status(&out, 0, "send --json of an identical file");
     assert_eq!(of_kind(&events, "file_skipped").len(), 1, "{events:#?}");
 }
 
@@ -625,7 +558,7 @@ fn json_sender_with_a_missing_source_still_prints_only_json() {
     let mut cmd = common::send_cmd();
     cmd.args(["--json", s(&missing)]).arg(rx.addr.to_string());
     let out = run_with_timeout(cmd, common::SEND_TIMEOUT);
-    assert_exit(&out, 1, "send of a missing path");
+    assert_status(&out, 1, "send of a missing path");
     // Whatever it prints on stdout must be JSON events.
     parse_events(&text(&out.stdout), "sender");
     assert!(
@@ -645,9 +578,9 @@ fn receiver_events_are_json_while_it_keeps_serving() {
     write_random(&b, 20_000, 2);
     let mut rx = JsonReceiver::start(&d.out, &[]);
     let (out1, _) = send_json(&[s(&a)], rx.addr);
-    assert_exit(&out1, 0, "first send");
+    assert_status(&out1, 0, "first send");
     let (out2, _) = send_json(&[s(&b)], rx.addr);
-    assert_exit(&out2, 0, "second send");
+    assert_status(&out2, 0, "second send");
     // Collect lines until both summaries arrived (bounded).
     let deadline = Instant::now() + EXIT_TIMEOUT;
     let mut lines = Vec::new();
@@ -704,6 +637,6 @@ fn summary_exit_code_is_the_process_exit_status_when_the_connection_breaks_after
         Some(5),
         "summary: refused (5) beats a broken connection (1): {sum}"
     );
-    assert_exit(&out, 5, "the process ends with the summary's exit_code");
+    assert_status(&out, 5, "the process ends with the summary's exit_code");
     let _ = rx.finish();
 }

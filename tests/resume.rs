@@ -29,18 +29,17 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    ftx_cmd, md5_hex, run_with_timeout, send_cmd, write_random, Mode, Proxy, Receiver, SEND_TIMEOUT,
+    assert_status, dirs, free_port, ftx_cmd, md5_hex, names_in, run_with_timeout, send_cmd, show,
+    text, write_random, Bg, Dirs, Mode, Proxy, Receiver, SEND_TIMEOUT,
 };
 use serde_json::Value;
-use tempfile::TempDir;
 
 const MIB: u64 = 1 << 20;
 /// The receiver's checked block (`partial::BLOCK`): resume offsets are
@@ -63,22 +62,6 @@ const DRAIN: Duration = Duration::from_secs(5);
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// A temp dir holding `src/` (what is sent) and `out/` (the receiver's --out).
-struct Dirs {
-    tmp: TempDir,
-    src: PathBuf,
-    out: PathBuf,
-}
-
-fn dirs() -> Dirs {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("src");
-    let out = tmp.path().join("out");
-    fs::create_dir(&src).expect("mkdir src");
-    fs::create_dir(&out).expect("mkdir out");
-    Dirs { tmp, src, out }
-}
-
 impl Dirs {
     fn part(&self, name: &str) -> PathBuf {
         self.out.join(format!(".{name}.ftx-part"))
@@ -88,46 +71,9 @@ impl Dirs {
     }
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
-
-fn assert_status(out: &Output, code: i32, what: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{what}: unexpected exit status\n{}",
-        show(out)
-    );
-}
-
 /// Size of `p`, 0 if it does not exist.
 fn len_of(p: &Path) -> u64 {
     fs::metadata(p).map(|m| m.len()).unwrap_or(0)
-}
-
-/// Names directly inside `dir`, sorted.
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
-        .map(|e| {
-            e.expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 /// Calls `cond` every 2 ms until it is true (→ true) or `timeout` passed
@@ -200,12 +146,6 @@ fn receiver_on_port(out: &Path, port: u16) -> Receiver {
     Receiver::spawn(cmd, out)
 }
 
-/// A loopback port nobody listens on (bound, then released).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
-}
-
 /// Asserts that the receiver printed `received NAME SIZE bytes md5 MD5 ...`
 /// and returns the line.
 fn expect_received(rx: &mut Receiver, name: &str, size: u64, md5: &str) -> String {
@@ -253,91 +193,8 @@ fn interrupt_with_cut(rx: &Receiver, file: &Path, cut: u64, nth: usize) -> u64 {
 // A child process watched in the background
 // ---------------------------------------------------------------------------
 
-/// A child with stdout/stderr collected on threads and its exit observed by
-/// a thread blocked in `waitid(WNOWAIT)` (it stays unreaped, so signalling
-/// it is safe from pid reuse). Killed on drop.
-struct Bg {
-    child: Child,
-    what: String,
-    exited: mpsc::Receiver<()>,
-    done: bool,
-    stdout: mpsc::Receiver<Vec<u8>>,
-    stderr: mpsc::Receiver<Vec<u8>>,
-}
-
+/// Resume-specific waits on a background process ([`Bg`] of common).
 impl Bg {
-    fn spawn(mut cmd: Command) -> Bg {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let what = format!("{cmd:?}");
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {what}: {e}"));
-        let exited = watch_exit(child.id());
-        let stdout = collect_pipe(child.stdout.take());
-        let stderr = collect_pipe(child.stderr.take());
-        Bg {
-            child,
-            what,
-            exited,
-            done: false,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// True once the process has exited (it may still be unreaped).
-    fn has_exited(&mut self) -> bool {
-        if !self.done {
-            self.done = !matches!(self.exited.try_recv(), Err(TryRecvError::Empty));
-        }
-        self.done
-    }
-
-    /// Sends `sig` if the process has not been reaped (safe: its pid is
-    /// still ours).
-    fn signal(&mut self, sig: i32) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            // SAFETY: plain syscall on our own unreaped child.
-            unsafe {
-                libc::kill(self.child.id() as libc::pid_t, sig);
-            }
-        }
-    }
-
-    /// SIGKILL.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-    }
-
-    /// Waits at most `timeout` for the exit and returns status and output.
-    /// If it does not exit, it is killed and this panics.
-    fn finish(&mut self, timeout: Duration) -> Output {
-        let finished = self.done
-            || !matches!(
-                self.exited.recv_timeout(timeout),
-                Err(RecvTimeoutError::Timeout)
-            );
-        if !finished {
-            let _ = self.child.kill();
-        }
-        self.done = true;
-        let status = self.child.wait().expect("wait for child");
-        let out = Output {
-            status,
-            stdout: self.stdout.recv_timeout(DRAIN).unwrap_or_default(),
-            stderr: self.stderr.recv_timeout(DRAIN).unwrap_or_default(),
-        };
-        assert!(
-            finished,
-            "{} did not exit within {timeout:?}; killed\n{}",
-            self.what,
-            show(&out)
-        );
-        out
-    }
-
     /// Waits until `path` is at least `at_least` bytes long. Panics (with
     /// the process's output) if the process exits first or after [`WAIT`].
     fn wait_file_reaches(&mut self, path: &Path, at_least: u64) {
@@ -346,7 +203,7 @@ impl Bg {
             return;
         }
         let size = len_of(path);
-        let what = self.what.clone();
+        let what = self.what().to_string();
         let state = if reached {
             "exited"
         } else {
@@ -359,54 +216,6 @@ impl Bg {
             show(&out)
         );
     }
-}
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A thread that sends `()` once process `pid` has exited, leaving it
-/// unreaped (`WNOWAIT`). Dropped sender: the wait failed.
-fn watch_exit(pid: u32) -> mpsc::Receiver<()> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for _ in 0..1000 {
-            // SAFETY: siginfo_t is plain old data; zeroed is a valid value.
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            // SAFETY: `info` is a valid, writable siginfo_t.
-            let rc = unsafe {
-                libc::waitid(
-                    libc::P_PID,
-                    pid as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOWAIT,
-                )
-            };
-            if rc == 0 {
-                let _ = tx.send(());
-                return;
-            }
-            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-fn collect_pipe<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut buf);
-        }
-        let _ = tx.send(buf);
-    });
-    rx
 }
 
 // ---------------------------------------------------------------------------

@@ -26,18 +26,19 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::raw::{
+    assert_no_raw_controls, assert_nothing_outside_out, assert_still_serves, dir_offer, file_offer,
+    file_offer_mode, md5_of, Raw, IO_TIMEOUT,
+};
 use common::{
-    assert_trees_equal, ftx_cmd, md5_hex, md5_hex_bytes, run_with_timeout, send, send_cmd,
-    snapshot_outside, write_random, Receiver, SEND_TIMEOUT,
+    assert_status, assert_trees_equal, dirs, ftx_cmd, md5_hex, md5_hex_bytes, names_in,
+    run_with_timeout, s, send, send_cmd, snapshot_outside, text, write_random, Dirs, Receiver,
+    SEND_TIMEOUT,
 };
 use ftx::protocol::frame::{
-    decode, error_code, kind, reject_code, result_status, to_bytes, DirHeader, FileHeader, Frame,
+    decode, error_code, kind, reject_code, result_status, to_bytes, FileHeader, Frame,
 };
-use md5::{Digest, Md5};
-use tempfile::TempDir;
 
-/// Longest wait for one answer from the receiver.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Hard limit for commands expected to end at once (usage errors, bad OUT).
 const QUICK: Duration = Duration::from_secs(20);
 /// A token nobody would write by accident, so a leak is unmistakable.
@@ -46,67 +47,8 @@ const TOKEN: &str = "s3cret-Zq81xP";
 const WRONG_TOKEN: &str = "wr0ng-Vb27kQ";
 
 // ---------------------------------------------------------------------------
-// Directories and small helpers (some copied from hostile.rs)
+// Small helpers
 // ---------------------------------------------------------------------------
-
-/// `$T` (a temp dir) with `$T/out` as the receiver's --out.
-struct Dirs {
-    tmp: TempDir,
-    out: PathBuf,
-}
-
-impl Dirs {
-    fn t(&self) -> &Path {
-        self.tmp.path()
-    }
-}
-
-fn dirs() -> Dirs {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let out = tmp.path().join("out");
-    fs::create_dir(&out).expect("mkdir out");
-    Dirs { tmp, out }
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn md5_of(data: &[u8]) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&Md5::digest(data));
-    a
-}
-
-fn file_offer(id: u32, path: &[u8], data: &[u8]) -> Frame {
-    file_offer_mode(id, path, data, 0o644)
-}
-
-fn file_offer_mode(id: u32, path: &[u8], data: &[u8], mode: u32) -> Frame {
-    Frame::File(FileHeader {
-        id,
-        size: data.len() as u64,
-        mode,
-        mtime_s: 1_600_000_000,
-        mtime_ns: 0,
-        md5: md5_of(data),
-        path: path.to_vec(),
-    })
-}
-
-fn dir_offer(id: u32, path: &[u8], mode: u32) -> Frame {
-    Frame::Dir(DirHeader {
-        id,
-        mode,
-        mtime_s: 1_600_000_000,
-        mtime_ns: 0,
-        path: path.to_vec(),
-    })
-}
 
 /// Deterministic pseudo-random bytes (xorshift64*).
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -121,31 +63,6 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn assert_status(out: &Output, code: i32, what: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{what}: unexpected exit status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
-        .map(|e| {
-            e.expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 /// True for the hidden files the receiver keeps beside a target while it
 /// is being received: `.X.ftx-part`, `.X.ftx-state`, `.X.ftx-state.tmp`
 /// (and their hashed forms for long names, `.HEX.ftx-hpart` ...).
@@ -154,23 +71,6 @@ fn is_partial_name(name: &str) -> bool {
         && ftx::protocol::name::RESERVED_SUFFIXES
             .iter()
             .any(|s| name.ends_with(s))
-}
-
-/// Paths created under `$T` between two snapshots.
-fn created(before: &BTreeSet<PathBuf>, after: &BTreeSet<PathBuf>) -> Vec<PathBuf> {
-    after.difference(before).cloned().collect()
-}
-
-/// Asserts that everything new under `$T` lies inside `$T/out`, and that
-/// nothing that was there before is gone.
-fn assert_nothing_outside_out(before: &BTreeSet<PathBuf>, after: &BTreeSet<PathBuf>) {
-    let stray: Vec<PathBuf> = created(before, after)
-        .into_iter()
-        .filter(|p| !p.starts_with("out"))
-        .collect();
-    assert!(stray.is_empty(), "created outside OUT: {stray:?}");
-    let gone: Vec<&PathBuf> = before.difference(after).collect();
-    assert!(gone.is_empty(), "removed by the receiver: {gone:?}");
 }
 
 /// Asserts that every regular file under `out` whose name is not a partial
@@ -220,45 +120,11 @@ fn assert_only_verified_finals(out: &Path, verified: &[(&str, &[u8])], rx: &Rece
     );
 }
 
-/// No byte below 0x20 except '\n', no DEL, no C1 control in `text`.
-fn assert_no_raw_controls(text: &str) {
-    let bad: Vec<(usize, char)> = text
-        .char_indices()
-        .filter(|&(_, c)| {
-            (c < ' ' && c != '\n') || c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c)
-        })
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "raw control characters {bad:?} in receiver stderr:\n{}",
-        text.escape_debug()
-    );
-}
-
 /// The receiver has not panicked and logged nothing raw.
 fn assert_log_clean(rx: &Receiver) {
     let err = rx.stderr();
     assert!(!err.contains("panicked"), "receiver panicked:\n{err}");
     assert_no_raw_controls(&err);
-}
-
-/// A normal `ftx send` of a fresh file to `rx` succeeds: the receiver is
-/// alive and serving. `tag` keeps the names of several calls apart.
-fn assert_still_serves(rx: &mut Receiver, tag: &str) {
-    assert!(rx.is_running(), "receiver died; stderr:\n{}", rx.stderr());
-    let src = tempfile::tempdir().expect("tempdir");
-    let name = format!("after-{tag}.bin");
-    let file = src.path().join(&name);
-    write_random(&file, 100_000, 5);
-    let out = send(&[s(&file)], rx.addr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "ftx send after the hostile session\n--- stderr ---\n{}\n--- receiver stderr ---\n{}",
-        text(&out.stderr),
-        rx.stderr()
-    );
-    assert_eq!(md5_hex(rx.out.join(&name)), md5_hex(&file));
 }
 
 /// A receiver on `$T/out` and a snapshot of `$T` taken when it started.
@@ -307,7 +173,7 @@ impl Fixture {
 }
 
 // ---------------------------------------------------------------------------
-// Raw client (after hostile.rs)
+// Raw reads (the client itself is common::raw::Raw)
 // ---------------------------------------------------------------------------
 
 /// Decodes a complete byte string into frames; panics if the receiver
@@ -359,213 +225,6 @@ fn read_until_close(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
                 ) => {}
             Err(_) => return got, // reset: closed
         }
-    }
-}
-
-/// A raw connection to the receiver with a frame decoder on the read side.
-struct Raw {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Raw {
-    fn connect(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to receiver");
-        stream
-            .set_read_timeout(Some(IO_TIMEOUT))
-            .expect("read timeout");
-        stream
-            .set_write_timeout(Some(IO_TIMEOUT))
-            .expect("write timeout");
-        Raw {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    /// Connects and does HELLO → WELCOME; returns the WELCOME flags and
-    /// nonce.
-    fn hello(addr: SocketAddr) -> (Raw, u32, [u8; 32]) {
-        let mut raw = Raw::connect(addr);
-        raw.send(&Frame::Hello {
-            version: 1,
-            flags: 0,
-            agent: "evil".into(),
-        });
-        match raw.expect("WELCOME") {
-            Frame::Welcome {
-                version,
-                flags,
-                nonce,
-                ..
-            } => {
-                assert_eq!(version, 1, "WELCOME version");
-                (raw, flags, nonce)
-            }
-            other => panic!("expected WELCOME, got {other:?}"),
-        }
-    }
-
-    /// HELLO → WELCOME with no authentication asked.
-    fn session(addr: SocketAddr) -> Raw {
-        let (raw, flags, _) = Raw::hello(addr);
-        assert_eq!(flags, 0, "WELCOME flags");
-        raw
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write to receiver");
-    }
-
-    fn send(&mut self, frame: &Frame) {
-        self.write(&to_bytes(frame));
-    }
-
-    /// The next frame, or `None` once the receiver closed the connection
-    /// (EOF or reset). Panics if nothing comes within [`IO_TIMEOUT`] or the
-    /// bytes are not a frame.
-    fn next(&mut self) -> Option<Frame> {
-        let deadline = Instant::now() + IO_TIMEOUT;
-        let mut chunk = [0u8; 4096];
-        loop {
-            match decode(&self.buf) {
-                Ok(Some((frame, used))) => {
-                    self.buf.drain(..used);
-                    return Some(frame);
-                }
-                Ok(None) => {}
-                Err(e) => panic!("receiver sent bytes that are not a frame: {e}"),
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no complete frame from the receiver within {IO_TIMEOUT:?}"
-            );
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    assert!(
-                        self.buf.is_empty(),
-                        "connection closed in the middle of a frame: {:?}",
-                        self.buf
-                    );
-                    return None;
-                }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    panic!("receiver silent for {IO_TIMEOUT:?}")
-                }
-                Err(_) => return None, // reset: closed
-            }
-        }
-    }
-
-    fn expect(&mut self, what: &str) -> Frame {
-        self.next()
-            .unwrap_or_else(|| panic!("receiver closed the connection; expected {what}"))
-    }
-
-    /// Expects ERROR `code` and then the close; returns the message.
-    fn expect_error(&mut self, code: u16) -> String {
-        match self.next() {
-            Some(Frame::Error { code: got, message }) => {
-                assert_eq!(got, code, "ERROR code (message {message:?})");
-                assert!(!message.is_empty(), "ERROR explains itself");
-                assert!(self.next().is_none(), "the receiver closes after an ERROR");
-                message
-            }
-            other => panic!("expected ERROR {code}, got {other:?}"),
-        }
-    }
-
-    /// Offers `frame` and expects REJECT with `code` for `id`; returns the
-    /// message.
-    fn expect_reject(&mut self, frame: &Frame, id: u32, code: u16) -> String {
-        self.send(frame);
-        match self.expect("REJECT") {
-            Frame::Reject {
-                id: got,
-                code: c,
-                message,
-            } => {
-                assert_eq!(got, id, "REJECT id");
-                assert_eq!(c, code, "REJECT code (message {message:?})");
-                assert!(!message.is_empty(), "REJECT explains itself");
-                message
-            }
-            other => panic!("expected REJECT {code} for entry {id}, got {other:?}"),
-        }
-    }
-
-    /// Offers a DIR and expects RESULT ok.
-    fn make_dir(&mut self, id: u32, path: &str, mode: u32) {
-        self.send(&dir_offer(id, path.as_bytes(), mode));
-        match self.expect("RESULT") {
-            Frame::Result {
-                id: got, status, ..
-            } => {
-                assert_eq!(got, id);
-                assert_eq!(status, result_status::OK, "RESULT status for DIR {path}");
-            }
-            other => panic!("expected RESULT for DIR {path}, got {other:?}"),
-        }
-    }
-
-    /// Offers a file and sends it completely; expects RESULT ok.
-    fn send_file(&mut self, offer: &Frame, data: &[u8]) {
-        let Frame::File(h) = offer else {
-            panic!("not a FILE: {offer:?}")
-        };
-        let (id, name) = (h.id, String::from_utf8_lossy(&h.path).into_owned());
-        self.send(offer);
-        match self.expect("ACCEPT") {
-            Frame::Accept { id: got, offset } => {
-                assert_eq!((got, offset), (id, 0), "ACCEPT for {name}");
-            }
-            other => panic!("expected ACCEPT for {name}, got {other:?}"),
-        }
-        self.send(&Frame::Body {
-            id,
-            offset: 0,
-            length: data.len() as u64,
-        });
-        self.write(data);
-        match self.expect("RESULT") {
-            Frame::Result {
-                id: got,
-                status,
-                md5,
-                ..
-            } => {
-                assert_eq!(got, id);
-                assert_eq!(status, result_status::OK, "RESULT status for {name}");
-                assert_eq!(md5, md5_of(data), "RESULT md5 for {name}");
-            }
-            other => panic!("expected RESULT for {name}, got {other:?}"),
-        }
-    }
-
-    fn send_good_file(&mut self, id: u32, name: &str, data: &[u8]) {
-        self.send_file(&file_offer(id, name.as_bytes(), data), data);
-    }
-
-    /// END → SUMMARY, then the close; returns (files_ok, files_failed).
-    fn end(&mut self) -> (u32, u32) {
-        self.send(&Frame::End);
-        let r = match self.expect("SUMMARY") {
-            Frame::Summary {
-                files_ok,
-                files_failed,
-                ..
-            } => (files_ok, files_failed),
-            other => panic!("expected SUMMARY, got {other:?}"),
-        };
-        assert!(self.next().is_none(), "receiver closes after SUMMARY");
-        r
     }
 }
 

@@ -9,76 +9,22 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_trees_equal, copy_tree, fixtures, md5_hex, mode_of, mtime_of, send, send_cmd, set_mode,
-    set_mtime, write_random, Receiver, FIXTURE_TREE_META, SEND_TIMEOUT,
+    assert_status, assert_trees_equal, copy_tree, dirs, fixtures, md5_hex, mode_of, mtime_of,
+    names_in, s, send, send_cmd, set_mode, set_mtime, text, write_random, Receiver,
+    FIXTURE_TREE_META, SEND_TIMEOUT,
 };
-use tempfile::TempDir;
 
 /// How long to wait for a receiver's stdout line or exit.
 const WAIT: Duration = Duration::from_secs(15);
 /// An mtime well in the past (2017-07-14), so "now" is never mistaken for it.
 const OLD_MTIME: i64 = 1_500_000_000;
-
-/// A temp dir holding `src/` (what is sent) and `out/` (the receiver's --out).
-struct Dirs {
-    _tmp: TempDir,
-    src: PathBuf,
-    out: PathBuf,
-}
-
-fn dirs() -> Dirs {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let src = tmp.path().join("src");
-    let out = tmp.path().join("out");
-    fs::create_dir(&src).expect("mkdir src");
-    fs::create_dir(&out).expect("mkdir out");
-    Dirs {
-        _tmp: tmp,
-        src,
-        out,
-    }
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn assert_status(out: &Output, code: i32, what: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{what}: unexpected exit status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
-/// Names directly inside `dir`, sorted.
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
-        .map(|e| {
-            e.expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    v.sort();
-    v
-}
 
 /// Waits for the receiver's `received NAME SIZE bytes md5 HEX` line for
 /// `name` and checks size and digest.

@@ -8,8 +8,13 @@
 //!   hard timeout;
 //! - [`Proxy`]: a TCP proxy that can flip one byte or cut the connection
 //!   after N bytes of the sender's stream;
+//! - [`Bg`]: any child process run in the background, output collected,
+//!   exit watched, killed on drop;
+//! - [`Dirs`]: a temp dir with `src/` and `out/`; small output helpers
+//!   ([`text`], [`show`], [`assert_status`]) and [`names_in`], [`free_port`];
 //! - file helpers: MD5, deterministic random files, tree copy / comparison,
-//!   mtimes, snapshots of a directory.
+//!   mtimes, snapshots of a directory;
+//! - [`raw`]: a raw-bytes protocol client for hostile-peer tests.
 //!
 //! Everything is bounded: waits use timeouts on channels, never sleeps as
 //! synchronisation, and child processes are killed when their handle drops.
@@ -18,6 +23,8 @@
 //! Unix only.
 
 #![allow(dead_code)]
+
+pub mod raw;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
@@ -28,19 +35,20 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use md5::{Digest, Md5};
+use tempfile::TempDir;
 
 /// How long [`Receiver::start`] waits for `listening on ADDR:PORT`.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Hard limit for one [`send`].
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// After a process exited, how long to wait for its output pipes to drain.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------
 // Locations and commands
@@ -129,7 +137,7 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
 /// cannot be reused and `Child::kill` is safe. If `waitid` fails (e.g. the
 /// child was already reaped), the sender is dropped and the receiver reports
 /// `Disconnected`.
-fn watch_exit(pid: u32) -> mpsc::Receiver<()> {
+pub fn watch_exit(pid: u32) -> mpsc::Receiver<()> {
     let (tx, rx) = mpsc::channel();
     thread::Builder::new()
         .name(format!("exit-watch-{pid}"))
@@ -161,7 +169,7 @@ fn watch_exit(pid: u32) -> mpsc::Receiver<()> {
 }
 
 /// Reads a pipe to its end on a thread; the bytes arrive on the channel.
-fn collect_pipe<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<Vec<u8>> {
+pub fn collect_pipe<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let mut buf = Vec::new();
@@ -175,6 +183,199 @@ fn collect_pipe<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<Vec
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------
+// Output and directory helpers
+// ---------------------------------------------------------------------------
+
+/// Bytes as (lossy) UTF-8 text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A path as `&str` (temp paths are UTF-8).
+pub fn s(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
+/// Status, stdout and stderr of `out`, for failure messages.
+pub fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+/// Asserts exit code `code`; on failure shows the whole output.
+pub fn assert_status(out: &Output, code: i32, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: unexpected exit status\n{}",
+        show(out)
+    );
+}
+
+/// A temp dir `$T` holding `src/` (what is sent) and `out/` (the
+/// receiver's --out). The directory is removed on drop.
+pub struct Dirs {
+    pub tmp: TempDir,
+    pub src: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Dirs {
+    /// `$T`.
+    pub fn t(&self) -> &Path {
+        self.tmp.path()
+    }
+}
+
+/// A fresh [`Dirs`] with `src/` and `out/` created.
+pub fn dirs() -> Dirs {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    let out = tmp.path().join("out");
+    fs::create_dir(&src).expect("mkdir src");
+    fs::create_dir(&out).expect("mkdir out");
+    Dirs { tmp, src, out }
+}
+
+/// Names directly inside `dir`, sorted.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A loopback port nobody listens on (bound, then released).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// True if an executable file `name` is in a directory of `$PATH`.
+pub fn command_exists(name: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            let p = dir.join(name);
+            fs::metadata(&p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+// ---------------------------------------------------------------------------
+// A child process watched in the background
+// ---------------------------------------------------------------------------
+
+/// A child with stdout/stderr collected on threads and its exit observed by
+/// a thread blocked in `waitid(WNOWAIT)` (it stays unreaped, so signalling
+/// it is safe from pid reuse). Killed on drop.
+pub struct Bg {
+    child: Child,
+    what: String,
+    exited: mpsc::Receiver<()>,
+    done: bool,
+    stdout: mpsc::Receiver<Vec<u8>>,
+    stderr: mpsc::Receiver<Vec<u8>>,
+}
+
+impl Bg {
+    /// Spawns `cmd` with stdin closed and stdout/stderr piped.
+    pub fn spawn(mut cmd: Command) -> Bg {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let what = format!("{cmd:?}");
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {what}: {e}"));
+        let exited = watch_exit(child.id());
+        let stdout = collect_pipe(child.stdout.take());
+        let stderr = collect_pipe(child.stderr.take());
+        Bg {
+            child,
+            what,
+            exited,
+            done: false,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The command, as `{cmd:?}` printed it.
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// True once the process has exited (it may still be unreaped).
+    pub fn has_exited(&mut self) -> bool {
+        if !self.done {
+            self.done = !matches!(self.exited.try_recv(), Err(TryRecvError::Empty));
+        }
+        self.done
+    }
+
+    /// Sends `sig` if the process has not been reaped (safe: its pid is
+    /// still ours).
+    pub fn signal(&mut self, sig: i32) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: plain syscall on our own unreaped child.
+            unsafe {
+                libc::kill(self.child.id() as libc::pid_t, sig);
+            }
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+    }
+
+    /// Waits at most `timeout` for the exit and returns status and output.
+    /// If it does not exit, it is killed and this panics.
+    pub fn finish(&mut self, timeout: Duration) -> Output {
+        let finished = self.done
+            || !matches!(
+                self.exited.recv_timeout(timeout),
+                Err(RecvTimeoutError::Timeout)
+            );
+        if !finished {
+            let _ = self.child.kill();
+        }
+        self.done = true;
+        let status = self.child.wait().expect("wait for child");
+        let out = Output {
+            status,
+            stdout: self.stdout.recv_timeout(DRAIN_TIMEOUT).unwrap_or_default(),
+            stderr: self.stderr.recv_timeout(DRAIN_TIMEOUT).unwrap_or_default(),
+        };
+        assert!(
+            finished,
+            "{} did not exit within {timeout:?}; killed\n{}",
+            self.what,
+            show(&out)
+        );
+        out
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 // ---------------------------------------------------------------------------
