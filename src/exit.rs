@@ -84,6 +84,25 @@ pub fn for_error(err: &anyhow::Error) -> Exit {
         .map_or(Exit::Failure, |e| e.exit)
 }
 
+/// Runs `then` on a background thread at the first SIGINT or SIGTERM, then
+/// exits with [`Exit::Interrupted`] (130).
+pub fn on_interrupt(then: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                then();
+                std::process::exit(Exit::Interrupted.code());
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

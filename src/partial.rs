@@ -176,12 +176,13 @@ pub struct Opened {
 pub fn open(dir: &Dir, names: &Names, size: u64, md5: Md5Digest) -> io::Result<Opened> {
     let mut discarded = None;
     match try_resume(dir, names, size, &md5) {
-        Ok(Some((file, offset, hasher, blocks))) => {
+        Ok(Some((file, start))) => {
+            let offset = start.pos;
             return Ok(Opened {
-                writer: PartialWriter::new(dir, names, file, size, md5, offset, hasher, blocks)?,
+                writer: PartialWriter::new(dir, names, file, size, md5, start)?,
                 offset,
                 discarded: None,
-            })
+            });
         }
         Ok(None) => {}
         Err(why) => discarded = Some(why),
@@ -201,13 +202,31 @@ pub fn open(dir: &Dir, names: &Names, size: u64, md5: Md5Digest) -> io::Result<O
         )?
         .into_std();
     Ok(Opened {
-        writer: PartialWriter::new(dir, names, file, size, md5, 0, Hasher::new(), Vec::new())?,
+        writer: PartialWriter::new(dir, names, file, size, md5, Start::fresh())?,
         offset: 0,
         discarded,
     })
 }
 
-type Resumed = (File, u64, Hasher, Vec<BlockRec>);
+type Resumed = (File, Start);
+
+/// Where writing (re)starts: the offset, the MD5 state there, and the
+/// records of the blocks before it.
+struct Start {
+    pos: u64,
+    md5: Hasher,
+    blocks: Vec<BlockRec>,
+}
+
+impl Start {
+    fn fresh() -> Start {
+        Start {
+            pos: 0,
+            md5: Hasher::new(),
+            blocks: Vec::new(),
+        }
+    }
+}
 
 /// `Ok(None)`: nothing to resume; `Err(why)`: something was there but is
 /// not usable.
@@ -278,7 +297,14 @@ fn try_resume(
         .map_err(|e| format!("cannot truncate partial: {e}"))?;
     let mut blocks = blocks;
     blocks.truncate(good);
-    Ok(Some((file, offset, hasher, blocks)))
+    Ok(Some((
+        file,
+        Start {
+            pos: offset,
+            md5: hasher,
+            blocks,
+        },
+    )))
 }
 
 /// Bytes per pipeline buffer.
@@ -408,17 +434,19 @@ impl Disk {
 }
 
 impl Pipeline {
-    #[allow(clippy::too_many_arguments)]
     fn new(
         dir: &Dir,
         names: &Names,
         file: File,
         size: u64,
         md5_expected: Md5Digest,
-        pos: u64,
-        mut md5: Hasher,
-        blocks: Vec<BlockRec>,
+        start: Start,
     ) -> io::Result<Self> {
+        let Start {
+            pos,
+            mut md5,
+            blocks,
+        } = start;
         use std::sync::mpsc::sync_channel;
         let checkpointed = blocks.len();
         let disk = Disk {
@@ -604,26 +632,22 @@ pub enum PartialWriter {
 }
 
 impl PartialWriter {
-    #[allow(clippy::too_many_arguments)]
     fn new(
         dir: &Dir,
         names: &Names,
         file: File,
         size: u64,
         md5_expected: Md5Digest,
-        pos: u64,
-        md5: Hasher,
-        blocks: Vec<BlockRec>,
+        start: Start,
     ) -> io::Result<Self> {
         if size < BLOCK {
             return Ok(PartialWriter::Small(SmallWriter {
                 out: BufWriter::with_capacity(WRITE_BUF.min(size as usize).max(8192), file),
-                md5,
-                pos,
+                md5: start.md5,
+                pos: start.pos,
             }));
         }
-        Pipeline::new(dir, names, file, size, md5_expected, pos, md5, blocks)
-            .map(PartialWriter::Piped)
+        Pipeline::new(dir, names, file, size, md5_expected, start).map(PartialWriter::Piped)
     }
 
     /// Appends body bytes.

@@ -157,31 +157,20 @@ pub fn run(cfg: &RecvConfig) -> Result<Exit> {
 /// On SIGINT or SIGTERM: stop accepting, end every session (each one
 /// checkpoints the file it was receiving), wait for them, exit 130.
 fn watch_signals(shared: Arc<Shared>) -> Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .context("cannot install signal handlers")?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if signals.forever().next().is_none() {
-                return;
+    crate::exit::on_interrupt(move || {
+        shared.log("interrupted: checkpointing partial files, then exiting");
+        shared.stopping.store(true, Ordering::SeqCst);
+        if let Ok(live) = shared.live.lock() {
+            for (s, _) in live.values() {
+                abort(s);
             }
-            shared.log("interrupted: checkpointing partial files, then exiting");
-            shared.stopping.store(true, Ordering::SeqCst);
-            if let Ok(live) = shared.live.lock() {
-                for (s, _) in live.values() {
-                    abort(s);
-                }
-            }
-            // Bounded wait for the sessions to write their checkpoints.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            std::process::exit(Exit::Interrupted.code());
-        })
-        .context("cannot start the signal thread")?;
-    Ok(())
+        }
+        // Bounded wait for the sessions to write their checkpoints.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
 }
 
 /// Registers a connection in [`Shared::live`] for as long as it lives.

@@ -292,19 +292,9 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
 /// On SIGINT or SIGTERM: say how to go on, exit 130. Nothing is lost: the
 /// receiver keeps what it verified and checkpointed.
 fn exit_on_interrupt() -> Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .context("cannot install signal handlers")?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if signals.forever().next().is_some() {
-                eprintln!("\nftx: interrupted, run the same command again to resume");
-                std::process::exit(Exit::Interrupted.code());
-            }
-        })
-        .context("cannot start the signal thread")?;
-    Ok(())
+    crate::exit::on_interrupt(|| {
+        eprintln!("\nftx: interrupted, run the same command again to resume");
+    })
 }
 
 impl Sender<'_> {
