@@ -481,7 +481,7 @@ impl Pipeline {
                         block.update(now);
                         at += now.len() as u64;
                         rest = later;
-                        if at % BLOCK == 0 {
+                        if at.is_multiple_of(BLOCK) {
                             ended.push(BlockRec {
                                 xxh3: block.digest(),
                                 md5_state: md5.save(),

@@ -315,7 +315,7 @@ fn issue3_receiver_killed_and_restarted_on_its_port_sender_retries_and_resumes()
     let offset = resumed_at(&err, "big.bin")
         .unwrap_or_else(|| panic!("sender says `resuming big.bin at N`:\n{err}"));
     assert!(
-        (CHECKPOINT..BIG).contains(&offset) && offset % BLOCK == 0,
+        (CHECKPOINT..BIG).contains(&offset) && offset.is_multiple_of(BLOCK),
         "resumed at {offset}: at or after the 64 MiB checkpoint, on a block boundary"
     );
     assert_arrived(&d, "big.bin", &md5);
