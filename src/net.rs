@@ -135,6 +135,21 @@ pub fn listen(bind: IpAddr, port: u16) -> Result<TcpListener, ExitError> {
     Ok(socket.into())
 }
 
+/// Bytes written to `stream` that the peer has not acknowledged yet
+/// (`ioctl(TIOCOUTQ)`); `None` where the system cannot tell.
+pub fn unsent(stream: &TcpStream) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ on a socket writes one c_int through the pointer,
+    // which points to a live local; the fd is owned by `stream`.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    if rc == 0 {
+        u32::try_from(n).ok()
+    } else {
+        None
+    }
+}
+
 /// Tunes an established connection: no Nagle delay for control frames,
 /// keepalive so a vanished peer is noticed, and the idle timeout.
 pub fn tune(stream: &TcpStream, timeout: Duration) -> io::Result<()> {

@@ -382,12 +382,10 @@ impl Sender<'_> {
     /// collects the receiver's answers, and this thread sends offers and,
     /// as ACCEPTs come back, bodies. END when every entry is settled.
     fn attempt(&mut self) -> Result<(), Broken> {
-        let target = self.cfg.target.clone();
-        let stream = net::connect(&target, self.cfg.connect_timeout)?;
-        net::tune(&stream, self.cfg.timeout)
-            .with_context(|| format!("cannot set up the connection to {target}"))?;
-        let mut conn = Conn::new(stream);
-        handshake(&mut conn, &target, self.cfg.token.as_ref())?;
+        let (tx, rx) = mpsc::channel::<Msg>();
+        // Connect first: an unreachable receiver is reported before any
+        // hashing.
+        let mut link = Some(self.connect_link(&tx, 0)?);
         // Bytes counted for entries that were not confirmed are counted
         // again when they are sent again.
         for i in &mut self.items {
@@ -399,12 +397,6 @@ impl Sender<'_> {
         let pending: Vec<usize> = (0..self.items.len())
             .filter(|&i| self.items[i].state == State::Pending)
             .collect();
-        let (tx, rx) = mpsc::channel::<Msg>();
-        let reader = conn
-            .get_ref()
-            .try_clone()
-            .with_context(|| format!("cannot set up the connection to {target}"))?;
-        spawn_reader(reader, tx.clone())?;
         let (permits, permit_rx) = mpsc::channel::<()>();
         for _ in 0..WINDOW {
             let _ = permits.send(());
@@ -413,82 +405,173 @@ impl Sender<'_> {
             .iter()
             .map(|&i| (i, self.items[i].entry.clone(), self.items[i].md5))
             .collect();
-        spawn_hasher(
+        let hasher = spawn_hasher(
             jobs,
             self.cache.clone(),
             self.hashing.clone(),
-            tx,
+            tx.clone(),
             permit_rx,
         )?;
 
-        let result = self.window(&mut conn, &rx, &permits, pending.len());
+        let result = self.window(&mut link, &tx, &rx, &permits, &hasher, pending.len());
         // Unblock the reader thread whatever happened.
-        let _ = conn.get_ref().shutdown(std::net::Shutdown::Both);
+        if let Some(l) = &link {
+            let _ = l.conn.get_ref().shutdown(std::net::Shutdown::Both);
+        }
         result
     }
 
-    /// The windowed exchange of one session, up to and including SUMMARY.
+    /// Connects and greets; the reader thread tags what it reads with `gen`.
+    fn connect_link(&self, tx: &mpsc::Sender<Msg>, gen: u64) -> Result<Link, Broken> {
+        let target = &self.cfg.target;
+        let stream = net::connect(target, self.cfg.connect_timeout)?;
+        net::tune(&stream, self.cfg.timeout)
+            .with_context(|| format!("cannot set up the connection to {target}"))?;
+        let mut conn = Conn::new(stream);
+        handshake(&mut conn, target, self.cfg.token.as_ref())?;
+        let reader = conn
+            .get_ref()
+            .try_clone()
+            .with_context(|| format!("cannot set up the connection to {target}"))?;
+        // From here on only the reader thread reads, and it must not time
+        // out while a long body is being sent (the receiver says nothing
+        // until it has it all): the session thread enforces `--timeout`
+        // where it waits for the receiver, and writes keep their timeout.
+        reader
+            .set_read_timeout(None)
+            .with_context(|| format!("cannot set up the connection to {target}"))?;
+        spawn_reader(reader, tx.clone(), gen)?;
+        Ok(Link { conn, gen })
+    }
+
+    /// The windowed exchange of one attempt. When nothing is in flight and
+    /// the look-ahead thread is still hashing (a large file), the session
+    /// is ended cleanly before the receiver's idle timeout would drop it,
+    /// and a new one is opened once there is something to offer.
     fn window(
         &mut self,
-        conn: &mut Conn<TcpStream>,
+        link: &mut Option<Link>,
+        tx: &mpsc::Sender<Msg>,
         rx: &mpsc::Receiver<Msg>,
         permits: &mpsc::Sender<()>,
+        hasher: &std::thread::JoinHandle<()>,
         count: usize,
     ) -> Result<(), Broken> {
         let mut ready: VecDeque<(usize, Prepared)> = VecDeque::new();
         let mut offered = 0usize;
         let mut answers: VecDeque<Offer> = VecDeque::new();
         let mut results: HashMap<u32, Flight> = HashMap::new();
+        let mut next_gen = 1;
+        let mut quiet = Quiet::new();
         loop {
-            let mut sent = false;
-            while answers.len() + results.len() < WINDOW {
-                let Some((idx, prep)) = ready.pop_front() else {
-                    break;
-                };
-                offered += 1;
-                let _ = permits.send(());
-                if let Some(offer) = self.offer(conn, idx, prep)? {
-                    answers.push_back(offer);
-                    sent = true;
-                }
+            if !ready.is_empty() && link.is_none() {
+                *link = Some(self.connect_link(tx, next_gen)?);
+                next_gen += 1;
             }
-            if sent {
-                conn.flush()?;
+            if let Some(l) = link.as_mut() {
+                let mut sent = false;
+                while answers.len() + results.len() < WINDOW {
+                    let Some((idx, prep)) = ready.pop_front() else {
+                        break;
+                    };
+                    offered += 1;
+                    let _ = permits.send(());
+                    if let Some(offer) = self.offer(&mut l.conn, idx, prep)? {
+                        answers.push_back(offer);
+                        sent = true;
+                    }
+                }
+                if sent {
+                    l.conn.flush()?;
+                }
             }
             if offered == count && answers.is_empty() && results.is_empty() {
                 break;
             }
-            let msg = match rx.recv_timeout(self.cfg.timeout) {
-                Ok(m) => m,
-                Err(_) => return Err(ConnError::Timeout.into()),
+            let idle = answers.is_empty() && results.is_empty();
+            let wait = match (idle, link.is_some()) {
+                // Waiting for the receiver: in slices, to watch our bytes
+                // still draining towards it (see below).
+                (false, _) => Duration::from_secs(1).min(self.cfg.timeout),
+                // Waiting for the hasher with a session open: not so long
+                // that the receiver's idle timeout ends it under us.
+                (true, true) => (self.cfg.timeout / 2).max(Duration::from_secs(1)),
+                // Waiting for the hasher alone: check now and then that it
+                // is still there.
+                (true, false) => Duration::from_secs(1),
+            };
+            let msg = match rx.recv_timeout(wait) {
+                Ok(m) => {
+                    quiet.reset();
+                    m
+                }
+                Err(_) if idle && link.is_some() => {
+                    if let Some(l) = link.take() {
+                        self.end_session(l, rx)?;
+                    }
+                    continue;
+                }
+                Err(_) if idle && !hasher.is_finished() => continue,
+                Err(_) if idle => {
+                    return Err(Broken {
+                        err: anyhow::anyhow!("internal error: the hashing thread stopped"),
+                        retry: false,
+                    })
+                }
+                Err(_) => {
+                    // The receiver is silent until it has a whole body; that
+                    // is fine as long as the bytes we sent are still being
+                    // taken (a slow link). Only `--timeout` seconds without
+                    // either is a stall.
+                    let unsent = link.as_ref().and_then(|l| net::unsent(l.conn.get_ref()));
+                    if quiet.stalled(unsent, self.cfg.timeout) {
+                        return Err(ConnError::Timeout.into());
+                    }
+                    continue;
+                }
             };
             match msg {
                 Msg::Ready(idx, prep) => ready.push_back((idx, prep)),
-                Msg::Answer(Err(e)) => return Err(e.into()),
-                Msg::Answer(Ok(frame)) => {
-                    self.on_answer(conn, frame, &mut answers, &mut results)?
+                Msg::Answer(gen, _) if link.as_ref().is_none_or(|l| l.gen != gen) => {}
+                Msg::Answer(_, Err(e)) => return Err(e.into()),
+                Msg::Answer(_, Ok(frame)) => {
+                    if let Some(l) = link.as_mut() {
+                        self.on_answer(&mut l.conn, frame, &mut answers, &mut results)?;
+                    }
                 }
             }
         }
+        match link.take() {
+            Some(l) => self.end_session(l, rx),
+            None => Ok(()),
+        }
+    }
+
+    /// END, then wait for SUMMARY.
+    fn end_session(&mut self, mut l: Link, rx: &mpsc::Receiver<Msg>) -> Result<(), Broken> {
         self.sending.set_length(0);
-        conn.send(&Frame::End)
+        l.conn
+            .send(&Frame::End)
             .with_context(|| format!("cannot finish the session with {}", self.cfg.target))?;
-        loop {
+        let ended = loop {
             match rx.recv_timeout(self.cfg.timeout) {
                 Ok(Msg::Ready(..)) => {}
-                Ok(Msg::Answer(Ok(Frame::Summary { .. }))) => return Ok(()),
-                Ok(Msg::Answer(Ok(Frame::Error { code, message }))) => {
-                    return Err(peer_error(code, &message).into())
+                Ok(Msg::Answer(gen, _)) if gen != l.gen => {}
+                Ok(Msg::Answer(_, Ok(Frame::Summary { .. }))) => break Ok(()),
+                Ok(Msg::Answer(_, Ok(Frame::Error { code, message }))) => {
+                    break Err(peer_error(code, &message).into())
                 }
-                Ok(Msg::Answer(Ok(other))) => {
-                    return Err(
+                Ok(Msg::Answer(_, Ok(other))) => {
+                    break Err(
                         anyhow::anyhow!("receiver answered END with {}", other.name()).into(),
                     )
                 }
-                Ok(Msg::Answer(Err(e))) => return Err(e.into()),
-                Err(_) => return Err(ConnError::Timeout.into()),
+                Ok(Msg::Answer(_, Err(e))) => break Err(e.into()),
+                Err(_) => break Err(ConnError::Timeout.into()),
             }
-        }
+        };
+        let _ = l.conn.get_ref().shutdown(std::net::Shutdown::Both);
+        ended
     }
 
     /// Sends the offer of a prepared entry; `None` when it cannot be offered
@@ -855,8 +938,9 @@ pub const WINDOW: usize = 64;
 enum Msg {
     /// The look-ahead thread prepared entry `idx`.
     Ready(usize, Prepared),
-    /// The reader thread got a frame (or the connection failed).
-    Answer(Result<Frame, ConnError>),
+    /// The reader thread of session `gen` got a frame (or the connection
+    /// failed).
+    Answer(u64, Result<Frame, ConnError>),
 }
 
 /// An entry ready to offer.
@@ -871,6 +955,44 @@ enum Prepared {
     },
     /// A file that cannot be read: the message says why.
     Unreadable(String),
+}
+
+/// Tracks how long the receiver has been silent *and* our socket has not
+/// drained: only that counts against `--timeout`.
+struct Quiet {
+    since: Instant,
+    unsent: Option<u32>,
+}
+
+impl Quiet {
+    fn new() -> Self {
+        Quiet {
+            since: Instant::now(),
+            unsent: None,
+        }
+    }
+
+    /// Something arrived from the receiver.
+    fn reset(&mut self) {
+        self.since = Instant::now();
+    }
+
+    /// Given the bytes still queued on our socket, true when nothing has
+    /// moved for `timeout`.
+    fn stalled(&mut self, unsent: Option<u32>, timeout: Duration) -> bool {
+        if unsent != self.unsent {
+            self.unsent = unsent;
+            self.since = Instant::now();
+            return false;
+        }
+        self.since.elapsed() >= timeout
+    }
+}
+
+/// A session of an attempt: the connection and the tag of its reader.
+struct Link {
+    conn: Conn<TcpStream>,
+    gen: u64,
 }
 
 /// An offer waiting for its answer.
@@ -891,7 +1013,7 @@ struct Flight {
 
 /// Reads the receiver's frames into the session's channel until the
 /// connection ends.
-fn spawn_reader(stream: TcpStream, tx: mpsc::Sender<Msg>) -> Result<()> {
+fn spawn_reader(stream: TcpStream, tx: mpsc::Sender<Msg>, gen: u64) -> Result<()> {
     std::thread::Builder::new()
         .name("ftx-reader".into())
         .spawn(move || {
@@ -909,7 +1031,7 @@ fn spawn_reader(stream: TcpStream, tx: mpsc::Sender<Msg>) -> Result<()> {
                     // wait for a window that will never open.
                     let _ = conn.get_ref().shutdown(std::net::Shutdown::Both);
                 }
-                if tx.send(Msg::Answer(msg)).is_err() || end {
+                if tx.send(Msg::Answer(gen, msg)).is_err() || end {
                     return;
                 }
             }
@@ -927,8 +1049,8 @@ fn spawn_hasher(
     bar: ProgressBar,
     tx: mpsc::Sender<Msg>,
     permits: mpsc::Receiver<()>,
-) -> Result<()> {
-    std::thread::Builder::new()
+) -> Result<std::thread::JoinHandle<()>> {
+    let handle = std::thread::Builder::new()
         .name("ftx-hasher".into())
         .spawn(move || {
             for (idx, entry, known) in jobs {
@@ -942,7 +1064,7 @@ fn spawn_hasher(
             }
         })
         .context("cannot start the hashing thread")?;
-    Ok(())
+    Ok(handle)
 }
 
 /// Opens a file and finds its digest: known, cached, or hashed now.

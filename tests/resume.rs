@@ -1228,3 +1228,24 @@ fn issue3_retry_while_receiver_still_holds_the_dead_session_resumes_instead_of_f
 fn issue3_half_open_break_with_default_settings_resumes_within_the_retries() {
     half_open_break_is_survived(316, &["-q"]);
 }
+
+/// Regression: the sender's reader thread used the socket's read timeout,
+/// so a body that took longer than `--timeout` to send (a big file, a slow
+/// link) was cut off, although the receiver was working all along.
+#[test]
+fn issue3_body_that_takes_longer_than_the_timeout_is_not_cut_off() {
+    let d = dirs();
+    let file = d.src.join("slow.bin");
+    write_random(&file, 3 * MIB, 316);
+    let md5 = md5_hex(&file);
+    let rx = Receiver::start(&d.out, &["-q"]);
+    // 1 MiB/s: the body takes about 3 s, three times the sender's timeout.
+    let proxy = Proxy::start(rx.addr, Mode::Slow(MIB));
+    let out = run_with_timeout(
+        sender(&["--timeout", "1", "--retries", "0"], &[&file], proxy.addr),
+        SEND_TIMEOUT,
+    );
+    assert_status(&out, 0, "slow body with --timeout 1");
+    assert!(!text(&out.stderr).contains("retrying"), "{}", show(&out));
+    assert_eq!(md5_hex(d.out.join("slow.bin")), md5);
+}

@@ -634,6 +634,8 @@ pub enum Mode {
     FlipByte(u64),
     /// Forward exactly the first N bytes, then shut down both sockets.
     CutAfter(u64),
+    /// Forward at most N bytes per second in each direction (a slow link).
+    Slow(u64),
 }
 
 /// A TCP proxy listening on 127.0.0.1 (ephemeral port) that forwards each
@@ -806,6 +808,7 @@ fn pump(from: &TcpStream, to: &TcpStream, mode: Mode, counter: &AtomicU64) {
     let (mut reader, mut writer) = (from, to);
     let mut buf = vec![0u8; 16 * 1024];
     let mut pos: u64 = 0; // bytes forwarded so far in this direction
+    let started = std::time::Instant::now();
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => {
@@ -836,6 +839,13 @@ fn pump(from: &TcpStream, to: &TcpStream, mode: Mode, counter: &AtomicU64) {
         }
         pos += len as u64;
         counter.fetch_add(len as u64, Ordering::SeqCst);
+        if let Mode::Slow(rate) = mode {
+            // Throttling, not synchronisation: hold the link to `rate`.
+            let due = Duration::from_secs_f64(pos as f64 / rate.max(1) as f64);
+            if let Some(ahead) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(ahead);
+            }
+        }
         if let Mode::CutAfter(limit) = mode {
             if pos >= limit {
                 cut();
