@@ -313,10 +313,41 @@ const PIPE_BUF: usize = 1 << 20;
 /// memory of one transfer to `PIPE_DEPTH` MiB.
 const PIPE_DEPTH: usize = 8;
 
+/// Alignment of pipeline buffers, so the disk thread can write them with
+/// `O_DIRECT`.
+const ALIGN: usize = 4096;
+
+/// A [`PIPE_BUF`]-byte buffer whose start is [`ALIGN`]-aligned.
+pub struct Buf {
+    raw: Vec<u8>,
+    off: usize,
+}
+
+impl Buf {
+    fn new() -> Buf {
+        let raw = vec![0u8; PIPE_BUF + ALIGN];
+        let off = raw.as_ptr().align_offset(ALIGN).min(ALIGN);
+        Buf { raw, off }
+    }
+}
+
+impl std::ops::Deref for Buf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.raw[self.off..self.off + PIPE_BUF]
+    }
+}
+
+impl std::ops::DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.raw[self.off..self.off + PIPE_BUF]
+    }
+}
+
 /// What the hash thread hands to the disk thread, in stream order.
 enum ToDisk {
     /// Bytes to append (the buffer and how much of it is used).
-    Data(Vec<u8>, usize),
+    Data(Buf, usize),
     /// A block ended: its record, once the bytes before it are written.
     Block(BlockRec),
 }
@@ -327,11 +358,11 @@ enum ToDisk {
 /// checkpoints every 64 MiB. MD5, the slowest step, thus runs in parallel
 /// with socket reads, disk writes and fsyncs.
 pub struct Pipeline {
-    fill: Vec<u8>,
+    fill: Option<Buf>,
     filled: usize,
     pos: u64,
-    to_hash: Option<std::sync::mpsc::SyncSender<(Vec<u8>, usize)>>,
-    pool: std::sync::mpsc::Receiver<Vec<u8>>,
+    to_hash: Option<std::sync::mpsc::SyncSender<(Buf, usize)>>,
+    pool: std::sync::mpsc::Receiver<Buf>,
     allocated: usize,
     hash_thread: Option<std::thread::JoinHandle<Hasher>>,
     disk_thread: Option<std::thread::JoinHandle<DiskEnd>>,
@@ -355,9 +386,63 @@ struct Disk {
     md5_expected: Md5Digest,
     blocks: Vec<BlockRec>,
     checkpointed: usize,
+    /// Writes bypass the page cache (`O_DIRECT`).
+    direct: bool,
+}
+
+/// Turns `O_DIRECT` on or off for `file`; false if the system refuses.
+fn set_direct(file: &File, on: bool) -> bool {
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    let Ok(flags) = fcntl_getfl(file) else {
+        return false;
+    };
+    let flags = if on {
+        flags | OFlags::DIRECT
+    } else {
+        flags - OFlags::DIRECT
+    };
+    fcntl_setfl(file, flags).is_ok()
 }
 
 impl Disk {
+    /// Appends `data` to the partial. Full, aligned buffers are written
+    /// with `O_DIRECT`: on a virtual disk, copying into the page cache costs
+    /// more CPU than MD5 (measured: 1 GiB in 3.9 s buffered + fdatasync, 1.1 s
+    /// direct), and durability comes from the fsyncs all the same. The last,
+    /// short buffer (and any system that refuses) goes through the
+    /// `BufWriter` as usual.
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        let aligned =
+            data.len().is_multiple_of(ALIGN) && (data.as_ptr() as usize).is_multiple_of(ALIGN);
+        if self.direct && !aligned {
+            self.direct = !set_direct(self.out.get_ref(), false);
+        }
+        if !self.direct {
+            return self.out.write_all(data);
+        }
+        self.out.flush()?;
+        let mut done = 0;
+        while done < data.len() {
+            match self.out.get_mut().write(&data[done..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) if n % ALIGN == 0 => done += n,
+                Ok(n) => {
+                    // A short, unaligned write: finish without O_DIRECT.
+                    done += n;
+                    self.direct = !set_direct(self.out.get_ref(), false);
+                    return self.out.write_all(&data[done..]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.direct = !set_direct(self.out.get_ref(), false);
+                    return self.out.write_all(&data[done..]);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     fn checkpoint(&mut self) -> io::Result<()> {
         self.out.flush()?;
         self.out.get_ref().sync_data()?;
@@ -382,7 +467,7 @@ impl Disk {
     fn run(
         mut self,
         rx: std::sync::mpsc::Receiver<ToDisk>,
-        pool: std::sync::mpsc::SyncSender<Vec<u8>>,
+        pool: std::sync::mpsc::SyncSender<Buf>,
         final_checkpoint: &std::sync::atomic::AtomicBool,
     ) -> DiskEnd {
         let mut err: Option<io::Error> = None;
@@ -390,7 +475,7 @@ impl Disk {
             match msg {
                 ToDisk::Data(buf, n) => {
                     if err.is_none() {
-                        if let Err(e) = self.out.write_all(&buf[..n]) {
+                        if let Err(e) = self.append(&buf[..n]) {
                             err = Some(e);
                         }
                     }
@@ -404,7 +489,7 @@ impl Disk {
                         let start = (self.blocks.len() as u64 - 1) * BLOCK;
                         if let Err(e) = self.out.flush() {
                             err = Some(e);
-                        } else {
+                        } else if !self.direct {
                             start_writeback(self.out.get_ref(), start, BLOCK);
                         }
                     }
@@ -449,6 +534,9 @@ impl Pipeline {
         } = start;
         use std::sync::mpsc::sync_channel;
         let checkpointed = blocks.len();
+        // O_DIRECT needs an aligned file offset: a resume starts at a block
+        // boundary, a new partial at 0.
+        let direct = pos.is_multiple_of(ALIGN as u64) && set_direct(&file, true);
         let disk = Disk {
             dir: dir.try_clone()?,
             names: names.clone(),
@@ -457,10 +545,11 @@ impl Pipeline {
             md5_expected,
             blocks,
             checkpointed,
+            direct,
         };
-        let (to_hash, hash_rx) = sync_channel::<(Vec<u8>, usize)>(PIPE_DEPTH);
+        let (to_hash, hash_rx) = sync_channel::<(Buf, usize)>(PIPE_DEPTH);
         let (to_disk, disk_rx) = sync_channel::<ToDisk>(2 * PIPE_DEPTH);
-        let (pool_tx, pool) = sync_channel::<Vec<u8>>(PIPE_DEPTH);
+        let (pool_tx, pool) = sync_channel::<Buf>(PIPE_DEPTH);
         let disk_ctl = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ctl = std::sync::Arc::clone(&disk_ctl);
         let disk_thread = std::thread::Builder::new()
@@ -501,7 +590,7 @@ impl Pipeline {
                 md5
             })?;
         Ok(Pipeline {
-            fill: Vec::new(),
+            fill: None,
             filled: 0,
             pos,
             to_hash: Some(to_hash),
@@ -515,13 +604,13 @@ impl Pipeline {
 
     /// A free buffer: recycled, new while under the pipeline depth, else
     /// the next one the disk thread gives back.
-    fn next_buf(&mut self) -> io::Result<Vec<u8>> {
+    fn next_buf(&mut self) -> io::Result<Buf> {
         if let Ok(b) = self.pool.try_recv() {
             return Ok(b);
         }
         if self.allocated < PIPE_DEPTH {
             self.allocated += 1;
-            return Ok(vec![0u8; PIPE_BUF]);
+            return Ok(Buf::new());
         }
         self.pool.recv().map_err(|_| pipeline_broken())
     }
@@ -530,7 +619,9 @@ impl Pipeline {
         if self.filled == 0 {
             return Ok(());
         }
-        let buf = std::mem::take(&mut self.fill);
+        let Some(buf) = self.fill.take() else {
+            return Ok(());
+        };
         let n = std::mem::replace(&mut self.filled, 0);
         match &self.to_hash {
             Some(tx) => tx.send((buf, n)).map_err(|_| pipeline_broken()),
@@ -541,11 +632,15 @@ impl Pipeline {
     /// Appends body bytes.
     pub fn write(&mut self, mut chunk: &[u8]) -> io::Result<()> {
         while !chunk.is_empty() {
-            if self.fill.is_empty() {
-                self.fill = self.next_buf()?;
+            if self.fill.is_none() {
+                self.fill = Some(self.next_buf()?);
             }
-            let n = (PIPE_BUF - self.filled).min(chunk.len());
-            self.fill[self.filled..self.filled + n].copy_from_slice(&chunk[..n]);
+            let filled = self.filled;
+            let Some(buf) = self.fill.as_mut() else {
+                return Err(pipeline_broken());
+            };
+            let n = (PIPE_BUF - filled).min(chunk.len());
+            buf[filled..filled + n].copy_from_slice(&chunk[..n]);
             self.filled += n;
             self.pos += n as u64;
             chunk = &chunk[n..];
