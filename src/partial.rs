@@ -25,6 +25,7 @@ use crate::digest::{hex, Hasher, Md5Digest};
 use crate::protocol::limits::MAX_COMPONENT_LEN;
 use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
@@ -349,7 +350,8 @@ enum ToDisk {
     /// Bytes to append (the buffer and how much of it is used).
     Data(Buf, usize),
     /// A block ended: its record, once the bytes before it are written.
-    Block(BlockRec),
+    /// A block ended; its MD5 state (the disk thread has its XXH3).
+    Block(Vec<u8>),
 }
 
 /// Writes a large file's body into its partial as a pipeline: the caller (the
@@ -471,6 +473,11 @@ impl Disk {
         final_checkpoint: &std::sync::atomic::AtomicBool,
     ) -> DiskEnd {
         let mut err: Option<io::Error> = None;
+        // XXH3 of the blocks runs here, beside the disk writes, so the hash
+        // thread only runs MD5, the slowest step.
+        let mut xxh = Xxh3::new();
+        let mut at = self.blocks.len() as u64 * BLOCK;
+        let mut digests: VecDeque<u64> = VecDeque::new();
         for msg in rx {
             match msg {
                 ToDisk::Data(buf, n) => {
@@ -479,9 +486,26 @@ impl Disk {
                             err = Some(e);
                         }
                     }
+                    let mut rest = &buf[..n];
+                    while !rest.is_empty() {
+                        let room = (BLOCK - at % BLOCK) as usize;
+                        let (now, later) = rest.split_at(room.min(rest.len()));
+                        xxh.update(now);
+                        at += now.len() as u64;
+                        rest = later;
+                        if at.is_multiple_of(BLOCK) {
+                            digests.push_back(xxh.digest());
+                            xxh.reset();
+                        }
+                    }
                     let _ = pool.send(buf);
                 }
-                ToDisk::Block(rec) => {
+                ToDisk::Block(md5_state) => {
+                    let Some(xxh3) = digests.pop_front() else {
+                        err.get_or_insert_with(pipeline_broken);
+                        continue;
+                    };
+                    let rec = BlockRec { xxh3, md5_state };
                     self.blocks.push(rec);
                     if err.is_none() {
                         // Start writing this block to disk now, so the
@@ -558,7 +582,6 @@ impl Pipeline {
         let hash_thread = std::thread::Builder::new()
             .name("ftx-hash".into())
             .spawn(move || {
-                let mut block = Xxh3::new();
                 let mut at = pos;
                 for (buf, n) in hash_rx {
                     let mut rest = &buf[..n];
@@ -567,22 +590,17 @@ impl Pipeline {
                         let room = (BLOCK - at % BLOCK) as usize;
                         let (now, later) = rest.split_at(room.min(rest.len()));
                         md5.update(now);
-                        block.update(now);
                         at += now.len() as u64;
                         rest = later;
                         if at.is_multiple_of(BLOCK) {
-                            ended.push(BlockRec {
-                                xxh3: block.digest(),
-                                md5_state: md5.save(),
-                            });
-                            block.reset();
+                            ended.push(md5.save());
                         }
                     }
                     if to_disk.send(ToDisk::Data(buf, n)).is_err() {
                         break;
                     }
-                    for rec in ended {
-                        if to_disk.send(ToDisk::Block(rec)).is_err() {
+                    for state in ended {
+                        if to_disk.send(ToDisk::Block(state)).is_err() {
                             break;
                         }
                     }
