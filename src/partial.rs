@@ -185,10 +185,13 @@ pub fn open(dir: &Dir, names: &Names, size: u64, md5: Md5Digest) -> io::Result<O
                 discarded: None,
             });
         }
+        // Nothing there: nothing to clear.
         Ok(None) => {}
-        Err(why) => discarded = Some(why),
+        Err(why) => {
+            discarded = Some(why);
+            names.discard(dir);
+        }
     }
-    names.discard(dir);
     let file = dir
         .open_with(
             &names.part,

@@ -929,7 +929,9 @@ impl<'a> Session<'a> {
                 format!("cannot set mode/mtime of '{shown}': {e}"),
             );
         }
-        write_record(&file, &got);
+        if h.size >= RECORD_MIN_SIZE {
+            write_record(&file, &got);
+        }
         self.verified_bytes += length;
         self.verified.push(Verified {
             h,
@@ -969,7 +971,10 @@ impl<'a> Session<'a> {
                 .and_then(|()| v.dir.rename(&v.names.part, &v.dir, &v.last));
             match renamed {
                 Ok(()) => {
-                    let _ = v.dir.remove_file(&v.names.state);
+                    if v.h.size >= partial::BLOCK {
+                        // Only files of a block or more ever checkpoint.
+                        let _ = v.dir.remove_file(&v.names.state);
+                    }
                     placed.push(v);
                 }
                 Err(e) => {
@@ -1077,6 +1082,10 @@ impl<'a> Session<'a> {
         Ok(())
     }
 }
+
+/// Files smaller than this get no verified-digest record: re-hashing them
+/// when they are offered again costs less than keeping the record.
+const RECORD_MIN_SIZE: u64 = crate::cache::MIN_SIZE;
 
 /// Extended attribute holding the digest ftx verified for a file, with the
 /// size and mtime it had then: `v1 SIZE MTIME_S.MTIME_NS MD5HEX`.
