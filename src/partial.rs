@@ -395,6 +395,20 @@ struct Disk {
     direct: bool,
 }
 
+/// Cuts `data`, which starts at stream offset `*at`, at block boundaries:
+/// `piece(bytes, ends_a_block)` for each part, in order; advances `*at`.
+/// The hash thread (MD5 states) and the disk thread (XXH3) must cut the
+/// stream at exactly the same places, so both use this.
+fn by_block(at: &mut u64, mut data: &[u8], mut piece: impl FnMut(&[u8], bool)) {
+    while !data.is_empty() {
+        let room = usize::try_from(BLOCK - *at % BLOCK).unwrap_or(usize::MAX);
+        let (now, later) = data.split_at(room.min(data.len()));
+        *at += now.len() as u64;
+        piece(now, at.is_multiple_of(BLOCK));
+        data = later;
+    }
+}
+
 /// Turns `O_DIRECT` on or off for `file`; false if the system refuses.
 fn set_direct(file: &File, on: bool) -> bool {
     use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
@@ -489,18 +503,13 @@ impl Disk {
                             err = Some(e);
                         }
                     }
-                    let mut rest = &buf[..n];
-                    while !rest.is_empty() {
-                        let room = (BLOCK - at % BLOCK) as usize;
-                        let (now, later) = rest.split_at(room.min(rest.len()));
-                        xxh.update(now);
-                        at += now.len() as u64;
-                        rest = later;
-                        if at.is_multiple_of(BLOCK) {
+                    by_block(&mut at, &buf[..n], |piece, ends| {
+                        xxh.update(piece);
+                        if ends {
                             digests.push_back(xxh.digest());
                             xxh.reset();
                         }
-                    }
+                    });
                     let _ = pool.send(buf);
                 }
                 ToDisk::Block(md5_state) => {
@@ -587,18 +596,13 @@ impl Pipeline {
             .spawn(move || {
                 let mut at = pos;
                 for (buf, n) in hash_rx {
-                    let mut rest = &buf[..n];
                     let mut ended = Vec::new();
-                    while !rest.is_empty() {
-                        let room = (BLOCK - at % BLOCK) as usize;
-                        let (now, later) = rest.split_at(room.min(rest.len()));
-                        md5.update(now);
-                        at += now.len() as u64;
-                        rest = later;
-                        if at.is_multiple_of(BLOCK) {
+                    by_block(&mut at, &buf[..n], |piece, ends| {
+                        md5.update(piece);
+                        if ends {
                             ended.push(md5.save());
                         }
-                    }
+                    });
                     if to_disk.send(ToDisk::Data(buf, n)).is_err() {
                         break;
                     }

@@ -12,7 +12,7 @@ use crate::auth;
 use crate::config::RecvConfig;
 use crate::conn::{Conn, ConnError};
 use crate::digest::{hash_reader, hex, Md5Digest};
-use crate::events::{mb_per_s, Event, Events};
+use crate::events::{mb_per_s, reject_reason, Event, Events};
 use crate::exit::Exit;
 use crate::net::{self, Activity, Deadlined};
 use crate::partial;
@@ -547,17 +547,9 @@ impl<'a> Session<'a> {
             escape_bytes(raw_name),
             r.1
         ));
-        let reason = match r.0 {
-            reject_code::UNSAFE_NAME => "refused_unsafe_name",
-            reject_code::EXISTS => "refused_exists",
-            reject_code::NO_SPACE => "refused_no_space",
-            reject_code::CONFLICT => "refused_conflict",
-            reject_code::IN_PROGRESS => "refused_in_progress",
-            _ => "io",
-        };
         self.sh.events.emit(&Event::FileFailed {
             path: escape_bytes(raw_name),
-            reason: reason.into(),
+            reason: reject_reason(r.0).into(),
             message: r.1.clone(),
             peer: Some(self.peer.to_string()),
         });

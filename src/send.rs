@@ -1174,17 +1174,15 @@ enum Verdict {
 }
 
 fn reject_verdict(shown: &str, code: u16, message: &str) -> Verdict {
-    let (reason, what) = match code {
-        reject_code::UNSAFE_NAME => ("refused_unsafe_name", "unsafe name"),
-        reject_code::EXISTS => (
-            "refused_exists",
-            "exists with other content (use --overwrite on the receiver)",
-        ),
-        reject_code::NO_SPACE => ("refused_no_space", "not enough space"),
-        reject_code::CONFLICT => ("refused_conflict", "conflicts with what is there"),
-        reject_code::IO => ("io", "receiver i/o error"),
-        _ => ("refused", "refused"),
+    let what = match code {
+        reject_code::UNSAFE_NAME => "unsafe name",
+        reject_code::EXISTS => "exists with other content (use --overwrite on the receiver)",
+        reject_code::NO_SPACE => "not enough space",
+        reject_code::CONFLICT => "conflicts with what is there",
+        reject_code::IO => "receiver i/o error",
+        _ => "refused",
     };
+    let reason = crate::events::reject_reason(code);
     Verdict::Failed(
         Exit::Refused,
         reason,
