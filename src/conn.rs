@@ -13,6 +13,8 @@ use std::os::fd::AsFd;
 pub const BODY_CHUNK: usize = 1 << 20;
 /// Bytes handed to sendfile between two progress updates.
 const SEND_CHUNK: u64 = 8 << 20;
+/// Queued bytes that [`Conn::queue_body`] writes out.
+const QUEUE_FLUSH: usize = 256 << 10;
 
 /// What can go wrong on a framed connection.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,8 @@ impl<S: Read + Write> Conn<S> {
     }
 
     /// Reads the next frame; `Ok(None)` on a clean EOF between frames.
+    /// Frames queued with [`Conn::queue`] are written out before any read
+    /// that may wait for the peer.
     pub fn read_frame(&mut self) -> Result<Option<Frame>, ConnError> {
         loop {
             if let Some((frame, used)) = decode(&self.rbuf[self.rpos..self.rend])? {
@@ -99,6 +103,9 @@ impl<S: Read + Write> Conn<S> {
                 self.rend -= self.rpos;
                 self.rpos = 0;
             }
+            // Answers queued while buffered frames were handled go out
+            // before this side waits for more: one write for many frames.
+            self.flush_queued()?;
             let n = read_retry(&mut self.stream, &mut self.rbuf[self.rend..])?;
             if n == 0 {
                 return if self.rend == 0 {
@@ -132,6 +139,7 @@ impl<S: Read + Write> Conn<S> {
         if left == 0 {
             return Ok(());
         }
+        self.flush_queued()?;
         if self.body_buf.is_empty() {
             self.body_buf = vec![0u8; BODY_CHUNK];
         }
@@ -152,9 +160,29 @@ impl<S: Read + Write> Conn<S> {
         encode(frame, &mut self.wbuf);
     }
 
+    /// Queues a BODY frame with its bytes from memory (a small file), and
+    /// writes out what is queued once it is [`QUEUE_FLUSH`] bytes or more:
+    /// many small bodies go out in one write.
+    pub fn queue_body(&mut self, frame: &Frame, data: &[u8]) -> Result<(), ConnError> {
+        self.queue(frame);
+        self.wbuf.extend_from_slice(data);
+        if self.wbuf.len() >= QUEUE_FLUSH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     /// Queues a frame and flushes everything queued.
     pub fn send(&mut self, frame: &Frame) -> Result<(), ConnError> {
         self.queue(frame);
+        self.flush()
+    }
+
+    /// Writes out queued frames, if any.
+    fn flush_queued(&mut self) -> Result<(), ConnError> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
         self.flush()
     }
 

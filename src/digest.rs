@@ -59,10 +59,17 @@ pub fn hash_reader(
     mut progress: impl FnMut(u64),
 ) -> io::Result<Md5Digest> {
     let mut h = Hasher::new();
-    let mut buf = vec![0u8; HASH_CHUNK];
+    // Sized to the file: zeroing a whole chunk for each small file costs
+    // more than hashing it.
+    let mut buf = vec![
+        0u8;
+        usize::try_from(len)
+            .unwrap_or(HASH_CHUNK)
+            .clamp(1, HASH_CHUNK)
+    ];
     let mut left = len;
     while left > 0 {
-        let want = usize::try_from(left).unwrap_or(usize::MAX).min(HASH_CHUNK);
+        let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
         let n = match r.read(&mut buf[..want]) {
             Ok(0) => {
                 return Err(io::Error::new(

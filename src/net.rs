@@ -7,16 +7,36 @@ use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use std::io;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A TCP stream whose reads also obey an overall deadline (for the
 /// handshake): a peer trickling one byte at a time cannot extend it, since
 /// every read waits at most for what is left of the deadline.
+///
+/// Each write goes out whole under a lock shared with the
+/// [`FrameWriter`]s made from it, so two threads can answer on one
+/// connection without interleaving their frames.
 pub struct Deadlined {
     inner: TcpStream,
     deadline: Option<Instant>,
     idle: Duration,
     activity: Activity,
+    write_lock: Arc<Mutex<()>>,
+}
+
+/// A second writer on a [`Deadlined`] connection (see there).
+pub struct FrameWriter {
+    stream: TcpStream,
+    lock: Arc<Mutex<()>>,
+}
+
+impl FrameWriter {
+    /// Writes `bytes` (whole frames) with no other frame in between.
+    pub fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        (&self.stream).write_all(bytes)
+    }
 }
 
 /// When a connection last received bytes, shared with whoever watches it.
@@ -51,7 +71,16 @@ impl Deadlined {
             deadline: None,
             idle,
             activity,
+            write_lock: Arc::default(),
         }
+    }
+
+    /// Another writer on this connection, for another thread.
+    pub fn frame_writer(&self) -> io::Result<FrameWriter> {
+        Ok(FrameWriter {
+            stream: self.inner.try_clone()?,
+            lock: self.write_lock.clone(),
+        })
     }
 
     /// Sets (or with `None`, lifts) the overall read deadline.
@@ -102,8 +131,11 @@ impl Read for Deadlined {
 }
 
 impl Write for Deadlined {
+    /// Writes all of `buf` (see [`Deadlined`]).
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
+        let _held = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.inner.write_all(buf)?;
+        Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()

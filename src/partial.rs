@@ -175,6 +175,27 @@ pub struct Opened {
 /// resuming from a checked prefix when an earlier partial for the same
 /// content is there, else starting from 0. Never follows a symlink.
 pub fn open(dir: &Dir, names: &Names, size: u64, md5: Md5Digest) -> io::Result<Opened> {
+    // The usual case first: no partial there, so nothing to resume. One
+    // exclusive create instead of looking for a state file and a partial.
+    let fresh = dir.open_with(
+        &names.part,
+        no_follow(OpenOptions::new().write(true).read(true).create_new(true)).mode(0o600),
+    );
+    match fresh {
+        Ok(file) => {
+            // A state file without its partial describes nothing; it must
+            // not be mistaken for this partial's. (Only files of a block or
+            // more ever checkpoint.)
+            let orphan = size >= BLOCK && dir.remove_file(&names.state).is_ok();
+            return Ok(Opened {
+                writer: PartialWriter::new(dir, names, file.into_std(), size, md5, Start::fresh())?,
+                offset: 0,
+                discarded: orphan.then(|| "a state file without its partial".to_owned()),
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
     let mut discarded = None;
     match try_resume(dir, names, size, &md5) {
         Ok(Some((file, start))) => {

@@ -14,10 +14,10 @@ use crate::conn::{Conn, ConnError};
 use crate::digest::{hash_reader, hex, Md5Digest};
 use crate::events::{mb_per_s, reject_reason, Event, Events};
 use crate::exit::Exit;
-use crate::net::{self, Activity, Deadlined};
+use crate::net::{self, Activity, Deadlined, FrameWriter};
 use crate::partial;
 use crate::progress::{Layout, Progress};
-use crate::protocol::frame::{error_code, reject_code, result_status, skip_reason};
+use crate::protocol::frame::{encode, error_code, reject_code, result_status, skip_reason};
 use crate::protocol::limits::VERSION;
 use crate::protocol::{DirHeader, FileHeader, Frame, WireName};
 use crate::sanitize::{escape, escape_bytes};
@@ -28,7 +28,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a new connection has to send its HELLO.
@@ -295,7 +295,7 @@ const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
 const TAKEOVER_IDLE: Duration = Duration::from_secs(2);
 
 /// One sender's session.
-struct Session<'a> {
+struct Session<'a, 'c> {
     sh: &'a Shared,
     conn: Conn<Deadlined>,
     peer: SocketAddr,
@@ -305,27 +305,139 @@ struct Session<'a> {
     dirs: Vec<(WireName, DirHeader)>,
     /// Accepted files whose BODY has not arrived yet, in acceptance order.
     awaiting: VecDeque<Awaiting<'a>>,
-    /// Verified files waiting for their batch to be made durable.
-    verified: Vec<Verified<'a>>,
-    /// Body bytes in `verified`.
-    verified_bytes: u64,
+    /// Verified files go to the session's commit thread through this.
+    commits: &'c Commits<'a>,
     stats: Stats,
     bar: indicatif::ProgressBar,
+    /// The directory the last file went into (a walk sends a directory's
+    /// files together), so the next file there costs no path walk.
+    parent: Option<Parent>,
 }
 
-/// Files verified but not yet durable are committed (fsync, rename, RESULT)
-/// at the latest when this many are waiting...
+/// An open directory below OUT, by its wire path components.
+struct Parent {
+    comps: Vec<String>,
+    dir: Arc<Dir>,
+    /// Free bytes there as last asked of the file system, less what was
+    /// accepted since.
+    free: Option<u64>,
+    asked: Instant,
+}
+
+/// The session thread waits before queueing another verified file while
+/// this many wait for the commit thread...
 const COMMIT_FILES: usize = 256;
-/// ...or when they hold this many bytes...
+/// ...or while they hold this many bytes.
 const COMMIT_BYTES: u64 = 64 << 20;
-// ...and in any case before the receiver waits for the sender.
+
+/// Verified files on their way from a session thread to its commit thread,
+/// which makes them durable and puts them in place in batches (group
+/// commit): while it syncs one batch, the session keeps receiving the next.
+struct Commits<'a> {
+    state: Mutex<CommitState<'a>>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct CommitState<'a> {
+    queue: Vec<Verified<'a>>,
+    /// Body bytes in `queue`.
+    queued_bytes: u64,
+    /// The commit thread is working on a batch.
+    busy: bool,
+    /// The session is over: the commit thread ends once the queue is empty.
+    closed: bool,
+    /// What committed batches amounted to, not yet collected by the session.
+    stats: Stats,
+    /// Why RESULTs could not be written, if they could not.
+    broken: Option<String>,
+}
+
+impl<'a> Commits<'a> {
+    fn new() -> Self {
+        Commits {
+            state: Mutex::new(CommitState::default()),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CommitState<'a>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait<'g>(
+        &self,
+        g: std::sync::MutexGuard<'g, CommitState<'a>>,
+    ) -> std::sync::MutexGuard<'g, CommitState<'a>> {
+        self.changed.wait(g).unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a verified file, first waiting while too much is queued.
+    fn push(&self, v: Verified<'a>) {
+        let mut st = self.lock();
+        while !st.closed && (st.queue.len() >= COMMIT_FILES || st.queued_bytes >= COMMIT_BYTES) {
+            st = self.wait(st);
+        }
+        st.queued_bytes += v.h.size - v.offset;
+        st.queue.push(v);
+        self.changed.notify_all();
+    }
+
+    /// Waits until every queued file is committed and its RESULT written;
+    /// returns what that amounted to since the last call.
+    fn drain(&self) -> (Stats, Option<String>) {
+        let mut st = self.lock();
+        while !st.queue.is_empty() || st.busy {
+            st = self.wait(st);
+        }
+        (std::mem::take(&mut st.stats), st.broken.clone())
+    }
+
+    /// No more files: the commit thread ends when it has committed the rest.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// The commit thread: takes whatever is queued, commits it, writes the
+    /// RESULTs, until closed.
+    fn run(&self, sh: &Shared, peer: SocketAddr, out: FrameWriter) {
+        loop {
+            let batch = {
+                let mut st = self.lock();
+                while st.queue.is_empty() && !st.closed {
+                    st = self.wait(st);
+                }
+                if st.queue.is_empty() {
+                    return;
+                }
+                st.busy = true;
+                st.queued_bytes = 0;
+                std::mem::take(&mut st.queue)
+            };
+            self.changed.notify_all();
+            let mut stats = Stats::default();
+            let mut frames = Vec::new();
+            commit(sh, peer, batch, &mut stats, &mut frames);
+            let wrote = out.write_all(&frames);
+            let mut st = self.lock();
+            st.busy = false;
+            st.stats.add(stats);
+            if let Err(e) = wrote {
+                st.broken
+                    .get_or_insert_with(|| format!("cannot send results: {e}"));
+            }
+            self.changed.notify_all();
+        }
+    }
+}
 
 /// An accepted file whose body has not arrived yet.
 struct Awaiting<'a> {
     h: FileHeader,
     name: WireName,
     last: String,
-    dir: Dir,
+    dir: Arc<Dir>,
     names: partial::Names,
     writer: partial::PartialWriter,
     offset: u64,
@@ -338,7 +450,7 @@ struct Verified<'a> {
     h: FileHeader,
     name: WireName,
     last: String,
-    dir: Dir,
+    dir: Arc<Dir>,
     names: partial::Names,
     file: std::fs::File,
     offset: u64,
@@ -426,24 +538,40 @@ fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Result<Stats> {
         .set_deadline(None)
         .context("cannot set up the connection")?;
 
+    let writer = conn
+        .get_ref()
+        .frame_writer()
+        .context("cannot set up the connection")?;
     let bar = sh.progress.bytes_bar(0, Layout::Session);
     bar.set_prefix("recv");
-    let mut s = Session {
-        sh,
-        conn,
-        peer,
-        seen: HashSet::new(),
-        dirs: Vec::new(),
-        awaiting: VecDeque::new(),
-        verified: Vec::new(),
-        verified_bytes: 0,
-        stats: Stats::default(),
-        bar,
-    };
+    let commits = Commits::new();
     let started = Instant::now();
-    let result = s.run();
-    s.bar.finish_and_clear();
-    let st = s.stats;
+    let (result, st) = std::thread::scope(|sc| {
+        let committer = std::thread::Builder::new()
+            .name("ftx-commit".into())
+            .spawn_scoped(sc, || commits.run(sh, peer, writer))
+            .context("cannot start the commit thread")?;
+        let mut s = Session {
+            sh,
+            conn,
+            peer,
+            seen: HashSet::new(),
+            dirs: Vec::new(),
+            awaiting: VecDeque::new(),
+            commits: &commits,
+            stats: Stats::default(),
+            bar,
+            parent: None,
+        };
+        let result = s.run();
+        s.bar.finish_and_clear();
+        commits.close();
+        if committer.join().is_err() {
+            bail!("internal error: the commit thread panicked");
+        }
+        s.stats.add(commits.drain().0);
+        Ok((result, s.stats))
+    })?;
     sh.events.emit(&Event::Summary {
         role: "recv".into(),
         files_ok: u64::from(st.ok - st.skipped),
@@ -473,32 +601,36 @@ fn fail_session(conn: &mut Conn<Deadlined>, e: ConnError, when: &str) -> anyhow:
     anyhow::Error::new(e).context(format!("session ended {when}"))
 }
 
-impl<'a> Session<'a> {
+impl<'a> Session<'a, '_> {
     fn run(&mut self) -> Result<()> {
-        let result = self.serve();
-        if result.is_err() {
-            // Files already verified are placed even if the session broke.
-            let _ = self.commit();
+        // Files already verified are placed even if the session breaks:
+        // the commit thread goes on with what is queued.
+        self.serve()
+    }
+
+    /// Waits until the commit thread has placed every verified file and
+    /// answered for it, and counts what it did.
+    fn drain_commits(&mut self) -> Result<()> {
+        let (stats, broken) = self.commits.drain();
+        self.stats.add(stats);
+        match broken {
+            Some(why) => bail!("{why}"),
+            None => Ok(()),
         }
-        result
     }
 
     fn serve(&mut self) -> Result<()> {
         loop {
-            if !self.verified.is_empty()
-                && (self.verified.len() >= COMMIT_FILES
-                    || self.verified_bytes >= COMMIT_BYTES
-                    || !self.input_pending())
-            {
-                self.commit()?;
-            }
             let frame = match self.conn.read_frame() {
                 Ok(Some(f)) => f,
-                Ok(None) => bail!(
-                    "closed the connection before END ({} ok, {} failed)",
-                    self.stats.ok,
-                    self.stats.failed
-                ),
+                Ok(None) => {
+                    let _ = self.drain_commits();
+                    bail!(
+                        "closed the connection before END ({} ok, {} failed)",
+                        self.stats.ok,
+                        self.stats.failed
+                    )
+                }
                 Err(e) => return Err(fail_session(&mut self.conn, e, "mid-session")),
             };
             match frame {
@@ -506,7 +638,7 @@ impl<'a> Session<'a> {
                 Frame::Dir(h) => self.dir(h)?,
                 Frame::Body { id, offset, length } => self.body(id, offset, length)?,
                 Frame::End if self.awaiting.is_empty() => {
-                    self.commit()?;
+                    self.drain_commits()?;
                     self.finish_dirs();
                     self.conn.send(&Frame::Summary {
                         files_ok: self.stats.ok,
@@ -533,12 +665,6 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// True when more input is already here or on its way, so committing
-    /// can wait: the sender is not blocked on our answers.
-    fn input_pending(&self) -> bool {
-        self.conn.buffered() > 0 || self.conn.get_ref().readable_now()
-    }
-
     fn reject(&mut self, id: u32, raw_name: &[u8], r: Refusal) -> Result<()> {
         self.stats.failed += 1;
         self.sh.log(&format!(
@@ -553,11 +679,11 @@ impl<'a> Session<'a> {
             message: r.1.clone(),
             peer: Some(self.peer.to_string()),
         });
-        self.conn.send(&Frame::Reject {
+        self.conn.queue(&Frame::Reject {
             id,
             code: r.0,
             message: r.1,
-        })?;
+        });
         Ok(())
     }
 
@@ -636,12 +762,12 @@ impl<'a> Session<'a> {
         match open_dirs(&self.sh.root, &comps) {
             Ok(_) => {
                 self.dirs.push((name, h.clone()));
-                self.conn.send(&Frame::Result {
+                self.conn.queue(&Frame::Result {
                     id: h.id,
                     status: result_status::OK,
                     md5: [0; 16],
                     message: String::new(),
-                })?;
+                });
                 Ok(())
             }
             Err(r) => self.reject(h.id, &h.path, r),
@@ -694,7 +820,7 @@ impl<'a> Session<'a> {
             holder: self.peer,
         };
         let (parents, last) = name.split_last();
-        let dir = match open_dirs(&self.sh.root, &parents) {
+        let dir = match self.parent_dir(&parents) {
             Ok(d) => d,
             Err(r) => return self.reject(h.id, &h.path, r),
         };
@@ -709,10 +835,10 @@ impl<'a> Session<'a> {
                     reason: "identical".into(),
                     peer: Some(self.peer.to_string()),
                 });
-                self.conn.send(&Frame::Skip {
+                self.conn.queue(&Frame::Skip {
                     id: h.id,
                     reason: skip_reason::IDENTICAL,
-                })?;
+                });
                 self.sh.log(&format!(
                     "{}: skipped '{}': identical content already there",
                     self.peer,
@@ -734,17 +860,17 @@ impl<'a> Session<'a> {
                 escape(name.as_str())
             ));
         }
-        if let Err(r) = check_space(&dir, h.size - opened.offset) {
+        if let Err(r) = self.check_space(h.size - opened.offset) {
             if opened.offset == 0 {
                 drop(opened);
                 names.discard(&dir);
             }
             return self.reject(h.id, &h.path, r);
         }
-        self.conn.send(&Frame::Accept {
+        self.conn.queue(&Frame::Accept {
             id: h.id,
             offset: opened.offset,
-        })?;
+        });
         self.sh.events.emit(&Event::FileStarted {
             path: escape(name.as_str()),
             bytes: h.size,
@@ -764,6 +890,56 @@ impl<'a> Session<'a> {
             offset: opened.offset,
             _guard: guard,
         });
+        Ok(())
+    }
+
+    /// Opens (creating when missing) the directory `comps` below OUT, or
+    /// reuses the one the previous file went into.
+    fn parent_dir(&mut self, comps: &[&str]) -> Result<Arc<Dir>, Refusal> {
+        if let Some(p) = &self.parent {
+            if p.comps.iter().map(String::as_str).eq(comps.iter().copied()) {
+                return Ok(p.dir.clone());
+            }
+        }
+        let dir = Arc::new(open_dirs(&self.sh.root, comps)?);
+        self.parent = Some(Parent {
+            comps: comps.iter().map(|c| (*c).to_owned()).collect(),
+            dir: dir.clone(),
+            free: None,
+            asked: Instant::now(),
+        });
+        Ok(dir)
+    }
+
+    /// Refuses a body of `need` bytes that cannot fit in the directory of
+    /// [`Session::parent_dir`]. Asks the file system again when the need is
+    /// a large part of what was free, or after a second: other writers
+    /// share the disk. Best effort: a full disk while writing is still
+    /// reported as such.
+    fn check_space(&mut self, need: u64) -> Result<(), Refusal> {
+        let Some(p) = self.parent.as_mut() else {
+            return Ok(());
+        };
+        let known = p
+            .free
+            .filter(|&free| need <= free / 2 && p.asked.elapsed() < Duration::from_secs(1));
+        let free = match known {
+            Some(free) => free,
+            None => {
+                let vfs = rustix::fs::fstatvfs(&*p.dir)
+                    .map_err(|e| io_refusal("free space", &e.into()))?;
+                p.asked = Instant::now();
+                vfs.f_bavail.saturating_mul(vfs.f_frsize)
+            }
+        };
+        if need > free {
+            p.free = Some(free);
+            return Err(refusal(
+                reject_code::NO_SPACE,
+                format!("not enough space: need {need} bytes, have {free}"),
+            ));
+        }
+        p.free = Some(free - need);
         Ok(())
     }
 
@@ -924,8 +1100,7 @@ impl<'a> Session<'a> {
         if h.size >= RECORD_MIN_SIZE {
             write_record(&file, &got);
         }
-        self.verified_bytes += length;
-        self.verified.push(Verified {
+        self.commits.push(Verified {
             h,
             name,
             last,
@@ -939,111 +1114,7 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Makes every verified file durable and puts it in place, then answers
-    /// RESULT ok for each: one fsync for a lone file, else one `syncfs` for
-    /// the data of the whole batch and one for the renames.
-    fn commit(&mut self) -> Result<()> {
-        let batch = std::mem::take(&mut self.verified);
-        self.verified_bytes = 0;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let lone = batch.len() == 1;
-        let synced = if lone {
-            batch[0].file.sync_all()
-        } else {
-            syncfs(&self.sh.root)
-        };
-        let mut placed = Vec::with_capacity(batch.len());
-        for v in batch {
-            let shown = escape(v.name.as_str());
-            let renamed = synced
-                .as_ref()
-                .map_err(|e| io::Error::new(e.kind(), e.to_string()))
-                .and_then(|()| v.dir.rename(&v.names.part, &v.dir, &v.last));
-            match renamed {
-                Ok(()) => {
-                    if v.h.size >= partial::BLOCK {
-                        // Only files of a block or more ever checkpoint.
-                        let _ = v.dir.remove_file(&v.names.state);
-                    }
-                    placed.push(v);
-                }
-                Err(e) => {
-                    v.names.discard(&v.dir);
-                    self.result_failed(
-                        v.h.id,
-                        &shown,
-                        result_status::IO_ERROR,
-                        v.h.md5,
-                        format!("cannot place '{shown}': {e}"),
-                    )?;
-                }
-            }
-        }
-        let dirs_synced = match placed.first() {
-            Some(v) if lone => sync_dir(&v.dir),
-            Some(_) => syncfs(&self.sh.root),
-            None => Ok(()),
-        };
-        for v in placed {
-            let shown = escape(v.name.as_str());
-            if let Err(e) = &dirs_synced {
-                // The file is in place with verified content, but the rename
-                // may not survive a crash: say so rather than claim success.
-                self.result_failed(
-                    v.h.id,
-                    &shown,
-                    result_status::IO_ERROR,
-                    v.h.md5,
-                    format!("cannot make '{shown}' durable: {e}"),
-                )?;
-                continue;
-            }
-            self.placed(&v, &shown);
-        }
-        self.conn.flush()?;
-        Ok(())
-    }
-
-    /// Counts, reports and queues RESULT ok for a file now in place.
-    fn placed(&mut self, v: &Verified<'_>, shown: &str) {
-        let h = &v.h;
-        self.stats.ok += 1;
-        self.stats.bytes += h.size - v.offset;
-        self.conn.queue(&Frame::Result {
-            id: h.id,
-            status: result_status::OK,
-            md5: h.md5,
-            message: String::new(),
-        });
-        let secs = v.started.elapsed().as_secs_f64();
-        if self.sh.events.enabled() {
-            self.sh.events.emit(&Event::FileDone {
-                path: shown.to_owned(),
-                bytes: h.size,
-                md5: hex(&h.md5),
-                resumed_from: v.offset,
-                seconds: secs,
-                mb_per_s: mb_per_s(h.size - v.offset, secs),
-                peer: Some(self.peer.to_string()),
-            });
-        } else {
-            let resumed = if v.offset > 0 {
-                format!(", resumed at {}", v.offset)
-            } else {
-                String::new()
-            };
-            let line = format!(
-                "received {shown} {} bytes md5 {} ({:.1} MB/s{resumed})",
-                h.size,
-                hex(&h.md5),
-                (h.size - v.offset) as f64 / 1e6 / secs.max(1e-9)
-            );
-            self.sh.progress.suspend(|| println!("{line}"));
-        }
-    }
-
+    /// Reports a file that definitely failed and queues its RESULT.
     fn result_failed(
         &mut self,
         id: u32,
@@ -1052,26 +1123,155 @@ impl<'a> Session<'a> {
         md5: Md5Digest,
         message: String,
     ) -> Result<()> {
-        self.stats.failed += 1;
-        self.sh.log(&format!("{}: {message}", self.peer));
-        self.sh.events.emit(&Event::FileFailed {
-            path: path.to_owned(),
-            reason: if status == result_status::DIGEST_MISMATCH {
-                "integrity"
-            } else {
-                "io"
-            }
-            .into(),
-            message: message.clone(),
-            peer: Some(self.peer.to_string()),
-        });
-        self.conn.send(&Frame::Result {
-            id,
-            status,
-            md5,
+        let frame = failed(
+            self.sh,
+            self.peer,
+            &mut self.stats,
+            (id, path, status, md5),
             message,
-        })?;
+        );
+        self.conn.queue(&frame);
         Ok(())
+    }
+}
+
+impl Stats {
+    fn add(&mut self, o: Stats) {
+        self.ok += o.ok;
+        self.skipped += o.skipped;
+        self.failed += o.failed;
+        self.bytes += o.bytes;
+    }
+}
+
+/// Makes a batch of verified files durable and puts them in place, and
+/// encodes a RESULT for each into `frames`: one fsync for a lone file, else
+/// one `syncfs` for the data of the whole batch and one for the renames.
+fn commit(
+    sh: &Shared,
+    peer: SocketAddr,
+    batch: Vec<Verified<'_>>,
+    stats: &mut Stats,
+    frames: &mut Vec<u8>,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let mut answer = |f: Frame| encode(&f, frames);
+    let lone = batch.len() == 1;
+    let synced = if lone {
+        batch[0].file.sync_all()
+    } else {
+        syncfs(&sh.root)
+    };
+    let mut placed = Vec::with_capacity(batch.len());
+    for v in batch {
+        let renamed = synced
+            .as_ref()
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()))
+            .and_then(|()| v.dir.rename(&v.names.part, &v.dir, &v.last));
+        match renamed {
+            Ok(()) => {
+                if v.h.size >= partial::BLOCK {
+                    // Only files of a block or more ever checkpoint.
+                    let _ = v.dir.remove_file(&v.names.state);
+                }
+                placed.push(v);
+            }
+            Err(e) => {
+                v.names.discard(&v.dir);
+                let shown = escape(v.name.as_str());
+                let msg = format!("cannot place '{shown}': {e}");
+                let what = (v.h.id, shown.as_str(), result_status::IO_ERROR, v.h.md5);
+                answer(failed(sh, peer, stats, what, msg));
+            }
+        }
+    }
+    let dirs_synced = match placed.first() {
+        Some(v) if lone => sync_dir(&v.dir),
+        Some(_) => syncfs(&sh.root),
+        None => Ok(()),
+    };
+    for v in placed {
+        let shown = escape(v.name.as_str());
+        if let Err(e) = &dirs_synced {
+            // The file is in place with verified content, but the rename
+            // may not survive a crash: say so rather than claim success.
+            let msg = format!("cannot make '{shown}' durable: {e}");
+            let what = (v.h.id, shown.as_str(), result_status::IO_ERROR, v.h.md5);
+            answer(failed(sh, peer, stats, what, msg));
+            continue;
+        }
+        answer(done(sh, peer, stats, &v, &shown));
+    }
+}
+
+/// Counts and reports a file now in place; its RESULT ok.
+fn done(sh: &Shared, peer: SocketAddr, stats: &mut Stats, v: &Verified<'_>, shown: &str) -> Frame {
+    let h = &v.h;
+    stats.ok += 1;
+    stats.bytes += h.size - v.offset;
+    let secs = v.started.elapsed().as_secs_f64();
+    if sh.events.enabled() {
+        sh.events.emit(&Event::FileDone {
+            path: shown.to_owned(),
+            bytes: h.size,
+            md5: hex(&h.md5),
+            resumed_from: v.offset,
+            seconds: secs,
+            mb_per_s: mb_per_s(h.size - v.offset, secs),
+            peer: Some(peer.to_string()),
+        });
+    } else {
+        let resumed = if v.offset > 0 {
+            format!(", resumed at {}", v.offset)
+        } else {
+            String::new()
+        };
+        let line = format!(
+            "received {shown} {} bytes md5 {} ({:.1} MB/s{resumed})",
+            h.size,
+            hex(&h.md5),
+            (h.size - v.offset) as f64 / 1e6 / secs.max(1e-9)
+        );
+        sh.progress.suspend(|| println!("{line}"));
+    }
+    Frame::Result {
+        id: h.id,
+        status: result_status::OK,
+        md5: h.md5,
+        message: String::new(),
+    }
+}
+
+/// Counts and reports a file that definitely failed; its RESULT.
+/// `what`: the entry's id, its name as shown, the status and the MD5.
+fn failed(
+    sh: &Shared,
+    peer: SocketAddr,
+    stats: &mut Stats,
+    what: (u32, &str, u8, Md5Digest),
+    message: String,
+) -> Frame {
+    let (id, path, status, md5) = what;
+    stats.failed += 1;
+    sh.log(&format!("{peer}: {message}"));
+    sh.events.emit(&Event::FileFailed {
+        path: path.to_owned(),
+        reason: if status == result_status::DIGEST_MISMATCH {
+            "integrity"
+        } else {
+            "io"
+        }
+        .into(),
+        message: message.clone(),
+        peer: Some(peer.to_string()),
+    });
+    Frame::Result {
+        id,
+        status,
+        md5,
+        message,
     }
 }
 
@@ -1122,19 +1322,6 @@ fn read_record(file: &std::fs::File) -> Option<Md5Digest> {
         *b = u8::from_str_radix(hex_md5.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     (record_text(&md, &d) == text).then_some(d)
-}
-
-/// Refuses a file whose remaining bytes do not fit in the free space.
-fn check_space(dir: &Dir, need: u64) -> Result<(), Refusal> {
-    let vfs = rustix::fs::fstatvfs(dir).map_err(|e| io_refusal("free space", &e.into()))?;
-    let have = vfs.f_bavail.saturating_mul(vfs.f_frsize);
-    if need > have {
-        return Err(refusal(
-            reject_code::NO_SPACE,
-            format!("not enough space: need {need} bytes, have {have}"),
-        ));
-    }
-    Ok(())
 }
 
 /// A real (not `O_PATH`) descriptor of the directory `dir` itself, for

@@ -12,7 +12,7 @@
 use crate::cache::DigestCache;
 use crate::config::SendConfig;
 use crate::conn::{Conn, ConnError};
-use crate::digest::{hash_reader, hex, Md5Digest};
+use crate::digest::{hash_reader, hex, Hasher, Md5Digest};
 use crate::events::{mb_per_s, Event, Events};
 use crate::exit::{Exit, ExitError};
 use crate::net;
@@ -26,6 +26,7 @@ use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
+use std::io::{self, Read};
 use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -530,15 +531,28 @@ impl Sender<'_> {
                     continue;
                 }
             };
-            match msg {
-                Msg::Ready(idx, prep) => ready.push_back((idx, prep)),
-                Msg::Answer(gen, _) if link.as_ref().is_none_or(|l| l.gen != gen) => {}
-                Msg::Answer(_, Err(e)) => return Err(e.into()),
-                Msg::Answer(_, Ok(frame)) => {
-                    if let Some(l) = link.as_mut() {
-                        self.on_answer(&mut l.conn, frame, &mut answers, &mut results)?;
+            // Handle what is already there as well (bounded), then write
+            // out what that queued: one write for many small bodies.
+            let mut next = Some(msg);
+            let mut handled = 0;
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Ready(idx, prep) => ready.push_back((idx, prep)),
+                    Msg::Answer(gen, _) if link.as_ref().is_none_or(|l| l.gen != gen) => {}
+                    Msg::Answer(_, Err(e)) => return Err(e.into()),
+                    Msg::Answer(_, Ok(frame)) => {
+                        if let Some(l) = link.as_mut() {
+                            self.on_answer(&mut l.conn, frame, &mut answers, &mut results)?;
+                        }
                     }
                 }
+                handled += 1;
+                if handled < DRAIN_MAX {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if let Some(l) = link.as_mut() {
+                l.conn.flush()?;
             }
         }
         match link.take() {
@@ -600,8 +614,8 @@ impl Sender<'_> {
                     file: None,
                 }))
             }
-            Prepared::File { file, md, md5 } => {
-                let size = md.len();
+            Prepared::File(src) => {
+                let size = src.md.len();
                 if size != e.size {
                     // Keep the session total honest if the file changed.
                     let len = self.total.length().unwrap_or(0);
@@ -613,15 +627,15 @@ impl Sender<'_> {
                     mode: e.mode,
                     mtime_s: e.mtime_s,
                     mtime_ns: e.mtime_ns,
-                    md5,
+                    md5: src.md5,
                     path,
                 }));
                 self.items[idx].entry.size = size;
-                self.items[idx].md5 = Some(md5);
+                self.items[idx].md5 = Some(src.md5);
                 Ok(Some(Offer {
                     id,
                     idx,
-                    file: Some((file, md, md5)),
+                    file: Some(src),
                 }))
             }
             Prepared::Unreadable(msg) => {
@@ -728,20 +742,20 @@ impl Sender<'_> {
                 });
             }
             (Frame::Reject { code, message, .. }, _) => reject_verdict(&shown, code, &message),
-            (Frame::Skip { .. }, Some((_, md, _))) => {
-                self.total.inc(md.len());
-                self.items[idx].shown = md.len();
+            (Frame::Skip { .. }, Some(src)) => {
+                self.total.inc(src.md.len());
+                self.items[idx].shown = src.md.len();
                 self.tally.skipped += 1;
                 self.events.emit(&Event::FileSkipped {
                     path: shown,
-                    bytes: md.len(),
+                    bytes: src.md.len(),
                     reason: "identical".into(),
                     peer: None,
                 });
                 Verdict::Done
             }
-            (Frame::Accept { offset, .. }, Some((file, md, md5))) => {
-                let size = md.len();
+            (Frame::Accept { offset, .. }, Some(src)) => {
+                let size = src.md.len();
                 if offset > size {
                     return Err(anyhow::anyhow!(
                         "receiver accepted {shown} at offset {offset}, beyond its size {size}"
@@ -749,13 +763,13 @@ impl Sender<'_> {
                     .into());
                 }
                 let started = Instant::now();
-                self.body(conn, offer.id, idx, &file, size, offset)?;
+                self.body(conn, offer.id, idx, &src, offset)?;
                 results.insert(
                     offer.id,
                     Flight {
                         idx,
-                        md,
-                        md5,
+                        md: src.md,
+                        md5: src.md5,
                         offset,
                         started,
                     },
@@ -780,10 +794,10 @@ impl Sender<'_> {
         conn: &mut Conn<TcpStream>,
         id: u32,
         idx: usize,
-        file: &File,
-        size: u64,
+        src: &Source,
         offset: u64,
     ) -> Result<(), Broken> {
+        let size = src.md.len();
         let shown = escape(self.items[idx].entry.name.as_str());
         if offset > 0 && !self.cfg.quiet {
             self.progress
@@ -799,14 +813,22 @@ impl Sender<'_> {
         self.sending.set_length(size);
         self.sending.set_position(offset);
         self.total.inc(offset);
-        conn.queue(&Frame::Body {
+        let frame = Frame::Body {
             id,
             offset,
             length: size - offset,
-        });
+        };
+        if let (Some(data), 0) = (&src.data, offset) {
+            conn.queue_body(&frame, data)?;
+            self.sending.inc(size);
+            self.total.inc(size);
+            self.items[idx].shown = size;
+            return Ok(());
+        }
+        conn.queue(&frame);
         let (sending, total) = (&self.sending, &self.total);
         let mut counted = offset;
-        let sent = conn.send_body(file, offset, size - offset, |n| {
+        let sent = conn.send_body(&src.file, offset, size - offset, |n| {
             sending.inc(n);
             total.inc(n);
             counted += n;
@@ -934,6 +956,10 @@ fn plan(items: Vec<Item>, streams: usize) -> (Vec<Vec<Item>>, Vec<Item>) {
 /// not one each.
 pub const WINDOW: usize = 64;
 
+/// Messages handled in a row before the session thread offers and writes
+/// again.
+const DRAIN_MAX: usize = 256;
+
 /// What the helper threads tell the session.
 enum Msg {
     /// The look-ahead thread prepared entry `idx`.
@@ -948,14 +974,26 @@ enum Prepared {
     /// A directory.
     Dir,
     /// An open file with its metadata and MD5.
-    File {
-        file: File,
-        md: std::fs::Metadata,
-        md5: Md5Digest,
-    },
+    File(Source),
     /// A file that cannot be read: the message says why.
     Unreadable(String),
 }
+
+/// An open file to send, with its metadata and MD5.
+struct Source {
+    file: File,
+    md: std::fs::Metadata,
+    md5: Md5Digest,
+    /// The whole content as it was hashed, for a file of at most
+    /// [`INLINE_MAX`] bytes: its body is sent from memory, queued with
+    /// other frames, instead of read again.
+    data: Option<Vec<u8>>,
+}
+
+/// Files up to this size are read once, into memory, to be hashed and sent.
+/// With [`WINDOW`] offers in flight and as many hashed ahead, this bounds
+/// the memory held for them to 8 MiB.
+const INLINE_MAX: u64 = 64 << 10;
 
 /// Tracks how long the receiver has been silent *and* our socket has not
 /// drained: only that counts against `--timeout`.
@@ -999,7 +1037,7 @@ struct Link {
 struct Offer {
     id: u32,
     idx: usize,
-    file: Option<(File, std::fs::Metadata, Md5Digest)>,
+    file: Option<Source>,
 }
 
 /// A file whose body was sent, waiting for its RESULT.
@@ -1087,7 +1125,29 @@ fn prepare(
         Err(e) => return Prepared::Unreadable(format!("cannot read {local}: {e}")),
     };
     if let Some(md5) = known.or_else(|| cache.get(&md)) {
-        return Prepared::File { file, md, md5 };
+        return Prepared::File(Source {
+            file,
+            md,
+            md5,
+            data: None,
+        });
+    }
+    if md.len() <= INLINE_MAX {
+        return match read_small(&file, md.len()) {
+            Ok(data) => {
+                bar.inc(md.len());
+                let mut h = Hasher::new();
+                h.update(&data);
+                let md5 = h.finish();
+                Prepared::File(Source {
+                    file,
+                    md,
+                    md5,
+                    data: Some(data),
+                })
+            }
+            Err(e) => Prepared::Unreadable(format!("cannot read {local}: {e}")),
+        };
     }
     bar.set_message(escape(entry.name.as_str()));
     bar.set_length(md.len());
@@ -1095,10 +1155,36 @@ fn prepare(
     match hash_reader(&file, md.len(), |n| bar.inc(n)) {
         Ok(md5) => {
             cache.put(&md, &md5);
-            Prepared::File { file, md, md5 }
+            Prepared::File(Source {
+                file,
+                md,
+                md5,
+                data: None,
+            })
         }
         Err(e) => Prepared::Unreadable(format!("cannot read {local}: {e}")),
     }
+}
+
+/// Reads exactly `len` bytes, the whole of a small file.
+fn read_small(mut file: &File, len: u64) -> io::Result<Vec<u8>> {
+    let want = usize::try_from(len).map_err(io::Error::other)?;
+    let mut data = vec![0u8; want];
+    let mut got = 0;
+    while got < want {
+        match file.read(&mut data[got..]) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("file shrank while it was read ({got} of {len} bytes)"),
+                ))
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(data)
 }
 
 /// HELLO → WELCOME.
