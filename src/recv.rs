@@ -25,6 +25,7 @@ use anyhow::{bail, Context, Result};
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, OpenOptions};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -329,6 +330,11 @@ struct Parent {
 const COMMIT_FILES: usize = 256;
 /// ...or while they hold this many bytes.
 const COMMIT_BYTES: u64 = 64 << 20;
+/// The commit thread waits for this many verified files...
+const GROUP_FILES: usize = 16;
+/// ...or this many bytes before it syncs, unless the session is about to
+/// wait for the sender (who may be waiting for these RESULTs).
+const GROUP_BYTES: u64 = 4 << 20;
 
 /// Verified files on their way from a session thread to its commit thread,
 /// which makes them durable and puts them in place in batches (group
@@ -345,6 +351,8 @@ struct CommitState<'a> {
     queued_bytes: u64,
     /// The commit thread is working on a batch.
     busy: bool,
+    /// Commit what is queued now, without waiting for a full group.
+    urgent: bool,
     /// The session is over: the commit thread ends once the queue is empty.
     closed: bool,
     /// What committed batches amounted to, not yet collected by the session.
@@ -387,10 +395,22 @@ impl<'a> Commits<'a> {
     /// returns what that amounted to since the last call.
     fn drain(&self) -> (Stats, Option<String>) {
         let mut st = self.lock();
+        st.urgent = true;
+        self.changed.notify_all();
         while !st.queue.is_empty() || st.busy {
             st = self.wait(st);
         }
         (std::mem::take(&mut st.stats), st.broken.clone())
+    }
+
+    /// Asks for what is queued to be committed now: the session is about
+    /// to wait for the sender, who may be waiting for these RESULTs.
+    fn nudge(&self) {
+        let mut st = self.lock();
+        if !st.queue.is_empty() && !st.urgent {
+            st.urgent = true;
+            self.changed.notify_all();
+        }
     }
 
     /// No more files: the commit thread ends when it has committed the rest.
@@ -405,13 +425,19 @@ impl<'a> Commits<'a> {
         loop {
             let batch = {
                 let mut st = self.lock();
-                while st.queue.is_empty() && !st.closed {
+                while !st.closed
+                    && (st.queue.is_empty()
+                        || (!st.urgent
+                            && st.queue.len() < GROUP_FILES
+                            && st.queued_bytes < GROUP_BYTES))
+                {
                     st = self.wait(st);
                 }
                 if st.queue.is_empty() {
                     return;
                 }
                 st.busy = true;
+                st.urgent = false;
                 st.queued_bytes = 0;
                 std::mem::take(&mut st.queue)
             };
@@ -621,6 +647,9 @@ impl<'a> Session<'a, '_> {
 
     fn serve(&mut self) -> Result<()> {
         loop {
+            if self.conn.buffered() == 0 && !self.conn.get_ref().readable_now() {
+                self.commits.nudge();
+            }
             let frame = match self.conn.read_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => {
@@ -1030,6 +1059,10 @@ impl<'a> Session<'a, '_> {
         self.bar.set_message(shown.clone());
         let mut write_err: Option<io::Error> = None;
         let bar = &self.bar;
+        if length >= partial::BLOCK {
+            // This body takes a while: what is verified goes in place now.
+            self.commits.nudge();
+        }
         let read = self.conn.read_body(length, |chunk| {
             if write_err.is_none() {
                 if let Err(e) = writer.write(chunk) {
@@ -1165,6 +1198,7 @@ fn commit(
         syncfs(&sh.root)
     };
     let mut placed = Vec::with_capacity(batch.len());
+    let mut lines = String::new();
     for v in batch {
         let renamed = synced
             .as_ref()
@@ -1202,12 +1236,24 @@ fn commit(
             answer(failed(sh, peer, stats, what, msg));
             continue;
         }
-        answer(done(sh, peer, stats, &v, &shown));
+        answer(done(sh, peer, stats, &v, &shown, &mut lines));
+    }
+    if !lines.is_empty() {
+        // One write for the batch's lines.
+        sh.progress.suspend(|| print!("{lines}"));
     }
 }
 
-/// Counts and reports a file now in place; its RESULT ok.
-fn done(sh: &Shared, peer: SocketAddr, stats: &mut Stats, v: &Verified<'_>, shown: &str) -> Frame {
+/// Counts and reports a file now in place (its line for stdout goes into
+/// `lines`); its RESULT ok.
+fn done(
+    sh: &Shared,
+    peer: SocketAddr,
+    stats: &mut Stats,
+    v: &Verified<'_>,
+    shown: &str,
+    lines: &mut String,
+) -> Frame {
     let h = &v.h;
     stats.ok += 1;
     stats.bytes += h.size - v.offset;
@@ -1228,13 +1274,13 @@ fn done(sh: &Shared, peer: SocketAddr, stats: &mut Stats, v: &Verified<'_>, show
         } else {
             String::new()
         };
-        let line = format!(
+        let _ = writeln!(
+            lines,
             "received {shown} {} bytes md5 {} ({:.1} MB/s{resumed})",
             h.size,
             hex(&h.md5),
             (h.size - v.offset) as f64 / 1e6 / secs.max(1e-9)
         );
-        sh.progress.suspend(|| println!("{line}"));
     }
     Frame::Result {
         id: h.id,

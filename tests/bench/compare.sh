@@ -3,12 +3,16 @@
 #
 #   one large file:  md5sum alone, nc, nc + md5sum on both ends,
 #                    nc + md5sum + fsync, rsync -a (daemon), ftx
-#   many small files: tar | nc, tar | nc + fsync, rsync -a (daemon), ftx
+#   many small files: tar | nc, tar | nc + sync -f, tar | nc + fsync each,
+#                     rsync -a (daemon), ftx
 #
 # Each measurement runs RUNS times (default 3), every run into a fresh
-# output directory that is removed afterwards; the table shows medians in
-# seconds and ratios against md5sum (large file) and against tar|nc + sync
-# (small files). Every received copy is checked against the source (outside
+# output directory; the table shows medians in seconds and ratios against
+# md5sum (large file) and against tar|nc + sync -f (small files). The small-
+# file methods take turns run by run, and their output stays until all runs
+# are done: creating files right after deleting thousands is several times
+# slower on some disks, and the turns spread whatever the disk does over all
+# methods alike. Every received copy is checked against the source (outside
 # the timed part); a mismatch or a failed tool stops the script.
 #
 # Not part of `cargo test`. Run from anywhere:
@@ -22,9 +26,11 @@
 # apt-get when they are missing. Linux only (uses ss, /proc).
 #
 # Notes on fairness: all sources are in the page cache (caches are not
-# dropped between runs). ftx fsyncs every received file before renaming it
-# into place; plain nc, tar and rsync -a do not, hence the "+ sync" rows,
-# which fsync each received file (coreutils `sync FILE...`). ftx send runs
+# dropped between runs). ftx makes every received file durable before it
+# reports it (in batches: syncfs, renames, syncfs); plain nc, tar and rsync
+# -a do not, hence the "+ sync" rows: `sync -f` syncs the file system of the
+# received tree once (the same durability, the fastest way), and "fsync
+# each" runs coreutils `sync FILE...` on every received file. ftx send runs
 # with --no-cache, so that later runs do not reuse the first run's digests.
 
 set -euo pipefail
@@ -198,6 +204,7 @@ check_big() { cmp -s "$big" "$1" || die "$2: $1 differs from the source"; }
 check_small() { diff -r "$src/small" "$1" >/dev/null || die "$2: $1 differs from the source"; }
 
 fsync_tree() { find "$1" -type f -exec sync -- {} +; }
+syncfs_tree() { sync -f "$1"; }
 
 m_md5sum() {
     local t
@@ -261,7 +268,7 @@ m_ftx_big() {
     check_big "$1/big.bin" "ftx"
 }
 
-# $2: "" | sync
+# $2: "" | syncfs | sync
 tar_nc() {
     local out=$1 mode=$2 port t
     port=$(free_port $((20000 + RANDOM % 12000)))
@@ -272,21 +279,24 @@ tar_nc() {
     t=$(now)
     tar c -C "$src" small | nc -N 127.0.0.1 "$port"
     finish_bg "$rx" || die "tar|nc receiver failed"
+    [[ $mode != syncfs ]] || syncfs_tree "$out/small"
     [[ $mode != sync ]] || fsync_tree "$out/small"
     elapsed "$t"
     check_small "$out/small" "tar|nc"
 }
 m_tar_nc() { tar_nc "$1" ""; }
+m_tar_nc_syncfs() { tar_nc "$1" syncfs; }
 m_tar_nc_sync() { tar_nc "$1" sync; }
 
+# Into a fresh directory of the module, named after $1; measure_turns
+# removes it with the others.
 m_rsync_small() {
-    local t
-    rm -rf "$rout" && mkdir "$rout"
+    local t sub
+    sub=$(basename "$1")
     t=$(now)
-    rsync -a "$src/small" "rsync://127.0.0.1:$rport/mod/"
+    rsync -a "$src/small" "rsync://127.0.0.1:$rport/mod/$sub/"
     elapsed "$t"
-    check_small "$rout/small" "rsync"
-    rm -rf "$rout" && mkdir "$rout"
+    check_small "$rout/$sub/small" "rsync"
 }
 
 m_ftx_small() {
@@ -309,10 +319,45 @@ measure() {
         times+=("$secs")
         rm -rf "$out"
     done
-    median[$key]=$(printf '%s\n' "${times[@]}" | sort -g | awk '
+    set_median "$key" "${times[@]}"
+}
+
+# set_median KEY TIMES...: stores and reports the median of TIMES.
+set_median() {
+    local key=$1
+    shift
+    median[$key]=$(printf '%s\n' "$@" | sort -g | awk '
         { v[NR] = $1 }
         END { printf "%.3f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
-    echo "  $key: ${times[*]} -> median ${median[$key]} s" >&2
+    echo "  $key: $* -> median ${median[$key]} s" >&2
+}
+
+# measure_turns KEY FUNCTION [KEY FUNCTION...]: RUNS rounds in which each
+# method runs once, in turn, into a fresh directory; the directories are
+# removed only after the last round.
+measure_turns() {
+    local -a keys=() fns=()
+    local -A took=()
+    local r i out
+    while (($#)); do
+        keys+=("$1")
+        fns+=("$2")
+        shift 2
+    done
+    for ((r = 1; r <= RUNS; r++)); do
+        for i in "${!keys[@]}"; do
+            out=$W/turn-$i-$r
+            mkdir "$out"
+            secs=""
+            "${fns[$i]}" "$out"
+            took[$i]+="$secs "
+        done
+    done
+    for i in "${!keys[@]}"; do
+        # shellcheck disable=SC2086 # a list of numbers
+        set_median "${keys[$i]}" ${took[$i]}
+    done
+    rm -rf "$W"/turn-* "$rout"/turn-*
 }
 
 big_rows=()
@@ -329,11 +374,9 @@ fi
 small_rows=()
 if ((FILES > 0)); then
     echo "small files, $RUNS runs each:" >&2
-    small_rows=("tar|nc" "tar|nc + sync" "rsync -a dir" "ftx dir")
-    measure "tar|nc" m_tar_nc
-    measure "tar|nc + sync" m_tar_nc_sync
-    measure "rsync -a dir" m_rsync_small
-    measure "ftx dir" m_ftx_small
+    small_rows=("tar|nc" "tar|nc + sync -f" "tar|nc + fsync each" "rsync -a dir" "ftx dir")
+    measure_turns "tar|nc" m_tar_nc "tar|nc + sync -f" m_tar_nc_syncfs \
+        "tar|nc + fsync each" m_tar_nc_sync "rsync -a dir" m_rsync_small "ftx dir" m_ftx_small
 fi
 
 # --- report -------------------------------------------------------------------------
@@ -355,10 +398,10 @@ if ((bytes > 0)); then
 fi
 if ((FILES > 0)); then
     echo
-    echo "$FILES small files, $small_bytes bytes; ratio = time / (tar|nc + sync)"
+    echo "$FILES small files, $small_bytes bytes; ratio = time / (tar|nc + sync -f)"
     printf '%-22s %10s %10s %8s\n' "method" "median s" "files/s" "ratio"
     for k in "${small_rows[@]}"; do
-        awk -v k="$k" -v s="${median[$k]}" -v n="$FILES" -v ref="${median["tar|nc + sync"]}" 'BEGIN {
+        awk -v k="$k" -v s="${median[$k]}" -v n="$FILES" -v ref="${median["tar|nc + sync -f"]}" 'BEGIN {
             s0 = (s > 0) ? s : 1e-9; r0 = (ref > 0) ? ref : 1e-9
             printf "%-22s %10.3f %10.1f %8.2f\n", k, s, n / s0, s / r0 }'
     done
