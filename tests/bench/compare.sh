@@ -31,7 +31,11 @@
 # -a do not, hence the "+ sync" rows: `sync -f` syncs the file system of the
 # received tree once (the same durability, the fastest way), and "fsync
 # each" runs coreutils `sync FILE...` on every received file. ftx send runs
-# with --no-cache, so that later runs do not reuse the first run's digests.
+# with --no-cache, so that later runs do not reuse the first run's digests,
+# except in the "digest cached" row (the re-send after a failed attempt).
+# Each method reads its source again in every run, so the page cache stays
+# warm even where the kernel pages out what was idle for a while (this
+# development VM runs DAMON with a pageout scheme: about 30 s).
 
 set -euo pipefail
 
@@ -245,9 +249,10 @@ m_rsync_big() {
     rm -rf "$rout" && mkdir "$rout"
 }
 
-# ftx: receiver --once, reads "listening on ADDR:PORT", then send. $2: source.
+# ftx: receiver --once, reads "listening on ADDR:PORT", then send. $2: source;
+# $3: "cached" to let the sender use its digest cache (kept in $W/cache).
 ftx_run() {
-    local out=$1 what=$2 t addr="" i rx
+    local out=$1 what=$2 cached=${3:-} t addr="" i rx
     start_bg "$FTX" recv --once -q --port 0 --bind 127.0.0.1 --out "$out" >"$W/ftx-recv.out" 2>"$W/ftx-recv.err"
     rx=$bg
     for ((i = 0; i < 1000; i++)); do
@@ -259,12 +264,21 @@ ftx_run() {
     [[ -n $addr ]] || die "ftx recv did not print its address within 10 s"
     t=$(now)
     # --no-cache: every run hashes its source, like the other methods.
-    "$FTX" send -q --no-cache "$what" "$addr" || die "ftx send failed"
+    local cache=(--no-cache)
+    [[ $cached != cached ]] || cache=()
+    XDG_CACHE_HOME=$W/cache "$FTX" send -q "${cache[@]}" "$what" "$addr" || die "ftx send failed"
     finish_bg "$rx" || die "ftx recv failed: $(cat "$W/ftx-recv.err")"
     elapsed "$t"
 }
 m_ftx_big() {
     ftx_run "$1" "$big"
+    check_big "$1/big.bin" "ftx"
+}
+# The same file again after an interrupted or failed attempt: its digest is
+# in the sender's cache (one untimed run before puts it there), the target
+# is fresh.
+m_ftx_big_cached() {
+    ftx_run "$1" "$big" cached
     check_big "$1/big.bin" "ftx"
 }
 
@@ -363,13 +377,15 @@ measure_turns() {
 big_rows=()
 if ((bytes > 0)); then
     echo "large file, $RUNS runs each:" >&2
-    big_rows=("md5sum" "nc" "nc + md5sum" "nc + md5sum + sync" "rsync -a" "ftx")
+    big_rows=("md5sum" "nc" "nc + md5sum" "nc + md5sum + sync" "rsync -a" "ftx" "ftx, digest cached")
     measure "md5sum" m_md5sum
     measure "nc" m_nc
     measure "nc + md5sum" m_nc_md5
     measure "nc + md5sum + sync" m_nc_md5_sync
     measure "rsync -a" m_rsync_big
     measure "ftx" m_ftx_big
+    mkdir "$W/prime" && m_ftx_big_cached "$W/prime" && rm -rf "$W/prime"
+    measure "ftx, digest cached" m_ftx_big_cached
 fi
 small_rows=()
 if ((FILES > 0)); then
@@ -388,7 +404,7 @@ echo "tools: $(nc -h 2>&1 | head -n1), $(rsync --version | head -n1 | sed 's/  *
 echo "runs: $RUNS per row, medians; sources in page cache; loopback 127.0.0.1"
 if ((bytes > 0)); then
     echo
-    echo "one file, $bytes bytes ($(numfmt --to=iec-i "$bytes")B); ratio = time / md5sum"
+    echo "one file, $bytes bytes ($(numfmt --to=iec-i "$bytes")B); ratio = time / md5sum; ftx ratio to 2 x md5sum: $(awk -v f="${median[ftx]}" -v m="${median[md5sum]}" 'BEGIN { printf "%.3f", (m > 0) ? f / (2 * m) : 0 }')"
     printf '%-22s %10s %10s %8s\n' "method" "median s" "MB/s" "ratio"
     for k in "${big_rows[@]}"; do
         awk -v k="$k" -v s="${median[$k]}" -v b="$bytes" -v ref="${median[md5sum]}" 'BEGIN {
