@@ -1,7 +1,6 @@
 //! MD5 helpers shared by both roles: hashing a file with progress, and hex.
 
-use md5::digest::common::hazmat::{SerializableState, SerializedState};
-use md5::{Digest, Md5};
+use crate::md5core::Md5;
 use std::io::{self, Read};
 
 /// An MD5 digest.
@@ -20,14 +19,14 @@ pub fn hex(d: &[u8]) -> String {
         })
 }
 
-/// A running MD5.
+/// A running MD5 (see [`crate::md5core`]).
 #[derive(Clone, Default)]
 pub struct Hasher(Md5);
 
 impl Hasher {
     /// A fresh hasher.
     pub fn new() -> Self {
-        Hasher(Md5::new())
+        Hasher(Md5::default())
     }
     /// Adds bytes.
     pub fn update(&mut self, b: &[u8]) {
@@ -35,19 +34,18 @@ impl Hasher {
     }
     /// The digest of everything added.
     pub fn finish(self) -> Md5Digest {
-        self.0.finalize().into()
+        self.0.finish()
     }
 
     /// The hasher's internal state as bytes, to continue it later.
     pub fn save(&self) -> Vec<u8> {
-        self.0.serialize().to_vec()
+        self.0.save()
     }
 
     /// A hasher continued from [`Hasher::save`]'s bytes; `None` if they are
     /// not a valid state.
     pub fn restore(bytes: &[u8]) -> Option<Hasher> {
-        let state = SerializedState::<Md5>::try_from(bytes).ok()?;
-        Md5::deserialize(&state).ok().map(Hasher)
+        Md5::restore(bytes).map(Hasher)
     }
 }
 
@@ -67,6 +65,19 @@ pub fn hash_reader(
         return hash_serial(r, len, progress);
     }
     hash_overlapped(r, len, progress)
+}
+
+/// Reads exactly `len` bytes of `r` (a small file, whole) and hashes them:
+/// the bytes and their digest.
+pub fn read_and_hash(mut r: impl Read, len: u64) -> io::Result<(Vec<u8>, Md5Digest)> {
+    let mut data = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
+    let n = fill(&mut r, &mut data)?;
+    if n < data.len() {
+        return Err(shrank(n as u64, len));
+    }
+    let mut h = Hasher::new();
+    h.update(&data);
+    Ok((data, h.finish()))
 }
 
 /// Files from this size on are read by a helper thread while hashed.
@@ -207,6 +218,15 @@ mod tests {
             let e = hash_reader(&data[..], len, |_| {}).expect_err("short");
             assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         }
+    }
+
+    #[test]
+    fn read_and_hash_keeps_the_bytes() {
+        let (data, d) = read_and_hash(&b"abcdef"[..], 3).expect("read");
+        assert_eq!(data, b"abc");
+        assert_eq!(hex(&d), "900150983cd24fb0d6963f7d28e17f72");
+        let e = read_and_hash(&b"ab"[..], 3).expect_err("short");
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod conn;
 pub mod digest;
 pub mod events;
 pub mod exit;
+pub mod md5core;
 pub mod net;
 pub mod partial;
 pub mod progress;

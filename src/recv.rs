@@ -589,7 +589,9 @@ fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Result<Stats> {
             bar,
             parent: None,
         };
-        let result = s.run();
+        // Files already verified are placed even if the session breaks:
+        // the commit thread goes on with what is queued.
+        let result = s.serve();
         s.bar.finish_and_clear();
         commits.close();
         if committer.join().is_err() {
@@ -628,12 +630,6 @@ fn fail_session(conn: &mut Conn<Deadlined>, e: ConnError, when: &str) -> anyhow:
 }
 
 impl<'a> Session<'a, '_> {
-    fn run(&mut self) -> Result<()> {
-        // Files already verified are placed even if the session breaks:
-        // the commit thread goes on with what is queued.
-        self.serve()
-    }
-
     /// Waits until the commit thread has placed every verified file and
     /// answered for it, and counts what it did.
     fn drain_commits(&mut self) -> Result<()> {

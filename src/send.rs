@@ -12,7 +12,7 @@
 use crate::cache::DigestCache;
 use crate::config::SendConfig;
 use crate::conn::{Conn, ConnError};
-use crate::digest::{hash_reader, hex, Hasher, Md5Digest};
+use crate::digest::{hash_reader, hex, read_and_hash, Md5Digest};
 use crate::events::{mb_per_s, Event, Events};
 use crate::exit::{Exit, ExitError};
 use crate::net;
@@ -26,7 +26,6 @@ use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{self, Read};
 use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -1133,19 +1132,14 @@ fn prepare(
         });
     }
     if md.len() <= INLINE_MAX {
-        return match read_small(&file, md.len()) {
-            Ok(data) => {
-                // Hashed in microseconds: not worth a line on the hashing bar.
-                let mut h = Hasher::new();
-                h.update(&data);
-                let md5 = h.finish();
-                Prepared::File(Source {
-                    file,
-                    md,
-                    md5,
-                    data: Some(data),
-                })
-            }
+        // Hashed in microseconds: not worth a line on the hashing bar.
+        return match read_and_hash(&file, md.len()) {
+            Ok((data, md5)) => Prepared::File(Source {
+                file,
+                md,
+                md5,
+                data: Some(data),
+            }),
             Err(e) => Prepared::Unreadable(format!("cannot read {local}: {e}")),
         };
     }
@@ -1164,27 +1158,6 @@ fn prepare(
         }
         Err(e) => Prepared::Unreadable(format!("cannot read {local}: {e}")),
     }
-}
-
-/// Reads exactly `len` bytes, the whole of a small file.
-fn read_small(mut file: &File, len: u64) -> io::Result<Vec<u8>> {
-    let want = usize::try_from(len).map_err(io::Error::other)?;
-    let mut data = vec![0u8; want];
-    let mut got = 0;
-    while got < want {
-        match file.read(&mut data[got..]) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("file shrank while it was read ({got} of {len} bytes)"),
-                ))
-            }
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(data)
 }
 
 /// HELLO → WELCOME.
