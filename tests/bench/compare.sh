@@ -33,9 +33,12 @@
 # each" runs coreutils `sync FILE...` on every received file. ftx send runs
 # with --no-cache, so that later runs do not reuse the first run's digests,
 # except in the "digest cached" row (the re-send after a failed attempt).
-# Each method reads its source again in every run, so the page cache stays
-# warm even where the kernel pages out what was idle for a while (this
-# development VM runs DAMON with a pageout scheme: about 30 s).
+# Every run starts with a `sync` (untimed): a sync inside a run (ftx's
+# syncfs, `sync -f`) would otherwise also write out what earlier runs of
+# other methods left dirty. Each method reads its source again in every
+# run, so the page cache stays warm even where the kernel pages out what
+# was idle for a while (this development VM runs DAMON with a pageout
+# scheme: about 30 s).
 
 set -euo pipefail
 
@@ -328,6 +331,7 @@ measure() {
     for ((r = 1; r <= RUNS; r++)); do
         out=$W/out-$r
         rm -rf "$out" && mkdir "$out"
+        sync # nothing dirty from earlier runs: see "Notes on fairness"
         secs=""
         "$fn" "$out"
         times+=("$secs")
@@ -362,6 +366,7 @@ measure_turns() {
         for i in "${!keys[@]}"; do
             out=$W/turn-$i-$r
             mkdir "$out"
+            sync # nothing dirty from earlier runs: see "Notes on fairness"
             secs=""
             "${fns[$i]}" "$out"
             took[$i]+="$secs "
