@@ -36,8 +36,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_status, dirs, free_port, ftx_cmd, md5_hex, names_in, run_with_timeout, send_cmd, show,
-    text, write_random, Bg, Dirs, Mode, Proxy, Receiver, SEND_TIMEOUT,
+    assert_status, assert_trees_equal, dirs, free_port, ftx_cmd, md5_hex, names_in,
+    run_with_timeout, send_cmd, show, text, write_random, Bg, Dirs, Mode, Proxy, Receiver,
+    SEND_TIMEOUT,
 };
 use serde_json::Value;
 
@@ -1248,4 +1249,47 @@ fn issue3_body_that_takes_longer_than_the_timeout_is_not_cut_off() {
     assert_status(&out, 0, "slow body with --timeout 1");
     assert!(!text(&out.stderr).contains("retrying"), "{}", show(&out));
     assert_eq!(md5_hex(d.out.join("slow.bin")), md5);
+}
+
+/// Many small files through a connection cut half way. The receiver's
+/// commit thread still places the files verified before the cut (their
+/// RESULTs may be lost with the connection); the retry finds them there,
+/// identical, and sends the rest. The tree arrives whole, with no partial
+/// or state file left.
+#[test]
+fn small_files_cut_half_way_arrive_whole_after_a_retry() {
+    let d = dirs();
+    let tree = d.src.join("many");
+    let mut total = 0;
+    for i in 0..300u64 {
+        let dir = tree.join(format!("d{}", i % 6));
+        fs::create_dir_all(&dir).expect("create a source directory");
+        let size = 1 + (i * 7919) % 20_000;
+        write_random(dir.join(format!("f{i:03}.bin")), size, 600 + i);
+        total += size;
+    }
+    let rx = Receiver::start(&d.out, &["-q"]);
+    let cut = total / 2;
+    let proxy = Proxy::start(rx.addr, Mode::CutAfter(cut));
+    let mut tx = Bg::spawn(sender(&[], &[&tree], proxy.addr));
+    let cut_seen = poll_until(WAIT, || {
+        proxy.bytes_client_to_server() >= cut || tx.has_exited()
+    });
+    assert!(cut_seen, "the proxy never forwarded {cut} bytes");
+    proxy.set_mode(Mode::Pass);
+    let out = tx.finish(SEND_TIMEOUT);
+    assert_status(
+        &out,
+        0,
+        "sender of 300 small files through a cut connection",
+    );
+    let err = text(&out.stderr);
+    assert!(err.contains("retrying"), "sender reports the retry:\n{err}");
+    assert_trees_equal(&tree, d.out.join("many"));
+    let mut left = Vec::new();
+    for i in 0..6 {
+        let dir = d.out.join("many").join(format!("d{i}"));
+        left.extend(names_in(&dir).into_iter().filter(|n| n.contains(".ftx-")));
+    }
+    assert!(left.is_empty(), "partial or state files left: {left:?}");
 }
