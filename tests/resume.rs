@@ -190,6 +190,21 @@ fn interrupt_with_cut(rx: &Receiver, file: &Path, cut: u64, nth: usize) -> u64 {
     kept
 }
 
+/// Sends `paths` (default options) to `rx` through a proxy that cuts the
+/// first connection after `cut` bytes and lets everything through once the
+/// cut has happened; the sender's output, and the proxy for its counts.
+fn send_through_a_cut(rx: &Receiver, paths: &[&Path], cut: u64) -> (Output, Proxy) {
+    let proxy = Proxy::start(rx.addr, Mode::CutAfter(cut));
+    let mut tx = Bg::spawn(sender(&[], paths, proxy.addr));
+    // The cut has happened once the proxy forwarded `cut` bytes.
+    let cut_seen = poll_until(WAIT, || {
+        proxy.bytes_client_to_server() >= cut || tx.has_exited()
+    });
+    assert!(cut_seen, "the proxy never forwarded {cut} bytes");
+    proxy.set_mode(Mode::Pass);
+    (tx.finish(SEND_TIMEOUT), proxy)
+}
+
 // ---------------------------------------------------------------------------
 // A child process watched in the background
 // ---------------------------------------------------------------------------
@@ -337,18 +352,10 @@ fn issue3_connection_cut_after_70_mib_sender_reconnects_and_resumes() {
     write_random(&file, size, 303);
     let md5 = md5_hex(&file);
     let mut rx = Receiver::start(&d.out, &["-q"]);
-    let proxy = Proxy::start(rx.addr, Mode::CutAfter(cut));
-
-    let mut tx = Bg::spawn(sender(&[], &[&file], proxy.addr));
-    // The cut has happened once the proxy forwarded `cut` bytes. The sender
-    // waits >= 200 ms before reconnecting; even if that connection were
-    // still accepted in CutAfter mode, the rest (~32 MiB) fits under the cut.
-    let cut_seen = poll_until(WAIT, || {
-        proxy.bytes_client_to_server() >= cut || tx.has_exited()
-    });
-    assert!(cut_seen, "the proxy never forwarded {cut} bytes");
-    proxy.set_mode(Mode::Pass);
-    let out = tx.finish(SEND_TIMEOUT);
+    // The sender waits >= 200 ms before reconnecting; even if that
+    // connection were still accepted in CutAfter mode, the rest (~32 MiB)
+    // fits under the cut.
+    let (out, proxy) = send_through_a_cut(&rx, &[&file], cut);
     assert_status(&out, 0, "sender through a cut connection");
     let err = text(&out.stderr);
     assert!(err.contains("retrying"), "sender reports the retry:\n{err}");
@@ -1269,15 +1276,7 @@ fn small_files_cut_half_way_arrive_whole_after_a_retry() {
         total += size;
     }
     let rx = Receiver::start(&d.out, &["-q"]);
-    let cut = total / 2;
-    let proxy = Proxy::start(rx.addr, Mode::CutAfter(cut));
-    let mut tx = Bg::spawn(sender(&[], &[&tree], proxy.addr));
-    let cut_seen = poll_until(WAIT, || {
-        proxy.bytes_client_to_server() >= cut || tx.has_exited()
-    });
-    assert!(cut_seen, "the proxy never forwarded {cut} bytes");
-    proxy.set_mode(Mode::Pass);
-    let out = tx.finish(SEND_TIMEOUT);
+    let (out, _proxy) = send_through_a_cut(&rx, &[&tree], total / 2);
     assert_status(
         &out,
         0,
