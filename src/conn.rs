@@ -105,7 +105,7 @@ impl<S: Read + Write> Conn<S> {
             }
             // Answers queued while buffered frames were handled go out
             // before this side waits for more: one write for many frames.
-            self.flush_queued()?;
+            self.flush()?;
             let n = read_retry(&mut self.stream, &mut self.rbuf[self.rend..])?;
             if n == 0 {
                 return if self.rend == 0 {
@@ -139,7 +139,7 @@ impl<S: Read + Write> Conn<S> {
         if left == 0 {
             return Ok(());
         }
-        self.flush_queued()?;
+        self.flush()?;
         if self.body_buf.is_empty() {
             self.body_buf = vec![0u8; BODY_CHUNK];
         }
@@ -175,14 +175,6 @@ impl<S: Read + Write> Conn<S> {
     /// Queues a frame and flushes everything queued.
     pub fn send(&mut self, frame: &Frame) -> Result<(), ConnError> {
         self.queue(frame);
-        self.flush()
-    }
-
-    /// Writes out queued frames, if any.
-    fn flush_queued(&mut self) -> Result<(), ConnError> {
-        if self.wbuf.is_empty() {
-            return Ok(());
-        }
         self.flush()
     }
 
