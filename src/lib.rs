@@ -25,6 +25,7 @@ pub mod digest;
 pub mod events;
 pub mod exit;
 pub mod md5core;
+pub mod md5multi;
 pub mod net;
 pub mod partial;
 pub mod progress;

@@ -25,10 +25,10 @@ pub type Digest = [u8; 16];
 /// buffer as a length byte and 63 bytes (the layout of `md-5` 0.11).
 pub const SAVED_LEN: usize = 16 + 8 + 64;
 
-const INIT: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
+pub(crate) const INIT: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
 
 /// The 64 round constants, `floor(abs(sin(i + 1)) * 2^32)`.
-const RC: [u32; 64] = [
+pub(crate) const RC: [u32; 64] = [
     0xd76a_a478,
     0xe8c7_b756,
     0x2420_70db,
