@@ -756,17 +756,42 @@ impl Drop for Pipeline {
 }
 
 /// A file smaller than one block: no block can complete, so there is
-/// nothing to checkpoint, and hashing inline costs less than threads.
+/// nothing to checkpoint. Its body is kept in memory until it is whole,
+/// so that the receiver can hash many such files together.
 pub struct SmallWriter {
-    out: BufWriter<File>,
-    md5: Hasher,
-    pos: u64,
+    file: File,
+    body: Vec<u8>,
 }
 
-/// Writes a file's body into its partial, hashing it: inline for files
-/// smaller than one block, else through a [`Pipeline`].
+/// A small file's whole body, in memory.
+pub struct Held {
+    file: File,
+    body: Vec<u8>,
+}
+
+impl Held {
+    /// Writes the body into the partial.
+    pub fn write_out(&mut self) -> io::Result<()> {
+        self.file.write_all(&self.body)
+    }
+
+    /// The partial and the body.
+    pub fn into_parts(self) -> (File, Vec<u8>) {
+        (self.file, self.body)
+    }
+}
+
+/// How a body ended: flushed and hashed, or held in memory, not yet
+/// written nor hashed.
+pub enum Finished {
+    Ready(File, Md5Digest),
+    Held(Held),
+}
+
+/// Writes a file's body into its partial, hashing it, through a
+/// [`Pipeline`]; or holds it in memory, for a file smaller than one block.
 pub enum PartialWriter {
-    /// Under [`BLOCK`] bytes.
+    /// Under [`BLOCK`] bytes (so never resumed: it has no block).
     Small(SmallWriter),
     /// [`BLOCK`] bytes or more.
     Piped(Pipeline),
@@ -781,11 +806,13 @@ impl PartialWriter {
         md5_expected: Md5Digest,
         start: Start,
     ) -> io::Result<Self> {
-        if size < BLOCK {
+        if size < BLOCK && start.pos == 0 {
+            // Below BLOCK: the allocation is bounded whatever the peer
+            // announced.
+            let size = usize::try_from(size).map_err(io::Error::other)?;
             return Ok(PartialWriter::Small(SmallWriter {
-                out: BufWriter::with_capacity(WRITE_BUF.min(size as usize).max(8192), file),
-                md5: start.md5,
-                pos: start.pos,
+                file,
+                body: Vec::with_capacity(size),
             }));
         }
         Pipeline::new(dir, names, file, size, md5_expected, start).map(PartialWriter::Piped)
@@ -795,9 +822,8 @@ impl PartialWriter {
     pub fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
         match self {
             PartialWriter::Small(w) => {
-                w.md5.update(chunk);
-                w.pos += chunk.len() as u64;
-                w.out.write_all(chunk)
+                w.body.extend_from_slice(chunk);
+                Ok(())
             }
             PartialWriter::Piped(p) => p.write(chunk),
         }
@@ -806,7 +832,7 @@ impl PartialWriter {
     /// Bytes written so far (including a resumed prefix).
     pub fn position(&self) -> u64 {
         match self {
-            PartialWriter::Small(w) => w.pos,
+            PartialWriter::Small(w) => w.body.len() as u64,
             PartialWriter::Piped(p) => p.position(),
         }
     }
@@ -820,14 +846,28 @@ impl PartialWriter {
         }
     }
 
+    /// Ends the body: a piped file is flushed and its MD5 known; a small
+    /// file's body comes back held.
+    pub fn end(self) -> io::Result<Finished> {
+        match self {
+            PartialWriter::Small(w) => Ok(Finished::Held(Held {
+                file: w.file,
+                body: w.body,
+            })),
+            PartialWriter::Piped(p) => p.finish().map(|(f, d)| Finished::Ready(f, d)),
+        }
+    }
+
     /// Flushes and returns the file and the MD5 of the whole content.
     pub fn finish(self) -> io::Result<(File, Md5Digest)> {
-        match self {
-            PartialWriter::Small(w) => {
-                let file = w.out.into_inner().map_err(|e| e.into_error())?;
-                Ok((file, w.md5.finish()))
+        match self.end()? {
+            Finished::Ready(file, md5) => Ok((file, md5)),
+            Finished::Held(mut held) => {
+                held.write_out()?;
+                let mut md5 = Hasher::new();
+                md5.update(&held.body);
+                Ok((held.file, md5.finish()))
             }
-            PartialWriter::Piped(p) => p.finish(),
         }
     }
 }

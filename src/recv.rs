@@ -306,6 +306,10 @@ struct Session<'a, 'c> {
     dirs: Vec<(WireName, DirHeader)>,
     /// Accepted files whose BODY has not arrived yet, in acceptance order.
     awaiting: VecDeque<Awaiting<'a>>,
+    /// Small files whose bodies are written but not yet hashed.
+    small: Vec<Unhashed<'a>>,
+    /// Body bytes in `small`.
+    small_bytes: usize,
     /// Verified files go to the session's commit thread through this.
     commits: &'c Commits<'a>,
     stats: Stats,
@@ -335,6 +339,13 @@ const GROUP_FILES: usize = 16;
 /// ...or this many bytes before it syncs, unless the session is about to
 /// wait for the sender (who may be waiting for these RESULTs).
 const GROUP_BYTES: u64 = 4 << 20;
+
+/// Small files received are hashed together (see [`crate::md5multi`])
+/// once this many wait...
+const SMALL_FILES: usize = 64;
+/// ...or once their bodies take this many bytes, and whenever the session
+/// is about to wait for the sender.
+const SMALL_BYTES: usize = 4 << 20;
 
 /// Verified files on their way from a session thread to its commit thread,
 /// which makes them durable and puts them in place in batches (group
@@ -386,7 +397,7 @@ impl<'a> Commits<'a> {
         while !st.closed && (st.queue.len() >= COMMIT_FILES || st.queued_bytes >= COMMIT_BYTES) {
             st = self.wait(st);
         }
-        st.queued_bytes += v.h.size - v.offset;
+        st.queued_bytes += v.r.h.size - v.r.offset;
         st.queue.push(v);
         self.changed.notify_all();
     }
@@ -470,18 +481,84 @@ struct Awaiting<'a> {
     _guard: InflightGuard<'a>,
 }
 
-/// A verified file (mode, mtime and digest record applied) waiting to be
-/// made durable and renamed into place.
-struct Verified<'a> {
+/// A file whose whole body arrived, on its way to being verified and
+/// committed.
+struct Received<'a> {
     h: FileHeader,
     name: WireName,
     last: String,
     dir: Arc<Dir>,
     names: partial::Names,
-    file: std::fs::File,
     offset: u64,
     started: Instant,
     _guard: InflightGuard<'a>,
+}
+
+/// A verified file (mode, mtime and digest record applied) waiting to be
+/// made durable and renamed into place.
+struct Verified<'a> {
+    r: Received<'a>,
+    file: std::fs::File,
+}
+
+/// A small file written to its partial, its body kept in memory to be
+/// hashed with others (see [`crate::md5multi`]).
+struct Unhashed<'a> {
+    r: Received<'a>,
+    file: std::fs::File,
+    body: Vec<u8>,
+}
+
+/// Why a file failed, for its RESULT and the log.
+struct Failure {
+    id: u32,
+    /// The name as shown (escaped).
+    shown: String,
+    status: u8,
+    md5: Md5Digest,
+    message: String,
+}
+
+/// Checks a received file's content against the offer, then applies its
+/// mode and mtime and records the digest. On failure the partial is
+/// discarded.
+fn verify(r: Received<'_>, file: std::fs::File, got: Md5Digest) -> Result<Verified<'_>, Failure> {
+    let h = &r.h;
+    let shown = || escape(r.name.as_str());
+    let failure = if got != h.md5 {
+        Failure {
+            id: h.id,
+            status: result_status::DIGEST_MISMATCH,
+            md5: got,
+            message: format!(
+                "integrity failure for '{}': header MD5 {}, received data MD5 {}{}; discarded",
+                shown(),
+                hex(&h.md5),
+                hex(&got),
+                if r.offset > 0 {
+                    " (after a resume)"
+                } else {
+                    ""
+                }
+            ),
+            shown: shown(),
+        }
+    } else if let Err(e) = apply_attrs(&file, h.mode, h.mtime_s, h.mtime_ns) {
+        Failure {
+            id: h.id,
+            status: result_status::IO_ERROR,
+            md5: got,
+            message: format!("cannot set mode/mtime of '{}': {e}", shown()),
+            shown: shown(),
+        }
+    } else {
+        if h.size >= RECORD_MIN_SIZE {
+            write_record(&file, &got);
+        }
+        return Ok(Verified { r, file });
+    };
+    r.names.discard(&r.dir);
+    Err(failure)
 }
 
 fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Result<Stats> {
@@ -584,6 +661,8 @@ fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Result<Stats> {
             seen: HashSet::new(),
             dirs: Vec::new(),
             awaiting: VecDeque::new(),
+            small: Vec::new(),
+            small_bytes: 0,
             commits: &commits,
             stats: Stats::default(),
             bar,
@@ -592,6 +671,7 @@ fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Result<Stats> {
         // Files already verified are placed even if the session breaks:
         // the commit thread goes on with what is queued.
         let result = s.serve();
+        s.verify_small();
         s.bar.finish_and_clear();
         commits.close();
         if committer.join().is_err() {
@@ -644,11 +724,13 @@ impl<'a> Session<'a, '_> {
     fn serve(&mut self) -> Result<()> {
         loop {
             if self.conn.buffered() == 0 && !self.conn.get_ref().readable_now() {
+                self.verify_small();
                 self.commits.nudge();
             }
             let frame = match self.conn.read_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => {
+                    self.verify_small();
                     let _ = self.drain_commits();
                     bail!(
                         "closed the connection before END ({} ok, {} failed)",
@@ -663,6 +745,7 @@ impl<'a> Session<'a, '_> {
                 Frame::Dir(h) => self.dir(h)?,
                 Frame::Body { id, offset, length } => self.body(id, offset, length)?,
                 Frame::End if self.awaiting.is_empty() => {
+                    self.verify_small();
                     self.drain_commits()?;
                     self.finish_dirs();
                     self.conn.send(&Frame::Summary {
@@ -1054,11 +1137,12 @@ impl<'a> Session<'a, '_> {
         let shown = escape(name.as_str());
         self.bar.set_message(shown.clone());
         let mut write_err: Option<io::Error> = None;
-        let bar = &self.bar;
         if length >= partial::BLOCK {
-            // This body takes a while: what is verified goes in place now.
+            // This body takes a while: what is received goes in place now.
+            self.verify_small();
             self.commits.nudge();
         }
+        let bar = &self.bar;
         let read = self.conn.read_body(length, |chunk| {
             if write_err.is_none() {
                 if let Err(e) = writer.write(chunk) {
@@ -1084,83 +1168,76 @@ impl<'a> Session<'a, '_> {
             return Err(fail_session(&mut self.conn, e, "in the middle of a body")
                 .context(format!("receiving '{shown}' ({kept})")));
         }
-        let finished = match write_err {
+        let ended = match write_err {
             Some(e) => Err(e),
-            None => writer.finish(),
+            None => writer.end(),
         };
-        let (file, got) = match finished {
-            Ok(pair) => pair,
-            Err(e) => {
-                names.discard(&dir);
-                return self.result_failed(
-                    h.id,
-                    &shown,
-                    result_status::IO_ERROR,
-                    [0; 16],
-                    format!("cannot write '{shown}': {e}"),
-                );
-            }
-        };
-        if got != h.md5 {
-            names.discard(&dir);
-            return self.result_failed(
-                h.id,
-                &shown,
-                result_status::DIGEST_MISMATCH,
-                got,
-                format!(
-                    "integrity failure for '{shown}': header MD5 {}, received data MD5 {}{}; discarded",
-                    hex(&h.md5),
-                    hex(&got),
-                    if offset > 0 { " (after a resume)" } else { "" }
-                ),
-            );
-        }
-        if let Err(e) = apply_attrs(&file, h.mode, h.mtime_s, h.mtime_ns) {
-            names.discard(&dir);
-            return self.result_failed(
-                h.id,
-                &shown,
-                result_status::IO_ERROR,
-                got,
-                format!("cannot set mode/mtime of '{shown}': {e}"),
-            );
-        }
-        if h.size >= RECORD_MIN_SIZE {
-            write_record(&file, &got);
-        }
-        self.commits.push(Verified {
+        let r = Received {
             h,
             name,
             last,
             dir,
             names,
-            file,
             offset,
             started,
             _guard,
+        };
+        let failure = match ended {
+            Ok(partial::Finished::Held(mut held)) => match held.write_out() {
+                Ok(()) => {
+                    let (file, body) = held.into_parts();
+                    self.small_bytes += body.len();
+                    self.small.push(Unhashed { r, file, body });
+                    if self.small.len() >= SMALL_FILES || self.small_bytes >= SMALL_BYTES {
+                        self.verify_small();
+                    }
+                    return Ok(());
+                }
+                Err(e) => e,
+            },
+            Ok(partial::Finished::Ready(file, got)) => {
+                match verify(r, file, got) {
+                    Ok(v) => self.commits.push(v),
+                    Err(f) => self.result_failed(f),
+                }
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        r.names.discard(&r.dir);
+        let message = format!("cannot write '{shown}': {failure}");
+        self.result_failed(Failure {
+            id: r.h.id,
+            shown,
+            status: result_status::IO_ERROR,
+            md5: [0; 16],
+            message,
         });
         Ok(())
     }
 
+    /// Hashes the small files received since the last call, together, and
+    /// hands those that check out to the commit thread.
+    fn verify_small(&mut self) {
+        if self.small.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.small);
+        self.small_bytes = 0;
+        let bodies: Vec<&[u8]> = batch.iter().map(|u| u.body.as_slice()).collect();
+        let digests = crate::md5multi::digests(&bodies);
+        for (u, got) in batch.into_iter().zip(digests) {
+            match verify(u.r, u.file, got) {
+                Ok(v) => self.commits.push(v),
+                Err(f) => self.result_failed(f),
+            }
+        }
+    }
+
     /// Reports a file that definitely failed and queues its RESULT.
-    fn result_failed(
-        &mut self,
-        id: u32,
-        path: &str,
-        status: u8,
-        md5: Md5Digest,
-        message: String,
-    ) -> Result<()> {
-        let frame = failed(
-            self.sh,
-            self.peer,
-            &mut self.stats,
-            (id, path, status, md5),
-            message,
-        );
+    fn result_failed(&mut self, f: Failure) {
+        let frame = failed(self.sh, self.peer, &mut self.stats, f);
         self.conn.queue(&frame);
-        Ok(())
     }
 }
 
@@ -1195,7 +1272,8 @@ fn commit(
     };
     let mut placed = Vec::with_capacity(batch.len());
     let mut lines = String::new();
-    for v in batch {
+    for Verified { r: v, file } in batch {
+        drop(file);
         let renamed = synced
             .as_ref()
             .map_err(|e| io::Error::new(e.kind(), e.to_string()))
@@ -1211,9 +1289,8 @@ fn commit(
             Err(e) => {
                 v.names.discard(&v.dir);
                 let shown = escape(v.name.as_str());
-                let msg = format!("cannot place '{shown}': {e}");
-                let what = (v.h.id, shown.as_str(), result_status::IO_ERROR, v.h.md5);
-                answer(failed(sh, peer, stats, what, msg));
+                let message = format!("cannot place '{shown}': {e}");
+                answer(failed(sh, peer, stats, io_failure(&v, shown, message)));
             }
         }
     }
@@ -1227,9 +1304,8 @@ fn commit(
         if let Err(e) = &dirs_synced {
             // The file is in place with verified content, but the rename
             // may not survive a crash: say so rather than claim success.
-            let msg = format!("cannot make '{shown}' durable: {e}");
-            let what = (v.h.id, shown.as_str(), result_status::IO_ERROR, v.h.md5);
-            answer(failed(sh, peer, stats, what, msg));
+            let message = format!("cannot make '{shown}' durable: {e}");
+            answer(failed(sh, peer, stats, io_failure(&v, shown, message)));
             continue;
         }
         answer(done(sh, peer, stats, &v, &shown, &mut lines));
@@ -1240,13 +1316,24 @@ fn commit(
     }
 }
 
+/// An I/O failure of a verified file (its RESULT carries the MD5).
+fn io_failure(r: &Received<'_>, shown: String, message: String) -> Failure {
+    Failure {
+        id: r.h.id,
+        shown,
+        status: result_status::IO_ERROR,
+        md5: r.h.md5,
+        message,
+    }
+}
+
 /// Counts and reports a file now in place (its line for stdout goes into
 /// `lines`); its RESULT ok.
 fn done(
     sh: &Shared,
     peer: SocketAddr,
     stats: &mut Stats,
-    v: &Verified<'_>,
+    v: &Received<'_>,
     shown: &str,
     lines: &mut String,
 ) -> Frame {
@@ -1287,33 +1374,25 @@ fn done(
 }
 
 /// Counts and reports a file that definitely failed; its RESULT.
-/// `what`: the entry's id, its name as shown, the status and the MD5.
-fn failed(
-    sh: &Shared,
-    peer: SocketAddr,
-    stats: &mut Stats,
-    what: (u32, &str, u8, Md5Digest),
-    message: String,
-) -> Frame {
-    let (id, path, status, md5) = what;
+fn failed(sh: &Shared, peer: SocketAddr, stats: &mut Stats, f: Failure) -> Frame {
     stats.failed += 1;
-    sh.log(&format!("{peer}: {message}"));
+    sh.log(&format!("{peer}: {}", f.message));
     sh.events.emit(&Event::FileFailed {
-        path: path.to_owned(),
-        reason: if status == result_status::DIGEST_MISMATCH {
+        path: f.shown,
+        reason: if f.status == result_status::DIGEST_MISMATCH {
             "integrity"
         } else {
             "io"
         }
         .into(),
-        message: message.clone(),
+        message: f.message.clone(),
         peer: Some(peer.to_string()),
     });
     Frame::Result {
-        id,
-        status,
-        md5,
-        message,
+        id: f.id,
+        status: f.status,
+        md5: f.md5,
+        message: f.message,
     }
 }
 

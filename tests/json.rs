@@ -504,6 +504,44 @@ fn corrupted_transfer_gives_integrity_failure_and_exit_4() {
 }
 
 #[test]
+fn one_corrupted_file_among_many_small_ones_fails_alone() {
+    // The receiver hashes small files together, many per batch: a flipped
+    // byte must fail exactly the file it lands in.
+    let d = dirs();
+    let dir = d.src.join("many");
+    fs::create_dir_all(&dir).expect("mkdir");
+    for i in 0..40u64 {
+        write_random(dir.join(format!("f{i:03}.bin")), 15_000 + i * 301, 100 + i);
+    }
+    let mut rx = JsonReceiver::start(&d.out, &["--once"]);
+    // Offers go first (about 4 KB for 40 files), then the bodies: byte
+    // 300,000 of the stream lies in a body half way through.
+    let proxy = Proxy::start(rx.addr, Mode::FlipByte(300_000));
+    let (out, events) = send_json(&["--retries", "0", s(&dir)], proxy.addr);
+    assert_status(&out, 4, "send through a bit-flipping proxy");
+    assert_eq!(of_kind(&events, "file_done").len(), 39, "{events:#?}");
+    let failed = of_kind(&events, "file_failed");
+    assert_eq!(failed.len(), 1, "{events:#?}");
+    assert_eq!(st(failed[0], "reason"), "integrity", "{}", failed[0]);
+    let bad = st(failed[0], "path").to_owned();
+
+    let (status, revents) = rx.finish_events();
+    assert_eq!(status.code(), Some(1), "recv --once after a mismatch");
+    assert_eq!(of_kind(&revents, "file_done").len(), 39, "{revents:#?}");
+    let rfailed = event_for(&revents, "file_failed", &bad);
+    assert_eq!(st(rfailed, "reason"), "integrity", "{rfailed}");
+    for i in 0..40u64 {
+        let name = format!("many/f{i:03}.bin");
+        let got = d.out.join(&name);
+        if name == bad {
+            assert!(!got.exists(), "the corrupted file is not kept");
+        } else {
+            assert_eq!(md5_hex(&got), md5_hex(d.src.join(&name)), "{name}");
+        }
+    }
+}
+
+#[test]
 fn nobody_listening_gives_retry_events_then_summary_with_exit_3() {
     let d = dirs();
     let file = d.src.join("one.bin");
