@@ -953,7 +953,7 @@ fn plan(items: Vec<Item>, streams: usize) -> (Vec<Vec<Item>>, Vec<Item>) {
 
 /// Offers in flight at most: many small files cost about one round trip,
 /// not one each.
-pub const WINDOW: usize = 64;
+pub const WINDOW: usize = 128;
 
 /// Messages handled in a row before the session thread offers and writes
 /// again.
@@ -991,7 +991,7 @@ struct Source {
 
 /// Files up to this size are read once, into memory, to be hashed and sent.
 /// With [`WINDOW`] offers in flight and as many hashed ahead, this bounds
-/// the memory held for them to 8 MiB.
+/// the memory held for them to 16 MiB.
 const INLINE_MAX: u64 = 64 << 10;
 
 /// Tracks how long the receiver has been silent *and* our socket has not
