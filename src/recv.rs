@@ -332,8 +332,11 @@ struct Parent {
 /// The session thread waits before queueing another verified file while
 /// this many wait for the commit thread...
 const COMMIT_FILES: usize = 256;
-/// ...or while they hold this many bytes.
+/// ...or while they hold this many bytes...
 const COMMIT_BYTES: u64 = 64 << 20;
+/// ...or while this many of those bytes are small files' bodies, held in
+/// memory for the commit thread to write.
+const HELD_BYTES: usize = 8 << 20;
 /// The commit thread waits for this many verified files...
 const GROUP_FILES: usize = 16;
 /// ...or this many bytes before it syncs, unless the session is about to
@@ -360,6 +363,8 @@ struct CommitState<'a> {
     queue: Vec<Verified<'a>>,
     /// Body bytes in `queue`.
     queued_bytes: u64,
+    /// Bytes of the bodies in `queue` held in memory.
+    held_bytes: usize,
     /// The commit thread is working on a batch.
     busy: bool,
     /// Commit what is queued now, without waiting for a full group.
@@ -394,10 +399,15 @@ impl<'a> Commits<'a> {
     /// Queues a verified file, first waiting while too much is queued.
     fn push(&self, v: Verified<'a>) {
         let mut st = self.lock();
-        while !st.closed && (st.queue.len() >= COMMIT_FILES || st.queued_bytes >= COMMIT_BYTES) {
+        while !st.closed
+            && (st.queue.len() >= COMMIT_FILES
+                || st.queued_bytes >= COMMIT_BYTES
+                || st.held_bytes >= HELD_BYTES)
+        {
             st = self.wait(st);
         }
         st.queued_bytes += v.r.h.size - v.r.offset;
+        st.held_bytes += v.body.len();
         st.queue.push(v);
         self.changed.notify_all();
     }
@@ -450,6 +460,7 @@ impl<'a> Commits<'a> {
                 st.busy = true;
                 st.urgent = false;
                 st.queued_bytes = 0;
+                st.held_bytes = 0;
                 std::mem::take(&mut st.queue)
             };
             self.changed.notify_all();
@@ -494,15 +505,18 @@ struct Received<'a> {
     _guard: InflightGuard<'a>,
 }
 
-/// A verified file (mode, mtime and digest record applied) waiting to be
-/// made durable and renamed into place.
+/// A verified file waiting to be written out (if small), given its mode,
+/// mtime and digest record, made durable and renamed into place: all of
+/// it on the commit thread.
 struct Verified<'a> {
     r: Received<'a>,
     file: std::fs::File,
+    /// The body, if not written to `file` yet (a small file).
+    body: Vec<u8>,
 }
 
-/// A small file written to its partial, its body kept in memory to be
-/// hashed with others (see [`crate::md5multi`]).
+/// A small file received, its body in memory to be hashed with others
+/// (see [`crate::md5multi`]).
 struct Unhashed<'a> {
     r: Received<'a>,
     file: std::fs::File,
@@ -519,46 +533,54 @@ struct Failure {
     message: String,
 }
 
-/// Checks a received file's content against the offer, then applies its
-/// mode and mtime and records the digest. On failure the partial is
-/// discarded.
-fn verify(r: Received<'_>, file: std::fs::File, got: Md5Digest) -> Result<Verified<'_>, Failure> {
+/// Checks a received file's content against the offer. On failure the
+/// partial is discarded.
+fn verify<'a>(
+    r: Received<'a>,
+    file: std::fs::File,
+    body: Vec<u8>,
+    got: Md5Digest,
+) -> Result<Verified<'a>, Failure> {
     let h = &r.h;
-    let shown = || escape(r.name.as_str());
-    let failure = if got != h.md5 {
-        Failure {
-            id: h.id,
-            status: result_status::DIGEST_MISMATCH,
-            md5: got,
-            message: format!(
-                "integrity failure for '{}': header MD5 {}, received data MD5 {}{}; discarded",
-                shown(),
-                hex(&h.md5),
-                hex(&got),
-                if r.offset > 0 {
-                    " (after a resume)"
-                } else {
-                    ""
-                }
-            ),
-            shown: shown(),
-        }
-    } else if let Err(e) = apply_attrs(&file, h.mode, h.mtime_s, h.mtime_ns) {
-        Failure {
-            id: h.id,
-            status: result_status::IO_ERROR,
-            md5: got,
-            message: format!("cannot set mode/mtime of '{}': {e}", shown()),
-            shown: shown(),
-        }
-    } else {
-        if h.size >= RECORD_MIN_SIZE {
-            write_record(&file, &got);
-        }
-        return Ok(Verified { r, file });
-    };
+    if got == h.md5 {
+        return Ok(Verified { r, file, body });
+    }
     r.names.discard(&r.dir);
-    Err(failure)
+    let shown = escape(r.name.as_str());
+    Err(Failure {
+        id: h.id,
+        status: result_status::DIGEST_MISMATCH,
+        md5: got,
+        message: format!(
+            "integrity failure for '{shown}': header MD5 {}, received data MD5 {}{}; discarded",
+            hex(&h.md5),
+            hex(&got),
+            if r.offset > 0 {
+                " (after a resume)"
+            } else {
+                ""
+            }
+        ),
+        shown,
+    })
+}
+
+/// Writes out a verified file's body if it is held, and applies its mode,
+/// mtime and digest record.
+fn write_verified(v: &Verified<'_>) -> Result<(), String> {
+    let shown = || escape(v.r.name.as_str());
+    if !v.body.is_empty() {
+        (&v.file)
+            .write_all(&v.body)
+            .map_err(|e| format!("cannot write '{}': {e}", shown()))?;
+    }
+    let h = &v.r.h;
+    apply_attrs(&v.file, h.mode, h.mtime_s, h.mtime_ns)
+        .map_err(|e| format!("cannot set mode/mtime of '{}': {e}", shown()))?;
+    if h.size >= RECORD_MIN_SIZE {
+        write_record(&v.file, &h.md5);
+    }
+    Ok(())
 }
 
 fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Result<Stats> {
@@ -1183,20 +1205,17 @@ impl<'a> Session<'a, '_> {
             _guard,
         };
         let failure = match ended {
-            Ok(partial::Finished::Held(mut held)) => match held.write_out() {
-                Ok(()) => {
-                    let (file, body) = held.into_parts();
-                    self.small_bytes += body.len();
-                    self.small.push(Unhashed { r, file, body });
-                    if self.small.len() >= SMALL_FILES || self.small_bytes >= SMALL_BYTES {
-                        self.verify_small();
-                    }
-                    return Ok(());
+            Ok(partial::Finished::Held(held)) => {
+                let (file, body) = held.into_parts();
+                self.small_bytes += body.len();
+                self.small.push(Unhashed { r, file, body });
+                if self.small.len() >= SMALL_FILES || self.small_bytes >= SMALL_BYTES {
+                    self.verify_small();
                 }
-                Err(e) => e,
-            },
+                return Ok(());
+            }
             Ok(partial::Finished::Ready(file, got)) => {
-                match verify(r, file, got) {
+                match verify(r, file, Vec::new(), got) {
                     Ok(v) => self.commits.push(v),
                     Err(f) => self.result_failed(f),
                 }
@@ -1227,7 +1246,7 @@ impl<'a> Session<'a, '_> {
         let bodies: Vec<&[u8]> = batch.iter().map(|u| u.body.as_slice()).collect();
         let digests = crate::md5multi::digests(&bodies);
         for (u, got) in batch.into_iter().zip(digests) {
-            match verify(u.r, u.file, got) {
+            match verify(u.r, u.file, u.body, got) {
                 Ok(v) => self.commits.push(v),
                 Err(f) => self.result_failed(f),
             }
@@ -1264,6 +1283,19 @@ fn commit(
         return;
     }
     let mut answer = |f: Frame| encode(&f, frames);
+    let mut batch = batch;
+    batch.retain(|v| match write_verified(v) {
+        Ok(()) => true,
+        Err(message) => {
+            v.r.names.discard(&v.r.dir);
+            let shown = escape(v.r.name.as_str());
+            answer(failed(sh, peer, stats, io_failure(&v.r, shown, message)));
+            false
+        }
+    });
+    if batch.is_empty() {
+        return;
+    }
     let lone = batch.len() == 1;
     let synced = if lone {
         batch[0].file.sync_all()
@@ -1272,7 +1304,7 @@ fn commit(
     };
     let mut placed = Vec::with_capacity(batch.len());
     let mut lines = String::new();
-    for Verified { r: v, file } in batch {
+    for Verified { r: v, file, .. } in batch {
         drop(file);
         let renamed = synced
             .as_ref()
