@@ -36,53 +36,33 @@ fn one(m: &[u8]) -> Digest {
     h.finish()
 }
 
-/// One message's place in its lane.
-struct Lane<'m> {
-    /// Index in the batch.
-    msg: usize,
-    data: &'m [u8],
-    /// Whole 64-byte blocks of `data`.
-    full: usize,
-    /// The rest of `data`, the padding and the length: one or two blocks.
-    tail: [u8; 128],
-    blocks: usize,
-    /// The next block to hash.
-    next: usize,
+/// The end of a message as MD5 pads it: its last bytes (fewer than a
+/// block), 0x80, zeros and its length in bits, in one block or two.
+struct Tail {
+    bytes: [u8; 128],
+    len: usize,
 }
 
-impl<'m> Lane<'m> {
-    fn new(msg: usize, data: &'m [u8]) -> Self {
-        let full = data.len() / 64;
-        let rest = &data[full * 64..];
-        let mut tail = [0u8; 128];
-        tail[..rest.len()].copy_from_slice(rest);
-        tail[rest.len()] = 0x80;
-        let tail_blocks = if rest.len() < 56 { 1 } else { 2 };
+impl Tail {
+    fn of(data: &[u8]) -> Tail {
+        let rest = &data[data.len() / 64 * 64..];
+        let mut bytes = [0u8; 128];
+        bytes[..rest.len()].copy_from_slice(rest);
+        bytes[rest.len()] = 0x80;
+        let len = if rest.len() < 56 { 64 } else { 128 };
         let bits = (data.len() as u64).wrapping_mul(8);
-        tail[tail_blocks * 64 - 8..tail_blocks * 64].copy_from_slice(&bits.to_le_bytes());
-        Lane {
-            msg,
-            data,
-            full,
-            tail,
-            blocks: full + tail_blocks,
-            next: 0,
-        }
+        bytes[len - 8..len].copy_from_slice(&bits.to_le_bytes());
+        Tail { bytes, len }
     }
 
-    fn block(&self) -> &[u8; 64] {
-        let (from, at) = if self.next < self.full {
-            (self.data, self.next * 64)
-        } else {
-            (&self.tail[..], (self.next - self.full) * 64)
-        };
-        from[at..at + 64].try_into().unwrap_or(&[0u8; 64])
+    fn blocks(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::Lane;
+    use super::Tail;
     use crate::md5core::{Digest, INIT};
 
     /// What an empty lane hashes (its result is never used).
@@ -94,38 +74,60 @@ mod x86 {
         msgs: &[&[u8]],
         compress: impl Fn(&mut [[u32; N]; 4], &[&[u8; 64]; N]),
     ) -> Vec<Digest> {
+        let tails: Vec<Tail> = msgs.iter().map(|m| Tail::of(m)).collect();
         let mut out = vec![[0u8; 16]; msgs.len()];
         let mut state = [[0u32; N]; 4];
-        let mut lanes: [Option<Lane<'_>>; N] = std::array::from_fn(|_| None);
-        let mut queued = msgs.iter().enumerate();
+        // Per lane: its message, whether it is in the tail, and the blocks
+        // of the current part (whole blocks of the message, or the tail)
+        // still to hash.
+        let mut msg = [usize::MAX; N];
+        let mut in_tail = [false; N];
+        let mut left: [&[u8]; N] = [&[]; N];
+        let mut queued = 0;
         loop {
-            let mut busy = 0;
-            for (l, slot) in lanes.iter_mut().enumerate() {
-                if slot.is_none() {
-                    if let Some((i, m)) = queued.next() {
-                        *slot = Some(Lane::new(i, m));
-                        for (w, init) in INIT.iter().enumerate() {
-                            state[w][l] = *init;
+            let mut run = usize::MAX;
+            for l in 0..N {
+                if left[l].is_empty() && msg[l] != usize::MAX {
+                    if in_tail[l] {
+                        let d = &mut out[msg[l]];
+                        for w in 0..4 {
+                            d[w * 4..w * 4 + 4].copy_from_slice(&state[w][l].to_le_bytes());
                         }
+                        msg[l] = usize::MAX;
+                    } else {
+                        left[l] = tails[msg[l]].blocks();
+                        in_tail[l] = true;
                     }
                 }
-                busy += usize::from(slot.is_some());
+                if msg[l] == usize::MAX && queued < msgs.len() {
+                    let m = msgs[queued];
+                    msg[l] = queued;
+                    queued += 1;
+                    left[l] = &m[..m.len() / 64 * 64];
+                    in_tail[l] = left[l].is_empty();
+                    if in_tail[l] {
+                        left[l] = tails[msg[l]].blocks();
+                    }
+                    for (w, init) in INIT.iter().enumerate() {
+                        state[w][l] = *init;
+                    }
+                }
+                if msg[l] != usize::MAX {
+                    run = run.min(left[l].len() / 64);
+                }
             }
-            if busy == 0 {
+            if run == usize::MAX {
                 return out;
             }
-            let blocks: [&[u8; 64]; N] =
-                std::array::from_fn(|l| lanes[l].as_ref().map_or(&IDLE, Lane::block));
-            compress(&mut state, &blocks);
-            for (l, slot) in lanes.iter_mut().enumerate() {
-                let Some(lane) = slot else { continue };
-                lane.next += 1;
-                if lane.next == lane.blocks {
-                    let d = &mut out[lane.msg];
-                    for w in 0..4 {
-                        d[w * 4..w * 4 + 4].copy_from_slice(&state[w][l].to_le_bytes());
+            // Every busy lane has `run` blocks before it needs attention.
+            for _ in 0..run {
+                let blocks: [&[u8; 64]; N] =
+                    std::array::from_fn(|l| left[l].first_chunk::<64>().unwrap_or(&IDLE));
+                compress(&mut state, &blocks);
+                for part in left.iter_mut() {
+                    if part.len() >= 64 {
+                        *part = &part[64..];
                     }
-                    *slot = None;
                 }
             }
         }
