@@ -755,12 +755,25 @@ impl Drop for Pipeline {
     }
 }
 
-/// A file smaller than one block: no block can complete, so there is
-/// nothing to checkpoint. Its body is kept in memory until it is whole,
-/// so that the receiver can hash many such files together.
+/// Bodies up to this size are held in memory until whole, so that the
+/// receiver can hash many of them together (their write waits too); a
+/// larger one is written and hashed as it arrives. Bounds what a session
+/// holds per file.
+pub const HOLD_MAX: u64 = 256 << 10;
+
+/// A small file's body, kept in memory until it is whole.
 pub struct SmallWriter {
     file: File,
     body: Vec<u8>,
+}
+
+/// A file under one block but over [`HOLD_MAX`]: written through a buffer
+/// and hashed as it arrives. No block can complete, so there is nothing to
+/// checkpoint.
+pub struct StreamWriter {
+    out: BufWriter<File>,
+    md5: Hasher,
+    pos: u64,
 }
 
 /// A small file's whole body, in memory.
@@ -781,18 +794,20 @@ impl Held {
     }
 }
 
-/// How a body ended: flushed and hashed, or held in memory, not yet
+/// How a body ended: written and hashed, or held in memory, not yet
 /// written nor hashed.
 pub enum Finished {
     Ready(File, Md5Digest),
     Held(Held),
 }
 
-/// Writes a file's body into its partial, hashing it, through a
-/// [`Pipeline`]; or holds it in memory, for a file smaller than one block.
+/// Writes a file's body into its partial, hashing it; or holds it in
+/// memory, for a small file.
 pub enum PartialWriter {
-    /// Under [`BLOCK`] bytes (so never resumed: it has no block).
+    /// Up to [`HOLD_MAX`] bytes (so never resumed: it has no block).
     Small(SmallWriter),
+    /// Over [`HOLD_MAX`], under [`BLOCK`] bytes (never resumed either).
+    Streamed(StreamWriter),
     /// [`BLOCK`] bytes or more.
     Piped(Pipeline),
 }
@@ -806,13 +821,19 @@ impl PartialWriter {
         md5_expected: Md5Digest,
         start: Start,
     ) -> io::Result<Self> {
-        if size < BLOCK && start.pos == 0 {
-            // Below BLOCK: the allocation is bounded whatever the peer
-            // announced.
+        if size <= HOLD_MAX && start.pos == 0 {
+            // The allocation is bounded whatever the peer announced.
             let size = usize::try_from(size).map_err(io::Error::other)?;
             return Ok(PartialWriter::Small(SmallWriter {
                 file,
                 body: Vec::with_capacity(size),
+            }));
+        }
+        if size < BLOCK {
+            return Ok(PartialWriter::Streamed(StreamWriter {
+                out: BufWriter::with_capacity(WRITE_BUF.min(size as usize).max(8192), file),
+                md5: start.md5,
+                pos: start.pos,
             }));
         }
         Pipeline::new(dir, names, file, size, md5_expected, start).map(PartialWriter::Piped)
@@ -825,6 +846,11 @@ impl PartialWriter {
                 w.body.extend_from_slice(chunk);
                 Ok(())
             }
+            PartialWriter::Streamed(w) => {
+                w.md5.update(chunk);
+                w.pos += chunk.len() as u64;
+                w.out.write_all(chunk)
+            }
             PartialWriter::Piped(p) => p.write(chunk),
         }
     }
@@ -833,27 +859,32 @@ impl PartialWriter {
     pub fn position(&self) -> u64 {
         match self {
             PartialWriter::Small(w) => w.body.len() as u64,
+            PartialWriter::Streamed(w) => w.pos,
             PartialWriter::Piped(p) => p.position(),
         }
     }
 
     /// Stops here and checkpoints what arrived, for a later resume. Returns
-    /// the offset a resume will start from (0 for a small file).
+    /// the offset a resume will start from (0 for a file under a block).
     pub fn suspend(self) -> io::Result<u64> {
         match self {
-            PartialWriter::Small(_) => Ok(0),
+            PartialWriter::Small(_) | PartialWriter::Streamed(_) => Ok(0),
             PartialWriter::Piped(p) => p.suspend(),
         }
     }
 
-    /// Ends the body: a piped file is flushed and its MD5 known; a small
-    /// file's body comes back held.
+    /// Ends the body: a file over [`HOLD_MAX`] is flushed and its MD5
+    /// known; a small file's body comes back held.
     pub fn end(self) -> io::Result<Finished> {
         match self {
             PartialWriter::Small(w) => Ok(Finished::Held(Held {
                 file: w.file,
                 body: w.body,
             })),
+            PartialWriter::Streamed(w) => {
+                let file = w.out.into_inner().map_err(|e| e.into_error())?;
+                Ok(Finished::Ready(file, w.md5.finish()))
+            }
             PartialWriter::Piped(p) => p.finish().map(|(f, d)| Finished::Ready(f, d)),
         }
     }

@@ -336,15 +336,15 @@ const COMMIT_FILES: usize = 256;
 const COMMIT_BYTES: u64 = 64 << 20;
 /// ...or while this many of those bytes are small files' bodies, held in
 /// memory for the commit thread to write.
-const HELD_BYTES: usize = 8 << 20;
+const HELD_BYTES: usize = 4 << 20;
 /// The commit thread waits for this many verified files...
 const GROUP_FILES: usize = 16;
 /// ...or this many bytes before it syncs, unless the session is about to
 /// wait for the sender (who may be waiting for these RESULTs).
 const GROUP_BYTES: u64 = 4 << 20;
 
-/// Small files received are hashed together (see [`crate::md5multi`])
-/// once this many wait...
+/// Small files received (up to [`partial::HOLD_MAX`]) are hashed together
+/// (see [`crate::md5multi`]) once this many wait...
 const SMALL_FILES: usize = 64;
 /// ...or once their bodies take this many bytes, and whenever the session
 /// is about to wait for the sender.
