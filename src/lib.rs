@@ -40,8 +40,14 @@ use exit::Exit;
 /// Runs a parsed command line and returns the exit status.
 pub fn run(cli: cli::Cli) -> anyhow::Result<Exit> {
     match cli.command {
-        cli::Command::Send(a) => send::run(&a.into_config()?),
-        cli::Command::Recv(a) => recv::run(&a.into_config()?),
+        cli::Command::Send(a) => {
+            raise_open_file_limit();
+            send::run(&a.into_config()?)
+        }
+        cli::Command::Recv(a) => {
+            raise_open_file_limit();
+            recv::run(&a.into_config()?)
+        }
         cli::Command::Bench(a) => bench::run(&a.into_config()).map(|()| Exit::Success),
         cli::Command::Completions { shell } => {
             let mut cmd = <cli::Cli as clap::CommandFactory>::command();
@@ -55,5 +61,25 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<Exit> {
                 .map_err(|e| anyhow::anyhow!("cannot write the man page: {e}"))?;
             Ok(Exit::Success)
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit (at most 65536),
+/// as Go programs and many servers do. Each file in flight holds a
+/// descriptor on both ends (a window of 128 per connection, several
+/// connections with `-j`, several senders on one receiver), and the usual
+/// soft limit of 1024 is easily reached. Best effort.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let want = limit.maximum.unwrap_or(u64::MAX).min(65536);
+    if limit.current.is_some_and(|cur| cur < want) {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(want),
+                maximum: limit.maximum,
+            },
+        );
     }
 }

@@ -817,17 +817,27 @@ impl Sender<'_> {
             offset,
             length: size - offset,
         };
-        if let (Some(data), 0) = (&src.data, offset) {
+        let from_memory = src
+            .data
+            .as_deref()
+            .and_then(|d| d.get(usize::try_from(offset).ok()?..));
+        if let Some(data) = from_memory {
             conn.queue_body(&frame, data)?;
-            self.sending.inc(size);
-            self.total.inc(size);
+            self.sending.inc(size - offset);
+            self.total.inc(size - offset);
             self.items[idx].shown = size;
             return Ok(());
         }
+        let Some(file) = &src.file else {
+            let shown = escape(self.items[idx].entry.name.as_str());
+            return Err(
+                anyhow::anyhow!("internal error: '{shown}' has neither data nor a file").into(),
+            );
+        };
         conn.queue(&frame);
         let (sending, total) = (&self.sending, &self.total);
         let mut counted = offset;
-        let sent = conn.send_body(&src.file, offset, size - offset, |n| {
+        let sent = conn.send_body(file, offset, size - offset, |n| {
             sending.inc(n);
             total.inc(n);
             counted += n;
@@ -978,9 +988,11 @@ enum Prepared {
     Unreadable(String),
 }
 
-/// An open file to send, with its metadata and MD5.
+/// A file to send, with its metadata and MD5: open, or read whole.
 struct Source {
-    file: File,
+    /// None once the whole content is in `data` (the descriptor is not
+    /// kept: many small files are in flight at once).
+    file: Option<File>,
     md: std::fs::Metadata,
     md5: Md5Digest,
     /// The whole content as it was hashed, for a file of at most
@@ -1130,7 +1142,6 @@ fn spawn_hasher(
 
 /// A small file read whole, not hashed yet.
 struct Unhashed {
-    file: File,
     md: std::fs::Metadata,
     data: Vec<u8>,
 }
@@ -1149,7 +1160,7 @@ fn hash_batch(batch: &mut Vec<(usize, Unhashed)>, tx: &mpsc::Sender<Msg>) -> boo
     let digests = crate::md5multi::digests(&bodies);
     for ((idx, r), md5) in batch.drain(..).zip(digests) {
         let source = Source {
-            file: r.file,
+            file: None,
             md: r.md,
             md5,
             data: Some(r.data),
@@ -1185,7 +1196,7 @@ fn prepare(
     };
     if let Some(md5) = known.or_else(|| cache.get(&md)) {
         return Step::Ready(Prepared::File(Source {
-            file,
+            file: Some(file),
             md,
             md5,
             data: None,
@@ -1194,7 +1205,7 @@ fn prepare(
     if md.len() <= INLINE_MAX {
         // Hashed in microseconds: not worth a line on the hashing bar.
         return match read_whole(&file, md.len()) {
-            Ok(data) => Step::Read(Unhashed { file, md, data }),
+            Ok(data) => Step::Read(Unhashed { md, data }),
             Err(e) => unreadable(e),
         };
     }
@@ -1205,7 +1216,7 @@ fn prepare(
         Ok(md5) => {
             cache.put(&md, &md5);
             Step::Ready(Prepared::File(Source {
-                file,
+                file: Some(file),
                 md,
                 md5,
                 data: None,

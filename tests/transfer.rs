@@ -10,15 +10,15 @@ mod common;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_status, assert_trees_equal, copy_tree, dirs, fixtures, md5_hex, mode_of, mtime_of,
-    names_in, s, send, send_cmd, set_mode, set_mtime, text, write_random, Receiver,
-    FIXTURE_TREE_META, SEND_TIMEOUT,
+    assert_status, assert_trees_equal, copy_tree, dirs, fixtures, ftx_bin, md5_hex, mode_of,
+    mtime_of, names_in, run_with_timeout, s, send, send_cmd, set_mode, set_mtime, text,
+    write_random, Receiver, FIXTURE_TREE_META, SEND_TIMEOUT,
 };
 
 /// How long to wait for a receiver's stdout line or exit.
@@ -261,6 +261,33 @@ fn two_senders_at_once_to_one_receiver_both_succeed() {
     assert_eq!(md5_hex(d.out.join("b.bin")), md5_hex(&b));
     expect_received_line(&mut rx, "a.bin", 8 << 20, &md5_hex(&a));
     expect_received_line(&mut rx, "b.bin", 8 << 20, &md5_hex(&b));
+}
+
+#[test]
+fn many_small_files_over_three_streams_with_a_low_open_file_limit() {
+    // Each connection keeps up to 128 files in flight. A sender started
+    // with a soft limit of 64 open files must still get them all there:
+    // ftx raises its soft limit to the hard one, and does not keep a
+    // small file open once it has read it.
+    let d = dirs();
+    let tree = d.src.join("many");
+    for i in 0..600u64 {
+        let sub = tree.join(format!("d{}", i / 50));
+        fs::create_dir_all(&sub).expect("mkdir");
+        write_random(sub.join(format!("f{i:03}.bin")), 1 + i * 37 % 9000, i);
+    }
+    let rx = Receiver::start(&d.out, &[]);
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -Sn 64 && exec \"$0\" \"$@\"")
+        .arg(ftx_bin())
+        .args(["send", "-q", "-j", "3", "--no-cache", s(&tree)])
+        .arg(rx.addr.to_string())
+        .stdin(Stdio::null())
+        .env_remove("FTX_TOKEN");
+    let out = run_with_timeout(cmd, SEND_TIMEOUT);
+    assert_status(&out, 0, "send -j 3 with a soft limit of 64 open files");
+    assert_trees_equal(&tree, d.out.join("many"));
 }
 
 /// (inode, mtime s, mtime ns, ctime s, ctime ns) of `p`.
