@@ -343,6 +343,11 @@ const GROUP_FILES: usize = 16;
 /// wait for the sender (who may be waiting for these RESULTs).
 const GROUP_BYTES: u64 = 4 << 20;
 
+/// A session may have this many accepted files waiting for their BODY (each
+/// holds a descriptor and a partial); an offer beyond that is a protocol
+/// error. The ftx sender keeps at most [`crate::send::WINDOW`].
+const MAX_AWAITING: usize = 1024;
+
 /// Small files received (up to [`partial::HOLD_MAX`]) are hashed together
 /// (see [`crate::md5multi`]) once this many wait...
 const SMALL_FILES: usize = 64;
@@ -690,10 +695,11 @@ fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Result<Stats> {
             bar,
             parent: None,
         };
-        // Files already verified are placed even if the session breaks:
-        // the commit thread goes on with what is queued.
+        // Files already received are verified and placed even if the
+        // session breaks: the commit thread goes on with what is queued.
         let result = s.serve();
         s.verify_small();
+        s.drop_unstarted();
         s.bar.finish_and_clear();
         commits.close();
         if committer.join().is_err() {
@@ -763,6 +769,14 @@ impl<'a> Session<'a, '_> {
                 Err(e) => return Err(fail_session(&mut self.conn, e, "mid-session")),
             };
             match frame {
+                Frame::File(_) if self.awaiting.len() >= MAX_AWAITING => {
+                    let msg = format!("more than {MAX_AWAITING} accepted files without their BODY");
+                    let _ = self.conn.send(&Frame::Error {
+                        code: error_code::PROTOCOL,
+                        message: msg.clone(),
+                    });
+                    bail!("protocol error: {msg}");
+                }
                 Frame::File(h) => self.file(h)?,
                 Frame::Dir(h) => self.dir(h)?,
                 Frame::Body { id, offset, length } => self.body(id, offset, length)?,
@@ -791,6 +805,16 @@ impl<'a> Session<'a, '_> {
                     });
                     bail!("protocol error: {msg}");
                 }
+            }
+        }
+    }
+
+    /// The session is over: removes the partials of accepted files whose
+    /// body never started (a resumed partial stays, to resume again).
+    fn drop_unstarted(&mut self) {
+        for a in self.awaiting.drain(..) {
+            if a.offset == 0 {
+                a.names.discard(&a.dir);
             }
         }
     }

@@ -314,6 +314,33 @@ fn eof_right_after_accept_never_leaves_the_final_name() {
 }
 
 #[test]
+fn offers_beyond_the_limit_without_bodies_end_the_session_and_leave_nothing() {
+    // Each accepted file holds a descriptor and a partial until its BODY:
+    // a sender may not pile up more than 1024 of them.
+    let d = dirs();
+    let mut rx = Receiver::start(&d.out, &[]);
+    let before = snapshot_outside(d.t());
+    let mut raw = Raw::session(rx.addr);
+    for id in 1..=1024u32 {
+        raw.send(&file_offer(id, format!("f{id}.bin").as_bytes(), b"x"));
+    }
+    for id in 1..=1024u32 {
+        match raw.expect("ACCEPT") {
+            Frame::Accept { id: got, offset: 0 } => assert_eq!(got, id),
+            other => panic!("offer {id}: expected ACCEPT, got {other:?}"),
+        }
+    }
+    raw.send(&file_offer(1025, b"f1025.bin", b"x"));
+    let message = raw.expect_error(error_code::PROTOCOL);
+    assert!(message.contains("1024"), "{message}");
+    // The bodies never came: no partial is left behind.
+    assert!(names_in(&d.out).is_empty(), "{:?}", names_in(&d.out));
+    let after = snapshot_outside(d.t());
+    assert_nothing_outside_out(&before, &after);
+    assert_still_serves(&mut rx, "after-too-many-offers");
+}
+
+#[test]
 fn eof_in_the_middle_of_a_frame_ends_the_session_cleanly() {
     let d = dirs();
     let mut rx = Receiver::start(&d.out, &[]);
