@@ -306,7 +306,7 @@ struct Session<'a, 'c> {
     dirs: Vec<(WireName, DirHeader)>,
     /// Accepted files whose BODY has not arrived yet, in acceptance order.
     awaiting: VecDeque<Awaiting<'a>>,
-    /// Small files whose bodies are written but not yet hashed.
+    /// Small files received, their bodies in memory, not yet hashed.
     small: Vec<Unhashed<'a>>,
     /// Body bytes in `small`.
     small_bytes: usize,
@@ -356,7 +356,8 @@ const SMALL_FILES: usize = 64;
 const SMALL_BYTES: usize = 4 << 20;
 
 /// Verified files on their way from a session thread to its commit thread,
-/// which makes them durable and puts them in place in batches (group
+/// which writes out the bodies held in memory, applies modes and mtimes,
+/// makes the files durable and puts them in place in batches (group
 /// commit): while it syncs one batch, the session keeps receiving the next.
 struct Commits<'a> {
     state: Mutex<CommitState<'a>>,
