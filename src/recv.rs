@@ -1294,21 +1294,19 @@ impl Stats {
     }
 }
 
-/// Makes a batch of verified files durable and puts them in place, and
-/// encodes a RESULT for each into `frames`: one fsync for a lone file, else
-/// one `syncfs` for the data of the whole batch and one for the renames.
+/// Writes out the bodies a batch of verified files holds, applies their
+/// modes, mtimes and records, makes them durable and puts them in place,
+/// and encodes a RESULT for each into `frames`: one fsync for a lone file,
+/// else one `syncfs` for the data of the whole batch and one for the
+/// renames.
 fn commit(
     sh: &Shared,
     peer: SocketAddr,
-    batch: Vec<Verified<'_>>,
+    mut batch: Vec<Verified<'_>>,
     stats: &mut Stats,
     frames: &mut Vec<u8>,
 ) {
-    if batch.is_empty() {
-        return;
-    }
     let mut answer = |f: Frame| encode(&f, frames);
-    let mut batch = batch;
     batch.retain(|v| match write_verified(v) {
         Ok(()) => true,
         Err(message) => {
