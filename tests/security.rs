@@ -1451,12 +1451,7 @@ fn offer_or_refused(raw: &mut Raw, id: u32, name: &str, data: &[u8]) -> bool {
     match raw.expect("ACCEPT or REJECT") {
         Frame::Reject { .. } => false,
         Frame::Accept { offset: 0, .. } => {
-            raw.send(&Frame::Body {
-                id,
-                offset: 0,
-                length: data.len() as u64,
-            });
-            raw.write(data);
+            raw.send_body(id, data);
             match raw.expect("RESULT") {
                 Frame::Result { status, .. } => status == result_status::OK,
                 other => panic!("expected RESULT for {name}, got {other:?}"),

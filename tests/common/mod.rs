@@ -96,39 +96,8 @@ pub fn send(args: &[&str], addr: impl Display) -> Output {
 /// Runs `cmd` to completion with stdout/stderr captured. If it has not
 /// exited after `timeout`, it is killed and this panics, showing the output
 /// captured so far.
-pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
-    let exited = watch_exit(child.id());
-    let stdout = collect_pipe(child.stdout.take());
-    let stderr = collect_pipe(child.stderr.take());
-
-    let finished = match exited.recv_timeout(timeout) {
-        Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
-        Err(RecvTimeoutError::Timeout) => false,
-    };
-    if !finished {
-        let _ = child.kill();
-    }
-    let status = child
-        .wait()
-        .unwrap_or_else(|e| panic!("wait for {cmd:?}: {e}"));
-    let stdout = stdout.recv_timeout(DRAIN_TIMEOUT).unwrap_or_default();
-    let stderr = stderr.recv_timeout(DRAIN_TIMEOUT).unwrap_or_default();
-    if !finished {
-        panic!(
-            "{cmd:?} did not finish within {timeout:?}; killed.\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            String::from_utf8_lossy(&stdout),
-            String::from_utf8_lossy(&stderr)
-        );
-    }
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
+pub fn run_with_timeout(cmd: Command, timeout: Duration) -> Output {
+    Bg::start(cmd).finish(timeout)
 }
 
 /// Starts a thread that blocks until the child process `pid` has exited and
@@ -294,9 +263,13 @@ pub struct Bg {
 impl Bg {
     /// Spawns `cmd` with stdin closed and stdout/stderr piped.
     pub fn spawn(mut cmd: Command) -> Bg {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::null());
+        Bg::start(cmd)
+    }
+
+    /// Spawns `cmd` with stdout/stderr piped (stdin as the caller set it).
+    fn start(mut cmd: Command) -> Bg {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let what = format!("{cmd:?}");
         let mut child = cmd
             .spawn()

@@ -225,6 +225,16 @@ impl Raw {
         }
     }
 
+    /// Sends the BODY of accepted file `id` from offset 0: all of `data`.
+    pub fn send_body(&mut self, id: u32, data: &[u8]) {
+        self.send(&Frame::Body {
+            id,
+            offset: 0,
+            length: data.len() as u64,
+        });
+        self.write(data);
+    }
+
     /// Offers a file and sends it completely; expects RESULT ok.
     pub fn send_file(&mut self, offer: &Frame, data: &[u8]) {
         let Frame::File(h) = offer else {
@@ -238,12 +248,7 @@ impl Raw {
             }
             other => panic!("expected ACCEPT for {name}, got {other:?}"),
         }
-        self.send(&Frame::Body {
-            id,
-            offset: 0,
-            length: data.len() as u64,
-        });
-        self.write(data);
+        self.send_body(id, data);
         match self.expect("RESULT") {
             Frame::Result {
                 id: got,
