@@ -5,7 +5,6 @@
 //! exits 0; a refused file makes it exit with the sender's code 5 and show
 //! the failure.
 
-mod common;
 
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -14,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     assert_trees_equal, collect_pipe, command_exists, copy_tree, fixtures, ftx_bin, show, text,
     watch_exit,
 };
@@ -199,8 +198,8 @@ fn recipe_delivers_a_single_file() {
     let out = run_recipe(&w.dir, &file, &out_dir, jq);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(
-        common::md5_hex(out_dir.join("one.bin")),
-        common::md5_hex(&file)
+        crate::common::md5_hex(out_dir.join("one.bin")),
+        crate::common::md5_hex(&file)
     );
 }
 

@@ -13,7 +13,6 @@
 //! No sleeps are used to synchronise: every wait is a blocking read or a
 //! process wait with a deadline, and every loop is bounded.
 
-mod common;
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
@@ -26,11 +25,11 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::raw::{
+use crate::common::raw::{
     assert_no_raw_controls, assert_nothing_outside_out, assert_still_serves, dir_offer, file_offer,
     file_offer_mode, md5_of, Raw, IO_TIMEOUT,
 };
-use common::{
+use crate::common::{
     assert_status, assert_trees_equal, dirs, ftx_cmd, md5_hex, md5_hex_bytes, names_in,
     run_with_timeout, s, send, send_cmd, snapshot_outside, text, write_random, Dirs, Receiver,
     SEND_TIMEOUT,
@@ -173,7 +172,7 @@ impl Fixture {
 }
 
 // ---------------------------------------------------------------------------
-// Raw reads (the client itself is common::raw::Raw)
+// Raw reads (the client itself is crate::common::raw::Raw)
 // ---------------------------------------------------------------------------
 
 /// Decodes a complete byte string into frames; panics if the receiver

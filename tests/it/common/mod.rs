@@ -22,7 +22,7 @@
 //! leaves the child unreaped, so `Child::kill` stays safe (no pid reuse).
 //! Unix only.
 
-#![allow(dead_code)]
+
 
 pub mod raw;
 

@@ -5,18 +5,17 @@
 //! write nothing outside OUT and nothing unverified inside it, and must
 //! leave the receiver serving the next sender.
 
-mod common;
 
 use std::fs;
 use std::net::Shutdown;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use common::raw::{
+use crate::common::raw::{
     assert_no_raw_controls, assert_nothing_outside_out, assert_still_serves, created, dir_offer,
     file_offer, Raw,
 };
-use common::{
+use crate::common::{
     dirs, md5_hex, mtime_of, names_in, send, set_mtime, snapshot_outside, write_random, Receiver,
 };
 use ftx::protocol::frame::{error_code, kind, reject_code, to_bytes, Frame};

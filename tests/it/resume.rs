@@ -21,7 +21,6 @@
 //! (every wait has a deadline); nothing sleeps in the hope that something
 //! happened.
 
-mod common;
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -35,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     assert_status, assert_trees_equal, dirs, free_port, ftx_cmd, md5_hex, names_in,
     run_with_timeout, send_cmd, show, text, write_random, Bg, Dirs, Mode, Proxy, Receiver,
     SEND_TIMEOUT,

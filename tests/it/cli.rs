@@ -2,13 +2,12 @@
 //! errors, shell completions, the man page, and the exit-code contract of
 //! README "Exit codes" pinned with real scenarios (0, 2, 3, 4, 5).
 
-mod common;
 
 use std::fs::{self, File};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     assert_status, command_exists, dirs, fixtures, free_port, ftx_cmd, md5_hex, run_with_timeout,
     s, send, text, write_random, Mode, Proxy, Receiver,
 };

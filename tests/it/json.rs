@@ -2,7 +2,6 @@
 //! src/events.rs and the README, "JSON events"), and nothing else: progress
 //! and diagnostics go to stderr. Real receiver and sender over loopback.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     assert_status, copy_tree, dirs, fixtures, ftx_cmd, md5_hex, run_with_timeout, s, send, text,
     watch_exit, write_random, Mode, Proxy,
 };
@@ -571,7 +570,7 @@ fn without_json_stdout_has_human_lines_and_no_events() {
     let d = dirs();
     let file = d.src.join("one.bin");
     fs::copy(fixtures().join("one.bin"), &file).expect("copy");
-    let rx = common::Receiver::start(&d.out, &[]);
+    let rx = crate::common::Receiver::start(&d.out, &[]);
     let out = send(&[s(&file)], rx.addr);
     assert_status(&out, 0, "plain send");
     // Human lines (e.g. `sent one.bin ...`), never JSON events.
@@ -592,10 +591,10 @@ fn without_json_stdout_has_human_lines_and_no_events() {
 fn json_sender_with_a_missing_source_still_prints_only_json() {
     let d = dirs();
     let missing = d.src.join("missing.bin");
-    let rx = common::Receiver::start(&d.out, &[]);
-    let mut cmd = common::send_cmd();
+    let rx = crate::common::Receiver::start(&d.out, &[]);
+    let mut cmd = crate::common::send_cmd();
     cmd.args(["--json", s(&missing)]).arg(rx.addr.to_string());
-    let out = run_with_timeout(cmd, common::SEND_TIMEOUT);
+    let out = run_with_timeout(cmd, crate::common::SEND_TIMEOUT);
     assert_status(&out, 1, "send of a missing path");
     // Whatever it prints on stdout must be JSON events.
     parse_events(&text(&out.stdout), "sender");

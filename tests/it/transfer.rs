@@ -5,7 +5,6 @@
 //! permission bits and mtime, the receiver's `received ...` lines, and the
 //! exit statuses of both sides.
 
-mod common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -15,7 +14,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common::{
     assert_status, assert_trees_equal, copy_tree, dirs, fixtures, ftx_bin, md5_hex, mode_of,
     mtime_of, names_in, run_with_timeout, s, send, send_cmd, set_mode, set_mtime, text,
     write_random, Receiver, FIXTURE_TREE_META, SEND_TIMEOUT,

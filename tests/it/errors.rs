@@ -3,13 +3,12 @@
 //! must give the documented exit status and a message that says what went
 //! wrong, and must leave nothing unverified behind.
 
-mod common;
 
 use std::fs;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     assert_status, dirs, fixtures, free_port, ftx_cmd, md5_hex, md5_hex_bytes, names_in,
     run_with_timeout, s, send, text, write_random, Mode, Proxy, Receiver,
 };

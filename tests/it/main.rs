@@ -1,0 +1,19 @@
+//! ftx's integration tests, one binary (as ripgrep's `tests/tests.rs`):
+//! the harness in [`common`] compiles once. Each module is a topic; most
+//! tests run `ftx recv` and `ftx send` as two real processes over loopback,
+//! real files in temporary directories.
+
+// Each topic uses part of the harness.
+#[allow(dead_code)]
+mod common;
+
+mod bench_smoke;
+mod ci_recipe;
+mod cli;
+mod errors;
+mod harness;
+mod hostile;
+mod json;
+mod resume;
+mod security;
+mod transfer;
