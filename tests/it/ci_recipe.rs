@@ -5,7 +5,7 @@
 //! exits 0; a refused file makes it exit with the sender's code 5 and show
 //! the failure.
 
-
+use crate::common;
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -198,8 +198,8 @@ fn recipe_delivers_a_single_file() {
     let out = run_recipe(&w.dir, &file, &out_dir, jq);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(
-        crate::common::md5_hex(out_dir.join("one.bin")),
-        crate::common::md5_hex(&file)
+        common::md5_hex(out_dir.join("one.bin")),
+        common::md5_hex(&file)
     );
 }
 

@@ -2,7 +2,6 @@
 //! errors, shell completions, the man page, and the exit-code contract of
 //! README "Exit codes" pinned with real scenarios (0, 2, 3, 4, 5).
 
-
 use std::fs::{self, File};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;

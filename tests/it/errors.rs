@@ -3,7 +3,6 @@
 //! must give the documented exit status and a message that says what went
 //! wrong, and must leave nothing unverified behind.
 
-
 use std::fs;
 use std::net::TcpListener;
 use std::time::Duration;

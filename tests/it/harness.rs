@@ -3,7 +3,7 @@
 //! against an in-process server, and the `Receiver` plumbing is exercised
 //! with a small `sh` stand-in.
 
-
+use crate::common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
@@ -132,7 +132,7 @@ fn proxy_set_mode_applies_to_later_connections() {
 
 /// Relative paths of all files under `root`.
 fn files_under(root: &Path) -> BTreeSet<PathBuf> {
-    crate::common::snapshot_outside(root)
+    common::snapshot_outside(root)
         .into_iter()
         .filter(|p| root.join(p).is_file())
         .collect()
@@ -140,12 +140,12 @@ fn files_under(root: &Path) -> BTreeSet<PathBuf> {
 
 #[test]
 fn md5_hex_matches_md5sums_and_md5sums_is_complete() {
-    let dir = crate::common::fixtures();
+    let dir = common::fixtures();
     let sums = fs::read_to_string(dir.join("MD5SUMS")).expect("read MD5SUMS");
     let mut listed = BTreeSet::new();
     for line in sums.lines() {
         let (hex, path) = line.split_once("  ").expect("`md5  path` line");
-        assert_eq!(crate::common::md5_hex(dir.join(path)), hex, "md5 of {path}");
+        assert_eq!(common::md5_hex(dir.join(path)), hex, "md5 of {path}");
         listed.insert(PathBuf::from(path));
     }
     let mut on_disk = files_under(&dir);
@@ -153,21 +153,21 @@ fn md5_hex_matches_md5sums_and_md5sums_is_complete() {
     on_disk.remove(Path::new("README.md"));
     assert_eq!(listed, on_disk, "MD5SUMS lists exactly the fixture files");
     assert_eq!(
-        crate::common::md5_hex_bytes(b""),
+        common::md5_hex_bytes(b""),
         "d41d8cd98f00b204e9800998ecf8427e"
     );
 }
 
 #[test]
 fn fixtures_have_the_documented_shape() {
-    let dir = crate::common::fixtures();
+    let dir = common::fixtures();
     assert_eq!(fs::read(dir.join("empty.bin")).expect("empty.bin"), b"");
     assert_eq!(fs::read(dir.join("one.bin")).expect("one.bin"), [0x42]);
     let bin = fs::read(dir.join("binary.bin")).expect("binary.bin");
     assert!(bin.len() >= 4096 && bin.contains(&0) && bin.contains(&0xFF));
     let tree = tempfile::tempdir().expect("tempdir");
-    crate::common::copy_tree(dir.join("tree"), tree.path().join("tree"));
-    let names: BTreeSet<PathBuf> = crate::common::snapshot_outside(tree.path().join("tree"));
+    common::copy_tree(dir.join("tree"), tree.path().join("tree"));
+    let names: BTreeSet<PathBuf> = common::snapshot_outside(tree.path().join("tree"));
     let expected: BTreeSet<PathBuf> = [
         "a.txt",
         "empty",
@@ -189,11 +189,11 @@ fn fixtures_have_the_documented_shape() {
 fn copy_tree_applies_fixture_metadata() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let copy = tmp.path().join("tree");
-    crate::common::copy_tree(crate::common::fixtures().join("tree"), &copy);
-    for (rel, mode, mtime) in crate::common::FIXTURE_TREE_META {
+    common::copy_tree(common::fixtures().join("tree"), &copy);
+    for (rel, mode, mtime) in common::FIXTURE_TREE_META {
         let p = copy.join(rel);
-        assert_eq!(crate::common::mode_of(&p), *mode, "mode of {rel:?}");
-        assert_eq!(crate::common::mtime_of(&p), *mtime, "mtime of {rel:?}");
+        assert_eq!(common::mode_of(&p), *mode, "mode of {rel:?}");
+        assert_eq!(common::mtime_of(&p), *mtime, "mtime of {rel:?}");
     }
     assert!(fs::read_dir(copy.join("empty"))
         .expect("empty/")
@@ -214,47 +214,47 @@ fn assert_trees_equal_accepts_copies_and_rejects_changes() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let a = tmp.path().join("a");
     let b = tmp.path().join("b");
-    crate::common::copy_tree(crate::common::fixtures().join("tree"), &a);
-    crate::common::copy_tree(&a, &b); // a plain copy preserves everything
-    crate::common::assert_trees_equal(&a, &b);
+    common::copy_tree(common::fixtures().join("tree"), &a);
+    common::copy_tree(&a, &b); // a plain copy preserves everything
+    common::assert_trees_equal(&a, &b);
 
     // Changed file mode.
     let f = b.join("sub/deeper/c.txt");
-    crate::common::set_mode(&f, 0o644);
-    assert_panics("changed file mode", || crate::common::assert_trees_equal(&a, &b));
-    crate::common::set_mode(&f, 0o600);
-    crate::common::assert_trees_equal(&a, &b);
+    common::set_mode(&f, 0o644);
+    assert_panics("changed file mode", || common::assert_trees_equal(&a, &b));
+    common::set_mode(&f, 0o600);
+    common::assert_trees_equal(&a, &b);
 
     // Changed directory mode.
-    crate::common::set_mode(b.join("sub"), 0o755);
-    assert_panics("changed dir mode", || crate::common::assert_trees_equal(&a, &b));
-    crate::common::set_mode(b.join("sub"), 0o750);
+    common::set_mode(b.join("sub"), 0o755);
+    assert_panics("changed dir mode", || common::assert_trees_equal(&a, &b));
+    common::set_mode(b.join("sub"), 0o750);
 
     // Changed mtime.
-    crate::common::set_mtime(&f, 1);
-    assert_panics("changed mtime", || crate::common::assert_trees_equal(&a, &b));
-    crate::common::set_mtime(&f, crate::common::mtime_of(a.join("sub/deeper/c.txt")));
-    crate::common::assert_trees_equal(&a, &b);
+    common::set_mtime(&f, 1);
+    assert_panics("changed mtime", || common::assert_trees_equal(&a, &b));
+    common::set_mtime(&f, common::mtime_of(a.join("sub/deeper/c.txt")));
+    common::assert_trees_equal(&a, &b);
 
     // Same size, one byte different, same mode and mtime.
     let g = b.join("sub/b.bin");
     let mut bytes = fs::read(&g).expect("read b.bin");
     bytes[500] ^= 0x80;
     fs::write(&g, &bytes).expect("write b.bin");
-    crate::common::set_mtime(&g, crate::common::mtime_of(a.join("sub/b.bin")));
-    assert_panics("changed content", || crate::common::assert_trees_equal(&a, &b));
+    common::set_mtime(&g, common::mtime_of(a.join("sub/b.bin")));
+    assert_panics("changed content", || common::assert_trees_equal(&a, &b));
     fs::copy(a.join("sub/b.bin"), &g).expect("restore b.bin");
-    crate::common::set_mtime(&g, crate::common::mtime_of(a.join("sub/b.bin")));
-    crate::common::assert_trees_equal(&a, &b);
+    common::set_mtime(&g, common::mtime_of(a.join("sub/b.bin")));
+    common::assert_trees_equal(&a, &b);
 
     // Missing empty directory / extra entry.
     fs::remove_dir(b.join("empty")).expect("rmdir");
-    assert_panics("missing empty dir", || crate::common::assert_trees_equal(&a, &b));
+    assert_panics("missing empty dir", || common::assert_trees_equal(&a, &b));
     fs::create_dir(b.join("empty")).expect("mkdir");
-    crate::common::set_mode(b.join("empty"), 0o700);
-    crate::common::assert_trees_equal(&a, &b);
+    common::set_mode(b.join("empty"), 0o700);
+    common::assert_trees_equal(&a, &b);
     fs::write(b.join("extra"), b"x").expect("extra");
-    assert_panics("extra file", || crate::common::assert_trees_equal(&a, &b));
+    assert_panics("extra file", || common::assert_trees_equal(&a, &b));
 }
 
 #[test]
@@ -266,13 +266,13 @@ fn write_random_is_deterministic() {
         tmp.path().join("3"),
     );
     let size = 10 * 1024 * 1024 + 3; // not a multiple of the buffer or word
-    crate::common::write_random(&p1, size, 42);
-    crate::common::write_random(&p2, size, 42);
-    crate::common::write_random(&p3, size, 43);
+    common::write_random(&p1, size, 42);
+    common::write_random(&p2, size, 42);
+    common::write_random(&p3, size, 43);
     assert_eq!(fs::metadata(&p1).expect("stat").len(), size);
-    assert_eq!(crate::common::md5_hex(&p1), crate::common::md5_hex(&p2));
-    assert_ne!(crate::common::md5_hex(&p1), crate::common::md5_hex(&p3));
-    crate::common::write_random(&p1, 0, 42);
+    assert_eq!(common::md5_hex(&p1), common::md5_hex(&p2));
+    assert_ne!(common::md5_hex(&p1), common::md5_hex(&p3));
+    common::write_random(&p1, 0, 42);
     assert_eq!(fs::metadata(&p1).expect("stat").len(), 0);
 }
 
@@ -283,14 +283,14 @@ fn snapshot_outside_lists_everything_without_following_symlinks() {
     fs::create_dir_all(root.join("out/x")).expect("mkdir");
     fs::write(root.join("out/x/f"), b"").expect("write");
     std::os::unix::fs::symlink("/", root.join("out/link")).expect("symlink");
-    let before = crate::common::snapshot_outside(root);
+    let before = common::snapshot_outside(root);
     let expected: BTreeSet<PathBuf> = ["out", "out/x", "out/x/f", "out/link"]
         .iter()
         .map(PathBuf::from)
         .collect();
     assert_eq!(before, expected);
     fs::write(root.join("escaped"), b"").expect("write");
-    let after = crate::common::snapshot_outside(root);
+    let after = common::snapshot_outside(root);
     let new: Vec<_> = after.difference(&before).collect();
     assert_eq!(new, [Path::new("escaped")]);
 }
@@ -361,7 +361,7 @@ fn receiver_start_panics_without_listening_line() {
 fn run_with_timeout_captures_and_bounds() {
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg("echo out; echo err >&2; exit 3");
-    let out = crate::common::run_with_timeout(cmd, T);
+    let out = common::run_with_timeout(cmd, T);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(out.stdout, b"out\n");
     assert_eq!(out.stderr, b"err\n");
@@ -369,6 +369,6 @@ fn run_with_timeout_captures_and_bounds() {
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg("echo partial; exec sleep 60");
     assert_panics("timeout", || {
-        crate::common::run_with_timeout(cmd, Duration::from_millis(300));
+        common::run_with_timeout(cmd, Duration::from_millis(300));
     });
 }

@@ -5,7 +5,6 @@
 //! write nothing outside OUT and nothing unverified inside it, and must
 //! leave the receiver serving the next sender.
 
-
 use std::fs;
 use std::net::Shutdown;
 use std::os::unix::fs::symlink;

@@ -2,7 +2,6 @@
 //! src/events.rs and the README, "JSON events"), and nothing else: progress
 //! and diagnostics go to stderr. Real receiver and sender over loopback.
 
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};

@@ -21,7 +21,6 @@
 //! (every wait has a deadline); nothing sleeps in the hope that something
 //! happened.
 
-
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

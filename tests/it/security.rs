@@ -13,7 +13,6 @@
 //! No sleeps are used to synchronise: every wait is a blocking read or a
 //! process wait with a deadline, and every loop is bounded.
 
-
 use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::fs;

@@ -5,7 +5,6 @@
 //! permission bits and mtime, the receiver's `received ...` lines, and the
 //! exit statuses of both sides.
 
-
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

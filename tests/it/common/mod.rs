@@ -22,8 +22,6 @@
 //! leaves the child unreaped, so `Child::kill` stays safe (no pid reuse).
 //! Unix only.
 
-
-
 pub mod raw;
 
 use std::collections::{BTreeMap, BTreeSet};
