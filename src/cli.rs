@@ -61,7 +61,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Size of the single-file case (e.g. 1G, 100M; 0 skips it).
-    #[arg(long, default_value = "1G", value_parser = crate::bench::parse_size)]
+    #[arg(long, default_value = "1G", value_parser = crate::config::parse_size)]
     pub size: u64,
     /// Number of small files (1..64 KiB) in the many-files case (0 skips it).
     #[arg(long, default_value_t = 2000)]
@@ -155,8 +155,8 @@ pub struct RecvArgs {
 
 impl BenchArgs {
     /// The plain config.
-    pub fn into_config(self) -> crate::bench::BenchConfig {
-        crate::bench::BenchConfig {
+    pub fn into_config(self) -> crate::config::BenchConfig {
+        crate::config::BenchConfig {
             size: self.size,
             files: self.files,
             streams: self.streams,

@@ -57,3 +57,136 @@ pub struct RecvConfig {
     /// Shared token senders must prove, if any.
     pub token: Option<Token>,
 }
+
+/// Default size of the single-file case (1 GiB).
+pub const DEFAULT_SIZE: u64 = 1 << 30;
+/// Default number of small files.
+pub const DEFAULT_FILES: usize = 2000;
+/// What `ftx bench` measures.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Bytes of the single-file case; 0 skips it.
+    pub size: u64,
+    /// Number of small files (1..=64 KiB each); 0 skips the case.
+    pub files: usize,
+    /// Passed to `ftx send` as `-j N`, only if greater than 1.
+    pub streams: usize,
+    /// Parent of the temporary working directory; default
+    /// [`std::env::temp_dir`].
+    pub dir: Option<PathBuf>,
+    /// Keep the generated data and the received copies.
+    pub keep: bool,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            size: DEFAULT_SIZE,
+            files: DEFAULT_FILES,
+            streams: 1,
+            dir: None,
+            keep: false,
+        }
+    }
+}
+
+/// Parses a size: a number with an optional binary unit, e.g. "12345",
+/// "512k", "100M", "1G", "1GiB", "1.5 GB". All units are powers of 1024;
+/// "B" alone means bytes. Case does not matter.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err(format!("invalid size {s:?}: expected a number, e.g. 100M"));
+    }
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => {
+            return Err(format!(
+                "invalid size {s:?}: unknown unit {:?} (use K, M, G or T)",
+                unit.trim()
+            ))
+        }
+    };
+    let mult = 1u64 << shift;
+    let too_big = || format!("invalid size {s:?}: too large");
+    let (int, frac) = match num.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (num, ""),
+    };
+    if frac.contains('.') || (int.is_empty() && frac.is_empty()) {
+        return Err(format!("invalid size {s:?}: not a number"));
+    }
+    let int: u64 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| too_big())?
+    };
+    let mut bytes = int.checked_mul(mult).ok_or_else(too_big)?;
+    if !frac.is_empty() {
+        // Exact decimal fraction of the unit, rounded down to whole bytes.
+        let digits = &frac[..frac.len().min(18)];
+        let f: u128 = digits.parse().map_err(|_| format!("invalid size {s:?}"))?;
+        let scale = 10u128.pow(u32::try_from(digits.len()).unwrap_or(18));
+        let extra = u64::try_from(f * u128::from(mult) / scale).map_err(|_| too_big())?;
+        bytes = bytes.checked_add(extra).ok_or_else(too_big)?;
+    }
+    Ok(bytes)
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_numbers_are_bytes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("12345"), Ok(12345));
+        assert_eq!(parse_size("12345b"), Ok(12345));
+        assert_eq!(parse_size(" 7 "), Ok(7));
+    }
+
+    #[test]
+    fn units_are_binary_and_case_insensitive() {
+        assert_eq!(parse_size("512k"), Ok(512 * 1024));
+        assert_eq!(parse_size("512K"), Ok(512 * 1024));
+        assert_eq!(parse_size("100M"), Ok(100 << 20));
+        assert_eq!(parse_size("100MiB"), Ok(100 << 20));
+        assert_eq!(parse_size("100mb"), Ok(100 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("2t"), Ok(2 << 40));
+    }
+
+    #[test]
+    fn fractions() {
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("0.5k"), Ok(512));
+        assert_eq!(parse_size(".5k"), Ok(512));
+        assert_eq!(parse_size("1.k"), Ok(1024));
+        assert_eq!(parse_size("0.1k"), Ok(102));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for s in [
+            "", " ", "G", "abc", "-1", "1X", "1 GiBs", "1.2.3", ".", "1e6", "1 k b",
+        ] {
+            assert!(parse_size(s).is_err(), "{s:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn rejects_overflow() {
+        assert!(parse_size("18446744073709551616").is_err());
+        assert!(parse_size("16777216T").is_err());
+        assert_eq!(parse_size("18446744073709551615"), Ok(u64::MAX));
+    }
+}

@@ -27,12 +27,12 @@ pub mod exit;
 pub mod md5core;
 pub mod md5multi;
 pub mod net;
-pub mod partial;
 pub mod progress;
 pub mod protocol;
 pub mod recv;
 pub mod sanitize;
 pub mod send;
+pub mod store;
 pub mod walk;
 
 use exit::Exit;

@@ -231,3 +231,26 @@ pub fn connect(target: &str, timeout: Duration) -> Result<TcpStream, ExitError> 
     };
     Err(ExitError::new(Exit::Connect, message))
 }
+
+/// Ends a connection at once with a reset (linger 0), so a peer blocked on
+/// a closed window notices now rather than after minutes of probes. The
+/// session reading from it sees an error and checkpoints what it holds.
+pub fn abort(s: &std::net::TcpStream) {
+    let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+    let _ = s.shutdown(std::net::Shutdown::Both);
+}
+
+/// Waits up to `timeout` for `fd` to be readable (for a listener: a
+/// connection to accept). False on timeout or error.
+pub fn wait_readable(fd: impl std::os::fd::AsFd, timeout: Duration) -> bool {
+    let fd = fd.as_fd();
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    let t = rustix::event::Timespec {
+        tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&t)), Ok(n) if n > 0)
+}

@@ -11,6 +11,10 @@ use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// A progress bar. Other modules name bars by this type only: indicatif is
+/// used here and nowhere else.
+pub type Bar = ProgressBar;
+
 /// How often a plain progress line is printed when stderr is not a terminal.
 pub const PLAIN_EVERY: Duration = Duration::from_secs(5);
 

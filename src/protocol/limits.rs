@@ -15,3 +15,5 @@ pub const MAX_DEPTH: usize = 128;
 pub const VERSION: u16 = 1;
 /// Magic at the start of HELLO.
 pub const MAGIC: [u8; 4] = *b"FTX1";
+/// Software name sent in HELLO and WELCOME.
+pub const AGENT: &str = concat!("ftx/", env!("CARGO_PKG_VERSION"));

@@ -1,7 +1,8 @@
 //! Smoke test for `ftx bench` (`ftx::bench::run_with`): a small run with the
 //! real `ftx` binary as sender and receiver, checked end to end.
 
-use ftx::bench::{run_with, BenchConfig};
+use ftx::bench::run_with;
+use ftx::config::BenchConfig;
 use std::path::Path;
 
 #[test]

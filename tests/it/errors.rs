@@ -126,7 +126,7 @@ fn flipped_bit_in_flight_exits_4_and_keeps_nothing_then_a_clean_send_works() {
     let hello = to_bytes(&Frame::Hello {
         version: 1,
         flags: 0,
-        agent: ftx::send::AGENT.into(),
+        agent: ftx::protocol::limits::AGENT.into(),
     });
     let offer = to_bytes(&Frame::File(FileHeader {
         id: 1,

@@ -1467,7 +1467,7 @@ fn forged_state(size: u64, md5: &[u8; 16], block_xxh3: u64, md5_state: &[u8]) ->
     v.extend_from_slice(b"FTXPART1");
     v.extend_from_slice(&size.to_be_bytes());
     v.extend_from_slice(md5);
-    v.extend_from_slice(&ftx::partial::BLOCK.to_be_bytes());
+    v.extend_from_slice(&ftx::store::BLOCK.to_be_bytes());
     v.extend_from_slice(&1u32.to_be_bytes());
     v.extend_from_slice(&(md5_state.len() as u16).to_be_bytes());
     v.extend_from_slice(&block_xxh3.to_be_bytes());
@@ -1491,7 +1491,7 @@ fn a_peer_cannot_plant_the_partial_and_state_of_a_later_transfer() {
     let src = tempfile::tempdir().expect("tempdir");
     let file = source_file(src.path(), "victim.iso", 6 << 20, 21);
     let honest = fs::read(&file).expect("read");
-    let block = ftx::partial::BLOCK as usize;
+    let block = ftx::store::BLOCK as usize;
     let evil = vec![0xEEu8; block];
     let mut prefix = ftx::digest::Hasher::new();
     prefix.update(&honest[..block]);

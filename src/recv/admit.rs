@@ -1,0 +1,1 @@
+//! The answer to an offer, as pure functions: no sockets, no files.

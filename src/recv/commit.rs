@@ -1,0 +1,229 @@
+//! The commit thread (`ftx-commit`, one per session): writes out the small
+//! bodies held in memory, applies modes, mtimes and digest records, makes
+//! verified files durable in groups (one `syncfs` for the data, the
+//! renames, one more `syncfs`) and puts them in place, then writes their
+//! RESULTs, while the session thread goes on receiving.
+
+use super::report::*;
+use super::types::*;
+use crate::net::FrameWriter;
+use crate::protocol::frame::encode;
+use crate::protocol::Frame;
+use crate::sanitize::escape;
+use crate::store;
+use anyhow::Result;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::{Condvar, Mutex};
+use store::attrs::*;
+
+/// The session thread waits before queueing another verified file while
+/// this many wait for the commit thread...
+pub(super) const COMMIT_FILES: usize = 256;
+/// ...or while they hold this many bytes...
+pub(super) const COMMIT_BYTES: u64 = 64 << 20;
+/// ...or while this many of those bytes are small files' bodies, held in
+/// memory for the commit thread to write.
+pub(super) const HELD_BYTES: usize = 4 << 20;
+/// The commit thread waits for this many verified files...
+pub(super) const GROUP_FILES: usize = 16;
+/// ...or this many bytes before it syncs, unless the session is about to
+/// wait for the sender (who may be waiting for these RESULTs).
+pub(super) const GROUP_BYTES: u64 = 4 << 20;
+
+impl<'a> Commits<'a> {
+    pub(super) fn new() -> Self {
+        Commits {
+            state: Mutex::new(CommitState::default()),
+            changed: Condvar::new(),
+        }
+    }
+
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, CommitState<'a>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn wait<'g>(
+        &self,
+        g: std::sync::MutexGuard<'g, CommitState<'a>>,
+    ) -> std::sync::MutexGuard<'g, CommitState<'a>> {
+        self.changed.wait(g).unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a verified file, first waiting while too much is queued.
+    pub(super) fn push(&self, v: Verified<'a>) {
+        let mut st = self.lock();
+        while !st.closed
+            && (st.queue.len() >= COMMIT_FILES
+                || st.queued_bytes >= COMMIT_BYTES
+                || st.held_bytes >= HELD_BYTES)
+        {
+            st = self.wait(st);
+        }
+        st.queued_bytes += v.r.h.size - v.r.offset;
+        st.held_bytes += v.body.len();
+        st.queue.push(v);
+        self.changed.notify_all();
+    }
+
+    /// Waits until every queued file is committed and its RESULT written;
+    /// returns what that amounted to since the last call.
+    pub(super) fn drain(&self) -> (Stats, Option<String>) {
+        let mut st = self.lock();
+        st.urgent = true;
+        self.changed.notify_all();
+        while !st.queue.is_empty() || st.busy {
+            st = self.wait(st);
+        }
+        (std::mem::take(&mut st.stats), st.broken.clone())
+    }
+
+    /// Asks for what is queued to be committed now: the session is about
+    /// to wait for the sender, who may be waiting for these RESULTs.
+    pub(super) fn nudge(&self) {
+        let mut st = self.lock();
+        if !st.queue.is_empty() && !st.urgent {
+            st.urgent = true;
+            self.changed.notify_all();
+        }
+    }
+
+    /// No more files: the commit thread ends when it has committed the rest.
+    pub(super) fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// The commit thread: takes whatever is queued, commits it, writes the
+    /// RESULTs, until closed.
+    pub(super) fn run(&self, sh: &Shared, peer: SocketAddr, out: FrameWriter) {
+        loop {
+            let batch = {
+                let mut st = self.lock();
+                while !st.closed
+                    && (st.queue.is_empty()
+                        || (!st.urgent
+                            && st.queue.len() < GROUP_FILES
+                            && st.queued_bytes < GROUP_BYTES))
+                {
+                    st = self.wait(st);
+                }
+                if st.queue.is_empty() {
+                    return;
+                }
+                st.busy = true;
+                st.urgent = false;
+                st.queued_bytes = 0;
+                st.held_bytes = 0;
+                std::mem::take(&mut st.queue)
+            };
+            self.changed.notify_all();
+            let mut stats = Stats::default();
+            let mut frames = Vec::new();
+            commit(sh, peer, batch, &mut stats, &mut frames);
+            let wrote = out.write_all(&frames);
+            let mut st = self.lock();
+            st.busy = false;
+            st.stats.add(stats);
+            if let Err(e) = wrote {
+                st.broken
+                    .get_or_insert_with(|| format!("cannot send results: {e}"));
+            }
+            self.changed.notify_all();
+        }
+    }
+}
+
+/// Writes out a verified file's body if it is held, and applies its mode,
+/// mtime and digest record.
+pub(super) fn write_verified(v: &Verified<'_>) -> Result<(), String> {
+    let shown = || escape(v.r.name.as_str());
+    if !v.body.is_empty() {
+        (&v.file)
+            .write_all(&v.body)
+            .map_err(|e| format!("cannot write '{}': {e}", shown()))?;
+    }
+    let h = &v.r.h;
+    apply_attrs(&v.file, h.mode, h.mtime_s, h.mtime_ns)
+        .map_err(|e| format!("cannot set mode/mtime of '{}': {e}", shown()))?;
+    if h.size >= RECORD_MIN_SIZE {
+        write_record(&v.file, &h.md5);
+    }
+    Ok(())
+}
+/// Writes out the bodies a batch of verified files holds, applies their
+/// modes, mtimes and records, makes them durable and puts them in place,
+/// and encodes a RESULT for each into `frames`: one fsync for a lone file,
+/// else one `syncfs` for the data of the whole batch and one for the
+/// renames.
+pub(super) fn commit(
+    sh: &Shared,
+    peer: SocketAddr,
+    mut batch: Vec<Verified<'_>>,
+    stats: &mut Stats,
+    frames: &mut Vec<u8>,
+) {
+    let mut answer = |f: Frame| encode(&f, frames);
+    batch.retain(|v| match write_verified(v) {
+        Ok(()) => true,
+        Err(message) => {
+            v.r.names.discard(&v.r.dir);
+            let shown = escape(v.r.name.as_str());
+            answer(failed(sh, peer, stats, io_failure(&v.r, shown, message)));
+            false
+        }
+    });
+    if batch.is_empty() {
+        return;
+    }
+    let lone = batch.len() == 1;
+    let synced = if lone {
+        batch[0].file.sync_all()
+    } else {
+        syncfs(&sh.root)
+    };
+    let mut placed = Vec::with_capacity(batch.len());
+    let mut lines = String::new();
+    for Verified { r: v, file, .. } in batch {
+        drop(file);
+        let renamed = synced
+            .as_ref()
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()))
+            .and_then(|()| v.dir.rename(&v.names.part, &v.dir, &v.last));
+        match renamed {
+            Ok(()) => {
+                if v.h.size >= store::BLOCK {
+                    // Only files of a block or more ever checkpoint.
+                    let _ = v.dir.remove_file(&v.names.state);
+                }
+                placed.push(v);
+            }
+            Err(e) => {
+                v.names.discard(&v.dir);
+                let shown = escape(v.name.as_str());
+                let message = format!("cannot place '{shown}': {e}");
+                answer(failed(sh, peer, stats, io_failure(&v, shown, message)));
+            }
+        }
+    }
+    let dirs_synced = match placed.first() {
+        Some(v) if lone => sync_dir(&v.dir),
+        Some(_) => syncfs(&sh.root),
+        None => Ok(()),
+    };
+    for v in placed {
+        let shown = escape(v.name.as_str());
+        if let Err(e) = &dirs_synced {
+            // The file is in place with verified content, but the rename
+            // may not survive a crash: say so rather than claim success.
+            let message = format!("cannot make '{shown}' durable: {e}");
+            answer(failed(sh, peer, stats, io_failure(&v, shown, message)));
+            continue;
+        }
+        answer(done(sh, peer, stats, &v, &shown, &mut lines));
+    }
+    if !lines.is_empty() {
+        // One write for the batch's lines.
+        sh.progress.suspend(|| print!("{lines}"));
+    }
+}

@@ -1,0 +1,69 @@
+//! Claims across sessions: a target being received by one session is not
+//! offered to another at the same time, except that a session from the
+//! same host may take over a file its own dead connection still holds.
+
+use super::types::*;
+use crate::net::{self};
+use crate::sanitize::escape;
+use std::time::{Duration, Instant};
+
+/// How long a session waits for another session it took a file over from
+/// to checkpoint and let go.
+pub(super) const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+/// How long a session must have received nothing before another session
+/// from the same host may take its file over.
+pub(super) const TAKEOVER_IDLE: Duration = Duration::from_secs(2);
+impl<'a> Session<'a, '_> {
+    /// Marks `key` as being received by this session. When another session
+    /// from the same host holds it, that is most likely the sender's own
+    /// earlier connection, broken without the receiver noticing (a
+    /// half-open TCP connection): it is ended, and this session waits
+    /// (bounded) for it to checkpoint and let go, then takes over, so the
+    /// retry resumes instead of being refused until the old one times out.
+    pub(super) fn claim_inflight(&self, key: &str) -> bool {
+        let deadline = Instant::now() + TAKEOVER_WAIT;
+        let mut aborted = false;
+        loop {
+            let holder = match self.sh.inflight.lock() {
+                Ok(mut m) => match m.get(key) {
+                    None => {
+                        m.insert(key.to_owned(), self.peer);
+                        return true;
+                    }
+                    Some(h) => *h,
+                },
+                Err(_) => return false,
+            };
+            if !aborted {
+                // Only a session from the same host that has received
+                // nothing for a while is presumed dead; a live one keeps
+                // the file and this offer is refused as "in progress".
+                let stale = holder.ip() == self.peer.ip()
+                    && self.sh.live.lock().is_ok_and(|live| {
+                        live.get(&holder).is_some_and(|(s, act)| {
+                            let dead = act.idle() >= TAKEOVER_IDLE;
+                            if dead {
+                                net::abort(s);
+                            }
+                            dead
+                        })
+                    });
+                if !stale {
+                    return false;
+                }
+                aborted = true;
+                self.sh.log(&format!(
+                    "{}: '{}' was held by {holder} from the same host, silent for {} s or more; ended that connection to take over",
+                    self.peer,
+                    escape(key),
+                    TAKEOVER_IDLE.as_secs()
+                ));
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            // Bounded wait for the old session to checkpoint and let go.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

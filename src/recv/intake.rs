@@ -1,0 +1,185 @@
+//! Body intake on the session thread: reads a BODY into the file's writer
+//! (see [`crate::store`] for which thread writes it, by size), batches the
+//! small bodies and hashes them together, verifies each file against its
+//! offer and hands it to the commit thread.
+
+use super::report::*;
+use super::types::*;
+use crate::digest::{hex, Md5Digest};
+use crate::protocol::frame::{error_code, result_status};
+use crate::protocol::Frame;
+use crate::sanitize::escape;
+use crate::store;
+use anyhow::{bail, Result};
+use std::io;
+use std::time::Instant;
+
+/// Small files received (up to [`store::HOLD_MAX`]) are hashed together
+/// (see [`crate::md5multi`]) once this many wait...
+pub(super) const SMALL_FILES: usize = 64;
+/// ...or once their bodies take this many bytes, and whenever the session
+/// is about to wait for the sender.
+pub(super) const SMALL_BYTES: usize = 4 << 20;
+
+/// Checks a received file's content against the offer. On failure the
+/// partial is discarded.
+pub(super) fn verify<'a>(
+    r: Received<'a>,
+    file: std::fs::File,
+    body: Vec<u8>,
+    got: Md5Digest,
+) -> Result<Verified<'a>, Failure> {
+    let h = &r.h;
+    if got == h.md5 {
+        return Ok(Verified { r, file, body });
+    }
+    r.names.discard(&r.dir);
+    let shown = escape(r.name.as_str());
+    Err(Failure {
+        id: h.id,
+        status: result_status::DIGEST_MISMATCH,
+        md5: got,
+        message: format!(
+            "integrity failure for '{shown}': header MD5 {}, received data MD5 {}{}; discarded",
+            hex(&h.md5),
+            hex(&got),
+            if r.offset > 0 {
+                " (after a resume)"
+            } else {
+                ""
+            }
+        ),
+        shown,
+    })
+}
+
+impl<'a> Session<'a, '_> {
+    /// Receives the BODY of the first accepted file and verifies it.
+    pub(super) fn body(&mut self, id: u32, offset: u64, length: u64) -> Result<()> {
+        let expected = self
+            .awaiting
+            .front()
+            .map(|a| (a.h.id, a.offset, a.h.size - a.offset));
+        if expected != Some((id, offset, length)) {
+            let msg = match expected {
+                Some((i, o, l)) => format!(
+                    "expected BODY id={i} offset={o} length={l}, got BODY id={id} offset={offset} length={length}"
+                ),
+                None => format!("BODY id={id} without an accepted FILE"),
+            };
+            let _ = self.conn.send(&Frame::Error {
+                code: error_code::PROTOCOL,
+                message: msg.clone(),
+            });
+            bail!("protocol error: {msg}");
+        }
+        let Some(a) = self.awaiting.pop_front() else {
+            bail!("internal error: no accepted file");
+        };
+        let Awaiting {
+            h,
+            name,
+            last,
+            dir,
+            names,
+            mut writer,
+            offset,
+            _guard,
+        } = a;
+        let started = Instant::now();
+        let shown = escape(name.as_str());
+        self.bar.set_message(shown.clone());
+        let mut write_err: Option<io::Error> = None;
+        if length >= store::BLOCK {
+            // This body takes a while: what is received goes in place now.
+            self.verify_small();
+            self.commits.nudge();
+        }
+        let bar = &self.bar;
+        let read = self.conn.read_body(length, |chunk| {
+            if write_err.is_none() {
+                if let Err(e) = writer.write(chunk) {
+                    write_err = Some(e);
+                }
+            }
+            bar.inc(chunk.len() as u64);
+            Ok(())
+        });
+        if let Err(e) = read {
+            // Keep what arrived: checkpoint it so the next send resumes.
+            let kept = match write_err {
+                None => writer.suspend().ok(),
+                Some(_) => None,
+            };
+            let kept = match kept {
+                Some(n) => format!("kept {n} bytes to resume"),
+                None => {
+                    names.discard(&dir);
+                    "partial discarded".to_string()
+                }
+            };
+            return Err(fail_session(&mut self.conn, e, "in the middle of a body")
+                .context(format!("receiving '{shown}' ({kept})")));
+        }
+        let ended = match write_err {
+            Some(e) => Err(e),
+            None => writer.end(),
+        };
+        let r = Received {
+            h,
+            name,
+            last,
+            dir,
+            names,
+            offset,
+            started,
+            _guard,
+        };
+        let failure = match ended {
+            Ok(store::Finished::Held(held)) => {
+                let (file, body) = held.into_parts();
+                self.small_bytes += body.len();
+                self.small.push(Unhashed { r, file, body });
+                if self.small.len() >= SMALL_FILES || self.small_bytes >= SMALL_BYTES {
+                    self.verify_small();
+                }
+                return Ok(());
+            }
+            Ok(store::Finished::Ready(file, got)) => {
+                match verify(r, file, Vec::new(), got) {
+                    Ok(v) => self.commits.push(v),
+                    Err(f) => self.result_failed(f),
+                }
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        r.names.discard(&r.dir);
+        let message = format!("cannot write '{shown}': {failure}");
+        self.result_failed(Failure {
+            id: r.h.id,
+            shown,
+            status: result_status::IO_ERROR,
+            md5: [0; 16],
+            message,
+        });
+        Ok(())
+    }
+    /// Hashes the small files received since the last call, together, and
+    /// hands those that check out to the commit thread.
+    pub(super) fn verify_small(&mut self) {
+        if self.small.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.small);
+        self.small_bytes = 0;
+        let bodies: Vec<&[u8]> = batch.iter().map(|u| u.body.as_slice()).collect();
+        let digests = crate::md5multi::digests(&bodies);
+        for (u, got) in batch.into_iter().zip(digests) {
+            match verify(u.r, u.file, u.body, got) {
+                Ok(v) => self.commits.push(v),
+                Err(f) => self.result_failed(f),
+            }
+        }
+    }
+}

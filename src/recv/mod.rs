@@ -1,0 +1,181 @@
+//! The receiver role: listen, serve each sender in its own session, and
+//! place only verified files, never outside the output directory.
+//!
+//! All file-system access goes through a held handle on the output
+//! directory (cap-std), one component at a time with no-follow semantics,
+//! so no symlink inside OUT is ever followed and nothing is written outside
+//! (the file-system side is [`crate::store`]).
+//!
+//! # Threads, and what each owns
+//!
+//! ```text
+//! serve (caller's thread)        accept loop: admission, --max-sessions   listen.rs
+//!  └─ "session PEER" (one each)  handshake, then the frame loop           session.rs
+//!      │                         FILE → offer.rs (asks admit.rs, claims inflight.rs)
+//!      │                         DIR  → dirs.rs      BODY → intake.rs
+//!      │                         bodies ≤ 256 KiB: held, hashed here in batches
+//!      │                         bodies < 4 MiB: written and hashed here
+//!      ├─ "ftx-hash", "ftx-disk" one pair per body of 4 MiB or more, started
+//!      │                         when the body starts (store/pipeline.rs,
+//!      │                         store/disk.rs): MD5 / writes + checkpoints
+//!      └─ "ftx-commit"           writes held bodies, applies attributes,
+//!                                syncs in groups, renames into place,
+//!                                sends RESULTs, prints lines    commit.rs, report.rs
+//! "signals" (ftx recv only)      Ctrl-C: end sessions (they checkpoint), exit 130
+//! ```
+//!
+//! Shared across sessions ([`types::Shared`]): the output directory handle,
+//! the targets in flight (inflight.rs), the live connections, the bars and
+//! the `--json` stream. Each session owns its accepted files, its held
+//! bodies and its commit queue.
+
+mod admit;
+mod commit;
+mod dirs;
+mod inflight;
+mod intake;
+mod listen;
+mod offer;
+mod report;
+mod session;
+mod types;
+
+use crate::config::RecvConfig;
+use crate::events::{Event, Events};
+use crate::exit::Exit;
+use crate::net::{self};
+use crate::progress::Progress;
+use crate::sanitize::escape;
+use anyhow::{Context, Result};
+use cap_std::fs::Dir;
+use listen::*;
+use session::*;
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use types::*;
+
+pub use types::Shutdown;
+
+/// Runs `ftx recv`: checks the output directory, binds, says where it
+/// listens, and serves until killed (or, with `--once`, until the first
+/// session ends: 0 only if every file in it was verified).
+pub fn run(cfg: &RecvConfig) -> Result<Exit> {
+    // The output directory first: a bad one is exit 1 whatever the port.
+    let root = open_out(cfg)?;
+    let listener = net::listen(cfg.bind, cfg.port)?;
+    if cfg.token.is_none() {
+        eprintln!(
+            "ftx: warning: no token set (--token-file or FTX_TOKEN): anyone who can reach this port can write new files into {}",
+            escape(&cfg.out.to_string_lossy())
+        );
+    }
+    let addr = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    let events = Events::new(cfg.json);
+    if events.enabled() {
+        events.emit(&Event::Listening {
+            address: addr.to_string(),
+            port: addr.port(),
+        });
+    } else {
+        let mut stdout = io::stdout().lock();
+        writeln!(stdout, "listening on {addr}").context("cannot write to stdout")?;
+        stdout.flush().context("cannot write to stdout")?;
+    }
+    serve_in(listener, cfg, root, Shutdown::default(), true)
+}
+
+/// Serves senders on `listener`, which the caller bound, into `cfg.out`
+/// until `shutdown` is triggered (then it ends every session, each one
+/// checkpointing what it holds, and returns [`Exit::Interrupted`]) or, with
+/// `--once`, until the first session ends. Tests and `ftx bench` run a
+/// receiver in-process this way, on port 0.
+pub fn serve(listener: TcpListener, cfg: &RecvConfig, shutdown: Shutdown) -> Result<Exit> {
+    let root = open_out(cfg)?;
+    serve_in(listener, cfg, root, shutdown, false)
+}
+
+/// Opens the output directory and checks it can be written.
+fn open_out(cfg: &RecvConfig) -> Result<Dir> {
+    let out = escape(&cfg.out.to_string_lossy());
+    let root = Dir::open_ambient_dir(&cfg.out, cap_std::ambient_authority())
+        .with_context(|| format!("cannot use output directory {out}"))?;
+    rustix::fs::accessat(
+        &root,
+        ".",
+        rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+        rustix::fs::AtFlags::EACCESS,
+    )
+    .map_err(io::Error::from)
+    .with_context(|| format!("cannot write into output directory {out}"))?;
+    Ok(root)
+}
+
+fn serve_in(
+    listener: TcpListener,
+    cfg: &RecvConfig,
+    root: Dir,
+    shutdown: Shutdown,
+    signals: bool,
+) -> Result<Exit> {
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        root,
+        progress: Progress::new(crate::progress::mode(cfg.quiet)),
+        active: AtomicUsize::new(0),
+        inflight: Mutex::new(HashMap::new()),
+        live: Mutex::new(HashMap::new()),
+        stopping: shutdown,
+        events: Events::new(cfg.json),
+    });
+    if signals {
+        watch_signals(Arc::clone(&shared))?;
+    }
+
+    if cfg.once {
+        let Some((stream, peer)) = accept(&listener, &shared)? else {
+            return Ok(Exit::Interrupted);
+        };
+        shared.active.fetch_add(1, Ordering::SeqCst);
+        let result = session(stream, peer, &shared);
+        shared.active.fetch_sub(1, Ordering::SeqCst);
+        return Ok(match result {
+            Ok(s) if s.failed == 0 => Exit::Success,
+            Ok(_) => Exit::Failure,
+            Err(e) => {
+                shared.log(&format!("{peer}: {e:#}"));
+                Exit::Failure
+            }
+        });
+    }
+    while let Some((stream, peer)) = accept(&listener, &shared)? {
+        let n = shared.active.fetch_add(1, Ordering::SeqCst);
+        if n >= cfg.max_sessions {
+            shared.active.fetch_sub(1, Ordering::SeqCst);
+            shared.log(&format!(
+                "{peer}: refused: already serving {n} sessions (--max-sessions)"
+            ));
+            refuse_busy(stream, n);
+            continue;
+        }
+        let sh = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name(format!("session {peer}"))
+            .spawn(move || {
+                if let Err(e) = session(stream, peer, &sh) {
+                    sh.log(&format!("{peer}: {e:#}"));
+                }
+                sh.active.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            shared.active.fetch_sub(1, Ordering::SeqCst);
+            shared.log(&format!("{peer}: cannot start a session thread: {e}"));
+        }
+    }
+    end_sessions(&shared);
+    Ok(Exit::Interrupted)
+}

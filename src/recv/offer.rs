@@ -1,0 +1,230 @@
+//! A FILE offer: gathers what the decision needs (the name, the claim, what
+//! sits at the target, the partial, the free space), lets
+//! [`super::admit`] decide, and answers ACCEPT (opening the partial),
+//! SKIP or REJECT.
+
+use super::dirs::open_dirs;
+use super::types::*;
+use crate::digest::hash_reader;
+use crate::events::Event;
+use crate::protocol::frame::{reject_code, skip_reason};
+use crate::protocol::{FileHeader, Frame, WireName};
+use crate::sanitize::escape;
+use crate::store;
+use anyhow::Result;
+use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
+use cap_std::fs::{Dir, OpenOptions};
+use std::io::{self};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use store::attrs::*;
+
+impl<'a> Session<'a, '_> {
+    /// Validates a name and checks it was not offered before in this session.
+    pub(super) fn claim_name(&mut self, raw: &[u8]) -> Result<WireName, Refusal> {
+        let name = WireName::from_bytes(raw)
+            .map_err(|e| refusal(reject_code::UNSAFE_NAME, format!("unsafe name: {e}")))?;
+        if !self.seen.insert(name.as_str().to_owned()) {
+            return Err(refusal(
+                reject_code::CONFLICT,
+                "offered twice in one session",
+            ));
+        }
+        Ok(name)
+    }
+    pub(super) fn file(&mut self, h: FileHeader) -> Result<()> {
+        let name = match self.claim_name(&h.path) {
+            Ok(n) => n,
+            Err(r) => return self.reject(h.id, &h.path, r),
+        };
+        let key = name.as_str().to_owned();
+        if !self.claim_inflight(&key) {
+            return self.reject(
+                h.id,
+                &h.path,
+                refusal(
+                    reject_code::IN_PROGRESS,
+                    "another session is receiving this file right now; try again later",
+                ),
+            );
+        }
+        let guard = InflightGuard {
+            map: &self.sh.inflight,
+            name: key,
+            holder: self.peer,
+        };
+        let (parents, last) = name.split_last();
+        let dir = match self.parent_dir(&parents) {
+            Ok(d) => d,
+            Err(r) => return self.reject(h.id, &h.path, r),
+        };
+        match self.check_target(&dir, last, &h) {
+            Ok(Some(())) => {}
+            Ok(None) => {
+                self.stats.ok += 1;
+                self.stats.skipped += 1;
+                self.sh.events.emit(&Event::FileSkipped {
+                    path: escape(name.as_str()),
+                    bytes: h.size,
+                    reason: "identical".into(),
+                    peer: Some(self.peer.to_string()),
+                });
+                self.conn.queue(&Frame::Skip {
+                    id: h.id,
+                    reason: skip_reason::IDENTICAL,
+                });
+                self.sh.log(&format!(
+                    "{}: skipped '{}': identical content already there",
+                    self.peer,
+                    escape(name.as_str())
+                ));
+                return Ok(());
+            }
+            Err(r) => return self.reject(h.id, &h.path, r),
+        }
+        let names = store::Names::for_target(last);
+        let opened = match store::open(&dir, &names, h.size, h.md5) {
+            Ok(o) => o,
+            Err(e) => return self.reject(h.id, &h.path, io_refusal(&names.part, &e)),
+        };
+        if let Some(why) = &opened.discarded {
+            self.sh.log(&format!(
+                "{}: '{}': starting over: {why}",
+                self.peer,
+                escape(name.as_str())
+            ));
+        }
+        if let Err(r) = self.check_space(h.size - opened.offset) {
+            if opened.offset == 0 {
+                drop(opened);
+                names.discard(&dir);
+            }
+            return self.reject(h.id, &h.path, r);
+        }
+        self.conn.queue(&Frame::Accept {
+            id: h.id,
+            offset: opened.offset,
+        });
+        self.sh.events.emit(&Event::FileStarted {
+            path: escape(name.as_str()),
+            bytes: h.size,
+            offset: opened.offset,
+            peer: Some(self.peer.to_string()),
+        });
+        self.bar.set_length(self.bar.length().unwrap_or(0) + h.size);
+        self.bar.inc(opened.offset);
+        let last = last.to_owned();
+        self.awaiting.push_back(Awaiting {
+            h,
+            name,
+            last,
+            dir,
+            names,
+            writer: opened.writer,
+            offset: opened.offset,
+            _guard: guard,
+        });
+        Ok(())
+    }
+    /// Opens (creating when missing) the directory `comps` below OUT, or
+    /// reuses the one the previous file went into.
+    pub(super) fn parent_dir(&mut self, comps: &[&str]) -> Result<Arc<Dir>, Refusal> {
+        if let Some(p) = &self.parent {
+            if p.comps.iter().map(String::as_str).eq(comps.iter().copied()) {
+                return Ok(p.dir.clone());
+            }
+        }
+        let dir = Arc::new(open_dirs(&self.sh.root, comps)?);
+        self.parent = Some(Parent {
+            comps: comps.iter().map(|c| (*c).to_owned()).collect(),
+            dir: dir.clone(),
+            free: None,
+            asked: Instant::now(),
+        });
+        Ok(dir)
+    }
+    /// Refuses a body of `need` bytes that cannot fit in the directory of
+    /// [`Session::parent_dir`]. Asks the file system again when the need is
+    /// a large part of what was free, or after a second: other writers
+    /// share the disk. Best effort: a full disk while writing is still
+    /// reported as such.
+    pub(super) fn check_space(&mut self, need: u64) -> Result<(), Refusal> {
+        let Some(p) = self.parent.as_mut() else {
+            return Ok(());
+        };
+        let known = p
+            .free
+            .filter(|&free| need <= free / 2 && p.asked.elapsed() < Duration::from_secs(1));
+        let free = match known {
+            Some(free) => free,
+            None => {
+                let vfs = rustix::fs::fstatvfs(&*p.dir)
+                    .map_err(|e| io_refusal("free space", &e.into()))?;
+                p.asked = Instant::now();
+                vfs.f_bavail.saturating_mul(vfs.f_frsize)
+            }
+        };
+        if need > free {
+            p.free = Some(free);
+            return Err(refusal(
+                reject_code::NO_SPACE,
+                format!("not enough space: need {need} bytes, have {free}"),
+            ));
+        }
+        p.free = Some(free - need);
+        Ok(())
+    }
+    /// Decides what to do about whatever sits at the target name:
+    /// `Ok(Some(()))` write it, `Ok(None)` skip (identical), `Err` refuse.
+    pub(super) fn check_target(
+        &self,
+        dir: &Dir,
+        last: &str,
+        h: &FileHeader,
+    ) -> Result<Option<()>, Refusal> {
+        match dir.symlink_metadata(last) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_refusal(last, &e)),
+            Ok(md) if md.is_symlink() => {
+                return Err(refusal(
+                    reject_code::CONFLICT,
+                    "a symlink sits at the target name; it is never followed or replaced",
+                ))
+            }
+            Ok(md) if !md.is_file() => {
+                return Err(refusal(
+                    reject_code::CONFLICT,
+                    "something other than a regular file sits at the target name",
+                ))
+            }
+            Ok(md) => {
+                if md.len() == h.size && self.same_content(dir, last, h) {
+                    return Ok(None);
+                }
+                if !self.sh.cfg.overwrite {
+                    return Err(refusal(
+                        reject_code::EXISTS,
+                        "a different file already exists there (receiver runs without --overwrite)",
+                    ));
+                }
+            }
+        }
+        Ok(Some(()))
+    }
+    /// True if the existing file `last` has the MD5 of the offer.
+    /// Uses the verified-digest record kept with the file when it is still
+    /// current, and hashes the file only when it is not.
+    pub(super) fn same_content(&self, dir: &Dir, last: &str, h: &FileHeader) -> bool {
+        let opened = dir.open_with(
+            last,
+            OpenOptions::new().read(true).follow(FollowSymlinks::No),
+        );
+        let Ok(file) = opened.map(|f| f.into_std()) else {
+            return false;
+        };
+        if let Some(d) = read_record(&file) {
+            return d == h.md5;
+        }
+        hash_reader(file, h.size, |_| {}).is_ok_and(|d| d == h.md5)
+    }
+}

@@ -1,0 +1,137 @@
+//! Reporting: a file's RESULT, its `received` line or `--json` event, and
+//! the log line when it fails or is refused; the ERROR that ends a session.
+
+use super::types::*;
+use crate::conn::{Conn, ConnError};
+use crate::digest::hex;
+use crate::events::{mb_per_s, reject_reason, Event};
+use crate::net::Deadlined;
+use crate::protocol::frame::{error_code, result_status};
+use crate::protocol::Frame;
+use crate::sanitize::escape_bytes;
+use anyhow::Result;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+/// Tells the peer why its session ends (best effort) and builds the error.
+pub(super) fn fail_session(conn: &mut Conn<Deadlined>, e: ConnError, when: &str) -> anyhow::Error {
+    let code = match e {
+        ConnError::Timeout => Some(error_code::TIMEOUT),
+        ConnError::Frame(_) => Some(error_code::PROTOCOL),
+        _ => None,
+    };
+    if let Some(code) = code {
+        let _ = conn.send(&Frame::Error {
+            code,
+            message: e.to_string(),
+        });
+    }
+    anyhow::Error::new(e).context(format!("session ended {when}"))
+}
+/// An I/O failure of a verified file (its RESULT carries the MD5).
+pub(super) fn io_failure(r: &Received<'_>, shown: String, message: String) -> Failure {
+    Failure {
+        id: r.h.id,
+        shown,
+        status: result_status::IO_ERROR,
+        md5: r.h.md5,
+        message,
+    }
+}
+
+/// Counts and reports a file now in place (its line for stdout goes into
+/// `lines`); its RESULT ok.
+pub(super) fn done(
+    sh: &Shared,
+    peer: SocketAddr,
+    stats: &mut Stats,
+    v: &Received<'_>,
+    shown: &str,
+    lines: &mut String,
+) -> Frame {
+    let h = &v.h;
+    stats.ok += 1;
+    stats.bytes += h.size - v.offset;
+    let secs = v.started.elapsed().as_secs_f64();
+    if sh.events.enabled() {
+        sh.events.emit(&Event::FileDone {
+            path: shown.to_owned(),
+            bytes: h.size,
+            md5: hex(&h.md5),
+            resumed_from: v.offset,
+            seconds: secs,
+            mb_per_s: mb_per_s(h.size - v.offset, secs),
+            peer: Some(peer.to_string()),
+        });
+    } else {
+        let resumed = if v.offset > 0 {
+            format!(", resumed at {}", v.offset)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            lines,
+            "received {shown} {} bytes md5 {} ({:.1} MB/s{resumed})",
+            h.size,
+            hex(&h.md5),
+            (h.size - v.offset) as f64 / 1e6 / secs.max(1e-9)
+        );
+    }
+    Frame::Result {
+        id: h.id,
+        status: result_status::OK,
+        md5: h.md5,
+        message: String::new(),
+    }
+}
+
+/// Counts and reports a file that definitely failed; its RESULT.
+pub(super) fn failed(sh: &Shared, peer: SocketAddr, stats: &mut Stats, f: Failure) -> Frame {
+    stats.failed += 1;
+    sh.log(&format!("{peer}: {}", f.message));
+    sh.events.emit(&Event::FileFailed {
+        path: f.shown,
+        reason: if f.status == result_status::DIGEST_MISMATCH {
+            "integrity"
+        } else {
+            "io"
+        }
+        .into(),
+        message: f.message.clone(),
+        peer: Some(peer.to_string()),
+    });
+    Frame::Result {
+        id: f.id,
+        status: f.status,
+        md5: f.md5,
+        message: f.message,
+    }
+}
+impl<'a> Session<'a, '_> {
+    pub(super) fn reject(&mut self, id: u32, raw_name: &[u8], r: Refusal) -> Result<()> {
+        self.stats.failed += 1;
+        self.sh.log(&format!(
+            "{}: rejected '{}': {}",
+            self.peer,
+            escape_bytes(raw_name),
+            r.1
+        ));
+        self.sh.events.emit(&Event::FileFailed {
+            path: escape_bytes(raw_name),
+            reason: reject_reason(r.0).into(),
+            message: r.1.clone(),
+            peer: Some(self.peer.to_string()),
+        });
+        self.conn.queue(&Frame::Reject {
+            id,
+            code: r.0,
+            message: r.1,
+        });
+        Ok(())
+    }
+    /// Reports a file that definitely failed and queues its RESULT.
+    pub(super) fn result_failed(&mut self, f: Failure) {
+        let frame = failed(self.sh, self.peer, &mut self.stats, f);
+        self.conn.queue(&frame);
+    }
+}

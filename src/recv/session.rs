@@ -1,0 +1,174 @@
+//! One sender's session, on its own thread: the frame loop after the
+//! handshake, with a commit thread beside it (see [`super::commit`]).
+
+use super::listen::*;
+use super::report::*;
+use super::types::*;
+use crate::conn::Conn;
+use crate::events::Event;
+use crate::net::{self, Activity, Deadlined};
+use crate::progress::Layout;
+use crate::protocol::frame::error_code;
+use crate::protocol::Frame;
+use anyhow::{bail, Context, Result};
+use std::collections::{HashSet, VecDeque};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Instant;
+
+/// A session may have this many accepted files waiting for their BODY (each
+/// holds a descriptor and a partial); an offer beyond that is a protocol
+/// error. The ftx sender keeps at most 128 (its window).
+pub(super) const MAX_AWAITING: usize = 1024;
+
+pub(super) fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Result<Stats> {
+    if sh.stopping.is_set() {
+        bail!("refused: the receiver is shutting down");
+    }
+    let activity = Activity::default();
+    if let (Ok(clone), Ok(mut live)) = (stream.try_clone(), sh.live.lock()) {
+        live.insert(peer, (clone, activity.clone()));
+    }
+    let _live = LiveGuard { sh, peer };
+    net::tune(&stream, sh.cfg.timeout).context("cannot set up the connection")?;
+    let mut stream = Deadlined::new(stream, sh.cfg.timeout, activity);
+    stream
+        .set_deadline(Some(Instant::now() + HANDSHAKE_TIMEOUT.min(sh.cfg.timeout)))
+        .context("cannot set up the connection")?;
+    let mut conn = Conn::new(stream);
+    handshake(&mut conn, sh)?;
+    conn.get_mut()
+        .set_deadline(None)
+        .context("cannot set up the connection")?;
+
+    let writer = conn
+        .get_ref()
+        .frame_writer()
+        .context("cannot set up the connection")?;
+    let bar = sh.progress.bytes_bar(0, Layout::Session);
+    bar.set_prefix("recv");
+    let commits = Commits::new();
+    let started = Instant::now();
+    let (result, st) = std::thread::scope(|sc| {
+        let committer = std::thread::Builder::new()
+            .name("ftx-commit".into())
+            .spawn_scoped(sc, || commits.run(sh, peer, writer))
+            .context("cannot start the commit thread")?;
+        let mut s = Session {
+            sh,
+            conn,
+            peer,
+            seen: HashSet::new(),
+            dirs: Vec::new(),
+            awaiting: VecDeque::new(),
+            small: Vec::new(),
+            small_bytes: 0,
+            commits: &commits,
+            stats: Stats::default(),
+            bar,
+            parent: None,
+        };
+        // Files already received are verified and placed even if the
+        // session breaks: the commit thread goes on with what is queued.
+        let result = s.serve();
+        s.verify_small();
+        s.drop_unstarted();
+        s.bar.finish_and_clear();
+        commits.close();
+        if committer.join().is_err() {
+            bail!("internal error: the commit thread panicked");
+        }
+        s.stats.add(commits.drain().0);
+        Ok((result, s.stats))
+    })?;
+    sh.events.emit(&Event::Summary {
+        role: "recv".into(),
+        files_ok: u64::from(st.ok - st.skipped),
+        files_skipped: u64::from(st.skipped),
+        files_failed: u64::from(st.failed),
+        bytes: st.bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        exit_code: i32::from(result.is_err() || st.failed > 0),
+        peer: Some(peer.to_string()),
+    });
+    result.map(|()| st)
+}
+impl<'a> Session<'a, '_> {
+    /// Waits until the commit thread has placed every verified file and
+    /// answered for it, and counts what it did.
+    pub(super) fn drain_commits(&mut self) -> Result<()> {
+        let (stats, broken) = self.commits.drain();
+        self.stats.add(stats);
+        match broken {
+            Some(why) => bail!("{why}"),
+            None => Ok(()),
+        }
+    }
+    pub(super) fn serve(&mut self) -> Result<()> {
+        loop {
+            if self.conn.buffered() == 0 && !self.conn.get_ref().readable_now() {
+                self.verify_small();
+                self.commits.nudge();
+            }
+            let frame = match self.conn.read_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    self.verify_small();
+                    let _ = self.drain_commits();
+                    bail!(
+                        "closed the connection before END ({} ok, {} failed)",
+                        self.stats.ok,
+                        self.stats.failed
+                    )
+                }
+                Err(e) => return Err(fail_session(&mut self.conn, e, "mid-session")),
+            };
+            match frame {
+                Frame::File(_) if self.awaiting.len() >= MAX_AWAITING => {
+                    let msg = format!("more than {MAX_AWAITING} accepted files without their BODY");
+                    let _ = self.conn.send(&Frame::Error {
+                        code: error_code::PROTOCOL,
+                        message: msg.clone(),
+                    });
+                    bail!("protocol error: {msg}");
+                }
+                Frame::File(h) => self.file(h)?,
+                Frame::Dir(h) => self.dir(h)?,
+                Frame::Body { id, offset, length } => self.body(id, offset, length)?,
+                Frame::End if self.awaiting.is_empty() => {
+                    self.verify_small();
+                    self.drain_commits()?;
+                    self.finish_dirs();
+                    self.conn.send(&Frame::Summary {
+                        files_ok: self.stats.ok,
+                        files_failed: self.stats.failed,
+                        bytes: self.stats.bytes,
+                    })?;
+                    return Ok(());
+                }
+                other => {
+                    let msg = match other {
+                        Frame::End => format!(
+                            "END while {} accepted file bodies are outstanding",
+                            self.awaiting.len()
+                        ),
+                        other => format!("unexpected {} frame", other.name()),
+                    };
+                    let _ = self.conn.send(&Frame::Error {
+                        code: error_code::PROTOCOL,
+                        message: msg.clone(),
+                    });
+                    bail!("protocol error: {msg}");
+                }
+            }
+        }
+    }
+    /// The session is over: removes the partials of accepted files whose
+    /// body never started (a resumed partial stays, to resume again).
+    pub(super) fn drop_unstarted(&mut self) {
+        for a in self.awaiting.drain(..) {
+            if a.offset == 0 {
+                a.names.discard(&a.dir);
+            }
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The receiver's shared types: what every session shares ([`Shared`]), one
+//! session's state ([`Session`]), a file on its way through the stages
+//! (accepted → received → verified → committed), refusals and failures.
+//! Every stage of the receiver depends on this file; it depends on none.
+
+use crate::config::RecvConfig;
+use crate::conn::Conn;
+use crate::digest::Md5Digest;
+use crate::events::Events;
+use crate::net::{Activity, Deadlined};
+use crate::progress::Progress;
+use crate::protocol::frame::reject_code;
+use crate::protocol::{DirHeader, FileHeader, WireName};
+use crate::store;
+use cap_std::fs::Dir;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::{self};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+/// Asks a receiver started with [`super::serve`] to stop: it stops
+/// accepting, ends its sessions (each checkpoints what it holds) and
+/// returns. Clones share the same flag.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown(Arc<AtomicBool>);
+
+impl Shutdown {
+    /// Asks the receiver to stop.
+    pub fn trigger(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// True once [`Shutdown::trigger`] was called.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// State shared by every session of one receiver.
+pub(super) struct Shared {
+    pub(super) cfg: RecvConfig,
+    pub(super) root: Dir,
+    pub(super) progress: Progress,
+    pub(super) active: AtomicUsize,
+    /// Targets being written right now, by wire name, across sessions.
+    pub(super) inflight: Mutex<HashMap<String, SocketAddr>>,
+    /// The connections being served, so an interrupt can end them.
+    pub(super) live: Mutex<HashMap<SocketAddr, (TcpStream, Activity)>>,
+    /// Set on SIGINT/SIGTERM: no new session starts.
+    pub(super) stopping: Shutdown,
+    /// `--json` output.
+    pub(super) events: Events,
+}
+
+impl Shared {
+    /// A line on stderr, above the bars.
+    pub(super) fn log(&self, line: &str) {
+        self.progress.println(&format!("ftx: {line}"));
+    }
+}
+
+/// What a finished session amounted to.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Stats {
+    pub(super) ok: u32,
+    pub(super) skipped: u32,
+    pub(super) failed: u32,
+    pub(super) bytes: u64,
+}
+
+/// A refusal of one offer: REJECT code and message.
+pub(super) struct Refusal(pub(super) u16, pub(super) String);
+
+pub(super) fn refusal(code: u16, msg: impl Into<String>) -> Refusal {
+    Refusal(code, msg.into())
+}
+
+/// Maps an I/O error met while walking to a target into a refusal.
+pub(super) fn io_refusal(what: &str, e: &io::Error) -> Refusal {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) => refusal(
+            reject_code::CONFLICT,
+            format!("{what}: a symlink or a file is in the way"),
+        ),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+            refusal(reject_code::NO_SPACE, format!("{what}: {e}"))
+        }
+        _ => refusal(reject_code::IO, format!("{what}: {e}")),
+    }
+}
+
+/// One sender's session.
+pub(super) struct Session<'a, 'c> {
+    pub(super) sh: &'a Shared,
+    pub(super) conn: Conn<Deadlined>,
+    pub(super) peer: SocketAddr,
+    /// Wire names already offered in this session.
+    pub(super) seen: HashSet<String>,
+    /// Directories whose attributes are applied at END.
+    pub(super) dirs: Vec<(WireName, DirHeader)>,
+    /// Accepted files whose BODY has not arrived yet, in acceptance order.
+    pub(super) awaiting: VecDeque<Awaiting<'a>>,
+    /// Small files received, their bodies in memory, not yet hashed.
+    pub(super) small: Vec<Unhashed<'a>>,
+    /// Body bytes in `small`.
+    pub(super) small_bytes: usize,
+    /// Verified files go to the session's commit thread through this.
+    pub(super) commits: &'c Commits<'a>,
+    pub(super) stats: Stats,
+    pub(super) bar: crate::progress::Bar,
+    /// The directory the last file went into (a walk sends a directory's
+    /// files together), so the next file there costs no path walk.
+    pub(super) parent: Option<Parent>,
+}
+
+/// An open directory below OUT, by its wire path components.
+pub(super) struct Parent {
+    pub(super) comps: Vec<String>,
+    pub(super) dir: Arc<Dir>,
+    /// Free bytes there as last asked of the file system, less what was
+    /// accepted since.
+    pub(super) free: Option<u64>,
+    pub(super) asked: Instant,
+}
+
+/// Verified files on their way from a session thread to its commit thread,
+/// which writes out the bodies held in memory, applies modes and mtimes,
+/// makes the files durable and puts them in place in batches (group
+/// commit): while it syncs one batch, the session keeps receiving the next.
+pub(super) struct Commits<'a> {
+    pub(super) state: Mutex<CommitState<'a>>,
+    pub(super) changed: Condvar,
+}
+
+#[derive(Default)]
+pub(super) struct CommitState<'a> {
+    pub(super) queue: Vec<Verified<'a>>,
+    /// Body bytes in `queue`.
+    pub(super) queued_bytes: u64,
+    /// Bytes of the bodies in `queue` held in memory.
+    pub(super) held_bytes: usize,
+    /// The commit thread is working on a batch.
+    pub(super) busy: bool,
+    /// Commit what is queued now, without waiting for a full group.
+    pub(super) urgent: bool,
+    /// The session is over: the commit thread ends once the queue is empty.
+    pub(super) closed: bool,
+    /// What committed batches amounted to, not yet collected by the session.
+    pub(super) stats: Stats,
+    /// Why RESULTs could not be written, if they could not.
+    pub(super) broken: Option<String>,
+}
+
+/// An accepted file whose body has not arrived yet.
+pub(super) struct Awaiting<'a> {
+    pub(super) h: FileHeader,
+    pub(super) name: WireName,
+    pub(super) last: String,
+    pub(super) dir: Arc<Dir>,
+    pub(super) names: store::Names,
+    pub(super) writer: store::PartialWriter,
+    pub(super) offset: u64,
+    pub(super) _guard: InflightGuard<'a>,
+}
+
+/// A file whose whole body arrived, on its way to being verified and
+/// committed.
+pub(super) struct Received<'a> {
+    pub(super) h: FileHeader,
+    pub(super) name: WireName,
+    pub(super) last: String,
+    pub(super) dir: Arc<Dir>,
+    pub(super) names: store::Names,
+    pub(super) offset: u64,
+    pub(super) started: Instant,
+    pub(super) _guard: InflightGuard<'a>,
+}
+
+/// A verified file waiting to be written out (if small), given its mode,
+/// mtime and digest record, made durable and renamed into place: all of
+/// it on the commit thread.
+pub(super) struct Verified<'a> {
+    pub(super) r: Received<'a>,
+    pub(super) file: std::fs::File,
+    /// The body, if not written to `file` yet (a small file).
+    pub(super) body: Vec<u8>,
+}
+
+/// A small file received, its body in memory to be hashed with others
+/// (see [`crate::md5multi`]).
+pub(super) struct Unhashed<'a> {
+    pub(super) r: Received<'a>,
+    pub(super) file: std::fs::File,
+    pub(super) body: Vec<u8>,
+}
+
+/// Why a file failed, for its RESULT and the log.
+pub(super) struct Failure {
+    pub(super) id: u32,
+    /// The name as shown (escaped).
+    pub(super) shown: String,
+    pub(super) status: u8,
+    pub(super) md5: Md5Digest,
+    pub(super) message: String,
+}
+
+impl Stats {
+    pub(super) fn add(&mut self, o: Stats) {
+        self.ok += o.ok;
+        self.skipped += o.skipped;
+        self.failed += o.failed;
+        self.bytes += o.bytes;
+    }
+}
+
+/// Removes a wire name from the in-flight map when dropped (if this
+/// session still holds it).
+pub(super) struct InflightGuard<'a> {
+    pub(super) map: &'a Mutex<HashMap<String, SocketAddr>>,
+    pub(super) name: String,
+    pub(super) holder: SocketAddr,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.map.lock() {
+            if m.get(&self.name) == Some(&self.holder) {
+                m.remove(&self.name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_classify_errors() {
+        let e = io::Error::from_raw_os_error(libc::ELOOP);
+        assert_eq!(io_refusal("x", &e).0, reject_code::CONFLICT);
+        let e = io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(io_refusal("x", &e).0, reject_code::NO_SPACE);
+        let e = io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(io_refusal("x", &e).0, reject_code::IO);
+    }
+}

@@ -1,0 +1,355 @@
+//! Offers and answers on the session thread: the FILE or DIR offer of a
+//! prepared entry, the body of an accepted file, and what each answer or
+//! RESULT does to the entry (the decisions are in [`super::verdict`]).
+
+use super::types::*;
+use super::verdict::*;
+use crate::conn::Conn;
+use crate::digest::{hex, Md5Digest};
+use crate::events::{mb_per_s, Event};
+use crate::exit::Exit;
+use crate::protocol::frame::{reject_code, result_status, DirHeader, FileHeader};
+use crate::protocol::Frame;
+use crate::sanitize::escape;
+use anyhow::{Context, Result};
+use std::collections::{HashMap, VecDeque};
+use std::net::TcpStream;
+use std::time::Instant;
+
+impl Sender<'_> {
+    /// Sends the offer of a prepared entry; `None` when it cannot be offered
+    /// (unreadable file: already reported).
+    pub(super) fn offer(
+        &mut self,
+        conn: &mut Conn<TcpStream>,
+        idx: usize,
+        prep: Prepared,
+    ) -> Result<Option<Offer>, Broken> {
+        let id = u32::try_from(idx + 1).context("too many entries for one session")?;
+        let e = &self.items[idx].entry;
+        let path = e.name.as_str().as_bytes().to_vec();
+        match prep {
+            Prepared::Dir => {
+                conn.queue(&Frame::Dir(DirHeader {
+                    id,
+                    mode: e.mode,
+                    mtime_s: e.mtime_s,
+                    mtime_ns: e.mtime_ns,
+                    path,
+                }));
+                Ok(Some(Offer {
+                    id,
+                    idx,
+                    file: None,
+                }))
+            }
+            Prepared::File(src) => {
+                let size = src.md.len();
+                if size != e.size {
+                    // Keep the session total honest if the file changed.
+                    let len = self.total.length().unwrap_or(0);
+                    self.total.set_length((len + size).saturating_sub(e.size));
+                }
+                conn.queue(&Frame::File(FileHeader {
+                    id,
+                    size,
+                    mode: e.mode,
+                    mtime_s: e.mtime_s,
+                    mtime_ns: e.mtime_ns,
+                    md5: src.md5,
+                    path,
+                }));
+                self.items[idx].entry.size = size;
+                self.items[idx].md5 = Some(src.md5);
+                Ok(Some(Offer {
+                    id,
+                    idx,
+                    file: Some(src),
+                }))
+            }
+            Prepared::Unreadable(msg) => {
+                self.settle(idx, Verdict::Failed(Exit::Failure, "read", msg));
+                Ok(None)
+            }
+        }
+    }
+    /// Records the outcome of an entry.
+    pub(super) fn settle(&mut self, idx: usize, v: Verdict) {
+        match v {
+            Verdict::Done => self.items[idx].state = State::Done,
+            Verdict::Again => {}
+            Verdict::Failed(exit, reason, msg) => {
+                self.progress.println(&format!("ftx: {msg}"));
+                self.events.emit(&Event::FileFailed {
+                    path: escape(self.items[idx].entry.name.as_str()),
+                    reason: reason.into(),
+                    message: msg,
+                    peer: None,
+                });
+                self.items[idx].state = State::Failed(exit);
+            }
+        }
+    }
+    /// Handles one frame from the receiver.
+    pub(super) fn on_answer(
+        &mut self,
+        conn: &mut Conn<TcpStream>,
+        frame: Frame,
+        answers: &mut VecDeque<Offer>,
+        results: &mut HashMap<u32, Flight>,
+    ) -> Result<(), Broken> {
+        if let Frame::Error { code, message } = &frame {
+            return Err(peer_error(*code, message).into());
+        }
+        // A RESULT for a file whose body was sent.
+        if let Frame::Result {
+            id,
+            status,
+            md5,
+            message,
+        } = &frame
+        {
+            if let Some(f) = results.remove(id) {
+                let (verdict, idx) = self.file_result(f, *status, *md5, message);
+                self.settle(idx, verdict);
+                return Ok(());
+            }
+        }
+        // Otherwise: the answer to the oldest offer.
+        let Some(offer) = answers.pop_front() else {
+            return Err(anyhow::anyhow!("unexpected {} from receiver", frame.name()).into());
+        };
+        let got = match &frame {
+            Frame::Accept { id, .. }
+            | Frame::Skip { id, .. }
+            | Frame::Reject { id, .. }
+            | Frame::Result { id, .. } => *id,
+            other => {
+                return Err(anyhow::anyhow!("unexpected {} from receiver", other.name()).into())
+            }
+        };
+        if got != offer.id {
+            return Err(anyhow::anyhow!(
+                "receiver answered entry {got} while entry {} was next",
+                offer.id
+            )
+            .into());
+        }
+        let idx = offer.idx;
+        let shown = escape(self.items[idx].entry.name.as_str());
+        let verdict = match (frame, offer.file) {
+            (
+                Frame::Result {
+                    status, message, ..
+                },
+                None,
+            ) => {
+                if status == result_status::OK {
+                    Verdict::Done
+                } else {
+                    Verdict::Failed(
+                        Exit::Failure,
+                        "io",
+                        format!(
+                            "{shown}: receiver could not create it: {}",
+                            escape(&message)
+                        ),
+                    )
+                }
+            }
+            (Frame::Reject { code, message, .. }, _) if code == reject_code::IN_PROGRESS => {
+                // Most likely our own earlier connection, which the receiver
+                // has not noticed dead yet: retry the session after a pause.
+                return Err(Broken {
+                    err: anyhow::anyhow!(
+                        "{shown}: the receiver is still busy with it: {}",
+                        escape(&message)
+                    ),
+                    retry: true,
+                });
+            }
+            (Frame::Reject { code, message, .. }, _) => reject_verdict(&shown, code, &message),
+            (Frame::Skip { .. }, Some(src)) => {
+                self.total.inc(src.md.len());
+                self.items[idx].shown = src.md.len();
+                self.tally.skipped += 1;
+                self.events.emit(&Event::FileSkipped {
+                    path: shown,
+                    bytes: src.md.len(),
+                    reason: "identical".into(),
+                    peer: None,
+                });
+                Verdict::Done
+            }
+            (Frame::Accept { offset, .. }, Some(src)) => {
+                let size = src.md.len();
+                if offset > size {
+                    return Err(anyhow::anyhow!(
+                        "receiver accepted {shown} at offset {offset}, beyond its size {size}"
+                    )
+                    .into());
+                }
+                let started = Instant::now();
+                self.body(conn, offer.id, idx, &src, offset)?;
+                results.insert(
+                    offer.id,
+                    Flight {
+                        idx,
+                        md: src.md,
+                        md5: src.md5,
+                        offset,
+                        started,
+                    },
+                );
+                return Ok(());
+            }
+            (other, _) => {
+                return Err(anyhow::anyhow!(
+                    "unexpected {} in answer to the offer of {shown}",
+                    other.name()
+                )
+                .into())
+            }
+        };
+        self.settle(idx, verdict);
+        Ok(())
+    }
+    /// Streams the body of an accepted file (sendfile where possible).
+    pub(super) fn body(
+        &mut self,
+        conn: &mut Conn<TcpStream>,
+        id: u32,
+        idx: usize,
+        src: &Source,
+        offset: u64,
+    ) -> Result<(), Broken> {
+        let size = src.md.len();
+        let shown = escape(self.items[idx].entry.name.as_str());
+        if offset > 0 && !self.cfg.quiet {
+            self.progress
+                .println(&format!("ftx: resuming {shown} at {offset}"));
+        }
+        self.events.emit(&Event::FileStarted {
+            path: shown.clone(),
+            bytes: size,
+            offset,
+            peer: None,
+        });
+        self.sending.set_message(shown);
+        self.sending.set_length(size);
+        self.sending.set_position(offset);
+        self.total.inc(offset);
+        let frame = Frame::Body {
+            id,
+            offset,
+            length: size - offset,
+        };
+        let from_memory = src
+            .data
+            .as_deref()
+            .and_then(|d| d.get(usize::try_from(offset).ok()?..));
+        if let Some(data) = from_memory {
+            conn.queue_body(&frame, data)?;
+            self.sending.inc(size - offset);
+            self.total.inc(size - offset);
+            self.items[idx].shown = size;
+            return Ok(());
+        }
+        let Some(file) = &src.file else {
+            let shown = escape(self.items[idx].entry.name.as_str());
+            return Err(
+                anyhow::anyhow!("internal error: '{shown}' has neither data nor a file").into(),
+            );
+        };
+        conn.queue(&frame);
+        let (sending, total) = (&self.sending, &self.total);
+        let mut counted = offset;
+        let sent = conn.send_body(file, offset, size - offset, |n| {
+            sending.inc(n);
+            total.inc(n);
+            counted += n;
+        });
+        self.items[idx].shown = counted;
+        sent?;
+        Ok(())
+    }
+    /// The verdict on a file from its RESULT.
+    pub(super) fn file_result(
+        &mut self,
+        f: Flight,
+        status: u8,
+        got: Md5Digest,
+        message: &str,
+    ) -> (Verdict, usize) {
+        let idx = f.idx;
+        let shown = escape(self.items[idx].entry.name.as_str());
+        let size = f.md.len();
+        if status == result_status::OK && got == f.md5 {
+            self.tally.files += 1;
+            self.tally.bytes += size - f.offset;
+            let seconds = f.started.elapsed().as_secs_f64();
+            if !self.cfg.quiet && !self.events.enabled() {
+                let line = format!(
+                    "sent {shown} {size} bytes md5 {} ({:.1} MB/s{})",
+                    hex(&f.md5),
+                    mb_per_s(size - f.offset, seconds),
+                    if f.offset > 0 {
+                        format!(", resumed at {}", f.offset)
+                    } else {
+                        String::new()
+                    }
+                );
+                self.progress.suspend(|| println!("{line}"));
+            }
+            self.events.emit(&Event::FileDone {
+                path: shown,
+                bytes: size,
+                md5: hex(&f.md5),
+                resumed_from: f.offset,
+                seconds,
+                mb_per_s: mb_per_s(size - f.offset, seconds),
+                peer: None,
+            });
+            return (Verdict::Done, idx);
+        }
+        if status != result_status::OK && status != result_status::DIGEST_MISMATCH {
+            return (
+                Verdict::Failed(
+                    Exit::Failure,
+                    "io",
+                    format!("{shown}: receiver could not write it: {}", escape(message)),
+                ),
+                idx,
+            );
+        }
+        // Forget what we believed about the file: hash it afresh.
+        self.cache.forget(&f.md);
+        self.items[idx].md5 = None;
+        self.total.dec(std::mem::take(&mut self.items[idx].shown));
+        let what = if status == result_status::OK {
+            "receiver reported ok with MD5"
+        } else {
+            "receiver computed"
+        };
+        let msg = format!(
+            "{shown}: integrity failure: sender MD5 {}, {what} {}",
+            hex(&f.md5),
+            hex(&got)
+        );
+        if !self.items[idx].resent && self.cfg.retries > 0 {
+            self.items[idx].resent = true;
+            self.progress
+                .println(&format!("ftx: {msg}; sending it again from 0"));
+            (Verdict::Again, idx)
+        } else {
+            (
+                Verdict::Failed(
+                    Exit::Integrity,
+                    "integrity",
+                    format!("{msg}; the file was not kept"),
+                ),
+                idx,
+            )
+        }
+    }
+}

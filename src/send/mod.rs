@@ -1,0 +1,226 @@
+//! The sender role: walk the sources, connect, and for each entry offer it
+//! (the FILE header carries the MD5, computed before it or taken from the
+//! digest cache), send the body from the accepted offset and wait for the
+//! receiver's verdict.
+//!
+//! A session that breaks (refused, reset, EOF, timeout) is retried with
+//! exponential backoff, re-offering every entry not yet confirmed; the
+//! receiver resumes partial files where it stopped. A digest mismatch sends
+//! the file again from 0, once. The exit status is 0 only when every file got
+//! RESULT ok or SKIP.
+
+mod answer;
+mod link;
+mod prepare;
+mod retry;
+mod types;
+mod verdict;
+mod window;
+
+use crate::cache::DigestCache;
+use crate::config::SendConfig;
+use crate::events::{Event, Events};
+use crate::exit::Exit;
+use crate::progress::{Layout, Progress};
+use crate::walk::{self, Kind};
+use anyhow::Result;
+use std::time::Instant;
+use types::*;
+
+pub use types::WINDOW;
+
+/// Runs `ftx send`. Returns the exit status; errors that end the run early
+/// carry theirs (see [`crate::exit::for_error`]).
+pub fn run(cfg: &SendConfig) -> Result<Exit> {
+    exit_on_interrupt()?;
+    let events = Events::new(cfg.json);
+    let walk = match walk::walk(&cfg.sources, cfg.follow_links) {
+        Ok(w) => w,
+        Err(e) => {
+            events.emit(&Event::Summary {
+                role: "send".into(),
+                files_ok: 0,
+                files_skipped: 0,
+                files_failed: 0,
+                bytes: 0,
+                seconds: 0.0,
+                exit_code: crate::exit::for_error(&e).code(),
+                peer: None,
+            });
+            return Err(e);
+        }
+    };
+    for w in &walk.warnings {
+        eprintln!("ftx: warning: {w}");
+    }
+    let mut outcome = Exit::Success;
+    for e in &walk.errors {
+        eprintln!("ftx: {e}");
+        outcome = Exit::Failure;
+    }
+    let progress = Progress::new(crate::progress::mode(cfg.quiet));
+    let total = progress.bytes_bar(walk.total_bytes(), Layout::Total);
+    total.set_prefix("total");
+    let items: Vec<Item> = walk
+        .entries
+        .into_iter()
+        .map(|entry| Item {
+            entry,
+            md5: None,
+            state: State::Pending,
+            resent: false,
+            shown: 0,
+        })
+        .collect();
+    let cache = DigestCache::open(cfg.cache);
+    let started = Instant::now();
+    let new_sender = |items: Vec<Item>| {
+        let hashing = progress.bytes_bar(0, Layout::File);
+        hashing.set_prefix("hashing");
+        let sending = progress.bytes_bar(0, Layout::File);
+        sending.set_prefix("sending");
+        Sender {
+            cfg,
+            cache: cache.clone(),
+            progress: progress.clone(),
+            total: total.clone(),
+            hashing,
+            sending,
+            items,
+            tally: Tally::default(),
+            events,
+        }
+    };
+    let run_one = |items: Vec<Item>| {
+        let mut s = new_sender(items);
+        let r = s.run_attempts();
+        s.hashing.finish_and_clear();
+        s.sending.finish_and_clear();
+        (s.items, s.tally, r)
+    };
+    let (streams, dirs) = plan(items, cfg.streams);
+    let mut parts: Vec<(Vec<Item>, Tally, Result<()>)> = if streams.len() == 1 {
+        streams.into_iter().map(run_one).collect()
+    } else {
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = streams
+                .into_iter()
+                .map(|group| sc.spawn(|| run_one(group)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        (
+                            Vec::new(),
+                            Tally::default(),
+                            Err(anyhow::anyhow!("a stream panicked")),
+                        )
+                    })
+                })
+                .collect()
+        })
+    };
+    if !dirs.is_empty() {
+        // Directories last, in one session: their modes and mtimes are set
+        // at its END, after every stream wrote the files inside them.
+        parts.push(run_one(dirs));
+    }
+    total.finish_and_clear();
+    let mut s = new_sender(Vec::new());
+    let mut result = Ok(());
+    for (items, tally, r) in parts {
+        s.items.extend(items);
+        s.tally.files += tally.files;
+        s.tally.skipped += tally.skipped;
+        s.tally.bytes += tally.bytes;
+        if let Err(e) = r {
+            if result.is_ok() {
+                result = Err(e);
+            } else {
+                eprintln!("ftx: {e:#}");
+            }
+        }
+    }
+    s.hashing.finish_and_clear();
+    s.sending.finish_and_clear();
+    if let Err(e) = &result {
+        outcome = outcome.worst(crate::exit::for_error(e));
+    }
+    for item in &s.items {
+        if let State::Failed(exit) = item.state {
+            outcome = outcome.worst(exit);
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let failed = s
+        .items
+        .iter()
+        .filter(|i| i.state != State::Done && i.entry.kind == Kind::File)
+        .count();
+    s.events.emit(&Event::Summary {
+        role: "send".into(),
+        files_ok: s.tally.files,
+        files_skipped: s.tally.skipped,
+        files_failed: failed as u64,
+        bytes: s.tally.bytes,
+        seconds: secs,
+        exit_code: outcome.code(),
+        peer: None,
+    });
+    if let Err(e) = result {
+        // The most serious failure decides the status, as the summary says.
+        eprintln!("ftx: {e:#}");
+        return Ok(outcome);
+    }
+    if !cfg.quiet {
+        eprintln!(
+            "ftx: sent {} file(s), {} skipped, {failed} failed, {} bytes in {secs:.2} s ({:.1} MB/s)",
+            s.tally.files,
+            s.tally.skipped,
+            s.tally.bytes,
+            s.tally.bytes as f64 / 1e6 / secs.max(1e-9)
+        );
+    }
+    Ok(outcome)
+}
+
+/// On SIGINT or SIGTERM: say how to go on, exit 130. Nothing is lost: the
+/// receiver keeps what it verified and checkpointed.
+fn exit_on_interrupt() -> Result<()> {
+    crate::exit::on_interrupt(|| {
+        eprintln!("\nftx: interrupted, run the same command again to resume");
+    })
+}
+/// Splits the entries for `streams` parallel sessions: files are dealt to
+/// the least loaded stream, largest first (so the streams finish together),
+/// keeping walk order within each stream. With more than one stream the
+/// directories are returned apart, to be sent after the files. With one
+/// stream everything stays in one session, in walk order.
+fn plan(items: Vec<Item>, streams: usize) -> (Vec<Vec<Item>>, Vec<Item>) {
+    let files = items.iter().filter(|i| i.entry.kind == Kind::File).count();
+    let n = streams.min(files);
+    if n <= 1 {
+        return (vec![items], Vec::new());
+    }
+    let (dirs, files): (Vec<Item>, Vec<Item>) =
+        items.into_iter().partition(|i| i.entry.kind == Kind::Dir);
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(files[i].entry.size));
+    let mut load = vec![0u64; n];
+    let mut owner = vec![0usize; files.len()];
+    for i in order {
+        let (least, _) = load
+            .iter()
+            .enumerate()
+            .min_by_key(|&(_, l)| *l)
+            .unwrap_or((0, &0));
+        load[least] += files[i].entry.size.max(1);
+        owner[i] = least;
+    }
+    let mut groups: Vec<Vec<Item>> = (0..n).map(|_| Vec::new()).collect();
+    for (item, o) in files.into_iter().zip(owner) {
+        groups[o].push(item);
+    }
+    (groups, dirs)
+}

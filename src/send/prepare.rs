@@ -1,0 +1,150 @@
+//! The look-ahead thread (`ftx-hasher`): opens the next entries and finds
+//! their digests (known, cached, or hashed now), reading small files whole
+//! and hashing them many at a time.
+
+use super::types::*;
+use crate::cache::DigestCache;
+use crate::digest::{hash_reader, read_whole, Md5Digest};
+use crate::progress::Bar;
+use crate::sanitize::escape;
+use crate::walk::{Entry, Kind};
+use anyhow::{Context, Result};
+use std::fs::File;
+use std::sync::mpsc;
+
+/// Small files read ahead are hashed together, this many at a time at
+/// most (see [`crate::md5multi`]): several times faster than one by one.
+pub(super) const BATCH_FILES: usize = 64;
+
+/// Hashes the entries to offer, in order, at most [`WINDOW`] ahead of the
+/// offers (one permit per entry), using the digest cache and digests known
+/// from earlier attempts. Small files are read and collected, and hashed
+/// together when the batch is full, when a larger file or a directory
+/// comes, or when the offers have caught up (no permit waiting).
+pub(super) fn spawn_hasher(
+    jobs: Vec<(usize, Entry, Option<Md5Digest>)>,
+    cache: DigestCache,
+    bar: Bar,
+    tx: mpsc::Sender<Msg>,
+    permits: mpsc::Receiver<()>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let handle = std::thread::Builder::new()
+        .name("ftx-hasher".into())
+        .spawn(move || {
+            let mut batch = Vec::new();
+            for (idx, entry, known) in jobs {
+                let permitted = match permits.try_recv() {
+                    Ok(()) => true,
+                    Err(mpsc::TryRecvError::Empty) => {
+                        hash_batch(&mut batch, &tx) && permits.recv().is_ok()
+                    }
+                    Err(mpsc::TryRecvError::Disconnected) => false,
+                };
+                if !permitted {
+                    return;
+                }
+                match prepare(&entry, known, &cache, &bar) {
+                    Step::Read(r) => {
+                        batch.push((idx, r));
+                        if batch.len() >= BATCH_FILES && !hash_batch(&mut batch, &tx) {
+                            return;
+                        }
+                    }
+                    Step::Ready(p) => {
+                        if !hash_batch(&mut batch, &tx) || tx.send(Msg::Ready(idx, p)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            hash_batch(&mut batch, &tx);
+        })
+        .context("cannot start the hashing thread")?;
+    Ok(handle)
+}
+
+/// A small file read whole, not hashed yet.
+pub(super) struct Unhashed {
+    pub(super) md: std::fs::Metadata,
+    pub(super) data: Vec<u8>,
+}
+
+/// What [`prepare`] made of an entry.
+pub(super) enum Step {
+    Ready(Prepared),
+    /// A small file, to be hashed with others.
+    Read(Unhashed),
+}
+
+/// Hashes the batch's files together and hands them over in order; false
+/// if the session is gone.
+pub(super) fn hash_batch(batch: &mut Vec<(usize, Unhashed)>, tx: &mpsc::Sender<Msg>) -> bool {
+    let bodies: Vec<&[u8]> = batch.iter().map(|(_, r)| r.data.as_slice()).collect();
+    let digests = crate::md5multi::digests(&bodies);
+    for ((idx, r), md5) in batch.drain(..).zip(digests) {
+        let source = Source {
+            file: None,
+            md: r.md,
+            md5,
+            data: Some(r.data),
+        };
+        if tx.send(Msg::Ready(idx, Prepared::File(source))).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Opens a file and finds its digest: known, cached, or hashed now; or
+/// reads it whole to be hashed with others, if small.
+pub(super) fn prepare(
+    entry: &Entry,
+    known: Option<Md5Digest>,
+    cache: &DigestCache,
+    bar: &Bar,
+) -> Step {
+    if entry.kind == Kind::Dir {
+        return Step::Ready(Prepared::Dir);
+    }
+    let local = escape(&entry.local.to_string_lossy());
+    let unreadable =
+        |e: std::io::Error| Step::Ready(Prepared::Unreadable(format!("cannot read {local}: {e}")));
+    let opened = File::open(&entry.local).and_then(|f| {
+        let md = f.metadata()?;
+        Ok((f, md))
+    });
+    let (file, md) = match opened {
+        Ok(pair) => pair,
+        Err(e) => return unreadable(e),
+    };
+    if let Some(md5) = known.or_else(|| cache.get(&md)) {
+        return Step::Ready(Prepared::File(Source {
+            file: Some(file),
+            md,
+            md5,
+            data: None,
+        }));
+    }
+    if md.len() <= INLINE_MAX {
+        // Hashed in microseconds: not worth a line on the hashing bar.
+        return match read_whole(&file, md.len()) {
+            Ok(data) => Step::Read(Unhashed { md, data }),
+            Err(e) => unreadable(e),
+        };
+    }
+    bar.set_message(escape(entry.name.as_str()));
+    bar.set_length(md.len());
+    bar.set_position(0);
+    match hash_reader(&file, md.len(), |n| bar.inc(n)) {
+        Ok(md5) => {
+            cache.put(&md, &md5);
+            Step::Ready(Prepared::File(Source {
+                file: Some(file),
+                md,
+                md5,
+                data: None,
+            }))
+        }
+        Err(e) => unreadable(e),
+    }
+}

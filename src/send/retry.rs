@@ -1,0 +1,94 @@
+//! Attempts and retries: sessions are run until every entry is settled;
+//! a broken one is retried with exponential backoff while attempts make
+//! progress.
+
+use super::types::*;
+use crate::events::Event;
+use crate::exit::Exit;
+use crate::sanitize::escape;
+use anyhow::Result;
+use std::time::Duration;
+
+/// First pause before a retry; doubled each time up to [`BACKOFF_MAX`].
+pub(super) const BACKOFF_START: Duration = Duration::from_millis(200);
+/// Longest pause between two attempts.
+pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+impl Sender<'_> {
+    /// Runs sessions until every entry is confirmed or failed for good, or
+    /// the retries are used up. The retry budget counts attempts in a row
+    /// that made no progress, so a long transfer over a flaky link goes on
+    /// as long as each attempt moves it forward.
+    pub(super) fn run_attempts(&mut self) -> Result<()> {
+        let mut left = self.cfg.retries;
+        let mut backoff = BACKOFF_START;
+        loop {
+            if !self.items.iter().any(|i| i.state == State::Pending) {
+                return Ok(());
+            }
+            let before = self.progress_mark();
+            let ended = self.attempt();
+            let moved = self.progress_mark() != before;
+            if moved {
+                left = self.cfg.retries;
+                backoff = BACKOFF_START;
+            }
+            match ended {
+                Ok(()) => {
+                    // Pending entries left after a whole session are files
+                    // to send again from 0 after a digest mismatch.
+                    if self.items.iter().any(|i| i.state == State::Pending) {
+                        if left == 0 {
+                            self.fail_pending(Exit::Integrity);
+                            return Ok(());
+                        }
+                        left -= 1;
+                    }
+                }
+                Err(b) if b.retry && left > 0 => {
+                    left -= 1;
+                    self.events.emit(&Event::Retry {
+                        message: escape(&format!("{:#}", b.err)),
+                        delay_s: backoff.as_secs_f64(),
+                        retries_left: left,
+                    });
+                    self.progress.println(&format!(
+                        "ftx: {}: {:#}; retrying in {:.1} s ({left} retries left)",
+                        self.cfg.target,
+                        b.err,
+                        backoff.as_secs_f32()
+                    ));
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+                Err(b) => {
+                    let hint = if b.retry && self.cfg.retries > 0 {
+                        "; giving up after retries, run the same command again to resume"
+                    } else {
+                        ""
+                    };
+                    return Err(b
+                        .err
+                        .context(format!("sending to {}{hint}", self.cfg.target)));
+                }
+            }
+        }
+    }
+    /// Something that changes whenever an attempt moves the transfer on.
+    pub(super) fn progress_mark(&self) -> (usize, u64) {
+        let settled = self
+            .items
+            .iter()
+            .filter(|i| i.state != State::Pending)
+            .count();
+        let shown: u64 = self.items.iter().map(|i| i.shown).sum();
+        (settled, shown)
+    }
+    pub(super) fn fail_pending(&mut self, exit: Exit) {
+        for i in &mut self.items {
+            if i.state == State::Pending {
+                i.state = State::Failed(exit);
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The sender's shared types: an entry and where it stands across
+//! attempts ([`Item`]), the run's state ([`Sender`]), what the helper
+//! threads tell the session thread ([`Msg`]), an offer and a body in
+//! flight, and why an attempt broke ([`Broken`]). Every stage of the
+//! sender depends on this file; it depends on none.
+
+use crate::cache::DigestCache;
+use crate::config::SendConfig;
+use crate::conn::{Conn, ConnError};
+use crate::digest::Md5Digest;
+use crate::events::Events;
+use crate::exit::{Exit, ExitError};
+use crate::progress::{Bar, Progress};
+use crate::protocol::frame::error_code;
+use crate::protocol::Frame;
+use crate::sanitize::escape;
+use crate::walk::Entry;
+use anyhow::Result;
+use std::fs::File;
+use std::net::TcpStream;
+use std::time::Instant;
+
+/// Where an entry stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum State {
+    /// Not confirmed yet: offered in the next attempt.
+    Pending,
+    /// Verified, created, or skipped as identical.
+    Done,
+    /// Refused or failed for good.
+    Failed(Exit),
+}
+
+/// An entry and what the sender knows about it across attempts.
+pub(super) struct Item {
+    pub(super) entry: Entry,
+    /// The digest once known (hashed or cached).
+    pub(super) md5: Option<Md5Digest>,
+    pub(super) state: State,
+    /// The file was already sent again from 0 after a mismatch.
+    pub(super) resent: bool,
+    /// Bytes of this entry counted on the total bar in this attempt.
+    pub(super) shown: u64,
+}
+
+/// Counters for the final summary.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    pub(super) files: u64,
+    pub(super) skipped: u64,
+    pub(super) bytes: u64,
+}
+
+/// Everything one run of `ftx send` shares across attempts.
+pub(super) struct Sender<'a> {
+    pub(super) cfg: &'a SendConfig,
+    pub(super) cache: DigestCache,
+    pub(super) progress: Progress,
+    pub(super) total: Bar,
+    /// The file being hashed (look-ahead thread).
+    pub(super) hashing: Bar,
+    /// The file being sent.
+    pub(super) sending: Bar,
+    pub(super) items: Vec<Item>,
+    pub(super) tally: Tally,
+    pub(super) events: Events,
+}
+
+/// An attempt that ended early, and whether trying again can help.
+pub(super) struct Broken {
+    pub(super) err: anyhow::Error,
+    pub(super) retry: bool,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Broken {
+    fn from(e: E) -> Self {
+        let err = e.into();
+        let retry = transient(&err);
+        Broken { err, retry }
+    }
+}
+
+/// True when the error is about the connection, not about what was sent:
+/// cannot connect, reset, EOF, timeout, receiver busy.
+pub(super) fn transient(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        if let Some(c) = e.downcast_ref::<ConnError>() {
+            return !matches!(c, ConnError::Frame(_));
+        }
+        if let Some(x) = e.downcast_ref::<ExitError>() {
+            return x.exit == Exit::Connect;
+        }
+        if let Some(p) = e.downcast_ref::<PeerError>() {
+            return p.code == error_code::BUSY || p.code == error_code::TIMEOUT;
+        }
+        e.downcast_ref::<std::io::Error>().is_some()
+    })
+}
+
+/// The receiver ended the session with ERROR.
+#[derive(Debug, thiserror::Error)]
+#[error("receiver ended the session: {message} (code {code})")]
+pub(super) struct PeerError {
+    pub(super) code: u16,
+    pub(super) message: String,
+}
+
+pub(super) fn peer_error(code: u16, message: &str) -> anyhow::Error {
+    let e = PeerError {
+        code,
+        message: escape(message),
+    };
+    if code == error_code::AUTH {
+        return ExitError::new(Exit::Auth, e.to_string()).into();
+    }
+    anyhow::Error::new(e)
+}
+
+/// Offers in flight at most: many small files cost about one round trip,
+/// not one each.
+pub const WINDOW: usize = 128;
+
+/// Messages handled in a row before the session thread offers and writes
+/// again.
+pub(super) const DRAIN_MAX: usize = 256;
+
+/// What the helper threads tell the session.
+pub(super) enum Msg {
+    /// The look-ahead thread prepared entry `idx`.
+    Ready(usize, Prepared),
+    /// The reader thread of session `gen` got a frame (or the connection
+    /// failed).
+    Answer(u64, Result<Frame, ConnError>),
+}
+
+/// An entry ready to offer.
+pub(super) enum Prepared {
+    /// A directory.
+    Dir,
+    /// An open file with its metadata and MD5.
+    File(Source),
+    /// A file that cannot be read: the message says why.
+    Unreadable(String),
+}
+
+/// A file to send, with its metadata and MD5: open, or read whole.
+pub(super) struct Source {
+    /// None once the whole content is in `data` (the descriptor is not
+    /// kept: many small files are in flight at once).
+    pub(super) file: Option<File>,
+    pub(super) md: std::fs::Metadata,
+    pub(super) md5: Md5Digest,
+    /// The whole content as it was hashed, for a file of at most
+    /// [`INLINE_MAX`] bytes: its body is sent from memory, queued with
+    /// other frames, instead of read again.
+    pub(super) data: Option<Vec<u8>>,
+}
+
+/// Files up to this size are read once, into memory, to be hashed and sent.
+/// With [`WINDOW`] offers in flight and as many hashed ahead, this bounds
+/// the memory held for them to 16 MiB.
+pub(super) const INLINE_MAX: u64 = 64 << 10;
+
+/// A session of an attempt: the connection and the tag of its reader.
+pub(super) struct Link {
+    pub(super) conn: Conn<TcpStream>,
+    pub(super) gen: u64,
+}
+
+/// An offer waiting for its answer.
+pub(super) struct Offer {
+    pub(super) id: u32,
+    pub(super) idx: usize,
+    pub(super) file: Option<Source>,
+}
+
+/// A file whose body was sent, waiting for its RESULT.
+pub(super) struct Flight {
+    pub(super) idx: usize,
+    pub(super) md: std::fs::Metadata,
+    pub(super) md5: Md5Digest,
+    pub(super) offset: u64,
+    pub(super) started: Instant,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_errors_are_transient_protocol_errors_are_not() {
+        let eof = anyhow::Error::new(ConnError::Eof("a frame")).context("x");
+        assert!(transient(&eof));
+        let conn = anyhow::Error::new(ExitError::new(Exit::Connect, "refused"));
+        assert!(transient(&conn));
+        let busy = peer_error(error_code::BUSY, "busy");
+        assert!(transient(&busy));
+        let proto = anyhow::Error::new(ConnError::Frame(crate::protocol::FrameError::UnknownType(
+            9,
+        )));
+        assert!(!transient(&proto));
+        let auth = peer_error(error_code::AUTH, "no");
+        assert!(!transient(&auth));
+        assert_eq!(crate::exit::for_error(&auth), Exit::Auth);
+    }
+}

@@ -1,0 +1,262 @@
+//! One attempt's session: connect, then keep up to [`WINDOW`] offers in
+//! flight while the look-ahead thread ([`super::prepare`]) hashes the next
+//! files and the reader thread ([`super::link`]) collects the receiver's
+//! answers; END when every entry is settled.
+
+use super::link::*;
+use super::prepare::*;
+use super::types::*;
+use crate::conn::{Conn, ConnError};
+use crate::digest::Md5Digest;
+use crate::net;
+use crate::protocol::Frame;
+use crate::walk::Entry;
+use anyhow::{Context, Result};
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Tracks how long the receiver has been silent *and* our socket has not
+/// drained: only that counts against `--timeout`.
+pub(super) struct Quiet {
+    pub(super) since: Instant,
+    pub(super) unsent: Option<u32>,
+}
+
+impl Quiet {
+    pub(super) fn new() -> Self {
+        Quiet {
+            since: Instant::now(),
+            unsent: None,
+        }
+    }
+
+    /// Something arrived from the receiver.
+    pub(super) fn reset(&mut self) {
+        self.since = Instant::now();
+    }
+
+    /// Given the bytes still queued on our socket, true when nothing has
+    /// moved for `timeout`.
+    pub(super) fn stalled(&mut self, unsent: Option<u32>, timeout: Duration) -> bool {
+        if unsent != self.unsent {
+            self.unsent = unsent;
+            self.since = Instant::now();
+            return false;
+        }
+        self.since.elapsed() >= timeout
+    }
+}
+
+impl Sender<'_> {
+    /// One session: connect, greet, then keep up to [`WINDOW`] offers in
+    /// flight: a look-ahead thread hashes the next files, a reader thread
+    /// collects the receiver's answers, and this thread sends offers and,
+    /// as ACCEPTs come back, bodies. END when every entry is settled.
+    pub(super) fn attempt(&mut self) -> Result<(), Broken> {
+        let (tx, rx) = mpsc::channel::<Msg>();
+        // Connect first: an unreachable receiver is reported before any
+        // hashing.
+        let mut link = Some(self.connect_link(&tx, 0)?);
+        // Bytes counted for entries that were not confirmed are counted
+        // again when they are sent again.
+        for i in &mut self.items {
+            if i.state == State::Pending {
+                self.total.dec(std::mem::take(&mut i.shown));
+            }
+        }
+
+        let pending: Vec<usize> = (0..self.items.len())
+            .filter(|&i| self.items[i].state == State::Pending)
+            .collect();
+        let (permits, permit_rx) = mpsc::channel::<()>();
+        for _ in 0..WINDOW {
+            let _ = permits.send(());
+        }
+        let jobs: Vec<(usize, Entry, Option<Md5Digest>)> = pending
+            .iter()
+            .map(|&i| (i, self.items[i].entry.clone(), self.items[i].md5))
+            .collect();
+        let hasher = spawn_hasher(
+            jobs,
+            self.cache.clone(),
+            self.hashing.clone(),
+            tx.clone(),
+            permit_rx,
+        )?;
+
+        let result = self.window(&mut link, &tx, &rx, &permits, &hasher, pending.len());
+        // Unblock the reader thread whatever happened.
+        if let Some(l) = &link {
+            let _ = l.conn.get_ref().shutdown(std::net::Shutdown::Both);
+        }
+        result
+    }
+    /// Connects and greets; the reader thread tags what it reads with `gen`.
+    pub(super) fn connect_link(&self, tx: &mpsc::Sender<Msg>, gen: u64) -> Result<Link, Broken> {
+        let target = &self.cfg.target;
+        let stream = net::connect(target, self.cfg.connect_timeout)?;
+        net::tune(&stream, self.cfg.timeout)
+            .with_context(|| format!("cannot set up the connection to {target}"))?;
+        let mut conn = Conn::new(stream);
+        handshake(&mut conn, target, self.cfg.token.as_ref())?;
+        let reader = conn
+            .get_ref()
+            .try_clone()
+            .with_context(|| format!("cannot set up the connection to {target}"))?;
+        // From here on only the reader thread reads, and it must not time
+        // out while a long body is being sent (the receiver says nothing
+        // until it has it all): the session thread enforces `--timeout`
+        // where it waits for the receiver, and writes keep their timeout.
+        reader
+            .set_read_timeout(None)
+            .with_context(|| format!("cannot set up the connection to {target}"))?;
+        spawn_reader(reader, tx.clone(), gen)?;
+        Ok(Link { conn, gen })
+    }
+    /// The windowed exchange of one attempt. When nothing is in flight and
+    /// the look-ahead thread is still hashing (a large file), the session
+    /// is ended cleanly before the receiver's idle timeout would drop it,
+    /// and a new one is opened once there is something to offer.
+    pub(super) fn window(
+        &mut self,
+        link: &mut Option<Link>,
+        tx: &mpsc::Sender<Msg>,
+        rx: &mpsc::Receiver<Msg>,
+        permits: &mpsc::Sender<()>,
+        hasher: &std::thread::JoinHandle<()>,
+        count: usize,
+    ) -> Result<(), Broken> {
+        let mut ready: VecDeque<(usize, Prepared)> = VecDeque::new();
+        let mut offered = 0usize;
+        let mut answers: VecDeque<Offer> = VecDeque::new();
+        let mut results: HashMap<u32, Flight> = HashMap::new();
+        let mut next_gen = 1;
+        let mut quiet = Quiet::new();
+        loop {
+            if !ready.is_empty() && link.is_none() {
+                *link = Some(self.connect_link(tx, next_gen)?);
+                next_gen += 1;
+            }
+            if let Some(l) = link.as_mut() {
+                let mut sent = false;
+                while answers.len() + results.len() < WINDOW {
+                    let Some((idx, prep)) = ready.pop_front() else {
+                        break;
+                    };
+                    offered += 1;
+                    let _ = permits.send(());
+                    if let Some(offer) = self.offer(&mut l.conn, idx, prep)? {
+                        answers.push_back(offer);
+                        sent = true;
+                    }
+                }
+                if sent {
+                    l.conn.flush()?;
+                }
+            }
+            if offered == count && answers.is_empty() && results.is_empty() {
+                break;
+            }
+            let idle = answers.is_empty() && results.is_empty();
+            let wait = match (idle, link.is_some()) {
+                // Waiting for the receiver: in slices, to watch our bytes
+                // still draining towards it (see below).
+                (false, _) => Duration::from_secs(1).min(self.cfg.timeout),
+                // Waiting for the hasher with a session open: not so long
+                // that the receiver's idle timeout ends it under us.
+                (true, true) => (self.cfg.timeout / 2).max(Duration::from_secs(1)),
+                // Waiting for the hasher alone: check now and then that it
+                // is still there.
+                (true, false) => Duration::from_secs(1),
+            };
+            let msg = match rx.recv_timeout(wait) {
+                Ok(m) => {
+                    quiet.reset();
+                    m
+                }
+                Err(_) if idle && link.is_some() => {
+                    if let Some(l) = link.take() {
+                        self.end_session(l, rx)?;
+                    }
+                    continue;
+                }
+                Err(_) if idle && !hasher.is_finished() => continue,
+                Err(_) if idle => {
+                    return Err(Broken {
+                        err: anyhow::anyhow!("internal error: the hashing thread stopped"),
+                        retry: false,
+                    })
+                }
+                Err(_) => {
+                    // The receiver is silent until it has a whole body; that
+                    // is fine as long as the bytes we sent are still being
+                    // taken (a slow link). Only `--timeout` seconds without
+                    // either is a stall.
+                    let unsent = link.as_ref().and_then(|l| net::unsent(l.conn.get_ref()));
+                    if quiet.stalled(unsent, self.cfg.timeout) {
+                        return Err(ConnError::Timeout.into());
+                    }
+                    continue;
+                }
+            };
+            // Handle what is already there as well (bounded), then write
+            // out what that queued: one write for many small bodies.
+            let mut next = Some(msg);
+            let mut handled = 0;
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Ready(idx, prep) => ready.push_back((idx, prep)),
+                    Msg::Answer(gen, _) if link.as_ref().is_none_or(|l| l.gen != gen) => {}
+                    Msg::Answer(_, Err(e)) => return Err(e.into()),
+                    Msg::Answer(_, Ok(frame)) => {
+                        if let Some(l) = link.as_mut() {
+                            self.on_answer(&mut l.conn, frame, &mut answers, &mut results)?;
+                        }
+                    }
+                }
+                handled += 1;
+                if handled < DRAIN_MAX {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if let Some(l) = link.as_mut() {
+                l.conn.flush()?;
+            }
+        }
+        match link.take() {
+            Some(l) => self.end_session(l, rx),
+            None => Ok(()),
+        }
+    }
+    /// END, then wait for SUMMARY.
+    pub(super) fn end_session(
+        &mut self,
+        mut l: Link,
+        rx: &mpsc::Receiver<Msg>,
+    ) -> Result<(), Broken> {
+        self.sending.set_length(0);
+        l.conn
+            .send(&Frame::End)
+            .with_context(|| format!("cannot finish the session with {}", self.cfg.target))?;
+        let ended = loop {
+            match rx.recv_timeout(self.cfg.timeout) {
+                Ok(Msg::Ready(..)) => {}
+                Ok(Msg::Answer(gen, _)) if gen != l.gen => {}
+                Ok(Msg::Answer(_, Ok(Frame::Summary { .. }))) => break Ok(()),
+                Ok(Msg::Answer(_, Ok(Frame::Error { code, message }))) => {
+                    break Err(peer_error(code, &message).into())
+                }
+                Ok(Msg::Answer(_, Ok(other))) => {
+                    break Err(
+                        anyhow::anyhow!("receiver answered END with {}", other.name()).into(),
+                    )
+                }
+                Ok(Msg::Answer(_, Err(e))) => break Err(e.into()),
+                Err(_) => break Err(ConnError::Timeout.into()),
+            }
+        };
+        let _ = l.conn.get_ref().shutdown(std::net::Shutdown::Both);
+        ended
+    }
+}

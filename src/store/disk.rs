@@ -1,0 +1,195 @@
+//! The disk thread (`ftx-disk`) of a [`super::pipeline`]: appends to the
+//! partial (with `O_DIRECT` for full buffers), keeps each block's XXH3 and
+//! writes a checkpoint every 64 MiB and when the transfer is suspended.
+
+use super::block::*;
+use super::state::*;
+use super::types::*;
+use crate::digest::Md5Digest;
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use xxhash_rust::xxh3::Xxh3;
+
+/// What the disk thread ends with.
+pub(super) struct DiskEnd {
+    pub(super) file: Option<File>,
+    pub(super) err: Option<io::Error>,
+    /// Bytes covered by the last state file written.
+    pub(super) kept: u64,
+}
+
+/// The disk side: file, records, checkpoints.
+pub(super) struct Disk {
+    pub(super) dir: Dir,
+    pub(super) names: Names,
+    pub(super) out: BufWriter<File>,
+    pub(super) size: u64,
+    pub(super) md5_expected: Md5Digest,
+    pub(super) blocks: Vec<BlockRec>,
+    pub(super) checkpointed: usize,
+    /// Writes bypass the page cache (`O_DIRECT`).
+    pub(super) direct: bool,
+}
+
+/// Turns `O_DIRECT` on or off for `file`; false if the system refuses.
+pub(super) fn set_direct(file: &File, on: bool) -> bool {
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    let Ok(flags) = fcntl_getfl(file) else {
+        return false;
+    };
+    let flags = if on {
+        flags | OFlags::DIRECT
+    } else {
+        flags - OFlags::DIRECT
+    };
+    fcntl_setfl(file, flags).is_ok()
+}
+
+impl Disk {
+    /// Appends `data` to the partial. Full, aligned buffers are written
+    /// with `O_DIRECT`: on a virtual disk, copying into the page cache costs
+    /// more CPU than MD5 (measured: 1 GiB in 3.9 s buffered + fdatasync, 1.1 s
+    /// direct), and durability comes from the fsyncs all the same. The last,
+    /// short buffer (and any system that refuses) goes through the
+    /// `BufWriter` as usual.
+    pub(super) fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        let aligned =
+            data.len().is_multiple_of(ALIGN) && (data.as_ptr() as usize).is_multiple_of(ALIGN);
+        if self.direct && !aligned {
+            self.direct = !set_direct(self.out.get_ref(), false);
+        }
+        if !self.direct {
+            return self.out.write_all(data);
+        }
+        self.out.flush()?;
+        let mut done = 0;
+        while done < data.len() {
+            match self.out.get_mut().write(&data[done..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) if n % ALIGN == 0 => done += n,
+                Ok(n) => {
+                    // A short, unaligned write: finish without O_DIRECT.
+                    done += n;
+                    self.direct = !set_direct(self.out.get_ref(), false);
+                    return self.out.write_all(&data[done..]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.direct = !set_direct(self.out.get_ref(), false);
+                    return self.out.write_all(&data[done..]);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn checkpoint(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()?;
+        let bytes = encode_state(self.size, &self.md5_expected, &self.blocks);
+        let mut tmp = self
+            .dir
+            .open_with(
+                &self.names.state_tmp,
+                no_follow(OpenOptions::new().write(true).create(true).truncate(true)).mode(0o600),
+            )?
+            .into_std();
+        tmp.write_all(&bytes)?;
+        tmp.sync_data()?;
+        self.dir
+            .rename(&self.names.state_tmp, &self.dir, &self.names.state)?;
+        self.checkpointed = self.blocks.len();
+        Ok(())
+    }
+
+    /// Runs until the hash thread hangs up. `final_checkpoint` is read at
+    /// the end: set when the transfer is being suspended, not finished.
+    pub(super) fn run(
+        mut self,
+        rx: std::sync::mpsc::Receiver<ToDisk>,
+        pool: std::sync::mpsc::SyncSender<Buf>,
+        final_checkpoint: &std::sync::atomic::AtomicBool,
+    ) -> DiskEnd {
+        let mut err: Option<io::Error> = None;
+        // XXH3 of the blocks runs here, beside the disk writes, so the hash
+        // thread only runs MD5, the slowest step.
+        let mut xxh = Xxh3::new();
+        let mut at = self.blocks.len() as u64 * BLOCK;
+        let mut digests: VecDeque<u64> = VecDeque::new();
+        for msg in rx {
+            match msg {
+                ToDisk::Data(buf, n) => {
+                    if err.is_none() {
+                        if let Err(e) = self.append(&buf[..n]) {
+                            err = Some(e);
+                        }
+                    }
+                    by_block(&mut at, &buf[..n], |piece, ends| {
+                        xxh.update(piece);
+                        if ends {
+                            digests.push_back(xxh.digest());
+                            xxh.reset();
+                        }
+                    });
+                    let _ = pool.send(buf);
+                }
+                ToDisk::Block(md5_state) => {
+                    let Some(xxh3) = digests.pop_front() else {
+                        err.get_or_insert_with(pipeline_broken);
+                        continue;
+                    };
+                    let rec = BlockRec { xxh3, md5_state };
+                    self.blocks.push(rec);
+                    if err.is_none() {
+                        // Start writing this block to disk now, so the
+                        // checkpoint's fsync finds little left to do.
+                        let start = (self.blocks.len() as u64 - 1) * BLOCK;
+                        if let Err(e) = self.out.flush() {
+                            err = Some(e);
+                        } else if !self.direct {
+                            start_writeback(self.out.get_ref(), start, BLOCK);
+                        }
+                    }
+                    if err.is_none() && self.blocks.len() - self.checkpointed >= CHECKPOINT_BLOCKS {
+                        if let Err(e) = self.checkpoint() {
+                            err = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+        if err.is_none() && final_checkpoint.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Err(e) = self.checkpoint() {
+                err = Some(e);
+            }
+        }
+        let kept = self.checkpointed as u64 * BLOCK;
+        let file = match self.out.into_inner() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                err.get_or_insert(e.into_error());
+                None
+            }
+        };
+        DiskEnd { file, err, kept }
+    }
+}
+
+/// Asks the kernel to start writing a range of `file` back to disk without
+/// waiting for it (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). Durability
+/// still comes from the fsync at checkpoints and at the end; this only
+/// spreads the disk work over the transfer. Best effort.
+pub(super) fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: sync_file_range only reads its integer arguments; the fd is
+    // owned by `file`, which outlives the call.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}

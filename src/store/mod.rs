@@ -1,0 +1,408 @@
+//! Checkpointed partial files on the receiver, so an interrupted transfer
+//! resumes instead of restarting.
+//!
+//! Beside the target `NAME`, the receiver keeps the data in
+//! `.NAME.ftx-part` and a small state file `.NAME.ftx-state`:
+//!
+//! ```text
+//! magic "FTXPART1" | size:u64 | md5:[16] | block:u64 | nblocks:u32 | state_len:u16
+//! nblocks × ( xxh3:u64 | md5_state:[state_len] )     one per full block, in order
+//! trailer: xxh3_64 of every byte before it
+//! ```
+//!
+//! Each record holds the XXH3 of one 4 MiB block of the partial and the MD5
+//! state after that block. A resume never trusts bytes it has not checked:
+//! the partial's blocks are re-read and compared with their XXH3 (at disk
+//! speed), and the transfer resumes at the first block that does not match,
+//! continuing the MD5 from the state saved before it. A state file that is
+//! garbage, truncated, for other content, or a partial shorter than its
+//! records: everything is discarded and the file starts from 0.
+//!
+//! The state is replaced atomically (write a temporary, fsync, rename) at
+//!
+//! # A partial's life
+//!
+//! ```text
+//! open ──> write ... ──> end ──> (verify) ──> place (attrs.rs, on the commit thread)
+//!  │         │            │
+//!  │         │            └─ held in memory (small.rs, ≤ 256 KiB: hashed by the session)
+//!  │         └─ suspend: checkpoint what arrived (a later open resumes: resume.rs)
+//!  └─ resume from a checked prefix, or start at 0      any failure: discard
+//! ```
+//!
+//! Which thread writes a body's bytes depends on its size ([`PartialWriter`]):
+//!
+//! - up to [`HOLD_MAX`] (256 KiB): held in memory ([`small`]); the session
+//!   thread hashes it in a batch, the receiver's commit thread writes it;
+//! - up to [`BLOCK`] (4 MiB): the session thread writes and hashes it as it
+//!   arrives ([`small::StreamWriter`]);
+//! - [`BLOCK`] and more: a [`pipeline`] of two threads started when the body
+//!   starts: `ftx-hash` runs MD5 ([`pipeline`]), `ftx-disk` writes, keeps
+//!   the per-block XXH3 and checkpoints ([`disk`]).
+
+pub mod attrs;
+mod block;
+mod disk;
+pub mod pipeline;
+mod resume;
+pub mod small;
+mod state;
+mod types;
+
+use crate::digest::{Hasher, Md5Digest};
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
+use pipeline::Pipeline;
+use resume::{try_resume, Start};
+pub use small::HOLD_MAX;
+use small::{Held, SmallWriter, StreamWriter};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use types::WRITE_BUF;
+pub use types::{no_follow, Names, BLOCK, CHECKPOINT_BLOCKS};
+
+/// Where a (re)started transfer begins.
+pub struct Opened {
+    /// The partial file, positioned at `offset`.
+    pub writer: PartialWriter,
+    /// Bytes already verified on disk; the sender sends from here.
+    pub offset: u64,
+    /// Why an earlier partial was discarded, if one was.
+    pub discarded: Option<String>,
+}
+
+/// Opens the partial for a file of `size` bytes and MD5 `md5` in `dir`,
+/// resuming from a checked prefix when an earlier partial for the same
+/// content is there, else starting from 0. Never follows a symlink.
+pub fn open(dir: &Dir, names: &Names, size: u64, md5: Md5Digest) -> io::Result<Opened> {
+    // The usual case first: no partial there, so nothing to resume. One
+    // exclusive create instead of looking for a state file and a partial.
+    let fresh = dir.open_with(
+        &names.part,
+        no_follow(OpenOptions::new().write(true).read(true).create_new(true)).mode(0o600),
+    );
+    match fresh {
+        Ok(file) => {
+            // A state file without its partial describes nothing; it must
+            // not be mistaken for this partial's. (Only files of a block or
+            // more ever checkpoint.)
+            let orphan = size >= BLOCK && dir.remove_file(&names.state).is_ok();
+            return Ok(Opened {
+                writer: PartialWriter::new(dir, names, file.into_std(), size, md5, Start::fresh())?,
+                offset: 0,
+                discarded: orphan.then(|| "a state file without its partial".to_owned()),
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let mut discarded = None;
+    match try_resume(dir, names, size, &md5) {
+        Ok(Some((file, start))) => {
+            let offset = start.pos;
+            return Ok(Opened {
+                writer: PartialWriter::new(dir, names, file, size, md5, start)?,
+                offset,
+                discarded: None,
+            });
+        }
+        // Nothing there: nothing to clear.
+        Ok(None) => {}
+        Err(why) => {
+            discarded = Some(why);
+            names.discard(dir);
+        }
+    }
+    let file = dir
+        .open_with(
+            &names.part,
+            no_follow(
+                OpenOptions::new()
+                    .write(true)
+                    .read(true)
+                    .create(true)
+                    .truncate(true),
+            )
+            .mode(0o600),
+        )?
+        .into_std();
+    Ok(Opened {
+        writer: PartialWriter::new(dir, names, file, size, md5, Start::fresh())?,
+        offset: 0,
+        discarded,
+    })
+}
+
+/// How a body ended: written and hashed, or held in memory, not yet
+/// written nor hashed.
+pub enum Finished {
+    Ready(File, Md5Digest),
+    Held(Held),
+}
+
+/// Writes a file's body into its partial, hashing it; or holds it in
+/// memory, for a small file.
+pub enum PartialWriter {
+    /// Up to [`HOLD_MAX`] bytes (so never resumed: it has no block).
+    Small(SmallWriter),
+    /// Over [`HOLD_MAX`], under [`BLOCK`] bytes (never resumed either).
+    Streamed(StreamWriter),
+    /// [`BLOCK`] bytes or more.
+    Piped(Pipeline),
+}
+
+impl PartialWriter {
+    pub(super) fn new(
+        dir: &Dir,
+        names: &Names,
+        file: File,
+        size: u64,
+        md5_expected: Md5Digest,
+        start: Start,
+    ) -> io::Result<Self> {
+        if size <= HOLD_MAX && start.pos == 0 {
+            // The allocation is bounded whatever the peer announced.
+            let size = usize::try_from(size).map_err(io::Error::other)?;
+            return Ok(PartialWriter::Small(SmallWriter {
+                file,
+                body: Vec::with_capacity(size),
+            }));
+        }
+        if size < BLOCK {
+            return Ok(PartialWriter::Streamed(StreamWriter {
+                out: BufWriter::with_capacity(WRITE_BUF.min(size as usize).max(8192), file),
+                md5: start.md5,
+                pos: start.pos,
+            }));
+        }
+        Pipeline::new(dir, names, file, size, md5_expected, start).map(PartialWriter::Piped)
+    }
+
+    /// Appends body bytes.
+    pub fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        match self {
+            PartialWriter::Small(w) => {
+                w.body.extend_from_slice(chunk);
+                Ok(())
+            }
+            PartialWriter::Streamed(w) => {
+                w.md5.update(chunk);
+                w.pos += chunk.len() as u64;
+                w.out.write_all(chunk)
+            }
+            PartialWriter::Piped(p) => p.write(chunk),
+        }
+    }
+
+    /// Bytes written so far (including a resumed prefix).
+    pub fn position(&self) -> u64 {
+        match self {
+            PartialWriter::Small(w) => w.body.len() as u64,
+            PartialWriter::Streamed(w) => w.pos,
+            PartialWriter::Piped(p) => p.position(),
+        }
+    }
+
+    /// Stops here and checkpoints what arrived, for a later resume. Returns
+    /// the offset a resume will start from (0 for a file under a block).
+    pub fn suspend(self) -> io::Result<u64> {
+        match self {
+            PartialWriter::Small(_) | PartialWriter::Streamed(_) => Ok(0),
+            PartialWriter::Piped(p) => p.suspend(),
+        }
+    }
+
+    /// Ends the body: a file over [`HOLD_MAX`] is flushed and its MD5
+    /// known; a small file's body comes back held.
+    pub fn end(self) -> io::Result<Finished> {
+        match self {
+            PartialWriter::Small(w) => Ok(Finished::Held(Held {
+                file: w.file,
+                body: w.body,
+            })),
+            PartialWriter::Streamed(w) => {
+                let file = w.out.into_inner().map_err(|e| e.into_error())?;
+                Ok(Finished::Ready(file, w.md5.finish()))
+            }
+            PartialWriter::Piped(p) => p.finish().map(|(f, d)| Finished::Ready(f, d)),
+        }
+    }
+
+    /// Flushes and returns the file and the MD5 of the whole content.
+    pub fn finish(self) -> io::Result<(File, Md5Digest)> {
+        match self.end()? {
+            Finished::Ready(file, md5) => Ok((file, md5)),
+            Finished::Held(mut held) => {
+                held.write_out()?;
+                let mut md5 = Hasher::new();
+                md5.update(&held.body);
+                Ok((held.file, md5.finish()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::state::*;
+    use super::*;
+    use crate::protocol::limits::MAX_COMPONENT_LEN;
+
+    fn tmpdir() -> (tempfile::TempDir, Dir) {
+        let t = tempfile::tempdir().expect("tempdir");
+        let d = Dir::open_ambient_dir(t.path(), cap_std::ambient_authority()).expect("dir");
+        (t, d)
+    }
+
+    fn data(n: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn md5_of(b: &[u8]) -> Md5Digest {
+        let mut h = Hasher::new();
+        h.update(b);
+        h.finish()
+    }
+
+    /// Writes `upto` bytes of `all`, checkpoints, and drops the writer.
+    fn interrupted(dir: &Dir, names: &Names, all: &[u8], upto: usize) {
+        let o = open(dir, names, all.len() as u64, md5_of(all)).expect("open");
+        let mut w = o.writer;
+        let start = o.offset as usize;
+        for c in all[start..upto].chunks(100_000) {
+            w.write(c).expect("write");
+        }
+        w.suspend().expect("checkpoint");
+    }
+
+    #[test]
+    fn resumes_at_last_full_block_and_digest_matches() {
+        let (_t, dir) = tmpdir();
+        let all = data(3 * BLOCK as usize + 12345);
+        let names = Names::for_target("f.bin");
+        interrupted(&dir, &names, &all, 2 * BLOCK as usize + 777);
+        let o = open(&dir, &names, all.len() as u64, md5_of(&all)).expect("open");
+        assert_eq!(o.offset, 2 * BLOCK);
+        let mut w = o.writer;
+        w.write(&all[o.offset as usize..]).expect("write");
+        let (_, d) = w.finish().expect("finish");
+        assert_eq!(d, md5_of(&all));
+    }
+
+    #[test]
+    fn flipped_byte_in_partial_resumes_before_it() {
+        let (t, dir) = tmpdir();
+        let all = data(3 * BLOCK as usize);
+        let names = Names::for_target("f.bin");
+        interrupted(&dir, &names, &all, 3 * BLOCK as usize - 1);
+        let p = t.path().join(&names.part);
+        let mut bytes = std::fs::read(&p).expect("read");
+        bytes[BLOCK as usize + 5] ^= 1;
+        std::fs::write(&p, &bytes).expect("write");
+        let o = open(&dir, &names, all.len() as u64, md5_of(&all)).expect("open");
+        assert_eq!(o.offset, BLOCK);
+        let mut w = o.writer;
+        w.write(&all[BLOCK as usize..]).expect("write");
+        assert_eq!(w.finish().expect("finish").1, md5_of(&all));
+    }
+
+    #[test]
+    fn garbage_truncated_or_foreign_state_starts_over() {
+        let (t, dir) = tmpdir();
+        let all = data(2 * BLOCK as usize);
+        let names = Names::for_target("f.bin");
+        let sp = t.path().join(&names.state);
+
+        interrupted(&dir, &names, &all, BLOCK as usize + 1);
+        std::fs::write(&sp, b"garbage").expect("write");
+        let o = open(&dir, &names, all.len() as u64, md5_of(&all)).expect("open");
+        assert_eq!(o.offset, 0);
+        assert!(o.discarded.is_some());
+        drop(o);
+
+        interrupted(&dir, &names, &all, BLOCK as usize + 1);
+        let st = std::fs::read(&sp).expect("read");
+        std::fs::write(&sp, &st[..st.len() - 3]).expect("write");
+        assert_eq!(
+            open(&dir, &names, all.len() as u64, md5_of(&all))
+                .expect("open")
+                .offset,
+            0
+        );
+
+        interrupted(&dir, &names, &all, BLOCK as usize + 1);
+        let other = md5_of(b"other");
+        let o = open(&dir, &names, all.len() as u64, other).expect("open");
+        assert_eq!(o.offset, 0);
+        assert_eq!(
+            o.discarded.as_deref(),
+            Some("partial belongs to other content")
+        );
+    }
+
+    #[test]
+    fn partial_shorter_than_its_records_resumes_at_what_is_there() {
+        let (t, dir) = tmpdir();
+        let all = data(3 * BLOCK as usize);
+        let names = Names::for_target("f.bin");
+        interrupted(&dir, &names, &all, 3 * BLOCK as usize - 1);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(t.path().join(&names.part))
+            .expect("open");
+        f.set_len(BLOCK + 10).expect("truncate");
+        let o = open(&dir, &names, all.len() as u64, md5_of(&all)).expect("open");
+        assert_eq!(o.offset, BLOCK);
+    }
+
+    #[test]
+    fn state_round_trips_and_rejects_tampering() {
+        let blocks = vec![
+            BlockRec {
+                xxh3: 1,
+                md5_state: vec![1, 2, 3],
+            },
+            BlockRec {
+                xxh3: 2,
+                md5_state: vec![4, 5, 6],
+            },
+        ];
+        let enc = encode_state(3 * BLOCK, &[9; 16], &blocks);
+        assert_eq!(decode_state(&enc), Ok((3 * BLOCK, [9; 16], blocks)));
+        for i in 0..enc.len() {
+            let mut bad = enc.clone();
+            bad[i] ^= 0x40;
+            assert!(decode_state(&bad).is_err(), "byte {i}");
+            assert!(decode_state(&enc[..i]).is_err(), "prefix {i}");
+        }
+    }
+
+    #[test]
+    fn long_names_fit() {
+        let n = Names::for_target(&"x".repeat(255));
+        assert!(n.state_tmp.len() <= MAX_COMPONENT_LEN);
+        assert!(n.part.ends_with(".ftx-hpart"));
+        assert_eq!(Names::for_target("a").part, ".a.ftx-part");
+        // A short name equal to the digest of a long one gets other names.
+        let hex_name = n
+            .part
+            .trim_start_matches('.')
+            .trim_end_matches(".ftx-hpart");
+        assert_ne!(Names::for_target(hex_name).part, n.part);
+        // Every name ftx uses for itself is refused on the wire.
+        for x in [&n.part, &n.state, &n.state_tmp] {
+            assert!(crate::protocol::WireName::parse(x).is_err(), "{x}");
+        }
+        let a = Names::for_target("a");
+        for x in [&a.part, &a.state, &a.state_tmp] {
+            assert!(crate::protocol::WireName::parse(x).is_err(), "{x}");
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! A large body (a block or more) as a pipeline of three threads: the
+//! session thread fills buffers from the socket, `ftx-hash` (started here)
+//! runs MD5, and `ftx-disk` ([`super::disk`]) writes and checkpoints.
+
+use super::block::*;
+use super::disk::*;
+use super::resume::*;
+use super::types::*;
+use crate::digest::{Hasher, Md5Digest};
+use cap_std::fs::Dir;
+use std::fs::File;
+use std::io::{self, BufWriter};
+
+/// Writes a large file's body into its partial as a pipeline: the caller (the
+/// socket reader) fills 1 MiB buffers, a hash thread runs MD5 and the
+/// per-block XXH3, and a disk thread writes through a `BufWriter` and
+/// checkpoints every 64 MiB. MD5, the slowest step, thus runs in parallel
+/// with socket reads, disk writes and fsyncs.
+pub struct Pipeline {
+    pub(super) fill: Option<Buf>,
+    pub(super) filled: usize,
+    pub(super) pos: u64,
+    pub(super) to_hash: Option<std::sync::mpsc::SyncSender<(Buf, usize)>>,
+    pub(super) pool: std::sync::mpsc::Receiver<Buf>,
+    pub(super) allocated: usize,
+    pub(super) hash_thread: Option<std::thread::JoinHandle<Hasher>>,
+    pub(super) disk_thread: Option<std::thread::JoinHandle<DiskEnd>>,
+    pub(super) disk_ctl: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Pipeline {
+    pub(super) fn new(
+        dir: &Dir,
+        names: &Names,
+        file: File,
+        size: u64,
+        md5_expected: Md5Digest,
+        start: Start,
+    ) -> io::Result<Self> {
+        let Start {
+            pos,
+            mut md5,
+            blocks,
+        } = start;
+        use std::sync::mpsc::sync_channel;
+        let checkpointed = blocks.len();
+        // O_DIRECT needs an aligned file offset: a resume starts at a block
+        // boundary, a new partial at 0.
+        let direct = pos.is_multiple_of(ALIGN as u64) && set_direct(&file, true);
+        let disk = Disk {
+            dir: dir.try_clone()?,
+            names: names.clone(),
+            out: BufWriter::with_capacity(WRITE_BUF, file),
+            size,
+            md5_expected,
+            blocks,
+            checkpointed,
+            direct,
+        };
+        let (to_hash, hash_rx) = sync_channel::<(Buf, usize)>(PIPE_DEPTH);
+        let (to_disk, disk_rx) = sync_channel::<ToDisk>(2 * PIPE_DEPTH);
+        let (pool_tx, pool) = sync_channel::<Buf>(PIPE_DEPTH);
+        let disk_ctl = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ctl = std::sync::Arc::clone(&disk_ctl);
+        let disk_thread = std::thread::Builder::new()
+            .name("ftx-disk".into())
+            .spawn(move || disk.run(disk_rx, pool_tx, &ctl))?;
+        let hash_thread = std::thread::Builder::new()
+            .name("ftx-hash".into())
+            .spawn(move || {
+                let mut at = pos;
+                for (buf, n) in hash_rx {
+                    let mut ended = Vec::new();
+                    by_block(&mut at, &buf[..n], |piece, ends| {
+                        md5.update(piece);
+                        if ends {
+                            ended.push(md5.save());
+                        }
+                    });
+                    if to_disk.send(ToDisk::Data(buf, n)).is_err() {
+                        break;
+                    }
+                    for state in ended {
+                        if to_disk.send(ToDisk::Block(state)).is_err() {
+                            break;
+                        }
+                    }
+                }
+                md5
+            })?;
+        Ok(Pipeline {
+            fill: None,
+            filled: 0,
+            pos,
+            to_hash: Some(to_hash),
+            pool,
+            allocated: 0,
+            hash_thread: Some(hash_thread),
+            disk_thread: Some(disk_thread),
+            disk_ctl,
+        })
+    }
+
+    /// A free buffer: recycled, new while under the pipeline depth, else
+    /// the next one the disk thread gives back.
+    pub(super) fn next_buf(&mut self) -> io::Result<Buf> {
+        if let Ok(b) = self.pool.try_recv() {
+            return Ok(b);
+        }
+        if self.allocated < PIPE_DEPTH {
+            self.allocated += 1;
+            return Ok(Buf::new());
+        }
+        self.pool.recv().map_err(|_| pipeline_broken())
+    }
+
+    pub(super) fn push(&mut self) -> io::Result<()> {
+        if self.filled == 0 {
+            return Ok(());
+        }
+        let Some(buf) = self.fill.take() else {
+            return Ok(());
+        };
+        let n = std::mem::replace(&mut self.filled, 0);
+        match &self.to_hash {
+            Some(tx) => tx.send((buf, n)).map_err(|_| pipeline_broken()),
+            None => Err(pipeline_broken()),
+        }
+    }
+
+    /// Appends body bytes.
+    pub fn write(&mut self, mut chunk: &[u8]) -> io::Result<()> {
+        while !chunk.is_empty() {
+            if self.fill.is_none() {
+                self.fill = Some(self.next_buf()?);
+            }
+            let filled = self.filled;
+            let Some(buf) = self.fill.as_mut() else {
+                return Err(pipeline_broken());
+            };
+            let n = (PIPE_BUF - filled).min(chunk.len());
+            buf[filled..filled + n].copy_from_slice(&chunk[..n]);
+            self.filled += n;
+            self.pos += n as u64;
+            chunk = &chunk[n..];
+            if self.filled == PIPE_BUF {
+                self.push()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes written so far (including the resumed prefix).
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Drains the pipeline; `checkpoint` asks the disk thread for a last
+    /// checkpoint.
+    pub(super) fn close(&mut self, checkpoint: bool) -> (Option<Hasher>, DiskEnd) {
+        let pushed = self.push();
+        self.disk_ctl.store(
+            checkpoint && pushed.is_ok(),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        self.to_hash = None;
+        let md5 = self.hash_thread.take().and_then(|t| t.join().ok());
+        let end = self
+            .disk_thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or(DiskEnd {
+                file: None,
+                err: Some(pipeline_broken()),
+                kept: 0,
+            });
+        (md5, end)
+    }
+
+    /// Stops here and checkpoints what arrived, for a later resume. Returns
+    /// the offset a resume will start from.
+    pub fn suspend(mut self) -> io::Result<u64> {
+        let (_, end) = self.close(true);
+        match end.err {
+            Some(e) => Err(e),
+            None => Ok(end.kept),
+        }
+    }
+
+    /// Flushes and returns the file and the MD5 of the whole content.
+    pub fn finish(mut self) -> io::Result<(File, Md5Digest)> {
+        let (md5, end) = self.close(false);
+        if let Some(e) = end.err {
+            return Err(e);
+        }
+        match (end.file, md5) {
+            (Some(f), Some(h)) => Ok((f, h.finish())),
+            _ => Err(pipeline_broken()),
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if self.hash_thread.is_some() {
+            let _ = self.close(false);
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The store's shared names and sizes: the block and checkpoint sizes, the
+//! names of a partial and its state file beside a target, and the no-follow
+//! open every file access uses. Every file of the store depends on this one.
+
+use crate::digest::{hex, Hasher};
+use crate::protocol::limits::MAX_COMPONENT_LEN;
+use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
+use cap_std::fs::{Dir, OpenOptions};
+
+/// Bytes per checked block.
+pub const BLOCK: u64 = 4 << 20;
+/// Blocks between two checkpoints (64 MiB).
+pub const CHECKPOINT_BLOCKS: usize = 16;
+/// Write buffer in front of the partial file.
+pub const WRITE_BUF: usize = 1 << 20;
+
+/// Names of the partial and state files for target `last`. When
+/// `.last.ftx-state.tmp` would not fit in a component, the MD5 of the name
+/// stands in for it.
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// The data: `.NAME.ftx-part`.
+    pub part: String,
+    /// The state: `.NAME.ftx-state`.
+    pub state: String,
+    /// Temporary for atomic state replacement.
+    pub state_tmp: String,
+}
+
+impl Names {
+    /// The names beside target `last`.
+    ///
+    /// The hashed form uses other suffixes (`.ftx-hpart`, `.ftx-hstate`), so
+    /// the partial of a long name can never be the partial of a short name
+    /// that happens to be the hex digest. Names ending in any of these
+    /// suffixes are refused on the wire ([`crate::protocol::name`]), so a
+    /// peer cannot plant a partial or a state file either.
+    pub fn for_target(last: &str) -> Names {
+        if format!(".{last}.ftx-state.tmp").len() <= MAX_COMPONENT_LEN {
+            return Names {
+                part: format!(".{last}.ftx-part"),
+                state: format!(".{last}.ftx-state"),
+                state_tmp: format!(".{last}.ftx-state.tmp"),
+            };
+        }
+        let mut h = Hasher::new();
+        h.update(last.as_bytes());
+        let stem = hex(&h.finish());
+        Names {
+            part: format!(".{stem}.ftx-hpart"),
+            state: format!(".{stem}.ftx-hstate"),
+            state_tmp: format!(".{stem}.ftx-hstate.tmp"),
+        }
+    }
+
+    /// Removes the partial and its state (best effort).
+    pub fn discard(&self, dir: &Dir) {
+        let _ = dir.remove_file(&self.part);
+        let _ = dir.remove_file(&self.state);
+        let _ = dir.remove_file(&self.state_tmp);
+    }
+}
+
+pub fn no_follow(opts: &mut OpenOptions) -> &mut OpenOptions {
+    opts.follow(FollowSymlinks::No)
+}
