@@ -134,21 +134,6 @@ impl Events {
     }
 }
 
-/// The `reason` of a [`Event::FileFailed`] for a REJECT code (one table for
-/// both roles).
-pub fn reject_reason(code: u16) -> &'static str {
-    use crate::protocol::frame::reject_code;
-    match code {
-        reject_code::UNSAFE_NAME => "refused_unsafe_name",
-        reject_code::EXISTS => "refused_exists",
-        reject_code::NO_SPACE => "refused_no_space",
-        reject_code::CONFLICT => "refused_conflict",
-        reject_code::IN_PROGRESS => "refused_in_progress",
-        reject_code::IO => "io",
-        _ => "refused",
-    }
-}
-
 /// Rate in MB/s, safe for tiny durations.
 pub fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
     if seconds <= 0.0 {

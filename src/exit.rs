@@ -45,6 +45,12 @@ impl Exit {
         }
     }
 
+    /// The status of a run with these outcomes: the most serious of them,
+    /// [`Exit::Success`] when there are none.
+    pub fn worst_of(outcomes: impl IntoIterator<Item = Exit>) -> Exit {
+        outcomes.into_iter().fold(Exit::Success, Exit::worst)
+    }
+
     /// The more serious of two outcomes.
     pub fn worst(self, other: Exit) -> Exit {
         if other.rank() > self.rank() {
@@ -125,6 +131,25 @@ mod tests {
         assert_eq!(Exit::Refused.worst(Exit::Integrity), Exit::Integrity);
         assert_eq!(Exit::Integrity.worst(Exit::Failure), Exit::Integrity);
         assert_eq!(Exit::Success.worst(Exit::Failure), Exit::Failure);
+    }
+
+    #[test]
+    fn a_set_of_outcomes_gives_its_most_serious() {
+        use Exit::*;
+        assert_eq!(Exit::worst_of([]), Success);
+        assert_eq!(Exit::worst_of([Success, Success]), Success);
+        // README: 6, then 4, then 3, then 5, then 1.
+        assert_eq!(
+            Exit::worst_of([Failure, Refused, Connect, Integrity, Auth]),
+            Auth
+        );
+        assert_eq!(
+            Exit::worst_of([Failure, Refused, Connect, Integrity]),
+            Integrity
+        );
+        assert_eq!(Exit::worst_of([Failure, Refused, Connect]), Connect);
+        assert_eq!(Exit::worst_of([Failure, Refused]), Refused);
+        assert_eq!(Exit::worst_of([Success, Failure]), Failure);
     }
 
     #[test]

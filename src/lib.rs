@@ -4,16 +4,47 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: clap definitions, turned into [`config`] structs.
-//! - [`send`], [`recv`]: the two roles.
-//! - [`conn`]: a framed connection over any `Read + Write`.
-//! - [`net`]: sockets (listen, connect with timeout, tuning).
-//! - [`walk`]: the sender's list of entries.
-//! - [`protocol`]: the wire format, sans I/O (frames, names, limits).
-//! - [`auth`]: the shared token and the AUTH HMAC.
-//! - [`digest`], [`progress`], [`sanitize`]: MD5, bars, escaping.
+//! Dependencies point one way: `main` → [`run`] → [`cli`]/[`config`] →
+//! [`send`], [`recv`] → [`store`], [`conn`], [`walk`], [`net`],
+//! [`progress`], [`events`] → [`protocol`]. Neither role imports the other.
+//!
+//! - `main.rs`: parse, [`run`], print `ftx: {err:#}`, exit with the code.
+//! - [`cli`]: clap definitions, turned into [`config`] structs (nothing
+//!   below sees clap); [`config`]: `SendConfig`, `RecvConfig`, `BenchConfig`.
 //! - [`exit`]: the exit-code contract.
-//! - [`bench`]: `ftx bench`, real sender and receiver over loopback, measured.
+//! - [`protocol`]: the wire, sans I/O. `frame.rs` (frame types), `codec.rs`
+//!   (encode, decode), `codes.rs` (every ERROR/REJECT/RESULT/SKIP code with
+//!   its JSON reason, exit code and message: the one table), `name.rs`
+//!   (wire names), `limits.rs`.
+//! - [`recv`]: the receiver, one file per stage or thread (its `mod.rs`
+//!   draws the threads): `listen.rs` accept, admission, handshake;
+//!   `session.rs` the session thread's frame loop; `offer.rs` a FILE offer,
+//!   decided by `admit.rs` (pure); `inflight.rs` claims across sessions;
+//!   `dirs.rs` DIR entries; `intake.rs` bodies and batch hashing;
+//!   `commit.rs` the commit thread; `report.rs` RESULTs, lines, events;
+//!   `types.rs` what they share.
+//! - [`store`]: the receiver's file-system side, a partial's life
+//!   (`mod.rs`): `resume.rs` (the resume decision, pure, and the block
+//!   check), `state.rs` (checkpoint codec), `small.rs` (bodies under 4 MiB,
+//!   on the session thread), `pipeline.rs` (bodies of 4 MiB and more: starts
+//!   the `ftx-hash` thread) and `disk.rs` (the `ftx-disk` thread that writes
+//!   them), `block.rs`, `attrs.rs` (modes, mtimes, digest record, syncs),
+//!   `types.rs`.
+//! - [`send`]: the sender. `mod.rs` run and the `-j` split; `retry.rs`
+//!   attempts and backoff; `window.rs` one session's window; `link.rs`
+//!   handshake and the reader thread; `answer.rs` offers, bodies, answers;
+//!   `verdict.rs` answer → action (pure); `prepare.rs` the look-ahead
+//!   hashing thread; `types.rs`.
+//! - [`conn`]: a framed connection over any `Read + Write`; [`net`]: sockets
+//!   (the only user of socket2); [`auth`]: the token and its HMAC.
+//! - [`walk`]: the sender's list of entries; [`cache`]: the sender's digest
+//!   cache.
+//! - [`digest`], [`md5core`], [`md5multi`]: MD5 (one stream; many at once
+//!   with SIMD).
+//! - [`progress`]: bars (the only user of indicatif); [`events`]: `--json`;
+//!   [`sanitize`]: escaping names for terminals and logs.
+//! - [`bench`]: `ftx bench`: `data.rs` generated data, `proc.rs` child
+//!   processes and their usage, `report.rs` the table.
 
 pub mod auth;
 pub mod bench;

@@ -146,6 +146,8 @@ mod x86 {
         /// holds word `i` of every lane.
         #[target_feature(enable = "avx512f")]
         unsafe fn transpose(blocks: &[&[u8; 64]; LANES]) -> [__m512i; 16] {
+            // SAFETY: each load reads 64 bytes from a 64-byte block (an
+            // unaligned load: no alignment needed); AVX-512F is enabled.
             let r: [__m512i; 16] =
                 std::array::from_fn(|l| unsafe { _mm512_loadu_si512(blocks[l].as_ptr().cast()) });
             let mut t = [_mm512_setzero_si512(); 16];
@@ -182,6 +184,7 @@ mod x86 {
         #[target_feature(enable = "avx512f")]
         pub unsafe fn compress(state: &mut [[u32; LANES]; 4], blocks: &[&[u8; 64]; LANES]) {
             let w = transpose(blocks);
+            // SAFETY: a state row is 16 words, 64 bytes: one unaligned load.
             let load = |s: &[u32; LANES]| unsafe { _mm512_loadu_si512(s.as_ptr().cast()) };
             let (mut a, mut b, mut c, mut d) = (
                 load(&state[0]),
@@ -265,6 +268,8 @@ mod x86 {
             step!(0x39, d, a, b, c, w[11], 61, 10);
             step!(0x39, c, d, a, b, w[2], 62, 15);
             step!(0x39, b, c, d, a, w[9], 63, 21);
+            // SAFETY: a state row is 16 words, 64 bytes: one unaligned store
+            // into memory borrowed mutably.
             let store =
                 |s: &mut [u32; LANES], v| unsafe { _mm512_storeu_si512(s.as_mut_ptr().cast(), v) };
             store(&mut state[0], _mm512_add_epi32(a, a0));

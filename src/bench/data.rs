@@ -117,6 +117,7 @@ pub(super) fn write_small_tree(dir: &Path, files: usize, rng: &mut XorShift) -> 
     }
     Ok(total)
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

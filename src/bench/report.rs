@@ -31,7 +31,7 @@ pub struct CaseResult {
     pub recv: Usage,
 }
 
-/// Everything [`run_with`] measured.
+/// Everything [`super::run_with`] measured.
 #[derive(Debug, Clone)]
 pub struct Report {
     /// Logical CPUs.
@@ -156,6 +156,7 @@ pub(super) fn cpu_model() -> Option<String> {
         .and_then(|l| l.split_once(':'))
         .map(|(_, m)| m.trim().to_string())
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,11 +4,12 @@
 //!
 //! See PROTOCOL.md at the project root for the prose description.
 
+pub mod codec;
+pub mod codes;
 pub mod frame;
 pub mod limits;
 pub mod name;
 
-pub use frame::{
-    decode, encode, DirHeader, ErrorCode, FileHeader, Frame, FrameError, RejectCode, ResultStatus,
-};
+pub use codes::{ErrorCode, Reject, SkipReason, Status};
+pub use frame::{decode, encode, DirHeader, FileHeader, Frame, FrameError};
 pub use name::{NameError, WireName};

@@ -53,11 +53,7 @@ impl<'a> Commits<'a> {
     /// Queues a verified file, first waiting while too much is queued.
     pub(super) fn push(&self, v: Verified<'a>) {
         let mut st = self.lock();
-        while !st.closed
-            && (st.queue.len() >= COMMIT_FILES
-                || st.queued_bytes >= COMMIT_BYTES
-                || st.held_bytes >= HELD_BYTES)
-        {
+        while !st.closed && queue_full(st.queue.len(), st.queued_bytes, st.held_bytes) {
             st = self.wait(st);
         }
         st.queued_bytes += v.r.h.size - v.r.offset;
@@ -100,12 +96,7 @@ impl<'a> Commits<'a> {
         loop {
             let batch = {
                 let mut st = self.lock();
-                while !st.closed
-                    && (st.queue.is_empty()
-                        || (!st.urgent
-                            && st.queue.len() < GROUP_FILES
-                            && st.queued_bytes < GROUP_BYTES))
-                {
+                while !st.closed && !group_due(st.queue.len(), st.queued_bytes, st.urgent) {
                     st = self.wait(st);
                 }
                 if st.queue.is_empty() {
@@ -151,6 +142,7 @@ pub(super) fn write_verified(v: &Verified<'_>) -> Result<(), String> {
     }
     Ok(())
 }
+
 /// Writes out the bodies a batch of verified files holds, applies their
 /// modes, mtimes and records, makes them durable and puts them in place,
 /// and encodes a RESULT for each into `frames`: one fsync for a lone file,
@@ -225,5 +217,46 @@ pub(super) fn commit(
     if !lines.is_empty() {
         // One write for the batch's lines.
         sh.progress.suspend(|| print!("{lines}"));
+    }
+}
+
+/// True when the session thread must wait before queueing another file:
+/// `files` verified files wait for the commit thread, holding `bytes` of
+/// body, `held` of them in memory.
+pub(super) fn queue_full(files: usize, bytes: u64, held: usize) -> bool {
+    files >= COMMIT_FILES || bytes >= COMMIT_BYTES || held >= HELD_BYTES
+}
+
+/// True when the commit thread commits what is queued now: a whole group
+/// (by count or by bytes), or anything at all when it is `urgent` (the
+/// session is about to wait for the sender, who may wait for the RESULTs).
+pub(super) fn group_due(files: usize, bytes: u64, urgent: bool) -> bool {
+    files > 0 && (urgent || files >= GROUP_FILES || bytes >= GROUP_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn when_a_group_is_committed() {
+        assert!(!group_due(0, 0, true), "nothing to commit");
+        assert!(!group_due(1, 1, false), "wait for more");
+        assert!(group_due(1, 1, true), "urgent");
+        assert!(group_due(GROUP_FILES, 0, false), "a group by count");
+        assert!(group_due(1, GROUP_BYTES, false), "a group by bytes");
+    }
+
+    #[test]
+    fn when_the_session_waits_for_the_commit_thread() {
+        assert!(!queue_full(0, 0, 0));
+        assert!(!queue_full(
+            COMMIT_FILES - 1,
+            COMMIT_BYTES - 1,
+            HELD_BYTES - 1
+        ));
+        assert!(queue_full(COMMIT_FILES, 0, 0));
+        assert!(queue_full(1, COMMIT_BYTES, 0));
+        assert!(queue_full(1, 1, HELD_BYTES));
     }
 }

@@ -2,7 +2,7 @@
 //! offered; their modes and mtimes are applied at END, deepest first.
 
 use super::types::*;
-use crate::protocol::frame::result_status;
+use crate::protocol::Status;
 use crate::protocol::{DirHeader, Frame};
 use crate::sanitize::escape;
 use crate::store;
@@ -51,7 +51,7 @@ impl<'a> Session<'a, '_> {
                 self.dirs.push((name, h.clone()));
                 self.conn.queue(&Frame::Result {
                     id: h.id,
-                    status: result_status::OK,
+                    status: Status::Ok.code(),
                     md5: [0; 16],
                     message: String::new(),
                 });
@@ -60,6 +60,7 @@ impl<'a> Session<'a, '_> {
             Err(r) => self.reject(h.id, &h.path, r),
         }
     }
+
     /// Applies directory modes and mtimes, deepest first, so writing into a
     /// directory no longer changes its mtime afterwards.
     pub(super) fn finish_dirs(&mut self) {

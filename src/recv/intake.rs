@@ -6,8 +6,8 @@
 use super::report::*;
 use super::types::*;
 use crate::digest::{hex, Md5Digest};
-use crate::protocol::frame::{error_code, result_status};
 use crate::protocol::Frame;
+use crate::protocol::{ErrorCode, Status};
 use crate::sanitize::escape;
 use crate::store;
 use anyhow::{bail, Result};
@@ -37,7 +37,7 @@ pub(super) fn verify<'a>(
     let shown = escape(r.name.as_str());
     Err(Failure {
         id: h.id,
-        status: result_status::DIGEST_MISMATCH,
+        status: Status::DigestMismatch.code(),
         md5: got,
         message: format!(
             "integrity failure for '{shown}': header MD5 {}, received data MD5 {}{}; discarded",
@@ -68,7 +68,7 @@ impl<'a> Session<'a, '_> {
                 None => format!("BODY id={id} without an accepted FILE"),
             };
             let _ = self.conn.send(&Frame::Error {
-                code: error_code::PROTOCOL,
+                code: ErrorCode::Protocol.code(),
                 message: msg.clone(),
             });
             bail!("protocol error: {msg}");
@@ -140,7 +140,7 @@ impl<'a> Session<'a, '_> {
                 let (file, body) = held.into_parts();
                 self.small_bytes += body.len();
                 self.small.push(Unhashed { r, file, body });
-                if self.small.len() >= SMALL_FILES || self.small_bytes >= SMALL_BYTES {
+                if batch_due(self.small.len(), self.small_bytes) {
                     self.verify_small();
                 }
                 return Ok(());
@@ -159,12 +159,13 @@ impl<'a> Session<'a, '_> {
         self.result_failed(Failure {
             id: r.h.id,
             shown,
-            status: result_status::IO_ERROR,
+            status: Status::IoError.code(),
             md5: [0; 16],
             message,
         });
         Ok(())
     }
+
     /// Hashes the small files received since the last call, together, and
     /// hands those that check out to the commit thread.
     pub(super) fn verify_small(&mut self) {
@@ -181,5 +182,25 @@ impl<'a> Session<'a, '_> {
                 Err(f) => self.result_failed(f),
             }
         }
+    }
+}
+
+/// True when the small bodies waiting (`files` of them, `bytes` in all)
+/// are to be hashed now rather than wait for more. (They are also hashed
+/// whenever the session is about to wait for the sender.)
+pub(super) fn batch_due(files: usize, bytes: usize) -> bool {
+    files >= SMALL_FILES || bytes >= SMALL_BYTES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_hashed_when_full_by_count_or_by_bytes() {
+        assert!(!batch_due(0, 0));
+        assert!(!batch_due(SMALL_FILES - 1, SMALL_BYTES - 1));
+        assert!(batch_due(SMALL_FILES, 0));
+        assert!(batch_due(1, SMALL_BYTES));
     }
 }

@@ -7,8 +7,8 @@ use super::types::*;
 use crate::auth;
 use crate::conn::Conn;
 use crate::net::{self, Deadlined};
-use crate::protocol::frame::error_code;
 use crate::protocol::limits::VERSION;
+use crate::protocol::ErrorCode;
 use crate::protocol::Frame;
 use anyhow::{bail, Context, Result};
 use std::io::{self};
@@ -94,7 +94,7 @@ pub(super) fn refuse_busy(stream: TcpStream, n: usize) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let mut conn = Conn::new(stream);
     let _ = conn.send(&Frame::Error {
-        code: error_code::BUSY,
+        code: ErrorCode::Busy.code(),
         message: format!("receiver busy: {n} sessions already running, try again later"),
     });
 }
@@ -110,7 +110,7 @@ pub(super) fn handshake(conn: &mut Conn<Deadlined>, sh: &Shared) -> Result<()> {
         Frame::Hello { version, .. } if version == VERSION => {}
         Frame::Hello { version, .. } => {
             let _ = conn.send(&Frame::Error {
-                code: error_code::VERSION,
+                code: ErrorCode::Version.code(),
                 message: format!(
                     "unsupported protocol version {version}, this receiver speaks {VERSION}"
                 ),
@@ -119,7 +119,7 @@ pub(super) fn handshake(conn: &mut Conn<Deadlined>, sh: &Shared) -> Result<()> {
         }
         other => {
             let _ = conn.send(&Frame::Error {
-                code: error_code::PROTOCOL,
+                code: ErrorCode::Protocol.code(),
                 message: format!("expected HELLO, got {}", other.name()),
             });
             bail!("protocol error: expected HELLO, got {}", other.name());
@@ -143,7 +143,7 @@ pub(super) fn handshake(conn: &mut Conn<Deadlined>, sh: &Shared) -> Result<()> {
             Ok(Some(Frame::Auth { mac })) => auth::verify(token, &nonce, &mac),
             Ok(Some(other)) => {
                 let _ = conn.send(&Frame::Error {
-                    code: error_code::AUTH,
+                    code: ErrorCode::Auth.code(),
                     message: format!("authentication required, got {}", other.name()),
                 });
                 bail!(
@@ -156,7 +156,7 @@ pub(super) fn handshake(conn: &mut Conn<Deadlined>, sh: &Shared) -> Result<()> {
         };
         if !proof {
             let _ = conn.send(&Frame::Error {
-                code: error_code::AUTH,
+                code: ErrorCode::Auth.code(),
                 message: "authentication failed: wrong token".into(),
             });
             bail!("authentication failed: wrong token");

@@ -3,12 +3,13 @@
 //! [`super::admit`] decide, and answers ACCEPT (opening the partial),
 //! SKIP or REJECT.
 
+use super::admit::{self, Answer, Target};
 use super::dirs::open_dirs;
 use super::types::*;
 use crate::digest::hash_reader;
 use crate::events::Event;
-use crate::protocol::frame::{reject_code, skip_reason};
 use crate::protocol::{FileHeader, Frame, WireName};
+use crate::protocol::{Reject, SkipReason};
 use crate::sanitize::escape;
 use crate::store;
 use anyhow::Result;
@@ -16,37 +17,30 @@ use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, OpenOptions};
 use std::io::{self};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use store::attrs::*;
 
 impl<'a> Session<'a, '_> {
     /// Validates a name and checks it was not offered before in this session.
     pub(super) fn claim_name(&mut self, raw: &[u8]) -> Result<WireName, Refusal> {
-        let name = WireName::from_bytes(raw)
-            .map_err(|e| refusal(reject_code::UNSAFE_NAME, format!("unsafe name: {e}")))?;
-        if !self.seen.insert(name.as_str().to_owned()) {
-            return Err(refusal(
-                reject_code::CONFLICT,
-                "offered twice in one session",
-            ));
-        }
-        Ok(name)
+        let name = WireName::from_bytes(raw);
+        let seen_before = match &name {
+            Ok(n) => !self.seen.insert(n.as_str().to_owned()),
+            Err(_) => false,
+        };
+        admit::name(name.as_ref().map(|_| ()), seen_before)?;
+        // (admit::name refused every invalid name above.)
+        name.map_err(|e| refusal(Reject::UnsafeName, e.to_string()))
     }
+
     pub(super) fn file(&mut self, h: FileHeader) -> Result<()> {
         let name = match self.claim_name(&h.path) {
             Ok(n) => n,
             Err(r) => return self.reject(h.id, &h.path, r),
         };
         let key = name.as_str().to_owned();
-        if !self.claim_inflight(&key) {
-            return self.reject(
-                h.id,
-                &h.path,
-                refusal(
-                    reject_code::IN_PROGRESS,
-                    "another session is receiving this file right now; try again later",
-                ),
-            );
+        if let Err(r) = admit::claim(self.claim_inflight(&key)) {
+            return self.reject(h.id, &h.path, r);
         }
         let guard = InflightGuard {
             map: &self.sh.inflight,
@@ -59,19 +53,19 @@ impl<'a> Session<'a, '_> {
             Err(r) => return self.reject(h.id, &h.path, r),
         };
         match self.check_target(&dir, last, &h) {
-            Ok(Some(())) => {}
-            Ok(None) => {
+            Answer::Write => {}
+            Answer::Skip => {
                 self.stats.ok += 1;
                 self.stats.skipped += 1;
                 self.sh.events.emit(&Event::FileSkipped {
                     path: escape(name.as_str()),
                     bytes: h.size,
-                    reason: "identical".into(),
+                    reason: SkipReason::Identical.reason().into(),
                     peer: Some(self.peer.to_string()),
                 });
                 self.conn.queue(&Frame::Skip {
                     id: h.id,
-                    reason: skip_reason::IDENTICAL,
+                    reason: SkipReason::Identical.code(),
                 });
                 self.sh.log(&format!(
                     "{}: skipped '{}': identical content already there",
@@ -80,7 +74,7 @@ impl<'a> Session<'a, '_> {
                 ));
                 return Ok(());
             }
-            Err(r) => return self.reject(h.id, &h.path, r),
+            Answer::Refuse(r) => return self.reject(h.id, &h.path, r),
         }
         let names = store::Names::for_target(last);
         let opened = match store::open(&dir, &names, h.size, h.md5) {
@@ -126,6 +120,7 @@ impl<'a> Session<'a, '_> {
         });
         Ok(())
     }
+
     /// Opens (creating when missing) the directory `comps` below OUT, or
     /// reuses the one the previous file went into.
     pub(super) fn parent_dir(&mut self, comps: &[&str]) -> Result<Arc<Dir>, Refusal> {
@@ -143,6 +138,7 @@ impl<'a> Session<'a, '_> {
         });
         Ok(dir)
     }
+
     /// Refuses a body of `need` bytes that cannot fit in the directory of
     /// [`Session::parent_dir`]. Asks the file system again when the need is
     /// a large part of what was free, or after a second: other writers
@@ -152,10 +148,7 @@ impl<'a> Session<'a, '_> {
         let Some(p) = self.parent.as_mut() else {
             return Ok(());
         };
-        let known = p
-            .free
-            .filter(|&free| need <= free / 2 && p.asked.elapsed() < Duration::from_secs(1));
-        let free = match known {
+        let free = match admit::known_free(need, p.free, p.asked.elapsed()) {
             Some(free) => free,
             None => {
                 let vfs = rustix::fs::fstatvfs(&*p.dir)
@@ -164,53 +157,29 @@ impl<'a> Session<'a, '_> {
                 vfs.f_bavail.saturating_mul(vfs.f_frsize)
             }
         };
-        if need > free {
+        if let Err(r) = admit::space(need, free) {
             p.free = Some(free);
-            return Err(refusal(
-                reject_code::NO_SPACE,
-                format!("not enough space: need {need} bytes, have {free}"),
-            ));
+            return Err(r);
         }
         p.free = Some(free - need);
         Ok(())
     }
-    /// Decides what to do about whatever sits at the target name:
-    /// `Ok(Some(()))` write it, `Ok(None)` skip (identical), `Err` refuse.
-    pub(super) fn check_target(
-        &self,
-        dir: &Dir,
-        last: &str,
-        h: &FileHeader,
-    ) -> Result<Option<()>, Refusal> {
-        match dir.symlink_metadata(last) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_refusal(last, &e)),
-            Ok(md) if md.is_symlink() => {
-                return Err(refusal(
-                    reject_code::CONFLICT,
-                    "a symlink sits at the target name; it is never followed or replaced",
-                ))
-            }
-            Ok(md) if !md.is_file() => {
-                return Err(refusal(
-                    reject_code::CONFLICT,
-                    "something other than a regular file sits at the target name",
-                ))
-            }
-            Ok(md) => {
-                if md.len() == h.size && self.same_content(dir, last, h) {
-                    return Ok(None);
-                }
-                if !self.sh.cfg.overwrite {
-                    return Err(refusal(
-                        reject_code::EXISTS,
-                        "a different file already exists there (receiver runs without --overwrite)",
-                    ));
-                }
-            }
-        }
-        Ok(Some(()))
+
+    /// Looks at whatever sits at the target name and lets
+    /// [`admit::target`] decide.
+    pub(super) fn check_target(&self, dir: &Dir, last: &str, h: &FileHeader) -> Answer {
+        let t = match dir.symlink_metadata(last) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Target::Absent,
+            Err(e) => return Answer::Refuse(io_refusal(last, &e)),
+            Ok(md) if md.is_symlink() => Target::Symlink,
+            Ok(md) if !md.is_file() => Target::NotAFile,
+            Ok(md) => Target::File {
+                same_size: md.len() == h.size,
+            },
+        };
+        admit::target(t, self.sh.cfg.overwrite, || self.same_content(dir, last, h))
     }
+
     /// True if the existing file `last` has the MD5 of the offer.
     /// Uses the verified-digest record kept with the file when it is still
     /// current, and hashes the file only when it is not.

@@ -4,10 +4,10 @@
 use super::types::*;
 use crate::conn::{Conn, ConnError};
 use crate::digest::hex;
-use crate::events::{mb_per_s, reject_reason, Event};
+use crate::events::{mb_per_s, Event};
 use crate::net::Deadlined;
-use crate::protocol::frame::{error_code, result_status};
 use crate::protocol::Frame;
+use crate::protocol::{ErrorCode, Status};
 use crate::sanitize::escape_bytes;
 use anyhow::Result;
 use std::fmt::Write as _;
@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 /// Tells the peer why its session ends (best effort) and builds the error.
 pub(super) fn fail_session(conn: &mut Conn<Deadlined>, e: ConnError, when: &str) -> anyhow::Error {
     let code = match e {
-        ConnError::Timeout => Some(error_code::TIMEOUT),
-        ConnError::Frame(_) => Some(error_code::PROTOCOL),
+        ConnError::Timeout => Some(ErrorCode::Timeout.code()),
+        ConnError::Frame(_) => Some(ErrorCode::Protocol.code()),
         _ => None,
     };
     if let Some(code) = code {
@@ -28,12 +28,13 @@ pub(super) fn fail_session(conn: &mut Conn<Deadlined>, e: ConnError, when: &str)
     }
     anyhow::Error::new(e).context(format!("session ended {when}"))
 }
+
 /// An I/O failure of a verified file (its RESULT carries the MD5).
 pub(super) fn io_failure(r: &Received<'_>, shown: String, message: String) -> Failure {
     Failure {
         id: r.h.id,
         shown,
-        status: result_status::IO_ERROR,
+        status: Status::IoError.code(),
         md5: r.h.md5,
         message,
     }
@@ -79,7 +80,7 @@ pub(super) fn done(
     }
     Frame::Result {
         id: h.id,
-        status: result_status::OK,
+        status: Status::Ok.code(),
         md5: h.md5,
         message: String::new(),
     }
@@ -91,12 +92,9 @@ pub(super) fn failed(sh: &Shared, peer: SocketAddr, stats: &mut Stats, f: Failur
     sh.log(&format!("{peer}: {}", f.message));
     sh.events.emit(&Event::FileFailed {
         path: f.shown,
-        reason: if f.status == result_status::DIGEST_MISMATCH {
-            "integrity"
-        } else {
-            "io"
-        }
-        .into(),
+        reason: Status::from_code(f.status)
+            .map_or(Status::IoError.reason(), Status::reason)
+            .into(),
         message: f.message.clone(),
         peer: Some(peer.to_string()),
     });
@@ -107,6 +105,7 @@ pub(super) fn failed(sh: &Shared, peer: SocketAddr, stats: &mut Stats, f: Failur
         message: f.message,
     }
 }
+
 impl<'a> Session<'a, '_> {
     pub(super) fn reject(&mut self, id: u32, raw_name: &[u8], r: Refusal) -> Result<()> {
         self.stats.failed += 1;
@@ -118,17 +117,18 @@ impl<'a> Session<'a, '_> {
         ));
         self.sh.events.emit(&Event::FileFailed {
             path: escape_bytes(raw_name),
-            reason: reject_reason(r.0).into(),
+            reason: r.0.reason().into(),
             message: r.1.clone(),
             peer: Some(self.peer.to_string()),
         });
         self.conn.queue(&Frame::Reject {
             id,
-            code: r.0,
+            code: r.0.code(),
             message: r.1,
         });
         Ok(())
     }
+
     /// Reports a file that definitely failed and queues its RESULT.
     pub(super) fn result_failed(&mut self, f: Failure) {
         let frame = failed(self.sh, self.peer, &mut self.stats, f);

@@ -8,7 +8,7 @@ use crate::conn::Conn;
 use crate::events::Event;
 use crate::net::{self, Activity, Deadlined};
 use crate::progress::Layout;
-use crate::protocol::frame::error_code;
+use crate::protocol::ErrorCode;
 use crate::protocol::Frame;
 use anyhow::{bail, Context, Result};
 use std::collections::{HashSet, VecDeque};
@@ -92,6 +92,7 @@ pub(super) fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Resul
     });
     result.map(|()| st)
 }
+
 impl<'a> Session<'a, '_> {
     /// Waits until the commit thread has placed every verified file and
     /// answered for it, and counts what it did.
@@ -103,6 +104,7 @@ impl<'a> Session<'a, '_> {
             None => Ok(()),
         }
     }
+
     pub(super) fn serve(&mut self) -> Result<()> {
         loop {
             if self.conn.buffered() == 0 && !self.conn.get_ref().readable_now() {
@@ -126,7 +128,7 @@ impl<'a> Session<'a, '_> {
                 Frame::File(_) if self.awaiting.len() >= MAX_AWAITING => {
                     let msg = format!("more than {MAX_AWAITING} accepted files without their BODY");
                     let _ = self.conn.send(&Frame::Error {
-                        code: error_code::PROTOCOL,
+                        code: ErrorCode::Protocol.code(),
                         message: msg.clone(),
                     });
                     bail!("protocol error: {msg}");
@@ -154,7 +156,7 @@ impl<'a> Session<'a, '_> {
                         other => format!("unexpected {} frame", other.name()),
                     };
                     let _ = self.conn.send(&Frame::Error {
-                        code: error_code::PROTOCOL,
+                        code: ErrorCode::Protocol.code(),
                         message: msg.clone(),
                     });
                     bail!("protocol error: {msg}");
@@ -162,6 +164,7 @@ impl<'a> Session<'a, '_> {
             }
         }
     }
+
     /// The session is over: removes the partials of accepted files whose
     /// body never started (a resumed partial stays, to resume again).
     pub(super) fn drop_unstarted(&mut self) {

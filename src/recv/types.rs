@@ -9,7 +9,7 @@ use crate::digest::Md5Digest;
 use crate::events::Events;
 use crate::net::{Activity, Deadlined};
 use crate::progress::Progress;
-use crate::protocol::frame::reject_code;
+use crate::protocol::Reject;
 use crate::protocol::{DirHeader, FileHeader, WireName};
 use crate::store;
 use cap_std::fs::Dir;
@@ -71,9 +71,10 @@ pub(super) struct Stats {
 }
 
 /// A refusal of one offer: REJECT code and message.
-pub(super) struct Refusal(pub(super) u16, pub(super) String);
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Refusal(pub(super) Reject, pub(super) String);
 
-pub(super) fn refusal(code: u16, msg: impl Into<String>) -> Refusal {
+pub(super) fn refusal(code: Reject, msg: impl Into<String>) -> Refusal {
     Refusal(code, msg.into())
 }
 
@@ -81,13 +82,11 @@ pub(super) fn refusal(code: u16, msg: impl Into<String>) -> Refusal {
 pub(super) fn io_refusal(what: &str, e: &io::Error) -> Refusal {
     match e.raw_os_error() {
         Some(libc::ELOOP) | Some(libc::ENOTDIR) => refusal(
-            reject_code::CONFLICT,
+            Reject::Conflict,
             format!("{what}: a symlink or a file is in the way"),
         ),
-        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
-            refusal(reject_code::NO_SPACE, format!("{what}: {e}"))
-        }
-        _ => refusal(reject_code::IO, format!("{what}: {e}")),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => refusal(Reject::NoSpace, format!("{what}: {e}")),
+        _ => refusal(Reject::Io, format!("{what}: {e}")),
     }
 }
 
@@ -240,10 +239,10 @@ mod tests {
     #[test]
     fn refusals_classify_errors() {
         let e = io::Error::from_raw_os_error(libc::ELOOP);
-        assert_eq!(io_refusal("x", &e).0, reject_code::CONFLICT);
+        assert_eq!(io_refusal("x", &e).0, Reject::Conflict);
         let e = io::Error::from_raw_os_error(libc::ENOSPC);
-        assert_eq!(io_refusal("x", &e).0, reject_code::NO_SPACE);
+        assert_eq!(io_refusal("x", &e).0, Reject::NoSpace);
         let e = io::Error::from_raw_os_error(libc::EACCES);
-        assert_eq!(io_refusal("x", &e).0, reject_code::IO);
+        assert_eq!(io_refusal("x", &e).0, Reject::Io);
     }
 }

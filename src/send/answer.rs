@@ -8,8 +8,9 @@ use crate::conn::Conn;
 use crate::digest::{hex, Md5Digest};
 use crate::events::{mb_per_s, Event};
 use crate::exit::Exit;
-use crate::protocol::frame::{reject_code, result_status, DirHeader, FileHeader};
+use crate::protocol::frame::{DirHeader, FileHeader};
 use crate::protocol::Frame;
+use crate::protocol::{SkipReason, Status};
 use crate::sanitize::escape;
 use anyhow::{Context, Result};
 use std::collections::{HashMap, VecDeque};
@@ -73,6 +74,7 @@ impl Sender<'_> {
             }
         }
     }
+
     /// Records the outcome of an entry.
     pub(super) fn settle(&mut self, idx: usize, v: Verdict) {
         match v {
@@ -90,6 +92,7 @@ impl Sender<'_> {
             }
         }
     }
+
     /// Handles one frame from the receiver.
     pub(super) fn on_answer(
         &mut self,
@@ -137,58 +140,33 @@ impl Sender<'_> {
         }
         let idx = offer.idx;
         let shown = escape(self.items[idx].entry.name.as_str());
-        let verdict = match (frame, offer.file) {
-            (
-                Frame::Result {
-                    status, message, ..
-                },
-                None,
-            ) => {
-                if status == result_status::OK {
-                    Verdict::Done
-                } else {
-                    Verdict::Failed(
-                        Exit::Failure,
-                        "io",
-                        format!(
-                            "{shown}: receiver could not create it: {}",
-                            escape(&message)
-                        ),
-                    )
-                }
-            }
-            (Frame::Reject { code, message, .. }, _) if code == reject_code::IN_PROGRESS => {
-                // Most likely our own earlier connection, which the receiver
-                // has not noticed dead yet: retry the session after a pause.
+        let size = offer.file.as_ref().map(|src| src.md.len());
+        let verdict = match answer(&frame, size, &shown) {
+            Action::Settle(v) => v,
+            Action::Retry(why) => {
                 return Err(Broken {
-                    err: anyhow::anyhow!(
-                        "{shown}: the receiver is still busy with it: {}",
-                        escape(&message)
-                    ),
+                    err: anyhow::anyhow!("{why}"),
                     retry: true,
-                });
+                })
             }
-            (Frame::Reject { code, message, .. }, _) => reject_verdict(&shown, code, &message),
-            (Frame::Skip { .. }, Some(src)) => {
-                self.total.inc(src.md.len());
-                self.items[idx].shown = src.md.len();
+            Action::Broken(why) => return Err(anyhow::anyhow!("{why}").into()),
+            Action::Skipped => {
+                let size = size.unwrap_or(0);
+                self.total.inc(size);
+                self.items[idx].shown = size;
                 self.tally.skipped += 1;
                 self.events.emit(&Event::FileSkipped {
                     path: shown,
-                    bytes: src.md.len(),
-                    reason: "identical".into(),
+                    bytes: size,
+                    reason: SkipReason::Identical.reason().into(),
                     peer: None,
                 });
                 Verdict::Done
             }
-            (Frame::Accept { offset, .. }, Some(src)) => {
-                let size = src.md.len();
-                if offset > size {
-                    return Err(anyhow::anyhow!(
-                        "receiver accepted {shown} at offset {offset}, beyond its size {size}"
-                    )
-                    .into());
-                }
+            Action::Send(offset) => {
+                let Some(src) = offer.file else {
+                    return Err(anyhow::anyhow!("internal error: no file for {shown}").into());
+                };
                 let started = Instant::now();
                 self.body(conn, offer.id, idx, &src, offset)?;
                 results.insert(
@@ -203,17 +181,11 @@ impl Sender<'_> {
                 );
                 return Ok(());
             }
-            (other, _) => {
-                return Err(anyhow::anyhow!(
-                    "unexpected {} in answer to the offer of {shown}",
-                    other.name()
-                )
-                .into())
-            }
         };
         self.settle(idx, verdict);
         Ok(())
     }
+
     /// Streams the body of an accepted file (sendfile where possible).
     pub(super) fn body(
         &mut self,
@@ -273,6 +245,7 @@ impl Sender<'_> {
         sent?;
         Ok(())
     }
+
     /// The verdict on a file from its RESULT.
     pub(super) fn file_result(
         &mut self,
@@ -284,72 +257,51 @@ impl Sender<'_> {
         let idx = f.idx;
         let shown = escape(self.items[idx].entry.name.as_str());
         let size = f.md.len();
-        if status == result_status::OK && got == f.md5 {
-            self.tally.files += 1;
-            self.tally.bytes += size - f.offset;
-            let seconds = f.started.elapsed().as_secs_f64();
-            if !self.cfg.quiet && !self.events.enabled() {
-                let line = format!(
-                    "sent {shown} {size} bytes md5 {} ({:.1} MB/s{})",
-                    hex(&f.md5),
-                    mb_per_s(size - f.offset, seconds),
-                    if f.offset > 0 {
-                        format!(", resumed at {}", f.offset)
-                    } else {
-                        String::new()
-                    }
-                );
-                self.progress.suspend(|| println!("{line}"));
+        let may_resend = !self.items[idx].resent && self.cfg.retries > 0;
+        let verdict = result(status, &f.md5, &got, may_resend, &shown, message);
+        match &verdict {
+            Verdict::Done => {
+                self.tally.files += 1;
+                self.tally.bytes += size - f.offset;
+                let seconds = f.started.elapsed().as_secs_f64();
+                if !self.cfg.quiet && !self.events.enabled() {
+                    let line = format!(
+                        "sent {shown} {size} bytes md5 {} ({:.1} MB/s{})",
+                        hex(&f.md5),
+                        mb_per_s(size - f.offset, seconds),
+                        if f.offset > 0 {
+                            format!(", resumed at {}", f.offset)
+                        } else {
+                            String::new()
+                        }
+                    );
+                    self.progress.suspend(|| println!("{line}"));
+                }
+                self.events.emit(&Event::FileDone {
+                    path: shown,
+                    bytes: size,
+                    md5: hex(&f.md5),
+                    resumed_from: f.offset,
+                    seconds,
+                    mb_per_s: mb_per_s(size - f.offset, seconds),
+                    peer: None,
+                });
             }
-            self.events.emit(&Event::FileDone {
-                path: shown,
-                bytes: size,
-                md5: hex(&f.md5),
-                resumed_from: f.offset,
-                seconds,
-                mb_per_s: mb_per_s(size - f.offset, seconds),
-                peer: None,
-            });
-            return (Verdict::Done, idx);
+            Verdict::Failed(Exit::Failure, ..) => {}
+            Verdict::Again | Verdict::Failed(..) => {
+                // Forget what we believed about the file: hash it afresh.
+                self.cache.forget(&f.md);
+                self.items[idx].md5 = None;
+                self.total.dec(std::mem::take(&mut self.items[idx].shown));
+                if verdict == Verdict::Again {
+                    self.items[idx].resent = true;
+                    let ok = status == Status::Ok.code();
+                    let note = mismatch(&shown, &f.md5, &got, ok);
+                    self.progress
+                        .println(&format!("ftx: {note}; sending it again from 0"));
+                }
+            }
         }
-        if status != result_status::OK && status != result_status::DIGEST_MISMATCH {
-            return (
-                Verdict::Failed(
-                    Exit::Failure,
-                    "io",
-                    format!("{shown}: receiver could not write it: {}", escape(message)),
-                ),
-                idx,
-            );
-        }
-        // Forget what we believed about the file: hash it afresh.
-        self.cache.forget(&f.md);
-        self.items[idx].md5 = None;
-        self.total.dec(std::mem::take(&mut self.items[idx].shown));
-        let what = if status == result_status::OK {
-            "receiver reported ok with MD5"
-        } else {
-            "receiver computed"
-        };
-        let msg = format!(
-            "{shown}: integrity failure: sender MD5 {}, {what} {}",
-            hex(&f.md5),
-            hex(&got)
-        );
-        if !self.items[idx].resent && self.cfg.retries > 0 {
-            self.items[idx].resent = true;
-            self.progress
-                .println(&format!("ftx: {msg}; sending it again from 0"));
-            (Verdict::Again, idx)
-        } else {
-            (
-                Verdict::Failed(
-                    Exit::Integrity,
-                    "integrity",
-                    format!("{msg}; the file was not kept"),
-                ),
-                idx,
-            )
-        }
+        (verdict, idx)
     }
 }

@@ -39,6 +39,7 @@ pub(super) fn spawn_reader(stream: TcpStream, tx: mpsc::Sender<Msg>, gen: u64) -
         .context("cannot start the reader thread")?;
     Ok(())
 }
+
 /// HELLO → WELCOME.
 pub(super) fn handshake(
     conn: &mut Conn<TcpStream>,

@@ -144,14 +144,12 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
     }
     s.hashing.finish_and_clear();
     s.sending.finish_and_clear();
-    if let Err(e) = &result {
-        outcome = outcome.worst(crate::exit::for_error(e));
-    }
-    for item in &s.items {
-        if let State::Failed(exit) = item.state {
-            outcome = outcome.worst(exit);
-        }
-    }
+    let failures = s.items.iter().filter_map(|i| match i.state {
+        State::Failed(exit) => Some(exit),
+        _ => None,
+    });
+    let broken = result.as_ref().err().map(crate::exit::for_error);
+    outcome = Exit::worst_of(failures.chain(broken).chain([outcome]));
     let secs = started.elapsed().as_secs_f64();
     let failed = s
         .items
@@ -192,6 +190,7 @@ fn exit_on_interrupt() -> Result<()> {
         eprintln!("\nftx: interrupted, run the same command again to resume");
     })
 }
+
 /// Splits the entries for `streams` parallel sessions: files are dealt to
 /// the least loaded stream, largest first (so the streams finish together),
 /// keeping walk order within each stream. With more than one stream the

@@ -74,6 +74,7 @@ impl Sender<'_> {
             }
         }
     }
+
     /// Something that changes whenever an attempt moves the transfer on.
     pub(super) fn progress_mark(&self) -> (usize, u64) {
         let settled = self
@@ -84,6 +85,7 @@ impl Sender<'_> {
         let shown: u64 = self.items.iter().map(|i| i.shown).sum();
         (settled, shown)
     }
+
     pub(super) fn fail_pending(&mut self, exit: Exit) {
         for i in &mut self.items {
             if i.state == State::Pending {

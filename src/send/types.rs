@@ -11,7 +11,7 @@ use crate::digest::Md5Digest;
 use crate::events::Events;
 use crate::exit::{Exit, ExitError};
 use crate::progress::{Bar, Progress};
-use crate::protocol::frame::error_code;
+use crate::protocol::codes::ErrorCode;
 use crate::protocol::Frame;
 use crate::sanitize::escape;
 use crate::walk::Entry;
@@ -91,7 +91,7 @@ pub(super) fn transient(err: &anyhow::Error) -> bool {
             return x.exit == Exit::Connect;
         }
         if let Some(p) = e.downcast_ref::<PeerError>() {
-            return p.code == error_code::BUSY || p.code == error_code::TIMEOUT;
+            return ErrorCode::from_code(p.code).is_some_and(ErrorCode::transient);
         }
         e.downcast_ref::<std::io::Error>().is_some()
     })
@@ -110,8 +110,8 @@ pub(super) fn peer_error(code: u16, message: &str) -> anyhow::Error {
         code,
         message: escape(message),
     };
-    if code == error_code::AUTH {
-        return ExitError::new(Exit::Auth, e.to_string()).into();
+    if let Some(exit @ Exit::Auth) = ErrorCode::from_code(code).map(ErrorCode::exit) {
+        return ExitError::new(exit, e.to_string()).into();
     }
     anyhow::Error::new(e)
 }
@@ -193,13 +193,13 @@ mod tests {
         assert!(transient(&eof));
         let conn = anyhow::Error::new(ExitError::new(Exit::Connect, "refused"));
         assert!(transient(&conn));
-        let busy = peer_error(error_code::BUSY, "busy");
+        let busy = peer_error(ErrorCode::Busy.code(), "busy");
         assert!(transient(&busy));
         let proto = anyhow::Error::new(ConnError::Frame(crate::protocol::FrameError::UnknownType(
             9,
         )));
         assert!(!transient(&proto));
-        let auth = peer_error(error_code::AUTH, "no");
+        let auth = peer_error(ErrorCode::Auth.code(), "no");
         assert!(!transient(&auth));
         assert_eq!(crate::exit::for_error(&auth), Exit::Auth);
     }

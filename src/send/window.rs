@@ -92,6 +92,7 @@ impl Sender<'_> {
         }
         result
     }
+
     /// Connects and greets; the reader thread tags what it reads with `gen`.
     pub(super) fn connect_link(&self, tx: &mpsc::Sender<Msg>, gen: u64) -> Result<Link, Broken> {
         let target = &self.cfg.target;
@@ -114,6 +115,7 @@ impl Sender<'_> {
         spawn_reader(reader, tx.clone(), gen)?;
         Ok(Link { conn, gen })
     }
+
     /// The windowed exchange of one attempt. When nothing is in flight and
     /// the look-ahead thread is still hashing (a large file), the session
     /// is ended cleanly before the receiver's idle timeout would drop it,
@@ -229,6 +231,7 @@ impl Sender<'_> {
             None => Ok(()),
         }
     }
+
     /// END, then wait for SUMMARY.
     pub(super) fn end_session(
         &mut self,

@@ -30,6 +30,50 @@ impl Start {
     }
 }
 
+/// What lies beside a target, as far as resuming goes.
+#[derive(Debug)]
+pub(crate) enum Found {
+    /// Neither a state file nor a partial.
+    Nothing,
+    /// A partial without its state file.
+    PartialOnly,
+    /// A state file, decoded (or why it could not be).
+    State(Result<(u64, Md5Digest, Vec<BlockRec>), &'static str>),
+}
+
+/// The resume decision before any byte of the partial is read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Resume {
+    /// Nothing to resume: start at 0.
+    Fresh,
+    /// Something is there but cannot be trusted: discard it (why), start at 0.
+    Discard(String),
+    /// A state for this very content: check the partial's blocks against
+    /// these records and resume after the good ones.
+    Check(Vec<BlockRec>),
+}
+
+/// Decides whether what was found can resume a file of `size` bytes and
+/// MD5 `md5`. Pure: the caller reads the state file.
+pub(crate) fn decide(found: Found, size: u64, md5: &Md5Digest) -> Resume {
+    match found {
+        Found::Nothing => Resume::Fresh,
+        Found::PartialOnly => Resume::Discard("partial without a state file".into()),
+        Found::State(Err(why)) => Resume::Discard(why.into()),
+        Found::State(Ok((s_size, s_md5, _))) if s_size != size || &s_md5 != md5 => {
+            Resume::Discard("partial belongs to other content".into())
+        }
+        Found::State(Ok((_, _, blocks))) => Resume::Check(blocks),
+    }
+}
+
+/// How many of `blocks`, from the first, pass `check` (called in order,
+/// and not again after the first that fails): the partial resumes at that
+/// many blocks.
+pub(crate) fn good_prefix(blocks: &[BlockRec], check: impl FnMut(&BlockRec) -> bool) -> usize {
+    blocks.iter().map(check).take_while(|ok| *ok).count()
+}
+
 /// `Ok(None)`: nothing to resume; `Err(why)`: something was there but is
 /// not usable.
 pub(super) fn try_resume(
@@ -38,27 +82,28 @@ pub(super) fn try_resume(
     size: u64,
     md5: &Md5Digest,
 ) -> Result<Option<Resumed>, String> {
-    let state = match dir.open_with(&names.state, no_follow(OpenOptions::new().read(true))) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return match dir.symlink_metadata(&names.part) {
-                Ok(_) => Err("partial without a state file".into()),
-                Err(_) => Ok(None),
-            };
+    let found = match dir.open_with(&names.state, no_follow(OpenOptions::new().read(true))) {
+        Ok(state) => {
+            let mut bytes = Vec::new();
+            let max = 64 + (size / BLOCK + 1) * 256;
+            state
+                .into_std()
+                .take(max)
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("cannot read state file: {e}"))?;
+            Found::State(decode_state(&bytes))
         }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match dir.symlink_metadata(&names.part) {
+            Ok(_) => Found::PartialOnly,
+            Err(_) => Found::Nothing,
+        },
         Err(e) => return Err(format!("cannot open state file: {e}")),
     };
-    let mut bytes = Vec::new();
-    let max = 64 + (size / BLOCK + 1) * 256;
-    state
-        .into_std()
-        .take(max)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read state file: {e}"))?;
-    let (s_size, s_md5, blocks) = decode_state(&bytes).map_err(str::to_owned)?;
-    if s_size != size || &s_md5 != md5 {
-        return Err("partial belongs to other content".into());
-    }
+    let blocks = match decide(found, size, md5) {
+        Resume::Fresh => return Ok(None),
+        Resume::Discard(why) => return Err(why),
+        Resume::Check(blocks) => blocks,
+    };
     let mut file = dir
         .open_with(
             &names.part,
@@ -67,27 +112,23 @@ pub(super) fn try_resume(
         .map_err(|e| format!("cannot open partial: {e}"))?
         .into_std();
     // Check the prefix block by block; resume at the first bad block.
-    let mut good = 0usize;
     let mut buf = vec![0u8; 1 << 20];
-    'blocks: for rec in &blocks {
+    let good = good_prefix(&blocks, |rec| {
         let mut h = Xxh3::new();
         let mut left = BLOCK;
         while left > 0 {
             let want = (left as usize).min(buf.len());
             let n = match file.read(&mut buf[..want]) {
-                Ok(0) => break 'blocks,
+                Ok(0) => return false,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break 'blocks,
+                Err(_) => return false,
             };
             h.update(&buf[..n]);
             left -= n as u64;
         }
-        if h.digest() != rec.xxh3 {
-            break;
-        }
-        good += 1;
-    }
+        h.digest() == rec.xxh3
+    });
     let hasher = if good == 0 {
         Hasher::new()
     } else {
@@ -107,4 +148,55 @@ pub(super) fn try_resume(
             blocks,
         },
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(x: u64) -> BlockRec {
+        BlockRec {
+            xxh3: x,
+            md5_state: vec![0; 4],
+        }
+    }
+
+    #[test]
+    fn resume_decision_branches() {
+        let md5 = [7; 16];
+        assert_eq!(decide(Found::Nothing, 10, &md5), Resume::Fresh);
+        assert_eq!(
+            decide(Found::PartialOnly, 10, &md5),
+            Resume::Discard("partial without a state file".into())
+        );
+        assert_eq!(
+            decide(Found::State(Err("state file is corrupt")), 10, &md5),
+            Resume::Discard("state file is corrupt".into())
+        );
+        let other = Resume::Discard("partial belongs to other content".into());
+        let state = |size, md5| Found::State(Ok((size, md5, vec![rec(1)])));
+        assert_eq!(decide(state(11, md5), 10, &md5), other, "other size");
+        assert_eq!(decide(state(10, [8; 16]), 10, &md5), other, "other MD5");
+        assert_eq!(
+            decide(state(10, md5), 10, &md5),
+            Resume::Check(vec![rec(1)])
+        );
+    }
+
+    #[test]
+    fn resumes_after_the_good_prefix_only() {
+        let blocks = [rec(1), rec(2), rec(3)];
+        assert_eq!(good_prefix(&blocks, |_| true), 3);
+        assert_eq!(good_prefix(&blocks, |_| false), 0);
+        assert_eq!(good_prefix(&[], |_| true), 0);
+        // A bad block ends the prefix, even if later ones would match; and
+        // nothing after it is read.
+        let mut asked = Vec::new();
+        let good = good_prefix(&blocks, |r| {
+            asked.push(r.xxh3);
+            r.xxh3 != 2
+        });
+        assert_eq!(good, 1);
+        assert_eq!(asked, [1, 2]);
+    }
 }

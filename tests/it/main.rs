@@ -16,4 +16,5 @@ mod hostile;
 mod json;
 mod resume;
 mod security;
+mod serve;
 mod transfer;
