@@ -26,10 +26,11 @@
 //! - [`store`]: the receiver's file-system side, a partial's life
 //!   (`mod.rs`): `resume.rs` (the resume decision, pure, and the block
 //!   check), `state.rs` (checkpoint codec), `small.rs` (bodies under 4 MiB,
-//!   on the session thread), `pipeline.rs` (bodies of 4 MiB and more: starts
-//!   the `ftx-hash` thread) and `disk.rs` (the `ftx-disk` thread that writes
-//!   them), `block.rs`, `attrs.rs` (modes, mtimes, digest record, syncs),
-//!   `types.rs`.
+//!   on the session thread), `pipeline.rs` (bodies of 4 MiB and more:
+//!   `Pipeline::new` starts an `ftx-hash` thread that runs MD5 and an
+//!   `ftx-disk` thread, in `disk.rs`, that writes the bytes and
+//!   checkpoints), `block.rs`, `attrs.rs` (modes, mtimes, digest record,
+//!   syncs), `types.rs`.
 //! - [`send`]: the sender. `mod.rs` run and the `-j` split; `retry.rs`
 //!   attempts and backoff; `window.rs` one session's window; `link.rs`
 //!   handshake and the reader thread; `answer.rs` offers, bodies, answers;

@@ -1,6 +1,7 @@
-//! A large body (a block or more) as a pipeline of three threads: the
-//! session thread fills buffers from the socket, `ftx-hash` (started here)
-//! runs MD5, and `ftx-disk` ([`super::disk`]) writes and checkpoints.
+//! A large body (a block, 4 MiB, or more) as a pipeline of three threads:
+//! the session thread fills buffers from the socket; [`Pipeline::new`]
+//! starts `ftx-hash`, which runs MD5, and `ftx-disk` ([`super::disk`]),
+//! which writes the bytes into the partial and checkpoints.
 
 use super::block::*;
 use super::disk::*;
