@@ -7,8 +7,9 @@ use cap_std::fs::Dir;
 use std::io;
 
 /// Files smaller than this get no verified-digest record: re-hashing them
-/// when they are offered again costs less than keeping the record.
-pub const RECORD_MIN_SIZE: u64 = crate::cache::MIN_SIZE;
+/// when they are offered again costs less than keeping the record (1 MiB,
+/// the size from which the sender caches digests too).
+pub const RECORD_MIN_SIZE: u64 = 1 << 20;
 
 /// Extended attribute holding the digest ftx verified for a file, with the
 /// size and mtime it had then: `v1 SIZE MTIME_S.MTIME_NS MD5HEX`.
