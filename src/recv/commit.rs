@@ -159,7 +159,7 @@ pub(super) fn commit(
     batch.retain(|v| match write_verified(v) {
         Ok(()) => true,
         Err(message) => {
-            v.r.names.discard(&v.r.dir);
+            v.r.names.discard(&v.r.dir, v.r.id);
             let shown = escape(v.r.name.as_str());
             answer(failed(sh, peer, stats, io_failure(&v.r, shown, message)));
             false
@@ -177,11 +177,22 @@ pub(super) fn commit(
     let mut placed = Vec::with_capacity(batch.len());
     let mut lines = String::new();
     for Verified { r: v, file, .. } in batch {
-        drop(file);
+        // Only the inode that was verified goes into place: the partial's
+        // name must still be it (the file stays open, and locked, until
+        // after the rename).
         let renamed = synced
             .as_ref()
             .map_err(|e| io::Error::new(e.kind(), e.to_string()))
-            .and_then(|()| v.dir.rename(&v.names.part, &v.dir, &v.last));
+            .and_then(|()| {
+                if store::FileId::at(&v.dir, &v.names.part) != Some(v.id) {
+                    return Err(io::Error::other(format!(
+                        "'{}' was replaced while it was written",
+                        v.names.part
+                    )));
+                }
+                v.dir.rename(&v.names.part, &v.dir, &v.last)
+            });
+        drop(file);
         match renamed {
             Ok(()) => {
                 if v.h.size >= store::BLOCK {
@@ -191,7 +202,7 @@ pub(super) fn commit(
                 placed.push(v);
             }
             Err(e) => {
-                v.names.discard(&v.dir);
+                v.names.discard(&v.dir, v.id);
                 let shown = escape(v.name.as_str());
                 let message = format!("cannot place '{shown}': {e}");
                 answer(failed(sh, peer, stats, io_failure(&v, shown, message)));

@@ -33,7 +33,7 @@ pub(super) fn verify<'a>(
     if got == h.md5 {
         return Ok(Verified { r, file, body });
     }
-    r.names.discard(&r.dir);
+    r.names.discard(&r.dir, r.id);
     let shown = escape(r.name.as_str());
     Err(Failure {
         id: h.id,
@@ -82,12 +82,44 @@ impl<'a> Session<'a, '_> {
             last,
             dir,
             names,
-            mut writer,
+            resumed,
             offset,
             _guard,
         } = a;
         let started = Instant::now();
         let shown = escape(name.as_str());
+        let opened = match resumed {
+            Some(pair) => Ok(pair),
+            None => store::create(&dir, &names, h.size, h.md5).map(|o| (o.writer, o.id)),
+        };
+        let (mut writer, file_id) = match opened {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Never written to: what appeared at the partial's name
+                // since the offer (another receiver's partial, a link...).
+                // The body is read and dropped; the session goes on.
+                self.conn
+                    .read_body(length, |_| Ok(()))
+                    .map_err(|e| fail_session(&mut self.conn, e, "in the middle of a body"))?;
+                let why = if e.kind() == io::ErrorKind::AlreadyExists {
+                    format!(
+                        "'{}' appeared meanwhile and is never written to",
+                        names.part
+                    )
+                } else {
+                    e.to_string()
+                };
+                let message = format!("cannot create the partial of '{shown}': {why}");
+                self.result_failed(Failure {
+                    id: h.id,
+                    shown,
+                    status: Status::IoError.code(),
+                    md5: [0; 16],
+                    message,
+                });
+                return Ok(());
+            }
+        };
         self.bar.set_message(shown.clone());
         let mut write_err: Option<io::Error> = None;
         if length >= store::BLOCK {
@@ -114,7 +146,7 @@ impl<'a> Session<'a, '_> {
             let kept = match kept {
                 Some(n) => format!("kept {n} bytes to resume"),
                 None => {
-                    names.discard(&dir);
+                    names.discard(&dir, file_id);
                     "partial discarded".to_string()
                 }
             };
@@ -131,6 +163,7 @@ impl<'a> Session<'a, '_> {
             last,
             dir,
             names,
+            id: file_id,
             offset,
             started,
             _guard,
@@ -154,7 +187,7 @@ impl<'a> Session<'a, '_> {
             }
             Err(e) => e,
         };
-        r.names.discard(&r.dir);
+        r.names.discard(&r.dir, r.id);
         let message = format!("cannot write '{shown}': {failure}");
         self.result_failed(Failure {
             id: r.h.id,

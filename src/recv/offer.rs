@@ -77,36 +77,35 @@ impl<'a> Session<'a, '_> {
             Answer::Refuse(r) => return self.reject(h.id, &h.path, r),
         }
         let names = store::Names::for_target(last);
-        let opened = match store::open(&dir, &names, h.size, h.md5) {
-            Ok(o) => o,
+        let (resumed, offset, discarded) = match store::prepare(&dir, &names, h.size, h.md5) {
+            Ok(store::Slot::Fresh { discarded }) => (None, 0, discarded),
+            Ok(store::Slot::Resumed(o)) => (Some((o.writer, o.id)), o.offset, o.discarded),
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
+                let r = refusal(Reject::InProgress, format!("{e}; try again later"));
+                return self.reject(h.id, &h.path, r);
+            }
             Err(e) => return self.reject(h.id, &h.path, io_refusal(&names.part, &e)),
         };
-        if let Some(why) = &opened.discarded {
+        if let Some(why) = &discarded {
             self.sh.log(&format!(
                 "{}: '{}': starting over: {why}",
                 self.peer,
                 escape(name.as_str())
             ));
         }
-        if let Err(r) = self.check_space(h.size - opened.offset) {
-            if opened.offset == 0 {
-                drop(opened);
-                names.discard(&dir);
-            }
+        if let Err(r) = self.check_space(h.size - offset) {
+            // A resumed partial stays, to resume when there is room.
             return self.reject(h.id, &h.path, r);
         }
-        self.conn.queue(&Frame::Accept {
-            id: h.id,
-            offset: opened.offset,
-        });
+        self.conn.queue(&Frame::Accept { id: h.id, offset });
         self.sh.events.emit(&Event::FileStarted {
             path: escape(name.as_str()),
             bytes: h.size,
-            offset: opened.offset,
+            offset,
             peer: Some(self.peer.to_string()),
         });
         self.bar.set_length(self.bar.length().unwrap_or(0) + h.size);
-        self.bar.inc(opened.offset);
+        self.bar.inc(offset);
         let last = last.to_owned();
         self.awaiting.push_back(Awaiting {
             h,
@@ -114,8 +113,8 @@ impl<'a> Session<'a, '_> {
             last,
             dir,
             names,
-            writer: opened.writer,
-            offset: opened.offset,
+            resumed,
+            offset,
             _guard: guard,
         });
         Ok(())

@@ -165,13 +165,11 @@ impl<'a> Session<'a, '_> {
         }
     }
 
-    /// The session is over: removes the partials of accepted files whose
-    /// body never started (a resumed partial stays, to resume again).
+    /// The session is over: lets go of the accepted files whose body never
+    /// started (a resumed partial stays, to resume again).
     pub(super) fn drop_unstarted(&mut self) {
-        for a in self.awaiting.drain(..) {
-            if a.offset == 0 {
-                a.names.discard(&a.dir);
-            }
-        }
+        // A fresh file has nothing on disk yet (its partial is created when
+        // its body starts); a resumed partial stays, to resume again.
+        self.awaiting.clear();
     }
 }

@@ -159,7 +159,9 @@ pub(super) struct Awaiting<'a> {
     pub(super) last: String,
     pub(super) dir: Arc<Dir>,
     pub(super) names: store::Names,
-    pub(super) writer: store::PartialWriter,
+    /// The resumed partial, open; `None` for a fresh file, whose partial
+    /// is created when its body starts.
+    pub(super) resumed: Option<(store::PartialWriter, store::FileId)>,
     pub(super) offset: u64,
     pub(super) _guard: InflightGuard<'a>,
 }
@@ -172,6 +174,8 @@ pub(super) struct Received<'a> {
     pub(super) last: String,
     pub(super) dir: Arc<Dir>,
     pub(super) names: store::Names,
+    /// The partial's inode: only this one is renamed into place or removed.
+    pub(super) id: store::FileId,
     pub(super) offset: u64,
     pub(super) started: Instant,
     pub(super) _guard: InflightGuard<'a>,

@@ -90,11 +90,18 @@ impl Disk {
         self.out.flush()?;
         self.out.get_ref().sync_data()?;
         let bytes = encode_state(self.size, &self.md5_expected, &self.blocks);
+        // A fresh, exclusive temporary: whatever sits at its name (a hard
+        // link to a file elsewhere, say) is unlinked, never written to.
+        match self.dir.remove_file(&self.names.state_tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         let mut tmp = self
             .dir
             .open_with(
                 &self.names.state_tmp,
-                no_follow(OpenOptions::new().write(true).create(true).truncate(true)).mode(0o600),
+                no_follow(OpenOptions::new().write(true).create_new(true)).mode(0o600),
             )?
             .into_std();
         tmp.write_all(&bytes)?;

@@ -19,6 +19,7 @@
 //! records: everything is discarded and the file starts from 0.
 //!
 //! The state is replaced atomically (write a temporary, fsync, rename) at
+//! least every 64 MiB, after the data it describes was flushed and fsynced.
 //!
 //! # A partial's life
 //!
@@ -58,7 +59,7 @@ use small::{Held, SmallWriter, StreamWriter};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use types::WRITE_BUF;
-pub use types::{no_follow, Names, BLOCK, CHECKPOINT_BLOCKS};
+pub use types::{no_follow, FileId, Names, BLOCK, CHECKPOINT_BLOCKS};
 
 /// Where a (re)started transfer begins.
 pub struct Opened {
@@ -68,68 +69,168 @@ pub struct Opened {
     pub offset: u64,
     /// Why an earlier partial was discarded, if one was.
     pub discarded: Option<String>,
+    /// Which inode the partial is: only this one is ever renamed into
+    /// place or removed ([`Names::discard`]).
+    pub id: FileId,
 }
 
-/// Opens the partial for a file of `size` bytes and MD5 `md5` in `dir`,
-/// resuming from a checked prefix when an earlier partial for the same
-/// content is there, else starting from 0. Never follows a symlink.
-pub fn open(dir: &Dir, names: &Names, size: u64, md5: Md5Digest) -> io::Result<Opened> {
-    // The usual case first: no partial there, so nothing to resume. One
-    // exclusive create instead of looking for a state file and a partial.
-    let fresh = dir.open_with(
+/// What an offer's partial will be, decided when the offer is accepted.
+pub enum Slot {
+    /// Nothing to resume: the partial is created, exclusively, when the
+    /// body starts ([`create`]), so an offer whose body never comes leaves
+    /// nothing on disk and holds no descriptor.
+    Fresh {
+        /// Why an earlier partial was discarded, if one was.
+        discarded: Option<String>,
+    },
+    /// An earlier partial of this very content, checked, locked and open.
+    Resumed(Opened),
+}
+
+/// Decides where the body of a file of `size` bytes and MD5 `md5` starts:
+/// from a checked prefix of an earlier partial of the same content, or
+/// from 0. A partial is only ever written to if it is a regular file with
+/// one link, owned by this user, and not locked by another process (every
+/// partial is `flock`ed by the one writing it); anything else at its name
+/// is removed (a name, never what it links to) and the file starts from 0.
+/// A partial locked by another process is an error of kind
+/// [`io::ErrorKind::ResourceBusy`]. Never follows a symlink.
+pub fn prepare(dir: &Dir, names: &Names, size: u64, md5: Md5Digest) -> io::Result<Slot> {
+    let file = match dir.open_with(
         &names.part,
-        no_follow(OpenOptions::new().write(true).read(true).create_new(true)).mode(0o600),
-    );
-    match fresh {
-        Ok(file) => {
+        no_follow(OpenOptions::new().read(true).write(true)),
+    ) {
+        Ok(f) => f.into_std(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
             // A state file without its partial describes nothing; it must
-            // not be mistaken for this partial's. (Only files of a block or
-            // more ever checkpoint.)
+            // not be mistaken for a later partial's. (Only files of a block
+            // or more ever checkpoint.)
             let orphan = size >= BLOCK && dir.remove_file(&names.state).is_ok();
-            return Ok(Opened {
-                writer: PartialWriter::new(dir, names, file.into_std(), size, md5, Start::fresh())?,
-                offset: 0,
+            return Ok(Slot::Fresh {
                 discarded: orphan.then(|| "a state file without its partial".to_owned()),
             });
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
+        // A symlink (ELOOP), a FIFO that cannot be opened for writing...
+        Err(_) => {
+            return Ok(Slot::Fresh {
+                discarded: clear(dir, names)?,
+            })
+        }
+    };
+    if let Some(why) = untrusted(&file)? {
+        drop(file);
+        let _ = dir.remove_file(&names.part);
+        let _ = dir.remove_file(&names.state);
+        return Ok(Slot::Fresh {
+            discarded: Some(why),
+        });
     }
-    let mut discarded = None;
-    match try_resume(dir, names, size, &md5) {
-        Ok(Some((file, start))) => {
+    lock(&file)?;
+    let id = FileId::of(&file)?;
+    match try_resume(dir, names, file, size, &md5) {
+        Ok((file, start)) => {
             let offset = start.pos;
-            return Ok(Opened {
+            Ok(Slot::Resumed(Opened {
                 writer: PartialWriter::new(dir, names, file, size, md5, start)?,
                 offset,
                 discarded: None,
-            });
+                id,
+            }))
         }
-        // Nothing there: nothing to clear.
-        Ok(None) => {}
         Err(why) => {
-            discarded = Some(why);
-            names.discard(dir);
+            // Ours now (locked, one link): it goes, by name and inode.
+            names.discard(dir, id);
+            Ok(Slot::Fresh {
+                discarded: Some(why),
+            })
         }
     }
+}
+
+/// Creates the partial of a [`Slot::Fresh`] file when its body starts:
+/// one exclusive, no-follow create (`O_CREAT|O_EXCL|O_NOFOLLOW`), then
+/// locked. Whatever appeared at the name since is never written to: the
+/// create fails with [`io::ErrorKind::AlreadyExists`].
+pub fn create(dir: &Dir, names: &Names, size: u64, md5: Md5Digest) -> io::Result<Opened> {
     let file = dir
         .open_with(
             &names.part,
-            no_follow(
-                OpenOptions::new()
-                    .write(true)
-                    .read(true)
-                    .create(true)
-                    .truncate(true),
-            )
-            .mode(0o600),
+            no_follow(OpenOptions::new().write(true).read(true).create_new(true)).mode(0o600),
         )?
         .into_std();
+    lock(&file)?;
+    let id = FileId::of(&file)?;
     Ok(Opened {
         writer: PartialWriter::new(dir, names, file, size, md5, Start::fresh())?,
         offset: 0,
-        discarded,
+        discarded: None,
+        id,
     })
+}
+
+/// [`prepare`], then [`create`] when there is nothing to resume.
+pub fn open(dir: &Dir, names: &Names, size: u64, md5: Md5Digest) -> io::Result<Opened> {
+    match prepare(dir, names, size, md5)? {
+        Slot::Resumed(o) => Ok(o),
+        Slot::Fresh { discarded } => {
+            let mut o = create(dir, names, size, md5)?;
+            o.discarded = discarded;
+            Ok(o)
+        }
+    }
+}
+
+/// Removes whatever unusable thing sits at the partial's name (a symlink,
+/// a FIFO...: the name only) and the state file.
+fn clear(dir: &Dir, names: &Names) -> io::Result<Option<String>> {
+    let md = dir.symlink_metadata(&names.part)?;
+    let what = if md.is_symlink() {
+        "a symlink at the partial's name"
+    } else {
+        "something other than a file at the partial's name"
+    };
+    if md.is_dir() {
+        return Err(io::Error::other(format!(
+            "{what} (a directory): remove it by hand"
+        )));
+    }
+    dir.remove_file(&names.part)?;
+    let _ = dir.remove_file(&names.state);
+    Ok(Some(what.to_owned()))
+}
+
+/// Why an open partial must not be written to, if it must not: not a
+/// regular file, more than one link (a hard link to a file elsewhere), or
+/// owned by another user.
+fn untrusted(file: &File) -> io::Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let md = file.metadata()?;
+    Ok(if !md.is_file() {
+        Some("something other than a file at the partial's name".into())
+    } else if md.nlink() != 1 {
+        Some(format!(
+            "the partial has {} links (a hard link to another file?); never written to",
+            md.nlink()
+        ))
+    } else if md.uid() != rustix::process::geteuid().as_raw() {
+        Some("the partial belongs to another user; never written to".into())
+    } else {
+        None
+    })
+}
+
+/// Locks a partial for this process (`flock`, released when the file is
+/// closed), so no other receiver on the same directory takes it over.
+fn lock(file: &File) -> io::Result<()> {
+    use rustix::fs::{flock, FlockOperation};
+    match flock(file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            "another process is writing this file's partial",
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// How a body ended: written and hashed, or held in memory, not yet

@@ -30,12 +30,11 @@ impl Start {
     }
 }
 
-/// What lies beside a target, as far as resuming goes.
+/// What lies beside a target whose partial exists (and may be written
+/// to: see [`super::prepare`]), as far as resuming goes.
 #[derive(Debug)]
 pub(crate) enum Found {
-    /// Neither a state file nor a partial.
-    Nothing,
-    /// A partial without its state file.
+    /// The partial without its state file.
     PartialOnly,
     /// A state file, decoded (or why it could not be).
     State(Result<(u64, Md5Digest, Vec<BlockRec>), &'static str>),
@@ -44,8 +43,6 @@ pub(crate) enum Found {
 /// The resume decision before any byte of the partial is read.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Resume {
-    /// Nothing to resume: start at 0.
-    Fresh,
     /// Something is there but cannot be trusted: discard it (why), start at 0.
     Discard(String),
     /// A state for this very content: check the partial's blocks against
@@ -57,7 +54,6 @@ pub(crate) enum Resume {
 /// MD5 `md5`. Pure: the caller reads the state file.
 pub(crate) fn decide(found: Found, size: u64, md5: &Md5Digest) -> Resume {
     match found {
-        Found::Nothing => Resume::Fresh,
         Found::PartialOnly => Resume::Discard("partial without a state file".into()),
         Found::State(Err(why)) => Resume::Discard(why.into()),
         Found::State(Ok((s_size, s_md5, _))) if s_size != size || &s_md5 != md5 => {
@@ -74,14 +70,15 @@ pub(crate) fn good_prefix(blocks: &[BlockRec], check: impl FnMut(&BlockRec) -> b
     blocks.iter().map(check).take_while(|ok| *ok).count()
 }
 
-/// `Ok(None)`: nothing to resume; `Err(why)`: something was there but is
-/// not usable.
+/// Resumes the partial `file` (open, checked and locked by the caller)
+/// from its checked prefix; `Err(why)` when it cannot be trusted at all.
 pub(super) fn try_resume(
     dir: &Dir,
     names: &Names,
+    mut file: File,
     size: u64,
     md5: &Md5Digest,
-) -> Result<Option<Resumed>, String> {
+) -> Result<Resumed, String> {
     let found = match dir.open_with(&names.state, no_follow(OpenOptions::new().read(true))) {
         Ok(state) => {
             let mut bytes = Vec::new();
@@ -93,24 +90,15 @@ pub(super) fn try_resume(
                 .map_err(|e| format!("cannot read state file: {e}"))?;
             Found::State(decode_state(&bytes))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => match dir.symlink_metadata(&names.part) {
-            Ok(_) => Found::PartialOnly,
-            Err(_) => Found::Nothing,
-        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Found::PartialOnly,
         Err(e) => return Err(format!("cannot open state file: {e}")),
     };
     let blocks = match decide(found, size, md5) {
-        Resume::Fresh => return Ok(None),
         Resume::Discard(why) => return Err(why),
         Resume::Check(blocks) => blocks,
     };
-    let mut file = dir
-        .open_with(
-            &names.part,
-            no_follow(OpenOptions::new().read(true).write(true)),
-        )
-        .map_err(|e| format!("cannot open partial: {e}"))?
-        .into_std();
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| format!("cannot read partial: {e}"))?;
     // Check the prefix block by block; resume at the first bad block.
     let mut buf = vec![0u8; 1 << 20];
     let good = good_prefix(&blocks, |rec| {
@@ -140,14 +128,14 @@ pub(super) fn try_resume(
         .map_err(|e| format!("cannot truncate partial: {e}"))?;
     let mut blocks = blocks;
     blocks.truncate(good);
-    Ok(Some((
+    Ok((
         file,
         Start {
             pos: offset,
             md5: hasher,
             blocks,
         },
-    )))
+    ))
 }
 
 #[cfg(test)]
@@ -164,7 +152,6 @@ mod tests {
     #[test]
     fn resume_decision_branches() {
         let md5 = [7; 16];
-        assert_eq!(decide(Found::Nothing, 10, &md5), Resume::Fresh);
         assert_eq!(
             decide(Found::PartialOnly, 10, &md5),
             Resume::Discard("partial without a state file".into())

@@ -53,11 +53,44 @@ impl Names {
         }
     }
 
-    /// Removes the partial and its state (best effort).
-    pub fn discard(&self, dir: &Dir) {
-        let _ = dir.remove_file(&self.part);
+    /// Removes the partial and its state (best effort), if the partial's
+    /// name still holds the inode `id` (this writer's own): a file put there
+    /// by someone else is left alone.
+    pub fn discard(&self, dir: &Dir, id: FileId) {
+        if FileId::at(dir, &self.part).is_some_and(|at| at == id) {
+            let _ = dir.remove_file(&self.part);
+        }
         let _ = dir.remove_file(&self.state);
         let _ = dir.remove_file(&self.state_tmp);
+    }
+}
+
+/// The identity of a file (device and inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// The identity of an open file.
+    pub fn of(file: &std::fs::File) -> std::io::Result<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let md = file.metadata()?;
+        Ok(FileId {
+            dev: md.dev(),
+            ino: md.ino(),
+        })
+    }
+
+    /// The identity of what the name `name` in `dir` is now (not followed).
+    pub fn at(dir: &Dir, name: &str) -> Option<FileId> {
+        use cap_std::fs::MetadataExt;
+        let md = dir.symlink_metadata(name).ok()?;
+        Some(FileId {
+            dev: md.dev(),
+            ino: md.ino(),
+        })
     }
 }
 

@@ -7,6 +7,7 @@
 #[allow(dead_code)]
 mod common;
 
+mod attacks;
 mod bench_smoke;
 mod ci_recipe;
 mod cli;

@@ -34,7 +34,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    assert_status, assert_trees_equal, dirs, free_port, ftx_cmd, md5_hex, names_in,
+    assert_status, assert_trees_equal, dirs, free_port, ftx_cmd, md5_hex, names_in, poll_until,
     run_with_timeout, send_cmd, show, text, write_random, Bg, Dirs, Mode, Proxy, Receiver,
     SEND_TIMEOUT,
 };
@@ -73,22 +73,6 @@ impl Dirs {
 /// Size of `p`, 0 if it does not exist.
 fn len_of(p: &Path) -> u64 {
     fs::metadata(p).map(|m| m.len()).unwrap_or(0)
-}
-
-/// Calls `cond` every 2 ms until it is true (→ true) or `timeout` passed
-/// (→ false). For observing progress (file sizes, log text), never as a
-/// substitute for waiting on an event the harness can deliver.
-fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
 }
 
 /// The unsigned integer at the start of `s`.

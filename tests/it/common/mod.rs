@@ -1153,3 +1153,19 @@ pub fn snapshot_outside(root: impl AsRef<Path>) -> BTreeSet<PathBuf> {
     }
     set
 }
+
+/// Calls `cond` every 2 ms until it is true (→ true) or `timeout` passed
+/// (→ false). For observing progress (file sizes, log text), never as a
+/// substitute for waiting on an event the harness can deliver.
+pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+}
