@@ -108,6 +108,14 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    #[test]
+    fn the_auth_flag_is_a_known_welcome_flag() {
+        assert_eq!(
+            FLAG_AUTH_REQUIRED & !crate::protocol::limits::WELCOME_FLAGS,
+            0
+        );
+    }
+
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }

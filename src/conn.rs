@@ -25,6 +25,18 @@ pub enum ConnError {
     /// The peer closed the connection in the middle of a frame or body.
     #[error("connection closed by peer in the middle of {0}")]
     Eof(&'static str),
+    /// The peer closed the connection in the middle of a body.
+    #[error("connection closed by peer after {got} of the body's {len} bytes")]
+    BodyEof {
+        /// Body bytes that arrived.
+        got: u64,
+        /// Body bytes announced.
+        len: u64,
+    },
+    /// The peer reset the connection (it crashed, was stopped, or dropped
+    /// the session).
+    #[error("connection reset by peer")]
+    Reset,
     /// The peer sent nothing for longer than the timeout.
     #[error("peer sent nothing for too long (timed out)")]
     Timeout,
@@ -45,6 +57,9 @@ impl From<io::Error> for ConnError {
     fn from(e: io::Error) -> Self {
         match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ConnError::Timeout,
+            io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted => ConnError::Reset,
             _ => ConnError::Io(e),
         }
     }
@@ -147,7 +162,10 @@ impl<S: Read + Write> Conn<S> {
             let want = usize::try_from(left).unwrap_or(usize::MAX).min(BODY_CHUNK);
             let n = read_retry(&mut self.stream, &mut self.body_buf[..want])?;
             if n == 0 {
-                return Err(ConnError::Eof("a file body"));
+                return Err(ConnError::BodyEof {
+                    got: len - left,
+                    len,
+                });
             }
             sink(&self.body_buf[..n]).map_err(ConnError::Io)?;
             left -= n as u64;
@@ -338,9 +356,13 @@ mod tests {
             input: Cursor::new(b"abc".to_vec()),
             output: Vec::new(),
         });
-        assert!(matches!(
-            c.read_body(10, |_| Ok(())),
-            Err(ConnError::Eof(_))
-        ));
+        let e = c.read_body(10, |_| Ok(())).expect_err("EOF mid-body");
+        assert!(matches!(e, ConnError::BodyEof { got: 3, len: 10 }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "connection closed by peer after 3 of the body's 10 bytes"
+        );
+        let reset: ConnError = io::Error::from(io::ErrorKind::BrokenPipe).into();
+        assert_eq!(reset.to_string(), "connection reset by peer");
     }
 }

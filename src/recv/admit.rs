@@ -3,7 +3,10 @@
 //! as soon as it has the fact, and stops at the first refusal:
 //!
 //! 1. the name ([`name`]): unsafe or reserved for ftx's own files → REJECT
-//!    unsafe name; offered before in this session → REJECT conflict;
+//!    unsafe name; offered before in this session, or the same as an
+//!    earlier entry once case-folded and NFC-normalised (`README` and
+//!    `readme`, the NFC and NFD forms of `é.txt`: one file on macOS or
+//!    Windows) → REJECT conflict;
 //! 2. the claim ([`claim`]): another session is receiving it → REJECT in
 //!    progress (the sender retries later);
 //! 3. what sits at the target ([`target`]): nothing → write; a symlink or
@@ -42,16 +45,58 @@ pub(super) enum Answer {
     Refuse(Refusal),
 }
 
+/// Entries (FILE and DIR offers with valid names) one session may offer;
+/// beyond that the session is ended as a protocol error. It bounds what a
+/// session remembers of its names (two 64-bit hashes each, about 25 MiB at
+/// most).
+pub(super) const MAX_ENTRIES: usize = 1 << 20;
+
+/// The keys a name is remembered by in a session: a hash of the name
+/// itself, and one of its portable form (NFC, then lower case), under
+/// which names that one file system would take for the same file meet.
+pub(super) fn keys(name: &str) -> (u64, u64) {
+    use unicode_normalization::UnicodeNormalization;
+    use xxhash_rust::xxh3::xxh3_64;
+    let folded: String = name.nfc().collect::<String>().to_lowercase();
+    (xxh3_64(name.as_bytes()), xxh3_64(folded.as_bytes()))
+}
+
+/// What an earlier entry of the session has to do with this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seen {
+    /// Nothing: the name is new.
+    New,
+    /// The very same name was offered before.
+    Again,
+    /// Another name with the same portable form was offered before.
+    Collides,
+}
+
+/// Whether the name with `keys` was seen before in `seen` (the map of
+/// portable-form key to name key).
+pub(super) fn seen(seen: &std::collections::HashMap<u64, u64>, keys: (u64, u64)) -> Seen {
+    match seen.get(&keys.1) {
+        None => Seen::New,
+        Some(&exact) if exact == keys.0 => Seen::Again,
+        Some(_) => Seen::Collides,
+    }
+}
+
 /// Step 1: the name as validated ([`crate::protocol::WireName`]), and
-/// whether this session saw it before.
-pub(super) fn name(valid: Result<(), &NameError>, seen_before: bool) -> Result<(), Refusal> {
+/// what this session saw of it before.
+pub(super) fn name(valid: Result<(), &NameError>, seen: Seen) -> Result<(), Refusal> {
     if let Err(e) = valid {
         return Err(refusal(Reject::UnsafeName, format!("unsafe name: {e}")));
     }
-    if seen_before {
-        return Err(refusal(Reject::Conflict, "offered twice in one session"));
+    match seen {
+        Seen::New => Ok(()),
+        Seen::Again => Err(refusal(Reject::Conflict, "offered twice in one session")),
+        Seen::Collides => Err(refusal(
+            Reject::Conflict,
+            "differs from an earlier entry of this session only by case or Unicode \
+             normalisation: the two would be one file on macOS or Windows",
+        )),
     }
-    Ok(())
 }
 
 /// Step 2: whether this session could claim the target.
@@ -123,18 +168,46 @@ mod tests {
 
     #[test]
     fn name_branches() {
-        assert_eq!(code(name(Ok(()), false)), None);
-        assert_eq!(code(name(Ok(()), true)), Some(Reject::Conflict));
+        assert_eq!(code(name(Ok(()), Seen::New)), None);
+        assert_eq!(code(name(Ok(()), Seen::Again)), Some(Reject::Conflict));
+        let r = name(Ok(()), Seen::Collides).expect_err("collision");
+        assert_eq!(r.0, Reject::Conflict);
+        assert!(r.1.contains("case"), "{}", r.1);
         for bad in [&b"../x"[..], b"/etc/passwd", b"a/.b.ftx-part", b"a\x1bb"] {
             let e = WireName::from_bytes(bad).expect_err("refused");
-            let r = name(Err(&e), false).expect_err("refused");
+            let r = name(Err(&e), Seen::New).expect_err("refused");
             assert_eq!(r.0, Reject::UnsafeName);
             assert!(r.1.starts_with("unsafe name: "), "{}", r.1);
         }
         // A reserved name (a partial's) is refused as unsafe.
         let e = WireName::from_bytes(b".x.iso.ftx-part").expect_err("reserved");
         assert_eq!(e, NameError::Reserved);
-        assert_eq!(code(name(Err(&e), false)), Some(Reject::UnsafeName));
+        assert_eq!(code(name(Err(&e), Seen::New)), Some(Reject::UnsafeName));
+    }
+
+    #[test]
+    fn names_that_one_file_system_takes_for_one_file_collide() {
+        let mut map = std::collections::HashMap::new();
+        let remember = |map: &mut std::collections::HashMap<u64, u64>, n: &str| {
+            let k = keys(n);
+            let s = seen(map, k);
+            if s == Seen::New {
+                map.insert(k.1, k.0);
+            }
+            s
+        };
+        assert_eq!(remember(&mut map, "README"), Seen::New);
+        assert_eq!(remember(&mut map, "README"), Seen::Again);
+        assert_eq!(remember(&mut map, "readme"), Seen::Collides);
+        assert_eq!(remember(&mut map, "Dir/a"), Seen::New);
+        assert_eq!(remember(&mut map, "dir/A"), Seen::Collides);
+        // é as one code point (NFC) and as e + combining acute (NFD).
+        assert_eq!(remember(&mut map, "\u{e9}.txt"), Seen::New);
+        assert_eq!(remember(&mut map, "e\u{301}.txt"), Seen::Collides);
+        assert_eq!(remember(&mut map, "E\u{301}.TXT"), Seen::Collides);
+        // Different names stay different.
+        assert_eq!(remember(&mut map, "read.me"), Seen::New);
+        assert_eq!(remember(&mut map, "e.txt"), Seen::New);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The commit thread (`ftx-commit`, one per session): writes out the small
-//! bodies held in memory, applies modes, mtimes and digest records, makes
+//! bodies held in memory, applies modes and mtimes, makes
 //! verified files durable in groups (one `syncfs` for the data, the
 //! renames, one more `syncfs`) and puts them in place, then writes their
 //! RESULTs, while the session thread goes on receiving.
@@ -125,9 +125,9 @@ impl<'a> Commits<'a> {
     }
 }
 
-/// Writes out a verified file's body if it is held, and applies its mode,
-/// mtime and digest record.
-pub(super) fn write_verified(v: &Verified<'_>) -> Result<(), String> {
+/// Writes out a verified file's body if it is held, and applies its mode
+/// (see [`file_mode`]) and mtime.
+pub(super) fn write_verified(v: &Verified<'_>, umask: u32) -> Result<(), String> {
     let shown = || escape(v.r.name.as_str());
     if !v.body.is_empty() {
         (&v.file)
@@ -135,16 +135,13 @@ pub(super) fn write_verified(v: &Verified<'_>) -> Result<(), String> {
             .map_err(|e| format!("cannot write '{}': {e}", shown()))?;
     }
     let h = &v.r.h;
-    apply_attrs(&v.file, h.mode, h.mtime_s, h.mtime_ns)
+    apply_attrs(&v.file, file_mode(h.mode, umask), h.mtime_s, h.mtime_ns)
         .map_err(|e| format!("cannot set mode/mtime of '{}': {e}", shown()))?;
-    if h.size >= RECORD_MIN_SIZE {
-        write_record(&v.file, &h.md5);
-    }
     Ok(())
 }
 
 /// Writes out the bodies a batch of verified files holds, applies their
-/// modes, mtimes and records, makes them durable and puts them in place,
+/// modes and mtimes, makes them durable and puts them in place,
 /// and encodes a RESULT for each into `frames`: one fsync for a lone file,
 /// else one `syncfs` for the data of the whole batch and one for the
 /// renames.
@@ -156,7 +153,7 @@ pub(super) fn commit(
     frames: &mut Vec<u8>,
 ) {
     let mut answer = |f: Frame| encode(&f, frames);
-    batch.retain(|v| match write_verified(v) {
+    batch.retain(|v| match write_verified(v, sh.umask) {
         Ok(()) => true,
         Err(message) => {
             v.r.names.discard(&v.r.dir, v.r.id);

@@ -1,5 +1,7 @@
 //! DIR entries: directories are created (never through a symlink) when
-//! offered; their modes and mtimes are applied at END, deepest first.
+//! offered; their modes and mtimes are applied at END, deepest first, and
+//! only to directories this session created: a DIR entry never changes a
+//! directory that was there before (`.ssh`, OUT's own subdirectories).
 
 use super::types::*;
 use crate::protocol::Status;
@@ -13,8 +15,13 @@ use std::io::{self};
 use store::attrs::*;
 
 /// Opens (creating when missing) each directory of `comps` below `root`,
-/// never following a symlink.
-pub(super) fn open_dirs(root: &Dir, comps: &[&str]) -> Result<Dir, Refusal> {
+/// never following a symlink; `created(i)` is told of each component `i`
+/// this call created.
+pub(super) fn open_dirs(
+    root: &Dir,
+    comps: &[&str],
+    mut created: impl FnMut(usize),
+) -> Result<Dir, Refusal> {
     let mut dir = root
         .try_clone()
         .map_err(|e| io_refusal("output directory", &e))?;
@@ -24,7 +31,7 @@ pub(super) fn open_dirs(root: &Dir, comps: &[&str]) -> Result<Dir, Refusal> {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 match dir.create_dir(c) {
-                    Ok(()) => {}
+                    Ok(()) => created(i),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(io_refusal(&what(), &e)),
                 }
@@ -38,7 +45,17 @@ pub(super) fn open_dirs(root: &Dir, comps: &[&str]) -> Result<Dir, Refusal> {
     Ok(dir)
 }
 
-/// Ends a connection at once with a reset (linger 0), so a peer blocked on
+/// The key of a directory in [`CreatedDirs`]: a 128-bit hash of
+/// its wire path, so the set stays small whatever the names' lengths.
+pub(super) fn dir_key(comps: &[&str]) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for c in comps {
+        h.update(c.as_bytes());
+        h.update(b"/");
+    }
+    h.digest128()
+}
+
 impl<'a> Session<'a, '_> {
     pub(super) fn dir(&mut self, h: DirHeader) -> Result<()> {
         let name = match self.claim_name(&h.path) {
@@ -46,9 +63,17 @@ impl<'a> Session<'a, '_> {
             Err(r) => return self.reject(h.id, &h.path, r),
         };
         let comps: Vec<&str> = name.components().collect();
-        match open_dirs(&self.sh.root, &comps) {
+        let opened = open_dirs(&self.sh.root, &comps, |i| {
+            self.sh.created(dir_key(&comps[..=i]));
+        });
+        match opened {
             Ok(_) => {
-                self.dirs.push((name, h.clone()));
+                // Only a directory this receiver created gets the entry's
+                // mode and mtime (at END); one that was there is left as
+                // it is.
+                if self.sh.take_created(dir_key(&comps)) {
+                    self.dirs.push((name, h.clone()));
+                }
                 self.conn.queue(&Frame::Result {
                     id: h.id,
                     status: Status::Ok.code(),
@@ -68,11 +93,12 @@ impl<'a> Session<'a, '_> {
         dirs.sort_by_key(|(n, _)| std::cmp::Reverse(n.depth()));
         for (name, h) in dirs {
             let comps: Vec<&str> = name.components().collect();
-            let applied = open_dirs(&self.sh.root, &comps)
+            let mode = dir_mode(h.mode, self.sh.umask);
+            let applied = open_dirs(&self.sh.root, &comps, |_| {})
                 .map_err(|r| r.1)
                 .and_then(|d| {
                     readable_fd(&d)
-                        .and_then(|fd| apply_attrs(&fd, h.mode, h.mtime_s, h.mtime_ns))
+                        .and_then(|fd| apply_attrs(&fd, mode, h.mtime_s, h.mtime_ns))
                         .map_err(|e| e.to_string())
                 });
             if let Err(e) = applied {

@@ -7,7 +7,7 @@ use super::types::*;
 use crate::auth;
 use crate::conn::Conn;
 use crate::net::{self, Deadlined};
-use crate::protocol::limits::VERSION;
+use crate::protocol::limits::{HELLO_FLAGS, VERSION};
 use crate::protocol::ErrorCode;
 use crate::protocol::Frame;
 use anyhow::{bail, Context, Result};
@@ -107,7 +107,19 @@ pub(super) fn handshake(conn: &mut Conn<Deadlined>, sh: &Shared) -> Result<()> {
         Err(e) => return Err(fail_session(conn, e, "before HELLO")),
     };
     match hello {
-        Frame::Hello { version, .. } if version == VERSION => {}
+        Frame::Hello { version, flags, .. } if version == VERSION => {
+            let unknown = flags & !HELLO_FLAGS;
+            if unknown != 0 {
+                // Never ignored: a flag asks for something this receiver
+                // does not do.
+                let message = format!("unsupported HELLO flags {unknown:#010x}");
+                let _ = conn.send(&Frame::Error {
+                    code: ErrorCode::Protocol.code(),
+                    message: message.clone(),
+                });
+                bail!("{message}");
+            }
+        }
         Frame::Hello { version, .. } => {
             let _ = conn.send(&Frame::Error {
                 code: ErrorCode::Version.code(),

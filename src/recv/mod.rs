@@ -124,6 +124,8 @@ fn serve_in(
 ) -> Result<Exit> {
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
+        umask: crate::store::attrs::umask(),
+        created_dirs: Mutex::new(CreatedDirs::default()),
         root,
         progress: Progress::new(crate::progress::mode(cfg.quiet)),
         active: AtomicUsize::new(0),

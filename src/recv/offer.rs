@@ -4,7 +4,7 @@
 //! SKIP or REJECT.
 
 use super::admit::{self, Answer, Target};
-use super::dirs::open_dirs;
+use super::dirs::{dir_key, open_dirs};
 use super::types::*;
 use crate::digest::hash_reader;
 use crate::events::Event;
@@ -18,17 +18,22 @@ use cap_std::fs::{Dir, OpenOptions};
 use std::io::{self};
 use std::sync::Arc;
 use std::time::Instant;
-use store::attrs::*;
 
 impl<'a> Session<'a, '_> {
     /// Validates a name and checks it was not offered before in this session.
     pub(super) fn claim_name(&mut self, raw: &[u8]) -> Result<WireName, Refusal> {
         let name = WireName::from_bytes(raw);
-        let seen_before = match &name {
-            Ok(n) => !self.seen.insert(n.as_str().to_owned()),
-            Err(_) => false,
+        let (seen, keys) = match &name {
+            Ok(n) => {
+                let keys = admit::keys(n.as_str());
+                (admit::seen(&self.seen, keys), Some(keys))
+            }
+            Err(_) => (admit::Seen::New, None),
         };
-        admit::name(name.as_ref().map(|_| ()), seen_before)?;
+        admit::name(name.as_ref().map(|_| ()), seen)?;
+        if let Some((exact, folded)) = keys {
+            self.seen.insert(folded, exact);
+        }
         // (admit::name refused every invalid name above.)
         name.map_err(|e| refusal(Reject::UnsafeName, e.to_string()))
     }
@@ -128,7 +133,9 @@ impl<'a> Session<'a, '_> {
                 return Ok(p.dir.clone());
             }
         }
-        let dir = Arc::new(open_dirs(&self.sh.root, comps)?);
+        let dir = Arc::new(open_dirs(&self.sh.root, comps, |i| {
+            self.sh.created(dir_key(&comps[..=i]));
+        })?);
         self.parent = Some(Parent {
             comps: comps.iter().map(|c| (*c).to_owned()).collect(),
             dir: dir.clone(),
@@ -179,9 +186,9 @@ impl<'a> Session<'a, '_> {
         admit::target(t, self.sh.cfg.overwrite, || self.same_content(dir, last, h))
     }
 
-    /// True if the existing file `last` has the MD5 of the offer.
-    /// Uses the verified-digest record kept with the file when it is still
-    /// current, and hashes the file only when it is not.
+    /// True if the existing file `last` has the MD5 of the offer: it is
+    /// hashed (a record kept beside it could go stale without a trace: a
+    /// file changed in place can keep its size and mtime).
     pub(super) fn same_content(&self, dir: &Dir, last: &str, h: &FileHeader) -> bool {
         let opened = dir.open_with(
             last,
@@ -190,9 +197,6 @@ impl<'a> Session<'a, '_> {
         let Ok(file) = opened.map(|f| f.into_std()) else {
             return false;
         };
-        if let Some(d) = read_record(&file) {
-            return d == h.md5;
-        }
         hash_reader(file, h.size, |_| {}).is_ok_and(|d| d == h.md5)
     }
 }

@@ -106,15 +106,29 @@ pub(super) fn failed(sh: &Shared, peer: SocketAddr, stats: &mut Stats, f: Failur
     }
 }
 
+/// Refusals logged one by one per session; the rest are counted.
+pub(super) const LOGGED_REFUSALS: u64 = 20;
+
+/// A name as logged: at most 200 bytes of it.
+fn truncated(raw: &[u8]) -> &[u8] {
+    &raw[..raw.len().min(200)]
+}
+
 impl<'a> Session<'a, '_> {
     pub(super) fn reject(&mut self, id: u32, raw_name: &[u8], r: Refusal) -> Result<()> {
         self.stats.failed += 1;
-        self.sh.log(&format!(
-            "{}: rejected '{}': {}",
-            self.peer,
-            escape_bytes(raw_name),
-            r.1
-        ));
+        // Logged with a limit: a peer can offer refusable names far
+        // faster than anyone reads them. The rest are counted, and said
+        // when the session ends ([`Session::log_quiet_refusals`]).
+        if self.refusals < LOGGED_REFUSALS {
+            self.sh.log(&format!(
+                "{}: rejected '{}': {}",
+                self.peer,
+                escape_bytes(truncated(raw_name)),
+                r.1
+            ));
+        }
+        self.refusals += 1;
         self.sh.events.emit(&Event::FileFailed {
             path: escape_bytes(raw_name),
             reason: r.0.reason().into(),
@@ -127,6 +141,17 @@ impl<'a> Session<'a, '_> {
             message: r.1,
         });
         Ok(())
+    }
+
+    /// Says how many refusals were not logged, if any.
+    pub(super) fn log_quiet_refusals(&self) {
+        if self.refusals > LOGGED_REFUSALS {
+            self.sh.log(&format!(
+                "{}: ... and {} more refused (not logged one by one)",
+                self.peer,
+                self.refusals - LOGGED_REFUSALS
+            ));
+        }
     }
 
     /// Reports a file that definitely failed and queues its RESULT.

@@ -1,6 +1,7 @@
 //! One sender's session, on its own thread: the frame loop after the
 //! handshake, with a commit thread beside it (see [`super::commit`]).
 
+use super::admit;
 use super::listen::*;
 use super::report::*;
 use super::types::*;
@@ -11,7 +12,7 @@ use crate::progress::Layout;
 use crate::protocol::ErrorCode;
 use crate::protocol::Frame;
 use anyhow::{bail, Context, Result};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 
@@ -57,7 +58,8 @@ pub(super) fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Resul
             sh,
             conn,
             peer,
-            seen: HashSet::new(),
+            seen: HashMap::new(),
+            refusals: 0,
             dirs: Vec::new(),
             awaiting: VecDeque::new(),
             small: Vec::new(),
@@ -72,6 +74,7 @@ pub(super) fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Resul
         let result = s.serve();
         s.verify_small();
         s.drop_unstarted();
+        s.log_quiet_refusals();
         s.bar.finish_and_clear();
         commits.close();
         if committer.join().is_err() {
@@ -127,6 +130,17 @@ impl<'a> Session<'a, '_> {
             match frame {
                 Frame::File(_) if self.awaiting.len() >= MAX_AWAITING => {
                     let msg = format!("more than {MAX_AWAITING} accepted files without their BODY");
+                    let _ = self.conn.send(&Frame::Error {
+                        code: ErrorCode::Protocol.code(),
+                        message: msg.clone(),
+                    });
+                    bail!("protocol error: {msg}");
+                }
+                Frame::File(_) | Frame::Dir(_) if self.seen.len() >= admit::MAX_ENTRIES => {
+                    let msg = format!(
+                        "more than {} entries in one session; send the rest in another",
+                        admit::MAX_ENTRIES
+                    );
                     let _ = self.conn.send(&Frame::Error {
                         code: ErrorCode::Protocol.code(),
                         message: msg.clone(),

@@ -38,9 +38,39 @@ impl Shutdown {
     }
 }
 
+/// Directories created by this receiver whose DIR entry has not come yet,
+/// by [`super::dirs::dir_key`]. Bounded: beyond [`CreatedDirs::MAX`]
+/// directories, newer ones are not remembered (their DIR entries then
+/// leave their modes as created).
+#[derive(Debug, Default)]
+pub(super) struct CreatedDirs(HashSet<u128>);
+
+impl CreatedDirs {
+    /// Directories remembered at most (16 bytes each, and the set's own).
+    pub(super) const MAX: usize = 1 << 18;
+
+    /// Remembers that this receiver created `key`.
+    pub(super) fn insert(&mut self, key: u128) {
+        if self.0.len() < Self::MAX {
+            self.0.insert(key);
+        }
+    }
+
+    /// True if this receiver created `key` (and forgets it: a directory's
+    /// DIR entry is applied once).
+    pub(super) fn take(&mut self, key: u128) -> bool {
+        self.0.remove(&key)
+    }
+}
+
 /// State shared by every session of one receiver.
 pub(super) struct Shared {
     pub(super) cfg: RecvConfig,
+    /// The process's umask, read at start: received modes are masked by it.
+    pub(super) umask: u32,
+    /// Directories this receiver created and has not applied a DIR entry
+    /// to yet: a DIR entry's mode and mtime are applied only to these.
+    pub(super) created_dirs: Mutex<CreatedDirs>,
     pub(super) root: Dir,
     pub(super) progress: Progress,
     pub(super) active: AtomicUsize,
@@ -55,6 +85,18 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Remembers a directory this receiver created.
+    pub(super) fn created(&self, key: u128) {
+        if let Ok(mut c) = self.created_dirs.lock() {
+            c.insert(key);
+        }
+    }
+
+    /// True if this receiver created the directory `key` (once).
+    pub(super) fn take_created(&self, key: u128) -> bool {
+        self.created_dirs.lock().is_ok_and(|mut c| c.take(key))
+    }
+
     /// A line on stderr, above the bars.
     pub(super) fn log(&self, line: &str) {
         self.progress.println(&format!("ftx: {line}"));
@@ -95,8 +137,12 @@ pub(super) struct Session<'a, 'c> {
     pub(super) sh: &'a Shared,
     pub(super) conn: Conn<Deadlined>,
     pub(super) peer: SocketAddr,
-    /// Wire names already offered in this session.
-    pub(super) seen: HashSet<String>,
+    /// Entries already offered in this session: the 64-bit hash of each
+    /// name's case-folded NFC form, to the hash of the name itself (see
+    /// [`super::admit::keys`]). At most [`super::admit::MAX_ENTRIES`].
+    pub(super) seen: HashMap<u64, u64>,
+    /// Offers refused in this session (only the first few are logged).
+    pub(super) refusals: u64,
     /// Directories whose attributes are applied at END.
     pub(super) dirs: Vec<(WireName, DirHeader)>,
     /// Accepted files whose BODY has not arrived yet, in acceptance order.

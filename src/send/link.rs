@@ -5,7 +5,7 @@
 use super::types::*;
 use crate::conn::{Conn, ConnError};
 use crate::exit::{Exit, ExitError};
-use crate::protocol::limits::{AGENT, VERSION};
+use crate::protocol::limits::{AGENT, VERSION, WELCOME_FLAGS};
 use crate::protocol::Frame;
 use anyhow::{Context, Result};
 use std::net::TcpStream;
@@ -67,6 +67,15 @@ pub(super) fn handshake(
                 return Err(Broken {
                     err: anyhow::anyhow!(
                         "{target} speaks protocol version {version}, this ftx speaks {VERSION}"
+                    ),
+                    retry: false,
+                });
+            }
+            let unknown = flags & !WELCOME_FLAGS;
+            if unknown != 0 {
+                return Err(Broken {
+                    err: anyhow::anyhow!(
+                        "{target} asks for something this ftx does not do: unsupported WELCOME flags {unknown:#010x}"
                     ),
                     retry: false,
                 });

@@ -76,6 +76,16 @@ impl<E: Into<anyhow::Error>> From<E> for Broken {
     fn from(e: E) -> Self {
         let err = e.into();
         let retry = transient(&err);
+        let reset = err
+            .chain()
+            .any(|c| matches!(c.downcast_ref::<ConnError>(), Some(ConnError::Reset)));
+        if reset {
+            // Said the way a person asks about it, not as "Broken pipe".
+            let err = anyhow::anyhow!(
+                "connection reset by the receiver (it crashed, was stopped, or dropped the session)"
+            );
+            return Broken { err, retry };
+        }
         Broken { err, retry }
     }
 }

@@ -81,14 +81,18 @@ pub(super) fn answer(frame: &Frame, file_size: Option<u64>, shown: &str) -> Acti
 /// A REJECT of the offer of `shown`, as a verdict.
 pub(super) fn reject_verdict(shown: &str, code: u16, message: &str) -> Verdict {
     let exit = Reject::from_code(code).map_or(Exit::Refused, Reject::exit);
+    let what = Reject::message_of(code);
+    let message = escape(message);
+    // The receiver's message may already say what the code means.
+    let why = if message.starts_with(what) {
+        message
+    } else {
+        format!("{what}: {message}")
+    };
     Verdict::Failed(
         exit,
         Reject::reason_of(code),
-        format!(
-            "{shown}: refused by receiver: {}: {}",
-            Reject::message_of(code),
-            escape(message)
-        ),
+        format!("{shown}: refused by receiver: {why}"),
     )
 }
 
@@ -192,6 +196,19 @@ mod tests {
             assert_eq!(reason, Reject::reason_of(code));
             assert!(msg.starts_with("f: refused by receiver: "), "{msg}");
         }
+        // What the code means is said once, not twice.
+        let no_space = Frame::Reject {
+            id: 1,
+            code: reject_code::NO_SPACE,
+            message: "not enough space: need 10 bytes, have 5".into(),
+        };
+        let Action::Settle(Verdict::Failed(_, _, msg)) = answer(&no_space, Some(10), "f") else {
+            panic!("REJECT settles");
+        };
+        assert_eq!(
+            msg,
+            "f: refused by receiver: not enough space: need 10 bytes, have 5"
+        );
         // A RESULT where an answer to an offer is due, SUMMARY, WELCOME...
         let result = Frame::Result {
             id: 1,

@@ -2,58 +2,31 @@
 //! mtime, the verified-digest record (an extended attribute), fsync of a
 //! directory and `syncfs`.
 
-use crate::digest::{hex, Md5Digest};
 use cap_std::fs::Dir;
 use std::io;
 
-/// Files smaller than this get no verified-digest record: re-hashing them
-/// when they are offered again costs less than keeping the record (1 MiB,
-/// the size from which the sender caches digests too).
-pub const RECORD_MIN_SIZE: u64 = 1 << 20;
-
-/// Extended attribute holding the digest ftx verified for a file, with the
-/// size and mtime it had then: `v1 SIZE MTIME_S.MTIME_NS MD5HEX`.
-pub const RECORD_XATTR: &str = "user.ftx.verified";
-
-/// The record's text for the file's current size and mtime.
-pub fn record_text(md: &std::fs::Metadata, md5: &Md5Digest) -> String {
-    use std::os::unix::fs::MetadataExt;
-    format!(
-        "v1 {} {}.{:09} {}",
-        md.len(),
-        md.mtime(),
-        md.mtime_nsec(),
-        hex(md5)
-    )
+/// The permission bits a received file gets: the sender's, less the
+/// receiver's `umask` (as `cp`, `scp` and `tar` as a user do), never
+/// setuid, setgid or sticky, and always readable by the receiving user.
+pub fn file_mode(sent: u32, umask: u32) -> u32 {
+    (sent & 0o777 & !umask) | 0o400
 }
 
-/// Keeps the verified digest with the file (best effort: a file system
-/// without user xattrs just means a re-hash when the file is offered again).
-pub fn write_record(file: &std::fs::File, md5: &Md5Digest) {
-    if let Ok(md) = file.metadata() {
-        let text = record_text(&md, md5);
-        let _ = rustix::fs::fsetxattr(
-            file,
-            RECORD_XATTR,
-            text.as_bytes(),
-            rustix::fs::XattrFlags::empty(),
-        );
-    }
+/// The permission bits a directory this session created gets: the
+/// sender's, less the `umask`, and always readable, writable and
+/// enterable by the receiving user (so it can always reach and finish
+/// what it received).
+pub fn dir_mode(sent: u32, umask: u32) -> u32 {
+    (sent & 0o777 & !umask) | 0o700
 }
 
-/// The digest recorded with the file, if the record matches the file's
-/// current size and mtime (any write since changes the mtime).
-pub fn read_record(file: &std::fs::File) -> Option<Md5Digest> {
-    let md = file.metadata().ok()?;
-    let mut buf = [0u8; 128];
-    let n = rustix::fs::fgetxattr(file, RECORD_XATTR, &mut buf).ok()?;
-    let text = std::str::from_utf8(buf.get(..n)?).ok()?;
-    let hex_md5 = text.rsplit(' ').next()?;
-    let mut d = [0u8; 16];
-    for (i, b) in d.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex_md5.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    (record_text(&md, &d) == text).then_some(d)
+/// The process's umask (read once, before any other thread creates files:
+/// reading it means setting it).
+pub fn umask() -> u32 {
+    use rustix::fs::Mode;
+    let old = rustix::process::umask(Mode::empty());
+    rustix::process::umask(old);
+    old.bits()
 }
 
 /// A real (not `O_PATH`) descriptor of the directory `dir` itself, for
@@ -78,8 +51,9 @@ pub fn sync_dir(dir: &Dir) -> io::Result<()> {
     Ok(rustix::fs::fsync(readable_fd(dir)?)?)
 }
 
-/// Applies permission bits (0o777 only: never setuid, setgid or sticky) and
-/// the modification time to an open file or directory.
+/// Applies permission bits (0o777 only: never setuid, setgid or sticky;
+/// see [`file_mode`] and [`dir_mode`] for which) and the modification
+/// time to an open file or directory.
 pub fn apply_attrs(
     fd: impl std::os::fd::AsFd,
     mode: u32,
@@ -106,26 +80,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn verified_record_round_trips_and_goes_stale() {
-        let t = tempfile::tempdir().expect("tempdir");
-        let p = t.path().join("f");
-        std::fs::write(&p, b"abc").expect("write");
-        let f = std::fs::File::open(&p).expect("open");
-        write_record(&f, &[5; 16]);
-        if rustix::fs::fgetxattr(&f, RECORD_XATTR, &mut [0u8; 128]).is_err() {
-            return; // no user xattrs on this file system: nothing to check
-        }
-        assert_eq!(read_record(&f), Some([5; 16]));
-        drop(f);
-        std::fs::write(&p, b"abd").expect("write");
-        let f = std::fs::File::open(&p).expect("open");
-        let times = std::fs::FileTimes::new()
-            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(5));
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&p)
-            .and_then(|w| w.set_times(times))
-            .expect("set mtime");
-        assert_eq!(read_record(&f), None);
+    fn modes_follow_the_umask_and_stay_usable() {
+        // 0777 under umask 022 arrives 0755, as cp and scp do it.
+        assert_eq!(file_mode(0o777, 0o022), 0o755);
+        assert_eq!(file_mode(0o644, 0o022), 0o644);
+        assert_eq!(file_mode(0o666, 0o077), 0o600);
+        // Never setuid, setgid or sticky.
+        assert_eq!(file_mode(0o7755, 0), 0o755);
+        // Always readable by the receiving user.
+        assert_eq!(file_mode(0o000, 0o022), 0o400);
+        assert_eq!(file_mode(0o244, 0o022), 0o644);
+        // Directories: always enterable and writable by the user.
+        assert_eq!(dir_mode(0o777, 0o022), 0o755);
+        assert_eq!(dir_mode(0o000, 0o022), 0o700);
+        assert_eq!(dir_mode(0o1777, 0o002), 0o775);
+        assert_eq!(dir_mode(0o555, 0o022), 0o755);
     }
 }

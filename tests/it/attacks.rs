@@ -209,3 +209,217 @@ fn a_second_receiver_on_the_same_out_never_takes_over_a_live_partial() {
         "the final file is receiver 1's verified bytes"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Modes and directories that were there before
+// ---------------------------------------------------------------------------
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// `COMMAND...` as the unprivileged user `nobody` when running as root
+/// (CI does), else as the current user; with umask 022 either way.
+fn as_nobody(args: &[&std::ffi::OsStr]) -> std::process::Command {
+    let mut cmd = if is_root() {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        c.arg("sh");
+        c
+    } else {
+        std::process::Command::new("sh")
+    };
+    cmd.args(["-c", "umask 022 && exec \"$0\" \"$@\""])
+        .args(args);
+    cmd
+}
+
+#[test]
+fn modes_follow_the_receivers_umask_and_the_receiving_user_can_always_read_and_enter() {
+    use std::ffi::OsStr;
+    use std::os::unix::fs::PermissionsExt;
+    let d = dirs();
+    // `nobody` must reach OUT through the temp dir.
+    fs::set_permissions(d.t(), fs::Permissions::from_mode(0o755)).expect("chmod T");
+    if is_root() {
+        rustix::fs::chown(
+            &d.out,
+            Some(rustix::fs::Uid::from_raw(65534)),
+            Some(rustix::fs::Gid::from_raw(65534)),
+        )
+        .expect("chown OUT to nobody");
+    }
+    let tree = d.src.join("tree");
+    fs::create_dir_all(tree.join("locked")).expect("mkdir");
+    fs::write(tree.join("open.bin"), b"open to all").expect("write");
+    fs::write(tree.join("locked/inside.txt"), b"inside").expect("write");
+    fs::set_permissions(tree.join("open.bin"), fs::Permissions::from_mode(0o777)).expect("chmod");
+    // Unreadable sources can only be sent by root; the rule is the same.
+    let closed = if is_root() { 0o000 } else { 0o444 };
+    fs::write(tree.join("closed.bin"), b"closed").expect("write");
+    fs::set_permissions(tree.join("closed.bin"), fs::Permissions::from_mode(closed))
+        .expect("chmod");
+    fs::set_permissions(
+        tree.join("locked"),
+        fs::Permissions::from_mode(closed | (0o100 * u32::from(!is_root()))),
+    )
+    .expect("chmod dir");
+
+    let bin = crate::common::ftx_bin();
+    let cmd = as_nobody(&[
+        bin.as_os_str(),
+        OsStr::new("recv"),
+        OsStr::new("--port"),
+        OsStr::new("0"),
+        OsStr::new("--bind"),
+        OsStr::new("127.0.0.1"),
+        OsStr::new("--out"),
+        d.out.as_os_str(),
+    ]);
+    let rx = Receiver::spawn(cmd, &d.out);
+    let out = send(&["-q", tree.to_str().expect("utf-8")], rx.addr);
+    assert_status(&out, 0, "send a tree with odd modes");
+    let got = d.out.join("tree");
+    let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o7777;
+    // 0777 under umask 022 arrives 0755, as cp and scp do it.
+    assert_eq!(mode(&got.join("open.bin")), 0o755);
+    // Always readable, and directories always enterable, by the receiver.
+    assert_eq!(mode(&got.join("closed.bin")) & 0o400, 0o400);
+    assert_eq!(mode(&got.join("locked")) & 0o700, 0o700);
+    let bin_cat = std::path::PathBuf::from("cat");
+    let cat = as_nobody(&[
+        bin_cat.as_os_str(),
+        got.join("closed.bin").as_os_str(),
+        got.join("locked/inside.txt").as_os_str(),
+    ])
+    .output()
+    .expect("run cat as the receiving user");
+    assert!(
+        cat.status.success(),
+        "the receiving user reads what it received: {cat:?}"
+    );
+    assert_eq!(cat.stdout, b"closedinside");
+}
+
+#[test]
+fn a_dir_entry_never_changes_a_directory_that_was_there() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let d = dirs();
+    let ssh = d.out.join(".ssh");
+    fs::create_dir(&ssh).expect("mkdir .ssh");
+    fs::set_permissions(&ssh, fs::Permissions::from_mode(0o700)).expect("chmod");
+    let before = fs::metadata(&ssh).expect("stat");
+    let rx = Receiver::start(&d.out, &[]);
+    let mut raw = Raw::session(rx.addr);
+    raw.make_dir(1, ".ssh", 0o777);
+    raw.make_dir(2, "fresh", 0o750);
+    raw.end();
+    let after = fs::metadata(&ssh).expect("stat");
+    assert_eq!(
+        after.permissions().mode() & 0o7777,
+        0o700,
+        ".ssh keeps its mode"
+    );
+    assert_eq!(after.mtime(), before.mtime(), ".ssh keeps its mtime");
+    // A directory the session created does get the entry's mode.
+    let fresh = fs::metadata(d.out.join("fresh")).expect("stat fresh");
+    assert_eq!(fresh.permissions().mode() & 0o7777, 0o750);
+}
+
+// ---------------------------------------------------------------------------
+// What a peer may send
+// ---------------------------------------------------------------------------
+
+#[test]
+fn unknown_hello_flags_are_refused_not_ignored() {
+    let d = dirs();
+    let rx = Receiver::start(&d.out, &[]);
+    let mut raw = Raw::connect(rx.addr);
+    raw.send(&Frame::Hello {
+        version: 1,
+        flags: u32::MAX,
+        agent: "evil".into(),
+    });
+    let msg = raw.expect_error(ftx::protocol::frame::error_code::PROTOCOL);
+    assert!(msg.contains("unsupported HELLO flags"), "{msg}");
+    assert!(
+        crate::common::names_in(&d.out).is_empty(),
+        "nothing written"
+    );
+}
+
+#[test]
+fn names_that_are_one_file_elsewhere_are_refused_within_a_session() {
+    let d = dirs();
+    let rx = Receiver::start(&d.out, &[]);
+    let mut raw = Raw::session(rx.addr);
+    raw.send_good_file(1, "README", b"one");
+    let why = raw.expect_reject(&file_offer(2, b"readme", b"two"), 2, reject_code::CONFLICT);
+    assert!(why.contains("case"), "{why}");
+    raw.send_good_file(3, "\u{e9}.txt", b"nfc");
+    raw.expect_reject(
+        &file_offer(4, "e\u{301}.txt".as_bytes(), b"nfd"),
+        4,
+        reject_code::CONFLICT,
+    );
+    raw.end();
+    assert_eq!(fs::read(d.out.join("README")).expect("read"), b"one");
+    assert!(!d.out.join("readme").exists());
+    assert!(!d.out.join("e\u{301}.txt").exists());
+}
+
+#[test]
+fn a_flood_of_refused_offers_is_logged_with_a_limit() {
+    let d = dirs();
+    let rx = Receiver::start(&d.out, &[]);
+    let mut raw = Raw::session(rx.addr);
+    let n = 3000u32;
+    let long = "x".repeat(200);
+    for id in 1..=n {
+        // Unsafe: a backslash. Each one refused.
+        let name = format!("{long}\\{id}");
+        raw.send(&file_offer(id, name.as_bytes(), b""));
+    }
+    for _ in 1..=n {
+        match raw.expect("REJECT") {
+            Frame::Reject { code, .. } => assert_eq!(code, reject_code::UNSAFE_NAME),
+            other => panic!("expected REJECT, got {other:?}"),
+        }
+    }
+    raw.end();
+    let quiet = poll_until(WAIT, || rx.stderr().contains("more refused"));
+    assert!(quiet, "the rest are counted in one line:\n{}", rx.stderr());
+    let lines = rx
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("rejected"))
+        .count();
+    assert!(lines <= 20, "{lines} refusals logged one by one");
+    assert!(rx
+        .stderr()
+        .contains(&format!("and {} more refused", n - 20)));
+}
+
+#[test]
+fn a_body_cut_short_says_how_much_of_it_arrived() {
+    let d = dirs();
+    let rx = Receiver::start(&d.out, &[]);
+    let mut raw = Raw::session(rx.addr);
+    let data = vec![7u8; 10_000];
+    raw.send(&file_offer(1, b"cut.bin", &data));
+    assert!(matches!(raw.expect("ACCEPT"), Frame::Accept { .. }));
+    raw.send(&Frame::Body {
+        id: 1,
+        offset: 0,
+        length: 10_000,
+    });
+    raw.write(&data[..1234]);
+    raw.stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    let said = poll_until(WAIT, || {
+        rx.stderr().contains("after 1234 of the body's 10000 bytes")
+    });
+    assert!(said, "the log says how much arrived:\n{}", rx.stderr());
+    assert!(!d.out.join("cut.bin").exists());
+}

@@ -1072,7 +1072,62 @@ fn scan(root: &Path) -> BTreeMap<PathBuf, Entry> {
 /// difference.
 pub fn assert_trees_equal(a: impl AsRef<Path>, b: impl AsRef<Path>) {
     let (a, b) = (a.as_ref(), b.as_ref());
-    let (ta, tb) = (scan(a), scan(b));
+    compare_trees(a, b, scan(a), scan(b));
+}
+
+/// Like [`assert_trees_equal`] for a tree `b` received from `a`: the
+/// permission bits expected are those a receiver gives (README "Modes"):
+/// the sender's less the receiver's umask (this process's, which the
+/// receivers the tests start inherit), files always readable and
+/// directories always enterable by the receiving user.
+pub fn assert_trees_arrived(a: impl AsRef<Path>, b: impl AsRef<Path>) {
+    let (a, b) = (a.as_ref(), b.as_ref());
+    let umask = umask();
+    let sent = scan(a)
+        .into_iter()
+        .map(|(p, e)| {
+            let e = match e {
+                Entry::Dir { mode } => Entry::Dir {
+                    mode: (mode & !umask) | 0o700,
+                },
+                Entry::File {
+                    mode,
+                    mtime,
+                    size,
+                    md5,
+                } => Entry::File {
+                    mode: arrived_file_mode(mode),
+                    mtime,
+                    size,
+                    md5,
+                },
+                other => other,
+            };
+            (p, e)
+        })
+        .collect();
+    compare_trees(a, b, sent, scan(b));
+}
+
+/// This process's umask, from `/proc/self/status` (reading it with
+/// umask(2) would change it for a moment under the other tests' feet).
+pub fn umask() -> u32 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|st| {
+            st.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .expect("Umask in /proc/self/status")
+}
+
+/// The permission bits a file offered with `mode` arrives with.
+pub fn arrived_file_mode(mode: u32) -> u32 {
+    (mode & 0o777 & !umask()) | 0o400
+}
+
+fn compare_trees(a: &Path, b: &Path, ta: BTreeMap<PathBuf, Entry>, tb: BTreeMap<PathBuf, Entry>) {
     let mut diffs = Vec::new();
     for (path, ea) in &ta {
         match tb.get(path) {
