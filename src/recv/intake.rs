@@ -26,7 +26,7 @@ pub(super) const SMALL_BYTES: usize = 4 << 20;
 pub(super) fn verify<'a>(
     r: Received<'a>,
     file: std::fs::File,
-    body: Vec<u8>,
+    body: store::budget::HeldBody,
     got: Md5Digest,
 ) -> Result<Verified<'a>, Failure> {
     let h = &r.h;
@@ -88,9 +88,17 @@ impl<'a> Session<'a, '_> {
         } = a;
         let started = Instant::now();
         let shown = escape(name.as_str());
+        if length >= store::BLOCK {
+            // This body takes a while: what is received goes in place now
+            // (and the memory it holds goes back to the budget the body's
+            // pipeline is about to lease from).
+            self.verify_small();
+            self.commits.nudge();
+        }
         let opened = match resumed {
             Some(pair) => Ok(pair),
-            None => store::create(&dir, &names, h.size, h.md5).map(|o| (o.writer, o.id)),
+            None => store::create(&dir, &names, h.size, h.md5, &self.sh.budget)
+                .map(|o| (o.writer, o.id)),
         };
         let (mut writer, file_id) = match opened {
             Ok(pair) => pair,
@@ -122,11 +130,6 @@ impl<'a> Session<'a, '_> {
         };
         self.bar.set_message(shown.clone());
         let mut write_err: Option<io::Error> = None;
-        if length >= store::BLOCK {
-            // This body takes a while: what is received goes in place now.
-            self.verify_small();
-            self.commits.nudge();
-        }
         let bar = &self.bar;
         let read = self.conn.read_body(length, |chunk| {
             if write_err.is_none() {
@@ -179,7 +182,7 @@ impl<'a> Session<'a, '_> {
                 return Ok(());
             }
             Ok(store::Finished::Ready(file, got)) => {
-                match verify(r, file, Vec::new(), got) {
+                match verify(r, file, store::budget::HeldBody::default(), got) {
                     Ok(v) => self.commits.push(v),
                     Err(f) => self.result_failed(f),
                 }
@@ -207,7 +210,7 @@ impl<'a> Session<'a, '_> {
         }
         let batch = std::mem::take(&mut self.small);
         self.small_bytes = 0;
-        let bodies: Vec<&[u8]> = batch.iter().map(|u| u.body.as_slice()).collect();
+        let bodies: Vec<&[u8]> = batch.iter().map(|u| &*u.body).collect();
         let digests = crate::md5multi::digests(&bodies);
         for (u, got) in batch.into_iter().zip(digests) {
             match verify(u.r, u.file, u.body, got) {

@@ -125,6 +125,7 @@ fn serve_in(
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         umask: crate::store::attrs::umask(),
+        budget: crate::store::budget::Budget::new(crate::store::budget::DEFAULT_BYTES),
         created_dirs: Mutex::new(CreatedDirs::default()),
         root,
         progress: Progress::new(crate::progress::mode(cfg.quiet)),

@@ -82,15 +82,16 @@ impl<'a> Session<'a, '_> {
             Answer::Refuse(r) => return self.reject(h.id, &h.path, r),
         }
         let names = store::Names::for_target(last);
-        let (resumed, offset, discarded) = match store::prepare(&dir, &names, h.size, h.md5) {
-            Ok(store::Slot::Fresh { discarded }) => (None, 0, discarded),
-            Ok(store::Slot::Resumed(o)) => (Some((o.writer, o.id)), o.offset, o.discarded),
-            Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
-                let r = refusal(Reject::InProgress, format!("{e}; try again later"));
-                return self.reject(h.id, &h.path, r);
-            }
-            Err(e) => return self.reject(h.id, &h.path, io_refusal(&names.part, &e)),
-        };
+        let (resumed, offset, discarded) =
+            match store::prepare(&dir, &names, h.size, h.md5, &self.sh.budget) {
+                Ok(store::Slot::Fresh { discarded }) => (None, 0, discarded),
+                Ok(store::Slot::Resumed(o)) => (Some((o.writer, o.id)), o.offset, o.discarded),
+                Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
+                    let r = refusal(Reject::InProgress, format!("{e}; try again later"));
+                    return self.reject(h.id, &h.path, r);
+                }
+                Err(e) => return self.reject(h.id, &h.path, io_refusal(&names.part, &e)),
+            };
         if let Some(why) = &discarded {
             self.sh.log(&format!(
                 "{}: '{}': starting over: {why}",

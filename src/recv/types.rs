@@ -66,6 +66,8 @@ impl CreatedDirs {
 /// State shared by every session of one receiver.
 pub(super) struct Shared {
     pub(super) cfg: RecvConfig,
+    /// The memory budget every held body is paid from.
+    pub(super) budget: Arc<store::budget::Budget>,
     /// The process's umask, read at start: received modes are masked by it.
     pub(super) umask: u32,
     /// Directories this receiver created and has not applied a DIR entry
@@ -234,7 +236,7 @@ pub(super) struct Verified<'a> {
     pub(super) r: Received<'a>,
     pub(super) file: std::fs::File,
     /// The body, if not written to `file` yet (a small file).
-    pub(super) body: Vec<u8>,
+    pub(super) body: store::budget::HeldBody,
 }
 
 /// A small file received, its body in memory to be hashed with others
@@ -242,7 +244,7 @@ pub(super) struct Verified<'a> {
 pub(super) struct Unhashed<'a> {
     pub(super) r: Received<'a>,
     pub(super) file: std::fs::File,
-    pub(super) body: Vec<u8>,
+    pub(super) body: store::budget::HeldBody,
 }
 
 /// Why a file failed, for its RESULT and the log.

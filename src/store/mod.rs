@@ -43,6 +43,7 @@
 
 pub mod attrs;
 mod block;
+pub mod budget;
 mod disk;
 pub mod pipeline;
 mod resume;
@@ -51,6 +52,7 @@ mod state;
 mod types;
 
 use crate::digest::{Hasher, Md5Digest};
+use budget::{Budget, HeldBody};
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use pipeline::Pipeline;
 use resume::{try_resume, Start};
@@ -58,7 +60,12 @@ pub use small::HOLD_MAX;
 use small::{Held, SmallWriter, StreamWriter};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::sync::Arc;
 use types::WRITE_BUF;
+
+/// The write buffer of a body streamed to disk when the memory budget is
+/// spent (not counted in it: one per session at most).
+const MIN_BUF: usize = 8192;
 pub use types::{no_follow, FileId, Names, BLOCK, CHECKPOINT_BLOCKS};
 
 /// Where a (re)started transfer begins.
@@ -95,7 +102,13 @@ pub enum Slot {
 /// is removed (a name, never what it links to) and the file starts from 0.
 /// A partial locked by another process is an error of kind
 /// [`io::ErrorKind::ResourceBusy`]. Never follows a symlink.
-pub fn prepare(dir: &Dir, names: &Names, size: u64, md5: Md5Digest) -> io::Result<Slot> {
+pub fn prepare(
+    dir: &Dir,
+    names: &Names,
+    size: u64,
+    md5: Md5Digest,
+    budget: &Arc<Budget>,
+) -> io::Result<Slot> {
     let file = match dir.open_with(
         &names.part,
         no_follow(OpenOptions::new().read(true).write(true)),
@@ -131,7 +144,7 @@ pub fn prepare(dir: &Dir, names: &Names, size: u64, md5: Md5Digest) -> io::Resul
         Ok((file, start)) => {
             let offset = start.pos;
             Ok(Slot::Resumed(Opened {
-                writer: PartialWriter::new(dir, names, file, size, md5, start)?,
+                writer: PartialWriter::new(dir, names, file, size, md5, start, budget)?,
                 offset,
                 discarded: None,
                 id,
@@ -151,7 +164,13 @@ pub fn prepare(dir: &Dir, names: &Names, size: u64, md5: Md5Digest) -> io::Resul
 /// one exclusive, no-follow create (`O_CREAT|O_EXCL|O_NOFOLLOW`), then
 /// locked. Whatever appeared at the name since is never written to: the
 /// create fails with [`io::ErrorKind::AlreadyExists`].
-pub fn create(dir: &Dir, names: &Names, size: u64, md5: Md5Digest) -> io::Result<Opened> {
+pub fn create(
+    dir: &Dir,
+    names: &Names,
+    size: u64,
+    md5: Md5Digest,
+    budget: &Arc<Budget>,
+) -> io::Result<Opened> {
     let file = dir
         .open_with(
             &names.part,
@@ -161,7 +180,7 @@ pub fn create(dir: &Dir, names: &Names, size: u64, md5: Md5Digest) -> io::Result
     lock(&file)?;
     let id = FileId::of(&file)?;
     Ok(Opened {
-        writer: PartialWriter::new(dir, names, file, size, md5, Start::fresh())?,
+        writer: PartialWriter::new(dir, names, file, size, md5, Start::fresh(), budget)?,
         offset: 0,
         discarded: None,
         id,
@@ -169,11 +188,17 @@ pub fn create(dir: &Dir, names: &Names, size: u64, md5: Md5Digest) -> io::Result
 }
 
 /// [`prepare`], then [`create`] when there is nothing to resume.
-pub fn open(dir: &Dir, names: &Names, size: u64, md5: Md5Digest) -> io::Result<Opened> {
-    match prepare(dir, names, size, md5)? {
+pub fn open(
+    dir: &Dir,
+    names: &Names,
+    size: u64,
+    md5: Md5Digest,
+    budget: &Arc<Budget>,
+) -> io::Result<Opened> {
+    match prepare(dir, names, size, md5, budget)? {
         Slot::Resumed(o) => Ok(o),
         Slot::Fresh { discarded } => {
-            let mut o = create(dir, names, size, md5)?;
+            let mut o = create(dir, names, size, md5, budget)?;
             o.discarded = discarded;
             Ok(o)
         }
@@ -259,23 +284,33 @@ impl PartialWriter {
         size: u64,
         md5_expected: Md5Digest,
         start: Start,
+        budget: &Arc<Budget>,
     ) -> io::Result<Self> {
+        // Every allocation is bounded whatever the peer announced, and
+        // paid for from the receiver-wide budget.
         if size <= HOLD_MAX && start.pos == 0 {
-            // The allocation is bounded whatever the peer announced.
             let size = usize::try_from(size).map_err(io::Error::other)?;
-            return Ok(PartialWriter::Small(SmallWriter {
-                file,
-                body: Vec::with_capacity(size),
-            }));
+            if let Some(lease) = budget.try_lease(size) {
+                return Ok(PartialWriter::Small(SmallWriter {
+                    file,
+                    body: Vec::with_capacity(size),
+                    lease,
+                }));
+            }
+            // The budget is spent: this body goes to disk as it arrives.
         }
         if size < BLOCK {
+            let want = WRITE_BUF.min(size as usize).max(MIN_BUF);
+            let lease = budget.try_lease(want);
+            let cap = if lease.is_some() { want } else { MIN_BUF };
             return Ok(PartialWriter::Streamed(StreamWriter {
-                out: BufWriter::with_capacity(WRITE_BUF.min(size as usize).max(8192), file),
+                out: BufWriter::with_capacity(cap, file),
                 md5: start.md5,
                 pos: start.pos,
+                _lease: lease,
             }));
         }
-        Pipeline::new(dir, names, file, size, md5_expected, start).map(PartialWriter::Piped)
+        Pipeline::new(dir, names, file, size, md5_expected, start, budget).map(PartialWriter::Piped)
     }
 
     /// Appends body bytes.
@@ -318,7 +353,7 @@ impl PartialWriter {
         match self {
             PartialWriter::Small(w) => Ok(Finished::Held(Held {
                 file: w.file,
-                body: w.body,
+                body: HeldBody::new(w.body, w.lease),
             })),
             PartialWriter::Streamed(w) => {
                 let file = w.out.into_inner().map_err(|e| e.into_error())?;
@@ -374,7 +409,14 @@ mod tests {
 
     /// Writes `upto` bytes of `all`, checkpoints, and drops the writer.
     fn interrupted(dir: &Dir, names: &Names, all: &[u8], upto: usize) {
-        let o = open(dir, names, all.len() as u64, md5_of(all)).expect("open");
+        let o = open(
+            dir,
+            names,
+            all.len() as u64,
+            md5_of(all),
+            &Budget::new(budget::DEFAULT_BYTES),
+        )
+        .expect("open");
         let mut w = o.writer;
         let start = o.offset as usize;
         for c in all[start..upto].chunks(100_000) {
@@ -389,7 +431,14 @@ mod tests {
         let all = data(3 * BLOCK as usize + 12345);
         let names = Names::for_target("f.bin");
         interrupted(&dir, &names, &all, 2 * BLOCK as usize + 777);
-        let o = open(&dir, &names, all.len() as u64, md5_of(&all)).expect("open");
+        let o = open(
+            &dir,
+            &names,
+            all.len() as u64,
+            md5_of(&all),
+            &Budget::new(budget::DEFAULT_BYTES),
+        )
+        .expect("open");
         assert_eq!(o.offset, 2 * BLOCK);
         let mut w = o.writer;
         w.write(&all[o.offset as usize..]).expect("write");
@@ -407,7 +456,14 @@ mod tests {
         let mut bytes = std::fs::read(&p).expect("read");
         bytes[BLOCK as usize + 5] ^= 1;
         std::fs::write(&p, &bytes).expect("write");
-        let o = open(&dir, &names, all.len() as u64, md5_of(&all)).expect("open");
+        let o = open(
+            &dir,
+            &names,
+            all.len() as u64,
+            md5_of(&all),
+            &Budget::new(budget::DEFAULT_BYTES),
+        )
+        .expect("open");
         assert_eq!(o.offset, BLOCK);
         let mut w = o.writer;
         w.write(&all[BLOCK as usize..]).expect("write");
@@ -423,7 +479,14 @@ mod tests {
 
         interrupted(&dir, &names, &all, BLOCK as usize + 1);
         std::fs::write(&sp, b"garbage").expect("write");
-        let o = open(&dir, &names, all.len() as u64, md5_of(&all)).expect("open");
+        let o = open(
+            &dir,
+            &names,
+            all.len() as u64,
+            md5_of(&all),
+            &Budget::new(budget::DEFAULT_BYTES),
+        )
+        .expect("open");
         assert_eq!(o.offset, 0);
         assert!(o.discarded.is_some());
         drop(o);
@@ -432,15 +495,28 @@ mod tests {
         let st = std::fs::read(&sp).expect("read");
         std::fs::write(&sp, &st[..st.len() - 3]).expect("write");
         assert_eq!(
-            open(&dir, &names, all.len() as u64, md5_of(&all))
-                .expect("open")
-                .offset,
+            open(
+                &dir,
+                &names,
+                all.len() as u64,
+                md5_of(&all),
+                &Budget::new(budget::DEFAULT_BYTES)
+            )
+            .expect("open")
+            .offset,
             0
         );
 
         interrupted(&dir, &names, &all, BLOCK as usize + 1);
         let other = md5_of(b"other");
-        let o = open(&dir, &names, all.len() as u64, other).expect("open");
+        let o = open(
+            &dir,
+            &names,
+            all.len() as u64,
+            other,
+            &Budget::new(budget::DEFAULT_BYTES),
+        )
+        .expect("open");
         assert_eq!(o.offset, 0);
         assert_eq!(
             o.discarded.as_deref(),
@@ -459,7 +535,14 @@ mod tests {
             .open(t.path().join(&names.part))
             .expect("open");
         f.set_len(BLOCK + 10).expect("truncate");
-        let o = open(&dir, &names, all.len() as u64, md5_of(&all)).expect("open");
+        let o = open(
+            &dir,
+            &names,
+            all.len() as u64,
+            md5_of(&all),
+            &Budget::new(budget::DEFAULT_BYTES),
+        )
+        .expect("open");
         assert_eq!(o.offset, BLOCK);
     }
 

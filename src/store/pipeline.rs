@@ -4,6 +4,7 @@
 //! which writes the bytes into the partial and checkpoints.
 
 use super::block::*;
+use super::budget::{Budget, Lease};
 use super::disk::*;
 use super::resume::*;
 use super::types::*;
@@ -11,6 +12,13 @@ use crate::digest::{Hasher, Md5Digest};
 use cap_std::fs::Dir;
 use std::fs::File;
 use std::io::{self, BufWriter};
+use std::sync::Arc;
+
+/// What one pipeline buffer costs (it is over-allocated for alignment).
+const BUF_COST: usize = PIPE_BUF + ALIGN;
+/// How long a large body waits for its first buffers when the receiver's
+/// memory budget is spent.
+const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Writes a large file's body into its partial as a pipeline: the caller (the
 /// socket reader) fills 1 MiB buffers, a hash thread runs MD5 and the
@@ -24,6 +32,9 @@ pub struct Pipeline {
     pub(super) to_hash: Option<std::sync::mpsc::SyncSender<(Buf, usize)>>,
     pub(super) pool: std::sync::mpsc::Receiver<Buf>,
     pub(super) allocated: usize,
+    /// The receiver's memory budget, and what this pipeline leased of it.
+    pub(super) budget: Arc<Budget>,
+    pub(super) leases: Vec<Lease>,
     pub(super) hash_thread: Option<std::thread::JoinHandle<Hasher>>,
     pub(super) disk_thread: Option<std::thread::JoinHandle<DiskEnd>>,
     pub(super) disk_ctl: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -37,7 +48,19 @@ impl Pipeline {
         size: u64,
         md5_expected: Md5Digest,
         start: Start,
+        budget: &Arc<Budget>,
     ) -> io::Result<Self> {
+        // The disk thread's write buffer and a first pipeline buffer: a
+        // pipeline cannot run with less, so it waits for them.
+        let first = budget
+            .lease(WRITE_BUF + BUF_COST, BUDGET_WAIT)
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "the receiver's memory budget ({} MiB) stayed spent for {} s",
+                    budget.total() >> 20,
+                    BUDGET_WAIT.as_secs()
+                ))
+            })?;
         let Start {
             pos,
             mut md5,
@@ -96,6 +119,8 @@ impl Pipeline {
             to_hash: Some(to_hash),
             pool,
             allocated: 0,
+            budget: Arc::clone(budget),
+            leases: vec![first],
             hash_thread: Some(hash_thread),
             disk_thread: Some(disk_thread),
             disk_ctl,
@@ -108,9 +133,17 @@ impl Pipeline {
         if let Ok(b) = self.pool.try_recv() {
             return Ok(b);
         }
-        if self.allocated < PIPE_DEPTH {
+        if self.allocated == 0 {
+            // Paid for by the lease taken when the pipeline started.
             self.allocated += 1;
             return Ok(Buf::new());
+        }
+        if self.allocated < PIPE_DEPTH {
+            if let Some(lease) = self.budget.try_lease(BUF_COST) {
+                self.leases.push(lease);
+                self.allocated += 1;
+                return Ok(Buf::new());
+            }
         }
         self.pool.recv().map_err(|_| pipeline_broken())
     }

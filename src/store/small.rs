@@ -2,6 +2,7 @@
 //! [`HOLD_MAX`] held in memory (hashed in batches, written by the commit
 //! thread), larger ones written through a buffer and hashed as they arrive.
 
+use super::budget::{HeldBody, Lease};
 use crate::digest::Hasher;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -16,6 +17,8 @@ pub const HOLD_MAX: u64 = 256 << 10;
 pub struct SmallWriter {
     pub(super) file: File,
     pub(super) body: Vec<u8>,
+    /// What pays for `body` in the receiver's memory budget.
+    pub(super) lease: Lease,
 }
 
 /// A file under one block but over [`HOLD_MAX`]: written through a buffer
@@ -25,12 +28,14 @@ pub struct StreamWriter {
     pub(super) out: BufWriter<File>,
     pub(super) md5: Hasher,
     pub(super) pos: u64,
+    /// What pays for the buffer, if it is larger than the smallest.
+    pub(super) _lease: Option<Lease>,
 }
 
 /// A small file's whole body, in memory.
 pub struct Held {
     pub(super) file: File,
-    pub(super) body: Vec<u8>,
+    pub(super) body: HeldBody,
 }
 
 impl Held {
@@ -40,7 +45,7 @@ impl Held {
     }
 
     /// The partial and the body.
-    pub fn into_parts(self) -> (File, Vec<u8>) {
+    pub fn into_parts(self) -> (File, HeldBody) {
         (self.file, self.body)
     }
 }
