@@ -89,6 +89,17 @@ impl<S: Read + Write> Conn<S> {
         }
     }
 
+    /// Wraps a connected stream whose first bytes were already read:
+    /// `buffered` is decoded before anything is read from `stream`.
+    pub fn with_buffered(stream: S, buffered: &[u8]) -> Self {
+        let mut conn = Conn::new(stream);
+        // At most a handshake's worth (4 KiB): it fits the buffer.
+        let n = buffered.len().min(conn.rbuf.len());
+        conn.rbuf[..n].copy_from_slice(&buffered[..n]);
+        conn.rend = n;
+        conn
+    }
+
     /// The underlying stream.
     pub fn get_ref(&self) -> &S {
         &self.stream

@@ -32,6 +32,7 @@
 mod admit;
 mod commit;
 mod dirs;
+mod gate;
 mod inflight;
 mod intake;
 mod listen;
@@ -139,12 +140,14 @@ fn serve_in(
         watch_signals(Arc::clone(&shared))?;
     }
 
+    let mut gate = gate::Gate::new(&listener, &shared)?;
     if cfg.once {
-        let Some((stream, peer)) = accept(&listener, &shared)? else {
+        let Some(a) = gate.next()? else {
             return Ok(Exit::Interrupted);
         };
+        let peer = a.peer;
         shared.active.fetch_add(1, Ordering::SeqCst);
-        let result = session(stream, peer, &shared);
+        let result = session(a, &shared);
         shared.active.fetch_sub(1, Ordering::SeqCst);
         return Ok(match result {
             Ok(s) if s.failed == 0 => Exit::Success,
@@ -155,21 +158,25 @@ fn serve_in(
             }
         });
     }
-    while let Some((stream, peer)) = accept(&listener, &shared)? {
+    while let Some(a) = gate.next()? {
+        let peer = a.peer;
+        // Only a connection whose handshake is done takes a slot. (The
+        // gate answers a HELLO "busy" when every slot is taken; this is
+        // for one that raced with it.)
         let n = shared.active.fetch_add(1, Ordering::SeqCst);
         if n >= cfg.max_sessions {
             shared.active.fetch_sub(1, Ordering::SeqCst);
             shared.log(&format!(
                 "{peer}: refused: already serving {n} sessions (--max-sessions)"
             ));
-            refuse_busy(stream, n);
+            refuse_busy(a.stream, n);
             continue;
         }
         let sh = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
             .name(format!("session {peer}"))
             .spawn(move || {
-                if let Err(e) = session(stream, peer, &sh) {
+                if let Err(e) = session(a, &sh) {
                     sh.log(&format!("{peer}: {e:#}"));
                 }
                 sh.active.fetch_sub(1, Ordering::SeqCst);
@@ -179,6 +186,7 @@ fn serve_in(
             shared.log(&format!("{peer}: cannot start a session thread: {e}"));
         }
     }
+    drop(gate);
     end_sessions(&shared);
     Ok(Exit::Interrupted)
 }

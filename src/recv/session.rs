@@ -2,6 +2,7 @@
 //! handshake, with a commit thread beside it (see [`super::commit`]).
 
 use super::admit;
+use super::gate::Admitted;
 use super::listen::*;
 use super::report::*;
 use super::types::*;
@@ -13,7 +14,6 @@ use crate::protocol::ErrorCode;
 use crate::protocol::Frame;
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, VecDeque};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 
 /// A session may have this many accepted files waiting for their BODY (each
@@ -21,7 +21,12 @@ use std::time::Instant;
 /// error. The ftx sender keeps at most 128 (its window).
 pub(super) const MAX_AWAITING: usize = 1024;
 
-pub(super) fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Result<Stats> {
+pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
+    let Admitted {
+        stream,
+        peer,
+        leftover,
+    } = a;
     if sh.stopping.is_set() {
         bail!("refused: the receiver is shutting down");
     }
@@ -31,15 +36,8 @@ pub(super) fn session(stream: TcpStream, peer: SocketAddr, sh: &Shared) -> Resul
     }
     let _live = LiveGuard { sh, peer };
     net::tune(&stream, sh.cfg.timeout).context("cannot set up the connection")?;
-    let mut stream = Deadlined::new(stream, sh.cfg.timeout, activity);
-    stream
-        .set_deadline(Some(Instant::now() + HANDSHAKE_TIMEOUT.min(sh.cfg.timeout)))
-        .context("cannot set up the connection")?;
-    let mut conn = Conn::new(stream);
-    handshake(&mut conn, sh)?;
-    conn.get_mut()
-        .set_deadline(None)
-        .context("cannot set up the connection")?;
+    let stream = Deadlined::new(stream, sh.cfg.timeout, activity);
+    let conn = Conn::with_buffered(stream, &leftover);
 
     let writer = conn
         .get_ref()

@@ -1,0 +1,580 @@
+//! The gate: every connection waits here, on one event-driven thread (the
+//! caller of [`super::serve`]), until its handshake is done (HELLO →
+//! WELCOME, and AUTH when a token is set). Only then does it get a session
+//! thread and count against `--max-sessions`, so connections that send
+//! nothing, or trickle, cost a descriptor and a few hundred bytes each
+//! and lock nobody out:
+//!
+//! - a connection has [`HANDSHAKE_TIMEOUT`] from accept to finish its
+//!   handshake, whatever it sends meanwhile;
+//! - at most [`MAX_PENDING`] connections wait here at once, and at most
+//!   [`MAX_PENDING_PER_ADDR`] from one address; beyond that the oldest
+//!   waiting one (of that address) is told "busy" and closed, so a flood of
+//!   idle connections cannot keep a new one out;
+//! - a handshake is at most [`MAX_HANDSHAKE_BYTES`] long.
+//!
+//! The decisions (what to answer a HELLO, an AUTH) are pure functions
+//! ([`on_hello`], [`on_auth`]), unit-tested.
+
+use super::types::*;
+use crate::auth::{self};
+use crate::protocol::limits::{AGENT, HELLO_FLAGS, VERSION};
+use crate::protocol::{decode, encode, ErrorCode, Frame};
+use anyhow::{Context, Result};
+use polling::{Event, Events, Poller};
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How long a new connection has to finish its handshake.
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections waiting for their handshake at once, in all.
+pub(super) const MAX_PENDING: usize = 1024;
+/// ... and from one address.
+pub(super) const MAX_PENDING_PER_ADDR: usize = 256;
+/// The longest handshake (HELLO and AUTH are a few dozen bytes).
+pub(super) const MAX_HANDSHAKE_BYTES: usize = 4096;
+/// How often a waiting gate looks at its [`Shutdown`].
+const STOP_POLL: Duration = Duration::from_millis(200);
+/// The listener's key in the poller.
+const LISTENER: usize = 0;
+
+/// A connection whose handshake is done: its session can start.
+pub(super) struct Admitted {
+    pub(super) stream: TcpStream,
+    pub(super) peer: SocketAddr,
+    /// Bytes the peer sent after its handshake (its first offers).
+    pub(super) leftover: Vec<u8>,
+}
+
+/// Why a handshake ends without a session: the ERROR to send and the line
+/// to log.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Refused {
+    pub(super) code: ErrorCode,
+    pub(super) message: String,
+}
+
+fn refused(code: ErrorCode, message: impl Into<String>) -> Refused {
+    Refused {
+        code,
+        message: message.into(),
+    }
+}
+
+/// The answer to the first frame of a connection: `Ok(())` to go on with
+/// WELCOME. `busy` when every session slot is taken.
+pub(super) fn on_hello(frame: &Frame, busy: Option<usize>) -> Result<(), Refused> {
+    match frame {
+        Frame::Hello { version, .. } if *version != VERSION => Err(refused(
+            ErrorCode::Version,
+            format!("unsupported protocol version {version}, this receiver speaks {VERSION}"),
+        )),
+        Frame::Hello { flags, .. } if flags & !HELLO_FLAGS != 0 => Err(refused(
+            ErrorCode::Protocol,
+            // Never ignored: a flag asks for something this receiver does
+            // not do.
+            format!("unsupported HELLO flags {:#010x}", flags & !HELLO_FLAGS),
+        )),
+        Frame::Hello { .. } => match busy {
+            Some(n) => Err(refused(
+                ErrorCode::Busy,
+                format!("receiver busy: {n} sessions already running, try again later"),
+            )),
+            None => Ok(()),
+        },
+        other => Err(refused(
+            ErrorCode::Protocol,
+            format!("expected HELLO, got {}", other.name()),
+        )),
+    }
+}
+
+/// The answer to the frame after WELCOME when a token is required:
+/// `proves(mac)` checks an AUTH's HMAC.
+pub(super) fn on_auth(
+    frame: &Frame,
+    proves: impl FnOnce(&[u8; 32]) -> bool,
+) -> Result<(), Refused> {
+    match frame {
+        Frame::Auth { mac } if proves(mac) => Ok(()),
+        Frame::Auth { .. } => Err(refused(
+            ErrorCode::Auth,
+            "authentication failed: wrong token",
+        )),
+        other => Err(refused(
+            ErrorCode::Auth,
+            format!(
+                "authentication failed: sender sent {} instead of AUTH (no token?)",
+                other.name()
+            ),
+        )),
+    }
+}
+
+/// Where a waiting connection's handshake stands.
+enum Stage {
+    /// Waiting for HELLO.
+    Hello,
+    /// WELCOME sent with this nonce; waiting for AUTH.
+    Auth([u8; 32]),
+}
+
+/// A connection waiting for its handshake.
+struct Pending {
+    stream: TcpStream,
+    peer: SocketAddr,
+    buf: Vec<u8>,
+    deadline: Instant,
+    stage: Stage,
+}
+
+/// The gate: a poller over the listener and every waiting connection.
+pub(super) struct Gate<'a> {
+    sh: &'a Shared,
+    listener: &'a TcpListener,
+    poller: Poller,
+    events: Events,
+    pending: HashMap<usize, Pending>,
+    /// Keys in arrival order (so in deadline order), all and by address;
+    /// keys of connections already gone are skipped lazily.
+    order: VecDeque<usize>,
+    by_addr: HashMap<IpAddr, VecDeque<usize>>,
+    next_key: usize,
+    admitted: VecDeque<Admitted>,
+    /// When accept last failed (out of descriptors): wait before the next.
+    accept_backoff: Option<Instant>,
+}
+
+impl<'a> Gate<'a> {
+    pub(super) fn new(listener: &'a TcpListener, sh: &'a Shared) -> Result<Gate<'a>> {
+        listener
+            .set_nonblocking(true)
+            .context("cannot set up the listener")?;
+        let poller = Poller::new().context("cannot create a poller")?;
+        // SAFETY: the listener outlives the poller (both borrowed or owned
+        // by this gate, the poller dropped first) and is deleted from it
+        // in Drop.
+        unsafe { poller.add(listener, Event::readable(LISTENER)) }
+            .context("cannot watch the listener")?;
+        Ok(Gate {
+            sh,
+            listener,
+            poller,
+            events: Events::new(),
+            pending: HashMap::new(),
+            order: VecDeque::new(),
+            by_addr: HashMap::new(),
+            next_key: LISTENER + 1,
+            admitted: VecDeque::new(),
+            accept_backoff: None,
+        })
+    }
+
+    /// The next connection whose handshake is done, or `None` once the
+    /// receiver is asked to stop.
+    pub(super) fn next(&mut self) -> Result<Option<Admitted>> {
+        loop {
+            if self.sh.stopping.is_set() {
+                return Ok(None);
+            }
+            if let Some(a) = self.admitted.pop_front() {
+                return Ok(Some(a));
+            }
+            let now = Instant::now();
+            self.expire(now);
+            let mut wait = STOP_POLL;
+            if let Some(d) = self.oldest_deadline() {
+                wait = wait.min(d.saturating_duration_since(now));
+            }
+            if let Some(t) = self.accept_backoff {
+                if now >= t {
+                    self.accept_backoff = None;
+                    self.poller
+                        .modify(self.listener, Event::readable(LISTENER))
+                        .context("cannot watch the listener")?;
+                } else {
+                    wait = wait.min(t - now);
+                }
+            }
+            self.events.clear();
+            match self.poller.wait(&mut self.events, Some(wait)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).context("cannot wait for connections"),
+            }
+            let keys: Vec<usize> = self.events.iter().map(|e| e.key).collect();
+            for key in keys {
+                if key == LISTENER {
+                    self.accept_all()?;
+                } else {
+                    self.readable(key);
+                }
+            }
+        }
+    }
+
+    fn oldest_deadline(&mut self) -> Option<Instant> {
+        while let Some(&k) = self.order.front() {
+            match self.pending.get(&k) {
+                Some(p) => return Some(p.deadline),
+                None => {
+                    self.order.pop_front();
+                }
+            }
+        }
+        None
+    }
+
+    /// Ends every waiting connection past its deadline.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&k) = self.order.front() {
+            let Some(p) = self.pending.get(&k) else {
+                self.order.pop_front();
+                continue;
+            };
+            if p.deadline > now {
+                break;
+            }
+            self.order.pop_front();
+            let r = refused(
+                ErrorCode::Timeout,
+                format!(
+                    "handshake not finished within {} s of connecting",
+                    self.handshake_timeout().as_secs_f32()
+                ),
+            );
+            self.close(k, Some(r), false);
+        }
+    }
+
+    fn handshake_timeout(&self) -> Duration {
+        HANDSHAKE_TIMEOUT.min(self.sh.cfg.timeout)
+    }
+
+    /// Accepts every connection waiting on the listener (a bounded number
+    /// per wake-up), then watches the listener again.
+    fn accept_all(&mut self) -> Result<()> {
+        for _ in 0..256 {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.admit_pending(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of descriptors, most likely: back off instead of
+                    // spinning on a listener that stays readable.
+                    self.sh.log(&format!("accept failed: {e}; retrying"));
+                    self.accept_backoff = Some(Instant::now() + Duration::from_millis(100));
+                    return Ok(());
+                }
+            }
+        }
+        self.poller
+            .modify(self.listener, Event::readable(LISTENER))
+            .context("cannot watch the listener")
+    }
+
+    fn admit_pending(&mut self, stream: TcpStream, peer: SocketAddr) {
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        // SAFETY: the stream is owned by `self.pending` and deleted from
+        // the poller before it is dropped (see `close`).
+        if unsafe { self.poller.add(&stream, Event::readable(key)) }.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + self.handshake_timeout();
+        self.pending.insert(
+            key,
+            Pending {
+                stream,
+                peer,
+                buf: Vec::new(),
+                deadline,
+                stage: Stage::Hello,
+            },
+        );
+        self.order.push_back(key);
+        let mine = self.by_addr.entry(peer.ip()).or_default();
+        mine.push_back(key);
+        // Caps: the oldest waiting connection (of this address, then of
+        // all) makes room.
+        if live_len(mine, &self.pending) > MAX_PENDING_PER_ADDR {
+            if let Some(old) = oldest_live(mine, &self.pending) {
+                self.close(old, Some(crowded()), false);
+            }
+        }
+        if self.pending.len() > MAX_PENDING {
+            if let Some(old) = oldest_live(&mut self.order, &self.pending) {
+                self.close(old, Some(crowded()), false);
+            }
+        }
+    }
+
+    /// Reads what a waiting connection sent and moves its handshake on.
+    fn readable(&mut self, key: usize) {
+        let Some(p) = self.pending.get_mut(&key) else {
+            return;
+        };
+        let mut chunk = [0u8; 1024];
+        let mut eof = false;
+        loop {
+            match p.stream.read(&mut chunk) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    p.buf.extend_from_slice(&chunk[..n]);
+                    if p.buf.len() > MAX_HANDSHAKE_BYTES {
+                        let r = refused(ErrorCode::Protocol, "handshake too long");
+                        self.close(key, Some(r), true);
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.close(key, None, false);
+                    return;
+                }
+            }
+        }
+        // What arrived before an EOF still counts (a HELLO, then the
+        // sender's half-close).
+        self.advance(key);
+        if eof {
+            if let Some(p) = self.pending.get(&key) {
+                let what = match p.stage {
+                    Stage::Hello => "HELLO",
+                    Stage::Auth(_) => "AUTH",
+                };
+                let line = format!("closed the connection before {what}");
+                self.close_logged(key, None, &line);
+            }
+        }
+    }
+
+    /// Handles the frames buffered for a waiting connection.
+    fn advance(&mut self, key: usize) {
+        loop {
+            let Some(p) = self.pending.get_mut(&key) else {
+                return;
+            };
+            let (frame, used) = match decode(&p.buf) {
+                Ok(Some(pair)) => pair,
+                Ok(None) => break,
+                Err(e) => {
+                    let r = refused(ErrorCode::Protocol, format!("protocol error: {e}"));
+                    self.close(key, Some(r), true);
+                    return;
+                }
+            };
+            p.buf.drain(..used);
+            let step = match p.stage {
+                Stage::Hello => {
+                    let active = self.sh.active.load(Ordering::SeqCst);
+                    let busy = (active >= self.sh.cfg.max_sessions).then_some(active);
+                    on_hello(&frame, busy).map(|()| None)
+                }
+                Stage::Auth(nonce) => {
+                    let token = self.sh.cfg.token.as_ref();
+                    on_auth(&frame, |mac| {
+                        token.is_some_and(|t| auth::verify(t, &nonce, mac))
+                    })
+                    .map(|()| Some(()))
+                }
+            };
+            match step {
+                Err(r) if r.code == ErrorCode::Busy => {
+                    let n = self.sh.active.load(Ordering::SeqCst);
+                    let line = format!("refused: already serving {n} sessions (--max-sessions)");
+                    self.close_logged(key, Some(r), &line);
+                    return;
+                }
+                Err(r) => {
+                    self.close(key, Some(r), true);
+                    return;
+                }
+                // HELLO accepted: WELCOME, then AUTH or the session.
+                Ok(None) => {
+                    let token = self.sh.cfg.token.is_some();
+                    let mut nonce = [0u8; 32];
+                    if token && getrandom::fill(&mut nonce).is_err() {
+                        let r = refused(ErrorCode::Internal, "no randomness for a nonce");
+                        self.close(key, Some(r), true);
+                        return;
+                    }
+                    let welcome = Frame::Welcome {
+                        version: VERSION,
+                        flags: if token { auth::FLAG_AUTH_REQUIRED } else { 0 },
+                        nonce,
+                        agent: AGENT.into(),
+                    };
+                    if !send_now(&mut p.stream, &welcome) {
+                        self.close(key, None, false);
+                        return;
+                    }
+                    if token {
+                        p.stage = Stage::Auth(nonce);
+                    } else {
+                        self.done(key);
+                        return;
+                    }
+                }
+                Ok(Some(())) => {
+                    self.done(key);
+                    return;
+                }
+            }
+        }
+        if let Some(p) = self.pending.get(&key) {
+            if self.poller.modify(&p.stream, Event::readable(key)).is_err() {
+                self.close(key, None, false);
+            }
+        }
+    }
+
+    /// The handshake is done: the connection leaves the gate.
+    fn done(&mut self, key: usize) {
+        let Some(p) = self.pending.remove(&key) else {
+            return;
+        };
+        let _ = self.poller.delete(&p.stream);
+        if p.stream.set_nonblocking(false).is_err() {
+            return;
+        }
+        self.admitted.push_back(Admitted {
+            stream: p.stream,
+            peer: p.peer,
+            leftover: p.buf,
+        });
+    }
+
+    /// Ends a waiting connection: the ERROR `r` if any (best effort), the
+    /// log line when `log`.
+    fn close(&mut self, key: usize, r: Option<Refused>, log: bool) {
+        let line = r.as_ref().map(|r| r.message.clone());
+        match (log, line) {
+            (true, Some(line)) => self.close_logged(key, r, &line),
+            _ => self.close_quietly(key, r),
+        }
+    }
+
+    fn close_logged(&mut self, key: usize, r: Option<Refused>, line: &str) {
+        if let Some(p) = self.pending.get(&key) {
+            self.sh.log(&format!("{}: {line}", p.peer));
+        }
+        self.close_quietly(key, r);
+    }
+
+    fn close_quietly(&mut self, key: usize, r: Option<Refused>) {
+        let Some(mut p) = self.pending.remove(&key) else {
+            return;
+        };
+        let _ = self.poller.delete(&p.stream);
+        if let Some(r) = r {
+            let _ = send_now(
+                &mut p.stream,
+                &Frame::Error {
+                    code: r.code.code(),
+                    message: r.message,
+                },
+            );
+        }
+    }
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        let _ = self.poller.delete(self.listener);
+        for p in self.pending.values() {
+            let _ = self.poller.delete(&p.stream);
+        }
+    }
+}
+
+/// The refusal of a connection evicted to make room.
+fn crowded() -> Refused {
+    refused(
+        ErrorCode::Busy,
+        "receiver busy: too many connections waiting to greet, try again later",
+    )
+}
+
+/// The oldest key of `q` still pending (dropping gone ones from its front).
+fn oldest_live(q: &mut VecDeque<usize>, pending: &HashMap<usize, Pending>) -> Option<usize> {
+    while let Some(&k) = q.front() {
+        if pending.contains_key(&k) {
+            return Some(k);
+        }
+        q.pop_front();
+    }
+    None
+}
+
+/// Keys of `q` still pending (dropping gone ones from its front first).
+fn live_len(q: &mut VecDeque<usize>, pending: &HashMap<usize, Pending>) -> usize {
+    oldest_live(q, pending);
+    if q.len() > 2 * MAX_PENDING_PER_ADDR {
+        q.retain(|k| pending.contains_key(k));
+    }
+    q.iter().filter(|k| pending.contains_key(k)).count()
+}
+
+/// Writes a small frame to a non-blocking socket now; false if it did not
+/// all go (a fresh connection's send buffer takes a WELCOME or an ERROR).
+fn send_now(stream: &mut TcpStream, frame: &Frame) -> bool {
+    let mut bytes = Vec::new();
+    encode(frame, &mut bytes);
+    matches!(stream.write(&bytes), Ok(n) if n == bytes.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(version: u16, flags: u32) -> Frame {
+        Frame::Hello {
+            version,
+            flags,
+            agent: "t".into(),
+        }
+    }
+
+    #[test]
+    fn hello_branches() {
+        assert_eq!(on_hello(&hello(VERSION, 0), None), Ok(()));
+        let r = on_hello(&hello(VERSION + 1, 0), None).expect_err("version");
+        assert_eq!(r.code, ErrorCode::Version);
+        let r = on_hello(&hello(VERSION, 1 << 31), None).expect_err("flags");
+        assert_eq!(r.code, ErrorCode::Protocol);
+        assert!(
+            r.message.contains("unsupported HELLO flags 0x80000000"),
+            "{}",
+            r.message
+        );
+        let r = on_hello(&hello(VERSION, 0), Some(64)).expect_err("busy");
+        assert_eq!(r.code, ErrorCode::Busy);
+        assert!(r.message.contains("busy") && r.message.contains("try again"));
+        let r = on_hello(&Frame::End, None).expect_err("not HELLO");
+        assert_eq!(r.code, ErrorCode::Protocol);
+        assert_eq!(r.message, "expected HELLO, got END");
+    }
+
+    #[test]
+    fn auth_branches() {
+        let auth = Frame::Auth { mac: [1; 32] };
+        assert_eq!(on_auth(&auth, |m| *m == [1; 32]), Ok(()));
+        let r = on_auth(&auth, |_| false).expect_err("wrong");
+        assert_eq!(r.code, ErrorCode::Auth);
+        assert_eq!(r.message, "authentication failed: wrong token");
+        let r = on_auth(&Frame::End, |_| true).expect_err("no AUTH");
+        assert_eq!(r.code, ErrorCode::Auth);
+        assert!(r.message.contains("instead of AUTH"), "{}", r.message);
+    }
+}
