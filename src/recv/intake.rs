@@ -156,6 +156,8 @@ impl<'a> Session<'a, '_> {
             return Err(fail_session(&mut self.conn, e, "in the middle of a body")
                 .context(format!("receiving '{shown}' ({kept})")));
         }
+        // File bytes moved: the session is making progress.
+        self.progress = Instant::now();
         let ended = match write_err {
             Some(e) => Err(e),
             None => writer.end(),

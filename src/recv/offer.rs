@@ -72,6 +72,7 @@ impl<'a> Session<'a, '_> {
                     id: h.id,
                     reason: SkipReason::Identical.code(),
                 });
+                self.progress = Instant::now();
                 self.sh.log(&format!(
                     "{}: skipped '{}': identical content already there",
                     self.peer,
@@ -104,6 +105,7 @@ impl<'a> Session<'a, '_> {
             return self.reject(h.id, &h.path, r);
         }
         self.conn.queue(&Frame::Accept { id: h.id, offset });
+        self.progress = Instant::now();
         self.sh.events.emit(&Event::FileStarted {
             path: escape(name.as_str()),
             bytes: h.size,

@@ -58,6 +58,7 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
             peer,
             seen: HashMap::new(),
             refusals: 0,
+            progress: Instant::now(),
             dirs: Vec::new(),
             awaiting: VecDeque::new(),
             small: Vec::new(),
@@ -125,6 +126,20 @@ impl<'a> Session<'a, '_> {
                 }
                 Err(e) => return Err(fail_session(&mut self.conn, e, "mid-session")),
             };
+            let idle = self.progress.elapsed();
+            if idle >= self.sh.cfg.timeout {
+                // Offers that are only ever refused hold a slot as well as
+                // silence does.
+                let msg = format!(
+                    "no progress for {} s (no file bytes, no entry accepted): session ended",
+                    idle.as_secs()
+                );
+                let _ = self.conn.send(&Frame::Error {
+                    code: ErrorCode::Timeout.code(),
+                    message: msg.clone(),
+                });
+                bail!("{msg}");
+            }
             match frame {
                 Frame::File(_) if self.awaiting.len() >= MAX_AWAITING => {
                     let msg = format!("more than {MAX_AWAITING} accepted files without their BODY");

@@ -143,6 +143,10 @@ pub(super) struct Session<'a, 'c> {
     /// name's case-folded NFC form, to the hash of the name itself (see
     /// [`super::admit::keys`]). At most [`super::admit::MAX_ENTRIES`].
     pub(super) seen: HashMap<u64, u64>,
+    /// When the session last moved file bytes or settled an entry other
+    /// than by a refusal: a session without progress for `--timeout` is
+    /// ended, whatever it sends.
+    pub(super) progress: Instant,
     /// Offers refused in this session (only the first few are logged).
     pub(super) refusals: u64,
     /// Directories whose attributes are applied at END.

@@ -7,12 +7,15 @@ use crate::events::Event;
 use crate::exit::Exit;
 use crate::sanitize::escape;
 use anyhow::Result;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// First pause before a retry; doubled each time up to [`BACKOFF_MAX`].
 pub(super) const BACKOFF_START: Duration = Duration::from_millis(200);
 /// Longest pause between two attempts.
 pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How long a busy receiver is tried again without counting against
+/// `--retries` (it is up and answering; its slots are taken for now).
+pub(super) const BUSY_PATIENCE: Duration = Duration::from_secs(60);
 
 impl Sender<'_> {
     /// Runs sessions until every entry is confirmed or failed for good, or
@@ -22,6 +25,7 @@ impl Sender<'_> {
     pub(super) fn run_attempts(&mut self) -> Result<()> {
         let mut left = self.cfg.retries;
         let mut backoff = BACKOFF_START;
+        let mut busy_since: Option<Instant> = None;
         loop {
             if !self.items.iter().any(|i| i.state == State::Pending) {
                 return Ok(());
@@ -32,7 +36,17 @@ impl Sender<'_> {
             if moved {
                 left = self.cfg.retries;
                 backoff = BACKOFF_START;
+                busy_since = None;
             }
+            // A busy receiver is waited for (within BUSY_PATIENCE) without
+            // using up retries; `--retries 0` still means no retry at all.
+            let patient = match &ended {
+                Err(b) if b.retry && self.cfg.retries > 0 && busy(&b.err) => {
+                    let since = *busy_since.get_or_insert_with(Instant::now);
+                    since.elapsed() < BUSY_PATIENCE
+                }
+                _ => false,
+            };
             match ended {
                 Ok(()) => {
                     // Pending entries left after a whole session are files
@@ -45,8 +59,10 @@ impl Sender<'_> {
                         left -= 1;
                     }
                 }
-                Err(b) if b.retry && left > 0 => {
-                    left -= 1;
+                Err(b) if b.retry && (patient || left > 0) => {
+                    if !patient {
+                        left -= 1;
+                    }
                     self.events.emit(&Event::Retry {
                         message: escape(&format!("{:#}", b.err)),
                         delay_s: backoff.as_secs_f64(),

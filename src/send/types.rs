@@ -107,6 +107,15 @@ pub(super) fn transient(err: &anyhow::Error) -> bool {
     })
 }
 
+/// True when the receiver turned the session away as busy (every session
+/// slot taken, or too many connections waiting to greet).
+pub(super) fn busy(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<PeerError>()
+            .is_some_and(|p| p.code == ErrorCode::Busy.code())
+    })
+}
+
 /// The receiver ended the session with ERROR.
 #[derive(Debug, thiserror::Error)]
 #[error("receiver ended the session: {message} (code {code})")]

@@ -423,3 +423,171 @@ fn a_body_cut_short_says_how_much_of_it_arrived() {
     assert!(said, "the log says how much arrived:\n{}", rx.stderr());
     assert!(!d.out.join("cut.bin").exists());
 }
+
+// ---------------------------------------------------------------------------
+// Slots: idle floods, slow offers, a busy receiver
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_session_that_only_gets_refusals_is_ended_after_the_timeout() {
+    let d = dirs();
+    let rx = Receiver::start(&d.out, &["--timeout", "2"]);
+    let mut raw = Raw::session(rx.addr);
+    let started = std::time::Instant::now();
+    let mut ended = None;
+    // The attack: one refused offer every 300 ms, never silent for long.
+    for id in 1..=40u32 {
+        raw.send(&file_offer(id, format!("bad\\{id}").as_bytes(), b""));
+        match raw.next() {
+            Some(Frame::Reject { .. }) => {}
+            Some(Frame::Error { code, message }) => {
+                ended = Some((code, message));
+                break;
+            }
+            other => panic!("expected REJECT or ERROR, got {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (code, message) = ended.expect("the session is ended");
+    assert_eq!(code, ftx::protocol::frame::error_code::TIMEOUT, "{message}");
+    assert!(message.contains("no progress"), "{message}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "not before --timeout"
+    );
+}
+
+#[test]
+fn a_busy_receiver_is_waited_for_with_default_flags() {
+    // One slot, held by a session that greeted and then says nothing: it
+    // is dropped after --timeout 8. The old default retry window (6.2 s)
+    // gave up before that; a sender with default flags must wait.
+    let d = dirs();
+    let rx = Receiver::start(&d.out, &["--max-sessions", "1", "--timeout", "8"]);
+    let holder = Raw::session(rx.addr);
+    let file = d.src.join("patient.bin");
+    write_random(&file, 100_000, 5);
+    let out = send(&["--no-cache", file.to_str().expect("utf-8")], rx.addr);
+    assert_status(&out, 0, "send to a receiver busy for about 8 s");
+    assert_eq!(md5_hex(d.out.join("patient.bin")), md5_hex(&file));
+    drop(holder);
+}
+
+#[test]
+fn a_flood_of_idle_connections_beyond_the_gates_caps_does_not_lock_out_a_sender() {
+    let d = dirs();
+    let rx = Receiver::start(&d.out, &[]);
+    // More than the gate keeps waiting from one address (256): the oldest
+    // are told busy to make room, the rest wait for their deadline.
+    let idle: Vec<std::net::TcpStream> = (0..800)
+        .map(|_| {
+            std::net::TcpStream::connect_timeout(&rx.addr, Duration::from_secs(5)).expect("connect")
+        })
+        .collect();
+    let file = d.src.join("real.bin");
+    write_random(&file, 300_000, 6);
+    let out = send(&["--no-cache", file.to_str().expect("utf-8")], rx.addr);
+    assert_status(&out, 0, "send during an idle flood, default flags");
+    assert_eq!(md5_hex(d.out.join("real.bin")), md5_hex(&file));
+    drop(idle);
+}
+
+#[test]
+fn a_receiver_that_resets_is_named_as_such() {
+    use ftx::protocol::frame::{decode, encode};
+    use std::io::{Read, Write};
+    let d = dirs();
+    let file = d.src.join("f.bin");
+    write_random(&file, 4 << 20, 8);
+    // A fake receiver: greets, accepts, reads a little of the body, then
+    // resets the connection (as a receiver that crashed would).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let fake = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 65536];
+        let mut next = |s: &mut std::net::TcpStream, buf: &mut Vec<u8>| loop {
+            if let Ok(Some((f, used))) = decode(buf) {
+                buf.drain(..used);
+                return f;
+            }
+            let n = s.read(&mut chunk).expect("read");
+            assert!(n > 0, "sender closed");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        assert!(matches!(next(&mut s, &mut buf), Frame::Hello { .. }));
+        let mut out = Vec::new();
+        encode(
+            &Frame::Welcome {
+                version: 1,
+                flags: 0,
+                nonce: [0; 32],
+                agent: "fake".into(),
+            },
+            &mut out,
+        );
+        s.write_all(&out).expect("welcome");
+        let Frame::File(h) = next(&mut s, &mut buf) else {
+            panic!("expected FILE");
+        };
+        out.clear();
+        encode(
+            &Frame::Accept {
+                id: h.id,
+                offset: 0,
+            },
+            &mut out,
+        );
+        s.write_all(&out).expect("accept");
+        let _ = s.read(&mut chunk);
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        drop(s);
+    });
+    let out = send(
+        &[
+            "--retries",
+            "0",
+            "--no-cache",
+            file.to_str().expect("utf-8"),
+        ],
+        addr,
+    );
+    fake.join().expect("fake receiver");
+    assert_ne!(out.status.code(), Some(0));
+    let err = crate::common::text(&out.stderr);
+    assert!(
+        err.contains("connection reset by the receiver") && !err.contains("os error"),
+        "the sender says the receiver reset the connection:\n{err}"
+    );
+}
+
+#[test]
+fn a_file_changed_in_place_keeping_size_and_mtime_is_not_answered_identical() {
+    use std::io::{Seek, SeekFrom, Write};
+    let d = dirs();
+    let rx = Receiver::start(&d.out, &[]);
+    let file = d.src.join("two.bin");
+    write_random(&file, 2 << 20, 9);
+    let out = send(&["-q", file.to_str().expect("utf-8")], rx.addr);
+    assert_status(&out, 0, "first send");
+    // Changed in place; size and mtime put back.
+    let got = d.out.join("two.bin");
+    let mtime = fs::metadata(&got).expect("stat").modified().expect("mtime");
+    let mut f = fs::OpenOptions::new().write(true).open(&got).expect("open");
+    f.seek(SeekFrom::Start(1000)).expect("seek");
+    f.write_all(b"changed").expect("write");
+    f.set_times(fs::FileTimes::new().set_modified(mtime))
+        .expect("set mtime");
+    drop(f);
+    let out = send(&["-q", file.to_str().expect("utf-8")], rx.addr);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "not identical: refused as different (no --overwrite)\n{}",
+        crate::common::text(&out.stderr)
+    );
+}
