@@ -540,7 +540,7 @@ fn events(out: &Output) -> Vec<Value> {
 }
 
 #[test]
-fn issue3_identical_resend_is_skipped_by_record_and_by_rehash_and_reported_in_json() {
+fn issue3_identical_resend_is_skipped_by_rehash_and_reported_in_json() {
     let d = dirs();
     let file = d.src.join("same.bin");
     let size = 3 * MIB;
@@ -553,7 +553,7 @@ fn issue3_identical_resend_is_skipped_by_record_and_by_rehash_and_reported_in_js
     let target = d.out.join("same.bin");
     let before = identity(&target);
 
-    // Again: skipped (by the verified-digest record, where xattrs work).
+    // Again: skipped (the receiver hashes the target).
     let second = run_with_timeout(sender(&[], &[&file], rx.addr), SEND_TIMEOUT);
     assert_status(&second, 0, "identical re-send");
     let err = text(&second.stderr);
@@ -589,11 +589,9 @@ fn issue3_identical_resend_is_skipped_by_record_and_by_rehash_and_reported_in_js
         show(&third)
     );
 
-    // Without the record (removed, or never written): the receiver re-hashes
-    // the target and still skips.
-    let _ = rustix::fs::removexattr(&target, "user.ftx.verified");
+    // Once more: the receiver re-hashes the target each time and skips.
     let fourth = run_with_timeout(sender(&[], &[&file], rx.addr), SEND_TIMEOUT);
-    assert_status(&fourth, 0, "identical re-send without the xattr record");
+    assert_status(&fourth, 0, "identical re-send, once more");
     let err = text(&fourth.stderr);
     assert!(err.contains("1 skipped"), "{err}");
     assert_eq!(
