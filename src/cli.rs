@@ -105,9 +105,18 @@ pub struct SendArgs {
     /// Newline-delimited JSON events on stdout (see README).
     #[arg(long)]
     pub json: bool,
-    /// Send what symlinks inside directories point to (loops are skipped).
-    #[arg(long, short = 'L')]
+    /// Send what symlinks inside directories point to (loops are skipped),
+    /// instead of the links themselves.
+    #[arg(long, short = 'L', conflicts_with = "no_links")]
     pub follow_links: bool,
+    /// Leave symlinks inside directories out (each one counted and listed)
+    /// without failing the run.
+    #[arg(long)]
+    pub no_links: bool,
+    /// Leave FIFOs, sockets and devices out (each one counted and listed)
+    /// without failing the run; without it, they fail it (exit 1).
+    #[arg(long)]
+    pub skip_special: bool,
     /// Parallel connections: files are shared out between them, so hashing
     /// runs on several cores when there are many files.
     #[arg(long, short = 'j', default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
@@ -136,6 +145,10 @@ pub struct RecvArgs {
     /// Replace existing files whose content differs.
     #[arg(long)]
     pub overwrite: bool,
+    /// Create symlinks whose target is absolute or climbs out of the
+    /// transferred tree (refused by default, like rsync --safe-links).
+    #[arg(long)]
+    pub allow_unsafe_links: bool,
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
@@ -180,7 +193,11 @@ impl SendArgs {
             retries: self.retries,
             cache: !self.no_cache,
             json: self.json,
-            follow_links: self.follow_links,
+            walk: crate::walk::WalkOptions {
+                follow_links: self.follow_links,
+                no_links: self.no_links,
+                skip_special: self.skip_special,
+            },
             streams: usize::try_from(self.streams).unwrap_or(1),
             token: crate::auth::load_token(self.token_file.as_deref())?,
         })
@@ -197,6 +214,7 @@ impl RecvArgs {
             out: self.out,
             once: self.once,
             overwrite: self.overwrite,
+            allow_unsafe_links: self.allow_unsafe_links,
             quiet: self.quiet,
             timeout: Duration::from_secs(self.timeout),
             max_sessions: usize::try_from(self.max_sessions).unwrap_or(usize::MAX),

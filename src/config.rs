@@ -25,8 +25,8 @@ pub struct SendConfig {
     pub cache: bool,
     /// JSON events on stdout.
     pub json: bool,
-    /// Follow symlinks inside directories.
-    pub follow_links: bool,
+    /// How to walk the sources (links, special files).
+    pub walk: crate::walk::WalkOptions,
     /// Parallel connections (files shared out between them).
     pub streams: usize,
     /// Shared token to prove to the receiver, if any.
@@ -46,6 +46,8 @@ pub struct RecvConfig {
     pub once: bool,
     /// Replace existing files that differ.
     pub overwrite: bool,
+    /// Create symlinks that are absolute or climb out of the tree.
+    pub allow_unsafe_links: bool,
     /// No progress bar.
     pub quiet: bool,
     /// A sender silent this long is dropped.

@@ -72,6 +72,20 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         peer: Option<String>,
     },
+    /// An entry the sender did not offer (a FIFO, a name that cannot be
+    /// sent, a tree too deep, an unreadable entry, a link left out).
+    EntryLeft {
+        /// Local path (escaped).
+        path: String,
+        /// Reason code: "special", "symlink", "symlink_loop",
+        /// "unsendable_name", "too_deep", "read".
+        reason: String,
+        /// Human-readable message.
+        message: String,
+        /// Left out because the user asked (`--no-links`,
+        /// `--skip-special`): does not fail the run.
+        asked: bool,
+    },
     /// The sender lost the connection and tries again.
     Retry {
         /// What went wrong.
@@ -91,6 +105,9 @@ pub enum Event {
         files_skipped: u64,
         /// Files failed or refused.
         files_failed: u64,
+        /// Sender: entries not offered at all (see `entry_left`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        entries_left: Option<u64>,
         /// Body bytes transferred.
         bytes: u64,
         /// Wall time.

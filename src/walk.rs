@@ -1,25 +1,35 @@
 //! Turns the sender's command-line paths into the list of entries to offer:
 //! a file is offered under its own name, a directory recursively under its
-//! own name (empty directories included). Symlinks inside a directory are
-//! skipped with a warning unless `--follow-links` (loops are detected and
-//! skipped); non-regular files are skipped with a warning; names that cannot be sent
-//! (not UTF-8, control characters) likewise. Missing sources are errors.
+//! own name (empty directories included). Inside a directory, a symlink is
+//! offered as a symlink (or, with `--follow-links`, what it points to; loops
+//! are detected), and a file that is a hard link to one offered earlier as
+//! a hard link to it. Everything that cannot be offered (FIFOs, sockets and
+//! devices, names that cannot be sent safely, trees deeper than the
+//! protocol allows, unreadable entries) is listed in [`Walk::left`] with
+//! its reason, never dropped silently. Missing sources are errors.
 
 use crate::protocol::WireName;
 use crate::sanitize::escape;
 use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
 use std::fs::Metadata;
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use walkdir::WalkDir;
 
-/// Whether an entry is a file or a directory.
+/// What an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// A regular file.
     File,
     /// A directory.
     Dir,
+    /// A symbolic link, offered as one ([`Entry::target`]).
+    Symlink,
+    /// A hard link to a file offered earlier ([`Entry::link_to`]).
+    HardLink,
 }
 
 /// One thing to offer.
@@ -39,6 +49,37 @@ pub struct Entry {
     pub mtime_s: i64,
     /// Modification time, nanoseconds.
     pub mtime_ns: u32,
+    /// A symlink's target, as stored in the link.
+    pub target: Vec<u8>,
+    /// A hard link's earlier entry.
+    pub link_to: Option<WireName>,
+}
+
+/// How to walk.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WalkOptions {
+    /// `--follow-links`: send what symlinks inside directories point to.
+    pub follow_links: bool,
+    /// `--no-links`: leave symlinks inside directories out (counted).
+    pub no_links: bool,
+    /// `--skip-special`: leave FIFOs, sockets and devices out (counted)
+    /// without failing the run.
+    pub skip_special: bool,
+}
+
+/// Something the walk could not offer, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Left {
+    /// The local path (escaped).
+    pub path: String,
+    /// Reason code, for `--json`: `special`, `symlink`, `symlink_loop`,
+    /// `unsendable_name`, `too_deep`, `read`.
+    pub reason: &'static str,
+    /// What happened, in words (names the limit that stopped it).
+    pub message: String,
+    /// Left out because the user asked (`--no-links`, `--skip-special`):
+    /// it does not fail the run.
+    pub asked: bool,
 }
 
 /// The result of walking the sources.
@@ -46,10 +87,8 @@ pub struct Entry {
 pub struct Walk {
     /// Entries in offer order (a directory before what it holds).
     pub entries: Vec<Entry>,
-    /// Things skipped on purpose (symlinks, FIFOs...), already phrased.
-    pub warnings: Vec<String>,
-    /// Things that should have been sent but could not be read.
-    pub errors: Vec<String>,
+    /// Everything that was not offered, with its reason.
+    pub left: Vec<Left>,
 }
 
 impl Walk {
@@ -95,14 +134,31 @@ fn entry(kind: Kind, local: &Path, name: WireName, md: &Metadata) -> Entry {
         mode: md.mode(),
         mtime_s: md.mtime(),
         mtime_ns: md.mtime_nsec().clamp(0, 999_999_999) as u32,
+        target: Vec::new(),
+        link_to: None,
+    }
+}
+
+/// Why a name cannot be offered, and the reason code.
+fn unsendable(e: &crate::protocol::NameError) -> (&'static str, String) {
+    match e {
+        crate::protocol::NameError::TooDeep(n) => (
+            "too_deep",
+            format!(
+                "{n} levels deep, more than the protocol's limit of {}; left out with everything below it",
+                crate::protocol::limits::MAX_DEPTH
+            ),
+        ),
+        other => ("unsendable_name", format!("its name cannot be sent: {other}")),
     }
 }
 
 /// Walks every source. A missing or unreadable source given on the command
 /// line is an error before anything is sent; problems deeper in a tree are
 /// collected in [`Walk::errors`] and the rest still goes.
-pub fn walk(sources: &[PathBuf], follow_links: bool) -> Result<Walk> {
+pub fn walk(sources: &[PathBuf], opts: WalkOptions) -> Result<Walk> {
     let mut w = Walk::default();
+    let mut links = HashMap::new();
     for src in sources {
         let md = std::fs::metadata(src)
             .with_context(|| format!("cannot read source {}", escape(&src.to_string_lossy())))?;
@@ -120,7 +176,7 @@ pub fn walk(sources: &[PathBuf], follow_links: bool) -> Result<Walk> {
             })?;
             w.entries.push(entry(Kind::File, src, name, &md));
         } else if md.is_dir() {
-            walk_dir(src, &base, follow_links, &mut w)?;
+            walk_dir(src, &base, opts, &mut w, &mut links)?;
         } else {
             bail!(
                 "cannot send {}: not a regular file or directory",
@@ -131,11 +187,30 @@ pub fn walk(sources: &[PathBuf], follow_links: bool) -> Result<Walk> {
     Ok(w)
 }
 
-fn walk_dir(root: &Path, base: &str, follow_links: bool, w: &mut Walk) -> Result<()> {
+/// Files with more than one link seen so far, by (device, inode): the
+/// first one's wire name.
+type Links = HashMap<(u64, u64), WireName>;
+
+fn walk_dir(
+    root: &Path,
+    base: &str,
+    opts: WalkOptions,
+    w: &mut Walk,
+    links: &mut Links,
+) -> Result<()> {
     let mut it = WalkDir::new(root)
-        .follow_links(follow_links)
+        .follow_links(opts.follow_links)
         .sort_by_file_name()
         .into_iter();
+    let mut leave = |path: String, reason: &'static str, message: String, asked: bool| {
+        w.left.push(Left {
+            path,
+            reason,
+            message,
+            asked,
+        });
+    };
+    let mut entries = Vec::new();
     while let Some(next) = it.next() {
         let dent = match next {
             Ok(d) => d,
@@ -143,69 +218,124 @@ fn walk_dir(root: &Path, base: &str, follow_links: bool, w: &mut Walk) -> Result
                 let p = e
                     .path()
                     .map_or_else(String::new, |p| p.to_string_lossy().into_owned());
-                w.warnings
-                    .push(format!("skipping {}: symlink loop", escape(&p)));
+                leave(
+                    escape(&p),
+                    "symlink_loop",
+                    "a symlink loop (--follow-links)".into(),
+                    false,
+                );
                 continue;
             }
             Err(e) => {
                 let p = e.path().map(|p| p.to_string_lossy().into_owned());
-                w.errors.push(format!(
-                    "cannot read {}: {}",
+                let why = e
+                    .io_error()
+                    .map_or_else(|| e.to_string(), |io| io.to_string());
+                leave(
                     escape(&p.unwrap_or_else(|| root.to_string_lossy().into_owned())),
-                    e.io_error()
-                        .map_or_else(|| e.to_string(), |io| io.to_string())
-                ));
+                    "read",
+                    format!("cannot read it: {why}"),
+                    false,
+                );
                 continue;
             }
         };
         let shown = escape(&dent.path().to_string_lossy());
         let rel = dent.path().strip_prefix(root).unwrap_or(dent.path());
         let mut name = base.to_owned();
-        let mut ok = true;
+        let mut utf8 = true;
         for c in rel.components() {
             match c.as_os_str().to_str() {
                 Some(s) => {
                     name.push('/');
                     name.push_str(s);
                 }
-                None => ok = false,
+                None => utf8 = false,
             }
         }
         let is_dir = dent.file_type().is_dir();
-        let wire = if ok {
-            WireName::parse(&name).ok()
+        let wire = if utf8 {
+            WireName::parse(&name).map_err(|e| unsendable(&e))
         } else {
-            None
+            Err((
+                "unsendable_name",
+                "its name cannot be sent: it is not valid UTF-8".to_owned(),
+            ))
         };
-        let Some(wire) = wire else {
-            w.warnings
-                .push(format!("skipping {shown}: its name cannot be sent safely"));
-            if is_dir {
-                it.skip_current_dir();
+        let wire = match wire {
+            Ok(n) => n,
+            Err((reason, message)) => {
+                leave(shown, reason, message, false);
+                if is_dir {
+                    it.skip_current_dir();
+                }
+                continue;
             }
-            continue;
         };
         let ft = dent.file_type();
         if ft.is_symlink() {
-            w.warnings.push(format!(
-                "skipping symlink {shown} (use --follow-links to send what it points to)"
-            ));
+            if opts.no_links {
+                leave(shown, "symlink", "a symlink (--no-links)".into(), true);
+                continue;
+            }
+            let target = match std::fs::read_link(dent.path()) {
+                Ok(t) => t.into_os_string().into_vec(),
+                Err(e) => {
+                    leave(shown, "read", format!("cannot read the link: {e}"), false);
+                    continue;
+                }
+            };
+            let md = match dent.path().symlink_metadata() {
+                Ok(m) => m,
+                Err(e) => {
+                    leave(shown, "read", format!("cannot read it: {e}"), false);
+                    continue;
+                }
+            };
+            let mut e = entry(Kind::Symlink, dent.path(), wire, &md);
+            e.target = target;
+            entries.push(e);
             continue;
         }
         if !ft.is_file() && !ft.is_dir() {
-            w.warnings
-                .push(format!("skipping {shown}: not a regular file or directory"));
+            let what = if ft.is_fifo() {
+                "a FIFO"
+            } else if ft.is_socket() {
+                "a socket"
+            } else {
+                "a device"
+            };
+            let message = if opts.skip_special {
+                format!("{what} (--skip-special)")
+            } else {
+                format!("{what}: not a regular file, directory or symlink (--skip-special leaves these out without failing)")
+            };
+            leave(shown, "special", message, opts.skip_special);
             continue;
         }
         let md = match dent.metadata() {
             Ok(m) => m,
             Err(e) => {
-                w.errors.push(format!("cannot read {shown}: {e}"));
+                leave(shown, "read", format!("cannot read it: {e}"), false);
                 continue;
             }
         };
         let kind = if is_dir { Kind::Dir } else { Kind::File };
-        w.entries.push(entry(kind, dent.path(), wire, &md));
+        let mut e = entry(kind, dent.path(), wire, &md);
+        if kind == Kind::File && md.nlink() > 1 {
+            match links.get(&(md.dev(), md.ino())) {
+                Some(first) => {
+                    e.kind = Kind::HardLink;
+                    e.size = 0;
+                    e.link_to = Some(first.clone());
+                }
+                None => {
+                    links.insert((md.dev(), md.ino()), e.name.clone());
+                }
+            }
+        }
+        entries.push(e);
     }
+    w.entries.extend(entries);
     Ok(())
 }

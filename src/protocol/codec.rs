@@ -76,6 +76,24 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.extend_from_slice(&h.mtime_ns.to_be_bytes());
             put_str(out, &h.path);
         }
+        Frame::Symlink {
+            id,
+            mtime_s,
+            mtime_ns,
+            path,
+            target,
+        } => {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&mtime_s.to_be_bytes());
+            out.extend_from_slice(&mtime_ns.to_be_bytes());
+            put_str(out, path);
+            put_str(out, target);
+        }
+        Frame::Link { id, path, target } => {
+            out.extend_from_slice(&id.to_be_bytes());
+            put_str(out, path);
+            put_str(out, target);
+        }
         Frame::Body { id, offset, length } => {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&offset.to_be_bytes());
@@ -253,6 +271,18 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
             mtime_ns: r.u32()?,
             path: r.bytes()?,
         }),
+        kind::SYMLINK => Frame::Symlink {
+            id: r.u32()?,
+            mtime_s: r.i64()?,
+            mtime_ns: r.u32()?,
+            path: r.bytes()?,
+            target: r.bytes()?,
+        },
+        kind::LINK => Frame::Link {
+            id: r.u32()?,
+            path: r.bytes()?,
+            target: r.bytes()?,
+        },
         kind::BODY => Frame::Body {
             id: r.u32()?,
             offset: r.u64()?,
@@ -357,6 +387,18 @@ mod tests {
                 code: error_code::PROTOCOL,
                 message: "boom".into(),
             },
+            Frame::Symlink {
+                id: 4,
+                mtime_s: -1,
+                mtime_ns: 5,
+                path: b"lib/libfoo.so".to_vec(),
+                target: b"libfoo.so.1".to_vec(),
+            },
+            Frame::Link {
+                id: 5,
+                path: b"b/same".to_vec(),
+                target: b"a/same".to_vec(),
+            },
         ]
     }
 
@@ -400,7 +442,7 @@ mod tests {
 
     #[test]
     fn unknown_type_is_an_error() {
-        for t in [0x00u8, 0x04, 0x14, 0x25, 0x7E, 0x80, 0xFF] {
+        for t in [0x00u8, 0x04, 0x16, 0x25, 0x7E, 0x80, 0xFF] {
             assert_eq!(decode(&[t]), Err(FrameError::UnknownType(t)));
             assert_eq!(decode(&[t, 0, 0, 0, 0]), Err(FrameError::UnknownType(t)));
         }
@@ -446,7 +488,7 @@ mod tests {
 
         #[test]
         fn arbitrary_payload_after_valid_type_never_panics(
-            t in prop::sample::select(vec![1u8, 2, 3, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21, 0x22, 0x23, 0x24, 0x7f]),
+            t in prop::sample::select(vec![1u8, 2, 3, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x20, 0x21, 0x22, 0x23, 0x24, 0x7f]),
             payload in proptest::collection::vec(any::<u8>(), 0..300),
         ) {
             let mut b = vec![t];

@@ -93,17 +93,22 @@ pub enum Reject {
     /// sender's own earlier connection, not yet noticed dead): try again
     /// later. Senders treat it as a transient failure.
     InProgress = 15,
+    /// A symlink whose target is absolute or climbs out of the transferred
+    /// tree (the receiver was not started with `--allow-unsafe-links`), or
+    /// a LINK to something that is not an earlier file of the session.
+    UnsafeLink = 16,
 }
 
 impl Reject {
     /// Every code, in wire order.
-    pub const ALL: [Reject; 6] = [
+    pub const ALL: [Reject; 7] = [
         Reject::UnsafeName,
         Reject::Exists,
         Reject::NoSpace,
         Reject::Conflict,
         Reject::Io,
         Reject::InProgress,
+        Reject::UnsafeLink,
     ];
 
     /// The number on the wire.
@@ -125,6 +130,7 @@ impl Reject {
             Reject::Conflict => "refused_conflict",
             Reject::Io => "io",
             Reject::InProgress => "refused_in_progress",
+            Reject::UnsafeLink => "refused_unsafe_link",
         }
     }
 
@@ -154,6 +160,7 @@ impl Reject {
             Reject::Conflict => "conflicts with what is there",
             Reject::Io => "receiver i/o error",
             Reject::InProgress => "being received by another session",
+            Reject::UnsafeLink => "unsafe link",
         }
     }
 
@@ -260,6 +267,7 @@ pub mod reject_code {
     pub const CONFLICT: u16 = Reject::Conflict.code();
     pub const IO: u16 = Reject::Io.code();
     pub const IN_PROGRESS: u16 = Reject::InProgress.code();
+    pub const UNSAFE_LINK: u16 = Reject::UnsafeLink.code();
 }
 
 /// RESULT status values as numbers (see [`Status`]).
@@ -285,7 +293,7 @@ mod tests {
         let errors: Vec<u16> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(errors, [1, 2, 3, 4, 5, 6]);
         let rejects: Vec<u16> = Reject::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(rejects, [10, 11, 12, 13, 14, 15]);
+        assert_eq!(rejects, [10, 11, 12, 13, 14, 15, 16]);
         let statuses: Vec<u8> = Status::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(statuses, [0, 1, 2]);
         assert_eq!(SkipReason::Identical.code(), 1);
@@ -312,6 +320,7 @@ mod tests {
         assert_eq!(Reject::reason_of(13), "refused_conflict");
         assert_eq!(Reject::reason_of(14), "io");
         assert_eq!(Reject::reason_of(15), "refused_in_progress");
+        assert_eq!(Reject::reason_of(16), "refused_unsafe_link");
         assert_eq!(Reject::reason_of(999), "refused");
         assert_eq!(Status::DigestMismatch.reason(), "integrity");
         assert_eq!(Status::IoError.reason(), "io");

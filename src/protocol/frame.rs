@@ -28,6 +28,10 @@ pub mod kind {
     pub const FILE: u8 = 0x10;
     /// S→R: offer of a directory.
     pub const DIR: u8 = 0x11;
+    /// S→R: offer of a symbolic link.
+    pub const SYMLINK: u8 = 0x14;
+    /// S→R: offer of a hard link to an earlier entry of the session.
+    pub const LINK: u8 = 0x15;
     /// S→R: header of a file body; raw bytes follow.
     pub const BODY: u8 = 0x12;
     /// S→R: no more entries.
@@ -129,6 +133,32 @@ pub enum Frame {
     File(FileHeader),
     /// A directory offer.
     Dir(DirHeader),
+    /// ```text
+    /// id:u32 mtime_s:i64 mtime_ns:u32 path:str target:str
+    /// ```
+    Symlink {
+        /// Sender-chosen id.
+        id: u32,
+        /// Modification time of the link itself, seconds.
+        mtime_s: i64,
+        /// Modification time, nanoseconds part.
+        mtime_ns: u32,
+        /// Wire name of the link, raw (validated like any name).
+        path: Vec<u8>,
+        /// What the link points to, raw, as stored in the link.
+        target: Vec<u8>,
+    },
+    /// ```text
+    /// id:u32 path:str target:str
+    /// ```
+    Link {
+        /// Sender-chosen id.
+        id: u32,
+        /// Wire name of the new link, raw.
+        path: Vec<u8>,
+        /// Wire name of an earlier FILE of the same session, raw.
+        target: Vec<u8>,
+    },
     /// ```text
     /// id:u32 offset:u64 length:u64      then `length` raw bytes
     /// ```
@@ -239,6 +269,8 @@ pub fn kind_name(t: u8) -> &'static str {
         kind::AUTH => "AUTH",
         kind::FILE => "FILE",
         kind::DIR => "DIR",
+        kind::SYMLINK => "SYMLINK",
+        kind::LINK => "LINK",
         kind::BODY => "BODY",
         kind::END => "END",
         kind::ACCEPT => "ACCEPT",
@@ -260,6 +292,8 @@ impl Frame {
             Frame::Auth { .. } => kind::AUTH,
             Frame::File(_) => kind::FILE,
             Frame::Dir(_) => kind::DIR,
+            Frame::Symlink { .. } => kind::SYMLINK,
+            Frame::Link { .. } => kind::LINK,
             Frame::Body { .. } => kind::BODY,
             Frame::End => kind::END,
             Frame::Accept { .. } => kind::ACCEPT,

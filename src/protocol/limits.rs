@@ -17,7 +17,7 @@ pub const HELLO_FLAGS: u32 = 0;
 /// ([`crate::auth::FLAG_AUTH_REQUIRED`]). Any other bit is refused.
 pub const WELCOME_FLAGS: u32 = 1;
 /// Protocol version spoken by this build.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Magic at the start of HELLO.
 pub const MAGIC: [u8; 4] = *b"FTX1";
 /// Software name sent in HELLO and WELCOME.

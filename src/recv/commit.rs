@@ -64,14 +64,18 @@ impl<'a> Commits<'a> {
 
     /// Waits until every queued file is committed and its RESULT written;
     /// returns what that amounted to since the last call.
-    pub(super) fn drain(&self) -> (Stats, Option<String>) {
+    pub(super) fn drain(&self) -> (Stats, Option<String>, Vec<u64>) {
         let mut st = self.lock();
         st.urgent = true;
         self.changed.notify_all();
         while !st.queue.is_empty() || st.busy {
             st = self.wait(st);
         }
-        (std::mem::take(&mut st.stats), st.broken.clone())
+        (
+            std::mem::take(&mut st.stats),
+            st.broken.clone(),
+            std::mem::take(&mut st.placed),
+        )
     }
 
     /// Asks for what is queued to be committed now: the session is about
@@ -111,11 +115,13 @@ impl<'a> Commits<'a> {
             self.changed.notify_all();
             let mut stats = Stats::default();
             let mut frames = Vec::new();
-            commit(sh, peer, batch, &mut stats, &mut frames);
+            let mut placed = Vec::new();
+            commit(sh, peer, batch, &mut stats, &mut frames, &mut placed);
             let wrote = out.write_all(&frames);
             let mut st = self.lock();
             st.busy = false;
             st.stats.add(stats);
+            st.placed.extend(placed);
             if let Err(e) = wrote {
                 st.broken
                     .get_or_insert_with(|| format!("cannot send results: {e}"));
@@ -151,6 +157,7 @@ pub(super) fn commit(
     mut batch: Vec<Verified<'_>>,
     stats: &mut Stats,
     frames: &mut Vec<u8>,
+    placed_keys: &mut Vec<u64>,
 ) {
     let mut answer = |f: Frame| encode(&f, frames);
     batch.retain(|v| match write_verified(v, sh.umask) {
@@ -221,6 +228,7 @@ pub(super) fn commit(
             continue;
         }
         answer(done(sh, peer, stats, &v, &shown, &mut lines));
+        placed_keys.push(super::admit::keys(v.name.as_str()).0);
     }
     if !lines.is_empty() {
         // One write for the batch's lines.

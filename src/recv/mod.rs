@@ -35,6 +35,7 @@ mod dirs;
 mod gate;
 mod inflight;
 mod intake;
+mod links;
 mod listen;
 mod offer;
 mod report;

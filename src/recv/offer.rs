@@ -73,6 +73,7 @@ impl<'a> Session<'a, '_> {
                     reason: SkipReason::Identical.code(),
                 });
                 self.progress = Instant::now();
+                self.placed.insert(admit::keys(name.as_str()).0);
                 self.sh.log(&format!(
                     "{}: skipped '{}': identical content already there",
                     self.peer,

@@ -13,7 +13,7 @@ use crate::progress::Layout;
 use crate::protocol::ErrorCode;
 use crate::protocol::Frame;
 use anyhow::{bail, Context, Result};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 /// A session may have this many accepted files waiting for their BODY (each
@@ -58,6 +58,8 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
             peer,
             seen: HashMap::new(),
             refusals: 0,
+            placed: HashSet::new(),
+            links: Vec::new(),
             progress: Instant::now(),
             dirs: Vec::new(),
             awaiting: VecDeque::new(),
@@ -87,6 +89,7 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
         files_ok: u64::from(st.ok - st.skipped),
         files_skipped: u64::from(st.skipped),
         files_failed: u64::from(st.failed),
+        entries_left: None,
         bytes: st.bytes,
         seconds: started.elapsed().as_secs_f64(),
         exit_code: i32::from(result.is_err() || st.failed > 0),
@@ -99,7 +102,8 @@ impl<'a> Session<'a, '_> {
     /// Waits until the commit thread has placed every verified file and
     /// answered for it, and counts what it did.
     pub(super) fn drain_commits(&mut self) -> Result<()> {
-        let (stats, broken) = self.commits.drain();
+        let (stats, broken, placed) = self.commits.drain();
+        self.placed.extend(placed);
         self.stats.add(stats);
         match broken {
             Some(why) => bail!("{why}"),
@@ -162,10 +166,19 @@ impl<'a> Session<'a, '_> {
                 }
                 Frame::File(h) => self.file(h)?,
                 Frame::Dir(h) => self.dir(h)?,
+                Frame::Symlink {
+                    id,
+                    mtime_s,
+                    mtime_ns,
+                    path,
+                    target,
+                } => self.symlink(id, (mtime_s, mtime_ns), &path, &target)?,
+                Frame::Link { id, path, target } => self.hard_link(id, &path, &target)?,
                 Frame::Body { id, offset, length } => self.body(id, offset, length)?,
                 Frame::End if self.awaiting.is_empty() => {
                     self.verify_small();
                     self.drain_commits()?;
+                    self.finish_links();
                     self.finish_dirs();
                     self.conn.send(&Frame::Summary {
                         files_ok: self.stats.ok,

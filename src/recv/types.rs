@@ -147,6 +147,11 @@ pub(super) struct Session<'a, 'c> {
     /// than by a refusal: a session without progress for `--timeout` is
     /// ended, whatever it sends.
     pub(super) progress: Instant,
+    /// Files of this session placed or skipped as identical, by the key of
+    /// their name: what a LINK may point to.
+    pub(super) placed: HashSet<u64>,
+    /// SYMLINK and LINK entries accepted, created at END.
+    pub(super) links: Vec<super::links::PendingLink>,
     /// Offers refused in this session (only the first few are logged).
     pub(super) refusals: u64,
     /// Directories whose attributes are applied at END.
@@ -200,6 +205,9 @@ pub(super) struct CommitState<'a> {
     pub(super) closed: bool,
     /// What committed batches amounted to, not yet collected by the session.
     pub(super) stats: Stats,
+    /// Files placed (by the key of their name, [`super::admit::keys`]),
+    /// not yet collected by the session: a LINK may point to them.
+    pub(super) placed: Vec<u64>,
     /// Why RESULTs could not be written, if they could not.
     pub(super) broken: Option<String>,
 }

@@ -12,6 +12,7 @@ use crate::protocol::frame::{DirHeader, FileHeader};
 use crate::protocol::Frame;
 use crate::protocol::{SkipReason, Status};
 use crate::sanitize::escape;
+use crate::walk::Kind;
 use anyhow::{Context, Result};
 use std::collections::{HashMap, VecDeque};
 use std::net::TcpStream;
@@ -30,6 +31,28 @@ impl Sender<'_> {
         let e = &self.items[idx].entry;
         let path = e.name.as_str().as_bytes().to_vec();
         match prep {
+            Prepared::Link => {
+                let frame = match (&e.kind, &e.link_to) {
+                    (Kind::HardLink, Some(to)) => Frame::Link {
+                        id,
+                        path,
+                        target: to.as_str().as_bytes().to_vec(),
+                    },
+                    _ => Frame::Symlink {
+                        id,
+                        mtime_s: e.mtime_s,
+                        mtime_ns: e.mtime_ns,
+                        path,
+                        target: e.target.clone(),
+                    },
+                };
+                conn.queue(&frame);
+                Ok(Some(Offer {
+                    id,
+                    idx,
+                    file: None,
+                }))
+            }
             Prepared::Dir => {
                 conn.queue(&Frame::Dir(DirHeader {
                     id,

@@ -34,7 +34,7 @@ pub use types::WINDOW;
 pub fn run(cfg: &SendConfig) -> Result<Exit> {
     exit_on_interrupt()?;
     let events = Events::new(cfg.json);
-    let walk = match walk::walk(&cfg.sources, cfg.follow_links) {
+    let walk = match walk::walk(&cfg.sources, cfg.walk) {
         Ok(w) => w,
         Err(e) => {
             events.emit(&Event::Summary {
@@ -42,6 +42,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
                 files_ok: 0,
                 files_skipped: 0,
                 files_failed: 0,
+                entries_left: None,
                 bytes: 0,
                 seconds: 0.0,
                 exit_code: crate::exit::for_error(&e).code(),
@@ -50,14 +51,25 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
             return Err(e);
         }
     };
-    for w in &walk.warnings {
-        eprintln!("ftx: warning: {w}");
-    }
+    // Nothing is left behind silently: each entry not offered is named
+    // with its reason, has an event, is counted in the summary, and fails
+    // the run unless the user asked for it to be left out.
     let mut outcome = Exit::Success;
-    for e in &walk.errors {
-        eprintln!("ftx: {e}");
-        outcome = Exit::Failure;
+    for l in &walk.left {
+        if l.asked {
+            eprintln!("ftx: left out {}: {}", l.path, l.message);
+        } else {
+            eprintln!("ftx: {}: {}", l.path, l.message);
+            outcome = Exit::Failure;
+        }
+        events.emit(&Event::EntryLeft {
+            path: l.path.clone(),
+            reason: l.reason.into(),
+            message: l.message.clone(),
+            asked: l.asked,
+        });
     }
+    let left = walk.left.len();
     let progress = Progress::new(crate::progress::mode(cfg.quiet));
     let total = progress.bytes_bar(walk.total_bytes(), Layout::Total);
     total.set_prefix("total");
@@ -154,13 +166,14 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
     let failed = s
         .items
         .iter()
-        .filter(|i| i.state != State::Done && i.entry.kind == Kind::File)
+        .filter(|i| i.state != State::Done && i.entry.kind != Kind::Dir)
         .count();
     s.events.emit(&Event::Summary {
         role: "send".into(),
         files_ok: s.tally.files,
         files_skipped: s.tally.skipped,
         files_failed: failed as u64,
+        entries_left: Some(left as u64),
         bytes: s.tally.bytes,
         seconds: secs,
         exit_code: outcome.code(),
@@ -171,9 +184,14 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         eprintln!("ftx: {e:#}");
         return Ok(outcome);
     }
-    if !cfg.quiet {
+    if !cfg.quiet || left > 0 {
+        let left = if left > 0 {
+            format!(", {left} left out (listed above)")
+        } else {
+            String::new()
+        };
         eprintln!(
-            "ftx: sent {} file(s), {} skipped, {failed} failed, {} bytes in {secs:.2} s ({:.1} MB/s)",
+            "ftx: sent {} file(s), {} skipped, {failed} failed{left}, {} bytes in {secs:.2} s ({:.1} MB/s)",
             s.tally.files,
             s.tally.skipped,
             s.tally.bytes,
@@ -202,8 +220,15 @@ fn plan(items: Vec<Item>, streams: usize) -> (Vec<Vec<Item>>, Vec<Item>) {
     if n <= 1 {
         return (vec![items], Vec::new());
     }
-    let (dirs, files): (Vec<Item>, Vec<Item>) =
-        items.into_iter().partition(|i| i.entry.kind == Kind::Dir);
+    // Directories and symlinks last, in a session of their own; a hard
+    // link in the stream of the file it links to (the receiver links
+    // within one session only), after it.
+    let (dirs, rest): (Vec<Item>, Vec<Item>) = items
+        .into_iter()
+        .partition(|i| matches!(i.entry.kind, Kind::Dir | Kind::Symlink));
+    let (links, files): (Vec<Item>, Vec<Item>) = rest
+        .into_iter()
+        .partition(|i| i.entry.kind == Kind::HardLink);
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(files[i].entry.size));
     let mut load = vec![0u64; n];
@@ -218,8 +243,15 @@ fn plan(items: Vec<Item>, streams: usize) -> (Vec<Vec<Item>>, Vec<Item>) {
         owner[i] = least;
     }
     let mut groups: Vec<Vec<Item>> = (0..n).map(|_| Vec::new()).collect();
+    let mut group_of = std::collections::HashMap::new();
     for (item, o) in files.into_iter().zip(owner) {
+        group_of.insert(item.entry.name.as_str().to_owned(), o);
         groups[o].push(item);
+    }
+    for link in links {
+        let to = link.entry.link_to.as_ref().map(|t| t.as_str());
+        let o = to.and_then(|t| group_of.get(t)).copied().unwrap_or(0);
+        groups[o].push(link);
     }
     (groups, dirs)
 }

@@ -106,6 +106,9 @@ pub(super) fn prepare(
     if entry.kind == Kind::Dir {
         return Step::Ready(Prepared::Dir);
     }
+    if matches!(entry.kind, Kind::Symlink | Kind::HardLink) {
+        return Step::Ready(Prepared::Link);
+    }
     let local = escape(&entry.local.to_string_lossy());
     let unreadable =
         |e: std::io::Error| Step::Ready(Prepared::Unreadable(format!("cannot read {local}: {e}")));

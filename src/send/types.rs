@@ -156,6 +156,8 @@ pub(super) enum Msg {
 pub(super) enum Prepared {
     /// A directory.
     Dir,
+    /// A symlink or a hard link (the entry holds what it needs).
+    Link,
     /// An open file with its metadata and MD5.
     File(Source),
     /// A file that cannot be read: the message says why.

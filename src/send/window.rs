@@ -6,11 +6,15 @@
 use super::link::*;
 use super::prepare::*;
 use super::types::*;
+use super::verdict::Verdict;
 use crate::conn::{Conn, ConnError};
 use crate::digest::Md5Digest;
+use crate::exit::Exit;
 use crate::net;
 use crate::protocol::Frame;
+use crate::sanitize::escape;
 use crate::walk::Entry;
+use crate::walk::Kind;
 use anyhow::{Context, Result};
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
@@ -250,6 +254,22 @@ impl Sender<'_> {
                 Ok(Msg::Answer(_, Ok(Frame::Error { code, message }))) => {
                     break Err(peer_error(code, &message).into())
                 }
+                // A link accepted earlier that could not be created at END.
+                Ok(Msg::Answer(_, Ok(Frame::Result { id, message, .. }))) if self.is_link(id) => {
+                    let idx = (id - 1) as usize;
+                    let shown = escape(self.items[idx].entry.name.as_str());
+                    self.settle(
+                        idx,
+                        Verdict::Failed(
+                            Exit::Failure,
+                            "io",
+                            format!(
+                                "{shown}: receiver could not create it: {}",
+                                escape(&message)
+                            ),
+                        ),
+                    );
+                }
                 Ok(Msg::Answer(_, Ok(other))) => {
                     break Err(
                         anyhow::anyhow!("receiver answered END with {}", other.name()).into(),
@@ -261,5 +281,13 @@ impl Sender<'_> {
         };
         let _ = l.conn.get_ref().shutdown(std::net::Shutdown::Both);
         ended
+    }
+
+    /// True if entry `id` (an offer id: index + 1) is a link of this run.
+    pub(super) fn is_link(&self, id: u32) -> bool {
+        let idx = (id as usize).wrapping_sub(1);
+        self.items
+            .get(idx)
+            .is_some_and(|i| matches!(i.entry.kind, Kind::Symlink | Kind::HardLink))
     }
 }

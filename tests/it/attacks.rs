@@ -336,7 +336,7 @@ fn unknown_hello_flags_are_refused_not_ignored() {
     let rx = Receiver::start(&d.out, &[]);
     let mut raw = Raw::connect(rx.addr);
     raw.send(&Frame::Hello {
-        version: 1,
+        version: ftx::protocol::limits::VERSION,
         flags: u32::MAX,
         agent: "evil".into(),
     });
@@ -521,7 +521,7 @@ fn a_receiver_that_resets_is_named_as_such() {
         let mut out = Vec::new();
         encode(
             &Frame::Welcome {
-                version: 1,
+                version: ftx::protocol::limits::VERSION,
                 flags: 0,
                 nonce: [0; 32],
                 agent: "fake".into(),

@@ -124,7 +124,7 @@ fn flipped_bit_in_flight_exits_4_and_keeps_nothing_then_a_clean_send_works() {
     // Work out which byte of the file the proxy flips, and so the digest
     // the receiver will compute.
     let hello = to_bytes(&Frame::Hello {
-        version: 1,
+        version: ftx::protocol::limits::VERSION,
         flags: 0,
         agent: ftx::protocol::limits::AGENT.into(),
     });

@@ -19,3 +19,4 @@ mod resume;
 mod security;
 mod serve;
 mod transfer;
+mod trees;

@@ -242,7 +242,7 @@ fn every_strict_prefix_of_a_session_then_eof_leaves_nothing_unverified() {
     let data = random_bytes(3000, 42);
 
     let mut session = to_bytes(&Frame::Hello {
-        version: 1,
+        version: ftx::protocol::limits::VERSION,
         flags: 0,
         agent: "prefix".into(),
     });
@@ -623,7 +623,7 @@ fn trickling_client_is_dropped_at_the_handshake_deadline() {
 
     // One byte of HELLO every 500 ms.
     let hello = to_bytes(&Frame::Hello {
-        version: 1,
+        version: ftx::protocol::limits::VERSION,
         flags: 0,
         agent: "t".repeat(100),
     });
@@ -716,7 +716,7 @@ fn max_sessions_1_refuses_a_second_connection_as_busy() {
     // greets, a connection takes no slot and is told nothing.
     let mut second = Raw::connect(fx.addr());
     second.send(&Frame::Hello {
-        version: 1,
+        version: ftx::protocol::limits::VERSION,
         flags: 0,
         agent: "second".into(),
     });
@@ -1070,7 +1070,7 @@ fn mkfifo(path: &Path) {
 }
 
 #[test]
-fn sender_skips_fifos_and_symlinks_inside_a_directory_with_warnings() {
+fn symlinks_arrive_as_links_unsafe_ones_are_refused_and_a_fifo_fails_the_run() {
     let fx = Fixture::start(&[]);
     let src = tempfile::tempdir().expect("tempdir");
     let tree = src.path().join("tree");
@@ -1089,29 +1089,47 @@ fn sender_skips_fifos_and_symlinks_inside_a_directory_with_warnings() {
     symlink("/nonexistent/nowhere", tree.join("link-dangling")).expect("symlink");
 
     let out = send(&[s(&tree)], fx.addr());
-    assert_status(&out, 0, "send a tree with a FIFO and symlinks");
+    // The absolute links are refused by the receiver (5, which outranks
+    // the FIFO left behind, 1).
+    assert_status(&out, 5, "send a tree with a FIFO and symlinks");
     let err = text(&out.stderr);
-    for name in [
-        "pipe",
-        "link-inside",
-        "link-secret",
-        "link-dir",
-        "link-dangling",
-    ] {
+    assert!(
+        err.lines()
+            .any(|l| l.contains("pipe") && l.contains("FIFO")),
+        "the FIFO is named:\n{err}"
+    );
+    assert!(err.contains("1 left out"), "and counted:\n{err}");
+    for name in ["link-secret", "link-dir", "link-dangling"] {
         assert!(
             err.lines()
-                .any(|l| l.contains("warning") && l.contains(name)),
-            "a warning names {name}:\n{err}"
+                .any(|l| l.contains(name) && l.contains("unsafe link")),
+            "{name} is refused as an unsafe link:\n{err}"
         );
     }
     let got = fx.out().join("tree");
     assert_eq!(fs::read(got.join("a.txt")).expect("a.txt"), b"alpha\n");
     assert_eq!(fs::read(got.join("sub/b.txt")).expect("b.txt"), b"beta\n");
     assert_eq!(
-        names_in(&got),
-        ["a.txt", "sub"],
-        "no FIFO and no symlink was created on the receiver"
+        fs::read_link(got.join("link-inside")).expect("a symlink"),
+        Path::new("a.txt"),
+        "the link inside the tree arrives as a link"
     );
+    assert_eq!(
+        names_in(&got),
+        ["a.txt", "link-inside", "sub"],
+        "no FIFO and no unsafe link was created on the receiver"
+    );
+
+    // Asked to leave them out: nothing fails, each is still listed.
+    let again = send(&["--skip-special", "--no-links", s(&tree)], fx.addr());
+    assert_status(&again, 0, "with --skip-special --no-links");
+    let err = text(&again.stderr);
+    assert!(
+        err.contains("left out") && err.contains("5 left out"),
+        "{err}"
+    );
+    // The fixture's final check admits files and directories only.
+    fs::remove_file(got.join("link-inside")).expect("remove the link");
     fx.finish(
         "fifo",
         &[("tree/a.txt", b"alpha\n"), ("tree/sub/b.txt", b"beta\n")],

@@ -17,6 +17,7 @@ fn config(out: &std::path::Path) -> RecvConfig {
         out: out.to_path_buf(),
         once: false,
         overwrite: false,
+        allow_unsafe_links: false,
         quiet: true,
         timeout: Duration::from_secs(30),
         max_sessions: 64,

@@ -82,7 +82,7 @@ impl Raw {
     pub fn hello(addr: SocketAddr) -> (Raw, u32, [u8; 32]) {
         let mut raw = Raw::connect(addr);
         raw.send(&Frame::Hello {
-            version: 1,
+            version: ftx::protocol::limits::VERSION,
             flags: 0,
             agent: "evil".into(),
         });
@@ -93,7 +93,7 @@ impl Raw {
                 nonce,
                 ..
             } => {
-                assert_eq!(version, 1, "WELCOME version");
+                assert_eq!(version, ftx::protocol::limits::VERSION, "WELCOME version");
                 (raw, flags, nonce)
             }
             other => panic!("expected WELCOME, got {other:?}"),

@@ -1,0 +1,304 @@
+//! SYMLINK and LINK entries. They are checked when offered (the name, the
+//! symlink's target, the hard link's earlier file) and answered at once,
+//! but created only at END, after every file of the session is in place:
+//! nothing the session writes can pass through a link it created. A link
+//! that cannot be created then gets a second RESULT (status 2) before
+//! SUMMARY. No link is ever followed: the receiver creates the link itself
+//! (`symlinkat`, `linkat` without following) in a directory it opened
+//! without following symlinks.
+
+use super::admit;
+use super::dirs::{dir_key, open_dirs};
+use super::report::*;
+use super::types::*;
+use crate::protocol::{Frame, Reject, Status, WireName};
+use crate::sanitize::escape;
+use anyhow::Result;
+use std::io;
+use std::time::Instant;
+
+/// What a pending link is.
+pub(super) enum LinkKind {
+    /// A symlink to `target`, with the link's own mtime.
+    Symlink { target: String, mtime: (i64, u32) },
+    /// A hard link to the earlier file `to`.
+    Hard { to: WireName },
+}
+
+/// A link accepted in this session, created at END.
+pub(super) struct PendingLink {
+    id: u32,
+    name: WireName,
+    kind: LinkKind,
+}
+
+/// Whether a symlink at `link` pointing to `target` stays inside the
+/// transferred tree: relative, and never climbing above the top directory
+/// of `link` (`top/a/l -> ../b` is fine, `top/l -> ../x` is not). Pure.
+pub(super) fn target_safe(link: &WireName, target: &str) -> Result<(), String> {
+    if target.is_empty() {
+        return Err("empty link target".into());
+    }
+    if target.starts_with('/') {
+        return Err(format!("absolute link target '{}'", escape(target)));
+    }
+    // Where the link sits: its parent directories, below OUT.
+    let mut at: Vec<&str> = link.components().collect();
+    at.pop();
+    if at.is_empty() {
+        // A link at the top of OUT: any `..` leaves the tree.
+        if target.split('/').any(|c| c == "..") {
+            return Err(format!(
+                "link target '{}' climbs out of the transferred tree",
+                escape(target)
+            ));
+        }
+        return Ok(());
+    }
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                at.pop();
+                if at.is_empty() {
+                    return Err(format!(
+                        "link target '{}' climbs out of the transferred tree",
+                        escape(target)
+                    ));
+                }
+            }
+            other => at.push(other),
+        }
+    }
+    Ok(())
+}
+
+/// A link target as it may be stored: UTF-8 without NUL or control
+/// characters (so it can be shown and logged), at most 4096 bytes.
+fn target_text(raw: &[u8]) -> Result<&str, String> {
+    let t = std::str::from_utf8(raw).map_err(|_| "link target is not valid UTF-8".to_owned())?;
+    if t.len() > crate::protocol::limits::MAX_NAME_LEN {
+        return Err("link target longer than 4096 bytes".into());
+    }
+    if t.chars().any(char::is_control) {
+        return Err(format!(
+            "link target '{}' holds control characters",
+            escape(t)
+        ));
+    }
+    Ok(t)
+}
+
+impl Session<'_, '_> {
+    /// A SYMLINK offer.
+    pub(super) fn symlink(
+        &mut self,
+        id: u32,
+        mtime: (i64, u32),
+        path: &[u8],
+        target: &[u8],
+    ) -> Result<()> {
+        let name = match self.claim_name(path) {
+            Ok(n) => n,
+            Err(r) => return self.reject(id, path, r),
+        };
+        let target = match target_text(target) {
+            Ok(t) => t.to_owned(),
+            Err(why) => return self.reject(id, path, refusal(Reject::UnsafeLink, why)),
+        };
+        if !self.sh.cfg.allow_unsafe_links {
+            if let Err(why) = target_safe(&name, &target) {
+                let why = format!("{why} (the receiver allows it with --allow-unsafe-links)");
+                return self.reject(id, path, refusal(Reject::UnsafeLink, why));
+            }
+        }
+        self.accept_link(id, name, LinkKind::Symlink { target, mtime });
+        Ok(())
+    }
+
+    /// A LINK offer: a hard link to an earlier file of this session.
+    pub(super) fn hard_link(&mut self, id: u32, path: &[u8], target: &[u8]) -> Result<()> {
+        let name = match self.claim_name(path) {
+            Ok(n) => n,
+            Err(r) => return self.reject(id, path, r),
+        };
+        let to = match WireName::from_bytes(target) {
+            Ok(t) if admit::seen(&self.seen, admit::keys(t.as_str())) == admit::Seen::Again => t,
+            _ => {
+                let r = refusal(
+                    Reject::UnsafeLink,
+                    "a hard link must point to a file offered earlier in the same session",
+                );
+                return self.reject(id, path, r);
+            }
+        };
+        self.accept_link(id, name, LinkKind::Hard { to });
+        Ok(())
+    }
+
+    fn accept_link(&mut self, id: u32, name: WireName, kind: LinkKind) {
+        self.progress = Instant::now();
+        self.links.push(PendingLink { id, name, kind });
+        self.conn.queue(&Frame::Result {
+            id,
+            status: Status::Ok.code(),
+            md5: [0; 16],
+            message: "accepted; created at the end of the session".into(),
+        });
+    }
+
+    /// Creates the session's links, in the order offered; a second RESULT
+    /// for each one that cannot be.
+    pub(super) fn finish_links(&mut self) {
+        for link in std::mem::take(&mut self.links) {
+            let shown = escape(link.name.as_str());
+            match self.make_link(&link) {
+                Ok(()) => self.stats.ok += 1,
+                Err(why) => {
+                    let message = format!("cannot create link '{shown}': {why}");
+                    let frame = failed(
+                        self.sh,
+                        self.peer,
+                        &mut self.stats,
+                        Failure {
+                            id: link.id,
+                            shown,
+                            status: Status::IoError.code(),
+                            md5: [0; 16],
+                            message,
+                        },
+                    );
+                    self.conn.queue(&frame);
+                }
+            }
+        }
+    }
+
+    fn make_link(&mut self, link: &PendingLink) -> Result<(), String> {
+        let (parents, last) = link.name.split_last();
+        let dir = open_dirs(&self.sh.root, &parents, |i| {
+            self.sh.created(dir_key(&parents[..=i]));
+        })
+        .map_err(|r| r.1)?;
+        let there = dir.symlink_metadata(last);
+        match &link.kind {
+            LinkKind::Symlink { target, mtime } => {
+                match there {
+                    Ok(md) if md.is_symlink() => {
+                        let now = dir.read_link(last).map_err(|e| e.to_string())?;
+                        if now.as_os_str() == target.as_str() {
+                            return Ok(()); // identical: nothing to do
+                        }
+                        self.make_room(&dir, last, md.is_dir())?;
+                    }
+                    Ok(md) => self.make_room(&dir, last, md.is_dir())?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+                rustix::fs::symlinkat(target.as_str(), &dir, last).map_err(|e| e.to_string())?;
+                let times = rustix::fs::Timestamps {
+                    last_access: rustix::fs::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: rustix::fs::UTIME_OMIT,
+                    },
+                    last_modification: rustix::fs::Timespec {
+                        tv_sec: mtime.0,
+                        tv_nsec: i64::from(mtime.1.min(999_999_999)),
+                    },
+                };
+                // Best effort: the link's own mtime, never its target's.
+                let _ = rustix::fs::utimensat(
+                    &dir,
+                    last,
+                    &times,
+                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                );
+                Ok(())
+            }
+            LinkKind::Hard { to } => {
+                if !self.placed.contains(&admit::keys(to.as_str()).0) {
+                    return Err(format!(
+                        "'{}' did not arrive in this session",
+                        escape(to.as_str())
+                    ));
+                }
+                let (to_parents, to_last) = to.split_last();
+                let to_dir = open_dirs(&self.sh.root, &to_parents, |_| {}).map_err(|r| r.1)?;
+                let to_md = to_dir
+                    .symlink_metadata(to_last)
+                    .map_err(|e| e.to_string())?;
+                if !to_md.is_file() {
+                    return Err(format!("'{}' is not a regular file", escape(to.as_str())));
+                }
+                match there {
+                    Ok(md) => {
+                        use cap_std::fs::MetadataExt;
+                        if md.is_file() && md.dev() == to_md.dev() && md.ino() == to_md.ino() {
+                            return Ok(()); // already this very link
+                        }
+                        self.make_room(&dir, last, md.is_dir())?;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+                rustix::fs::linkat(&to_dir, to_last, &dir, last, rustix::fs::AtFlags::empty())
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Removes what sits at a link's name, with `--overwrite` only, and
+    /// never a directory.
+    fn make_room(&self, dir: &cap_std::fs::Dir, last: &str, is_dir: bool) -> Result<(), String> {
+        if is_dir {
+            return Err("a directory sits at its name".into());
+        }
+        if !self.sh.cfg.overwrite {
+            return Err(
+                "something else sits at its name (receiver runs without --overwrite)".into(),
+            );
+        }
+        dir.remove_file(last).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(name: &str) -> WireName {
+        WireName::parse(name).expect("name")
+    }
+
+    #[test]
+    fn link_targets_inside_the_tree_are_safe() {
+        assert!(target_safe(&at("top/lib/libfoo.so"), "libfoo.so.1").is_ok());
+        assert!(target_safe(&at("top/a/l"), "../b/c").is_ok());
+        assert!(target_safe(&at("top/a/b/l"), "../../x").is_ok());
+        assert!(target_safe(&at("top/l"), "./x/./y").is_ok());
+        assert!(target_safe(&at("l"), "x").is_ok());
+        // A dangling link inside the tree is fine.
+        assert!(target_safe(&at("top/l"), "missing").is_ok());
+    }
+
+    #[test]
+    fn absolute_and_climbing_targets_are_not() {
+        assert!(target_safe(&at("top/l"), "/etc/passwd").is_err());
+        assert!(target_safe(&at("top/l"), "../x").is_err());
+        assert!(target_safe(&at("top/a/l"), "../../x").is_err());
+        assert!(target_safe(&at("top/a/l"), "b/../../../x").is_err());
+        assert!(target_safe(&at("l"), "../x").is_err());
+        assert!(target_safe(&at("top/l"), "").is_err());
+        // Down then up within the tree is fine; up past the top is not.
+        assert!(target_safe(&at("top/a/l"), "b/../../c").is_ok());
+    }
+
+    #[test]
+    fn targets_must_be_printable_text() {
+        assert_eq!(target_text(b"ok/x"), Ok("ok/x"));
+        assert!(target_text(b"\xff").is_err());
+        assert!(target_text(b"a\x1bb").is_err());
+        assert!(target_text(b"a\nb").is_err());
+        assert!(target_text(&[b'a'; 5000]).is_err());
+    }
+}

@@ -1,0 +1,187 @@
+//! Trees as `rsync -aH` delivers them: symlinks arrive as symlinks, hard
+//! links as hard links, and what cannot be sent (FIFOs, trees deeper than
+//! the protocol allows) is named, counted and fails the run unless the
+//! user asked for it to be left out. Real `ftx recv` and `ftx send`.
+
+use crate::common::raw::{file_offer, Raw};
+use crate::common::{assert_status, dirs, send, text, Receiver};
+use ftx::protocol::frame::{reject_code, result_status, Frame};
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt};
+use std::path::Path;
+
+fn mkfifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .expect("mkfifo");
+}
+
+#[test]
+fn links_arrive_as_links_and_hard_links_as_one_file() {
+    for streams in ["1", "2"] {
+        let d = dirs();
+        let t = d.src.join("tree");
+        fs::create_dir_all(t.join("a/deep")).expect("mkdir");
+        fs::create_dir_all(t.join("b")).expect("mkdir");
+        fs::write(t.join("a/x.bin"), vec![7u8; 100_000]).expect("write");
+        fs::write(t.join("b/other.bin"), vec![8u8; 50_000]).expect("write");
+        fs::hard_link(t.join("a/x.bin"), t.join("b/y.bin")).expect("ln");
+        fs::hard_link(t.join("a/x.bin"), t.join("a/deep/z.bin")).expect("ln");
+        symlink("x.bin", t.join("a/libx.so")).expect("symlink");
+        symlink("../b", t.join("a/up")).expect("symlink to a dir");
+        symlink("nowhere", t.join("b/dangling")).expect("dangling symlink");
+        mkfifo(&t.join("b/pipe"));
+
+        let rx = Receiver::start(&d.out, &[]);
+        let out = send(
+            &["-j", streams, "--skip-special", t.to_str().expect("utf-8")],
+            rx.addr,
+        );
+        assert_status(&out, 0, "send a tree of links with --skip-special");
+        let err = text(&out.stderr);
+        assert!(err.contains("pipe") && err.contains("1 left out"), "{err}");
+
+        let g = d.out.join("tree");
+        assert_eq!(
+            fs::read_link(g.join("a/libx.so")).expect("link"),
+            Path::new("x.bin")
+        );
+        assert_eq!(
+            fs::read_link(g.join("a/up")).expect("link"),
+            Path::new("../b")
+        );
+        assert_eq!(
+            fs::read_link(g.join("b/dangling")).expect("link"),
+            Path::new("nowhere")
+        );
+        let x = fs::metadata(g.join("a/x.bin")).expect("x");
+        let y = fs::metadata(g.join("b/y.bin")).expect("y");
+        let z = fs::metadata(g.join("a/deep/z.bin")).expect("z");
+        assert_eq!(
+            (x.ino(), x.nlink()),
+            (y.ino(), 3),
+            "-j {streams}: one file, three names"
+        );
+        assert_eq!(x.ino(), z.ino());
+        assert_eq!(
+            fs::read(g.join("b/y.bin")).expect("read"),
+            vec![7u8; 100_000]
+        );
+        assert!(!g.join("b/pipe").exists());
+    }
+}
+
+#[test]
+fn a_fifo_fails_the_run_naming_it_and_json_has_an_event_for_it() {
+    let d = dirs();
+    let t = d.src.join("tree");
+    fs::create_dir_all(&t).expect("mkdir");
+    fs::write(t.join("f"), b"f").expect("write");
+    mkfifo(&t.join("pipe"));
+    let rx = Receiver::start(&d.out, &[]);
+    let out = send(&["--json", t.to_str().expect("utf-8")], rx.addr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let events: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let left: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "entry_left")
+        .collect();
+    assert_eq!(left.len(), 1, "{events:?}");
+    assert_eq!(left[0]["reason"], "special");
+    assert!(left[0]["path"].as_str().expect("path").ends_with("pipe"));
+    let summary = events
+        .iter()
+        .find(|e| e["event"] == "summary")
+        .expect("summary");
+    assert_eq!(summary["entries_left"], 1);
+    assert_eq!(summary["exit_code"], 1);
+    assert_eq!(fs::read(d.out.join("tree/f")).expect("f"), b"f");
+}
+
+#[test]
+fn a_tree_deeper_than_the_protocol_allows_is_named_with_the_limit() {
+    let d = dirs();
+    let mut deep = d.src.join("deep");
+    for _ in 0..200 {
+        deep.push("d");
+    }
+    fs::create_dir_all(&deep).expect("mkdir 200 levels");
+    fs::write(deep.join("bottom.txt"), b"b").expect("write");
+    fs::write(d.src.join("deep/top.txt"), b"t").expect("write");
+    let rx = Receiver::start(&d.out, &[]);
+    let out = send(&[d.src.join("deep").to_str().expect("utf-8")], rx.addr);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("limit of 128"), "the limit is named:\n{err}");
+    assert!(
+        err.contains("1 left out"),
+        "the subtree is counted once:\n{err}"
+    );
+    assert_eq!(fs::read(d.out.join("deep/top.txt")).expect("top"), b"t");
+}
+
+#[test]
+fn a_hostile_symlink_then_a_file_through_it_writes_nothing_outside() {
+    let d = dirs();
+    let outside = d.t().join("outside");
+    fs::create_dir(&outside).expect("mkdir");
+    // Even a receiver that allows unsafe links creates them only at END,
+    // after the files: nothing is written through one.
+    let rx = Receiver::start(&d.out, &["--allow-unsafe-links"]);
+    let mut raw = Raw::session(rx.addr);
+    raw.send(&Frame::Symlink {
+        id: 1,
+        mtime_s: 0,
+        mtime_ns: 0,
+        path: b"evil".to_vec(),
+        target: outside.to_str().expect("utf-8").as_bytes().to_vec(),
+    });
+    assert!(matches!(raw.expect("RESULT"), Frame::Result { id: 1, .. }));
+    raw.send_file(&file_offer(2, b"evil/pwn", b"owned"), b"owned");
+    raw.send(&Frame::End);
+    // The link cannot be made at END (a directory is in its way): a
+    // second RESULT says so, then SUMMARY.
+    match raw.expect("late RESULT") {
+        Frame::Result { id: 1, status, .. } => assert_eq!(status, result_status::IO_ERROR),
+        other => panic!("expected a late RESULT for the link, got {other:?}"),
+    }
+    assert!(matches!(raw.expect("SUMMARY"), Frame::Summary { .. }));
+    assert!(
+        fs::read_dir(&outside)
+            .expect("read outside")
+            .next()
+            .is_none(),
+        "nothing was written outside OUT"
+    );
+    assert_eq!(fs::read(d.out.join("evil/pwn")).expect("inside"), b"owned");
+
+    // Without --allow-unsafe-links an absolute target is refused at once.
+    let d2 = dirs();
+    let rx2 = Receiver::start(&d2.out, &[]);
+    let mut raw = Raw::session(rx2.addr);
+    let offer = Frame::Symlink {
+        id: 1,
+        mtime_s: 0,
+        mtime_ns: 0,
+        path: b"evil".to_vec(),
+        target: b"/etc".to_vec(),
+    };
+    let why = raw.expect_reject(&offer, 1, reject_code::UNSAFE_LINK);
+    assert!(why.contains("absolute"), "{why}");
+    // A LINK to anything but an earlier file of the session is refused.
+    let link = Frame::Link {
+        id: 2,
+        path: b"l".to_vec(),
+        target: b"etc/passwd".to_vec(),
+    };
+    raw.expect_reject(&link, 2, reject_code::UNSAFE_LINK);
+    raw.end();
+}
