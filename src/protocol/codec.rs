@@ -66,6 +66,7 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.extend_from_slice(&h.mode.to_be_bytes());
             out.extend_from_slice(&h.mtime_s.to_be_bytes());
             out.extend_from_slice(&h.mtime_ns.to_be_bytes());
+            out.extend_from_slice(&h.flags.to_be_bytes());
             out.extend_from_slice(&h.md5);
             put_str(out, &h.path);
         }
@@ -95,6 +96,11 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             put_str(out, target);
         }
         Frame::Body { id, offset, length } => {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&offset.to_be_bytes());
+            out.extend_from_slice(&length.to_be_bytes());
+        }
+        Frame::Hole { id, offset, length } => {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&offset.to_be_bytes());
             out.extend_from_slice(&length.to_be_bytes());
@@ -261,6 +267,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
             mode: r.u32()?,
             mtime_s: r.i64()?,
             mtime_ns: r.u32()?,
+            flags: r.u32()?,
             md5: r.array()?,
             path: r.bytes()?,
         }),
@@ -282,6 +289,11 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
             id: r.u32()?,
             path: r.bytes()?,
             target: r.bytes()?,
+        },
+        kind::HOLE => Frame::Hole {
+            id: r.u32()?,
+            offset: r.u64()?,
+            length: r.u64()?,
         },
         kind::BODY => Frame::Body {
             id: r.u32()?,
@@ -349,6 +361,7 @@ mod tests {
                 mode: 0o100644,
                 mtime_s: -5,
                 mtime_ns: 999_999_999,
+                flags: 1,
                 md5: [0xab; 16],
                 path: b"dir/with space/\xff".to_vec(),
             }),
@@ -393,6 +406,11 @@ mod tests {
                 mtime_ns: 5,
                 path: b"lib/libfoo.so".to_vec(),
                 target: b"libfoo.so.1".to_vec(),
+            },
+            Frame::Hole {
+                id: 6,
+                offset: 4096,
+                length: 1 << 30,
             },
             Frame::Link {
                 id: 5,
@@ -442,7 +460,7 @@ mod tests {
 
     #[test]
     fn unknown_type_is_an_error() {
-        for t in [0x00u8, 0x04, 0x16, 0x25, 0x7E, 0x80, 0xFF] {
+        for t in [0x00u8, 0x04, 0x17, 0x25, 0x7E, 0x80, 0xFF] {
             assert_eq!(decode(&[t]), Err(FrameError::UnknownType(t)));
             assert_eq!(decode(&[t, 0, 0, 0, 0]), Err(FrameError::UnknownType(t)));
         }
@@ -488,7 +506,7 @@ mod tests {
 
         #[test]
         fn arbitrary_payload_after_valid_type_never_panics(
-            t in prop::sample::select(vec![1u8, 2, 3, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x20, 0x21, 0x22, 0x23, 0x24, 0x7f]),
+            t in prop::sample::select(vec![1u8, 2, 3, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x20, 0x21, 0x22, 0x23, 0x24, 0x7f]),
             payload in proptest::collection::vec(any::<u8>(), 0..300),
         ) {
             let mut b = vec![t];
@@ -505,7 +523,7 @@ mod tests {
             mtime_s in any::<i64>(), mtime_ns in any::<u32>(), md5 in any::<[u8; 16]>(),
             path in proptest::collection::vec(any::<u8>(), 0..300),
         ) {
-            let f = Frame::File(FileHeader { id, size, mode, mtime_s, mtime_ns, md5, path });
+            let f = Frame::File(FileHeader { id, size, mode, mtime_s, mtime_ns, flags: 0, md5, path });
             let b = to_bytes(&f);
             prop_assert_eq!(decode(&b), Ok(Some((f, b.len()))));
         }

@@ -34,6 +34,8 @@ pub mod kind {
     pub const LINK: u8 = 0x15;
     /// S→R: header of a file body; raw bytes follow.
     pub const BODY: u8 = 0x12;
+    /// S→R: a run of zeros in a sparse file's body, sent as nothing.
+    pub const HOLE: u8 = 0x16;
     /// S→R: no more entries.
     pub const END: u8 = 0x13;
     /// R→S: send the file from an offset.
@@ -53,10 +55,18 @@ pub mod kind {
 pub use super::codec::{decode, encode, to_bytes};
 pub use super::codes::{error_code, reject_code, result_status, skip_reason};
 
+/// FILE flag bits.
+pub mod file_flags {
+    /// The body comes as BODY and HOLE extents (a sparse file).
+    pub const SPARSE: u32 = 1;
+    /// Every bit this build knows: any other is refused.
+    pub const KNOWN: u32 = SPARSE;
+}
+
 /// The offer of a regular file.
 ///
 /// ```text
-/// id:u32 size:u64 mode:u32 mtime_s:i64 mtime_ns:u32 md5:[16] path:str
+/// id:u32 size:u64 mode:u32 mtime_s:i64 mtime_ns:u32 flags:u32 md5:[16] path:str
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileHeader {
@@ -70,6 +80,8 @@ pub struct FileHeader {
     pub mtime_s: i64,
     /// Modification time, nanoseconds part.
     pub mtime_ns: u32,
+    /// See [`file_flags`].
+    pub flags: u32,
     /// MD5 of the whole file, computed before the offer.
     pub md5: [u8; 16],
     /// Wire name, raw: validated by the receiver with [`super::WireName`].
@@ -168,6 +180,17 @@ pub enum Frame {
         /// Equals the accepted offset.
         offset: u64,
         /// Number of raw bytes that follow; `offset + length == size`.
+        length: u64,
+    },
+    /// ```text
+    /// id:u32 offset:u64 length:u64      no bytes follow: they are zeros
+    /// ```
+    Hole {
+        /// Id of the accepted (sparse) file.
+        id: u32,
+        /// Where the zeros start: the end of the previous extent.
+        offset: u64,
+        /// How many zero bytes.
         length: u64,
     },
     /// No more entries (empty payload).
@@ -273,6 +296,7 @@ pub fn kind_name(t: u8) -> &'static str {
         kind::LINK => "LINK",
         kind::BODY => "BODY",
         kind::END => "END",
+        kind::HOLE => "HOLE",
         kind::ACCEPT => "ACCEPT",
         kind::SKIP => "SKIP",
         kind::REJECT => "REJECT",
@@ -296,6 +320,7 @@ impl Frame {
             Frame::Link { .. } => kind::LINK,
             Frame::Body { .. } => kind::BODY,
             Frame::End => kind::END,
+            Frame::Hole { .. } => kind::HOLE,
             Frame::Accept { .. } => kind::ACCEPT,
             Frame::Skip { .. } => kind::SKIP,
             Frame::Reject { .. } => kind::REJECT,

@@ -5,12 +5,16 @@
 
 use super::report::*;
 use super::types::*;
+use crate::conn::{Conn, ConnError};
 use crate::digest::{hex, Md5Digest};
-use crate::protocol::Frame;
+use crate::net::Deadlined;
+use crate::protocol::frame::file_flags;
 use crate::protocol::{ErrorCode, Status};
+use crate::protocol::{FileHeader, Frame};
 use crate::sanitize::escape;
 use crate::store;
 use anyhow::{bail, Result};
+use std::cell::RefCell;
 use std::io;
 use std::time::Instant;
 
@@ -54,25 +58,19 @@ pub(super) fn verify<'a>(
 }
 
 impl<'a> Session<'a, '_> {
-    /// Receives the BODY of the first accepted file and verifies it.
-    pub(super) fn body(&mut self, id: u32, offset: u64, length: u64) -> Result<()> {
-        let expected = self
-            .awaiting
-            .front()
-            .map(|a| (a.h.id, a.offset, a.h.size - a.offset));
-        if expected != Some((id, offset, length)) {
-            let msg = match expected {
-                Some((i, o, l)) => format!(
-                    "expected BODY id={i} offset={o} length={l}, got BODY id={id} offset={offset} length={length}"
-                ),
-                None => format!("BODY id={id} without an accepted FILE"),
-            };
-            let _ = self.conn.send(&Frame::Error {
-                code: ErrorCode::Protocol.code(),
-                message: msg.clone(),
-            });
-            bail!("protocol error: {msg}");
+    /// Receives the body of the first accepted file and verifies it: one
+    /// BODY from the accepted offset to the end, or, for a sparse file,
+    /// BODY and HOLE extents that follow each other up to the end.
+    pub(super) fn body(&mut self, first: Extent) -> Result<()> {
+        let Some(a) = self.awaiting.front() else {
+            let msg = format!("{} id={} without an accepted FILE", first.what(), first.id);
+            return Err(self.protocol_error(msg));
+        };
+        let sparse = a.h.flags & file_flags::SPARSE != 0;
+        if let Err(msg) = next_extent(&first, a.h.id, a.offset, a.h.size, sparse) {
+            return Err(self.protocol_error(msg));
         }
+        let length = first.length;
         let Some(a) = self.awaiting.pop_front() else {
             bail!("internal error: no accepted file");
         };
@@ -100,15 +98,15 @@ impl<'a> Session<'a, '_> {
             None => store::create(&dir, &names, h.size, h.md5, &self.sh.budget)
                 .map(|o| (o.writer, o.id)),
         };
-        let (mut writer, file_id) = match opened {
+        let (writer, file_id) = match opened {
             Ok(pair) => pair,
             Err(e) => {
                 // Never written to: what appeared at the partial's name
                 // since the offer (another receiver's partial, a link...).
                 // The body is read and dropped; the session goes on.
-                self.conn
-                    .read_body(length, |_| Ok(()))
-                    .map_err(|e| fail_session(&mut self.conn, e, "in the middle of a body"))?;
+                if let Err(e) = self.read_extents(&h, offset, first, |_| Ok(()), |_| Ok(())) {
+                    return Err(e.into_anyhow(&mut self.conn));
+                }
                 let why = if e.kind() == io::ErrorKind::AlreadyExists {
                     format!(
                         "'{}' appeared meanwhile and is never written to",
@@ -129,18 +127,42 @@ impl<'a> Session<'a, '_> {
             }
         };
         self.bar.set_message(shown.clone());
-        let mut write_err: Option<io::Error> = None;
-        let bar = &self.bar;
-        let read = self.conn.read_body(length, |chunk| {
-            if write_err.is_none() {
-                if let Err(e) = writer.write(chunk) {
-                    write_err = Some(e);
+        let write_err: RefCell<Option<io::Error>> = RefCell::default();
+        let cell = RefCell::new(writer);
+        let bar = self.bar.clone();
+        let read = self.read_extents(
+            &h,
+            offset,
+            first,
+            |chunk| {
+                if write_err.borrow().is_none() {
+                    if let Err(e) = cell.borrow_mut().write(chunk) {
+                        *write_err.borrow_mut() = Some(e);
+                    }
                 }
-            }
-            bar.inc(chunk.len() as u64);
-            Ok(())
-        });
+                bar.inc(chunk.len() as u64);
+                Ok(())
+            },
+            |n| {
+                if write_err.borrow().is_none() {
+                    if let Err(e) = cell.borrow_mut().hole(n) {
+                        *write_err.borrow_mut() = Some(e);
+                    }
+                }
+                bar.inc(n);
+                Ok(())
+            },
+        );
+        let writer = cell.into_inner();
+        let write_err = write_err.into_inner();
         if let Err(e) = read {
+            let e = match e {
+                ExtentError::Conn(e) => e,
+                ExtentError::Protocol(msg) => {
+                    names.discard(&dir, file_id);
+                    return Err(self.protocol_error(msg));
+                }
+            };
             // Keep what arrived: checkpoint it so the next send resumes.
             let kept = match write_err {
                 None => writer.suspend().ok(),
@@ -240,5 +262,225 @@ mod tests {
         assert!(!batch_due(SMALL_FILES - 1, SMALL_BYTES - 1));
         assert!(batch_due(SMALL_FILES, 0));
         assert!(batch_due(1, SMALL_BYTES));
+    }
+}
+
+/// A BODY or HOLE frame: one extent of a file's body.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Extent {
+    pub(super) id: u32,
+    pub(super) offset: u64,
+    pub(super) length: u64,
+    /// A HOLE: zeros, no bytes follow.
+    pub(super) hole: bool,
+}
+
+impl Extent {
+    fn what(&self) -> &'static str {
+        if self.hole {
+            "HOLE"
+        } else {
+            "BODY"
+        }
+    }
+}
+
+/// Why the extents of a body could not be read.
+pub(super) enum ExtentError {
+    Conn(ConnError),
+    Protocol(String),
+}
+
+impl ExtentError {
+    fn into_anyhow(self, conn: &mut Conn<Deadlined>) -> anyhow::Error {
+        match self {
+            ExtentError::Conn(e) => fail_session(conn, e, "in the middle of a body"),
+            ExtentError::Protocol(msg) => {
+                let _ = conn.send(&Frame::Error {
+                    code: ErrorCode::Protocol.code(),
+                    message: msg.clone(),
+                });
+                anyhow::anyhow!("protocol error: {msg}")
+            }
+        }
+    }
+}
+
+/// Whether `e` may be the next extent of file `id` (`size` bytes, `pos`
+/// received so far): a dense file takes exactly one BODY for the rest; a
+/// sparse one BODY and HOLE extents that start where the last one ended,
+/// are not empty (unless the file is), and stay within the file. Pure.
+pub(super) fn next_extent(
+    e: &Extent,
+    id: u32,
+    pos: u64,
+    size: u64,
+    sparse: bool,
+) -> Result<(), String> {
+    let rest = size.saturating_sub(pos);
+    let ok = e.id == id
+        && e.offset == pos
+        && if sparse {
+            e.length <= rest && (e.length > 0 || rest == 0)
+        } else {
+            !e.hole && e.length == rest
+        };
+    if ok {
+        return Ok(());
+    }
+    Err(format!(
+        "expected {} id={id} offset={pos} length{}{rest}, got {} id={} offset={} length={}",
+        if sparse { "BODY or HOLE" } else { "BODY" },
+        if sparse { "<=" } else { "=" },
+        e.what(),
+        e.id,
+        e.offset,
+        e.length
+    ))
+}
+
+impl Session<'_, '_> {
+    /// Sends ERROR 1 and builds the error that ends the session.
+    pub(super) fn protocol_error(&mut self, msg: String) -> anyhow::Error {
+        let _ = self.conn.send(&Frame::Error {
+            code: ErrorCode::Protocol.code(),
+            message: msg.clone(),
+        });
+        anyhow::anyhow!("protocol error: {msg}")
+    }
+
+    /// Reads the extents of a file's body, starting with `first` (already
+    /// checked), handing data to `data` and holes to `hole`, until the
+    /// file's end.
+    fn read_extents(
+        &mut self,
+        h: &FileHeader,
+        start: u64,
+        first: Extent,
+        mut data: impl FnMut(&[u8]) -> io::Result<()>,
+        mut hole: impl FnMut(u64) -> io::Result<()>,
+    ) -> Result<(), ExtentError> {
+        let sparse = h.flags & file_flags::SPARSE != 0;
+        let mut e = first;
+        let mut pos = start;
+        loop {
+            if e.hole {
+                hole(e.length).map_err(|e| ExtentError::Conn(ConnError::Io(e)))?;
+            } else {
+                self.conn
+                    .read_body(e.length, &mut data)
+                    .map_err(|err| match err {
+                        ConnError::BodyEof { got, .. } => ConnError::BodyEof {
+                            got: pos - start + got,
+                            len: h.size - start,
+                        },
+                        other => other,
+                    })
+                    .map_err(ExtentError::Conn)?;
+            }
+            pos += e.length;
+            if pos >= h.size {
+                return Ok(());
+            }
+            e = match self.conn.read_frame() {
+                Ok(Some(Frame::Body { id, offset, length })) => Extent {
+                    id,
+                    offset,
+                    length,
+                    hole: false,
+                },
+                Ok(Some(Frame::Hole { id, offset, length })) => Extent {
+                    id,
+                    offset,
+                    length,
+                    hole: true,
+                },
+                Ok(Some(other)) => {
+                    return Err(ExtentError::Protocol(format!(
+                        "{} in the middle of the body of id={}",
+                        other.name(),
+                        h.id
+                    )))
+                }
+                Ok(None) => {
+                    return Err(ExtentError::Conn(ConnError::BodyEof {
+                        got: pos - start,
+                        len: h.size - start,
+                    }))
+                }
+                Err(e) => return Err(ExtentError::Conn(e)),
+            };
+            next_extent(&e, h.id, pos, h.size, sparse).map_err(ExtentError::Protocol)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod extent_tests {
+    use super::*;
+
+    fn ext(offset: u64, length: u64, hole: bool) -> Extent {
+        Extent {
+            id: 1,
+            offset,
+            length,
+            hole,
+        }
+    }
+
+    #[test]
+    fn a_dense_body_is_one_body_for_the_rest() {
+        assert!(next_extent(&ext(0, 100, false), 1, 0, 100, false).is_ok());
+        assert!(next_extent(&ext(40, 60, false), 1, 40, 100, false).is_ok());
+        assert!(
+            next_extent(&ext(0, 50, false), 1, 0, 100, false).is_err(),
+            "short"
+        );
+        assert!(
+            next_extent(&ext(0, 200, false), 1, 0, 100, false).is_err(),
+            "long"
+        );
+        assert!(
+            next_extent(&ext(10, 90, false), 1, 0, 100, false).is_err(),
+            "offset"
+        );
+        assert!(
+            next_extent(&ext(0, 100, true), 1, 0, 100, false).is_err(),
+            "hole"
+        );
+        let other = Extent {
+            id: 2,
+            ..ext(0, 100, false)
+        };
+        assert!(next_extent(&other, 1, 0, 100, false).is_err(), "other id");
+        assert!(
+            next_extent(&ext(0, 0, false), 1, 0, 0, false).is_ok(),
+            "empty file"
+        );
+    }
+
+    #[test]
+    fn a_sparse_body_is_contiguous_extents_within_the_file() {
+        assert!(next_extent(&ext(0, 50, true), 1, 0, 100, true).is_ok());
+        assert!(next_extent(&ext(50, 10, false), 1, 50, 100, true).is_ok());
+        assert!(next_extent(&ext(60, 40, true), 1, 60, 100, true).is_ok());
+        assert!(
+            next_extent(&ext(61, 39, false), 1, 60, 100, true).is_err(),
+            "gap"
+        );
+        assert!(
+            next_extent(&ext(59, 41, false), 1, 60, 100, true).is_err(),
+            "overlap"
+        );
+        assert!(
+            next_extent(&ext(60, 41, true), 1, 60, 100, true).is_err(),
+            "past the end"
+        );
+        assert!(
+            next_extent(&ext(60, 0, false), 1, 60, 100, true).is_err(),
+            "empty extent"
+        );
+        let msg = next_extent(&ext(61, 1, false), 1, 60, 100, true).expect_err("gap");
+        assert!(msg.contains("BODY or HOLE id=1 offset=60"), "{msg}");
     }
 }

@@ -3,6 +3,7 @@
 
 use super::admit;
 use super::gate::Admitted;
+use super::intake::Extent;
 use super::listen::*;
 use super::report::*;
 use super::types::*;
@@ -10,6 +11,7 @@ use crate::conn::Conn;
 use crate::events::Event;
 use crate::net::{self, Activity, Deadlined};
 use crate::progress::Layout;
+use crate::protocol::frame::file_flags;
 use crate::protocol::ErrorCode;
 use crate::protocol::Frame;
 use anyhow::{bail, Context, Result};
@@ -164,6 +166,12 @@ impl<'a> Session<'a, '_> {
                     });
                     bail!("protocol error: {msg}");
                 }
+                Frame::File(h) if h.flags & !file_flags::KNOWN != 0 => {
+                    let unknown = h.flags & !file_flags::KNOWN;
+                    return Err(
+                        self.protocol_error(format!("unsupported FILE flags {unknown:#010x}"))
+                    );
+                }
                 Frame::File(h) => self.file(h)?,
                 Frame::Dir(h) => self.dir(h)?,
                 Frame::Symlink {
@@ -174,7 +182,18 @@ impl<'a> Session<'a, '_> {
                     target,
                 } => self.symlink(id, (mtime_s, mtime_ns), &path, &target)?,
                 Frame::Link { id, path, target } => self.hard_link(id, &path, &target)?,
-                Frame::Body { id, offset, length } => self.body(id, offset, length)?,
+                Frame::Body { id, offset, length } => self.body(Extent {
+                    id,
+                    offset,
+                    length,
+                    hole: false,
+                })?,
+                Frame::Hole { id, offset, length } => self.body(Extent {
+                    id,
+                    offset,
+                    length,
+                    hole: true,
+                })?,
                 Frame::End if self.awaiting.is_empty() => {
                     self.verify_small();
                     self.drain_commits()?;

@@ -74,12 +74,18 @@ impl Sender<'_> {
                     let len = self.total.length().unwrap_or(0);
                     self.total.set_length((len + size).saturating_sub(e.size));
                 }
+                let flags = if sparse(&src.md) {
+                    crate::protocol::frame::file_flags::SPARSE
+                } else {
+                    0
+                };
                 conn.queue(&Frame::File(FileHeader {
                     id,
                     size,
                     mode: e.mode,
                     mtime_s: e.mtime_s,
                     mtime_ns: e.mtime_ns,
+                    flags,
                     md5: src.md5,
                     path,
                 }));
@@ -245,6 +251,7 @@ impl Sender<'_> {
             .and_then(|d| d.get(usize::try_from(offset).ok()?..));
         if let Some(data) = from_memory {
             conn.queue_body(&frame, data)?;
+            self.tally.wire += size - offset;
             self.sending.inc(size - offset);
             self.total.inc(size - offset);
             self.items[idx].shown = size;
@@ -256,16 +263,57 @@ impl Sender<'_> {
                 anyhow::anyhow!("internal error: '{shown}' has neither data nor a file").into(),
             );
         };
-        conn.queue(&frame);
         let (sending, total) = (&self.sending, &self.total);
         let mut counted = offset;
-        let sent = conn.send_body(file, offset, size - offset, |n| {
-            sending.inc(n);
-            total.inc(n);
-            counted += n;
-        });
+        if !sparse(&src.md) {
+            conn.queue(&frame);
+            let sent = conn.send_body(file, offset, size - offset, |n| {
+                sending.inc(n);
+                total.inc(n);
+                counted += n;
+            });
+            self.items[idx].shown = counted;
+            self.tally.wire += size - offset;
+            sent?;
+            return Ok(());
+        }
+        // A sparse file: its data as BODY extents, its holes as HOLE
+        // frames (nothing on the wire but the frame).
+        let extents = extents(file, offset, size).with_context(|| {
+            format!(
+                "cannot read {}",
+                escape(&self.items[idx].entry.local.to_string_lossy())
+            )
+        })?;
+        for (at, len, hole) in extents {
+            if hole {
+                conn.queue(&Frame::Hole {
+                    id,
+                    offset: at,
+                    length: len,
+                });
+                sending.inc(len);
+                total.inc(len);
+                counted += len;
+                continue;
+            }
+            conn.queue(&Frame::Body {
+                id,
+                offset: at,
+                length: len,
+            });
+            let sent = conn.send_body(file, at, len, |n| {
+                sending.inc(n);
+                total.inc(n);
+                counted += n;
+            });
+            self.tally.wire += len;
+            if let Err(e) = sent {
+                self.items[idx].shown = counted;
+                return Err(e.into());
+            }
+        }
         self.items[idx].shown = counted;
-        sent?;
         Ok(())
     }
 
@@ -327,4 +375,48 @@ impl Sender<'_> {
         }
         (verdict, idx)
     }
+}
+
+/// True when a file takes less room on disk than its size: it has holes,
+/// and is sent as a sparse file.
+pub(super) fn sparse(md: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    md.blocks().saturating_mul(512) < md.len()
+}
+
+/// The extents of `file` from `from` to `size`: `(offset, length, hole)`,
+/// found with `SEEK_DATA` and `SEEK_HOLE`, in order and contiguous.
+pub(super) fn extents(
+    file: &std::fs::File,
+    from: u64,
+    size: u64,
+) -> std::io::Result<Vec<(u64, u64, bool)>> {
+    use rustix::fs::{seek, SeekFrom};
+    use rustix::io::Errno;
+    let mut out = Vec::new();
+    let mut pos = from;
+    while pos < size {
+        // ENXIO: no data (or no hole) from here to the end.
+        let data = match seek(file, SeekFrom::Data(pos)) {
+            Ok(d) => d.min(size),
+            Err(Errno::NXIO) => size,
+            Err(e) => return Err(e.into()),
+        };
+        if data > pos {
+            out.push((pos, data - pos, true));
+            pos = data;
+            if pos >= size {
+                break;
+            }
+        }
+        let hole = match seek(file, SeekFrom::Hole(pos)) {
+            Ok(h) => h.min(size),
+            Err(Errno::NXIO) => size,
+            Err(e) => return Err(e.into()),
+        };
+        let hole = hole.max(pos + 1).min(size);
+        out.push((pos, hole - pos, false));
+        pos = hole;
+    }
+    Ok(out)
 }

@@ -146,6 +146,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         s.tally.files += tally.files;
         s.tally.skipped += tally.skipped;
         s.tally.bytes += tally.bytes;
+        s.tally.wire += tally.wire;
         if let Err(e) = r {
             if result.is_ok() {
                 result = Err(e);
@@ -190,8 +191,13 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         } else {
             String::new()
         };
+        let wire = if s.tally.wire < s.tally.bytes {
+            format!(" ({} on the wire)", s.tally.wire)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "ftx: sent {} file(s), {} skipped, {failed} failed{left}, {} bytes in {secs:.2} s ({:.1} MB/s)",
+            "ftx: sent {} file(s), {} skipped, {failed} failed{left}, {} bytes{wire} in {secs:.2} s ({:.1} MB/s)",
             s.tally.files,
             s.tally.skipped,
             s.tally.bytes,

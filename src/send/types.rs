@@ -49,6 +49,9 @@ pub(super) struct Tally {
     pub(super) files: u64,
     pub(super) skipped: u64,
     pub(super) bytes: u64,
+    /// Body bytes that crossed the wire (less than `bytes` for sparse
+    /// files, whose holes are sent as nothing).
+    pub(super) wire: u64,
 }
 
 /// Everything one run of `ftx send` shares across attempts.

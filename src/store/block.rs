@@ -44,8 +44,10 @@ impl std::ops::DerefMut for Buf {
 
 /// What the hash thread hands to the disk thread, in stream order.
 pub(super) enum ToDisk {
-    /// Bytes to append (the buffer and how much of it is used).
-    Data(Buf, usize),
+    /// Bytes to append (the buffer and how much of it is used); when the
+    /// flag is set they are a hole's zeros: hashed like any bytes, but
+    /// skipped on disk (a seek), so the partial stays sparse.
+    Data(Buf, usize, bool),
     /// A block ended: its record, once the bytes before it are written.
     /// A block ended; its MD5 state (the disk thread has its XXH3).
     Block(Vec<u8>),

@@ -86,6 +86,19 @@ impl Disk {
         Ok(())
     }
 
+    /// Skips `n` bytes of the partial (a hole): nothing is written there.
+    pub(super) fn skip(&mut self, n: u64) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        self.out.flush()?;
+        let n = i64::try_from(n).map_err(io::Error::other)?;
+        self.out.get_mut().seek(SeekFrom::Current(n))?;
+        if self.direct && n % (ALIGN as i64) != 0 {
+            // O_DIRECT needs aligned offsets from here on.
+            self.direct = !set_direct(self.out.get_ref(), false);
+        }
+        Ok(())
+    }
+
     pub(super) fn checkpoint(&mut self) -> io::Result<()> {
         self.out.flush()?;
         self.out.get_ref().sync_data()?;
@@ -128,9 +141,14 @@ impl Disk {
         let mut digests: VecDeque<u64> = VecDeque::new();
         for msg in rx {
             match msg {
-                ToDisk::Data(buf, n) => {
+                ToDisk::Data(buf, n, hole) => {
                     if err.is_none() {
-                        if let Err(e) = self.append(&buf[..n]) {
+                        let wrote = if hole {
+                            self.skip(n as u64)
+                        } else {
+                            self.append(&buf[..n])
+                        };
+                        if let Err(e) = wrote {
                             err = Some(e);
                         }
                     }
@@ -174,6 +192,16 @@ impl Disk {
             }
         }
         let kept = self.checkpointed as u64 * BLOCK;
+        if err.is_none() && !final_checkpoint.load(std::sync::atomic::Ordering::SeqCst) {
+            // A file that ends in a hole: its length, without writing it.
+            if let Err(e) = self
+                .out
+                .flush()
+                .and_then(|()| self.out.get_ref().set_len(at))
+            {
+                err = Some(e);
+            }
+        }
         let file = match self.out.into_inner() {
             Ok(f) => Some(f),
             Err(e) => {

@@ -329,6 +329,35 @@ impl PartialWriter {
         }
     }
 
+    /// Appends `n` zero bytes that are a hole in a sparse file: hashed,
+    /// but not written (the partial stays sparse); held in memory for a
+    /// small file.
+    pub fn hole(&mut self, n: u64) -> io::Result<()> {
+        match self {
+            PartialWriter::Small(w) => {
+                let n = usize::try_from(n).map_err(io::Error::other)?;
+                // Within the file's size, checked by the caller: bounded.
+                w.body.resize(w.body.len() + n, 0);
+                Ok(())
+            }
+            PartialWriter::Streamed(w) => {
+                use std::io::{Seek, SeekFrom};
+                let zeros = [0u8; 8192];
+                let mut left = n;
+                while left > 0 {
+                    let k = left.min(zeros.len() as u64) as usize;
+                    w.md5.update(&zeros[..k]);
+                    left -= k as u64;
+                }
+                w.pos += n;
+                w.out.flush()?;
+                let n = i64::try_from(n).map_err(io::Error::other)?;
+                w.out.get_mut().seek(SeekFrom::Current(n)).map(|_| ())
+            }
+            PartialWriter::Piped(p) => p.hole(n),
+        }
+    }
+
     /// Bytes written so far (including a resumed prefix).
     pub fn position(&self) -> u64 {
         match self {
@@ -357,6 +386,8 @@ impl PartialWriter {
             })),
             PartialWriter::Streamed(w) => {
                 let file = w.out.into_inner().map_err(|e| e.into_error())?;
+                // A file that ends in a hole: its length, nothing written.
+                file.set_len(w.pos)?;
                 Ok(Finished::Ready(file, w.md5.finish()))
             }
             PartialWriter::Piped(p) => p.finish().map(|(f, d)| Finished::Ready(f, d)),

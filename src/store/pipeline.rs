@@ -29,7 +29,7 @@ pub struct Pipeline {
     pub(super) fill: Option<Buf>,
     pub(super) filled: usize,
     pub(super) pos: u64,
-    pub(super) to_hash: Option<std::sync::mpsc::SyncSender<(Buf, usize)>>,
+    pub(super) to_hash: Option<std::sync::mpsc::SyncSender<(Buf, usize, bool)>>,
     pub(super) pool: std::sync::mpsc::Receiver<Buf>,
     pub(super) allocated: usize,
     /// The receiver's memory budget, and what this pipeline leased of it.
@@ -81,7 +81,7 @@ impl Pipeline {
             checkpointed,
             direct,
         };
-        let (to_hash, hash_rx) = sync_channel::<(Buf, usize)>(PIPE_DEPTH);
+        let (to_hash, hash_rx) = sync_channel::<(Buf, usize, bool)>(PIPE_DEPTH);
         let (to_disk, disk_rx) = sync_channel::<ToDisk>(2 * PIPE_DEPTH);
         let (pool_tx, pool) = sync_channel::<Buf>(PIPE_DEPTH);
         let disk_ctl = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -93,7 +93,7 @@ impl Pipeline {
             .name("ftx-hash".into())
             .spawn(move || {
                 let mut at = pos;
-                for (buf, n) in hash_rx {
+                for (buf, n, hole) in hash_rx {
                     let mut ended = Vec::new();
                     by_block(&mut at, &buf[..n], |piece, ends| {
                         md5.update(piece);
@@ -101,7 +101,7 @@ impl Pipeline {
                             ended.push(md5.save());
                         }
                     });
-                    if to_disk.send(ToDisk::Data(buf, n)).is_err() {
+                    if to_disk.send(ToDisk::Data(buf, n, hole)).is_err() {
                         break;
                     }
                     for state in ended {
@@ -157,9 +157,27 @@ impl Pipeline {
         };
         let n = std::mem::replace(&mut self.filled, 0);
         match &self.to_hash {
-            Some(tx) => tx.send((buf, n)).map_err(|_| pipeline_broken()),
+            Some(tx) => tx.send((buf, n, false)).map_err(|_| pipeline_broken()),
             None => Err(pipeline_broken()),
         }
+    }
+
+    /// Appends `n` zero bytes that are a hole: hashed like any bytes, never
+    /// written (the disk thread seeks over them).
+    pub fn hole(&mut self, mut n: u64) -> io::Result<()> {
+        self.push()?;
+        while n > 0 {
+            let mut buf = self.next_buf()?;
+            let k = usize::try_from(n).unwrap_or(usize::MAX).min(PIPE_BUF);
+            buf[..k].fill(0);
+            self.pos += k as u64;
+            n -= k as u64;
+            match &self.to_hash {
+                Some(tx) => tx.send((buf, k, true)).map_err(|_| pipeline_broken())?,
+                None => return Err(pipeline_broken()),
+            }
+        }
+        Ok(())
     }
 
     /// Appends body bytes.

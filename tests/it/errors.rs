@@ -134,6 +134,7 @@ fn flipped_bit_in_flight_exits_4_and_keeps_nothing_then_a_clean_send_works() {
         mode: 0,
         mtime_s: 0,
         mtime_ns: 0,
+        flags: 0,
         md5: [0; 16],
         path: name.as_bytes().to_vec(),
     }));

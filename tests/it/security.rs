@@ -421,6 +421,7 @@ fn file_of_size_2_pow_64_minus_1_is_rejected_for_space_with_figures() {
             mode: 0o644,
             mtime_s: 1_600_000_000,
             mtime_ns: 0,
+            flags: 0,
             md5: [0x11; 16],
             path: name.to_vec(),
         });

@@ -39,6 +39,7 @@ pub fn file_offer_mode(id: u32, path: &[u8], data: &[u8], mode: u32) -> Frame {
         mode,
         mtime_s: 1_600_000_000,
         mtime_ns: 0,
+        flags: 0,
         md5: md5_of(data),
         path: path.to_vec(),
     })
