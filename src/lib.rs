@@ -12,17 +12,21 @@
 //! - [`cli`]: clap definitions, turned into [`config`] structs (nothing
 //!   below sees clap); [`config`]: `SendConfig`, `RecvConfig`, `BenchConfig`.
 //! - [`exit`]: the exit-code contract.
-//! - [`protocol`]: the wire, sans I/O. `frame.rs` (frame types), `codec.rs`
-//!   (encode, decode), `codes.rs` (every ERROR/REJECT/RESULT/SKIP code with
+//! - [`protocol`]: the wire (version 2), sans I/O. `frame.rs` (frame
+//!   types), `codec.rs` (encode, decode; tests in `codec_tests.rs`),
+//!   `codes.rs` (every ERROR/REJECT/RESULT/SKIP code with
 //!   its JSON reason, exit code and message: the one table), `name.rs`
 //!   (wire names), `limits.rs`.
 //! - [`recv`]: the receiver, one file per stage or thread (its `mod.rs`
-//!   draws the threads): `listen.rs` accept, admission, handshake;
-//!   `session.rs` the session thread's frame loop; `offer.rs` a FILE offer,
-//!   decided by `admit.rs` (pure); `inflight.rs` claims across sessions;
-//!   `dirs.rs` DIR entries; `intake.rs` bodies and batch hashing;
-//!   `commit.rs` the commit thread; `report.rs` RESULTs, lines, events;
-//!   `types.rs` what they share.
+//!   draws the threads): `gate.rs` accepts and holds connections until
+//!   their handshake is done (one event-driven thread), deciding with
+//!   `handshake.rs` (pure); `listen.rs` live sessions, busy refusals,
+//!   signals; `session.rs` the session thread's frame loop; `offer.rs` a
+//!   FILE offer, decided by `admit.rs` (pure); `inflight.rs` claims across
+//!   sessions; `dirs.rs` DIR entries; `links.rs` SYMLINK and LINK entries;
+//!   `intake.rs` bodies (extents, holes) and batch hashing; `commit.rs` the
+//!   commit thread; `report.rs` RESULTs, lines, events; `types.rs` what
+//!   they share.
 //! - [`store`]: the receiver's file-system side, a partial's life
 //!   (`mod.rs`): `resume.rs` (the resume decision, pure, and the block
 //!   check), `state.rs` (checkpoint codec), `small.rs` (bodies under 4 MiB,
@@ -30,7 +34,8 @@
 //!   `Pipeline::new` starts an `ftx-hash` thread that runs MD5 and an
 //!   `ftx-disk` thread, in `disk.rs`, that writes the bytes and
 //!   checkpoints), `block.rs`, `attrs.rs` (modes, mtimes, digest record,
-//!   syncs), `types.rs`.
+//!   syncs), `budget.rs` (the receiver-wide memory budget every held body
+//!   byte is leased from), `types.rs`.
 //! - [`send`]: the sender. `mod.rs` run and the `-j` split; `retry.rs`
 //!   attempts and backoff; `window.rs` one session's window; `link.rs`
 //!   handshake and the reader thread; `answer.rs` offers, bodies, answers;

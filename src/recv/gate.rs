@@ -13,12 +13,13 @@
 //!   idle connections cannot keep a new one out;
 //! - a handshake is at most [`MAX_HANDSHAKE_BYTES`] long.
 //!
-//! The decisions (what to answer a HELLO, an AUTH) are pure functions
-//! ([`on_hello`], [`on_auth`]), unit-tested.
+//! The decisions (what to answer a HELLO, an AUTH) are pure functions in
+//! [`super::handshake`].
 
+use super::handshake::{on_auth, on_hello, refused, Refused};
 use super::types::*;
 use crate::auth::{self};
-use crate::protocol::limits::{AGENT, HELLO_FLAGS, VERSION};
+use crate::protocol::limits::{AGENT, VERSION};
 use crate::protocol::{decode, encode, ErrorCode, Frame};
 use anyhow::{Context, Result};
 use polling::{Event, Events, Poller};
@@ -47,71 +48,6 @@ pub(super) struct Admitted {
     pub(super) peer: SocketAddr,
     /// Bytes the peer sent after its handshake (its first offers).
     pub(super) leftover: Vec<u8>,
-}
-
-/// Why a handshake ends without a session: the ERROR to send and the line
-/// to log.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct Refused {
-    pub(super) code: ErrorCode,
-    pub(super) message: String,
-}
-
-fn refused(code: ErrorCode, message: impl Into<String>) -> Refused {
-    Refused {
-        code,
-        message: message.into(),
-    }
-}
-
-/// The answer to the first frame of a connection: `Ok(())` to go on with
-/// WELCOME. `busy` when every session slot is taken.
-pub(super) fn on_hello(frame: &Frame, busy: Option<usize>) -> Result<(), Refused> {
-    match frame {
-        Frame::Hello { version, .. } if *version != VERSION => Err(refused(
-            ErrorCode::Version,
-            format!("unsupported protocol version {version}, this receiver speaks {VERSION}"),
-        )),
-        Frame::Hello { flags, .. } if flags & !HELLO_FLAGS != 0 => Err(refused(
-            ErrorCode::Protocol,
-            // Never ignored: a flag asks for something this receiver does
-            // not do.
-            format!("unsupported HELLO flags {:#010x}", flags & !HELLO_FLAGS),
-        )),
-        Frame::Hello { .. } => match busy {
-            Some(n) => Err(refused(
-                ErrorCode::Busy,
-                format!("receiver busy: {n} sessions already running, try again later"),
-            )),
-            None => Ok(()),
-        },
-        other => Err(refused(
-            ErrorCode::Protocol,
-            format!("expected HELLO, got {}", other.name()),
-        )),
-    }
-}
-
-/// The answer to the frame after WELCOME when a token is required:
-/// `proves(mac)` checks an AUTH's HMAC.
-pub(super) fn on_auth(
-    frame: &Frame,
-    proves: impl FnOnce(&[u8; 32]) -> bool,
-) -> Result<(), Refused> {
-    match frame {
-        Frame::Auth { mac } if proves(mac) => Ok(()),
-        Frame::Auth { .. } => Err(refused(
-            ErrorCode::Auth,
-            "authentication failed: wrong token",
-        )),
-        other => Err(refused(
-            ErrorCode::Auth,
-            format!(
-                "authentication failed: sender sent {} instead of AUTH (no token?)",
-                other.name()
-            ),
-        )),
-    }
 }
 
 /// Where a waiting connection's handshake stands.
@@ -532,49 +468,4 @@ fn send_now(stream: &mut TcpStream, frame: &Frame) -> bool {
     let mut bytes = Vec::new();
     encode(frame, &mut bytes);
     matches!(stream.write(&bytes), Ok(n) if n == bytes.len())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hello(version: u16, flags: u32) -> Frame {
-        Frame::Hello {
-            version,
-            flags,
-            agent: "t".into(),
-        }
-    }
-
-    #[test]
-    fn hello_branches() {
-        assert_eq!(on_hello(&hello(VERSION, 0), None), Ok(()));
-        let r = on_hello(&hello(VERSION + 1, 0), None).expect_err("version");
-        assert_eq!(r.code, ErrorCode::Version);
-        let r = on_hello(&hello(VERSION, 1 << 31), None).expect_err("flags");
-        assert_eq!(r.code, ErrorCode::Protocol);
-        assert!(
-            r.message.contains("unsupported HELLO flags 0x80000000"),
-            "{}",
-            r.message
-        );
-        let r = on_hello(&hello(VERSION, 0), Some(64)).expect_err("busy");
-        assert_eq!(r.code, ErrorCode::Busy);
-        assert!(r.message.contains("busy") && r.message.contains("try again"));
-        let r = on_hello(&Frame::End, None).expect_err("not HELLO");
-        assert_eq!(r.code, ErrorCode::Protocol);
-        assert_eq!(r.message, "expected HELLO, got END");
-    }
-
-    #[test]
-    fn auth_branches() {
-        let auth = Frame::Auth { mac: [1; 32] };
-        assert_eq!(on_auth(&auth, |m| *m == [1; 32]), Ok(()));
-        let r = on_auth(&auth, |_| false).expect_err("wrong");
-        assert_eq!(r.code, ErrorCode::Auth);
-        assert_eq!(r.message, "authentication failed: wrong token");
-        let r = on_auth(&Frame::End, |_| true).expect_err("no AUTH");
-        assert_eq!(r.code, ErrorCode::Auth);
-        assert!(r.message.contains("instead of AUTH"), "{}", r.message);
-    }
 }

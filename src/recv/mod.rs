@@ -9,10 +9,13 @@
 //! # Threads, and what each owns
 //!
 //! ```text
-//! serve (caller's thread)        accept loop: admission, --max-sessions   listen.rs
-//!  └─ "session PEER" (one each)  handshake, then the frame loop           session.rs
+//! serve (caller's thread)        the gate: accepts, holds every connection
+//!                                until its handshake is done (polling),
+//!                                then starts its session       gate.rs, handshake.rs
+//!  └─ "session PEER" (one each)  the frame loop, after the handshake     session.rs
 //!      │                         FILE → offer.rs (asks admit.rs, claims inflight.rs)
-//!      │                         DIR  → dirs.rs      BODY → intake.rs
+//!      │                         DIR  → dirs.rs      BODY, HOLE → intake.rs
+//!      │                         SYMLINK, LINK → links.rs (created at END)
 //!      │                         bodies ≤ 256 KiB: held, hashed here in batches
 //!      │                         bodies < 4 MiB: written and hashed here
 //!      ├─ "ftx-hash", "ftx-disk" one pair per body of 4 MiB or more, started
@@ -33,6 +36,7 @@ mod admit;
 mod commit;
 mod dirs;
 mod gate;
+mod handshake;
 mod inflight;
 mod intake;
 mod links;

@@ -1,0 +1,116 @@
+//! The handshake's decisions, pure: what the gate ([`super::gate`])
+//! answers a connection's first frame (HELLO) and, when a token is set,
+//! its second (AUTH).
+
+use crate::protocol::limits::{HELLO_FLAGS, VERSION};
+use crate::protocol::{ErrorCode, Frame};
+
+/// Why a handshake ends without a session: the ERROR to send and the line
+/// to log.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Refused {
+    pub(super) code: ErrorCode,
+    pub(super) message: String,
+}
+
+pub(super) fn refused(code: ErrorCode, message: impl Into<String>) -> Refused {
+    Refused {
+        code,
+        message: message.into(),
+    }
+}
+
+/// The answer to the first frame of a connection: `Ok(())` to go on with
+/// WELCOME. `busy` when every session slot is taken.
+pub(super) fn on_hello(frame: &Frame, busy: Option<usize>) -> Result<(), Refused> {
+    match frame {
+        Frame::Hello { version, .. } if *version != VERSION => Err(refused(
+            ErrorCode::Version,
+            format!("unsupported protocol version {version}, this receiver speaks {VERSION}"),
+        )),
+        Frame::Hello { flags, .. } if flags & !HELLO_FLAGS != 0 => Err(refused(
+            ErrorCode::Protocol,
+            // Never ignored: a flag asks for something this receiver does
+            // not do.
+            format!("unsupported HELLO flags {:#010x}", flags & !HELLO_FLAGS),
+        )),
+        Frame::Hello { .. } => match busy {
+            Some(n) => Err(refused(
+                ErrorCode::Busy,
+                format!("receiver busy: {n} sessions already running, try again later"),
+            )),
+            None => Ok(()),
+        },
+        other => Err(refused(
+            ErrorCode::Protocol,
+            format!("expected HELLO, got {}", other.name()),
+        )),
+    }
+}
+
+/// The answer to the frame after WELCOME when a token is required:
+/// `proves(mac)` checks an AUTH's HMAC.
+pub(super) fn on_auth(
+    frame: &Frame,
+    proves: impl FnOnce(&[u8; 32]) -> bool,
+) -> Result<(), Refused> {
+    match frame {
+        Frame::Auth { mac } if proves(mac) => Ok(()),
+        Frame::Auth { .. } => Err(refused(
+            ErrorCode::Auth,
+            "authentication failed: wrong token",
+        )),
+        other => Err(refused(
+            ErrorCode::Auth,
+            format!(
+                "authentication failed: sender sent {} instead of AUTH (no token?)",
+                other.name()
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(version: u16, flags: u32) -> Frame {
+        Frame::Hello {
+            version,
+            flags,
+            agent: "t".into(),
+        }
+    }
+
+    #[test]
+    fn hello_branches() {
+        assert_eq!(on_hello(&hello(VERSION, 0), None), Ok(()));
+        let r = on_hello(&hello(VERSION + 1, 0), None).expect_err("version");
+        assert_eq!(r.code, ErrorCode::Version);
+        let r = on_hello(&hello(VERSION, 1 << 31), None).expect_err("flags");
+        assert_eq!(r.code, ErrorCode::Protocol);
+        assert!(
+            r.message.contains("unsupported HELLO flags 0x80000000"),
+            "{}",
+            r.message
+        );
+        let r = on_hello(&hello(VERSION, 0), Some(64)).expect_err("busy");
+        assert_eq!(r.code, ErrorCode::Busy);
+        assert!(r.message.contains("busy") && r.message.contains("try again"));
+        let r = on_hello(&Frame::End, None).expect_err("not HELLO");
+        assert_eq!(r.code, ErrorCode::Protocol);
+        assert_eq!(r.message, "expected HELLO, got END");
+    }
+
+    #[test]
+    fn auth_branches() {
+        let auth = Frame::Auth { mac: [1; 32] };
+        assert_eq!(on_auth(&auth, |m| *m == [1; 32]), Ok(()));
+        let r = on_auth(&auth, |_| false).expect_err("wrong");
+        assert_eq!(r.code, ErrorCode::Auth);
+        assert_eq!(r.message, "authentication failed: wrong token");
+        let r = on_auth(&Frame::End, |_| true).expect_err("no AUTH");
+        assert_eq!(r.code, ErrorCode::Auth);
+        assert!(r.message.contains("instead of AUTH"), "{}", r.message);
+    }
+}

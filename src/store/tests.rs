@@ -1,0 +1,212 @@
+//! Unit tests of [`super`].
+
+use super::state::*;
+use super::*;
+use crate::protocol::limits::MAX_COMPONENT_LEN;
+
+fn tmpdir() -> (tempfile::TempDir, Dir) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let d = Dir::open_ambient_dir(t.path(), cap_std::ambient_authority()).expect("dir");
+    (t, d)
+}
+
+fn data(n: usize) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn md5_of(b: &[u8]) -> Md5Digest {
+    let mut h = Hasher::new();
+    h.update(b);
+    h.finish()
+}
+
+/// Writes `upto` bytes of `all`, checkpoints, and drops the writer.
+fn interrupted(dir: &Dir, names: &Names, all: &[u8], upto: usize) {
+    let o = open(
+        dir,
+        names,
+        all.len() as u64,
+        md5_of(all),
+        &Budget::new(budget::DEFAULT_BYTES),
+    )
+    .expect("open");
+    let mut w = o.writer;
+    let start = o.offset as usize;
+    for c in all[start..upto].chunks(100_000) {
+        w.write(c).expect("write");
+    }
+    w.suspend().expect("checkpoint");
+}
+
+#[test]
+fn resumes_at_last_full_block_and_digest_matches() {
+    let (_t, dir) = tmpdir();
+    let all = data(3 * BLOCK as usize + 12345);
+    let names = Names::for_target("f.bin");
+    interrupted(&dir, &names, &all, 2 * BLOCK as usize + 777);
+    let o = open(
+        &dir,
+        &names,
+        all.len() as u64,
+        md5_of(&all),
+        &Budget::new(budget::DEFAULT_BYTES),
+    )
+    .expect("open");
+    assert_eq!(o.offset, 2 * BLOCK);
+    let mut w = o.writer;
+    w.write(&all[o.offset as usize..]).expect("write");
+    let (_, d) = w.finish().expect("finish");
+    assert_eq!(d, md5_of(&all));
+}
+
+#[test]
+fn flipped_byte_in_partial_resumes_before_it() {
+    let (t, dir) = tmpdir();
+    let all = data(3 * BLOCK as usize);
+    let names = Names::for_target("f.bin");
+    interrupted(&dir, &names, &all, 3 * BLOCK as usize - 1);
+    let p = t.path().join(&names.part);
+    let mut bytes = std::fs::read(&p).expect("read");
+    bytes[BLOCK as usize + 5] ^= 1;
+    std::fs::write(&p, &bytes).expect("write");
+    let o = open(
+        &dir,
+        &names,
+        all.len() as u64,
+        md5_of(&all),
+        &Budget::new(budget::DEFAULT_BYTES),
+    )
+    .expect("open");
+    assert_eq!(o.offset, BLOCK);
+    let mut w = o.writer;
+    w.write(&all[BLOCK as usize..]).expect("write");
+    assert_eq!(w.finish().expect("finish").1, md5_of(&all));
+}
+
+#[test]
+fn garbage_truncated_or_foreign_state_starts_over() {
+    let (t, dir) = tmpdir();
+    let all = data(2 * BLOCK as usize);
+    let names = Names::for_target("f.bin");
+    let sp = t.path().join(&names.state);
+
+    interrupted(&dir, &names, &all, BLOCK as usize + 1);
+    std::fs::write(&sp, b"garbage").expect("write");
+    let o = open(
+        &dir,
+        &names,
+        all.len() as u64,
+        md5_of(&all),
+        &Budget::new(budget::DEFAULT_BYTES),
+    )
+    .expect("open");
+    assert_eq!(o.offset, 0);
+    assert!(o.discarded.is_some());
+    drop(o);
+
+    interrupted(&dir, &names, &all, BLOCK as usize + 1);
+    let st = std::fs::read(&sp).expect("read");
+    std::fs::write(&sp, &st[..st.len() - 3]).expect("write");
+    assert_eq!(
+        open(
+            &dir,
+            &names,
+            all.len() as u64,
+            md5_of(&all),
+            &Budget::new(budget::DEFAULT_BYTES)
+        )
+        .expect("open")
+        .offset,
+        0
+    );
+
+    interrupted(&dir, &names, &all, BLOCK as usize + 1);
+    let other = md5_of(b"other");
+    let o = open(
+        &dir,
+        &names,
+        all.len() as u64,
+        other,
+        &Budget::new(budget::DEFAULT_BYTES),
+    )
+    .expect("open");
+    assert_eq!(o.offset, 0);
+    assert_eq!(
+        o.discarded.as_deref(),
+        Some("partial belongs to other content")
+    );
+}
+
+#[test]
+fn partial_shorter_than_its_records_resumes_at_what_is_there() {
+    let (t, dir) = tmpdir();
+    let all = data(3 * BLOCK as usize);
+    let names = Names::for_target("f.bin");
+    interrupted(&dir, &names, &all, 3 * BLOCK as usize - 1);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(t.path().join(&names.part))
+        .expect("open");
+    f.set_len(BLOCK + 10).expect("truncate");
+    let o = open(
+        &dir,
+        &names,
+        all.len() as u64,
+        md5_of(&all),
+        &Budget::new(budget::DEFAULT_BYTES),
+    )
+    .expect("open");
+    assert_eq!(o.offset, BLOCK);
+}
+
+#[test]
+fn state_round_trips_and_rejects_tampering() {
+    let blocks = vec![
+        BlockRec {
+            xxh3: 1,
+            md5_state: vec![1, 2, 3],
+        },
+        BlockRec {
+            xxh3: 2,
+            md5_state: vec![4, 5, 6],
+        },
+    ];
+    let enc = encode_state(3 * BLOCK, &[9; 16], &blocks);
+    assert_eq!(decode_state(&enc), Ok((3 * BLOCK, [9; 16], blocks)));
+    for i in 0..enc.len() {
+        let mut bad = enc.clone();
+        bad[i] ^= 0x40;
+        assert!(decode_state(&bad).is_err(), "byte {i}");
+        assert!(decode_state(&enc[..i]).is_err(), "prefix {i}");
+    }
+}
+
+#[test]
+fn long_names_fit() {
+    let n = Names::for_target(&"x".repeat(255));
+    assert!(n.state_tmp.len() <= MAX_COMPONENT_LEN);
+    assert!(n.part.ends_with(".ftx-hpart"));
+    assert_eq!(Names::for_target("a").part, ".a.ftx-part");
+    // A short name equal to the digest of a long one gets other names.
+    let hex_name = n
+        .part
+        .trim_start_matches('.')
+        .trim_end_matches(".ftx-hpart");
+    assert_ne!(Names::for_target(hex_name).part, n.part);
+    // Every name ftx uses for itself is refused on the wire.
+    for x in [&n.part, &n.state, &n.state_tmp] {
+        assert!(crate::protocol::WireName::parse(x).is_err(), "{x}");
+    }
+    let a = Names::for_target("a");
+    for x in [&a.part, &a.state, &a.state_tmp] {
+        assert!(crate::protocol::WireName::parse(x).is_err(), "{x}");
+    }
+}
