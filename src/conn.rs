@@ -201,6 +201,13 @@ impl<S: Read + Write> Conn<S> {
         Ok(())
     }
 
+    /// Writes raw body bytes the caller read, after what is queued.
+    pub fn write_raw(&mut self, data: &[u8]) -> Result<(), ConnError> {
+        self.flush()?;
+        self.stream.write_all(data)?;
+        Ok(())
+    }
+
     /// Queues a frame and flushes everything queued.
     pub fn send(&mut self, frame: &Frame) -> Result<(), ConnError> {
         self.queue(frame);

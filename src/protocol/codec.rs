@@ -105,6 +105,10 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.extend_from_slice(&offset.to_be_bytes());
             out.extend_from_slice(&length.to_be_bytes());
         }
+        Frame::Digest { id, md5 } | Frame::Prefix { id, md5 } => {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(md5);
+        }
         Frame::End => {}
         Frame::Accept { id, offset } => {
             out.extend_from_slice(&id.to_be_bytes());
@@ -294,6 +298,14 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
             id: r.u32()?,
             offset: r.u64()?,
             length: r.u64()?,
+        },
+        kind::PREFIX => Frame::Prefix {
+            id: r.u32()?,
+            md5: r.array()?,
+        },
+        kind::DIGEST => Frame::Digest {
+            id: r.u32()?,
+            md5: r.array()?,
         },
         kind::BODY => Frame::Body {
             id: r.u32()?,

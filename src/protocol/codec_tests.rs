@@ -75,6 +75,14 @@ pub(crate) fn samples() -> Vec<Frame> {
             offset: 4096,
             length: 1 << 30,
         },
+        Frame::Prefix {
+            id: 8,
+            md5: [4; 16],
+        },
+        Frame::Digest {
+            id: 7,
+            md5: [3; 16],
+        },
         Frame::Link {
             id: 5,
             path: b"b/same".to_vec(),
@@ -123,7 +131,7 @@ fn frames_decode_back_to_back() {
 
 #[test]
 fn unknown_type_is_an_error() {
-    for t in [0x00u8, 0x04, 0x17, 0x25, 0x7E, 0x80, 0xFF] {
+    for t in [0x00u8, 0x04, 0x18, 0x26, 0x7E, 0x80, 0xFF] {
         assert_eq!(decode(&[t]), Err(FrameError::UnknownType(t)));
         assert_eq!(decode(&[t, 0, 0, 0, 0]), Err(FrameError::UnknownType(t)));
     }
@@ -169,7 +177,7 @@ proptest! {
 
     #[test]
     fn arbitrary_payload_after_valid_type_never_panics(
-        t in prop::sample::select(vec![1u8, 2, 3, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x20, 0x21, 0x22, 0x23, 0x24, 0x7f]),
+        t in prop::sample::select(vec![1u8, 2, 3, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x7f]),
         payload in proptest::collection::vec(any::<u8>(), 0..300),
     ) {
         let mut b = vec![t];

@@ -97,11 +97,16 @@ pub enum Reject {
     /// tree (the receiver was not started with `--allow-unsafe-links`), or
     /// a LINK to something that is not an earlier file of the session.
     UnsafeLink = 16,
+    /// The offer came without its digest (it was to follow the body), but
+    /// something sits at the target or a partial for it: offer it again
+    /// with the digest, so that skip, resume and the exists refusal can be
+    /// decided. Not a failure.
+    NeedDigest = 17,
 }
 
 impl Reject {
     /// Every code, in wire order.
-    pub const ALL: [Reject; 7] = [
+    pub const ALL: [Reject; 8] = [
         Reject::UnsafeName,
         Reject::Exists,
         Reject::NoSpace,
@@ -109,6 +114,7 @@ impl Reject {
         Reject::Io,
         Reject::InProgress,
         Reject::UnsafeLink,
+        Reject::NeedDigest,
     ];
 
     /// The number on the wire.
@@ -131,6 +137,7 @@ impl Reject {
             Reject::Io => "io",
             Reject::InProgress => "refused_in_progress",
             Reject::UnsafeLink => "refused_unsafe_link",
+            Reject::NeedDigest => "digest_needed",
         }
     }
 
@@ -161,6 +168,7 @@ impl Reject {
             Reject::Io => "receiver i/o error",
             Reject::InProgress => "being received by another session",
             Reject::UnsafeLink => "unsafe link",
+            Reject::NeedDigest => "digest needed first",
         }
     }
 
@@ -268,6 +276,7 @@ pub mod reject_code {
     pub const IO: u16 = Reject::Io.code();
     pub const IN_PROGRESS: u16 = Reject::InProgress.code();
     pub const UNSAFE_LINK: u16 = Reject::UnsafeLink.code();
+    pub const NEED_DIGEST: u16 = Reject::NeedDigest.code();
 }
 
 /// RESULT status values as numbers (see [`Status`]).
@@ -293,7 +302,7 @@ mod tests {
         let errors: Vec<u16> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(errors, [1, 2, 3, 4, 5, 6]);
         let rejects: Vec<u16> = Reject::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(rejects, [10, 11, 12, 13, 14, 15, 16]);
+        assert_eq!(rejects, [10, 11, 12, 13, 14, 15, 16, 17]);
         let statuses: Vec<u8> = Status::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(statuses, [0, 1, 2]);
         assert_eq!(SkipReason::Identical.code(), 1);

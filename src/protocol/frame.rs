@@ -36,6 +36,8 @@ pub mod kind {
     pub const BODY: u8 = 0x12;
     /// S→R: a run of zeros in a sparse file's body, sent as nothing.
     pub const HOLE: u8 = 0x16;
+    /// S→R: the digest of a body sent without one, right after it.
+    pub const DIGEST: u8 = 0x17;
     /// S→R: no more entries.
     pub const END: u8 = 0x13;
     /// R→S: send the file from an offset.
@@ -46,6 +48,9 @@ pub mod kind {
     pub const REJECT: u8 = 0x22;
     /// R→S: outcome of a file or directory.
     pub const RESULT: u8 = 0x23;
+    /// R→S: the MD5 of the prefix a resume starts after, sent before the
+    /// ACCEPT when the partial was written without the file's digest.
+    pub const PREFIX: u8 = 0x25;
     /// R→S: answer to END.
     pub const SUMMARY: u8 = 0x24;
     /// Both ways: fatal for the session.
@@ -59,8 +64,11 @@ pub use super::codes::{error_code, reject_code, result_status, skip_reason};
 pub mod file_flags {
     /// The body comes as BODY and HOLE extents (a sparse file).
     pub const SPARSE: u32 = 1;
+    /// The `md5` field is zero: the digest follows the body, in a DIGEST
+    /// frame (the sender hashes while it sends).
+    pub const DIGEST_FOLLOWS: u32 = 2;
     /// Every bit this build knows: any other is refused.
-    pub const KNOWN: u32 = SPARSE;
+    pub const KNOWN: u32 = SPARSE | DIGEST_FOLLOWS;
 }
 
 /// The offer of a regular file.
@@ -193,6 +201,15 @@ pub enum Frame {
         /// How many zero bytes.
         length: u64,
     },
+    /// ```text
+    /// id:u32 md5:[16]
+    /// ```
+    Digest {
+        /// Id of the file whose body was just sent.
+        id: u32,
+        /// MD5 of the whole file, as the sender read and sent it.
+        md5: [u8; 16],
+    },
     /// No more entries (empty payload).
     End,
     /// ```text
@@ -203,6 +220,15 @@ pub enum Frame {
         id: u32,
         /// Send from here (0 = whole file).
         offset: u64,
+    },
+    /// ```text
+    /// id:u32 md5:[16]
+    /// ```
+    Prefix {
+        /// Id of the offer the next ACCEPT answers.
+        id: u32,
+        /// MD5 of the partial's first `offset` bytes (the ACCEPT's).
+        md5: [u8; 16],
     },
     /// ```text
     /// id:u32 reason:u8
@@ -297,11 +323,13 @@ pub fn kind_name(t: u8) -> &'static str {
         kind::BODY => "BODY",
         kind::END => "END",
         kind::HOLE => "HOLE",
+        kind::DIGEST => "DIGEST",
         kind::ACCEPT => "ACCEPT",
         kind::SKIP => "SKIP",
         kind::REJECT => "REJECT",
         kind::RESULT => "RESULT",
         kind::SUMMARY => "SUMMARY",
+        kind::PREFIX => "PREFIX",
         kind::ERROR => "ERROR",
         _ => "unknown",
     }
@@ -321,11 +349,13 @@ impl Frame {
             Frame::Body { .. } => kind::BODY,
             Frame::End => kind::END,
             Frame::Hole { .. } => kind::HOLE,
+            Frame::Digest { .. } => kind::DIGEST,
             Frame::Accept { .. } => kind::ACCEPT,
             Frame::Skip { .. } => kind::SKIP,
             Frame::Reject { .. } => kind::REJECT,
             Frame::Result { .. } => kind::RESULT,
             Frame::Summary { .. } => kind::SUMMARY,
+            Frame::Prefix { .. } => kind::PREFIX,
             Frame::Error { .. } => kind::ERROR,
         }
     }

@@ -67,7 +67,11 @@ impl<'a> Session<'a, '_> {
             return Err(self.protocol_error(msg));
         };
         let sparse = a.h.flags & file_flags::SPARSE != 0;
-        if let Err(msg) = next_extent(&first, a.h.id, a.offset, a.h.size, sparse) {
+        // A body may start at 0 instead of a resume's offset: the sender
+        // did not confirm the partial (see PREFIX); it starts over.
+        let restart = first.offset == 0 && a.offset > 0;
+        let from = if restart { 0 } else { a.offset };
+        if let Err(msg) = next_extent(&first, a.h.id, from, a.h.size, sparse) {
             return Err(self.protocol_error(msg));
         }
         let length = first.length;
@@ -93,6 +97,18 @@ impl<'a> Session<'a, '_> {
             self.verify_small();
             self.commits.nudge();
         }
+        let (resumed, offset) = match resumed {
+            Some((writer, id)) if restart => {
+                drop(writer);
+                names.discard(&dir, id);
+                self.sh.log(&format!(
+                    "{}: '{shown}': the sender did not confirm the partial; starting over",
+                    self.peer
+                ));
+                (None, 0)
+            }
+            other => (other, offset),
+        };
         let opened = match resumed {
             Some(pair) => Ok(pair),
             None => store::create(&dir, &names, h.size, h.md5, &self.sh.budget)
@@ -180,6 +196,28 @@ impl<'a> Session<'a, '_> {
         }
         // File bytes moved: the session is making progress.
         self.progress = Instant::now();
+        let mut h = h;
+        if h.flags & file_flags::DIGEST_FOLLOWS != 0 {
+            // The digest comes right after the body.
+            match self.conn.read_frame() {
+                Ok(Some(Frame::Digest { id, md5 })) if id == h.id => h.md5 = md5,
+                Ok(Some(other)) => {
+                    drop(writer);
+                    names.discard(&dir, file_id);
+                    let msg = format!("expected DIGEST id={}, got {}", h.id, other.name());
+                    return Err(self.protocol_error(msg));
+                }
+                Ok(None) => {
+                    let kept = writer.suspend().unwrap_or(0);
+                    bail!("closed the connection before the DIGEST of '{shown}' (kept {kept} bytes to resume)");
+                }
+                Err(e) => {
+                    let kept = writer.suspend().unwrap_or(0);
+                    return Err(fail_session(&mut self.conn, e, "before a DIGEST")
+                        .context(format!("receiving '{shown}' (kept {kept} bytes to resume)")));
+                }
+            }
+        }
         let ended = match write_err {
             Some(e) => Err(e),
             None => writer.end(),

@@ -8,6 +8,7 @@ use super::dirs::{dir_key, open_dirs};
 use super::types::*;
 use crate::digest::hash_reader;
 use crate::events::Event;
+use crate::protocol::frame::file_flags;
 use crate::protocol::{FileHeader, Frame, WireName};
 use crate::protocol::{Reject, SkipReason};
 use crate::sanitize::escape;
@@ -57,6 +58,26 @@ impl<'a> Session<'a, '_> {
             Ok(d) => d,
             Err(r) => return self.reject(h.id, &h.path, r),
         };
+        if h.flags & file_flags::DIGEST_FOLLOWS != 0 {
+            // Without the digest, an existing file or a partial cannot be
+            // judged (identical? resumable?): the sender is asked for it.
+            // Only a target with nothing there at all takes the body now.
+            let part = store::Names::for_target(last).part;
+            let occupied = |n: &str| match dir.symlink_metadata(n) {
+                Err(e) => e.kind() != io::ErrorKind::NotFound,
+                Ok(_) => true,
+            };
+            if occupied(last) || occupied(&part) {
+                self.conn.queue(&Frame::Reject {
+                    id: h.id,
+                    code: Reject::NeedDigest.code(),
+                    message:
+                        "something is at the target or a partial of it: offer again with the digest"
+                            .into(),
+                });
+                return Ok(());
+            }
+        }
         match self.check_target(&dir, last, &h) {
             Answer::Write => {}
             Answer::Skip => {
@@ -87,7 +108,14 @@ impl<'a> Session<'a, '_> {
         let (resumed, offset, discarded) =
             match store::prepare(&dir, &names, h.size, h.md5, &self.sh.budget) {
                 Ok(store::Slot::Fresh { discarded }) => (None, 0, discarded),
-                Ok(store::Slot::Resumed(o)) => (Some((o.writer, o.id)), o.offset, o.discarded),
+                Ok(store::Slot::Resumed(o)) => {
+                    if let Some(md5) = o.prefix {
+                        // Written without the digest: the sender confirms
+                        // the prefix, or sends it all from 0 instead.
+                        self.conn.queue(&Frame::Prefix { id: h.id, md5 });
+                    }
+                    (Some((o.writer, o.id)), o.offset, o.discarded)
+                }
                 Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
                     let r = refusal(Reject::InProgress, format!("{e}; try again later"));
                     return self.reject(h.id, &h.path, r);

@@ -5,9 +5,11 @@
 use super::types::*;
 use super::verdict::*;
 use crate::conn::Conn;
+use crate::digest::hash_reader;
 use crate::digest::{hex, Md5Digest};
 use crate::events::{mb_per_s, Event};
 use crate::exit::Exit;
+use crate::protocol::frame::file_flags;
 use crate::protocol::frame::{DirHeader, FileHeader};
 use crate::protocol::Frame;
 use crate::protocol::{SkipReason, Status};
@@ -74,11 +76,14 @@ impl Sender<'_> {
                     let len = self.total.length().unwrap_or(0);
                     self.total.set_length((len + size).saturating_sub(e.size));
                 }
-                let flags = if sparse(&src.md) {
-                    crate::protocol::frame::file_flags::SPARSE
+                let mut flags = if sparse(&src.md) {
+                    file_flags::SPARSE
                 } else {
                     0
                 };
+                if src.digest_follows {
+                    flags |= file_flags::DIGEST_FOLLOWS;
+                }
                 conn.queue(&Frame::File(FileHeader {
                     id,
                     size,
@@ -90,7 +95,7 @@ impl Sender<'_> {
                     path,
                 }));
                 self.items[idx].entry.size = size;
-                self.items[idx].md5 = Some(src.md5);
+                self.items[idx].md5 = (!src.digest_follows).then_some(src.md5);
                 Ok(Some(Offer {
                     id,
                     idx,
@@ -132,6 +137,11 @@ impl Sender<'_> {
     ) -> Result<(), Broken> {
         if let Frame::Error { code, message } = &frame {
             return Err(peer_error(*code, message).into());
+        }
+        // The MD5 of the prefix the next ACCEPT resumes after.
+        if let Frame::Prefix { id, md5 } = frame {
+            self.prefixes.insert(id, md5);
+            return Ok(());
         }
         // A RESULT for a file whose body was sent.
         if let Frame::Result {
@@ -179,6 +189,11 @@ impl Sender<'_> {
                 })
             }
             Action::Broken(why) => return Err(anyhow::anyhow!("{why}").into()),
+            Action::NeedDigest => {
+                self.items[idx].need_digest = true;
+                self.asked_digest += 1;
+                Verdict::Again
+            }
             Action::Skipped => {
                 let size = size.unwrap_or(0);
                 self.total.inc(size);
@@ -196,14 +211,18 @@ impl Sender<'_> {
                 let Some(src) = offer.file else {
                     return Err(anyhow::anyhow!("internal error: no file for {shown}").into());
                 };
+                let offset = match self.prefixes.remove(&offer.id) {
+                    Some(theirs) if offset > 0 => self.confirm_prefix(&src, offset, theirs, &shown),
+                    _ => offset,
+                };
                 let started = Instant::now();
-                self.body(conn, offer.id, idx, &src, offset)?;
+                let md5 = self.body(conn, offer.id, idx, &src, offset)?;
                 results.insert(
                     offer.id,
                     Flight {
                         idx,
                         md: src.md,
-                        md5: src.md5,
+                        md5,
                         offset,
                         started,
                     },
@@ -223,8 +242,14 @@ impl Sender<'_> {
         idx: usize,
         src: &Source,
         offset: u64,
-    ) -> Result<(), Broken> {
+    ) -> Result<Md5Digest, Broken> {
         let size = src.md.len();
+        if src.digest_follows && offset != 0 {
+            return Err(anyhow::anyhow!(
+                "receiver accepted a file sent without its digest at offset {offset}, not 0"
+            )
+            .into());
+        }
         let shown = escape(self.items[idx].entry.name.as_str());
         if offset > 0 && !self.cfg.quiet {
             self.progress
@@ -255,7 +280,7 @@ impl Sender<'_> {
             self.sending.inc(size - offset);
             self.total.inc(size - offset);
             self.items[idx].shown = size;
-            return Ok(());
+            return Ok(src.md5);
         }
         let Some(file) = &src.file else {
             let shown = escape(self.items[idx].entry.name.as_str());
@@ -265,6 +290,12 @@ impl Sender<'_> {
         };
         let (sending, total) = (&self.sending, &self.total);
         let mut counted = offset;
+        if src.digest_follows {
+            let md5 = self.body_hashing(conn, id, idx, file, &src.md)?;
+            self.items[idx].md5 = Some(md5);
+            self.cache.put(&src.md, &md5);
+            return Ok(md5);
+        }
         if !sparse(&src.md) {
             conn.queue(&frame);
             let sent = conn.send_body(file, offset, size - offset, |n| {
@@ -275,7 +306,7 @@ impl Sender<'_> {
             self.items[idx].shown = counted;
             self.tally.wire += size - offset;
             sent?;
-            return Ok(());
+            return Ok(src.md5);
         }
         // A sparse file: its data as BODY extents, its holes as HOLE
         // frames (nothing on the wire but the frame).
@@ -314,7 +345,27 @@ impl Sender<'_> {
             }
         }
         self.items[idx].shown = counted;
-        Ok(())
+        Ok(src.md5)
+    }
+
+    /// A resume from a partial written while the digest was unknown: the
+    /// receiver sent the MD5 of its first `offset` bytes; the rest is sent
+    /// from there only if that is the MD5 of this file's first `offset`
+    /// bytes (one read of them), else the whole file from 0.
+    fn confirm_prefix(&self, src: &Source, offset: u64, theirs: Md5Digest, shown: &str) -> u64 {
+        let ours = src.file.as_ref().and_then(|f| {
+            use std::io::{Seek, SeekFrom};
+            let mut f = f.try_clone().ok()?;
+            f.seek(SeekFrom::Start(0)).ok()?;
+            hash_reader(std::io::Read::take(f, offset), offset, |_| {}).ok()
+        });
+        if ours == Some(theirs) {
+            return offset;
+        }
+        self.progress.println(&format!(
+            "ftx: {shown}: the receiver's partial is not a prefix of this file; sending it all"
+        ));
+        0
     }
 
     /// The verdict on a file from its RESULT.

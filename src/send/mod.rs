@@ -13,6 +13,7 @@ mod answer;
 mod link;
 mod prepare;
 mod retry;
+mod stream;
 mod types;
 mod verdict;
 mod window;
@@ -82,6 +83,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
             state: State::Pending,
             resent: false,
             shown: 0,
+            need_digest: false,
         })
         .collect();
     let cache = DigestCache::open(cfg.cache);
@@ -100,6 +102,8 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
             sending,
             items,
             tally: Tally::default(),
+            asked_digest: 0,
+            prefixes: std::collections::HashMap::new(),
             events,
         }
     };

@@ -21,8 +21,18 @@ pub(super) const BATCH_FILES: usize = 64;
 /// from earlier attempts. Small files are read and collected, and hashed
 /// together when the batch is full, when a larger file or a directory
 /// comes, or when the offers have caught up (no permit waiting).
+/// An entry for the look-ahead thread.
+pub(super) struct Job {
+    pub(super) idx: usize,
+    pub(super) entry: Entry,
+    /// Its digest, if known from an earlier attempt.
+    pub(super) known: Option<Md5Digest>,
+    /// It may be offered without its digest (hashed while sent).
+    pub(super) stream_ok: bool,
+}
+
 pub(super) fn spawn_hasher(
-    jobs: Vec<(usize, Entry, Option<Md5Digest>)>,
+    jobs: Vec<Job>,
     cache: DigestCache,
     bar: Bar,
     tx: mpsc::Sender<Msg>,
@@ -32,7 +42,13 @@ pub(super) fn spawn_hasher(
         .name("ftx-hasher".into())
         .spawn(move || {
             let mut batch = Vec::new();
-            for (idx, entry, known) in jobs {
+            for Job {
+                idx,
+                entry,
+                known,
+                stream_ok,
+            } in jobs
+            {
                 let permitted = match permits.try_recv() {
                     Ok(()) => true,
                     Err(mpsc::TryRecvError::Empty) => {
@@ -43,7 +59,7 @@ pub(super) fn spawn_hasher(
                 if !permitted {
                     return;
                 }
-                match prepare(&entry, known, &cache, &bar) {
+                match prepare(&entry, known, stream_ok, &cache, &bar) {
                     Step::Read(r) => {
                         batch.push((idx, r));
                         if batch.len() >= BATCH_FILES && !hash_batch(&mut batch, &tx) {
@@ -87,6 +103,7 @@ pub(super) fn hash_batch(batch: &mut Vec<(usize, Unhashed)>, tx: &mpsc::Sender<M
             md: r.md,
             md5,
             data: Some(r.data),
+            digest_follows: false,
         };
         if tx.send(Msg::Ready(idx, Prepared::File(source))).is_err() {
             return false;
@@ -100,6 +117,7 @@ pub(super) fn hash_batch(batch: &mut Vec<(usize, Unhashed)>, tx: &mpsc::Sender<M
 pub(super) fn prepare(
     entry: &Entry,
     known: Option<Md5Digest>,
+    stream_ok: bool,
     cache: &DigestCache,
     bar: &Bar,
 ) -> Step {
@@ -126,6 +144,17 @@ pub(super) fn prepare(
             md,
             md5,
             data: None,
+            digest_follows: false,
+        }));
+    }
+    if stream_ok && md.len() >= STREAM_DIGEST_MIN {
+        // Hashed while it is sent: no pass over it now.
+        return Step::Ready(Prepared::File(Source {
+            file: Some(file),
+            md,
+            md5: [0; 16],
+            data: None,
+            digest_follows: true,
         }));
     }
     if md.len() <= INLINE_MAX {
@@ -146,6 +175,7 @@ pub(super) fn prepare(
                 md,
                 md5,
                 data: None,
+                digest_follows: false,
             }))
         }
         Err(e) => unreadable(e),

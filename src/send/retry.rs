@@ -31,6 +31,7 @@ impl Sender<'_> {
                 return Ok(());
             }
             let before = self.progress_mark();
+            self.asked_digest = 0;
             let ended = self.attempt();
             let moved = self.progress_mark() != before;
             if moved {
@@ -51,7 +52,14 @@ impl Sender<'_> {
                 Ok(()) => {
                     // Pending entries left after a whole session are files
                     // to send again from 0 after a digest mismatch.
-                    if self.items.iter().any(|i| i.state == State::Pending) {
+                    let pending = self
+                        .items
+                        .iter()
+                        .filter(|i| i.state == State::Pending)
+                        .count();
+                    // Files the receiver asked to offer again with their
+                    // digest are not a failure: the next session does.
+                    if pending > self.asked_digest {
                         if left == 0 {
                             self.fail_pending(Exit::Integrity);
                             return Ok(());

@@ -41,6 +41,9 @@ pub(super) struct Item {
     pub(super) resent: bool,
     /// Bytes of this entry counted on the total bar in this attempt.
     pub(super) shown: u64,
+    /// The receiver asked for the digest first (REJECT 17): hash the file
+    /// before offering it again.
+    pub(super) need_digest: bool,
 }
 
 /// Counters for the final summary.
@@ -67,6 +70,10 @@ pub(super) struct Sender<'a> {
     pub(super) items: Vec<Item>,
     pub(super) tally: Tally,
     pub(super) events: Events,
+    /// Offers the receiver answered "digest needed" in this attempt.
+    pub(super) asked_digest: usize,
+    /// PREFIX frames received, by offer id, for the ACCEPT that follows.
+    pub(super) prefixes: std::collections::HashMap<u32, Md5Digest>,
 }
 
 /// An attempt that ended early, and whether trying again can help.
@@ -178,7 +185,15 @@ pub(super) struct Source {
     /// [`INLINE_MAX`] bytes: its body is sent from memory, queued with
     /// other frames, instead of read again.
     pub(super) data: Option<Vec<u8>>,
+    /// The digest is not known yet (`md5` is zero): it is computed while
+    /// the body is sent and follows it in a DIGEST frame.
+    pub(super) digest_follows: bool,
 }
+
+/// Files this large whose digest is not known are offered without it and
+/// hashed while they are sent (one read, MD5 beside the socket), instead
+/// of hashed first and then sent (two reads, two MD5 passes in series).
+pub(super) const STREAM_DIGEST_MIN: u64 = 8 << 20;
 
 /// Files up to this size are read once, into memory, to be hashed and sent.
 /// With [`WINDOW`] offers in flight and as many hashed ahead, this bounds

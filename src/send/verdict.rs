@@ -33,6 +33,9 @@ pub(super) enum Action {
     Retry(String),
     /// The answer makes no sense: the attempt ends, as a protocol error.
     Broken(String),
+    /// The receiver needs the digest first (REJECT 17): offer the file
+    /// again, hashed, in the next session.
+    NeedDigest,
 }
 
 /// The action for `frame`, the answer to the offer of `shown`: a file of
@@ -54,6 +57,9 @@ pub(super) fn answer(frame: &Frame, file_size: Option<u64>, shown: &str) -> Acti
                     format!("{shown}: receiver could not create it: {}", escape(message)),
                 ))
             }
+        }
+        (Frame::Reject { code, .. }, Some(_)) if *code == Reject::NeedDigest.code() => {
+            Action::NeedDigest
         }
         (Frame::Reject { code, message, .. }, _)
             if Reject::from_code(*code).is_some_and(Reject::transient) =>

@@ -8,12 +8,10 @@ use super::prepare::*;
 use super::types::*;
 use super::verdict::Verdict;
 use crate::conn::{Conn, ConnError};
-use crate::digest::Md5Digest;
 use crate::exit::Exit;
 use crate::net;
 use crate::protocol::Frame;
 use crate::sanitize::escape;
-use crate::walk::Entry;
 use crate::walk::Kind;
 use anyhow::{Context, Result};
 use std::collections::{HashMap, VecDeque};
@@ -77,9 +75,14 @@ impl Sender<'_> {
         for _ in 0..WINDOW {
             let _ = permits.send(());
         }
-        let jobs: Vec<(usize, Entry, Option<Md5Digest>)> = pending
+        let jobs: Vec<Job> = pending
             .iter()
-            .map(|&i| (i, self.items[i].entry.clone(), self.items[i].md5))
+            .map(|&i| Job {
+                idx: i,
+                entry: self.items[i].entry.clone(),
+                known: self.items[i].md5,
+                stream_ok: !self.items[i].need_digest,
+            })
             .collect();
         let hasher = spawn_hasher(
             jobs,

@@ -79,6 +79,10 @@ pub struct Opened {
     /// Which inode the partial is: only this one is ever renamed into
     /// place or removed ([`Names::discard`]).
     pub id: FileId,
+    /// The MD5 of the first `offset` bytes, when the partial was written
+    /// while the file's digest was still to follow its body: the sender
+    /// must confirm it (PREFIX) before the rest is trusted to complete it.
+    pub prefix: Option<Md5Digest>,
 }
 
 /// What an offer's partial will be, decided when the offer is accepted.
@@ -91,7 +95,7 @@ pub enum Slot {
         discarded: Option<String>,
     },
     /// An earlier partial of this very content, checked, locked and open.
-    Resumed(Opened),
+    Resumed(Box<Opened>),
 }
 
 /// Decides where the body of a file of `size` bytes and MD5 `md5` starts:
@@ -141,14 +145,16 @@ pub fn prepare(
     lock(&file)?;
     let id = FileId::of(&file)?;
     match try_resume(dir, names, file, size, &md5) {
-        Ok((file, start)) => {
+        Ok((file, start, unknown)) => {
             let offset = start.pos;
-            Ok(Slot::Resumed(Opened {
+            let prefix = (unknown && offset > 0).then(|| start.md5.clone().finish());
+            Ok(Slot::Resumed(Box::new(Opened {
                 writer: PartialWriter::new(dir, names, file, size, md5, start, budget)?,
                 offset,
                 discarded: None,
                 id,
-            }))
+                prefix,
+            })))
         }
         Err(why) => {
             // Ours now (locked, one link): it goes, by name and inode.
@@ -184,6 +190,7 @@ pub fn create(
         offset: 0,
         discarded: None,
         id,
+        prefix: None,
     })
 }
 
@@ -196,7 +203,7 @@ pub fn open(
     budget: &Arc<Budget>,
 ) -> io::Result<Opened> {
     match prepare(dir, names, size, md5, budget)? {
-        Slot::Resumed(o) => Ok(o),
+        Slot::Resumed(o) => Ok(*o),
         Slot::Fresh { discarded } => {
             let mut o = create(dir, names, size, md5, budget)?;
             o.discarded = discarded;

@@ -10,7 +10,10 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use xxhash_rust::xxh3::Xxh3;
 
-pub(super) type Resumed = (File, Start);
+/// A resumed partial, where writing starts, and whether its state was
+/// written without the file's digest (so the resume must be confirmed by
+/// the sender: see [`super::Opened::prefix`]).
+pub(super) type Resumed = (File, Start, bool);
 
 /// Where writing (re)starts: the offset, the MD5 state there, and the
 /// records of the blocks before it.
@@ -56,7 +59,14 @@ pub(crate) fn decide(found: Found, size: u64, md5: &Md5Digest) -> Resume {
     match found {
         Found::PartialOnly => Resume::Discard("partial without a state file".into()),
         Found::State(Err(why)) => Resume::Discard(why.into()),
-        Found::State(Ok((s_size, s_md5, _))) if s_size != size || &s_md5 != md5 => {
+        // A state written while the digest was still to follow the body
+        // (zero) is for whatever content has these blocks: they are checked
+        // against the partial as always, and the whole file's digest,
+        // checked at the end, decides (a mismatch discards it and the
+        // sender sends it all again).
+        Found::State(Ok((s_size, s_md5, _)))
+            if s_size != size || (&s_md5 != md5 && s_md5 != [0; 16]) =>
+        {
             Resume::Discard("partial belongs to other content".into())
         }
         Found::State(Ok((_, _, blocks))) => Resume::Check(blocks),
@@ -79,6 +89,7 @@ pub(super) fn try_resume(
     size: u64,
     md5: &Md5Digest,
 ) -> Result<Resumed, String> {
+    let mut unknown = false;
     let found = match dir.open_with(&names.state, no_follow(OpenOptions::new().read(true))) {
         Ok(state) => {
             let mut bytes = Vec::new();
@@ -88,7 +99,9 @@ pub(super) fn try_resume(
                 .take(max)
                 .read_to_end(&mut bytes)
                 .map_err(|e| format!("cannot read state file: {e}"))?;
-            Found::State(decode_state(&bytes))
+            let decoded = decode_state(&bytes);
+            unknown = matches!(&decoded, Ok((_, d, _)) if *d == [0; 16]);
+            Found::State(decoded)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Found::PartialOnly,
         Err(e) => return Err(format!("cannot open state file: {e}")),
@@ -135,6 +148,7 @@ pub(super) fn try_resume(
             md5: hasher,
             blocks,
         },
+        unknown,
     ))
 }
 
