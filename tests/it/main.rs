@@ -18,5 +18,6 @@ mod json;
 mod resume;
 mod security;
 mod serve;
+mod stream;
 mod transfer;
 mod trees;

@@ -1,0 +1,81 @@
+//! Files sent without their digest known beforehand: read once, hashed
+//! while they cross, the digest after the body. Everything the header
+//! digest guaranteed still holds: corruption is caught, resumes are
+//! checked, an existing target is judged with the digest.
+
+use crate::common::{
+    assert_status, dirs, md5_hex, send, text, write_random, Mode, Proxy, Receiver,
+};
+use std::fs;
+
+/// Over the 8 MiB from which a cold file is streamed.
+const SIZE: u64 = 12 << 20;
+
+#[test]
+fn a_cold_file_is_streamed_with_its_digest_after_the_body() {
+    let d = dirs();
+    let file = d.src.join("cold.bin");
+    write_random(&file, SIZE, 41);
+    let rx = Receiver::start(&d.out, &[]);
+    let out = send(&["--no-cache", file.to_str().expect("utf-8")], rx.addr);
+    assert_status(&out, 0, "a cold send");
+    assert_eq!(md5_hex(d.out.join("cold.bin")), md5_hex(&file));
+    assert!(
+        text(&out.stdout).contains(&md5_hex(&file)),
+        "the sent line names the MD5"
+    );
+}
+
+#[test]
+fn a_byte_flipped_in_a_streamed_body_is_caught_and_the_file_sent_again() {
+    let d = dirs();
+    let file = d.src.join("flip.bin");
+    write_random(&file, SIZE, 42);
+    let rx = Receiver::start(&d.out, &[]);
+    let proxy = Proxy::start(rx.addr, Mode::FlipByte(5_000_000));
+    // With --retries 0 the mismatch is final: exit 4, nothing kept.
+    let out = send(
+        &[
+            "--no-cache",
+            "--retries",
+            "0",
+            file.to_str().expect("utf-8"),
+        ],
+        proxy.addr,
+    );
+    assert_status(&out, 4, "a streamed body corrupted on the wire");
+    assert!(!d.out.join("flip.bin").exists(), "nothing unverified kept");
+    // With the default retries the file is sent again from 0, once; the
+    // proxy flips the same byte of every connection, so the resend is
+    // caught as well and the run still fails.
+    let out = send(&["--no-cache", file.to_str().expect("utf-8")], proxy.addr);
+    assert_status(&out, 4, "caught twice");
+    let err = text(&out.stderr);
+    assert!(err.contains("sending it again from 0"), "{err}");
+    assert!(!d.out.join("flip.bin").exists(), "nothing unverified kept");
+    // Directly, it arrives.
+    let out = send(&["--no-cache", file.to_str().expect("utf-8")], rx.addr);
+    assert_status(&out, 0, "sent directly");
+    assert_eq!(md5_hex(d.out.join("flip.bin")), md5_hex(&file));
+}
+
+#[test]
+fn an_existing_target_is_judged_with_the_digest() {
+    let d = dirs();
+    let file = d.src.join("there.bin");
+    write_random(&file, SIZE, 43);
+    let rx = Receiver::start(&d.out, &[]);
+    // Identical: skipped, no body sent (the receiver asks for the digest).
+    fs::copy(&file, d.out.join("there.bin")).expect("copy");
+    let out = send(&["--no-cache", file.to_str().expect("utf-8")], rx.addr);
+    assert_status(&out, 0, "identical target");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("1 skipped") && err.contains(" 0 bytes"),
+        "{err}"
+    );
+    // Different, no --overwrite: still refused.
+    write_random(d.out.join("there.bin"), SIZE, 44);
+    let out = send(&["--no-cache", file.to_str().expect("utf-8")], rx.addr);
+    assert_status(&out, 5, "different target, no --overwrite");
+}
