@@ -1,13 +1,13 @@
-//! The body of a file offered without its digest: read once, written to
-//! the socket, and hashed on a thread of its own (`ftx-md5`) beside it, so
-//! the socket never waits for MD5; the digest follows the body in a
-//! DIGEST frame. One read of the file and one MD5 pass on each side, at
-//! the same time, where hashing first and then sending costs two in
-//! series.
+//! The body of a file offered without its digest: sent with `sendfile`
+//! while a thread of its own (`ftx-md5`, with a reader ahead of it) hashes
+//! the same bytes from the page cache, so the socket never waits for MD5;
+//! the digest follows the body in a DIGEST frame. One MD5 pass on each
+//! side, at the same time, where hashing first and then sending costs two
+//! in series.
 
 use super::answer::{extents, sparse};
 use super::types::*;
-use crate::conn::{Conn, ConnError};
+use crate::conn::Conn;
 use crate::digest::{Hasher, Md5Digest};
 use crate::protocol::Frame;
 use crate::sanitize::escape;
@@ -23,8 +23,9 @@ const CHUNK: usize = 1 << 20;
 const DEPTH: usize = 4;
 
 impl Sender<'_> {
-    /// Sends the whole body of `file` (`size` bytes; its data as BODY and
-    /// its holes as HOLE extents when sparse) while hashing it, then its
+    /// Sends the whole body of `file` (its data as BODY and its holes as
+    /// HOLE extents when sparse) with `sendfile`, while a thread of its own
+    /// reads the file again (from the page cache) and hashes it; then the
     /// DIGEST. Returns the digest.
     pub(super) fn body_hashing(
         &mut self,
@@ -41,30 +42,24 @@ impl Sender<'_> {
         } else {
             vec![(0, size, false)]
         };
-        let (to_hash, chunks) = mpsc::sync_channel::<(Vec<u8>, usize)>(DEPTH);
-        let (back, free) = mpsc::channel::<Vec<u8>>();
+        let reader = file
+            .try_clone()
+            .with_context(|| format!("cannot read {local}"))?;
+        let plan = extents.clone();
         let hasher = std::thread::Builder::new()
             .name("ftx-md5".into())
-            .spawn(move || {
-                let mut h = Hasher::new();
-                for (buf, n) in chunks {
-                    h.update(&buf[..n]);
-                    let _ = back.send(buf);
-                }
-                h.finish()
-            })
+            .spawn(move || hash_extents(&reader, &plan))
             .context("cannot start the hashing thread")?;
-        let sent = self.send_extents(conn, id, idx, file, &extents, &to_hash, &free, &local);
-        drop(to_hash);
-        let md5 = hasher
+        let sent = self.send_extents(conn, id, idx, file, &extents);
+        let hashed = hasher
             .join()
             .map_err(|_| anyhow::anyhow!("internal error: the hashing thread panicked"))?;
         sent?;
+        let md5 = hashed.with_context(|| format!("cannot read {local}"))?;
         conn.queue(&Frame::Digest { id, md5 });
         Ok(md5)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn send_extents(
         &mut self,
         conn: &mut Conn<TcpStream>,
@@ -72,27 +67,7 @@ impl Sender<'_> {
         idx: usize,
         file: &File,
         extents: &[(u64, u64, bool)],
-        to_hash: &mpsc::SyncSender<(Vec<u8>, usize)>,
-        free: &mpsc::Receiver<Vec<u8>>,
-        local: &str,
     ) -> Result<(), Broken> {
-        let mut made = 0;
-        let mut next_buf = || -> Result<Vec<u8>, Broken> {
-            if let Ok(b) = free.try_recv() {
-                return Ok(b);
-            }
-            if made < DEPTH + 2 {
-                made += 1;
-                return Ok(vec![0u8; CHUNK]);
-            }
-            free.recv()
-                .map_err(|_| anyhow::anyhow!("internal error: the hashing thread stopped").into())
-        };
-        let hash = |buf: Vec<u8>, n: usize| -> Result<(), Broken> {
-            to_hash
-                .send((buf, n))
-                .map_err(|_| anyhow::anyhow!("internal error: the hashing thread stopped").into())
-        };
         for &(at, len, hole) in extents {
             if hole {
                 conn.queue(&Frame::Hole {
@@ -100,14 +75,6 @@ impl Sender<'_> {
                     offset: at,
                     length: len,
                 });
-                let mut left = len;
-                while left > 0 {
-                    let mut buf = next_buf()?;
-                    let k = usize::try_from(left).unwrap_or(usize::MAX).min(CHUNK);
-                    buf[..k].fill(0);
-                    hash(buf, k)?;
-                    left -= k as u64;
-                }
                 self.sending.inc(len);
                 self.total.inc(len);
                 self.items[idx].shown += len;
@@ -118,30 +85,77 @@ impl Sender<'_> {
                 offset: at,
                 length: len,
             });
-            let end = at + len;
-            let mut pos = at;
-            while pos < end {
-                let mut buf = next_buf()?;
-                let k = usize::try_from(end - pos).unwrap_or(usize::MAX).min(CHUNK);
-                let n = file
-                    .read_at(&mut buf[..k], pos)
-                    .with_context(|| format!("cannot read {local}"))?;
-                if n == 0 {
-                    return Err(ConnError::Shrank {
-                        sent: pos,
-                        expected: end,
-                    }
-                    .into());
-                }
-                conn.write_raw(&buf[..n])?;
-                hash(buf, n)?;
-                pos += n as u64;
-                self.sending.inc(n as u64);
-                self.total.inc(n as u64);
-                self.items[idx].shown += n as u64;
-            }
-            self.tally.wire += len;
+            let (sending, total) = (&self.sending, &self.total);
+            let mut counted = 0;
+            let sent = conn.send_body(file, at, len, |n| {
+                sending.inc(n);
+                total.inc(n);
+                counted += n;
+            });
+            self.items[idx].shown += counted;
+            self.tally.wire += counted;
+            sent?;
         }
         Ok(())
     }
+}
+
+/// The MD5 of a file laid out as `extents` (holes as zeros), read with
+/// `pread` in 1 MiB chunks by a helper thread ahead of the hashing.
+fn hash_extents(file: &File, extents: &[(u64, u64, bool)]) -> std::io::Result<Md5Digest> {
+    let (full, chunks) = mpsc::sync_channel::<std::io::Result<(Vec<u8>, usize)>>(DEPTH);
+    let (back, free) = mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|sc| {
+        sc.spawn(move || {
+            let mut made = 0;
+            for &(at, len, hole) in extents {
+                let mut pos = at;
+                while pos < at + len {
+                    let mut buf = match free.try_recv() {
+                        Ok(b) => b,
+                        Err(_) if made < DEPTH + 2 => {
+                            made += 1;
+                            vec![0u8; CHUNK]
+                        }
+                        Err(_) => match free.recv() {
+                            Ok(b) => b,
+                            Err(_) => return,
+                        },
+                    };
+                    let k = usize::try_from(at + len - pos).unwrap_or(usize::MAX).min(CHUNK);
+                    let got = if hole {
+                        buf[..k].fill(0);
+                        Ok(k)
+                    } else {
+                        file.read_at(&mut buf[..k], pos)
+                    };
+                    let n = match got {
+                        Ok(0) => {
+                            let _ = full.send(Err(std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                "the file shrank while it was sent",
+                            )));
+                            return;
+                        }
+                        Ok(n) => n,
+                        Err(e) => {
+                            let _ = full.send(Err(e));
+                            return;
+                        }
+                    };
+                    if full.send(Ok((buf, n))).is_err() {
+                        return;
+                    }
+                    pos += n as u64;
+                }
+            }
+        });
+        let mut h = Hasher::new();
+        for chunk in chunks {
+            let (buf, n) = chunk?;
+            h.update(&buf[..n]);
+            let _ = back.send(buf);
+        }
+        Ok(h.finish())
+    })
 }
