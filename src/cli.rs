@@ -124,6 +124,19 @@ pub struct SendArgs {
     /// File holding the shared token (else $FTX_TOKEN; never on the command line).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// The digest each file is checked with: md5, or xxh3 (XXH3-128) for
+    /// links faster than one core's MD5.
+    #[arg(long, value_enum, default_value_t = HashArg::Md5, value_name = "ALGO")]
+    pub hash: HashArg,
+}
+
+/// `--hash`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HashArg {
+    /// MD5 (the default).
+    Md5,
+    /// XXH3-128.
+    Xxh3,
 }
 
 /// `ftx recv`.
@@ -200,6 +213,10 @@ impl SendArgs {
             },
             streams: usize::try_from(self.streams).unwrap_or(1),
             token: crate::auth::load_token(self.token_file.as_deref())?,
+            hash: match self.hash {
+                HashArg::Md5 => crate::digest::Algo::Md5,
+                HashArg::Xxh3 => crate::digest::Algo::Xxh3,
+            },
         })
     }
 }

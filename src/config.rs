@@ -31,6 +31,8 @@ pub struct SendConfig {
     pub streams: usize,
     /// Shared token to prove to the receiver, if any.
     pub token: Option<Token>,
+    /// The digest files are checked with.
+    pub hash: crate::digest::Algo,
 }
 
 /// What `ftx recv` does.

@@ -1,4 +1,5 @@
-//! MD5 helpers shared by both roles: hashing a file with progress, and hex.
+//! Digests shared by both roles (MD5, or XXH3-128 on request): hashing a
+//! file with progress, and hex.
 
 use crate::md5core::Md5;
 use std::io::{self, Read};
@@ -19,34 +20,115 @@ pub fn hex(d: &[u8]) -> String {
         })
 }
 
-/// A running MD5 (see [`crate::md5core`]).
-#[derive(Clone, Default)]
-pub struct Hasher(Md5);
+/// Which digest a file is checked with: MD5 (the default, and what the
+/// header's `md5` field is named after) or XXH3-128 (`--hash xxh3`), for
+/// links faster than one core's MD5. Both are 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Algo {
+    /// MD5.
+    #[default]
+    Md5,
+    /// XXH3, 128 bits (its big-endian bytes).
+    Xxh3,
+}
+
+impl Algo {
+    /// Its name, as the command line, the lines and `--json` say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algo::Md5 => "md5",
+            Algo::Xxh3 => "xxh3",
+        }
+    }
+}
+
+/// A running digest: MD5 (see [`crate::md5core`]) or XXH3-128.
+#[derive(Clone)]
+pub enum Hasher {
+    /// MD5.
+    Md5(Md5),
+    /// XXH3-128.
+    Xxh3(Box<xxhash_rust::xxh3::Xxh3>),
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Hasher::new()
+    }
+}
 
 impl Hasher {
-    /// A fresh hasher.
+    /// A fresh MD5.
     pub fn new() -> Self {
-        Hasher(Md5::default())
+        Hasher::Md5(Md5::default())
     }
+
+    /// A fresh hasher of `algo`.
+    pub fn with(algo: Algo) -> Self {
+        match algo {
+            Algo::Md5 => Hasher::new(),
+            Algo::Xxh3 => Hasher::Xxh3(Box::default()),
+        }
+    }
+
+    /// Its algorithm.
+    pub fn algo(&self) -> Algo {
+        match self {
+            Hasher::Md5(_) => Algo::Md5,
+            Hasher::Xxh3(_) => Algo::Xxh3,
+        }
+    }
+
     /// Adds bytes.
     pub fn update(&mut self, b: &[u8]) {
-        self.0.update(b);
+        match self {
+            Hasher::Md5(h) => h.update(b),
+            Hasher::Xxh3(h) => h.update(b),
+        }
     }
+
     /// The digest of everything added.
     pub fn finish(self) -> Md5Digest {
-        self.0.finish()
+        match self {
+            Hasher::Md5(h) => h.finish(),
+            Hasher::Xxh3(h) => h.digest128().to_be_bytes(),
+        }
     }
 
-    /// The hasher's internal state as bytes, to continue it later.
+    /// The hasher's internal state as bytes, to continue it later (MD5
+    /// only: an XXH3 hasher saves nothing, and is rebuilt from the bytes).
     pub fn save(&self) -> Vec<u8> {
-        self.0.save()
+        match self {
+            Hasher::Md5(h) => h.save(),
+            Hasher::Xxh3(_) => Vec::new(),
+        }
     }
 
-    /// A hasher continued from [`Hasher::save`]'s bytes; `None` if they are
+    /// An MD5 continued from [`Hasher::save`]'s bytes; `None` if they are
     /// not a valid state.
     pub fn restore(bytes: &[u8]) -> Option<Hasher> {
-        Md5::restore(bytes).map(Hasher)
+        Md5::restore(bytes).map(Hasher::Md5)
     }
+}
+
+/// The digest of `data` with `algo`.
+pub fn digest_of(algo: Algo, data: &[u8]) -> Md5Digest {
+    let mut h = Hasher::with(algo);
+    h.update(data);
+    h.finish()
+}
+
+/// [`hash_reader`] with another algorithm.
+pub fn hash_reader_as(
+    algo: Algo,
+    r: impl Read + Send,
+    len: u64,
+    progress: impl FnMut(u64),
+) -> io::Result<Md5Digest> {
+    if algo == Algo::Md5 {
+        return hash_reader(r, len, progress);
+    }
+    hash_serial_with(Hasher::with(algo), r, len, progress)
 }
 
 /// Hashes exactly `len` bytes of `r`, calling `progress` with each chunk's
@@ -104,8 +186,16 @@ fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
-fn hash_serial(mut r: impl Read, len: u64, mut progress: impl FnMut(u64)) -> io::Result<Md5Digest> {
-    let mut h = Hasher::new();
+fn hash_serial(r: impl Read, len: u64, progress: impl FnMut(u64)) -> io::Result<Md5Digest> {
+    hash_serial_with(Hasher::new(), r, len, progress)
+}
+
+fn hash_serial_with(
+    mut h: Hasher,
+    mut r: impl Read,
+    len: u64,
+    mut progress: impl FnMut(u64),
+) -> io::Result<Md5Digest> {
     // Sized to the file: zeroing a whole chunk for each small file costs
     // more than hashing it.
     let mut buf = vec![

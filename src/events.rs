@@ -35,8 +35,10 @@ pub enum Event {
         path: String,
         /// Size of the whole file.
         bytes: u64,
-        /// MD5, lower-case hex.
+        /// The file's digest, lower-case hex (MD5 unless `hash` says).
         md5: String,
+        /// The digest's algorithm: "md5" or "xxh3".
+        hash: String,
         /// Offset the transfer resumed from (0: whole file sent).
         resumed_from: u64,
         /// Time spent on the body.
@@ -169,6 +171,7 @@ mod tests {
             path: "a b.txt".into(),
             bytes: 3,
             md5: "900150983cd24fb0d6963f7d28e17f72".into(),
+            hash: "md5".into(),
             resumed_from: 0,
             seconds: 0.5,
             mb_per_s: 0.0,

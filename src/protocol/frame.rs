@@ -67,8 +67,19 @@ pub mod file_flags {
     /// The `md5` field is zero: the digest follows the body, in a DIGEST
     /// frame (the sender hashes while it sends).
     pub const DIGEST_FOLLOWS: u32 = 2;
+    /// The digest fields hold XXH3-128, not MD5 (`ftx send --hash xxh3`).
+    pub const XXH3: u32 = 4;
     /// Every bit this build knows: any other is refused.
-    pub const KNOWN: u32 = SPARSE | DIGEST_FOLLOWS;
+    pub const KNOWN: u32 = SPARSE | DIGEST_FOLLOWS | XXH3;
+
+    /// The digest algorithm of a FILE with these flags.
+    pub fn algo(flags: u32) -> crate::digest::Algo {
+        if flags & XXH3 != 0 {
+            crate::digest::Algo::Xxh3
+        } else {
+            crate::digest::Algo::Md5
+        }
+    }
 }
 
 /// The offer of a regular file.

@@ -6,7 +6,7 @@
 use super::report::*;
 use super::types::*;
 use crate::conn::{Conn, ConnError};
-use crate::digest::{hex, Md5Digest};
+use crate::digest::{digest_of, hex, Algo, Md5Digest};
 use crate::net::Deadlined;
 use crate::protocol::frame::file_flags;
 use crate::protocol::{ErrorCode, Status};
@@ -111,8 +111,15 @@ impl<'a> Session<'a, '_> {
         };
         let opened = match resumed {
             Some(pair) => Ok(pair),
-            None => store::create(&dir, &names, h.size, h.md5, &self.sh.budget)
-                .map(|o| (o.writer, o.id)),
+            None => store::create(
+                &dir,
+                &names,
+                h.size,
+                h.md5,
+                file_flags::algo(h.flags),
+                &self.sh.budget,
+            )
+            .map(|o| (o.writer, o.id)),
         };
         let (writer, file_id) = match opened {
             Ok(pair) => pair,
@@ -272,8 +279,20 @@ impl<'a> Session<'a, '_> {
         }
         let batch = std::mem::take(&mut self.small);
         self.small_bytes = 0;
-        let bodies: Vec<&[u8]> = batch.iter().map(|u| &*u.body).collect();
-        let digests = crate::md5multi::digests(&bodies);
+        // MD5s many at a time; the (rare) XXH3 ones one by one.
+        let md5: Vec<&[u8]> = batch
+            .iter()
+            .filter(|u| file_flags::algo(u.r.h.flags) == Algo::Md5)
+            .map(|u| &*u.body)
+            .collect();
+        let mut md5 = crate::md5multi::digests(&md5).into_iter();
+        let digests: Vec<_> = batch
+            .iter()
+            .map(|u| match file_flags::algo(u.r.h.flags) {
+                Algo::Md5 => md5.next().unwrap_or_default(),
+                other => digest_of(other, &u.body),
+            })
+            .collect();
         for (u, got) in batch.into_iter().zip(digests) {
             match verify(u.r, u.file, u.body, got) {
                 Ok(v) => self.commits.push(v),

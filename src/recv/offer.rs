@@ -6,7 +6,6 @@
 use super::admit::{self, Answer, Target};
 use super::dirs::{dir_key, open_dirs};
 use super::types::*;
-use crate::digest::hash_reader;
 use crate::events::Event;
 use crate::protocol::frame::file_flags;
 use crate::protocol::{FileHeader, Frame, WireName};
@@ -105,23 +104,29 @@ impl<'a> Session<'a, '_> {
             Answer::Refuse(r) => return self.reject(h.id, &h.path, r),
         }
         let names = store::Names::for_target(last);
-        let (resumed, offset, discarded) =
-            match store::prepare(&dir, &names, h.size, h.md5, &self.sh.budget) {
-                Ok(store::Slot::Fresh { discarded }) => (None, 0, discarded),
-                Ok(store::Slot::Resumed(o)) => {
-                    if let Some(md5) = o.prefix {
-                        // Written without the digest: the sender confirms
-                        // the prefix, or sends it all from 0 instead.
-                        self.conn.queue(&Frame::Prefix { id: h.id, md5 });
-                    }
-                    (Some((o.writer, o.id)), o.offset, o.discarded)
+        let (resumed, offset, discarded) = match store::prepare(
+            &dir,
+            &names,
+            h.size,
+            h.md5,
+            file_flags::algo(h.flags),
+            &self.sh.budget,
+        ) {
+            Ok(store::Slot::Fresh { discarded }) => (None, 0, discarded),
+            Ok(store::Slot::Resumed(o)) => {
+                if let Some(md5) = o.prefix {
+                    // Written without the digest: the sender confirms
+                    // the prefix, or sends it all from 0 instead.
+                    self.conn.queue(&Frame::Prefix { id: h.id, md5 });
                 }
-                Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
-                    let r = refusal(Reject::InProgress, format!("{e}; try again later"));
-                    return self.reject(h.id, &h.path, r);
-                }
-                Err(e) => return self.reject(h.id, &h.path, io_refusal(&names.part, &e)),
-            };
+                (Some((o.writer, o.id)), o.offset, o.discarded)
+            }
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
+                let r = refusal(Reject::InProgress, format!("{e}; try again later"));
+                return self.reject(h.id, &h.path, r);
+            }
+            Err(e) => return self.reject(h.id, &h.path, io_refusal(&names.part, &e)),
+        };
         if let Some(why) = &discarded {
             self.sh.log(&format!(
                 "{}: '{}': starting over: {why}",
@@ -229,6 +234,7 @@ impl<'a> Session<'a, '_> {
         let Ok(file) = opened.map(|f| f.into_std()) else {
             return false;
         };
-        hash_reader(file, h.size, |_| {}).is_ok_and(|d| d == h.md5)
+        crate::digest::hash_reader_as(file_flags::algo(h.flags), file, h.size, |_| {})
+            .is_ok_and(|d| d == h.md5)
     }
 }

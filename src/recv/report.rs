@@ -6,6 +6,7 @@ use crate::conn::{Conn, ConnError};
 use crate::digest::hex;
 use crate::events::{mb_per_s, Event};
 use crate::net::Deadlined;
+use crate::protocol::frame::file_flags;
 use crate::protocol::Frame;
 use crate::protocol::{ErrorCode, Status};
 use crate::sanitize::escape_bytes;
@@ -59,6 +60,7 @@ pub(super) fn done(
             path: shown.to_owned(),
             bytes: h.size,
             md5: hex(&h.md5),
+            hash: file_flags::algo(h.flags).name().into(),
             resumed_from: v.offset,
             seconds: secs,
             mb_per_s: mb_per_s(h.size - v.offset, secs),
@@ -72,8 +74,9 @@ pub(super) fn done(
         };
         let _ = writeln!(
             lines,
-            "received {shown} {} bytes md5 {} ({:.1} MB/s{resumed})",
+            "received {shown} {} bytes {} {} ({:.1} MB/s{resumed})",
             h.size,
+            file_flags::algo(h.flags).name(),
             hex(&h.md5),
             (h.size - v.offset) as f64 / 1e6 / secs.max(1e-9)
         );

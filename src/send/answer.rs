@@ -5,7 +5,7 @@
 use super::types::*;
 use super::verdict::*;
 use crate::conn::Conn;
-use crate::digest::hash_reader;
+use crate::digest::hash_reader_as;
 use crate::digest::{hex, Md5Digest};
 use crate::events::{mb_per_s, Event};
 use crate::exit::Exit;
@@ -83,6 +83,9 @@ impl Sender<'_> {
                 };
                 if src.digest_follows {
                     flags |= file_flags::DIGEST_FOLLOWS;
+                }
+                if self.cfg.hash == crate::digest::Algo::Xxh3 {
+                    flags |= file_flags::XXH3;
                 }
                 conn.queue(&Frame::File(FileHeader {
                     id,
@@ -293,7 +296,9 @@ impl Sender<'_> {
         if src.digest_follows {
             let md5 = self.body_hashing(conn, id, idx, file, &src.md)?;
             self.items[idx].md5 = Some(md5);
-            self.cache.put(&src.md, &md5);
+            if self.cfg.hash == crate::digest::Algo::Md5 {
+                self.cache.put(&src.md, &md5);
+            }
             return Ok(md5);
         }
         if !sparse(&src.md) {
@@ -357,7 +362,13 @@ impl Sender<'_> {
             use std::io::{Seek, SeekFrom};
             let mut f = f.try_clone().ok()?;
             f.seek(SeekFrom::Start(0)).ok()?;
-            hash_reader(std::io::Read::take(f, offset), offset, |_| {}).ok()
+            hash_reader_as(
+                self.cfg.hash,
+                std::io::Read::take(f, offset),
+                offset,
+                |_| {},
+            )
+            .ok()
         });
         if ours == Some(theirs) {
             return offset;
@@ -388,7 +399,8 @@ impl Sender<'_> {
                 let seconds = f.started.elapsed().as_secs_f64();
                 if !self.cfg.quiet && !self.events.enabled() {
                     let line = format!(
-                        "sent {shown} {size} bytes md5 {} ({:.1} MB/s{})",
+                        "sent {shown} {size} bytes {} {} ({:.1} MB/s{})",
+                        self.cfg.hash.name(),
                         hex(&f.md5),
                         mb_per_s(size - f.offset, seconds),
                         if f.offset > 0 {
@@ -403,6 +415,7 @@ impl Sender<'_> {
                     path: shown,
                     bytes: size,
                     md5: hex(&f.md5),
+                    hash: self.cfg.hash.name().into(),
                     resumed_from: f.offset,
                     seconds,
                     mb_per_s: mb_per_s(size - f.offset, seconds),

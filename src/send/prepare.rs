@@ -4,7 +4,7 @@
 
 use super::types::*;
 use crate::cache::DigestCache;
-use crate::digest::{hash_reader, read_whole, Md5Digest};
+use crate::digest::{digest_of, hash_reader_as, read_whole, Algo, Md5Digest};
 use crate::progress::Bar;
 use crate::sanitize::escape;
 use crate::walk::{Entry, Kind};
@@ -23,6 +23,8 @@ pub(super) const BATCH_FILES: usize = 64;
 /// comes, or when the offers have caught up (no permit waiting).
 /// An entry for the look-ahead thread.
 pub(super) struct Job {
+    /// The digest algorithm of the run.
+    pub(super) algo: Algo,
     pub(super) idx: usize,
     pub(super) entry: Entry,
     /// Its digest, if known from an earlier attempt.
@@ -43,6 +45,7 @@ pub(super) fn spawn_hasher(
         .spawn(move || {
             let mut batch = Vec::new();
             for Job {
+                algo,
                 idx,
                 entry,
                 known,
@@ -59,7 +62,7 @@ pub(super) fn spawn_hasher(
                 if !permitted {
                     return;
                 }
-                match prepare(&entry, known, stream_ok, &cache, &bar) {
+                match prepare(&entry, known, stream_ok, algo, &cache, &bar) {
                     Step::Read(r) => {
                         batch.push((idx, r));
                         if batch.len() >= BATCH_FILES && !hash_batch(&mut batch, &tx) {
@@ -118,6 +121,7 @@ pub(super) fn prepare(
     entry: &Entry,
     known: Option<Md5Digest>,
     stream_ok: bool,
+    algo: Algo,
     cache: &DigestCache,
     bar: &Bar,
 ) -> Step {
@@ -138,7 +142,9 @@ pub(super) fn prepare(
         Ok(pair) => pair,
         Err(e) => return unreadable(e),
     };
-    if let Some(md5) = known.or_else(|| cache.get(&md)) {
+    // The cache keeps MD5s only (XXH3 costs less than looking it up).
+    let cached = || (algo == Algo::Md5).then(|| cache.get(&md)).flatten();
+    if let Some(md5) = known.or_else(cached) {
         return Step::Ready(Prepared::File(Source {
             file: Some(file),
             md,
@@ -160,16 +166,25 @@ pub(super) fn prepare(
     if md.len() <= INLINE_MAX {
         // Hashed in microseconds: not worth a line on the hashing bar.
         return match read_whole(&file, md.len()) {
-            Ok(data) => Step::Read(Unhashed { md, data }),
+            Ok(data) if algo == Algo::Md5 => Step::Read(Unhashed { md, data }),
+            Ok(data) => Step::Ready(Prepared::File(Source {
+                file: None,
+                md5: digest_of(algo, &data),
+                md,
+                data: Some(data),
+                digest_follows: false,
+            })),
             Err(e) => unreadable(e),
         };
     }
     bar.set_message(escape(entry.name.as_str()));
     bar.set_length(md.len());
     bar.set_position(0);
-    match hash_reader(&file, md.len(), |n| bar.inc(n)) {
+    match hash_reader_as(algo, &file, md.len(), |n| bar.inc(n)) {
         Ok(md5) => {
-            cache.put(&md, &md5);
+            if algo == Algo::Md5 {
+                cache.put(&md, &md5);
+            }
             Step::Ready(Prepared::File(Source {
                 file: Some(file),
                 md,

@@ -46,9 +46,10 @@ impl Sender<'_> {
             .try_clone()
             .with_context(|| format!("cannot read {local}"))?;
         let plan = extents.clone();
+        let algo = self.cfg.hash;
         let hasher = std::thread::Builder::new()
             .name("ftx-md5".into())
-            .spawn(move || hash_extents(&reader, &plan))
+            .spawn(move || hash_extents(&reader, &plan, algo))
             .context("cannot start the hashing thread")?;
         let sent = self.send_extents(conn, id, idx, file, &extents);
         let hashed = hasher
@@ -102,7 +103,11 @@ impl Sender<'_> {
 
 /// The MD5 of a file laid out as `extents` (holes as zeros), read with
 /// `pread` in 1 MiB chunks by a helper thread ahead of the hashing.
-fn hash_extents(file: &File, extents: &[(u64, u64, bool)]) -> std::io::Result<Md5Digest> {
+fn hash_extents(
+    file: &File,
+    extents: &[(u64, u64, bool)],
+    algo: crate::digest::Algo,
+) -> std::io::Result<Md5Digest> {
     let (full, chunks) = mpsc::sync_channel::<std::io::Result<(Vec<u8>, usize)>>(DEPTH);
     let (back, free) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|sc| {
@@ -122,7 +127,9 @@ fn hash_extents(file: &File, extents: &[(u64, u64, bool)]) -> std::io::Result<Md
                             Err(_) => return,
                         },
                     };
-                    let k = usize::try_from(at + len - pos).unwrap_or(usize::MAX).min(CHUNK);
+                    let k = usize::try_from(at + len - pos)
+                        .unwrap_or(usize::MAX)
+                        .min(CHUNK);
                     let got = if hole {
                         buf[..k].fill(0);
                         Ok(k)
@@ -150,7 +157,7 @@ fn hash_extents(file: &File, extents: &[(u64, u64, bool)]) -> std::io::Result<Md
                 }
             }
         });
-        let mut h = Hasher::new();
+        let mut h = Hasher::with(algo);
         for chunk in chunks {
             let (buf, n) = chunk?;
             h.update(&buf[..n]);

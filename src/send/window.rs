@@ -78,6 +78,7 @@ impl Sender<'_> {
         let jobs: Vec<Job> = pending
             .iter()
             .map(|&i| Job {
+                algo: self.cfg.hash,
                 idx: i,
                 entry: self.items[i].entry.clone(),
                 known: self.items[i].md5,

@@ -51,7 +51,7 @@ pub mod small;
 mod state;
 mod types;
 
-use crate::digest::{Hasher, Md5Digest};
+use crate::digest::{Algo, Hasher, Md5Digest};
 use budget::{Budget, HeldBody};
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use pipeline::Pipeline;
@@ -111,6 +111,7 @@ pub fn prepare(
     names: &Names,
     size: u64,
     md5: Md5Digest,
+    algo: Algo,
     budget: &Arc<Budget>,
 ) -> io::Result<Slot> {
     let file = match dir.open_with(
@@ -144,7 +145,7 @@ pub fn prepare(
     }
     lock(&file)?;
     let id = FileId::of(&file)?;
-    match try_resume(dir, names, file, size, &md5) {
+    match try_resume(dir, names, file, size, &md5, algo) {
         Ok((file, start, unknown)) => {
             let offset = start.pos;
             let prefix = (unknown && offset > 0).then(|| start.md5.clone().finish());
@@ -175,6 +176,7 @@ pub fn create(
     names: &Names,
     size: u64,
     md5: Md5Digest,
+    algo: Algo,
     budget: &Arc<Budget>,
 ) -> io::Result<Opened> {
     let file = dir
@@ -186,7 +188,7 @@ pub fn create(
     lock(&file)?;
     let id = FileId::of(&file)?;
     Ok(Opened {
-        writer: PartialWriter::new(dir, names, file, size, md5, Start::fresh(), budget)?,
+        writer: PartialWriter::new(dir, names, file, size, md5, Start::fresh(algo), budget)?,
         offset: 0,
         discarded: None,
         id,
@@ -202,10 +204,11 @@ pub fn open(
     md5: Md5Digest,
     budget: &Arc<Budget>,
 ) -> io::Result<Opened> {
-    match prepare(dir, names, size, md5, budget)? {
+    let algo = Algo::Md5;
+    match prepare(dir, names, size, md5, algo, budget)? {
         Slot::Resumed(o) => Ok(*o),
         Slot::Fresh { discarded } => {
-            let mut o = create(dir, names, size, md5, budget)?;
+            let mut o = create(dir, names, size, md5, algo, budget)?;
             o.discarded = discarded;
             Ok(o)
         }

@@ -4,7 +4,7 @@
 
 use super::state::*;
 use super::types::*;
-use crate::digest::{Hasher, Md5Digest};
+use crate::digest::{Algo, Hasher, Md5Digest};
 use cap_std::fs::{Dir, OpenOptions};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -24,10 +24,10 @@ pub(crate) struct Start {
 }
 
 impl Start {
-    pub(super) fn fresh() -> Start {
+    pub(super) fn fresh(algo: Algo) -> Start {
         Start {
             pos: 0,
-            md5: Hasher::new(),
+            md5: Hasher::with(algo),
             blocks: Vec::new(),
         }
     }
@@ -88,6 +88,7 @@ pub(super) fn try_resume(
     mut file: File,
     size: u64,
     md5: &Md5Digest,
+    algo: Algo,
 ) -> Result<Resumed, String> {
     let mut unknown = false;
     let found = match dir.open_with(&names.state, no_follow(OpenOptions::new().read(true))) {
@@ -131,9 +132,27 @@ pub(super) fn try_resume(
         h.digest() == rec.xxh3
     });
     let hasher = if good == 0 {
-        Hasher::new()
-    } else {
+        Hasher::with(algo)
+    } else if algo == Algo::Md5 {
         Hasher::restore(&blocks[good - 1].md5_state).ok_or("state file holds a bad MD5 state")?
+    } else {
+        // An XXH3 state is not saved: it is rebuilt from the checked prefix.
+        let mut h = Hasher::with(algo);
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| format!("cannot read partial: {e}"))?;
+        let mut left = good as u64 * BLOCK;
+        while left > 0 {
+            let want = (left as usize).min(buf.len());
+            let n = file
+                .read(&mut buf[..want])
+                .map_err(|e| format!("cannot read partial: {e}"))?;
+            if n == 0 {
+                return Err("the partial shrank while it was checked".into());
+            }
+            h.update(&buf[..n]);
+            left -= n as u64;
+        }
+        h
     };
     let offset = good as u64 * BLOCK;
     file.set_len(offset)

@@ -79,3 +79,59 @@ fn an_existing_target_is_judged_with_the_digest() {
     let out = send(&["--no-cache", file.to_str().expect("utf-8")], rx.addr);
     assert_status(&out, 5, "different target, no --overwrite");
 }
+
+#[test]
+fn xxh3_checks_every_kind_of_file_and_resumes() {
+    use crate::common::write_random as w;
+    let d = dirs();
+    let t = d.src.join("t");
+    fs::create_dir(&t).expect("mkdir");
+    w(t.join("small.bin"), 3000, 51); // held and hashed in a batch
+    w(t.join("mid.bin"), 1 << 20, 52); // streamed by the session thread
+    w(t.join("big.bin"), 6 << 20, 53); // a pipeline, digest in the header
+    w(t.join("cold.bin"), SIZE, 54); // digest after the body
+    let rx = Receiver::start(&d.out, &[]);
+    let out = send(
+        &[
+            "--hash",
+            "xxh3",
+            "--json",
+            "--no-cache",
+            t.to_str().expect("utf-8"),
+        ],
+        rx.addr,
+    );
+    assert_status(&out, 0, "a tree with --hash xxh3");
+    for f in ["small.bin", "mid.bin", "big.bin", "cold.bin"] {
+        assert_eq!(md5_hex(d.out.join("t").join(f)), md5_hex(t.join(f)), "{f}");
+    }
+    let done: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "file_done")
+        .collect();
+    assert_eq!(done.len(), 4);
+    assert!(done.iter().all(|e| e["hash"] == "xxh3"), "{done:?}");
+
+    // Cut twice on the way: it resumes (the XXH3 of the prefix is rebuilt
+    // from the partial) and arrives whole.
+    let file = d.src.join("again.bin");
+    w(&file, 3 * SIZE, 55);
+    let proxy = Proxy::start(rx.addr, Mode::CutAfter(14 << 20));
+    let out = send(
+        &[
+            "--hash",
+            "xxh3",
+            "--no-cache",
+            file.to_str().expect("utf-8"),
+        ],
+        proxy.addr,
+    );
+    assert_status(&out, 0, "a cut transfer with --hash xxh3");
+    assert!(
+        text(&out.stderr).contains("resuming again.bin"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(md5_hex(d.out.join("again.bin")), md5_hex(&file));
+}
