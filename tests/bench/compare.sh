@@ -253,9 +253,11 @@ m_rsync_big() {
 }
 
 # ftx: receiver --once, reads "listening on ADDR:PORT", then send. $2: source;
-# $3: "cached" to let the sender use its digest cache (kept in $W/cache).
+# $3: "cached" to let the sender use its digest cache (kept in $W/cache);
+# the rest: more `ftx send` options.
 ftx_run() {
     local out=$1 what=$2 cached=${3:-} t addr="" i rx
+    local extra=("${@:4}")
     start_bg "$FTX" recv --once -q --port 0 --bind 127.0.0.1 --out "$out" >"$W/ftx-recv.out" 2>"$W/ftx-recv.err"
     rx=$bg
     for ((i = 0; i < 1000; i++)); do
@@ -269,13 +271,18 @@ ftx_run() {
     # --no-cache: every run hashes its source, like the other methods.
     local cache=(--no-cache)
     [[ $cached != cached ]] || cache=()
-    XDG_CACHE_HOME=$W/cache "$FTX" send -q "${cache[@]}" "$what" "$addr" || die "ftx send failed"
+    XDG_CACHE_HOME=$W/cache "$FTX" send -q "${cache[@]}" "${extra[@]}" "$what" "$addr" || die "ftx send failed"
     finish_bg "$rx" || die "ftx recv failed: $(cat "$W/ftx-recv.err")"
     elapsed "$t"
 }
 m_ftx_big() {
     ftx_run "$1" "$big"
     check_big "$1/big.bin" "ftx"
+}
+# A cold send checked with XXH3-128 instead of MD5.
+m_ftx_big_xxh3() {
+    ftx_run "$1" "$big" "" --hash xxh3
+    check_big "$1/big.bin" "ftx --hash xxh3"
 }
 # The same file again after an interrupted or failed attempt: its digest is
 # in the sender's cache (one untimed run before puts it there), the target
@@ -382,13 +389,14 @@ measure_turns() {
 big_rows=()
 if ((bytes > 0)); then
     echo "large file, $RUNS runs each:" >&2
-    big_rows=("md5sum" "nc" "nc + md5sum" "nc + md5sum + sync" "rsync -a" "ftx" "ftx, digest cached")
+    big_rows=("md5sum" "nc" "nc + md5sum" "nc + md5sum + sync" "rsync -a" "ftx" "ftx --hash xxh3" "ftx, digest cached")
     measure "md5sum" m_md5sum
     measure "nc" m_nc
     measure "nc + md5sum" m_nc_md5
     measure "nc + md5sum + sync" m_nc_md5_sync
     measure "rsync -a" m_rsync_big
     measure "ftx" m_ftx_big
+    measure "ftx --hash xxh3" m_ftx_big_xxh3
     mkdir "$W/prime" && m_ftx_big_cached "$W/prime" && rm -rf "$W/prime"
     measure "ftx, digest cached" m_ftx_big_cached
 fi
