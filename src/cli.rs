@@ -128,6 +128,9 @@ pub struct SendArgs {
     /// links faster than one core's MD5.
     #[arg(long, value_enum, default_value_t = HashArg::Md5, value_name = "ALGO")]
     pub hash: HashArg,
+    /// The name standard input (`-` as PATH) arrives under.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 /// `--hash`.
@@ -197,6 +200,23 @@ impl SendArgs {
     /// Reads the token (from `--token-file` or `$FTX_TOKEN`).
     pub fn into_config(mut self) -> anyhow::Result<SendConfig> {
         let target = self.args.pop().unwrap_or_default();
+        let dashes = self.args.iter().filter(|a| *a == "-").count();
+        let usage = |m: &str| -> anyhow::Error {
+            crate::exit::ExitError::new(crate::exit::Exit::Usage, m).into()
+        };
+        if dashes > 1 {
+            return Err(usage("standard input (-) can be sent once per run"));
+        }
+        if dashes == 1 && self.name.is_none() {
+            return Err(usage(
+                "sending standard input (-) needs --name NAME: the name it arrives under",
+            ));
+        }
+        if dashes == 0 && self.name.is_some() {
+            return Err(usage(
+                "--name names standard input (-), which is not among the paths",
+            ));
+        }
         Ok(SendConfig {
             sources: self.args.into_iter().map(PathBuf::from).collect(),
             target,
@@ -213,6 +233,7 @@ impl SendArgs {
             },
             streams: usize::try_from(self.streams).unwrap_or(1),
             token: crate::auth::load_token(self.token_file.as_deref())?,
+            stdin_name: self.name,
             hash: match self.hash {
                 HashArg::Md5 => crate::digest::Algo::Md5,
                 HashArg::Xxh3 => crate::digest::Algo::Xxh3,

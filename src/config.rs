@@ -33,6 +33,8 @@ pub struct SendConfig {
     pub token: Option<Token>,
     /// The digest files are checked with.
     pub hash: crate::digest::Algo,
+    /// The name standard input (`-` among the sources) arrives under.
+    pub stdin_name: Option<String>,
 }
 
 /// What `ftx recv` does.

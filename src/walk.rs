@@ -53,6 +53,8 @@ pub struct Entry {
     pub target: Vec<u8>,
     /// A hard link's earlier entry.
     pub link_to: Option<WireName>,
+    /// The file is standard input (`-`): its size is not known.
+    pub stdin: bool,
 }
 
 /// How to walk.
@@ -136,6 +138,7 @@ fn entry(kind: Kind, local: &Path, name: WireName, md: &Metadata) -> Entry {
         mtime_ns: md.mtime_nsec().clamp(0, 999_999_999) as u32,
         target: Vec::new(),
         link_to: None,
+        stdin: false,
     }
 }
 
@@ -156,10 +159,31 @@ fn unsendable(e: &crate::protocol::NameError) -> (&'static str, String) {
 /// Walks every source. A missing or unreadable source given on the command
 /// line is an error before anything is sent; problems deeper in a tree are
 /// collected in [`Walk::errors`] and the rest still goes.
-pub fn walk(sources: &[PathBuf], opts: WalkOptions) -> Result<Walk> {
+pub fn walk(sources: &[PathBuf], opts: WalkOptions, stdin_name: Option<&str>) -> Result<Walk> {
     let mut w = Walk::default();
     let mut links = HashMap::new();
     for src in sources {
+        if src.as_os_str() == "-" {
+            let name = stdin_name.unwrap_or_default();
+            let name = WireName::parse(name)
+                .with_context(|| format!("cannot send standard input as '{}'", escape(name)))?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            w.entries.push(Entry {
+                kind: Kind::File,
+                local: src.clone(),
+                name,
+                size: 0,
+                mode: 0o644,
+                mtime_s: i64::try_from(now.as_secs()).unwrap_or(0),
+                mtime_ns: now.subsec_nanos(),
+                target: Vec::new(),
+                link_to: None,
+                stdin: true,
+            });
+            continue;
+        }
         let md = std::fs::metadata(src)
             .with_context(|| format!("cannot read source {}", escape(&src.to_string_lossy())))?;
         let base = root_name(src)?;

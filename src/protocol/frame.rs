@@ -69,8 +69,12 @@ pub mod file_flags {
     pub const DIGEST_FOLLOWS: u32 = 2;
     /// The digest fields hold XXH3-128, not MD5 (`ftx send --hash xxh3`).
     pub const XXH3: u32 = 4;
+    /// The size is not known (`size` is 0): the body is a run of BODY
+    /// extents of any length, ended by the DIGEST (standard input). Only
+    /// with [`DIGEST_FOLLOWS`].
+    pub const STREAM: u32 = 8;
     /// Every bit this build knows: any other is refused.
-    pub const KNOWN: u32 = SPARSE | DIGEST_FOLLOWS | XXH3;
+    pub const KNOWN: u32 = SPARSE | DIGEST_FOLLOWS | XXH3 | STREAM;
 
     /// The digest algorithm of a FILE with these flags.
     pub fn algo(flags: u32) -> crate::digest::Algo {

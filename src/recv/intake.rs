@@ -71,7 +71,13 @@ impl<'a> Session<'a, '_> {
         // did not confirm the partial (see PREFIX); it starts over.
         let restart = first.offset == 0 && a.offset > 0;
         let from = if restart { 0 } else { a.offset };
-        if let Err(msg) = next_extent(&first, a.h.id, from, a.h.size, sparse) {
+        let stream = a.h.flags & file_flags::STREAM != 0;
+        let checked = if stream {
+            next_stream_extent(&first, a.h.id, 0)
+        } else {
+            next_extent(&first, a.h.id, from, a.h.size, sparse)
+        };
+        if let Err(msg) = checked {
             return Err(self.protocol_error(msg));
         }
         let length = first.length;
@@ -114,7 +120,8 @@ impl<'a> Session<'a, '_> {
             None => store::create(
                 &dir,
                 &names,
-                h.size,
+                // A stream's size is not known: as large as can be.
+                if stream { u64::MAX } else { h.size },
                 h.md5,
                 file_flags::algo(h.flags),
                 &self.sh.budget,
@@ -204,7 +211,11 @@ impl<'a> Session<'a, '_> {
         // File bytes moved: the session is making progress.
         self.progress = Instant::now();
         let mut h = h;
-        if h.flags & file_flags::DIGEST_FOLLOWS != 0 {
+        if let Ok((end, Some(digest))) = &read {
+            // A stream: its size and digest are known now.
+            h.size = *end;
+            h.md5 = *digest;
+        } else if h.flags & file_flags::DIGEST_FOLLOWS != 0 {
             // The digest comes right after the body.
             match self.conn.read_frame() {
                 Ok(Some(Frame::Digest { id, md5 })) if id == h.id => h.md5 = md5,
@@ -396,6 +407,22 @@ pub(super) fn next_extent(
     ))
 }
 
+/// Whether `e` may be the next extent of the stream `id` (`pos` bytes
+/// received so far): a BODY where the last one ended (a stream has no
+/// holes); the stream ends with its DIGEST. Pure.
+pub(super) fn next_stream_extent(e: &Extent, id: u32, pos: u64) -> Result<(), String> {
+    if e.id == id && !e.hole && e.offset == pos && pos.checked_add(e.length).is_some() {
+        return Ok(());
+    }
+    Err(format!(
+        "expected BODY id={id} offset={pos} or DIGEST, got {} id={} offset={} length={}",
+        e.what(),
+        e.id,
+        e.offset,
+        e.length
+    ))
+}
+
 impl Session<'_, '_> {
     /// Sends ERROR 1 and builds the error that ends the session.
     pub(super) fn protocol_error(&mut self, msg: String) -> anyhow::Error {
@@ -416,8 +443,9 @@ impl Session<'_, '_> {
         first: Extent,
         mut data: impl FnMut(&[u8]) -> io::Result<()>,
         mut hole: impl FnMut(u64) -> io::Result<()>,
-    ) -> Result<(), ExtentError> {
+    ) -> Result<(u64, Option<Md5Digest>), ExtentError> {
         let sparse = h.flags & file_flags::SPARSE != 0;
+        let stream = h.flags & file_flags::STREAM != 0;
         let mut e = first;
         let mut pos = start;
         loop {
@@ -436,8 +464,8 @@ impl Session<'_, '_> {
                     .map_err(ExtentError::Conn)?;
             }
             pos += e.length;
-            if pos >= h.size {
-                return Ok(());
+            if !stream && pos >= h.size {
+                return Ok((pos, None));
             }
             e = match self.conn.read_frame() {
                 Ok(Some(Frame::Body { id, offset, length })) => Extent {
@@ -452,6 +480,9 @@ impl Session<'_, '_> {
                     length,
                     hole: true,
                 },
+                Ok(Some(Frame::Digest { id, md5 })) if stream && id == h.id => {
+                    return Ok((pos, Some(md5)));
+                }
                 Ok(Some(other)) => {
                     return Err(ExtentError::Protocol(format!(
                         "{} in the middle of the body of id={}",
@@ -467,7 +498,11 @@ impl Session<'_, '_> {
                 }
                 Err(e) => return Err(ExtentError::Conn(e)),
             };
-            next_extent(&e, h.id, pos, h.size, sparse).map_err(ExtentError::Protocol)?;
+            if stream {
+                next_stream_extent(&e, h.id, pos).map_err(ExtentError::Protocol)?;
+            } else {
+                next_extent(&e, h.id, pos, h.size, sparse).map_err(ExtentError::Protocol)?;
+            }
         }
     }
 }

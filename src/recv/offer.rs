@@ -57,7 +57,11 @@ impl<'a> Session<'a, '_> {
             Ok(d) => d,
             Err(r) => return self.reject(h.id, &h.path, r),
         };
-        if h.flags & file_flags::DIGEST_FOLLOWS != 0 {
+        // A stream (standard input) cannot be hashed first: it is judged
+        // like a different file (refused if a file is there, unless
+        // --overwrite).
+        let stream = h.flags & file_flags::STREAM != 0;
+        if h.flags & file_flags::DIGEST_FOLLOWS != 0 && !stream {
             // Without the digest, an existing file or a partial cannot be
             // judged (identical? resumable?): the sender is asked for it.
             // Only a target with nothing there at all takes the body now.

@@ -166,6 +166,14 @@ impl<'a> Session<'a, '_> {
                     });
                     bail!("protocol error: {msg}");
                 }
+                Frame::File(h)
+                    if h.flags & file_flags::STREAM != 0
+                        && h.flags & file_flags::DIGEST_FOLLOWS == 0 =>
+                {
+                    return Err(
+                        self.protocol_error("a STREAM FILE without DIGEST_FOLLOWS".to_owned())
+                    );
+                }
                 Frame::File(h) if h.flags & !file_flags::KNOWN != 0 => {
                     let unknown = h.flags & !file_flags::KNOWN;
                     return Err(

@@ -87,6 +87,9 @@ impl Sender<'_> {
                 if self.cfg.hash == crate::digest::Algo::Xxh3 {
                     flags |= file_flags::XXH3;
                 }
+                if src.stream {
+                    flags |= file_flags::STREAM;
+                }
                 conn.queue(&Frame::File(FileHeader {
                     id,
                     size,
@@ -220,11 +223,13 @@ impl Sender<'_> {
                 };
                 let started = Instant::now();
                 let md5 = self.body(conn, offer.id, idx, &src, offset)?;
+                let size = self.items[idx].entry.size;
                 results.insert(
                     offer.id,
                     Flight {
                         idx,
                         md: src.md,
+                        size,
                         md5,
                         offset,
                         started,
@@ -293,6 +298,11 @@ impl Sender<'_> {
         };
         let (sending, total) = (&self.sending, &self.total);
         let mut counted = offset;
+        if src.stream {
+            let (md5, size) = self.body_stdin(conn, id, idx, file)?;
+            self.items[idx].entry.size = size;
+            return Ok(md5);
+        }
         if src.digest_follows {
             let md5 = self.body_hashing(conn, id, idx, file, &src.md)?;
             self.items[idx].md5 = Some(md5);
@@ -389,8 +399,10 @@ impl Sender<'_> {
     ) -> (Verdict, usize) {
         let idx = f.idx;
         let shown = escape(self.items[idx].entry.name.as_str());
-        let size = f.md.len();
-        let may_resend = !self.items[idx].resent && self.cfg.retries > 0;
+        let size = f.size;
+        // Standard input cannot be read again.
+        let may_resend =
+            !self.items[idx].resent && self.cfg.retries > 0 && !self.items[idx].entry.stdin;
         let verdict = result(status, &f.md5, &got, may_resend, &shown, message);
         match &verdict {
             Verdict::Done => {

@@ -35,7 +35,7 @@ pub use types::WINDOW;
 pub fn run(cfg: &SendConfig) -> Result<Exit> {
     exit_on_interrupt()?;
     let events = Events::new(cfg.json);
-    let walk = match walk::walk(&cfg.sources, cfg.walk) {
+    let walk = match walk::walk(&cfg.sources, cfg.walk, cfg.stdin_name.as_deref()) {
         Ok(w) => w,
         Err(e) => {
             events.emit(&Event::Summary {
@@ -103,6 +103,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
             items,
             tally: Tally::default(),
             asked_digest: 0,
+            stdin_sent: false,
             prefixes: std::collections::HashMap::new(),
             events,
         }

@@ -107,6 +107,7 @@ pub(super) fn hash_batch(batch: &mut Vec<(usize, Unhashed)>, tx: &mpsc::Sender<M
             md5,
             data: Some(r.data),
             digest_follows: false,
+            stream: false,
         };
         if tx.send(Msg::Ready(idx, Prepared::File(source))).is_err() {
             return false;
@@ -131,6 +132,28 @@ pub(super) fn prepare(
     if matches!(entry.kind, Kind::Symlink | Kind::HardLink) {
         return Step::Ready(Prepared::Link);
     }
+    if entry.stdin {
+        // Standard input: read as it is sent, hashed as it goes.
+        use std::os::fd::AsFd;
+        let opened = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map(File::from)
+            .and_then(|f| Ok((f.metadata()?, f)));
+        return match opened {
+            Ok((md, file)) => Step::Ready(Prepared::File(Source {
+                file: Some(file),
+                md,
+                md5: [0; 16],
+                data: None,
+                digest_follows: true,
+                stream: true,
+            })),
+            Err(e) => Step::Ready(Prepared::Unreadable(format!(
+                "cannot read standard input: {e}"
+            ))),
+        };
+    }
     let local = escape(&entry.local.to_string_lossy());
     let unreadable =
         |e: std::io::Error| Step::Ready(Prepared::Unreadable(format!("cannot read {local}: {e}")));
@@ -151,6 +174,7 @@ pub(super) fn prepare(
             md5,
             data: None,
             digest_follows: false,
+            stream: false,
         }));
     }
     if stream_ok && md.len() >= STREAM_DIGEST_MIN {
@@ -161,6 +185,7 @@ pub(super) fn prepare(
             md5: [0; 16],
             data: None,
             digest_follows: true,
+            stream: false,
         }));
     }
     if md.len() <= INLINE_MAX {
@@ -173,6 +198,7 @@ pub(super) fn prepare(
                 md,
                 data: Some(data),
                 digest_follows: false,
+                stream: false,
             })),
             Err(e) => unreadable(e),
         };
@@ -191,6 +217,7 @@ pub(super) fn prepare(
                 md5,
                 data: None,
                 digest_follows: false,
+                stream: false,
             }))
         }
         Err(e) => unreadable(e),

@@ -67,7 +67,7 @@ impl Sender<'_> {
                         left -= 1;
                     }
                 }
-                Err(b) if b.retry && (patient || left > 0) => {
+                Err(b) if b.retry && (patient || left > 0) && !self.stdin_sent => {
                     if !patient {
                         left -= 1;
                     }
@@ -84,6 +84,14 @@ impl Sender<'_> {
                     ));
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+                Err(b) if self.stdin_sent => {
+                    // What was read of standard input cannot be sent again.
+                    self.fail_pending(Exit::Failure);
+                    return Err(b.err.context(format!(
+                        "sending to {}: standard input broke off after its first byte; a stream cannot be read again, so this is final",
+                        self.cfg.target
+                    )));
                 }
                 Err(b) => {
                     let hint = if b.retry && self.cfg.retries > 0 {

@@ -166,3 +166,51 @@ fn hash_extents(
         Ok(h.finish())
     })
 }
+
+impl Sender<'_> {
+    /// Sends standard input, whose size is not known: BODY extents as it is
+    /// read, hashed as they go, then the DIGEST. Returns the digest and the
+    /// size. From the first byte on, a failure is final: what was read
+    /// cannot be read again.
+    pub(super) fn body_stdin(
+        &mut self,
+        conn: &mut Conn<TcpStream>,
+        id: u32,
+        idx: usize,
+        mut input: &File,
+    ) -> Result<(Md5Digest, u64), Broken> {
+        use std::io::Read;
+        let mut h = Hasher::with(self.cfg.hash);
+        let mut buf = vec![0u8; CHUNK];
+        let mut pos = 0u64;
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(anyhow::anyhow!("cannot read standard input: {e}").into()),
+            };
+            if n == 0 && pos > 0 {
+                break;
+            }
+            self.stdin_sent = true;
+            conn.queue(&Frame::Body {
+                id,
+                offset: pos,
+                length: n as u64,
+            });
+            conn.write_raw(&buf[..n])?;
+            h.update(&buf[..n]);
+            pos += n as u64;
+            self.sending.inc(n as u64);
+            self.total.inc(n as u64);
+            self.items[idx].shown += n as u64;
+            self.tally.wire += n as u64;
+            if n == 0 {
+                break; // empty input: one empty BODY
+            }
+        }
+        let md5 = h.finish();
+        conn.queue(&Frame::Digest { id, md5 });
+        Ok((md5, pos))
+    }
+}

@@ -72,6 +72,8 @@ pub(super) struct Sender<'a> {
     pub(super) events: Events,
     /// Offers the receiver answered "digest needed" in this attempt.
     pub(super) asked_digest: usize,
+    /// Standard input's first byte went out: no attempt can send it again.
+    pub(super) stdin_sent: bool,
     /// PREFIX frames received, by offer id, for the ACCEPT that follows.
     pub(super) prefixes: std::collections::HashMap<u32, Md5Digest>,
 }
@@ -188,6 +190,8 @@ pub(super) struct Source {
     /// The digest is not known yet (`md5` is zero): it is computed while
     /// the body is sent and follows it in a DIGEST frame.
     pub(super) digest_follows: bool,
+    /// Standard input: its size is not known, it cannot be read twice.
+    pub(super) stream: bool,
 }
 
 /// Files this large whose digest is not known are offered without it and
@@ -217,6 +221,8 @@ pub(super) struct Offer {
 pub(super) struct Flight {
     pub(super) idx: usize,
     pub(super) md: std::fs::Metadata,
+    /// The file's size (for standard input: what was sent).
+    pub(super) size: u64,
     pub(super) md5: Md5Digest,
     pub(super) offset: u64,
     pub(super) started: Instant,

@@ -135,3 +135,69 @@ fn xxh3_checks_every_kind_of_file_and_resumes() {
     );
     assert_eq!(md5_hex(d.out.join("again.bin")), md5_hex(&file));
 }
+
+/// `cat SRC | ftx send ARGS... - ADDR` through a real pipe.
+fn send_piped(
+    src: &std::path::Path,
+    args: &[&str],
+    addr: impl std::fmt::Display,
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("f=$1; shift; cat \"$0\" | \"$f\" send \"$@\"")
+        .arg(src)
+        .arg(crate::common::ftx_bin())
+        .args(args)
+        .arg("-")
+        .arg(addr.to_string());
+    crate::common::run_with_timeout(cmd, crate::common::SEND_TIMEOUT)
+}
+
+#[test]
+fn standard_input_arrives_under_its_name_with_the_digest_of_what_was_piped() {
+    let d = dirs();
+    let rx = Receiver::start(&d.out, &[]);
+    for (name, size) in [
+        ("small.tar", 100_000u64),
+        ("big.tar", 20 << 20),
+        ("empty", 0),
+    ] {
+        let src = d.src.join(name);
+        write_random(&src, size, 61);
+        let out = send_piped(&src, &["--name", name], rx.addr);
+        assert_status(&out, 0, "send standard input");
+        assert_eq!(md5_hex(d.out.join(name)), md5_hex(&src), "{name}");
+        assert!(
+            text(&out.stdout).contains(&md5_hex(&src)),
+            "the line names the md5"
+        );
+    }
+    // A file is there already, no --overwrite: refused, as for any file.
+    let src = d.src.join("small.tar");
+    write_random(&src, 5000, 62);
+    let out = send_piped(&src, &["--name", "small.tar"], rx.addr);
+    assert_status(&out, 5, "a stream onto an existing file");
+}
+
+#[test]
+fn standard_input_needs_a_name_and_a_broken_stream_is_final() {
+    let d = dirs();
+    let rx = Receiver::start(&d.out, &[]);
+    let src = d.src.join("s.bin");
+    write_random(&src, 16 << 20, 63);
+    let out = send_piped(&src, &[], rx.addr);
+    assert_status(&out, 2, "standard input without --name");
+    assert!(
+        text(&out.stderr).contains("--name"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Cut after 4 MiB: no retry can send it again, and the message says so.
+    let proxy = Proxy::start(rx.addr, Mode::CutAfter(4 << 20));
+    let out = send_piped(&src, &["--name", "s.bin"], proxy.addr);
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(err.contains("cannot be read again"), "{err}");
+    assert!(!err.contains("retrying"), "no retry:\n{err}");
+    assert!(!d.out.join("s.bin").exists());
+}
