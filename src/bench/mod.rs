@@ -105,21 +105,33 @@ pub fn run_with(cfg: &BenchConfig, exe: &Path) -> Result<Report> {
 
     let mut report = report_head;
     if let Some((path, d)) = &big {
-        let name = format!("1 file {}", human_bytes(cfg.size));
-        status(&format!("measuring {name}"));
-        let r = run_case(
-            exe,
-            &work,
-            "big",
-            &name,
-            path,
-            cfg.size,
-            1,
-            cfg.streams,
-            |o| check_big(&o.join("big.bin"), cfg.size, d),
-        )?;
-        print_row(&r)?;
-        report.cases.push(r);
+        // A cold send (MD5, digest after the body), the same with XXH3,
+        // again with its digest cached (one untimed send first puts it
+        // there), and through standard input.
+        for how in [How::Cold, How::Xxh3, How::Cached, How::Stdin] {
+            let name = format!("1 file {} ({})", human_bytes(cfg.size), how.label());
+            status(&format!("measuring {name}"));
+            let case = |how| {
+                run_case(
+                    exe,
+                    &work,
+                    "big",
+                    &name,
+                    path,
+                    cfg.size,
+                    1,
+                    cfg.streams,
+                    how,
+                    |o: &Path| check_big(&o.join("big.bin"), cfg.size, d),
+                )
+            };
+            if how == How::Cached {
+                case(How::Cached)?;
+            }
+            let r = case(how)?;
+            print_row(&r)?;
+            report.cases.push(r);
+        }
     }
     if let Some((dir, bytes)) = &small {
         let name = format!("{} small", cfg.files);
@@ -133,6 +145,7 @@ pub fn run_with(cfg: &BenchConfig, exe: &Path) -> Result<Report> {
             *bytes,
             cfg.files,
             cfg.streams,
+            How::Cold,
             |o| check_tree(dir, &o.join("small"), cfg.files),
         )?;
         print_row(&r)?;
@@ -142,6 +155,30 @@ pub fn run_with(cfg: &BenchConfig, exe: &Path) -> Result<Report> {
         status(&format!("kept {}", work.path.display()));
     }
     Ok(report)
+}
+
+/// How the sender is run for a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// A first send: MD5, the digest computed while sending.
+    Cold,
+    /// A first send checked with XXH3-128.
+    Xxh3,
+    /// The digest is in the sender's cache.
+    Cached,
+    /// The file through standard input.
+    Stdin,
+}
+
+impl How {
+    fn label(self) -> &'static str {
+        match self {
+            How::Cold => "md5",
+            How::Xxh3 => "xxh3",
+            How::Cached => "cached",
+            How::Stdin => "stdin",
+        }
+    }
 }
 
 /// Runs one case: a fresh output directory, a receiver, a sender, checks.
@@ -155,6 +192,7 @@ fn run_case(
     bytes: u64,
     files: usize,
     streams: usize,
+    how: How,
     check: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<CaseResult> {
     let out = work.path.join(format!("out-{tag}"));
@@ -184,12 +222,36 @@ fn run_case(
 
     let mut cmd = Command::new(exe);
     // --no-cache: measure a first transfer (every file hashed) and leave
-    // the user's digest cache alone.
-    cmd.args(["send", "-q", "--no-cache"]);
-    if streams > 1 {
-        cmd.arg("-j").arg(streams.to_string());
+    // the user's digest cache alone; the cached case has a cache of its own.
+    cmd.args(["send", "-q"]);
+    match how {
+        How::Cold => {
+            cmd.arg("--no-cache");
+        }
+        How::Xxh3 => {
+            cmd.args(["--no-cache", "--hash", "xxh3"]);
+        }
+        How::Cached => {
+            cmd.env("XDG_CACHE_HOME", work.path.join("cache"));
+        }
+        How::Stdin => {
+            // `exec ftx send --name NAME - ADDR < SRC`: the measured
+            // process is ftx itself, reading standard input.
+            cmd = Command::new("sh");
+            cmd.arg("-c")
+                .arg("exec \"$0\" send -q --name \"$1\" - \"$2\" < \"$3\"")
+                .arg(exe)
+                .arg(src.file_name().unwrap_or_default())
+                .arg(addr.to_string())
+                .arg(src);
+        }
     }
-    cmd.arg(src).arg(addr.to_string());
+    if how != How::Stdin {
+        if streams > 1 {
+            cmd.arg("-j").arg(streams.to_string());
+        }
+        cmd.arg(src).arg(addr.to_string());
+    }
     let start = Instant::now();
     let sender = Proc::spawn(cmd, "sender", None)?;
     let sent = sender.wait(send_limit(bytes, files));

@@ -85,7 +85,7 @@ impl Report {
 
 pub(super) fn table_header() -> String {
     format!(
-        "{:<18}{:<13}{:<7}{:<8}{:<8}{:<9}{:<12}{:<12}{:<14}{}",
+        "{:<26}{:<13}{:<7}{:<8}{:<8}{:<9}{:<12}{:<12}{:<14}{}",
         "case",
         "bytes",
         "files",
@@ -113,7 +113,7 @@ pub(super) fn table_row(c: &CaseResult) -> String {
         format!("{:.1} ", c.send.max_rss_kib as f64 / 1024.0),
         format!("{:.1}", c.recv.max_rss_kib as f64 / 1024.0),
     ];
-    let widths = [18, 13, 7, 8, 8, 9, 12, 12, 14, 0];
+    let widths = [26, 13, 7, 8, 8, 9, 12, 12, 14, 0];
     cols.iter()
         .zip(widths)
         .map(|(c, w)| format!("{c:<w$}"))

@@ -279,6 +279,23 @@ m_ftx_big() {
     ftx_run "$1" "$big"
     check_big "$1/big.bin" "ftx"
 }
+# The file through a pipe: `cat big | ftx send --name big.bin -`.
+m_ftx_big_stdin() {
+    local out=$1 t addr="" i rx
+    start_bg "$FTX" recv --once -q --port 0 --bind 127.0.0.1 --out "$out" >"$W/ftx-recv.out" 2>"$W/ftx-recv.err"
+    rx=$bg
+    for ((i = 0; i < 1000; i++)); do
+        addr=$(sed -n 's/^listening on //p' "$W/ftx-recv.out" | head -n1)
+        [[ -z $addr ]] || break
+        sleep 0.01
+    done
+    [[ -n $addr ]] || die "ftx recv did not print its address within 10 s"
+    t=$(now)
+    cat "$big" | "$FTX" send -q --name big.bin - "$addr" || die "ftx send - failed"
+    finish_bg "$rx" || die "ftx recv failed: $(cat "$W/ftx-recv.err")"
+    elapsed "$t"
+    check_big "$1/big.bin" "ftx send -"
+}
 # A cold send checked with XXH3-128 instead of MD5.
 m_ftx_big_xxh3() {
     ftx_run "$1" "$big" "" --hash xxh3
@@ -389,7 +406,7 @@ measure_turns() {
 big_rows=()
 if ((bytes > 0)); then
     echo "large file, $RUNS runs each:" >&2
-    big_rows=("md5sum" "nc" "nc + md5sum" "nc + md5sum + sync" "rsync -a" "ftx" "ftx --hash xxh3" "ftx, digest cached")
+    big_rows=("md5sum" "nc" "nc + md5sum" "nc + md5sum + sync" "rsync -a" "ftx" "ftx --hash xxh3" "ftx, digest cached" "cat | ftx send -")
     measure "md5sum" m_md5sum
     measure "nc" m_nc
     measure "nc + md5sum" m_nc_md5
@@ -399,6 +416,7 @@ if ((bytes > 0)); then
     measure "ftx --hash xxh3" m_ftx_big_xxh3
     mkdir "$W/prime" && m_ftx_big_cached "$W/prime" && rm -rf "$W/prime"
     measure "ftx, digest cached" m_ftx_big_cached
+    measure "cat | ftx send -" m_ftx_big_stdin
 fi
 small_rows=()
 if ((FILES > 0)); then

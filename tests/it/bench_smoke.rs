@@ -16,10 +16,16 @@ fn small_bench_runs_verifies_and_cleans_up() {
         keep: false,
     };
     let report = run_with(&cfg, Path::new(env!("CARGO_BIN_EXE_ftx"))).expect("bench");
-    assert_eq!(report.cases.len(), 2);
-    let big = &report.cases[0];
-    assert_eq!((big.bytes, big.files), (8 << 20, 1));
-    let small = &report.cases[1];
+    // The big file four ways (md5, xxh3, cached, stdin), then the small ones.
+    assert_eq!(report.cases.len(), 5);
+    for (big, how) in report.cases[..4]
+        .iter()
+        .zip(["md5", "xxh3", "cached", "stdin"])
+    {
+        assert_eq!((big.bytes, big.files), (8 << 20, 1));
+        assert!(big.name.ends_with(&format!("({how})")), "{}", big.name);
+    }
+    let small = &report.cases[4];
     assert_eq!(small.files, 50);
     assert!(small.bytes >= 50 && small.bytes <= 50 * 64 * 1024);
     for c in &report.cases {
