@@ -187,7 +187,9 @@ mod tests {
         };
         let row = table_row(&c);
         let head = table_header();
-        assert!(row.starts_with("1 file 1.0 GiB (md5)      1073741824   1      4.31    249.1   0.2"));
+        assert!(
+            row.starts_with("1 file 1.0 GiB (md5)      1073741824   1      4.31    249.1   0.2")
+        );
         assert_eq!(head.find("MB/s"), row.find("249.1"));
         assert_eq!(head.find("recv RSS MiB"), row.find("5.6"));
     }
