@@ -149,8 +149,9 @@ pub struct RecvArgs {
     /// Port to listen on (0 picks a free one; the real one is printed).
     #[arg(long, short, default_value_t = 6000)]
     pub port: u16,
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0", value_name = "ADDR")]
+    /// Address to listen on; the default takes IPv6 and IPv4 (IPv4 alone
+    /// where the system has no IPv6).
+    #[arg(long, default_value = "::", value_name = "ADDR")]
     pub bind: IpAddr,
     /// Directory to receive into; must exist. Nothing is written outside it.
     #[arg(long, short, default_value = ".", value_name = "DIR", env = "FTX_OUT")]
@@ -195,11 +196,40 @@ impl BenchArgs {
     }
 }
 
+/// Checks the receiver's address: `HOST:PORT`, an IPv6 address in
+/// brackets (`[::1]:6000`), a port from 1 to 65535. Returns it as given, or
+/// what is wrong with it. Pure.
+pub fn parse_target(s: &str) -> Result<String, String> {
+    let wrong = |why: &str| {
+        format!(
+            "the receiver must be the last argument, as HOST:PORT (for example myhost:6000 or [::1]:6000); '{}' {why}",
+            crate::sanitize::escape(s)
+        )
+    };
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(wrong("has no port"));
+    };
+    if host.is_empty() {
+        return Err(wrong("has no host"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(wrong("is an IPv6 address without brackets, or has no port"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(s.to_owned()),
+        _ => Err(wrong("has no valid port (1 to 65535)")),
+    }
+}
+
 impl SendArgs {
     /// The plain config; the last positional argument is the receiver.
     /// Reads the token (from `--token-file` or `$FTX_TOKEN`).
     pub fn into_config(mut self) -> anyhow::Result<SendConfig> {
         let target = self.args.pop().unwrap_or_default();
+        // Checked before anything else: a forgotten port is a typo, not a
+        // network fault to retry.
+        let target = parse_target(&target)
+            .map_err(|m| crate::exit::ExitError::new(crate::exit::Exit::Usage, m))?;
         let dashes = self.args.iter().filter(|a| *a == "-").count();
         let usage = |m: &str| -> anyhow::Error {
             crate::exit::ExitError::new(crate::exit::Exit::Usage, m).into()
@@ -270,6 +300,26 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn targets_are_host_and_port() {
+        for ok in ["host:6000", "127.0.0.1:1", "[::1]:6000", "a.b.c:65535"] {
+            assert_eq!(parse_target(ok).as_deref(), Ok(ok), "{ok}");
+        }
+        for (bad, why) in [
+            ("127.0.0.1", "no port"),
+            ("host", "no port"),
+            (":6000", "no host"),
+            ("::1:6000", "without brackets"),
+            ("host:0", "valid port"),
+            ("host:70000", "valid port"),
+            ("host:x", "valid port"),
+            ("host:", "valid port"),
+        ] {
+            let e = parse_target(bad).expect_err(bad);
+            assert!(e.contains(why) && e.contains("HOST:PORT"), "{bad}: {e}");
+        }
     }
 
     #[test]

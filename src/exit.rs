@@ -69,6 +69,9 @@ pub struct ExitError {
     pub exit: Exit,
     /// What to print after "ftx: ".
     pub message: String,
+    /// Trying again cannot help (a host name that does not resolve), even
+    /// where this status is otherwise retried.
+    pub lasting: bool,
 }
 
 impl ExitError {
@@ -77,6 +80,15 @@ impl ExitError {
         ExitError {
             exit,
             message: message.into(),
+            lasting: false,
+        }
+    }
+
+    /// Builds an error that trying again cannot help.
+    pub fn lasting(exit: Exit, message: impl Into<String>) -> Self {
+        ExitError {
+            lasting: true,
+            ..ExitError::new(exit, message)
         }
     }
 }

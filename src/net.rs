@@ -144,6 +144,22 @@ impl Write for Deadlined {
 
 /// Binds and listens on `bind:port`. A port in use is reported by number.
 pub fn listen(bind: IpAddr, port: u16) -> Result<TcpListener, ExitError> {
+    match listen_on(bind, port) {
+        // The default, `::` (IPv6 and IPv4), where the system has no IPv6.
+        Err((e, _))
+            if bind == IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                && matches!(
+                    e.raw_os_error(),
+                    Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL | libc::EPROTONOSUPPORT)
+                ) =>
+        {
+            listen_on(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port).map_err(|(_, x)| x)
+        }
+        other => other.map_err(|(_, x)| x),
+    }
+}
+
+fn listen_on(bind: IpAddr, port: u16) -> Result<TcpListener, (io::Error, ExitError)> {
     let addr = SocketAddr::new(bind, port);
     let fail = |what: &str, e: io::Error| {
         let why = if e.kind() == io::ErrorKind::AddrInUse {
@@ -151,7 +167,8 @@ pub fn listen(bind: IpAddr, port: u16) -> Result<TcpListener, ExitError> {
         } else {
             e.to_string()
         };
-        ExitError::new(Exit::Connect, format!("cannot {what} on {addr}: {why}"))
+        let x = ExitError::new(Exit::Connect, format!("cannot {what} on {addr}: {why}"));
+        (e, x)
     };
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(|e| fail("create a socket", e))?;
@@ -159,7 +176,7 @@ pub fn listen(bind: IpAddr, port: u16) -> Result<TcpListener, ExitError> {
         .set_reuse_address(true)
         .map_err(|e| fail("listen", e))?;
     if addr.is_ipv6() {
-        // Let `--bind ::` serve IPv4 too where the system allows it.
+        // Let `::` serve IPv4 too where the system allows it.
         let _ = socket.set_only_v6(false);
     }
     socket.bind(&addr.into()).map_err(|e| fail("listen", e))?;
@@ -201,9 +218,11 @@ pub fn connect(target: &str, timeout: Duration) -> Result<TcpStream, ExitError> 
     let addrs: Vec<SocketAddr> = target
         .to_socket_addrs()
         .map_err(|e| {
-            ExitError::new(
+            // A name that does not resolve is not a network fault to wait
+            // out: it is said at once, and not retried.
+            ExitError::lasting(
                 Exit::Connect,
-                format!("cannot resolve {target}: {e} (expected HOST:PORT)"),
+                format!("cannot resolve the host of {target}: {e}"),
             )
         })?
         .collect();

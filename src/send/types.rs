@@ -110,7 +110,7 @@ pub(super) fn transient(err: &anyhow::Error) -> bool {
             return !matches!(c, ConnError::Frame(_));
         }
         if let Some(x) = e.downcast_ref::<ExitError>() {
-            return x.exit == Exit::Connect;
+            return x.exit == Exit::Connect && !x.lasting;
         }
         if let Some(p) = e.downcast_ref::<PeerError>() {
             return ErrorCode::from_code(p.code).is_some_and(ErrorCode::transient);

@@ -317,3 +317,65 @@ fn exit_5_when_a_different_file_exists_without_overwrite() {
     let err = text(&out.stderr);
     assert!(err.contains("one.bin"), "stderr names the file:\n{err}");
 }
+
+// ---------------------------------------------------------------------------
+// The receiver's address
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_forgotten_port_is_a_usage_error_at_once() {
+    let d = crate::common::dirs();
+    let file = d.src.join("f");
+    fs::write(&file, b"f").expect("write");
+    let started = std::time::Instant::now();
+    let out = ftx(&["send", file.to_str().expect("utf-8"), "127.0.0.1"]);
+    assert_status(&out, 2, "ftx send f 127.0.0.1");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("HOST:PORT") && err.contains("no port"),
+        "{err}"
+    );
+    assert!(!err.contains("retrying"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "at once, not after retries"
+    );
+}
+
+#[test]
+fn an_unknown_host_is_said_at_once_and_not_retried() {
+    let d = crate::common::dirs();
+    let file = d.src.join("f");
+    fs::write(&file, b"f").expect("write");
+    let out = ftx(&[
+        "send",
+        file.to_str().expect("utf-8"),
+        "no-such-host.invalid:6000",
+    ]);
+    assert_status(&out, 3, "an unknown host");
+    let err = text(&out.stderr);
+    assert!(err.contains("cannot resolve the host"), "{err}");
+    assert!(!err.contains("retrying"), "not retried:\n{err}");
+}
+
+#[test]
+fn a_receiver_with_the_default_bind_takes_ipv6_and_ipv4() {
+    let d = crate::common::dirs();
+    let mut cmd = crate::common::ftx_cmd();
+    cmd.args(["recv", "--port", "0", "--out"]).arg(&d.out);
+    let rx = crate::common::Receiver::spawn(cmd, &d.out);
+    let port = rx.addr.port();
+    let file = d.src.join("both.bin");
+    for (i, target) in [format!("[::1]:{port}"), format!("127.0.0.1:{port}")]
+        .iter()
+        .enumerate()
+    {
+        fs::write(&file, format!("content {i}")).expect("write");
+        let out = crate::common::send(&["-q", file.to_str().expect("utf-8")], target);
+        if i == 0 && text(&out.stderr).contains("Address family not supported") {
+            return; // no IPv6 on this machine: nothing to check
+        }
+        assert_status(&out, 0, target);
+        fs::remove_file(d.out.join("both.bin")).expect("remove the received file");
+    }
+}
