@@ -142,12 +142,8 @@ pub(super) fn prepare(
             .and_then(|f| Ok((f.metadata()?, f)));
         return match opened {
             Ok((md, file)) => Step::Ready(Prepared::File(Source {
-                file: Some(file),
-                md,
-                md5: [0; 16],
-                data: None,
-                digest_follows: true,
                 stream: true,
+                ..Source::unhashed(file, md)
             })),
             Err(e) => Step::Ready(Prepared::Unreadable(format!(
                 "cannot read standard input: {e}"
@@ -168,25 +164,11 @@ pub(super) fn prepare(
     // The cache keeps MD5s only (XXH3 costs less than looking it up).
     let cached = || (algo == Algo::Md5).then(|| cache.get(&md)).flatten();
     if let Some(md5) = known.or_else(cached) {
-        return Step::Ready(Prepared::File(Source {
-            file: Some(file),
-            md,
-            md5,
-            data: None,
-            digest_follows: false,
-            stream: false,
-        }));
+        return Step::Ready(Prepared::File(Source::hashed(file, md, md5)));
     }
     if stream_ok && md.len() >= STREAM_DIGEST_MIN {
         // Hashed while it is sent: no pass over it now.
-        return Step::Ready(Prepared::File(Source {
-            file: Some(file),
-            md,
-            md5: [0; 16],
-            data: None,
-            digest_follows: true,
-            stream: false,
-        }));
+        return Step::Ready(Prepared::File(Source::unhashed(file, md)));
     }
     if md.len() <= INLINE_MAX {
         // Hashed in microseconds: not worth a line on the hashing bar.
@@ -211,14 +193,7 @@ pub(super) fn prepare(
             if algo == Algo::Md5 {
                 cache.put(&md, &md5);
             }
-            Step::Ready(Prepared::File(Source {
-                file: Some(file),
-                md,
-                md5,
-                data: None,
-                digest_follows: false,
-                stream: false,
-            }))
+            Step::Ready(Prepared::File(Source::hashed(file, md, md5)))
         }
         Err(e) => unreadable(e),
     }

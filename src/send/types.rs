@@ -194,6 +194,29 @@ pub(super) struct Source {
     pub(super) stream: bool,
 }
 
+impl Source {
+    /// An open file whose digest is known.
+    pub(super) fn hashed(file: File, md: std::fs::Metadata, md5: Md5Digest) -> Source {
+        Source {
+            file: Some(file),
+            md,
+            md5,
+            data: None,
+            digest_follows: false,
+            stream: false,
+        }
+    }
+
+    /// An open file to be hashed while it is sent (its digest follows).
+    pub(super) fn unhashed(file: File, md: std::fs::Metadata) -> Source {
+        Source {
+            md5: [0; 16],
+            digest_follows: true,
+            ..Source::hashed(file, md, [0; 16])
+        }
+    }
+}
+
 /// Files this large whose digest is not known are offered without it and
 /// hashed while they are sent (one read, MD5 beside the socket), instead
 /// of hashed first and then sent (two reads, two MD5 passes in series).

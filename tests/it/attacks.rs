@@ -7,7 +7,7 @@
 //! The invariant every case checks: a file outside OUT (the victim) keeps
 //! its content, and what arrives under a final name is what was sent.
 
-use crate::common::raw::{file_offer, md5_of, Raw};
+use crate::common::raw::{file_offer, forged_state, md5_of, Raw};
 use crate::common::{assert_status, dirs, md5_hex, poll_until, send, write_random, Receiver};
 use ftx::protocol::frame::{reject_code, result_status, Frame};
 use std::fs;
@@ -34,24 +34,6 @@ fn assert_victim_intact(v: &Path) {
         ORIGINAL,
         "the file outside OUT was written through a hard link"
     );
-}
-
-/// A state file as the store writes it (see `src/store/state.rs`), for a
-/// file of `size` bytes and MD5 `md5`, vouching that the partial's first
-/// block hashes to `xxh3` and that the MD5 state after it is `md5_state`.
-fn forged_state(size: u64, md5: &[u8; 16], xxh3: u64, md5_state: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(b"FTXPART1");
-    v.extend_from_slice(&size.to_be_bytes());
-    v.extend_from_slice(md5);
-    v.extend_from_slice(&ftx::store::BLOCK.to_be_bytes());
-    v.extend_from_slice(&1u32.to_be_bytes());
-    v.extend_from_slice(&(md5_state.len() as u16).to_be_bytes());
-    v.extend_from_slice(&xxh3.to_be_bytes());
-    v.extend_from_slice(md5_state);
-    let trailer = xxhash_rust::xxh3::xxh3_64(&v);
-    v.extend_from_slice(&trailer.to_be_bytes());
-    v
 }
 
 #[test]

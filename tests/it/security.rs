@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::raw::{
     assert_no_raw_controls, assert_nothing_outside_out, assert_still_serves, dir_offer, file_offer,
-    file_offer_mode, md5_of, Raw, IO_TIMEOUT,
+    file_offer_mode, forged_state, md5_of, Raw, IO_TIMEOUT,
 };
 use crate::common::{
     assert_status, assert_trees_arrived, dirs, ftx_cmd, md5_hex, md5_hex_bytes, names_in,
@@ -1484,24 +1484,6 @@ fn offer_or_refused(raw: &mut Raw, id: u32, name: &str, data: &[u8]) -> bool {
         }
         other => panic!("expected ACCEPT at 0 or REJECT for {name}, got {other:?}"),
     }
-}
-
-/// A state file as `partial.rs` writes it, for a file of `size` bytes and
-/// MD5 `md5`, claiming the first block of the partial hashes to
-/// `block_xxh3` and that the MD5 state after it is `md5_state`.
-fn forged_state(size: u64, md5: &[u8; 16], block_xxh3: u64, md5_state: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(b"FTXPART1");
-    v.extend_from_slice(&size.to_be_bytes());
-    v.extend_from_slice(md5);
-    v.extend_from_slice(&ftx::store::BLOCK.to_be_bytes());
-    v.extend_from_slice(&1u32.to_be_bytes());
-    v.extend_from_slice(&(md5_state.len() as u16).to_be_bytes());
-    v.extend_from_slice(&block_xxh3.to_be_bytes());
-    v.extend_from_slice(md5_state);
-    let trailer = xxhash_rust::xxh3::xxh3_64(&v);
-    v.extend_from_slice(&trailer.to_be_bytes());
-    v
 }
 
 #[test]

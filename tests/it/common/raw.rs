@@ -347,3 +347,22 @@ pub fn assert_still_serves(rx: &mut Receiver, tag: &str) {
     );
     assert_eq!(md5_hex(rx.out.join(&name)), md5_hex(&file));
 }
+
+/// A state file as the store writes it (see `src/store/state.rs`), for a
+/// file of `size` bytes and digest `md5`, vouching that the partial's
+/// first block hashes to `xxh3` and that the MD5 state after it is
+/// `md5_state`.
+pub fn forged_state(size: u64, md5: &[u8; 16], xxh3: u64, md5_state: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(b"FTXPART1");
+    v.extend_from_slice(&size.to_be_bytes());
+    v.extend_from_slice(md5);
+    v.extend_from_slice(&ftx::store::BLOCK.to_be_bytes());
+    v.extend_from_slice(&1u32.to_be_bytes());
+    v.extend_from_slice(&(md5_state.len() as u16).to_be_bytes());
+    v.extend_from_slice(&xxh3.to_be_bytes());
+    v.extend_from_slice(md5_state);
+    let trailer = xxhash_rust::xxh3::xxh3_64(&v);
+    v.extend_from_slice(&trailer.to_be_bytes());
+    v
+}
