@@ -195,6 +195,15 @@ impl Sender<'_> {
                 })
             }
             Action::Broken(why) => return Err(anyhow::anyhow!("{why}").into()),
+            // Asked for the digest of an offer that carried it: a receiver
+            // that would ask for ever. The file fails.
+            Action::NeedDigest if !offer.file.as_ref().is_some_and(|f| f.digest_follows) => {
+                Verdict::Failed(
+                    Exit::Failure,
+                    "refused",
+                    format!("{shown}: the receiver asked for a digest the offer carried"),
+                )
+            }
             Action::NeedDigest => {
                 self.items[idx].need_digest = true;
                 self.asked_digest += 1;

@@ -201,3 +201,71 @@ fn standard_input_needs_a_name_and_a_broken_stream_is_final() {
     assert!(!err.contains("retrying"), "no retry:\n{err}");
     assert!(!d.out.join("s.bin").exists());
 }
+
+#[test]
+fn a_receiver_that_keeps_asking_for_the_digest_does_not_hold_the_sender_for_ever() {
+    use ftx::protocol::frame::{decode, encode, reject_code, Frame};
+    use std::io::{Read, Write};
+    let d = dirs();
+    let file = d.src.join("asked.bin");
+    write_random(&file, SIZE, 71);
+    // A fake receiver: answers every FILE "digest needed", whether or not
+    // the offer carried its digest.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let fake = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+                .expect("timeout");
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 65536];
+            loop {
+                let frame = loop {
+                    if let Ok(Some((f, used))) = decode(&buf) {
+                        buf.drain(..used);
+                        break Some(f);
+                    }
+                    match s.read(&mut chunk) {
+                        Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => break None,
+                    }
+                };
+                let answer = match frame {
+                    Some(Frame::Hello { .. }) => Frame::Welcome {
+                        version: ftx::protocol::limits::VERSION,
+                        flags: 0,
+                        nonce: [0; 32],
+                        agent: "fake".into(),
+                    },
+                    Some(Frame::File(h)) => Frame::Reject {
+                        id: h.id,
+                        code: reject_code::NEED_DIGEST,
+                        message: "again".into(),
+                    },
+                    Some(Frame::End) => Frame::Summary {
+                        files_ok: 0,
+                        files_failed: 0,
+                        bytes: 0,
+                    },
+                    _ => break,
+                };
+                let mut out = Vec::new();
+                encode(&answer, &mut out);
+                if s.write_all(&out).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let out = send(&["--no-cache", file.to_str().expect("utf-8")], addr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("asked for a digest the offer carried"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(fake);
+}
