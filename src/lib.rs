@@ -49,6 +49,7 @@
 //!   with SIMD).
 //! - [`progress`]: bars (the only user of indicatif); [`events`]: `--json`;
 //!   [`sanitize`]: escaping names for terminals and logs.
+//! - [`man`]: `ftx man`, the manual page (options, exit codes, examples).
 //! - [`bench`]: `ftx bench`: `data.rs` generated data, `proc.rs` child
 //!   processes and their usage, `report.rs` the table.
 
@@ -61,6 +62,7 @@ pub mod conn;
 pub mod digest;
 pub mod events;
 pub mod exit;
+pub mod man;
 pub mod md5core;
 pub mod md5multi;
 pub mod net;
@@ -92,9 +94,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         cli::Command::Man => {
-            let cmd = <cli::Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd)
-                .render(&mut std::io::stdout())
+            man::render(&mut std::io::stdout().lock())
                 .map_err(|e| anyhow::anyhow!("cannot write the man page: {e}"))?;
             Ok(Exit::Success)
         }

@@ -379,3 +379,25 @@ fn a_receiver_with_the_default_bind_takes_ipv6_and_ipv4() {
         fs::remove_file(d.out.join("both.bin")).expect("remove the received file");
     }
 }
+
+#[test]
+fn the_man_page_has_every_roles_options_exit_codes_and_examples() {
+    let out = ftx(&["man"]);
+    assert_status(&out, 0, "ftx man");
+    let page = text(&out.stdout);
+    for needle in [
+        "FTX SEND",
+        "FTX RECV",
+        "token\\-file",
+        "FTX_TOKEN",
+        "allow\\-unsafe\\-links",
+        "EXIT STATUS",
+        "EXAMPLES",
+        "ftx send \\-\\-hash xxh3",
+    ] {
+        assert!(
+            page.contains(needle) || page.contains(&needle.replace("\\-", "-")),
+            "the man page has {needle}"
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! `ftx man`: one manual page with every subcommand's options (and the
+//! environment variables they read), the exit codes and examples.
+
+use std::io::{self, Write};
+
+/// The exit codes and examples, as the page's last sections (roff).
+const EXTRA: &str = "\
+.SH \"EXIT STATUS\"
+.nf
+  0    every file verified or skipped as identical
+  1    a file unread or left out, a broken connection or protocol
+  2    bad command line (a path, or HOST:PORT, that cannot be right)
+  3    cannot connect (refused, timed out, unknown host) or listen
+  4    a file arrived with another digest and was not kept
+  5    refused: exists, unsafe name or link, no space, conflict
+  6    authentication failed: wrong or missing token
+  130  interrupted; run the same command again to resume
+The most serious decides: 6, then 4, 3, 5, 1. recv --once: 0 only
+if every file of its session was verified.
+.fi
+.SH EXAMPLES
+.nf
+  Receive into /srv/in, then send a file and a directory to it:
+    ftx recv --port 6000 --out /srv/in
+    ftx send disk.iso photos/ host:6000
+  Send a stream from a pipe, checked with XXH3 on a fast link:
+    tar c build | ftx send --hash xxh3 --name build.tar - host:6000
+  In CI: a receiver on a free port, JSON events on stdout, and a token:
+    FTX_TOKEN=$(cat token) ftx recv --once --json --port 0 --out out
+    FTX_TOKEN=$(cat token) ftx send --json dist/ 127.0.0.1:PORT
+.fi
+";
+
+/// Renders the page to `out`.
+pub fn render(out: &mut impl Write) -> io::Result<()> {
+    let cmd = <crate::cli::Cli as clap::CommandFactory>::command().long_about(
+        "ftx moves files and trees between machines and proves they arrived whole: \
+             a receiver (ftx recv) writes what a sender (ftx send) offers into its output \
+             directory, checks every file's digest, and puts it under its final name only \
+             when it matches.",
+    );
+    let man = clap_mangen::Man::new(cmd.clone());
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_subcommands_section(out)?;
+    for sub in cmd.get_subcommands() {
+        if matches!(sub.get_name(), "completions" | "man") {
+            continue;
+        }
+        // Each role's synopsis and options, under a section of its own.
+        writeln!(out, ".SH \"FTX {}\"", sub.get_name().to_uppercase())?;
+        let sub = sub.clone().bin_name(format!("ftx {}", sub.get_name()));
+        let page = clap_mangen::Man::new(sub);
+        let mut part = Vec::new();
+        page.render_synopsis_section(&mut part)?;
+        page.render_description_section(&mut part)?;
+        page.render_options_section(&mut part)?;
+        // Their own section titles become subsections.
+        let part = String::from_utf8_lossy(&part).replace(".SH ", ".SS ");
+        out.write_all(part.as_bytes())?;
+    }
+    out.write_all(EXTRA.as_bytes())?;
+    man.render_version_section(out)?;
+    Ok(())
+}
