@@ -6,10 +6,16 @@
 //!   each running transfer, readable in a log;
 //! - with `-q`: nothing.
 
-use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::style::ProgressTracker;
+use indicatif::{
+    DecimalBytes, HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState,
+    ProgressStyle,
+};
+use std::collections::VecDeque;
+use std::fmt;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A progress bar. Other modules name bars by this type only: indicatif is
 /// used here and nowhere else.
@@ -45,6 +51,111 @@ fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
+        .with_key("rate", Window::default())
+        .with_key("eta", Eta(Window::default()))
+        .with_key("sbytes", |s: &ProgressState, w: &mut dyn fmt::Write| {
+            // SI units, as the lines and the summary; never past the total.
+            let len = s.len().unwrap_or(0);
+            let _ = write!(
+                w,
+                "{}/{}",
+                DecimalBytes(s.pos().min(len)),
+                DecimalBytes(len)
+            );
+        })
+}
+
+/// How far back a rate looks: the last few seconds of bytes, never the
+/// idle or hashing time before them.
+const RATE_WINDOW: Duration = Duration::from_secs(3);
+/// A rate is shown once bytes have moved over at least this long.
+const RATE_MIN: Duration = Duration::from_millis(500);
+/// An ETA is shown once bytes have moved over at least this long.
+const ETA_MIN: Duration = Duration::from_secs(2);
+
+/// Positions of a bar over the last [`RATE_WINDOW`].
+#[derive(Debug, Clone, Default)]
+struct Window {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl Window {
+    fn add(&mut self, now: Instant, pos: u64) {
+        if self.samples.back().is_some_and(|&(_, p)| p > pos) {
+            // Moved back (a retry, a new file): the past says nothing.
+            self.samples.clear();
+        }
+        self.samples.push_back((now, pos));
+        while self
+            .samples
+            .front()
+            .is_some_and(|&(t, _)| now.duration_since(t) > RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+    }
+}
+
+/// The rate over the moving window `samples` (oldest first) at `now`:
+/// bytes per second since bytes were last seen starting to move within
+/// the window, and how long that is; `None` when they have not moved for
+/// [`RATE_MIN`] (hashing, waiting: the phase is not moving bytes). Pure.
+fn window_rate(samples: &VecDeque<(Instant, u64)>, now: Instant) -> Option<(f64, Duration)> {
+    let &(_, p0) = samples.front()?;
+    let &(_, p1) = samples.back()?;
+    if p1 <= p0 {
+        return None;
+    }
+    // The last sample before the bytes started moving.
+    let moving = samples.iter().position(|&(_, p)| p > p0)?;
+    let start = samples[moving.saturating_sub(1)].0;
+    let dt = now.duration_since(start);
+    if dt < RATE_MIN {
+        return None;
+    }
+    Some(((p1 - p0) as f64 / dt.as_secs_f64(), dt))
+}
+
+impl ProgressTracker for Window {
+    fn clone_box(&self) -> Box<dyn ProgressTracker> {
+        Box::new(self.clone())
+    }
+    fn tick(&mut self, state: &ProgressState, now: Instant) {
+        self.add(now, state.pos());
+    }
+    fn reset(&mut self, _: &ProgressState, _: Instant) {
+        self.samples.clear();
+    }
+    fn write(&self, _: &ProgressState, w: &mut dyn fmt::Write) {
+        let _ = match window_rate(&self.samples, Instant::now()) {
+            Some((r, _)) => write!(w, "{:.1} MB/s", r / 1e6),
+            None => write!(w, "-- MB/s"),
+        };
+    }
+}
+
+/// The ETA from the same window, hidden until bytes moved for [`ETA_MIN`].
+#[derive(Debug, Clone, Default)]
+struct Eta(Window);
+
+impl ProgressTracker for Eta {
+    fn clone_box(&self) -> Box<dyn ProgressTracker> {
+        Box::new(self.clone())
+    }
+    fn tick(&mut self, state: &ProgressState, now: Instant) {
+        self.0.add(now, state.pos());
+    }
+    fn reset(&mut self, _: &ProgressState, _: Instant) {
+        self.0.samples.clear();
+    }
+    fn write(&self, state: &ProgressState, w: &mut dyn fmt::Write) {
+        let left = state.len().unwrap_or(0).saturating_sub(state.pos());
+        if let Some((r, dt)) = window_rate(&self.0.samples, Instant::now()) {
+            if dt >= ETA_MIN && r > 0.0 && left > 0 {
+                let _ = write!(w, "ETA {}s", (left as f64 / r).ceil());
+            }
+        }
+    }
 }
 
 /// How a bar is laid out; every layout fits 80 columns.
@@ -105,13 +216,9 @@ impl Progress {
         }
         let bar = self.multi.add(ProgressBar::new(len));
         bar.set_style(style(match layout {
-            Layout::Total => {
-                "{prefix:>7} [{wide_bar}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta:>3}"
-            }
-            Layout::File => "{prefix:>7} {wide_msg} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12}",
-            Layout::Session => {
-                "{prefix:>7} {msg:20!} [{wide_bar}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12}"
-            }
+            Layout::Total => "{prefix:>7} [{wide_bar}] {sbytes:>19} {rate:>11} {eta:>8}",
+            Layout::File => "{prefix:>7} {wide_msg} {sbytes:>19} {rate:>11}",
+            Layout::Session => "{prefix:>7} {wide_msg} {sbytes:>19} {rate:>11}",
         }));
         bar.enable_steady_tick(Duration::from_millis(250));
         bar
@@ -193,6 +300,45 @@ pub fn plain_line(bar: &ProgressBar) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn samples(t0: Instant, points: &[(u64, u64)]) -> VecDeque<(Instant, u64)> {
+        points
+            .iter()
+            .map(|&(ms, pos)| (t0 + Duration::from_millis(ms), pos))
+            .collect()
+    }
+
+    #[test]
+    fn the_rate_is_of_the_last_seconds_of_moving_bytes() {
+        let t0 = Instant::now();
+        // 100 MB/s for two seconds.
+        let w = samples(t0, &[(0, 0), (1000, 100_000_000), (2000, 200_000_000)]);
+        let (r, dt) = window_rate(&w, t0 + Duration::from_millis(2000)).expect("rate");
+        assert!((r - 100e6).abs() < 1e3, "{r}");
+        assert_eq!(dt, Duration::from_secs(2));
+        // Idle (hashing) first, then 200 MB/s: the idle time does not count.
+        let w = samples(t0, &[(0, 5), (1000, 5), (2000, 5), (2500, 100_000_005)]);
+        let (r, _) = window_rate(&w, t0 + Duration::from_millis(2500)).expect("rate");
+        assert!((r - 200e6).abs() < 1e3, "{r}");
+        // Nothing moving: no rate.
+        let w = samples(t0, &[(0, 5), (1000, 5)]);
+        assert!(window_rate(&w, t0 + Duration::from_millis(1000)).is_none());
+        // Too soon to tell.
+        let w = samples(t0, &[(0, 0), (100, 1000)]);
+        assert!(window_rate(&w, t0 + Duration::from_millis(100)).is_none());
+    }
+
+    #[test]
+    fn a_window_forgets_what_is_older_than_it_and_a_move_back() {
+        let t0 = Instant::now();
+        let mut w = Window::default();
+        w.add(t0, 0);
+        w.add(t0 + Duration::from_secs(2), 10);
+        w.add(t0 + Duration::from_secs(4), 20);
+        assert_eq!(w.samples.len(), 2, "the sample from 4 s ago is gone");
+        w.add(t0 + Duration::from_secs(5), 3);
+        assert_eq!(w.samples.len(), 1, "a move back starts over");
+    }
 
     #[test]
     fn plain_line_reads_well() {
