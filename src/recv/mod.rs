@@ -35,6 +35,7 @@
 mod admit;
 mod commit;
 mod dirs;
+mod extents;
 mod gate;
 mod handshake;
 mod inflight;

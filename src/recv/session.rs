@@ -2,8 +2,8 @@
 //! handshake, with a commit thread beside it (see [`super::commit`]).
 
 use super::admit;
+use super::extents::Extent;
 use super::gate::Admitted;
-use super::intake::Extent;
 use super::listen::*;
 use super::report::*;
 use super::types::*;
@@ -149,22 +149,14 @@ impl<'a> Session<'a, '_> {
             match frame {
                 Frame::File(_) if self.awaiting.len() >= MAX_AWAITING => {
                     let msg = format!("more than {MAX_AWAITING} accepted files without their BODY");
-                    let _ = self.conn.send(&Frame::Error {
-                        code: ErrorCode::Protocol.code(),
-                        message: msg.clone(),
-                    });
-                    bail!("protocol error: {msg}");
+                    return Err(self.protocol_error(msg));
                 }
                 Frame::File(_) | Frame::Dir(_) if self.seen.len() >= admit::MAX_ENTRIES => {
                     let msg = format!(
                         "more than {} entries in one session; send the rest in another",
                         admit::MAX_ENTRIES
                     );
-                    let _ = self.conn.send(&Frame::Error {
-                        code: ErrorCode::Protocol.code(),
-                        message: msg.clone(),
-                    });
-                    bail!("protocol error: {msg}");
+                    return Err(self.protocol_error(msg));
                 }
                 Frame::File(h)
                     if h.flags & file_flags::STREAM != 0
@@ -222,11 +214,7 @@ impl<'a> Session<'a, '_> {
                         ),
                         other => format!("unexpected {} frame", other.name()),
                     };
-                    let _ = self.conn.send(&Frame::Error {
-                        code: ErrorCode::Protocol.code(),
-                        message: msg.clone(),
-                    });
-                    bail!("protocol error: {msg}");
+                    return Err(self.protocol_error(msg));
                 }
             }
         }
