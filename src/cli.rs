@@ -96,9 +96,10 @@ pub struct SendArgs {
     /// How long to try to connect, in seconds.
     #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
-    /// Reconnect and resume this many times in a row before giving up (0: any failure is final).
-    #[arg(long, default_value_t = 5, value_name = "N")]
-    pub retries: u32,
+    /// Reconnect and resume for this many seconds without progress before
+    /// giving up (0: any failure is final).
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub retry_for: u64,
     /// Do not use or update the digest cache (~/.cache/ftx): hash every file.
     #[arg(long)]
     pub no_cache: bool,
@@ -253,7 +254,7 @@ impl SendArgs {
             quiet: self.quiet,
             timeout: Duration::from_secs(self.timeout),
             connect_timeout: Duration::from_secs(self.connect_timeout),
-            retries: self.retries,
+            retry_for: Duration::from_secs(self.retry_for),
             cache: !self.no_cache,
             json: self.json,
             walk: crate::walk::WalkOptions {
@@ -339,7 +340,7 @@ mod tests {
         assert!(Cli::check(one).is_err());
         // Options may come between the paths and the target.
         let mixed =
-            Cli::try_parse_from(["ftx", "send", "a", "--retries", "0", "h:1"]).expect("parse");
+            Cli::try_parse_from(["ftx", "send", "a", "--retry-for", "0", "h:1"]).expect("parse");
         assert!(Cli::check(mixed).is_ok());
     }
 }

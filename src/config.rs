@@ -19,8 +19,9 @@ pub struct SendConfig {
     pub timeout: Duration,
     /// How long to try to connect.
     pub connect_timeout: Duration,
-    /// Attempts in a row without progress before giving up (0: fail at once).
-    pub retries: u32,
+    /// How long to go on retrying without progress (zero: any failure is
+    /// final at once).
+    pub retry_for: Duration,
     /// Use the digest cache.
     pub cache: bool,
     /// JSON events on stdout.

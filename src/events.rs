@@ -94,8 +94,9 @@ pub enum Event {
         message: String,
         /// Seconds until the next attempt.
         delay_s: f64,
-        /// Retries left after this one.
-        retries_left: u32,
+        /// Seconds the sender goes on retrying without progress
+        /// (`--retry-for`) after this pause.
+        gives_up_in_s: f64,
     },
     /// End of a run (sender) or of a session (receiver).
     Summary {
@@ -112,6 +113,10 @@ pub enum Event {
         entries_left: Option<u64>,
         /// Body bytes transferred.
         bytes: u64,
+        /// Sender: bytes of file data that crossed the wire (less than
+        /// `bytes` when the holes of sparse files were skipped).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        wire_bytes: Option<u64>,
         /// Wall time.
         seconds: f64,
         /// Sender: the exit status it ends with. Receiver: 0 if every file

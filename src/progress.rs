@@ -8,8 +8,7 @@
 
 use indicatif::style::ProgressTracker;
 use indicatif::{
-    DecimalBytes, HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState,
-    ProgressStyle,
+    DecimalBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle,
 };
 use std::collections::VecDeque;
 use std::fmt;
@@ -244,9 +243,10 @@ impl Progress {
 }
 
 /// The plain-line reporter: every [`PLAIN_EVERY`], one line per running bar
-/// that moved, like `ftx: total 45% 480.0 MiB/1.0 GiB 120.3 MB/s ETA 5s`.
+/// that moved, like `ftx: total 45% 480.0 MB/1.0 GB 120.3 MB/s ETA 5s`,
+/// its rate that of the bytes moved since the previous line.
 fn plain_lines(watched: &Mutex<Vec<(u64, ProgressBar)>>) {
-    let mut last: Vec<(u64, u64)> = Vec::new();
+    let mut last: Vec<(u64, u64, Instant)> = Vec::new();
     loop {
         std::thread::sleep(PLAIN_EVERY);
         let bars: Vec<(u64, ProgressBar)> = match watched.lock() {
@@ -256,44 +256,55 @@ fn plain_lines(watched: &Mutex<Vec<(u64, ProgressBar)>>) {
             }
             Err(_) => return,
         };
-        let mut now = Vec::with_capacity(bars.len());
+        let now = Instant::now();
+        let mut seen = Vec::with_capacity(bars.len());
         for (id, bar) in bars {
             let pos = bar.position();
-            now.push((id, pos));
+            seen.push((id, pos, now));
+            let before = last.iter().find(|&&(i, _, _)| i == id);
             let idle = bar.length().unwrap_or(0) == 0 || pos == bar.length().unwrap_or(0);
-            if idle || last.iter().any(|&(i, p)| i == id && p == pos) {
+            if idle || before.is_some_and(|&(_, p, _)| p == pos) {
                 continue;
             }
-            eprintln!("ftx: {}", plain_line(&bar));
+            // A bar new since the last line has no interval to measure yet.
+            let rate = before
+                .filter(|&&(_, p, _)| p < pos)
+                .map(|&(_, p, t)| (pos - p) as f64 / now.duration_since(t).as_secs_f64());
+            eprintln!("ftx: {}", plain_line(&bar, rate));
         }
-        last = now;
+        last = seen;
     }
 }
 
-/// One plain progress line for a bar.
-pub fn plain_line(bar: &ProgressBar) -> String {
-    let pos = bar.position();
+/// A byte count for people: SI units (`1.50 MB`), as the bars and lines.
+pub fn si_bytes(n: u64) -> String {
+    DecimalBytes(n).to_string()
+}
+
+/// One plain progress line for a bar moving at `rate` bytes per second
+/// (unknown: no rate and no ETA). SI units, as everywhere.
+pub fn plain_line(bar: &ProgressBar, rate: Option<f64>) -> String {
     let len = bar.length().unwrap_or(0);
+    let pos = bar.position().min(len);
     let pct = if len > 0 {
-        (pos as f64 / len as f64 * 100.0).min(100.0)
+        pos as f64 / len as f64 * 100.0
     } else {
         0.0
     };
-    let rate = bar.per_sec();
-    let eta = if rate > 0.0 && len > pos {
-        format!(" ETA {:.0}s", (len - pos) as f64 / rate)
-    } else {
-        String::new()
+    let speed = match rate {
+        Some(r) if r > 0.0 => {
+            format!(" {:.1} MB/s ETA {:.0}s", r / 1e6, (len - pos) as f64 / r)
+        }
+        _ => String::new(),
     };
     let label = match (bar.prefix().as_str(), bar.message().as_str()) {
         (p, "") => p.to_string(),
         (p, m) => format!("{p} {m}"),
     };
     format!(
-        "{label} {pct:.0}% {}/{} {:.1} MB/s{eta}",
-        HumanBytes(pos),
-        HumanBytes(len),
-        rate / 1e6
+        "{label} {pct:.0}% {}/{}{speed}",
+        DecimalBytes(pos),
+        DecimalBytes(len)
     )
 }
 
@@ -345,8 +356,12 @@ mod tests {
         let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::hidden());
         bar.set_prefix("total");
         bar.set_position(450);
-        let line = plain_line(&bar);
-        assert!(line.starts_with("total 45% 450 B/1000 B"), "{line}");
+        let line = plain_line(&bar, None);
+        assert_eq!(line, "total 45% 450 B/1.00 kB");
+        bar.set_position(2000);
+        bar.set_length(4_000_000_000);
+        let line = plain_line(&bar, Some(100e6));
+        assert_eq!(line, "total 0% 2.00 kB/4.00 GB 100.0 MB/s ETA 40s");
         assert!(!line.chars().any(|c| c.is_control()));
     }
 }

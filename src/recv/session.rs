@@ -93,6 +93,7 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
         files_failed: u64::from(st.failed),
         entries_left: None,
         bytes: st.bytes,
+        wire_bytes: None,
         seconds: started.elapsed().as_secs_f64(),
         exit_code: i32::from(result.is_err() || st.failed > 0),
         peer: Some(peer.to_string()),

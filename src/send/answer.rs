@@ -410,8 +410,9 @@ impl Sender<'_> {
         let shown = escape(self.items[idx].entry.name.as_str());
         let size = f.size;
         // Standard input cannot be read again.
-        let may_resend =
-            !self.items[idx].resent && self.cfg.retries > 0 && !self.items[idx].entry.stdin;
+        let may_resend = !self.items[idx].resent
+            && !self.cfg.retry_for.is_zero()
+            && !self.items[idx].entry.stdin;
         let verdict = result(status, &f.md5, &got, may_resend, &shown, message);
         match &verdict {
             Verdict::Done => {

@@ -22,7 +22,7 @@ use crate::cache::DigestCache;
 use crate::config::SendConfig;
 use crate::events::{Event, Events};
 use crate::exit::Exit;
-use crate::progress::{Layout, Progress};
+use crate::progress::{si_bytes, Layout, Progress};
 use crate::walk::{self, Kind};
 use anyhow::Result;
 use std::time::Instant;
@@ -45,6 +45,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
                 files_failed: 0,
                 entries_left: None,
                 bytes: 0,
+                wire_bytes: None,
                 seconds: 0.0,
                 exit_code: crate::exit::for_error(&e).code(),
                 peer: None,
@@ -181,6 +182,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         files_failed: failed as u64,
         entries_left: Some(left as u64),
         bytes: s.tally.bytes,
+        wire_bytes: Some(s.tally.wire),
         seconds: secs,
         exit_code: outcome.code(),
         peer: None,
@@ -197,15 +199,15 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
             String::new()
         };
         let wire = if s.tally.wire < s.tally.bytes {
-            format!(" ({} on the wire)", s.tally.wire)
+            format!(" ({} on the wire)", si_bytes(s.tally.wire))
         } else {
             String::new()
         };
         eprintln!(
-            "ftx: sent {} file(s), {} skipped, {failed} failed{left}, {} bytes{wire} in {secs:.2} s ({:.1} MB/s)",
+            "ftx: sent {} file(s), {} skipped, {failed} failed{left}, {}{wire} in {secs:.1} s ({:.1} MB/s)",
             s.tally.files,
             s.tally.skipped,
-            s.tally.bytes,
+            si_bytes(s.tally.bytes),
             s.tally.bytes as f64 / 1e6 / secs.max(1e-9)
         );
     }

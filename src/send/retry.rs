@@ -1,6 +1,6 @@
 //! Attempts and retries: sessions are run until every entry is settled;
-//! a broken one is retried with exponential backoff while attempts make
-//! progress.
+//! a broken one is retried with exponential backoff for as long as
+//! attempts make progress, and for `--retry-for` after the last progress.
 
 use super::types::*;
 use crate::events::Event;
@@ -13,17 +13,29 @@ use std::time::{Duration, Instant};
 pub(super) const BACKOFF_START: Duration = Duration::from_millis(200);
 /// Longest pause between two attempts.
 pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// How long a busy receiver is tried again without counting against
-/// `--retries` (it is up and answering; its slots are taken for now).
+/// How long a busy receiver is tried again, however short `--retry-for`
+/// is (it is up and answering; its slots are taken for now).
 pub(super) const BUSY_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The pause before the next attempt: the backoff, but never past the end
+/// of the retry window (`left`), so the last attempt is made at its end
+/// rather than after it. `None` when the window is over.
+pub(super) fn pause(backoff: Duration, left: Duration) -> Option<Duration> {
+    if left.is_zero() {
+        None
+    } else {
+        Some(backoff.min(left))
+    }
+}
 
 impl Sender<'_> {
     /// Runs sessions until every entry is confirmed or failed for good, or
-    /// the retries are used up. The retry budget counts attempts in a row
-    /// that made no progress, so a long transfer over a flaky link goes on
-    /// as long as each attempt moves it forward.
+    /// `--retry-for` has passed since the last attempt that moved the
+    /// transfer on, so a long transfer over a flaky link goes on as long
+    /// as each attempt moves it forward.
     pub(super) fn run_attempts(&mut self) -> Result<()> {
-        let mut left = self.cfg.retries;
+        let window = self.cfg.retry_for;
+        let mut last_progress = Instant::now();
         let mut backoff = BACKOFF_START;
         let mut busy_since: Option<Instant> = None;
         loop {
@@ -35,54 +47,52 @@ impl Sender<'_> {
             let ended = self.attempt();
             let moved = self.progress_mark() != before;
             if moved {
-                left = self.cfg.retries;
+                last_progress = Instant::now();
                 backoff = BACKOFF_START;
                 busy_since = None;
             }
-            // A busy receiver is waited for (within BUSY_PATIENCE) without
-            // using up retries; `--retries 0` still means no retry at all.
-            let patient = match &ended {
-                Err(b) if b.retry && self.cfg.retries > 0 && busy(&b.err) => {
+            let mut left = window.saturating_sub(last_progress.elapsed());
+            // A busy receiver is waited for (within BUSY_PATIENCE) even
+            // past the window; `--retry-for 0` still means no retry at all.
+            if let Err(b) = &ended {
+                if b.retry && !window.is_zero() && busy(&b.err) {
                     let since = *busy_since.get_or_insert_with(Instant::now);
-                    since.elapsed() < BUSY_PATIENCE
+                    left = left.max(BUSY_PATIENCE.saturating_sub(since.elapsed()));
                 }
-                _ => false,
-            };
+            }
             match ended {
                 Ok(()) => {
                     // Pending entries left after a whole session are files
-                    // to send again from 0 after a digest mismatch.
+                    // to send again from 0 after a digest mismatch (each
+                    // one once), or files the receiver asked to offer again
+                    // with their digest: neither is a failure while the
+                    // window lasts.
                     let pending = self
                         .items
                         .iter()
                         .filter(|i| i.state == State::Pending)
                         .count();
-                    // Files the receiver asked to offer again with their
-                    // digest are not a failure: the next session does.
-                    if pending > self.asked_digest {
-                        if left == 0 {
-                            self.fail_pending(Exit::Integrity);
-                            return Ok(());
-                        }
-                        left -= 1;
+                    if pending > self.asked_digest && left.is_zero() {
+                        self.fail_pending(Exit::Integrity);
+                        return Ok(());
                     }
                 }
-                Err(b) if b.retry && (patient || left > 0) && !self.stdin_sent => {
-                    if !patient {
-                        left -= 1;
-                    }
+                Err(b) if b.retry && !self.stdin_sent && pause(backoff, left).is_some() => {
+                    let wait = pause(backoff, left).unwrap_or(backoff);
+                    let gives_up_in = left.saturating_sub(wait);
                     self.events.emit(&Event::Retry {
                         message: escape(&format!("{:#}", b.err)),
-                        delay_s: backoff.as_secs_f64(),
-                        retries_left: left,
+                        delay_s: wait.as_secs_f64(),
+                        gives_up_in_s: gives_up_in.as_secs_f64().round(),
                     });
                     self.progress.println(&format!(
-                        "ftx: {}: {:#}; retrying in {:.1} s ({left} retries left)",
+                        "ftx: {}: {:#}; retrying in {:.1} s (giving up in {:.0} s without progress)",
                         self.cfg.target,
                         b.err,
-                        backoff.as_secs_f32()
+                        wait.as_secs_f32(),
+                        gives_up_in.as_secs_f32()
                     ));
-                    std::thread::sleep(backoff);
+                    std::thread::sleep(wait);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
                 Err(b) if self.stdin_sent => {
@@ -94,10 +104,13 @@ impl Sender<'_> {
                     )));
                 }
                 Err(b) => {
-                    let hint = if b.retry && self.cfg.retries > 0 {
-                        "; giving up after retries, run the same command again to resume"
+                    let hint = if b.retry && !window.is_zero() {
+                        format!(
+                            "; gave up after {} s without progress, run the same command again to resume",
+                            window.as_secs()
+                        )
                     } else {
-                        ""
+                        String::new()
                     };
                     return Err(b
                         .err
@@ -124,5 +137,34 @@ impl Sender<'_> {
                 i.state = State::Failed(exit);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_never_outlast_the_window() {
+        let s = Duration::from_secs;
+        assert_eq!(pause(BACKOFF_START, s(60)), Some(BACKOFF_START));
+        assert_eq!(pause(BACKOFF_MAX, s(3)), Some(s(3)));
+        assert_eq!(pause(BACKOFF_MAX, Duration::ZERO), None);
+    }
+
+    #[test]
+    fn the_backoff_reaches_its_cap_within_the_default_window() {
+        // 0.2, 0.4, ... doubling: the cap of 10 s is reached after 6 pauses
+        // (12.6 s), well inside the default 60 s.
+        let mut b = BACKOFF_START;
+        let mut spent = Duration::ZERO;
+        let mut n = 0;
+        while b < BACKOFF_MAX && n < 100 {
+            spent += b;
+            b = (b * 2).min(BACKOFF_MAX);
+            n += 1;
+        }
+        assert_eq!(b, BACKOFF_MAX);
+        assert!(spent < Duration::from_secs(60), "{spent:?}");
     }
 }

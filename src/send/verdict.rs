@@ -105,7 +105,7 @@ pub(super) fn reject_verdict(shown: &str, code: u16, message: &str) -> Verdict {
 /// The verdict on a file whose body was sent, from its RESULT: `status`
 /// and the receiver's digest `got`, against the digest `sent` in the
 /// offer. A mismatch is sent again from 0 when `may_resend` (once, and not
-/// with `--retries 0`), else it fails as an integrity failure.
+/// with `--retry-for 0`), else it fails as an integrity failure.
 pub(super) fn result(
     status: u8,
     sent: &Md5Digest,

@@ -109,7 +109,7 @@ fn hard_links_recreated_at_the_partial_name_while_offers_arrive_never_reach_the_
             &[
                 "-q",
                 "--no-cache",
-                "--retries",
+                "--retry-for",
                 "0",
                 file.to_str().expect("utf-8"),
             ],
@@ -531,7 +531,7 @@ fn a_receiver_that_resets_is_named_as_such() {
     });
     let out = send(
         &[
-            "--retries",
+            "--retry-for",
             "0",
             "--no-cache",
             file.to_str().expect("utf-8"),

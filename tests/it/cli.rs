@@ -60,7 +60,7 @@ fn send_help_mentions_its_main_options() {
         "PATH",
         "--timeout",
         "--connect-timeout",
-        "--retries",
+        "--retry-for",
         "--json",
         "--quiet",
         "--no-cache",
@@ -260,8 +260,8 @@ fn exit_2_for_a_bad_command_line_before_doing_anything() {
     fs::copy(fixtures().join("one.bin"), &file).expect("copy");
     let rx = Receiver::start(&d.out, &[]);
     let proxy = Proxy::start(rx.addr, Mode::Pass);
-    let out = send(&["--retries", "many", s(&file)], proxy.addr);
-    assert_status(&out, 2, "send with a bad --retries");
+    let out = send(&["--retry-for", "many", s(&file)], proxy.addr);
+    assert_status(&out, 2, "send with a bad --retry-for");
     assert_eq!(proxy.connections(), 0, "a usage error does not connect");
 }
 
@@ -271,7 +271,7 @@ fn exit_3_when_nobody_listens() {
     let file = d.src.join("one.bin");
     fs::copy(fixtures().join("one.bin"), &file).expect("copy");
     let addr = format!("127.0.0.1:{}", free_port());
-    let out = send(&["--retries", "0", s(&file)], &addr);
+    let out = send(&["--retry-for", "0", s(&file)], &addr);
     assert_status(&out, 3, "send to a closed port");
     let err = text(&out.stderr);
     assert!(err.contains(&addr), "stderr names {addr}:\n{err}");
@@ -286,7 +286,7 @@ fn exit_4_when_a_byte_is_flipped_on_the_wire() {
     // Byte 1,000,000 of the sender's stream is inside the 2 MiB body (the
     // frames before it are a few hundred bytes).
     let proxy = Proxy::start(rx.addr, Mode::FlipByte(1_000_000));
-    let out = send(&["--retries", "0", s(&file)], proxy.addr);
+    let out = send(&["--retry-for", "0", s(&file)], proxy.addr);
     assert_status(&out, 4, "send through a bit-flipping proxy");
     let err = text(&out.stderr);
     assert!(

@@ -20,7 +20,8 @@ const QUICK: Duration = Duration::from_secs(20);
 fn send_to_a_port_nobody_listens_on_exits_3_naming_the_address() {
     let addr = format!("127.0.0.1:{}", free_port());
     let file = fixtures().join("one.bin");
-    let out = send(&[s(&file)], &addr);
+    // No retries: the default window (60 s) is tested in resume.rs.
+    let out = send(&["--retry-for", "0", s(&file)], &addr);
     assert_status(&out, 3, "send to a closed port");
     let err = text(&out.stderr);
     assert!(err.contains(&addr), "stderr names {addr}:\n{err}");

@@ -479,7 +479,7 @@ fn corrupted_transfer_gives_integrity_failure_and_exit_4() {
     let mut rx = JsonReceiver::start(&d.out, &["--once"]);
     // Byte 1,000,000 of the sender's stream lies inside the 2 MiB body.
     let proxy = Proxy::start(rx.addr, Mode::FlipByte(1_000_000));
-    let (out, events) = send_json(&["--retries", "0", s(&file)], proxy.addr);
+    let (out, events) = send_json(&["--retry-for", "0", s(&file)], proxy.addr);
     assert_status(&out, 4, "send through a bit-flipping proxy");
     let failed = event_for(&events, "file_failed", "big.bin");
     assert_eq!(st(failed, "reason"), "integrity", "{failed}");
@@ -515,7 +515,7 @@ fn one_corrupted_file_among_many_small_ones_fails_alone() {
     // Offers go first (about 4 KB for 40 files), then the bodies: byte
     // 300,000 of the stream lies in a body half way through.
     let proxy = Proxy::start(rx.addr, Mode::FlipByte(300_000));
-    let (out, events) = send_json(&["--retries", "0", s(&dir)], proxy.addr);
+    let (out, events) = send_json(&["--retry-for", "0", s(&dir)], proxy.addr);
     assert_status(&out, 4, "send through a bit-flipping proxy");
     assert_eq!(of_kind(&events, "file_done").len(), 39, "{events:#?}");
     let failed = of_kind(&events, "file_failed");
@@ -548,12 +548,15 @@ fn nobody_listening_gives_retry_events_then_summary_with_exit_3() {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("local_addr").port()
     };
-    let (out, events) = send_json(&["--retries", "1", s(&file)], format!("127.0.0.1:{port}"));
+    let (out, events) = send_json(&["--retry-for", "1", s(&file)], format!("127.0.0.1:{port}"));
     assert_status(&out, 3, "send to a closed port");
     let retries = of_kind(&events, "retry");
-    assert_eq!(retries.len(), 1, "one retry: {events:#?}");
+    assert!(
+        (1..=4).contains(&retries.len()),
+        "a few retries in one second: {events:#?}"
+    );
     let r = retries[0];
-    assert_eq!(u(r, "retries_left"), 0, "{r}");
+    assert!(f(r, "gives_up_in_s") <= 1.0, "{r}");
     assert!(f(r, "delay_s") > 0.0, "{r}");
     assert!(!st(r, "message").is_empty(), "{r}");
     assert_summary(summary(&events, "sender"), "send", (0, 0, 1), 3);
@@ -664,7 +667,7 @@ fn summary_exit_code_is_the_process_exit_status_when_the_connection_breaks_after
     let mut rx = JsonReceiver::start(&d.out, &["--once"]);
     // Byte 1,000,000 of the sender's stream is inside the second body.
     let proxy = Proxy::start(rx.addr, Mode::CutAfter(1_000_000));
-    let (out, events) = send_json(&["--retries", "0", s(&first), s(&second)], proxy.addr);
+    let (out, events) = send_json(&["--retry-for", "0", s(&first), s(&second)], proxy.addr);
     let failed = event_for(&events, "file_failed", "a-first.bin");
     assert_eq!(st(failed, "reason"), "refused_exists", "{failed}");
     let sum = summary(&events, "sender");

@@ -150,7 +150,7 @@ fn assert_arrived(d: &Dirs, name: &str, md5: &str) {
 }
 
 /// Runs a send of `file` through a proxy that cuts after `cut` bytes, with
-/// `--retries 0`: the sender fails (exit 1), and the receiver keeps the
+/// `--retry-for 0`: the sender fails (exit 1), and the receiver keeps the
 /// full blocks it got. Returns the kept byte count (the `nth` report).
 fn interrupt_with_cut(rx: &Receiver, file: &Path, cut: u64, nth: usize) -> u64 {
     let name = file
@@ -160,10 +160,10 @@ fn interrupt_with_cut(rx: &Receiver, file: &Path, cut: u64, nth: usize) -> u64 {
         .into_owned();
     let proxy = Proxy::start(rx.addr, Mode::CutAfter(cut));
     let out = run_with_timeout(
-        sender(&["-q", "--retries", "0"], &[file], proxy.addr),
+        sender(&["-q", "--retry-for", "0"], &[file], proxy.addr),
         SEND_TIMEOUT,
     );
-    assert_status(&out, 1, "send cut by the proxy with --retries 0");
+    assert_status(&out, 1, "send cut by the proxy with --retry-for 0");
     let kept = wait_kept(rx, &name, nth);
     assert!(
         kept > 0 && kept <= cut,
@@ -690,11 +690,11 @@ fn issue3_digest_cache_is_written_and_a_stale_entry_costs_only_a_resend() {
     );
     assert_eq!(cache_entries(&xdg), std::slice::from_ref(&entry));
 
-    // The same with --retries 0: no second chance, exit 4, nothing kept.
+    // The same with --retry-for 0: no second chance, exit 4, nothing kept.
     fs::remove_file(d.out.join("cached.bin")).expect("rm target");
     fs::write(&entry, WRONG_MD5).expect("spoil the cache entry");
-    let out = cached_send(&xdg, &["--retries", "0"], &file, rx.addr);
-    assert_status(&out, 4, "stale cache entry with --retries 0");
+    let out = cached_send(&xdg, &["--retry-for", "0"], &file, rx.addr);
+    assert_status(&out, 4, "stale cache entry with --retry-for 0");
     let err = text(&out.stderr);
     assert!(err.contains("integrity failure"), "{err}");
     assert!(!d.out.join("cached.bin").exists(), "no unverified target");
@@ -715,53 +715,53 @@ fn issue3_digest_cache_is_written_and_a_stale_entry_costs_only_a_resend() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn issue3_nobody_listening_with_retries_0_exits_3_at_once() {
+fn issue3_nobody_listening_with_retry_for_0_exits_3_at_once() {
     let d = dirs();
     let file = d.src.join("f.bin");
     write_random(&file, 1000, 309);
     let addr = format!("127.0.0.1:{}", free_port());
     let started = Instant::now();
-    let out = run_with_timeout(sender(&["--retries", "0"], &[&file], &addr), SEND_TIMEOUT);
+    let out = run_with_timeout(sender(&["--retry-for", "0"], &[&file], &addr), SEND_TIMEOUT);
     let took = started.elapsed();
-    assert_status(&out, 3, "--retries 0 to a closed port");
+    assert_status(&out, 3, "--retry-for 0 to a closed port");
     let err = text(&out.stderr);
     assert!(
         !err.contains("retrying"),
-        "no retry with --retries 0:\n{err}"
+        "no retry with --retry-for 0:\n{err}"
     );
     assert!(err.contains(&addr), "names the address:\n{err}");
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
 #[test]
-fn issue3_nobody_listening_with_default_retries_backs_off_then_exits_3() {
+fn issue3_nobody_listening_backs_off_doubling_within_retry_for_then_exits_3() {
     let d = dirs();
     let file = d.src.join("f.bin");
     write_random(&file, 1000, 310);
     let addr = format!("127.0.0.1:{}", free_port());
     let started = Instant::now();
-    let out = run_with_timeout(sender(&[], &[&file], &addr), SEND_TIMEOUT);
+    let out = run_with_timeout(sender(&["--retry-for", "7"], &[&file], &addr), SEND_TIMEOUT);
     let took = started.elapsed();
-    assert_status(&out, 3, "default retries to a closed port");
+    assert_status(&out, 3, "--retry-for 7 to a closed port");
     let err = text(&out.stderr);
     let retrying: Vec<&str> = err.lines().filter(|l| l.contains("retrying in")).collect();
-    assert_eq!(retrying.len(), 5, "five retries by default:\n{err}");
+    assert!(retrying.len() >= 5, "at least five retries in 7 s:\n{err}");
     for (i, delay) in ["0.2 s", "0.4 s", "0.8 s", "1.6 s", "3.2 s"]
         .iter()
         .enumerate()
     {
         assert!(
-            retrying[i].contains(&format!("retrying in {delay} ({} retries left)", 4 - i)),
+            retrying[i].contains(&format!("retrying in {delay} (giving up in ")),
             "retry {i} waits {delay}: {}",
             retrying[i]
         );
     }
     assert!(
-        err.contains("run the same command again to resume"),
+        err.contains("gave up after 7 s without progress, run the same command again to resume"),
         "says how to go on:\n{err}"
     );
-    // 0.2 + 0.4 + 0.8 + 1.6 + 3.2 s of backoff.
-    assert!(took >= Duration::from_millis(6200), "backed off: {took:?}");
+    // The window is used whole: the last pause ends at its end.
+    assert!(took >= Duration::from_secs(7), "backed off: {took:?}");
 }
 
 #[test]
@@ -771,21 +771,70 @@ fn issue3_retries_are_json_events_with_their_delays() {
     write_random(&file, 1000, 311);
     let addr = format!("127.0.0.1:{}", free_port());
     let out = run_with_timeout(
-        sender(&["--json", "--retries", "2"], &[&file], &addr),
+        sender(&["--json", "--retry-for", "2"], &[&file], &addr),
         SEND_TIMEOUT,
     );
-    assert_status(&out, 3, "--retries 2 to a closed port");
-    let retries: Vec<(f64, u64)> = events(&out)
+    assert_status(&out, 3, "--retry-for 2 to a closed port");
+    let retries: Vec<(f64, f64)> = events(&out)
         .iter()
         .filter(|e| e["event"] == "retry")
         .map(|e| {
             (
                 e["delay_s"].as_f64().expect("delay_s"),
-                e["retries_left"].as_u64().expect("retries_left"),
+                e["gives_up_in_s"].as_f64().expect("gives_up_in_s"),
             )
         })
         .collect();
-    assert_eq!(retries, [(0.2, 1), (0.4, 0)], "{}", show(&out));
+    assert!(retries.len() >= 3, "{}", show(&out));
+    assert_eq!((retries[0].0, retries[1].0), (0.2, 0.4), "{}", show(&out));
+    // The countdown goes down, and the pauses fit in the window.
+    assert!(retries.windows(2).all(|w| w[1].1 <= w[0].1), "{retries:?}");
+    let paused: f64 = retries.iter().map(|r| r.0).sum();
+    assert!(paused <= 2.05, "{retries:?}");
+}
+
+/// Default flags: a receiver that comes back after longer than six
+/// attempts' backoff (12.6 s; the old default gave up after 6.2 s) is
+/// still reached. A listener the test holds refuses the first six
+/// connections (accepts and closes them), then gives its port to a real
+/// receiver.
+#[test]
+fn issue15_default_retry_window_outlasts_a_receiver_restart() {
+    let d = dirs();
+    let file = d.src.join("late.bin");
+    write_random(&file, 100_000, 317);
+    let md5 = md5_hex(&file);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("local_addr").port();
+    let (tx_conn, rx_conn) = std::sync::mpsc::channel();
+    let refuser = std::thread::spawn(move || {
+        for _ in 0..6 {
+            match listener.accept() {
+                // Dropped at once: the sender sees the connection end.
+                Ok((conn, _)) => drop(conn),
+                Err(_) => break,
+            }
+            if tx_conn.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut tx = Bg::spawn(sender(&["-q"], &[&file], format!("127.0.0.1:{port}")));
+    for i in 0..6 {
+        rx_conn
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("connection {i} of the sender's retries did not come"));
+    }
+    refuser.join().expect("refuser");
+    let mut rx = receiver_on_port(&d.out, port);
+    let out = tx.finish(SEND_TIMEOUT);
+    assert_status(
+        &out,
+        0,
+        "sender with default flags reaches the late receiver",
+    );
+    assert_arrived(&d, "late.bin", &md5);
+    expect_received(&mut rx, "late.bin", 100_000, &md5);
 }
 
 // ---------------------------------------------------------------------------
@@ -828,7 +877,7 @@ fn issue3_sigint_to_receiver_exits_130_keeping_partial_and_state_then_resumes() 
     let md5 = md5_hex(&file);
     let mut rx = Receiver::start(&d.out, &["-q"]);
 
-    let mut tx = Bg::spawn(sender(&["-q", "--retries", "0"], &[&file], rx.addr));
+    let mut tx = Bg::spawn(sender(&["-q", "--retry-for", "0"], &[&file], rx.addr));
     tx.wait_file_reaches(&d.part("big.bin"), BIG * 2 / 5);
     rx.interrupt();
     let status = rx.wait_exit(WAIT);
@@ -999,7 +1048,7 @@ fn issue3_sender_notices_at_once_when_the_receiver_is_interrupted_mid_body() {
     let port = rx.addr.port();
 
     let mut tx = Bg::spawn(sender(
-        &["-q", "--retries", "0", "--timeout", "10"],
+        &["-q", "--retry-for", "0", "--timeout", "10"],
         &[&file],
         rx.addr,
     ));
@@ -1231,7 +1280,11 @@ fn issue3_body_that_takes_longer_than_the_timeout_is_not_cut_off() {
     // 1 MiB/s: the body takes about 3 s, three times the sender's timeout.
     let proxy = Proxy::start(rx.addr, Mode::Slow(MIB));
     let out = run_with_timeout(
-        sender(&["--timeout", "1", "--retries", "0"], &[&file], proxy.addr),
+        sender(
+            &["--timeout", "1", "--retry-for", "0"],
+            &[&file],
+            proxy.addr,
+        ),
         SEND_TIMEOUT,
     );
     assert_status(&out, 0, "slow body with --timeout 1");

@@ -528,7 +528,7 @@ fn two_hundred_idle_connections_under_max_sessions_300_do_not_delay_a_sender() {
     let opened = Instant::now();
     let mut idle = open_idle(fx.addr(), 200);
 
-    let out = send(&["--retries", "0", s(&file)], fx.addr());
+    let out = send(&["--retry-for", "0", s(&file)], fx.addr());
     assert_status(&out, 0, "send while 200 idle connections are open");
     assert!(
         !text(&out.stderr).contains("retrying"),
@@ -730,7 +730,7 @@ fn max_sessions_1_refuses_a_second_connection_as_busy() {
     // A sender that may not retry fails, and says the receiver is busy.
     let src = tempfile::tempdir().expect("tempdir");
     let file = source_file(src.path(), "busy.bin", 10_000, 9);
-    let out = send(&["--retries", "0", s(&file)], fx.addr());
+    let out = send(&["--retry-for", "0", s(&file)], fx.addr());
     assert_ne!(out.status.code(), Some(0), "send to a full receiver fails");
     assert!(
         text(&out.stderr).contains("busy"),

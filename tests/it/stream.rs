@@ -33,11 +33,11 @@ fn a_byte_flipped_in_a_streamed_body_is_caught_and_the_file_sent_again() {
     write_random(&file, SIZE, 42);
     let rx = Receiver::start(&d.out, &[]);
     let proxy = Proxy::start(rx.addr, Mode::FlipByte(5_000_000));
-    // With --retries 0 the mismatch is final: exit 4, nothing kept.
+    // With --retry-for 0 the mismatch is final: exit 4, nothing kept.
     let out = send(
         &[
             "--no-cache",
-            "--retries",
+            "--retry-for",
             "0",
             file.to_str().expect("utf-8"),
         ],
@@ -71,7 +71,7 @@ fn an_existing_target_is_judged_with_the_digest() {
     assert_status(&out, 0, "identical target");
     let err = text(&out.stderr);
     assert!(
-        err.contains("1 skipped") && err.contains(" 0 bytes"),
+        err.contains("1 skipped") && err.contains(", 0 B in"),
         "{err}"
     );
     // Different, no --overwrite: still refused.

@@ -223,16 +223,23 @@ fn sparse_files_cross_as_their_data_and_land_sparse() {
     sparse_file(&t.join("small.img"), 3 << 20, &[(1 << 20, 4096)]);
     let data_bytes = (1u64 << 20) + 65536 + 4096;
     let rx = Receiver::start(&d.out, &[]);
-    let out = send(&["--no-cache", t.to_str().expect("utf-8")], rx.addr);
+    let out = send(
+        &["--json", "--no-cache", t.to_str().expect("utf-8")],
+        rx.addr,
+    );
     assert_status(&out, 0, "send sparse files");
     let err = text(&out.stderr);
-    let wire: u64 = err
-        .split(" on the wire")
-        .next()
-        .and_then(|s| s.rsplit('(').next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("the summary says the bytes on the wire:\n{err}"));
-    assert_eq!(wire, data_bytes, "only the data crosses the wire");
+    assert!(err.contains(" on the wire)"), "the summary says so:\n{err}");
+    let summary: serde_json::Value = text(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|e: &serde_json::Value| e["event"] == "summary")
+        .unwrap_or_else(|| panic!("a summary event:\n{}", text(&out.stdout)));
+    assert_eq!(
+        summary["wire_bytes"].as_u64(),
+        Some(data_bytes),
+        "only the data crosses the wire: {summary}"
+    );
     for name in ["disk.img", "empty.img", "small.img"] {
         let (a, b) = (t.join(name), d.out.join("vm").join(name));
         assert_eq!(
