@@ -90,6 +90,13 @@ pub struct SendArgs {
     /// No progress bar, no summary line.
     #[arg(short, long)]
     pub quiet: bool,
+    /// No progress bars; the per-file lines and the summary stay.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// On a terminal, a line for every file (else only for files that
+    /// took a second or more; always when stdout is not a terminal).
+    #[arg(short, long)]
+    pub verbose: bool,
     /// Give up on a receiver silent for this many seconds.
     #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
@@ -170,6 +177,13 @@ pub struct RecvArgs {
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
+    /// No progress bars; the per-file lines stay.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// On a terminal, a line for every file (else only for files that
+    /// took a second or more; always when stdout is not a terminal).
+    #[arg(short, long)]
+    pub verbose: bool,
     /// Drop a sender silent for this many seconds.
     #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
@@ -252,6 +266,8 @@ impl SendArgs {
             sources: self.args.into_iter().map(PathBuf::from).collect(),
             target,
             quiet: self.quiet,
+            no_progress: self.no_progress,
+            verbose: self.verbose,
             timeout: Duration::from_secs(self.timeout),
             connect_timeout: Duration::from_secs(self.connect_timeout),
             retry_for: Duration::from_secs(self.retry_for),
@@ -285,6 +301,8 @@ impl RecvArgs {
             overwrite: self.overwrite,
             allow_unsafe_links: self.allow_unsafe_links,
             quiet: self.quiet,
+            no_progress: self.no_progress,
+            verbose: self.verbose,
             timeout: Duration::from_secs(self.timeout),
             max_sessions: usize::try_from(self.max_sessions).unwrap_or(usize::MAX),
             json: self.json,

@@ -15,6 +15,10 @@ pub struct SendConfig {
     pub target: String,
     /// No progress bar, no summary line.
     pub quiet: bool,
+    /// No progress bar; lines and the summary stay.
+    pub no_progress: bool,
+    /// A line for every file on a terminal too.
+    pub verbose: bool,
     /// A receiver silent this long is given up on.
     pub timeout: Duration,
     /// How long to try to connect.
@@ -55,6 +59,10 @@ pub struct RecvConfig {
     pub allow_unsafe_links: bool,
     /// No progress bar.
     pub quiet: bool,
+    /// No progress bar; lines stay.
+    pub no_progress: bool,
+    /// A line for every file on a terminal too.
+    pub verbose: bool,
     /// A sender silent this long is dropped.
     pub timeout: Duration,
     /// Sessions served at once; more are refused with ERROR busy.

@@ -13,6 +13,7 @@ use indicatif::{
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -175,11 +176,65 @@ pub struct Progress {
     mode: Mode,
     /// Bars reported by the plain-line thread, with an id each.
     watched: Arc<Mutex<Vec<(u64, ProgressBar)>>>,
+    /// Which per-file lines are printed on stdout, and how wide.
+    lines: FileLines,
+    /// Files settled and files in all, for the total bar.
+    files: Arc<(AtomicU64, AtomicU64)>,
+}
+
+/// A file that took at least this long gets its line on a terminal.
+pub const FILE_LINE_MIN: Duration = Duration::from_secs(1);
+
+/// Per-file lines on stdout: always in logs and pipes; on a terminal only
+/// with `-v` or for files that took [`FILE_LINE_MIN`] (a directory of small
+/// files does not flood the screen), cut to the terminal's width.
+#[derive(Debug, Clone, Copy)]
+struct FileLines {
+    /// The terminal's width when stdout is one.
+    tty_width: Option<usize>,
+    verbose: bool,
+}
+
+impl FileLines {
+    /// The line to print for a file that took `took`, or `None`. Pure.
+    fn line(&self, took: Duration, full: impl FnOnce() -> String) -> Option<String> {
+        match self.tty_width {
+            None => Some(full()),
+            Some(_) if !self.verbose && took < FILE_LINE_MIN => None,
+            Some(width) => Some(fit(&full(), width)),
+        }
+    }
+}
+
+/// `line` cut to `width` columns (characters), an ellipsis at the cut.
+fn fit(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        return line.to_string();
+    }
+    let mut cut: String = line.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// The width of the terminal on stdout, or `None` when it is not one.
+fn stdout_width() -> Option<usize> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    // SAFETY: TIOCGWINSZ fills a winsize we own; fd 1 stays open.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0;
+    Some(if ok && ws.ws_col > 0 {
+        usize::from(ws.ws_col)
+    } else {
+        80
+    })
 }
 
 impl Progress {
-    /// A display in `mode`.
-    pub fn new(mode: Mode) -> Self {
+    /// A display in `mode`; `verbose`: a line for every file on a
+    /// terminal too.
+    pub fn new(mode: Mode, verbose: bool) -> Self {
         let target = if mode == Mode::Bars {
             ProgressDrawTarget::stderr_with_hz(10)
         } else {
@@ -189,6 +244,11 @@ impl Progress {
             multi: MultiProgress::with_draw_target(target),
             mode,
             watched: Arc::new(Mutex::new(Vec::new())),
+            lines: FileLines {
+                tty_width: stdout_width(),
+                verbose,
+            },
+            files: Arc::new((AtomicU64::new(0), AtomicU64::new(0))),
         };
         if mode == Mode::Plain {
             let watched = Arc::clone(&p.watched);
@@ -214,13 +274,46 @@ impl Progress {
             return bar;
         }
         let bar = self.multi.add(ProgressBar::new(len));
-        bar.set_style(style(match layout {
-            Layout::Total => "{prefix:>7} [{wide_bar}] {sbytes:>19} {rate:>11} {eta:>8}",
-            Layout::File => "{prefix:>7} {wide_msg} {sbytes:>19} {rate:>11}",
-            Layout::Session => "{prefix:>7} {wide_msg} {sbytes:>19} {rate:>11}",
-        }));
+        let files = Arc::clone(&self.files);
+        bar.set_style(
+            style(match layout {
+                // As rsync --info=progress2: one line for the whole run.
+                Layout::Total => {
+                    "{prefix:>5} {files:>13} [{wide_bar}] {sbytes:>19} {rate:>11} {eta:>8}"
+                }
+                Layout::File => "{prefix:>7} {wide_msg} {sbytes:>19} {rate:>11}",
+                // Bytes received so far: a session's total is not known.
+                Layout::Session => "{prefix:>7} {wide_msg} {rbytes:>9} {rate:>11}",
+            })
+            .with_key("files", move |_: &ProgressState, w: &mut dyn fmt::Write| {
+                let (done, all) = (
+                    files.0.load(Ordering::Relaxed),
+                    files.1.load(Ordering::Relaxed),
+                );
+                let _ = write!(w, "{done}/{all} files");
+            })
+            .with_key("rbytes", |s: &ProgressState, w: &mut dyn fmt::Write| {
+                let _ = write!(w, "{}", DecimalBytes(s.pos()));
+            }),
+        );
         bar.enable_steady_tick(Duration::from_millis(250));
         bar
+    }
+
+    /// The number of files the total bar counts up to.
+    pub fn set_files(&self, all: u64) {
+        self.files.1.store(all, Ordering::Relaxed);
+    }
+
+    /// One more file settled (verified, skipped or failed).
+    pub fn file_settled(&self) {
+        self.files.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The per-file line for a file that took `took` (built by `full`), or
+    /// `None` when it is not printed (see [`FILE_LINE_MIN`]).
+    pub fn file_line(&self, took: Duration, full: impl FnOnce() -> String) -> Option<String> {
+        self.lines.line(took, full)
     }
 
     /// Runs `f` (which prints to stdout) with the bars cleared.
@@ -349,6 +442,33 @@ mod tests {
         assert_eq!(w.samples.len(), 2, "the sample from 4 s ago is gone");
         w.add(t0 + Duration::from_secs(5), 3);
         assert_eq!(w.samples.len(), 1, "a move back starts over");
+    }
+
+    #[test]
+    fn file_lines_on_a_terminal_only_for_slow_files_or_verbose_and_fit() {
+        let quick = Duration::from_millis(30);
+        let slow = Duration::from_secs(2);
+        let log = FileLines {
+            tty_width: None,
+            verbose: false,
+        };
+        let long =
+            "sent a/very/long/name 123 bytes md5 0123456789abcdef0123456789abcdef (1.0 MB/s)";
+        assert_eq!(log.line(quick, || long.into()).as_deref(), Some(long));
+        let tty = FileLines {
+            tty_width: Some(40),
+            verbose: false,
+        };
+        assert_eq!(tty.line(quick, || long.into()), None);
+        let shown = tty.line(slow, || long.into()).expect("a slow file");
+        assert_eq!(shown.chars().count(), 40);
+        assert!(shown.ends_with('…') && long.starts_with(&shown[..shown.len() - 3]));
+        let verbose = FileLines {
+            verbose: true,
+            ..tty
+        };
+        assert!(verbose.line(quick, || "short".into()).is_some());
+        assert_eq!(fit("short", 40), "short");
     }
 
     #[test]

@@ -155,7 +155,9 @@ impl<'a> Session<'a, '_> {
                 return Ok(());
             }
         };
-        self.bar.set_message(shown.clone());
+        self.bodies += 1;
+        self.bar
+            .set_message(format!("{} files, now {}", self.bodies, shown));
         let write_err: RefCell<Option<io::Error>> = RefCell::default();
         let cell = RefCell::new(writer);
         let bar = self.bar.clone();

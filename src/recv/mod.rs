@@ -135,7 +135,10 @@ fn serve_in(
         budget: crate::store::budget::Budget::new(crate::store::budget::DEFAULT_BYTES),
         created_dirs: Mutex::new(CreatedDirs::default()),
         root,
-        progress: Progress::new(crate::progress::mode(cfg.quiet)),
+        progress: Progress::new(
+            crate::progress::mode(cfg.quiet || cfg.no_progress),
+            cfg.verbose,
+        ),
         active: AtomicUsize::new(0),
         inflight: Mutex::new(HashMap::new()),
         live: Mutex::new(HashMap::new()),

@@ -72,14 +72,18 @@ pub(super) fn done(
         } else {
             String::new()
         };
-        let _ = writeln!(
-            lines,
-            "received {shown} {} bytes {} {} ({:.1} MB/s{resumed})",
-            h.size,
-            file_flags::algo(h.flags).name(),
-            hex(&h.md5),
-            (h.size - v.offset) as f64 / 1e6 / secs.max(1e-9)
-        );
+        let line = sh.progress.file_line(v.started.elapsed(), || {
+            format!(
+                "received {shown} {} bytes {} {} ({:.1} MB/s{resumed})",
+                h.size,
+                file_flags::algo(h.flags).name(),
+                hex(&h.md5),
+                (h.size - v.offset) as f64 / 1e6 / secs.max(1e-9)
+            )
+        });
+        if let Some(line) = line {
+            let _ = writeln!(lines, "{line}");
+        }
     }
     Frame::Result {
         id: h.id,

@@ -46,7 +46,9 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
         .frame_writer()
         .context("cannot set up the connection")?;
     let bar = sh.progress.bytes_bar(0, Layout::Session);
-    bar.set_prefix("recv");
+    // One line per session: the peer, files so far, the current one,
+    // bytes received, rate.
+    bar.set_prefix(peer.to_string());
     let commits = Commits::new();
     let started = Instant::now();
     let (result, st) = std::thread::scope(|sc| {
@@ -70,6 +72,7 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
             commits: &commits,
             stats: Stats::default(),
             bar,
+            bodies: 0,
             parent: None,
         };
         // Files already received are verified and placed even if the

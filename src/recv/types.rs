@@ -166,6 +166,8 @@ pub(super) struct Session<'a, 'c> {
     pub(super) commits: &'c Commits<'a>,
     pub(super) stats: Stats,
     pub(super) bar: crate::progress::Bar,
+    /// Bodies started in this session, for the bar.
+    pub(super) bodies: u64,
     /// The directory the last file went into (a walk sends a directory's
     /// files together), so the next file there costs no path walk.
     pub(super) parent: Option<Parent>,

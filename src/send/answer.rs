@@ -117,6 +117,9 @@ impl Sender<'_> {
 
     /// Records the outcome of an entry.
     pub(super) fn settle(&mut self, idx: usize, v: Verdict) {
+        if !matches!(v, Verdict::Again) && self.items[idx].entry.kind != Kind::Dir {
+            self.progress.file_settled();
+        }
         match v {
             Verdict::Done => self.items[idx].state = State::Done,
             Verdict::Again => {}
@@ -419,18 +422,24 @@ impl Sender<'_> {
                 self.tally.files += 1;
                 self.tally.bytes += size - f.offset;
                 let seconds = f.started.elapsed().as_secs_f64();
-                if !self.cfg.quiet && !self.events.enabled() {
-                    let line = format!(
-                        "sent {shown} {size} bytes {} {} ({:.1} MB/s{})",
-                        self.cfg.hash.name(),
-                        hex(&f.md5),
-                        mb_per_s(size - f.offset, seconds),
-                        if f.offset > 0 {
-                            format!(", resumed at {}", f.offset)
-                        } else {
-                            String::new()
-                        }
-                    );
+                let line = (!self.cfg.quiet && !self.events.enabled())
+                    .then(|| {
+                        self.progress.file_line(f.started.elapsed(), || {
+                            format!(
+                                "sent {shown} {size} bytes {} {} ({:.1} MB/s{})",
+                                self.cfg.hash.name(),
+                                hex(&f.md5),
+                                mb_per_s(size - f.offset, seconds),
+                                if f.offset > 0 {
+                                    format!(", resumed at {}", f.offset)
+                                } else {
+                                    String::new()
+                                }
+                            )
+                        })
+                    })
+                    .flatten();
+                if let Some(line) = line {
                     self.progress.suspend(|| println!("{line}"));
                 }
                 self.events.emit(&Event::FileDone {

@@ -72,7 +72,12 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         });
     }
     let left = walk.left.len();
-    let progress = Progress::new(crate::progress::mode(cfg.quiet));
+    let progress = Progress::new(
+        crate::progress::mode(cfg.quiet || cfg.no_progress),
+        cfg.verbose,
+    );
+    let files = walk.entries.iter().filter(|e| e.kind != Kind::Dir).count();
+    progress.set_files(files as u64);
     let total = progress.bytes_bar(walk.total_bytes(), Layout::Total);
     total.set_prefix("total");
     let items: Vec<Item> = walk

@@ -401,3 +401,99 @@ fn the_man_page_has_every_roles_options_exit_codes_and_examples() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// On a terminal
+// ---------------------------------------------------------------------------
+
+/// A directory of 4,000 small files sent in an 80-column terminal (a pty
+/// from `script`): the screen gets one status line, not a line per file,
+/// under 100 KB in all and nothing wider than 80 columns. The files arrive
+/// whole all the same.
+#[test]
+fn issue15_a_directory_on_an_80_column_terminal_is_one_status_line() {
+    assert!(
+        command_exists("script"),
+        "util-linux `script` is needed to give ftx a terminal"
+    );
+    let d = dirs();
+    let tree = d.src.join("tree");
+    for i in 0..4000u64 {
+        let dir = tree.join(format!("d{:02}", i % 40));
+        fs::create_dir_all(&dir).expect("mkdir");
+        write_random(dir.join(format!("f{i:04}")), 100 + (i * 37) % 4000, i);
+    }
+    let rx = Receiver::start(&d.out, &["-q"]);
+    let screen = d.src.join("screen");
+    let line = format!(
+        "stty cols 80 rows 24; exec {} send --no-cache {} {}",
+        crate::common::ftx_bin().display(),
+        tree.display(),
+        rx.addr
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-q", "-e", "-c", &line]).arg(&screen);
+    let out = run_with_timeout(cmd, Duration::from_secs(120));
+    assert_status(&out, 0, "send under script");
+    let raw = fs::read(&screen).expect("the terminal's output");
+    let shown = String::from_utf8_lossy(&raw);
+    assert!(raw.len() < 100_000, "{} bytes to the terminal", raw.len());
+    // Lines as the terminal shows them: escape sequences dropped, split at
+    // carriage returns and newlines; script's own header and footer aside.
+    let mut plain = String::new();
+    let mut chars = shown.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ params final-byte.
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        plain.push(c);
+    }
+    let wide: Vec<&str> = plain
+        .split(['\r', '\n'])
+        .filter(|l| !l.starts_with("Script "))
+        .filter(|l| l.chars().count() > 80)
+        .collect();
+    assert!(wide.is_empty(), "lines over 80 columns: {wide:#?}");
+    assert!(
+        plain.contains("/4000 files"),
+        "the status line counts files:\n{plain}"
+    );
+    assert!(plain.contains("sent 4000 file(s)"), "the summary:\n{plain}");
+    let arrived = walkdir::WalkDir::new(d.out.join("tree"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .count();
+    assert_eq!(arrived, 4000);
+}
+
+/// `--no-progress` keeps the per-file lines and the summary.
+#[test]
+fn issue15_no_progress_keeps_the_lines_and_the_summary() {
+    let d = dirs();
+    let file = d.src.join("one.bin");
+    fs::copy(fixtures().join("one.bin"), &file).expect("copy");
+    let rx = Receiver::start(&d.out, &["-q"]);
+    let out = send(&["--no-progress", s(&file)], rx.addr);
+    assert_status(&out, 0, "send --no-progress");
+    assert!(
+        text(&out.stdout).contains("sent one.bin"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("ftx: sent 1 file(s)"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(md5_hex(d.out.join("one.bin")), md5_hex(&file));
+}

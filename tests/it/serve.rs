@@ -19,6 +19,8 @@ fn config(out: &std::path::Path) -> RecvConfig {
         overwrite: false,
         allow_unsafe_links: false,
         quiet: true,
+        no_progress: false,
+        verbose: false,
         timeout: Duration::from_secs(30),
         max_sessions: 64,
         json: false,
