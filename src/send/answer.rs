@@ -102,6 +102,12 @@ impl Sender<'_> {
                 }));
                 self.items[idx].entry.size = size;
                 self.items[idx].md5 = (!src.digest_follows).then_some(src.md5);
+                if size >= PHASE_SHOWN_MIN {
+                    // The receiver may check a partial before it answers.
+                    let shown = escape(self.items[idx].entry.name.as_str());
+                    self.phase(&shown, "waiting for the receiver", size);
+                    self.sending.set_position(0);
+                }
                 Ok(Some(Offer {
                     id,
                     idx,
@@ -236,6 +242,9 @@ impl Sender<'_> {
                 let started = Instant::now();
                 let md5 = self.body(conn, offer.id, idx, &src, offset)?;
                 let size = self.items[idx].entry.size;
+                if size >= PHASE_SHOWN_MIN {
+                    self.phase(&shown, "verifying", size);
+                }
                 results.insert(
                     offer.id,
                     Flight {
@@ -252,6 +261,13 @@ impl Sender<'_> {
         };
         self.settle(idx, verdict);
         Ok(())
+    }
+
+    /// Says on the sending bar what a big file waits for (`what`), its
+    /// position at its end or start as it stands.
+    fn phase(&self, shown: &str, what: &str, size: u64) {
+        self.sending.set_message(format!("{shown} ({what})"));
+        self.sending.set_length(size);
     }
 
     /// Streams the body of an accepted file (sendfile where possible).
