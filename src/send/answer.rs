@@ -263,8 +263,8 @@ impl Sender<'_> {
         Ok(())
     }
 
-    /// Says on the sending bar what a big file waits for (`what`), its
-    /// position at its end or start as it stands.
+    /// Says on the sending bar what a big file is waiting for (`what`);
+    /// the bar's position is left as it is.
     fn phase(&self, shown: &str, what: &str, size: u64) {
         self.sending.set_message(format!("{shown} ({what})"));
         self.sending.set_length(size);
