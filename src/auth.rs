@@ -83,6 +83,46 @@ fn load_token_from(
         .map(|v| Token(v.into_bytes())))
 }
 
+/// Tokens shorter than this many bytes get a warning: 22 characters of
+/// base64 (or 32 of hex, as `ftx token` prints) hold 128 random bits; a
+/// shorter one could be guessed offline from a captured handshake.
+pub const TOKEN_MIN_LEN: usize = 22;
+
+/// A fresh token: 128 random bits as 32 hex digits, easy to paste and to
+/// keep in a file or an environment variable.
+pub fn fresh_token() -> anyhow::Result<String> {
+    let mut bits = [0u8; 16];
+    getrandom::fill(&mut bits)
+        .map_err(|e| anyhow::anyhow!("cannot get random bytes from the system: {e}"))?;
+    Ok(bits.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Like [`load_token`], and warns on stderr when the token is shorter than
+/// [`TOKEN_MIN_LEN`].
+pub fn load_token_warned(token_file: Option<&Path>) -> anyhow::Result<Option<Token>> {
+    let token = load_token(token_file)?;
+    if let Some(t) = &token {
+        if t.is_short() {
+            eprintln!(
+                "ftx: warning: the token is shorter than {TOKEN_MIN_LEN} characters; make one of 128 random bits with `ftx token`"
+            );
+        }
+    }
+    Ok(token)
+}
+
+impl Token {
+    /// True when the token is shorter than [`TOKEN_MIN_LEN`].
+    pub fn is_short(&self) -> bool {
+        self.0.len() < TOKEN_MIN_LEN
+    }
+}
+
+/// True when a token is set in `$FTX_TOKEN` (non-empty).
+pub fn token_in_env() -> bool {
+    std::env::var_os(TOKEN_ENV).is_some_and(|v| !v.is_empty())
+}
+
 /// A keyed HMAC over the prefix and `nonce`, ready to finalize or verify.
 fn hmac_of(token: &Token, nonce: &[u8; 32]) -> HmacSha256 {
     // HMAC takes a key of any length: longer keys are hashed, shorter padded.
@@ -168,6 +208,17 @@ mod tests {
                 assert!(!verify(&t, &n, &bad), "byte {byte} bit {bit}");
             }
         }
+    }
+
+    #[test]
+    fn fresh_tokens_are_128_bits_of_hex_and_differ() {
+        let a = fresh_token().expect("token");
+        let b = fresh_token().expect("token");
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, b);
+        assert!(!Token::new(a).is_short());
+        assert!(Token::new("hunter2").is_short());
     }
 
     #[test]

@@ -35,6 +35,20 @@ impl Cli {
                 ));
             }
         }
+        if let Command::Recv(a) = &cli.command {
+            if a.require_token && a.token_file.is_none() && !crate::auth::token_in_env() {
+                let mut cmd = <Cli as clap::CommandFactory>::command();
+                let mut recv = cmd
+                    .find_subcommand_mut("recv")
+                    .cloned()
+                    .unwrap_or_default()
+                    .bin_name("ftx recv");
+                return Err(recv.error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "--require-token: no token set; give --token-file FILE or set FTX_TOKEN (make one with `ftx token`)",
+                ));
+            }
+        }
         Ok(cli)
     }
 }
@@ -55,6 +69,9 @@ pub enum Command {
     },
     /// Print the man page (roff) on stdout.
     Man,
+    /// Print a fresh token (128 random bits as 32 hex digits) for
+    /// --token-file or FTX_TOKEN on both sides.
+    Token,
 }
 
 /// `ftx bench`.
@@ -196,6 +213,10 @@ pub struct RecvArgs {
     /// File holding the shared token senders must prove (else $FTX_TOKEN).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Refuse to start without a token (--token-file or FTX_TOKEN), for a
+    /// receiver left listening on a network.
+    #[arg(long)]
+    pub require_token: bool,
 }
 
 impl BenchArgs {
@@ -279,7 +300,7 @@ impl SendArgs {
                 skip_special: self.skip_special,
             },
             streams: usize::try_from(self.streams).unwrap_or(1),
-            token: crate::auth::load_token(self.token_file.as_deref())?,
+            token: crate::auth::load_token_warned(self.token_file.as_deref())?,
             stdin_name: self.name,
             hash: match self.hash {
                 HashArg::Md5 => crate::digest::Algo::Md5,
@@ -306,7 +327,7 @@ impl RecvArgs {
             timeout: Duration::from_secs(self.timeout),
             max_sessions: usize::try_from(self.max_sessions).unwrap_or(usize::MAX),
             json: self.json,
-            token: crate::auth::load_token(self.token_file.as_deref())?,
+            token: crate::auth::load_token_warned(self.token_file.as_deref())?,
         })
     }
 }

@@ -93,6 +93,10 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<Exit> {
             clap_complete::generate(shell, &mut cmd, "ftx", &mut std::io::stdout());
             Ok(Exit::Success)
         }
+        cli::Command::Token => {
+            println!("{}", auth::fresh_token()?);
+            Ok(Exit::Success)
+        }
         cli::Command::Man => {
             man::render(&mut std::io::stdout().lock())
                 .map_err(|e| anyhow::anyhow!("cannot write the man page: {e}"))?;

@@ -26,6 +26,7 @@ if every file of its session was verified.
   Send a stream from a pipe, checked with XXH3 on a fast link:
     tar c build | ftx send --hash xxh3 --name build.tar - host:6000
   In CI: a receiver on a free port, JSON events on stdout, and a token:
+    ftx token > token
     FTX_TOKEN=$(cat token) ftx recv --once --json --port 0 --out out
     FTX_TOKEN=$(cat token) ftx send --json dist/ 127.0.0.1:PORT
 .fi
@@ -46,7 +47,7 @@ pub fn render(out: &mut impl Write) -> io::Result<()> {
     man.render_description_section(out)?;
     man.render_subcommands_section(out)?;
     for sub in cmd.get_subcommands() {
-        if matches!(sub.get_name(), "completions" | "man") {
+        if matches!(sub.get_name(), "completions" | "man" | "token") {
             continue;
         }
         // Each role's synopsis and options, under a section of its own.

@@ -40,9 +40,9 @@ use ftx::protocol::frame::{
 /// Hard limit for commands expected to end at once (usage errors, bad OUT).
 const QUICK: Duration = Duration::from_secs(20);
 /// A token nobody would write by accident, so a leak is unmistakable.
-const TOKEN: &str = "s3cret-Zq81xP";
+const TOKEN: &str = "s3cret-Zq81xP-7hWm2kRv0nTe";
 /// A wrong token, also never to be printed.
-const WRONG_TOKEN: &str = "wr0ng-Vb27kQ";
+const WRONG_TOKEN: &str = "wr0ng-Vb27kQ-4pLs9dXc1uYa";
 
 // ---------------------------------------------------------------------------
 // Small helpers
@@ -1622,4 +1622,74 @@ fn two_targets_sharing_a_hashed_partial_name_cannot_swap_content() {
         verified.push((&hex, &data_hex));
     }
     fx.finish("hex-collision", &verified);
+}
+
+/// `ftx token` makes a token that both sides take (no warning); a short
+/// token works but is warned about on both sides.
+#[test]
+fn ftx_token_makes_a_token_both_sides_take_and_a_short_one_is_warned_about() {
+    let mut cmd = ftx_cmd();
+    cmd.arg("token");
+    let out = run_with_timeout(cmd, QUICK);
+    assert_status(&out, 0, "ftx token");
+    let token = text(&out.stdout).trim().to_string();
+    assert!(
+        token.len() == 32 && token.bytes().all(|c| c.is_ascii_hexdigit()),
+        "32 hex digits: {token:?}"
+    );
+    for (tok, warned) in [(token.as_str(), false), ("short-1", true)] {
+        let d = dirs();
+        let mut cmd = ftx_cmd();
+        cmd.args(["recv", "--port", "0", "--bind", "127.0.0.1", "--out"])
+            .arg(&d.out)
+            .env("FTX_TOKEN", tok);
+        let mut rx = Receiver::spawn(cmd, &d.out);
+        let file = source_file(&d.src, "tok.bin", 10_000, 9);
+        let out = send_with_env(&file, rx.addr, Some(tok), &["-q"]);
+        assert_status(&out, 0, "send with the token");
+        assert_eq!(md5_hex(d.out.join("tok.bin")), md5_hex(&file));
+        let says = |s: &str| s.contains("token is shorter than");
+        assert_eq!(says(&text(&out.stderr)), warned, "sender, {tok:?}");
+        rx.kill();
+        assert_eq!(says(&rx.stderr()), warned, "receiver, {tok:?}");
+        assert_no_secret("receiver log", &rx.stderr());
+    }
+}
+
+/// `ftx recv --require-token` without a token does not start (exit 2,
+/// naming the option); with one it serves as usual.
+#[test]
+fn require_token_refuses_to_start_without_a_token() {
+    let d = dirs();
+    let mut cmd = ftx_cmd();
+    cmd.args(["recv", "--require-token", "--port", "0", "--out"])
+        .arg(&d.out)
+        .env_remove("FTX_TOKEN");
+    let out = run_with_timeout(cmd, QUICK);
+    assert_status(&out, 2, "recv --require-token without a token");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--require-token") && err.contains("ftx token"),
+        "{err}"
+    );
+    assert!(!text(&out.stdout).contains("listening"), "did not listen");
+
+    let mut cmd = ftx_cmd();
+    cmd.args([
+        "recv",
+        "--require-token",
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--out",
+    ])
+    .arg(&d.out)
+    .env("FTX_TOKEN", TOKEN);
+    let rx = Receiver::spawn(cmd, &d.out);
+    let file = source_file(&d.src, "req.bin", 10_000, 10);
+    let out = send_with_env(&file, rx.addr, Some(TOKEN), &["-q"]);
+    assert_status(&out, 0, "send to a receiver requiring the token");
+    let out = send_with_env(&file, rx.addr, None, &["-q", "--retry-for", "0"]);
+    assert_status(&out, 6, "send without the token");
 }
