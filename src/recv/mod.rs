@@ -75,7 +75,7 @@ pub fn run(cfg: &RecvConfig) -> Result<Exit> {
     let listener = net::listen(cfg.bind, cfg.port)?;
     if cfg.token.is_none() {
         eprintln!(
-            "ftx: warning: no token set (--token-file or FTX_TOKEN): anyone who can reach this port can write new files into {}",
+            "ftx: warning: no token (see ftx token): anyone reaching this port can write into {}",
             escape(&cfg.out.to_string_lossy())
         );
     }
