@@ -75,7 +75,7 @@ pub fn run(cfg: &RecvConfig) -> Result<Exit> {
     let listener = net::listen(cfg.bind, cfg.port)?;
     if cfg.token.is_none() {
         eprintln!(
-            "ftx: warning: no token (see ftx token): anyone reaching this port can write into {}",
+            "ftx: warning: no token (see ftx token): anyone on the network can write into {}",
             escape(&cfg.out.to_string_lossy())
         );
     }
