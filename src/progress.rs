@@ -152,10 +152,17 @@ impl ProgressTracker for Eta {
         let left = state.len().unwrap_or(0).saturating_sub(state.pos());
         if let Some((r, dt)) = window_rate(&self.0.samples, Instant::now()) {
             if dt >= ETA_MIN && r > 0.0 && left > 0 {
-                let _ = write!(w, "ETA {}s", (left as f64 / r).ceil());
+                let _ = write!(w, "ETA {}s", eta_secs(left, r));
             }
         }
     }
+}
+
+/// Whole seconds left for `left` bytes at `rate` bytes per second:
+/// rounded to the nearest (rounding up overstates a short ETA by up to a
+/// second, 30 % of 3 s), never 0 while bytes are left.
+fn eta_secs(left: u64, rate: f64) -> f64 {
+    (left as f64 / rate).round().max(1.0)
 }
 
 /// How a bar is laid out; every layout fits 80 columns.
@@ -392,7 +399,7 @@ pub fn plain_line(bar: &ProgressBar, rate: Option<f64>) -> String {
     };
     let speed = match rate {
         Some(r) if r > 0.0 => {
-            format!(" {:.1} MB/s ETA {:.0}s", r / 1e6, (len - pos) as f64 / r)
+            format!(" {:.1} MB/s ETA {}s", r / 1e6, eta_secs(len - pos, r))
         }
         _ => String::new(),
     };
@@ -475,6 +482,13 @@ mod tests {
         };
         assert!(verbose.line(quick, || "short".into()).is_some());
         assert_eq!(fit("short", 40), "short");
+    }
+
+    #[test]
+    fn the_eta_is_rounded_to_the_nearest_second_and_never_0() {
+        assert_eq!(eta_secs(3_280_000_000, 1e9), 3.0);
+        assert_eq!(eta_secs(3_600_000_000, 1e9), 4.0);
+        assert_eq!(eta_secs(100, 1e9), 1.0);
     }
 
     #[test]
