@@ -118,11 +118,6 @@ impl Token {
     }
 }
 
-/// True when a token is set in `$FTX_TOKEN` (non-empty).
-pub fn token_in_env() -> bool {
-    std::env::var_os(TOKEN_ENV).is_some_and(|v| !v.is_empty())
-}
-
 /// A keyed HMAC over the prefix and `nonce`, ready to finalize or verify.
 fn hmac_of(token: &Token, nonce: &[u8; 32]) -> HmacSha256 {
     // HMAC takes a key of any length: longer keys are hashed, shorter padded.

@@ -35,20 +35,6 @@ impl Cli {
                 ));
             }
         }
-        if let Command::Recv(a) = &cli.command {
-            if a.require_token && a.token_file.is_none() && !crate::auth::token_in_env() {
-                let mut cmd = <Cli as clap::CommandFactory>::command();
-                let mut recv = cmd
-                    .find_subcommand_mut("recv")
-                    .cloned()
-                    .unwrap_or_default()
-                    .bin_name("ftx recv");
-                return Err(recv.error(
-                    clap::error::ErrorKind::MissingRequiredArgument,
-                    "--require-token: no token set; give --token-file FILE or set FTX_TOKEN (make one with `ftx token`)",
-                ));
-            }
-        }
         Ok(cli)
     }
 }
@@ -314,6 +300,14 @@ impl RecvArgs {
     /// The plain config. Reads the token (from `--token-file` or
     /// `$FTX_TOKEN`).
     pub fn into_config(self) -> anyhow::Result<RecvConfig> {
+        let token = crate::auth::load_token_warned(self.token_file.as_deref())?;
+        if self.require_token && token.is_none() {
+            return Err(crate::exit::ExitError::new(
+                crate::exit::Exit::Usage,
+                "--require-token: no token set; give --token-file FILE or set FTX_TOKEN (make one with `ftx token`)",
+            )
+            .into());
+        }
         Ok(RecvConfig {
             bind: self.bind,
             port: self.port,
@@ -327,7 +321,7 @@ impl RecvArgs {
             timeout: Duration::from_secs(self.timeout),
             max_sessions: usize::try_from(self.max_sessions).unwrap_or(usize::MAX),
             json: self.json,
-            token: crate::auth::load_token_warned(self.token_file.as_deref())?,
+            token,
         })
     }
 }
