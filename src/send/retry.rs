@@ -60,8 +60,8 @@ impl Sender<'_> {
                     left = left.max(BUSY_PATIENCE.saturating_sub(since.elapsed()));
                 }
             }
-            match ended {
-                Ok(()) => {
+            match (ended, pause(backoff, left)) {
+                (Ok(()), _) => {
                     // Pending entries left after a whole session are files
                     // to send again from 0 after a digest mismatch (each
                     // one once), or files the receiver asked to offer again
@@ -77,8 +77,7 @@ impl Sender<'_> {
                         return Ok(());
                     }
                 }
-                Err(b) if b.retry && !self.stdin_sent && pause(backoff, left).is_some() => {
-                    let wait = pause(backoff, left).unwrap_or(backoff);
+                (Err(b), Some(wait)) if b.retry && !self.stdin_sent => {
                     let gives_up_in = left.saturating_sub(wait);
                     self.events.emit(&Event::Retry {
                         message: escape(&format!("{:#}", b.err)),
@@ -95,7 +94,7 @@ impl Sender<'_> {
                     std::thread::sleep(wait);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
-                Err(b) if self.stdin_sent => {
+                (Err(b), _) if self.stdin_sent => {
                     // What was read of standard input cannot be sent again.
                     self.fail_pending(Exit::Failure);
                     return Err(b.err.context(format!(
@@ -103,7 +102,7 @@ impl Sender<'_> {
                         self.cfg.target
                     )));
                 }
-                Err(b) => {
+                (Err(b), _) => {
                     let hint = if b.retry && !window.is_zero() {
                         format!(
                             "; gave up after {} s without progress, run the same command again to resume",
