@@ -189,6 +189,11 @@ pub struct Progress {
     files: Arc<(AtomicU64, AtomicU64)>,
 }
 
+/// Files this big have their phase on their line (sender: "waiting for
+/// the receiver", "verifying"; receiver: "checking NAME"); smaller ones
+/// pass too quickly to read it.
+pub const PHASE_SHOWN_MIN: u64 = 8 << 20;
+
 /// A file that took at least this long gets its line on a terminal.
 pub const FILE_LINE_MIN: Duration = Duration::from_secs(1);
 

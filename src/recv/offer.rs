@@ -19,10 +19,6 @@ use std::io::{self};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Files this big have "checking NAME" on the session's line while their
-/// partial (if any) is checked; smaller ones pass too quickly.
-const CHECK_SHOWN_MIN: u64 = 8 << 20;
-
 impl<'a> Session<'a, '_> {
     /// Validates a name and checks it was not offered before in this session.
     pub(super) fn claim_name(&mut self, raw: &[u8]) -> Result<WireName, Refusal> {
@@ -112,7 +108,7 @@ impl<'a> Session<'a, '_> {
             Answer::Refuse(r) => return self.reject(h.id, &h.path, r),
         }
         let names = store::Names::for_target(last);
-        if h.size >= CHECK_SHOWN_MIN {
+        if h.size >= crate::progress::PHASE_SHOWN_MIN {
             // A partial of it, if any, is read and hashed before the answer.
             self.bar.set_message(format!(
                 "{} files, checking {}",

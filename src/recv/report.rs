@@ -54,7 +54,8 @@ pub(super) fn done(
     let h = &v.h;
     stats.ok += 1;
     stats.bytes += h.size - v.offset;
-    let secs = v.started.elapsed().as_secs_f64();
+    let took = v.started.elapsed();
+    let secs = took.as_secs_f64();
     if sh.events.enabled() {
         sh.events.emit(&Event::FileDone {
             path: shown.to_owned(),
@@ -72,13 +73,13 @@ pub(super) fn done(
         } else {
             String::new()
         };
-        let line = sh.progress.file_line(v.started.elapsed(), || {
+        let line = sh.progress.file_line(took, || {
             format!(
                 "received {shown} {} bytes {} {} ({:.1} MB/s{resumed})",
                 h.size,
                 file_flags::algo(h.flags).name(),
                 hex(&h.md5),
-                (h.size - v.offset) as f64 / 1e6 / secs.max(1e-9)
+                mb_per_s(h.size - v.offset, secs)
             )
         });
         if let Some(line) = line {

@@ -102,7 +102,7 @@ impl Sender<'_> {
                 }));
                 self.items[idx].entry.size = size;
                 self.items[idx].md5 = (!src.digest_follows).then_some(src.md5);
-                if size >= PHASE_SHOWN_MIN {
+                if size >= crate::progress::PHASE_SHOWN_MIN {
                     // The receiver may check a partial before it answers.
                     let shown = escape(self.items[idx].entry.name.as_str());
                     self.phase(&shown, "waiting for the receiver", size);
@@ -242,7 +242,7 @@ impl Sender<'_> {
                 let started = Instant::now();
                 let md5 = self.body(conn, offer.id, idx, &src, offset)?;
                 let size = self.items[idx].entry.size;
-                if size >= PHASE_SHOWN_MIN {
+                if size >= crate::progress::PHASE_SHOWN_MIN {
                     self.phase(&shown, "verifying", size);
                 }
                 results.insert(
@@ -437,10 +437,11 @@ impl Sender<'_> {
             Verdict::Done => {
                 self.tally.files += 1;
                 self.tally.bytes += size - f.offset;
-                let seconds = f.started.elapsed().as_secs_f64();
+                let took = f.started.elapsed();
+                let seconds = took.as_secs_f64();
                 let line = (!self.cfg.quiet && !self.events.enabled())
                     .then(|| {
-                        self.progress.file_line(f.started.elapsed(), || {
+                        self.progress.file_line(took, || {
                             format!(
                                 "sent {shown} {size} bytes {} {} ({:.1} MB/s{})",
                                 self.cfg.hash.name(),

@@ -213,7 +213,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
             s.tally.files,
             s.tally.skipped,
             si_bytes(s.tally.bytes),
-            s.tally.bytes as f64 / 1e6 / secs.max(1e-9)
+            crate::events::mb_per_s(s.tally.bytes, secs)
         );
     }
     Ok(outcome)

@@ -221,9 +221,6 @@ impl Source {
 /// hashed while they are sent (one read, MD5 beside the socket), instead
 /// of hashed first and then sent (two reads, two MD5 passes in series).
 pub(super) const STREAM_DIGEST_MIN: u64 = 8 << 20;
-/// Files this big get their phase ("waiting for the receiver",
-/// "verifying") on the sending bar; smaller ones pass too quickly.
-pub(super) const PHASE_SHOWN_MIN: u64 = 8 << 20;
 
 /// Files up to this size are read once, into memory, to be hashed and sent.
 /// With [`WINDOW`] offers in flight and as many hashed ahead, this bounds
