@@ -1,11 +1,10 @@
-//! Shared-token authentication: the token, where it comes from, and the MAC
-//! that AUTH carries.
+//! The shared token: where it comes from, how to make a strong one, and
+//! the Noise pre-shared key derived from it (see [`crate::secure`]).
 //!
-//! When the receiver sets [`FLAG_AUTH_REQUIRED`] in WELCOME, the sender
-//! answers with AUTH, whose `mac` is
-//! `HMAC-SHA256(key = token, message = "ftx-auth-v1" || nonce)` over the
-//! 32-byte WELCOME nonce. The domain-separation prefix keeps the MAC from
-//! being reusable for any other purpose of the same token.
+//! When the receiver has a token it sets [`FLAG_SEALED`] in WELCOME, and
+//! the session is encrypted with a Noise handshake whose PSK is
+//! `HMAC-SHA256(key = token, message = "ftx-noise-psk-v2")`: 32 bytes from
+//! a token of any length, bound to this one use.
 //!
 //! The token is read from a file (`--token-file`) or from the `FTX_TOKEN`
 //! environment variable, never from argv, where any local user could read
@@ -17,14 +16,15 @@ use sha2::Sha256;
 use std::fmt;
 use std::path::Path;
 
-/// WELCOME flags bit 0: the receiver requires AUTH.
-pub const FLAG_AUTH_REQUIRED: u32 = 1;
+/// WELCOME flags bit 0: the receiver has a token; the session is sealed
+/// (NOISE, then encrypted records).
+pub const FLAG_SEALED: u32 = 1;
 
 /// Environment variable holding the token when no token file is given.
 pub const TOKEN_ENV: &str = "FTX_TOKEN";
 
-/// Domain-separation prefix of the MAC'd message.
-const CONTEXT: &[u8] = b"ftx-auth-v1";
+/// The HMAC message the PSK is derived with: it binds the PSK to this use.
+const PSK_LABEL: &[u8] = b"ftx-noise-psk-v2";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -118,24 +118,16 @@ impl Token {
     }
 }
 
-/// A keyed HMAC over the prefix and `nonce`, ready to finalize or verify.
-fn hmac_of(token: &Token, nonce: &[u8; 32]) -> HmacSha256 {
-    // HMAC takes a key of any length: longer keys are hashed, shorter padded.
-    let mut m = <HmacSha256 as KeyInit>::new_from_slice(&token.0)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-    m.update(CONTEXT);
-    m.update(nonce);
-    m
-}
-
-/// The AUTH `mac` for `nonce`: HMAC-SHA256(token, "ftx-auth-v1" || nonce).
-pub fn mac(token: &Token, nonce: &[u8; 32]) -> [u8; 32] {
-    hmac_of(token, nonce).finalize().into_bytes().into()
-}
-
-/// Checks an AUTH `mac` against `nonce`, in constant time.
-pub fn verify(token: &Token, nonce: &[u8; 32], mac: &[u8; 32]) -> bool {
-    hmac_of(token, nonce).verify_slice(mac).is_ok()
+impl Token {
+    /// The Noise pre-shared key: HMAC-SHA256(token, "ftx-noise-psk-v2").
+    pub fn psk(&self) -> [u8; 32] {
+        // HMAC takes a key of any length: longer keys are hashed, shorter
+        // padded.
+        let mut m = <HmacSha256 as KeyInit>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        m.update(PSK_LABEL);
+        m.finalize().into_bytes().into()
+    }
 }
 
 #[cfg(test)]
@@ -144,11 +136,8 @@ mod tests {
     use std::io::Write;
 
     #[test]
-    fn the_auth_flag_is_a_known_welcome_flag() {
-        assert_eq!(
-            FLAG_AUTH_REQUIRED & !crate::protocol::limits::WELCOME_FLAGS,
-            0
-        );
+    fn the_sealed_flag_is_a_known_welcome_flag() {
+        assert_eq!(FLAG_SEALED & !crate::protocol::limits::WELCOME_FLAGS, 0);
     }
 
     fn hex(b: &[u8]) -> String {
@@ -156,53 +145,16 @@ mod tests {
     }
 
     #[test]
-    fn known_answer() {
+    fn psk_known_answer() {
         // python3 -c "import hmac,hashlib;
-        //   print(hmac.new(b'secret', b'ftx-auth-v1'+bytes([7])*32,
+        //   print(hmac.new(b'secret', b'ftx-noise-psk-v2',
         //   hashlib.sha256).hexdigest())"
-        let got = mac(&Token::new(*b"secret"), &[7; 32]);
         assert_eq!(
-            hex(&got),
-            "ba50b0b2c3e3c1665f64fb37069e66f24a5c6d4f9c1835622d40fb92132e3b76"
+            hex(&Token::new(*b"secret").psk()),
+            "9e79a170a97a2e0614ab2cbcfa35d6ed2bc21b582dcbf8302bff8b0ee28c9dd3"
         );
-    }
-
-    #[test]
-    fn verify_accepts_the_right_mac() {
-        let t = Token::new(*b"secret");
-        let n = [3; 32];
-        assert!(verify(&t, &n, &mac(&t, &n)));
-    }
-
-    #[test]
-    fn verify_rejects_a_wrong_token() {
-        let n = [3; 32];
-        let m = mac(&Token::new(*b"secret"), &n);
-        assert!(!verify(&Token::new(*b"secreT"), &n, &m));
-        assert!(!verify(&Token::new(*b"secret\n"), &n, &m));
-    }
-
-    #[test]
-    fn verify_rejects_a_wrong_nonce() {
-        let t = Token::new(*b"secret");
-        let m = mac(&t, &[3; 32]);
-        let mut other = [3; 32];
-        other[31] = 4;
-        assert!(!verify(&t, &other, &m));
-    }
-
-    #[test]
-    fn verify_rejects_any_flipped_bit() {
-        let t = Token::new(*b"secret");
-        let n = [3; 32];
-        let m = mac(&t, &n);
-        for byte in 0..32 {
-            for bit in 0..8 {
-                let mut bad = m;
-                bad[byte] ^= 1 << bit;
-                assert!(!verify(&t, &n, &bad), "byte {byte} bit {bit}");
-            }
-        }
+        assert_ne!(Token::new(*b"secreT").psk(), Token::new(*b"secret").psk());
+        assert_ne!(Token::new(*b"secret\n").psk(), Token::new(*b"secret").psk());
     }
 
     #[test]

@@ -132,7 +132,9 @@ pub struct SendArgs {
     /// runs on several cores when there are many files.
     #[arg(long, short = 'j', default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
     pub streams: u64,
-    /// File holding the shared token (else $FTX_TOKEN; never on the command line).
+    /// File holding the shared token (else $FTX_TOKEN; never on the command
+    /// line). With a token the session is encrypted, and a receiver without
+    /// one is refused.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// The digest each file is checked with: md5, or xxh3 (XXH3-128) for
@@ -196,7 +198,8 @@ pub struct RecvArgs {
     /// Newline-delimited JSON events on stdout (see README).
     #[arg(long)]
     pub json: bool,
-    /// File holding the shared token senders must prove (else $FTX_TOKEN).
+    /// File holding the shared token (else $FTX_TOKEN): senders must hold
+    /// it, and every session is encrypted with it.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Refuse to start without a token (--token-file or FTX_TOKEN), for a

@@ -5,9 +5,10 @@
 
 use crate::protocol::frame::{decode, encode, Frame, FrameError};
 use crate::protocol::limits::{FRAME_HEADER_LEN, MAX_CONTROL_PAYLOAD};
+use crate::secure::{record_error, RecordError, Wire};
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::fd::AsFd;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 
 /// Size of the buffer raw BODY bytes are read into.
 pub const BODY_CHUNK: usize = 1 << 20;
@@ -37,6 +38,10 @@ pub enum ConnError {
     /// the session).
     #[error("connection reset by peer")]
     Reset,
+    /// A record of a sealed session failed authentication: the bytes were
+    /// changed, dropped, replayed or reordered on the way.
+    #[error("{0}")]
+    Tampered(RecordError),
     /// The peer sent nothing for longer than the timeout.
     #[error("peer sent nothing for too long (timed out)")]
     Timeout,
@@ -55,6 +60,13 @@ pub enum ConnError {
 
 impl From<io::Error> for ConnError {
     fn from(e: io::Error) -> Self {
+        match record_error(&e) {
+            Some(RecordError::Tampered(n)) => {
+                return ConnError::Tampered(RecordError::Tampered(*n))
+            }
+            Some(RecordError::Cut) => return ConnError::Eof("an encrypted record"),
+            None => {}
+        }
         match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ConnError::Timeout,
             io::ErrorKind::BrokenPipe
@@ -73,6 +85,8 @@ pub struct Conn<S> {
     rend: usize,
     wbuf: Vec<u8>,
     body_buf: Vec<u8>,
+    /// Body bytes read from a file on their way out (a sealed connection).
+    out_buf: Vec<u8>,
 }
 
 impl<S: Read + Write> Conn<S> {
@@ -86,6 +100,7 @@ impl<S: Read + Write> Conn<S> {
             rend: 0,
             wbuf: Vec::with_capacity(4096),
             body_buf: Vec::new(),
+            out_buf: Vec::new(),
         }
     }
 
@@ -225,12 +240,13 @@ impl<S: Read + Write> Conn<S> {
     }
 }
 
-impl<S: Read + Write + AsFd> Conn<S> {
+impl Conn<Wire> {
     /// Sends `len` bytes of `file` from `offset` as raw body bytes (after
-    /// flushing queued frames), with `sendfile(2)`: the bytes go from the
-    /// page cache to the socket without passing through user space.
-    /// (`io::copy` from a file to a TCP stream does not do this; measured
-    /// with strace: 8 KiB reads and writes.)
+    /// flushing queued frames). On a plain connection with `sendfile(2)`:
+    /// the bytes go from the page cache to the socket without passing
+    /// through user space. (`io::copy` from a file to a TCP stream does not
+    /// do this; measured with strace: 8 KiB reads and writes.) On a sealed
+    /// one they are read and sealed in [`BODY_CHUNK`]s.
     pub fn send_body(
         &mut self,
         file: &File,
@@ -239,11 +255,14 @@ impl<S: Read + Write + AsFd> Conn<S> {
         mut progress: impl FnMut(u64),
     ) -> Result<(), ConnError> {
         self.flush()?;
+        let Some(fd) = self.stream.plain_fd() else {
+            return self.copy_body(file, offset, len, progress);
+        };
         let mut at = offset;
         let end = offset + len;
         while at < end {
             let chunk = usize::try_from((end - at).min(SEND_CHUNK)).unwrap_or(usize::MAX);
-            let n = match rustix::fs::sendfile(self.stream.as_fd(), file, Some(&mut at), chunk) {
+            let n = match rustix::fs::sendfile(fd, file, Some(&mut at), chunk) {
                 Ok(0) => {
                     return Err(ConnError::Shrank {
                         sent: at - offset,
@@ -262,27 +281,37 @@ impl<S: Read + Write + AsFd> Conn<S> {
         Ok(())
     }
 
-    /// The portable fallback of [`Conn::send_body`]: read and write.
+    /// [`Conn::send_body`] through user space: read, then write (sealed,
+    /// if the connection is).
     fn copy_body(
         &mut self,
-        mut file: &File,
+        file: &File,
         offset: u64,
         len: u64,
         mut progress: impl FnMut(u64),
     ) -> Result<(), ConnError> {
-        file.seek(SeekFrom::Start(offset)).map_err(ConnError::Io)?;
+        if self.out_buf.is_empty() {
+            self.out_buf = vec![0u8; BODY_CHUNK];
+        }
         let mut sent = 0u64;
         while sent < len {
-            let chunk = (len - sent).min(SEND_CHUNK);
-            let n = io::copy(&mut file.take(chunk), &mut self.stream)?;
-            if n == 0 {
-                return Err(ConnError::Shrank {
-                    sent,
-                    expected: len,
-                });
-            }
-            sent += n;
-            progress(n);
+            let want = usize::try_from(len - sent)
+                .unwrap_or(usize::MAX)
+                .min(BODY_CHUNK);
+            let n = match file.read_at(&mut self.out_buf[..want], offset + sent) {
+                Ok(0) => {
+                    return Err(ConnError::Shrank {
+                        sent,
+                        expected: len,
+                    })
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(ConnError::Io(e)),
+            };
+            self.stream.send_all(&self.out_buf[..n])?;
+            sent += n as u64;
+            progress(n as u64);
         }
         Ok(())
     }

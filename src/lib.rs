@@ -70,6 +70,7 @@ pub mod progress;
 pub mod protocol;
 pub mod recv;
 pub mod sanitize;
+pub mod secure;
 pub mod send;
 pub mod store;
 pub mod walk;

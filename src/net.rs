@@ -3,39 +3,36 @@
 //! timeout, with errors that name the address and say what happened.
 
 use crate::exit::{Exit, ExitError};
+use crate::secure::Wire;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use std::io;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A TCP stream whose reads also obey an overall deadline (for the
 /// handshake): a peer trickling one byte at a time cannot extend it, since
 /// every read waits at most for what is left of the deadline.
 ///
-/// Each write goes out whole under a lock shared with the
+/// Each write goes out whole (see [`Wire`]), also from the
 /// [`FrameWriter`]s made from it, so two threads can answer on one
 /// connection without interleaving their frames.
 pub struct Deadlined {
-    inner: TcpStream,
+    inner: Wire,
     deadline: Option<Instant>,
     idle: Duration,
     activity: Activity,
-    write_lock: Arc<Mutex<()>>,
 }
 
 /// A second writer on a [`Deadlined`] connection (see there).
 pub struct FrameWriter {
-    stream: TcpStream,
-    lock: Arc<Mutex<()>>,
+    wire: Wire,
 }
 
 impl FrameWriter {
     /// Writes `bytes` (whole frames) with no other frame in between.
     pub fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
-        let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        (&self.stream).write_all(bytes)
+        self.wire.send_all(bytes)
     }
 }
 
@@ -64,22 +61,20 @@ impl Activity {
 
 impl Deadlined {
     /// Wraps a stream whose idle timeout is `idle`; reads touch `activity`.
-    pub fn new(inner: TcpStream, idle: Duration, activity: Activity) -> Self {
+    pub fn new(inner: Wire, idle: Duration, activity: Activity) -> Self {
         activity.touch();
         Deadlined {
             inner,
             deadline: None,
             idle,
             activity,
-            write_lock: Arc::default(),
         }
     }
 
     /// Another writer on this connection, for another thread.
     pub fn frame_writer(&self) -> io::Result<FrameWriter> {
         Ok(FrameWriter {
-            stream: self.inner.try_clone()?,
-            lock: self.write_lock.clone(),
+            wire: self.inner.try_clone()?,
         })
     }
 
@@ -87,17 +82,19 @@ impl Deadlined {
     pub fn set_deadline(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         self.deadline = deadline;
         if deadline.is_none() {
-            self.inner.set_read_timeout(Some(self.idle))?;
+            self.inner.tcp().set_read_timeout(Some(self.idle))?;
         }
         Ok(())
     }
 }
 
 impl Deadlined {
-    /// True when bytes (or EOF) can be read right now without waiting.
+    /// True when bytes (or EOF) can be read right now without waiting (on
+    /// a sealed connection: when ciphertext arrived, which may not yet
+    /// hold a whole record).
     pub fn readable_now(&self) -> bool {
         use std::os::fd::AsFd;
-        let fd = self.inner.as_fd();
+        let fd = self.inner.tcp().as_fd();
         let mut fds = [rustix::event::PollFd::new(
             &fd,
             rustix::event::PollFlags::IN,
@@ -120,7 +117,9 @@ impl Read for Deadlined {
                     "handshake deadline passed",
                 ));
             }
-            self.inner.set_read_timeout(Some(left.min(self.idle)))?;
+            self.inner
+                .tcp()
+                .set_read_timeout(Some(left.min(self.idle)))?;
         }
         let n = self.inner.read(buf)?;
         if n > 0 {
@@ -133,8 +132,7 @@ impl Read for Deadlined {
 impl Write for Deadlined {
     /// Writes all of `buf` (see [`Deadlined`]).
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let _held = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.inner.write_all(buf)?;
+        self.inner.send_all(buf)?;
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {

@@ -51,15 +51,13 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
         Frame::Welcome {
             version,
             flags,
-            nonce,
             agent,
         } => {
             out.extend_from_slice(&version.to_be_bytes());
             out.extend_from_slice(&flags.to_be_bytes());
-            out.extend_from_slice(nonce);
             put_str(out, short_text(agent));
         }
-        Frame::Auth { mac } => out.extend_from_slice(mac),
+        Frame::Noise { message } => out.extend_from_slice(message),
         Frame::File(h) => {
             out.extend_from_slice(&h.id.to_be_bytes());
             out.extend_from_slice(&h.size.to_be_bytes());
@@ -261,10 +259,11 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
         kind::WELCOME => Frame::Welcome {
             version: r.u16()?,
             flags: r.u32()?,
-            nonce: r.array()?,
             agent: r.text()?,
         },
-        kind::AUTH => Frame::Auth { mac: r.array()? },
+        kind::NOISE => Frame::Noise {
+            message: r.array()?,
+        },
         kind::FILE => Frame::File(FileHeader {
             id: r.u32()?,
             size: r.u64()?,

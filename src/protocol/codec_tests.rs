@@ -14,10 +14,9 @@ pub(crate) fn samples() -> Vec<Frame> {
         Frame::Welcome {
             version: 1,
             flags: 1,
-            nonce: [7; 32],
             agent: "ftx/0.1.0 ünï".into(),
         },
-        Frame::Auth { mac: [9; 32] },
+        Frame::Noise { message: [9; 48] },
         Frame::File(FileHeader {
             id: 3,
             size: u64::MAX,

@@ -25,17 +25,21 @@ pub enum ErrorCode {
     Timeout = 5,
     /// An internal error on the side that sends the ERROR.
     Internal = 6,
+    /// A record of a sealed session failed to decrypt: changed, dropped,
+    /// replayed or reordered on the way.
+    Tampered = 7,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 6] = [
+    pub const ALL: [ErrorCode; 7] = [
         ErrorCode::Protocol,
         ErrorCode::Version,
         ErrorCode::Auth,
         ErrorCode::Busy,
         ErrorCode::Timeout,
         ErrorCode::Internal,
+        ErrorCode::Tampered,
     ];
 
     /// The number on the wire.
@@ -58,6 +62,7 @@ impl ErrorCode {
         match self {
             ErrorCode::Auth => Exit::Auth,
             ErrorCode::Busy | ErrorCode::Timeout => Exit::Connect,
+            ErrorCode::Tampered => Exit::Integrity,
             ErrorCode::Protocol | ErrorCode::Version | ErrorCode::Internal => Exit::Failure,
         }
     }
@@ -71,6 +76,7 @@ impl ErrorCode {
             ErrorCode::Busy => "receiver busy",
             ErrorCode::Timeout => "timed out",
             ErrorCode::Internal => "internal error",
+            ErrorCode::Tampered => "tampered with on the way",
         }
     }
 }
@@ -264,6 +270,7 @@ pub mod error_code {
     pub const BUSY: u16 = ErrorCode::Busy.code();
     pub const TIMEOUT: u16 = ErrorCode::Timeout.code();
     pub const INTERNAL: u16 = ErrorCode::Internal.code();
+    pub const TAMPERED: u16 = ErrorCode::Tampered.code();
 }
 
 /// REJECT codes as numbers (see [`Reject`]).
@@ -300,7 +307,7 @@ mod tests {
     #[test]
     fn numbers_are_pinned_and_round_trip() {
         let errors: Vec<u16> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(errors, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(errors, [1, 2, 3, 4, 5, 6, 7]);
         let rejects: Vec<u16> = Reject::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(rejects, [10, 11, 12, 13, 14, 15, 16, 17]);
         let statuses: Vec<u8> = Status::ALL.iter().map(|c| c.code()).collect();

@@ -20,10 +20,10 @@
 pub mod kind {
     /// S→R: magic, version, flags, agent.
     pub const HELLO: u8 = 0x01;
-    /// R→S: version, flags, nonce, agent.
+    /// R→S: version, flags, agent.
     pub const WELCOME: u8 = 0x02;
-    /// S→R: HMAC over the nonce.
-    pub const AUTH: u8 = 0x03;
+    /// S→R then R→S: the Noise handshake of a sealed session.
+    pub const NOISE: u8 = 0x03;
     /// S→R: offer of a regular file.
     pub const FILE: u8 = 0x10;
     /// S→R: offer of a directory.
@@ -145,24 +145,23 @@ pub enum Frame {
         agent: String,
     },
     /// ```text
-    /// version:u16 flags:u32 nonce:[32] agent:str
+    /// version:u16 flags:u32 agent:str
     /// ```
     Welcome {
         /// Protocol version.
         version: u16,
-        /// Bit 0: AUTH required.
+        /// Bit 0: sealed (the receiver has a token: NOISE follows, then
+        /// encrypted records).
         flags: u32,
-        /// Random challenge for AUTH.
-        nonce: [u8; 32],
         /// Free-form software name.
         agent: String,
     },
     /// ```text
-    /// mac:[32]
+    /// message:[48]
     /// ```
-    Auth {
-        /// HMAC-SHA256 of the nonce under the shared token.
-        mac: [u8; 32],
+    Noise {
+        /// A Noise handshake message (see [`crate::secure`]).
+        message: [u8; 48],
     },
     /// A file offer.
     File(FileHeader),
@@ -330,7 +329,7 @@ pub fn kind_name(t: u8) -> &'static str {
     match t {
         kind::HELLO => "HELLO",
         kind::WELCOME => "WELCOME",
-        kind::AUTH => "AUTH",
+        kind::NOISE => "NOISE",
         kind::FILE => "FILE",
         kind::DIR => "DIR",
         kind::SYMLINK => "SYMLINK",
@@ -356,7 +355,7 @@ impl Frame {
         match self {
             Frame::Hello { .. } => kind::HELLO,
             Frame::Welcome { .. } => kind::WELCOME,
-            Frame::Auth { .. } => kind::AUTH,
+            Frame::Noise { .. } => kind::NOISE,
             Frame::File(_) => kind::FILE,
             Frame::Dir(_) => kind::DIR,
             Frame::Symlink { .. } => kind::SYMLINK,

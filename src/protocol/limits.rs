@@ -13,8 +13,8 @@ pub const MAX_COMPONENT_LEN: usize = 255;
 pub const MAX_DEPTH: usize = 128;
 /// HELLO flags this build knows (none yet): any other bit is refused.
 pub const HELLO_FLAGS: u32 = 0;
-/// WELCOME flags this build knows: bit 0, the receiver requires AUTH
-/// ([`crate::auth::FLAG_AUTH_REQUIRED`]). Any other bit is refused.
+/// WELCOME flags this build knows: bit 0, the session is sealed
+/// ([`crate::auth::FLAG_SEALED`]). Any other bit is refused.
 pub const WELCOME_FLAGS: u32 = 1;
 /// Protocol version spoken by this build.
 pub const VERSION: u16 = 2;

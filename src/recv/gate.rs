@@ -1,6 +1,6 @@
 //! The gate: every connection waits here, on one event-driven thread (the
 //! caller of [`super::serve`]), until its handshake is done (HELLO →
-//! WELCOME, and AUTH when a token is set). Only then does it get a session
+//! WELCOME, and NOISE when a token is set). Only then does it get a session
 //! thread and count against `--max-sessions`, so connections that send
 //! nothing, or trickle, cost a descriptor and a few hundred bytes each
 //! and lock nobody out:
@@ -13,17 +13,18 @@
 //!   idle connections cannot keep a new one out;
 //! - a handshake is at most [`MAX_HANDSHAKE_BYTES`] long.
 //!
-//! The decisions (what to answer a HELLO, an AUTH) are pure functions in
-//! [`super::handshake`].
+//! The decisions (what to answer a HELLO, a NOISE) are pure functions in
+//! [`super::handshake`]. A failed token is logged once per address.
 
-use super::handshake::{on_auth, on_hello, refused, Refused};
+use super::handshake::{on_hello, on_noise, refused, Refused};
 use super::types::*;
-use crate::auth::{self};
+use crate::auth;
 use crate::protocol::limits::{AGENT, VERSION};
 use crate::protocol::{decode, encode, ErrorCode, Frame};
+use crate::secure::{self, Keys};
 use anyhow::{Context, Result};
 use polling::{Event, Events, Poller};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
@@ -35,7 +36,7 @@ pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) const MAX_PENDING: usize = 1024;
 /// ... and from one address.
 pub(super) const MAX_PENDING_PER_ADDR: usize = 256;
-/// The longest handshake (HELLO and AUTH are a few dozen bytes).
+/// The longest handshake (HELLO and NOISE are a few dozen bytes).
 pub(super) const MAX_HANDSHAKE_BYTES: usize = 4096;
 /// How often a waiting gate looks at its [`Shutdown`].
 const STOP_POLL: Duration = Duration::from_millis(200);
@@ -46,16 +47,24 @@ const LISTENER: usize = 0;
 pub(super) struct Admitted {
     pub(super) stream: TcpStream,
     pub(super) peer: SocketAddr,
-    /// Bytes the peer sent after its handshake (its first offers).
+    /// Bytes the peer sent after its handshake (its first offers, or
+    /// records when sealed).
     pub(super) leftover: Vec<u8>,
+    /// The session's keys when it is sealed.
+    pub(super) keys: Option<Keys>,
 }
+
+/// Addresses whose failed token was logged, at most this many (then the
+/// set starts over).
+const AUTH_LOGGED_MAX: usize = 4096;
 
 /// Where a waiting connection's handshake stands.
 enum Stage {
     /// Waiting for HELLO.
     Hello,
-    /// WELCOME sent with this nonce; waiting for AUTH.
-    Auth([u8; 32]),
+    /// WELCOME sent, the session sealed; waiting for NOISE. The
+    /// handshake's prologue (HELLO and WELCOME).
+    Noise(Vec<u8>),
 }
 
 /// A connection waiting for its handshake.
@@ -82,6 +91,8 @@ pub(super) struct Gate<'a> {
     admitted: VecDeque<Admitted>,
     /// When accept last failed (out of descriptors): wait before the next.
     accept_backoff: Option<Instant>,
+    /// Addresses whose failed token was logged already.
+    auth_logged: HashSet<IpAddr>,
 }
 
 impl<'a> Gate<'a> {
@@ -106,6 +117,7 @@ impl<'a> Gate<'a> {
             next_key: LISTENER + 1,
             admitted: VecDeque::new(),
             accept_backoff: None,
+            auth_logged: HashSet::new(),
         })
     }
 
@@ -287,7 +299,7 @@ impl<'a> Gate<'a> {
             if let Some(p) = self.pending.get(&key) {
                 let what = match p.stage {
                     Stage::Hello => "HELLO",
-                    Stage::Auth(_) => "AUTH",
+                    Stage::Noise(_) => "NOISE (a sender without the token?)",
                 };
                 let line = format!("closed the connection before {what}");
                 self.close_logged(key, None, &line);
@@ -311,19 +323,18 @@ impl<'a> Gate<'a> {
                 }
             };
             p.buf.drain(..used);
-            let step = match p.stage {
+            let step = match &p.stage {
                 Stage::Hello => {
                     let active = self.sh.active.load(Ordering::SeqCst);
                     let busy = (active >= self.sh.cfg.max_sessions).then_some(active);
                     on_hello(&frame, busy).map(|()| None)
                 }
-                Stage::Auth(nonce) => {
-                    let token = self.sh.cfg.token.as_ref();
-                    on_auth(&frame, |mac| {
-                        token.is_some_and(|t| auth::verify(t, &nonce, mac))
-                    })
-                    .map(|()| Some(()))
-                }
+                Stage::Noise(prologue) => match self.sh.cfg.token.as_ref() {
+                    Some(token) => {
+                        on_noise(&frame, |m| secure::respond(token, prologue, m)).map(Some)
+                    }
+                    None => Err(refused(ErrorCode::Internal, "no token")),
+                },
             };
             match step {
                 Err(r) if r.code == ErrorCode::Busy => {
@@ -332,38 +343,51 @@ impl<'a> Gate<'a> {
                     self.close_logged(key, Some(r), &line);
                     return;
                 }
+                Err(r) if r.code == ErrorCode::Auth => {
+                    // Once per address: a sender retrying with a wrong
+                    // token, or someone guessing, does not flood the log.
+                    let ip = p.peer.ip();
+                    if self.auth_logged.len() >= AUTH_LOGGED_MAX {
+                        self.auth_logged.clear();
+                    }
+                    if self.auth_logged.insert(ip) {
+                        let line =
+                            format!("{} (further failures from {ip} are not logged)", r.message);
+                        self.close_logged(key, Some(r), &line);
+                    } else {
+                        self.close_quietly(key, Some(r));
+                    }
+                    return;
+                }
                 Err(r) => {
                     self.close(key, Some(r), true);
                     return;
                 }
-                // HELLO accepted: WELCOME, then AUTH or the session.
+                // HELLO accepted: WELCOME, then NOISE or the session.
                 Ok(None) => {
-                    let token = self.sh.cfg.token.is_some();
-                    let mut nonce = [0u8; 32];
-                    if token && getrandom::fill(&mut nonce).is_err() {
-                        let r = refused(ErrorCode::Internal, "no randomness for a nonce");
-                        self.close(key, Some(r), true);
-                        return;
-                    }
+                    let sealed = self.sh.cfg.token.is_some();
                     let welcome = Frame::Welcome {
                         version: VERSION,
-                        flags: if token { auth::FLAG_AUTH_REQUIRED } else { 0 },
-                        nonce,
+                        flags: if sealed { auth::FLAG_SEALED } else { 0 },
                         agent: AGENT.into(),
                     };
                     if !send_now(&mut p.stream, &welcome) {
                         self.close(key, None, false);
                         return;
                     }
-                    if token {
-                        p.stage = Stage::Auth(nonce);
+                    if sealed {
+                        p.stage = Stage::Noise(secure::prologue(&frame, &welcome));
                     } else {
-                        self.done(key);
+                        self.done(key, None);
                         return;
                     }
                 }
-                Ok(Some(())) => {
-                    self.done(key);
+                Ok(Some((keys, reply))) => {
+                    if !send_now(&mut p.stream, &Frame::Noise { message: reply }) {
+                        self.close(key, None, false);
+                        return;
+                    }
+                    self.done(key, Some(keys));
                     return;
                 }
             }
@@ -376,7 +400,7 @@ impl<'a> Gate<'a> {
     }
 
     /// The handshake is done: the connection leaves the gate.
-    fn done(&mut self, key: usize) {
+    fn done(&mut self, key: usize, keys: Option<Keys>) {
         let Some(p) = self.pending.remove(&key) else {
             return;
         };
@@ -388,6 +412,7 @@ impl<'a> Gate<'a> {
             stream: p.stream,
             peer: p.peer,
             leftover: p.buf,
+            keys,
         });
     }
 

@@ -1,9 +1,10 @@
 //! The handshake's decisions, pure: what the gate ([`super::gate`])
 //! answers a connection's first frame (HELLO) and, when a token is set,
-//! its second (AUTH).
+//! its second (NOISE).
 
 use crate::protocol::limits::{HELLO_FLAGS, VERSION};
 use crate::protocol::{ErrorCode, Frame};
+use crate::secure::{HandshakeError, MESSAGE_LEN};
 
 /// Why a handshake ends without a session: the ERROR to send and the line
 /// to log.
@@ -48,22 +49,24 @@ pub(super) fn on_hello(frame: &Frame, busy: Option<usize>) -> Result<(), Refused
     }
 }
 
-/// The answer to the frame after WELCOME when a token is required:
-/// `proves(mac)` checks an AUTH's HMAC.
-pub(super) fn on_auth(
+/// The answer to the frame after WELCOME when the session is sealed: the
+/// keys and the NOISE reply, from `respond` (the handshake's receiving half
+/// with this receiver's token).
+pub(super) fn on_noise<K>(
     frame: &Frame,
-    proves: impl FnOnce(&[u8; 32]) -> bool,
-) -> Result<(), Refused> {
+    respond: impl FnOnce(&[u8; MESSAGE_LEN]) -> Result<K, HandshakeError>,
+) -> Result<K, Refused> {
     match frame {
-        Frame::Auth { mac } if proves(mac) => Ok(()),
-        Frame::Auth { .. } => Err(refused(
-            ErrorCode::Auth,
-            "authentication failed: wrong token",
-        )),
+        Frame::Noise { message } => respond(message).map_err(|e| match e {
+            HandshakeError::WrongToken => {
+                refused(ErrorCode::Auth, "authentication failed: wrong token")
+            }
+            other => refused(ErrorCode::Internal, other.to_string()),
+        }),
         other => Err(refused(
             ErrorCode::Auth,
             format!(
-                "authentication failed: sender sent {} instead of AUTH (no token?)",
+                "authentication failed: sender sent {} instead of NOISE (no token?)",
                 other.name()
             ),
         )),
@@ -103,14 +106,19 @@ mod tests {
     }
 
     #[test]
-    fn auth_branches() {
-        let auth = Frame::Auth { mac: [1; 32] };
-        assert_eq!(on_auth(&auth, |m| *m == [1; 32]), Ok(()));
-        let r = on_auth(&auth, |_| false).expect_err("wrong");
+    fn noise_branches() {
+        let noise = Frame::Noise { message: [1; 48] };
+        assert_eq!(on_noise(&noise, |m| Ok(m[0])), Ok(1));
+        let r = on_noise(&noise, |_| Err::<(), _>(HandshakeError::WrongToken)).expect_err("wrong");
         assert_eq!(r.code, ErrorCode::Auth);
         assert_eq!(r.message, "authentication failed: wrong token");
-        let r = on_auth(&Frame::End, |_| true).expect_err("no AUTH");
+        let r = on_noise(&noise, |_| {
+            Err::<(), _>(HandshakeError::Noise(snow::Error::Input))
+        })
+        .expect_err("internal");
+        assert_eq!(r.code, ErrorCode::Internal);
+        let r = on_noise(&Frame::End, |_| Ok(())).expect_err("no NOISE");
         assert_eq!(r.code, ErrorCode::Auth);
-        assert!(r.message.contains("instead of AUTH"), "{}", r.message);
+        assert!(r.message.contains("instead of NOISE"), "{}", r.message);
     }
 }

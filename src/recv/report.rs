@@ -19,6 +19,7 @@ pub(super) fn fail_session(conn: &mut Conn<Deadlined>, e: ConnError, when: &str)
     let code = match e {
         ConnError::Timeout => Some(ErrorCode::Timeout.code()),
         ConnError::Frame(_) => Some(ErrorCode::Protocol.code()),
+        ConnError::Tampered(_) => Some(ErrorCode::Tampered.code()),
         _ => None,
     };
     if let Some(code) = code {

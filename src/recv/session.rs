@@ -14,6 +14,7 @@ use crate::progress::Layout;
 use crate::protocol::frame::file_flags;
 use crate::protocol::ErrorCode;
 use crate::protocol::Frame;
+use crate::secure::Wire;
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
@@ -28,6 +29,7 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
         stream,
         peer,
         leftover,
+        keys,
     } = a;
     if sh.stopping.is_set() {
         bail!("refused: the receiver is shutting down");
@@ -38,8 +40,16 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
     }
     let _live = LiveGuard { sh, peer };
     net::tune(&stream, sh.cfg.timeout).context("cannot set up the connection")?;
-    let stream = Deadlined::new(stream, sh.cfg.timeout, activity);
-    let conn = Conn::with_buffered(stream, &leftover);
+    let wire = Wire::new(stream);
+    // What the sender sent after its handshake: records when sealed,
+    // frames when plain.
+    let conn = match keys {
+        Some(keys) => {
+            wire.seal(keys, &leftover);
+            Conn::new(Deadlined::new(wire, sh.cfg.timeout, activity))
+        }
+        None => Conn::with_buffered(Deadlined::new(wire, sh.cfg.timeout, activity), &leftover),
+    };
 
     let writer = conn
         .get_ref()

@@ -14,10 +14,10 @@ use crate::protocol::frame::{DirHeader, FileHeader};
 use crate::protocol::Frame;
 use crate::protocol::{SkipReason, Status};
 use crate::sanitize::escape;
+use crate::secure::Wire;
 use crate::walk::Kind;
 use anyhow::{Context, Result};
 use std::collections::{HashMap, VecDeque};
-use std::net::TcpStream;
 use std::time::Instant;
 
 impl Sender<'_> {
@@ -25,7 +25,7 @@ impl Sender<'_> {
     /// (unreadable file: already reported).
     pub(super) fn offer(
         &mut self,
-        conn: &mut Conn<TcpStream>,
+        conn: &mut Conn<Wire>,
         idx: usize,
         prep: Prepared,
     ) -> Result<Option<Offer>, Broken> {
@@ -145,7 +145,7 @@ impl Sender<'_> {
     /// Handles one frame from the receiver.
     pub(super) fn on_answer(
         &mut self,
-        conn: &mut Conn<TcpStream>,
+        conn: &mut Conn<Wire>,
         frame: Frame,
         answers: &mut VecDeque<Offer>,
         results: &mut HashMap<u32, Flight>,
@@ -273,7 +273,7 @@ impl Sender<'_> {
     /// Streams the body of an accepted file (sendfile where possible).
     pub(super) fn body(
         &mut self,
-        conn: &mut Conn<TcpStream>,
+        conn: &mut Conn<Wire>,
         id: u32,
         idx: usize,
         src: &Source,

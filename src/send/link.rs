@@ -1,4 +1,4 @@
-//! A connection of one attempt: the handshake (HELLO, WELCOME, AUTH) and
+//! A connection of one attempt: the handshake (HELLO, WELCOME, NOISE) and
 //! the reader thread (`ftx-reader`) that passes the receiver's frames to
 //! the session thread.
 
@@ -7,13 +7,14 @@ use crate::conn::{Conn, ConnError};
 use crate::exit::{Exit, ExitError};
 use crate::protocol::limits::{AGENT, VERSION, WELCOME_FLAGS};
 use crate::protocol::Frame;
+use crate::secure::Initiator;
+use crate::secure::Wire;
 use anyhow::{Context, Result};
-use std::net::TcpStream;
 use std::sync::mpsc;
 
 /// Reads the receiver's frames into the session's channel until the
 /// connection ends.
-pub(super) fn spawn_reader(stream: TcpStream, tx: mpsc::Sender<Msg>, gen: u64) -> Result<()> {
+pub(super) fn spawn_reader(stream: Wire, tx: mpsc::Sender<Msg>, gen: u64) -> Result<()> {
     std::thread::Builder::new()
         .name("ftx-reader".into())
         .spawn(move || {
@@ -40,9 +41,10 @@ pub(super) fn spawn_reader(stream: TcpStream, tx: mpsc::Sender<Msg>, gen: u64) -
     Ok(())
 }
 
-/// HELLO → WELCOME.
+/// HELLO → WELCOME, then, when the receiver has a token, NOISE both ways:
+/// from then on the connection is sealed.
 pub(super) fn handshake(
-    conn: &mut Conn<TcpStream>,
+    conn: &mut Conn<Wire>,
     target: &str,
     token: Option<&crate::auth::Token>,
 ) -> Result<(), Broken> {
@@ -53,59 +55,93 @@ pub(super) fn handshake(
     };
     conn.send(&hello)
         .with_context(|| format!("cannot greet {target}"))?;
+    let welcome = conn
+        .expect_frame()
+        .with_context(|| format!("no greeting from {target}"))?;
+    let flags = match &welcome {
+        Frame::Welcome { version, .. } if *version != VERSION => {
+            return Err(lasting(anyhow::anyhow!(
+                "{target} speaks protocol version {version}, this ftx speaks {VERSION}"
+            )))
+        }
+        Frame::Welcome { flags, .. } => *flags,
+        Frame::Error { code, message } => {
+            return Err(peer_error(*code, message)
+                .context(format!("{target} refused the session"))
+                .into())
+        }
+        other => {
+            return Err(lasting(anyhow::anyhow!(
+                "{target} answered HELLO with {}: not an ftx receiver?",
+                other.name()
+            )))
+        }
+    };
+    let unknown = flags & !WELCOME_FLAGS;
+    if unknown != 0 {
+        return Err(lasting(anyhow::anyhow!(
+            "{target} asks for something this ftx does not do: unsupported WELCOME flags {unknown:#010x}"
+        )));
+    }
+    let sealed = flags & crate::auth::FLAG_SEALED != 0;
+    let token = match (token, sealed) {
+        (None, false) => return Ok(()),
+        (Some(t), true) => t,
+        (None, true) => {
+            return Err(lasting(
+                ExitError::new(
+                    Exit::Auth,
+                    "the receiver requires a token: set FTX_TOKEN or use --token-file",
+                )
+                .into(),
+            ))
+        }
+        (Some(_), false) => {
+            return Err(lasting(
+                ExitError::new(
+                    Exit::Auth,
+                    format!(
+                        "{target} has no token, so the session would not be encrypted: \
+                         give the receiver the same token, or unset FTX_TOKEN / drop --token-file \
+                         to send in the clear"
+                    ),
+                )
+                .into(),
+            ))
+        }
+    };
+    let prologue = crate::secure::prologue(&hello, &welcome);
+    let (init, first) =
+        Initiator::start(token, &prologue).map_err(|e| lasting(anyhow::Error::new(e)))?;
+    conn.send(&Frame::Noise { message: first })?;
     match conn
         .expect_frame()
-        .with_context(|| format!("no greeting from {target}"))?
+        .with_context(|| format!("no answer to the encrypted handshake from {target}"))?
     {
-        Frame::Welcome {
-            version,
-            flags,
-            nonce,
-            ..
-        } => {
-            if version != VERSION {
-                return Err(Broken {
-                    err: anyhow::anyhow!(
-                        "{target} speaks protocol version {version}, this ftx speaks {VERSION}"
-                    ),
-                    retry: false,
-                });
+        Frame::Noise { message } => {
+            let keys = init.finish(&message).map_err(|e| {
+                let why = format!("{target} did not prove the token ({e}): it holds another one");
+                lasting(ExitError::new(Exit::Auth, why).into())
+            })?;
+            if conn.buffered() != 0 {
+                return Err(lasting(anyhow::anyhow!(
+                    "{target} sent bytes before the encrypted session began"
+                )));
             }
-            let unknown = flags & !WELCOME_FLAGS;
-            if unknown != 0 {
-                return Err(Broken {
-                    err: anyhow::anyhow!(
-                        "{target} asks for something this ftx does not do: unsupported WELCOME flags {unknown:#010x}"
-                    ),
-                    retry: false,
-                });
-            }
-            if flags & crate::auth::FLAG_AUTH_REQUIRED != 0 {
-                let Some(token) = token else {
-                    return Err(Broken {
-                        err: ExitError::new(
-                            Exit::Auth,
-                            "the receiver requires a token: set FTX_TOKEN or use --token-file",
-                        )
-                        .into(),
-                        retry: false,
-                    });
-                };
-                conn.send(&Frame::Auth {
-                    mac: crate::auth::mac(token, &nonce),
-                })?;
-            }
+            conn.get_ref().seal(keys, &[]);
             Ok(())
         }
         Frame::Error { code, message } => Err(peer_error(code, &message)
             .context(format!("{target} refused the session"))
             .into()),
-        other => Err(Broken {
-            err: anyhow::anyhow!(
-                "{target} answered HELLO with {}: not an ftx receiver?",
-                other.name()
-            ),
-            retry: false,
-        }),
+        other => Err(lasting(anyhow::anyhow!(
+            "{target} answered NOISE with {}: not an ftx receiver?",
+            other.name()
+        ))),
     }
+}
+
+/// A failure that trying again cannot help.
+fn lasting(err: anyhow::Error) -> Broken {
+    Broken { err, retry: false }
 }

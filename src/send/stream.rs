@@ -11,9 +11,9 @@ use crate::conn::Conn;
 use crate::digest::{Hasher, Md5Digest};
 use crate::protocol::Frame;
 use crate::sanitize::escape;
+use crate::secure::Wire;
 use anyhow::Context;
 use std::fs::File;
-use std::net::TcpStream;
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc;
 
@@ -29,7 +29,7 @@ impl Sender<'_> {
     /// DIGEST. Returns the digest.
     pub(super) fn body_hashing(
         &mut self,
-        conn: &mut Conn<TcpStream>,
+        conn: &mut Conn<Wire>,
         id: u32,
         idx: usize,
         file: &File,
@@ -63,7 +63,7 @@ impl Sender<'_> {
 
     fn send_extents(
         &mut self,
-        conn: &mut Conn<TcpStream>,
+        conn: &mut Conn<Wire>,
         id: u32,
         idx: usize,
         file: &File,
@@ -174,7 +174,7 @@ impl Sender<'_> {
     /// cannot be read again.
     pub(super) fn body_stdin(
         &mut self,
-        conn: &mut Conn<TcpStream>,
+        conn: &mut Conn<Wire>,
         id: u32,
         idx: usize,
         mut input: &File,

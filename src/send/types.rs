@@ -14,10 +14,10 @@ use crate::progress::{Bar, Progress};
 use crate::protocol::codes::ErrorCode;
 use crate::protocol::Frame;
 use crate::sanitize::escape;
+use crate::secure::Wire;
 use crate::walk::Entry;
 use anyhow::Result;
 use std::fs::File;
-use std::net::TcpStream;
 use std::time::Instant;
 
 /// Where an entry stands.
@@ -87,6 +87,21 @@ pub(super) struct Broken {
 impl<E: Into<anyhow::Error>> From<E> for Broken {
     fn from(e: E) -> Self {
         let err = e.into();
+        let tampered = err
+            .chain()
+            .find_map(|c| match c.downcast_ref::<ConnError>() {
+                Some(ConnError::Tampered(r)) => Some(r.to_string()),
+                _ => None,
+            });
+        if let Some(why) = tampered {
+            // Not a network fault: someone on the path is changing the
+            // bytes. Trying again would only give them another go.
+            let err = ExitError::new(Exit::Integrity, format!("{why}; not retrying"));
+            return Broken {
+                err: err.into(),
+                retry: false,
+            };
+        }
         let retry = transient(&err);
         let reset = err
             .chain()
@@ -141,7 +156,9 @@ pub(super) fn peer_error(code: u16, message: &str) -> anyhow::Error {
         code,
         message: escape(message),
     };
-    if let Some(exit @ Exit::Auth) = ErrorCode::from_code(code).map(ErrorCode::exit) {
+    if let Some(exit @ (Exit::Auth | Exit::Integrity)) =
+        ErrorCode::from_code(code).map(ErrorCode::exit)
+    {
         return ExitError::new(exit, e.to_string()).into();
     }
     anyhow::Error::new(e)
@@ -229,7 +246,7 @@ pub(super) const INLINE_MAX: u64 = 64 << 10;
 
 /// A session of an attempt: the connection and the tag of its reader.
 pub(super) struct Link {
-    pub(super) conn: Conn<TcpStream>,
+    pub(super) conn: Conn<Wire>,
     pub(super) gen: u64,
 }
 

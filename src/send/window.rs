@@ -12,6 +12,7 @@ use crate::exit::Exit;
 use crate::net;
 use crate::protocol::Frame;
 use crate::sanitize::escape;
+use crate::secure::Wire;
 use crate::walk::Kind;
 use anyhow::{Context, Result};
 use std::collections::{HashMap, VecDeque};
@@ -107,7 +108,7 @@ impl Sender<'_> {
         let stream = net::connect(target, self.cfg.connect_timeout)?;
         net::tune(&stream, self.cfg.timeout)
             .with_context(|| format!("cannot set up the connection to {target}"))?;
-        let mut conn = Conn::new(stream);
+        let mut conn = Conn::new(Wire::new(stream));
         handshake(&mut conn, target, self.cfg.token.as_ref())?;
         let reader = conn
             .get_ref()
@@ -118,6 +119,7 @@ impl Sender<'_> {
         // until it has it all): the session thread enforces `--timeout`
         // where it waits for the receiver, and writes keep their timeout.
         reader
+            .tcp()
             .set_read_timeout(None)
             .with_context(|| format!("cannot set up the connection to {target}"))?;
         spawn_reader(reader, tx.clone(), gen)?;
@@ -203,7 +205,9 @@ impl Sender<'_> {
                     // is fine as long as the bytes we sent are still being
                     // taken (a slow link). Only `--timeout` seconds without
                     // either is a stall.
-                    let unsent = link.as_ref().and_then(|l| net::unsent(l.conn.get_ref()));
+                    let unsent = link
+                        .as_ref()
+                        .and_then(|l| net::unsent(l.conn.get_ref().tcp()));
                     if quiet.stalled(unsent, self.cfg.timeout) {
                         return Err(ConnError::Timeout.into());
                     }

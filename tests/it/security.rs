@@ -349,7 +349,7 @@ fn random_bytes_and_foreign_protocols_as_first_bytes_get_an_error_or_a_close() {
     let types = [
         kind::HELLO,
         kind::WELCOME,
-        kind::AUTH,
+        kind::NOISE,
         kind::FILE,
         kind::DIR,
         kind::BODY,
@@ -631,12 +631,12 @@ fn trickling_client_is_dropped_at_the_handshake_deadline() {
     let (took, got, sent) = trickle(fx.addr(), &hello);
     assert_dropped_at_deadline("trickled HELLO", took, &got, sent, hello.len());
 
-    // HELLO at once, then AUTH one byte at a time: the deadline covers the
-    // whole handshake, AUTH included.
+    // HELLO at once, then NOISE one byte at a time: the deadline covers the
+    // whole handshake, NOISE included.
     let (mut raw, flags, _) = Raw::hello(fx.addr());
-    assert_eq!(flags & 1, 1, "WELCOME asks for AUTH");
+    assert_eq!(flags & 1, 1, "WELCOME says the session is sealed");
     let start = Instant::now();
-    let auth = to_bytes(&Frame::Auth { mac: [7; 32] });
+    let auth = to_bytes(&Frame::Noise { message: [7; 48] });
     let mut closed_after = None;
     let mut chunk = [0u8; 256];
     let mut got = Vec::new();
@@ -838,33 +838,32 @@ fn check_token_receiver(fx: &mut Fixture, tag: &str) {
         );
     }
 
-    // Raw: a wrong MAC gets ERROR 3.
+    // Raw: a NOISE message that is not from the token gets ERROR 3.
     let (mut raw, flags, _) = Raw::hello(fx.addr());
-    assert_eq!(flags & 1, 1, "WELCOME flag bit0: AUTH required");
-    raw.send(&Frame::Auth { mac: [0u8; 32] });
+    assert_eq!(flags & 1, 1, "WELCOME flag bit0: sealed");
+    raw.send(&Frame::Noise { message: [0u8; 48] });
     let msg = raw.expect_error(error_code::AUTH);
     assert_no_secret("ERROR 3 message", &msg);
 
-    // Raw: skipping AUTH and offering a file gets ERROR 3.
+    // Raw: skipping NOISE and offering a file gets ERROR 3.
     let (mut raw, _, _) = Raw::hello(fx.addr());
     raw.send(&file_offer(1, b"sneaky.txt", b"x"));
     raw.expect_error(error_code::AUTH);
 
-    // Raw: a MAC for another session's nonce (a replay) gets ERROR 3.
+    // Raw: the handshake with another session's prologue (a WELCOME of
+    // another receiver, say) fails like a wrong token.
+    let (mut raw, _, prologue) = Raw::hello(fx.addr());
+    let mut other = prologue.clone();
+    other.push(0);
     let token = ftx::auth::Token::new(TOKEN.as_bytes());
-    let (mut first, _, nonce1) = Raw::hello(fx.addr());
-    let (mut raw, _, nonce2) = Raw::hello(fx.addr());
-    assert_ne!(nonce1, nonce2, "every session gets a fresh nonce");
-    raw.send(&Frame::Auth {
-        mac: ftx::auth::mac(&token, &nonce1),
-    });
+    let (_, first) = ftx::secure::Initiator::start(&token, &other).expect("NOISE 1");
+    raw.send(&Frame::Noise { message: first });
     raw.expect_error(error_code::AUTH);
 
-    // Raw: the right MAC opens the session (the check above is not just
-    // refusing everything).
-    first.send(&Frame::Auth {
-        mac: ftx::auth::mac(&token, &nonce1),
-    });
+    // Raw: the right token opens a sealed session (the checks above are
+    // not just refusing everything).
+    let (mut first, _, prologue) = Raw::hello(fx.addr());
+    first.seal(TOKEN, &prologue);
     let name = format!("raw-{tag}.txt");
     first.send_good_file(1, &name, b"authenticated");
     assert_eq!(first.end(), (1, 0));
@@ -961,17 +960,27 @@ fn unreadable_or_empty_token_file_stops_the_receiver_naming_it() {
 }
 
 #[test]
-fn receiver_without_a_token_warns_and_refuses_an_unasked_auth() {
+fn receiver_without_a_token_warns_and_a_sender_with_one_will_not_send_in_the_clear() {
     let fx = Fixture::start(&[]);
-    // AUTH that was not asked for is a protocol error.
+    // NOISE that was not asked for is a protocol error.
     let mut raw = Raw::session(fx.addr());
-    raw.send(&Frame::Auth { mac: [1; 32] });
+    raw.send(&Frame::Noise { message: [1; 48] });
     raw.expect_error(error_code::PROTOCOL);
-    // A sender with a token still works against it (nothing to prove).
+    // A sender with a token refuses to send unencrypted: exit 6, it says
+    // why, and nothing arrives.
     let src = tempfile::tempdir().expect("tempdir");
     let file = source_file(src.path(), "with-token.bin", 1000, 14);
     let out = send_with_env(&file, fx.addr(), Some(TOKEN), &[]);
-    assert_status(&out, 0, "send with a token to a receiver without one");
+    assert_status(&out, 6, "send with a token to a receiver without one");
+    assert!(
+        text(&out.stderr).contains("would not be encrypted"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_no_secret("sender stderr", &text(&out.stderr));
+    // Without the token, the same send goes through in the clear.
+    let out = send_with_env(&file, fx.addr(), None, &[]);
+    assert_status(&out, 0, "send without a token to a receiver without one");
     let data = fs::read(&file).expect("read");
     let rx = fx.finish("no-token", &[("with-token.bin", &data)]);
     // Complete stderr (the receiver has been stopped).

@@ -59,6 +59,8 @@ pub fn dir_offer(id: u32, path: &[u8], mode: u32) -> Frame {
 /// A raw connection to the receiver with a frame decoder on the read side.
 pub struct Raw {
     pub stream: TcpStream,
+    /// Set once [`Raw::seal`] did the encrypted handshake.
+    wire: Option<ftx::secure::Wire>,
     buf: Vec<u8>,
 }
 
@@ -74,31 +76,46 @@ impl Raw {
             .expect("write timeout");
         Raw {
             stream,
+            wire: None,
             buf: Vec::new(),
         }
     }
 
     /// Connects and does HELLO (agent "evil") → WELCOME; returns the
-    /// WELCOME flags and nonce.
-    pub fn hello(addr: SocketAddr) -> (Raw, u32, [u8; 32]) {
+    /// WELCOME flags and the prologue of a sealed session's handshake.
+    pub fn hello(addr: SocketAddr) -> (Raw, u32, Vec<u8>) {
         let mut raw = Raw::connect(addr);
-        raw.send(&Frame::Hello {
+        let hello = Frame::Hello {
             version: ftx::protocol::limits::VERSION,
             flags: 0,
             agent: "evil".into(),
-        });
+        };
+        raw.send(&hello);
         match raw.expect("WELCOME") {
-            Frame::Welcome {
-                version,
-                flags,
-                nonce,
-                ..
-            } => {
+            welcome @ Frame::Welcome { version, flags, .. } => {
                 assert_eq!(version, ftx::protocol::limits::VERSION, "WELCOME version");
-                (raw, flags, nonce)
+                (raw, flags, ftx::secure::prologue(&hello, &welcome))
             }
             other => panic!("expected WELCOME, got {other:?}"),
         }
+    }
+
+    /// The encrypted handshake with `token` (after [`Raw::hello`] with the
+    /// sealed flag): from now on frames go through records.
+    pub fn seal(&mut self, token: &str, prologue: &[u8]) {
+        let token = ftx::auth::Token::new(token.as_bytes());
+        let (init, first) = ftx::secure::Initiator::start(&token, prologue).expect("NOISE 1");
+        self.send(&Frame::Noise { message: first });
+        let Frame::Noise { message } = self.expect("NOISE") else {
+            panic!("expected NOISE");
+        };
+        let keys = init
+            .finish(&message)
+            .expect("the receiver proves the token");
+        assert!(self.buf.is_empty(), "nothing after NOISE");
+        let wire = ftx::secure::Wire::new(self.stream.try_clone().expect("clone"));
+        wire.seal(keys, &[]);
+        self.wire = Some(wire);
     }
 
     /// HELLO → WELCOME with no authentication asked (flags 0).
@@ -109,7 +126,11 @@ impl Raw {
     }
 
     pub fn write(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write to receiver");
+        match &self.wire {
+            Some(w) => w.send_all(bytes),
+            None => self.stream.write_all(bytes),
+        }
+        .expect("write to receiver");
     }
 
     pub fn send(&mut self, frame: &Frame) {
@@ -135,7 +156,11 @@ impl Raw {
                 Instant::now() < deadline,
                 "no complete frame from the receiver within {IO_TIMEOUT:?}"
             );
-            match self.stream.read(&mut chunk) {
+            let got = match &mut self.wire {
+                Some(w) => w.read(&mut chunk),
+                None => self.stream.read(&mut chunk),
+            };
+            match got {
                 Ok(0) => {
                     assert!(
                         self.buf.is_empty(),
