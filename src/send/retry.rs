@@ -103,13 +103,13 @@ impl Sender<'_> {
                     )));
                 }
                 (Err(b), _) => {
-                    let hint = if b.retry && !window.is_zero() {
-                        format!(
+                    let hint = match (b.retry, window.is_zero()) {
+                        (true, false) => format!(
                             "; gave up after {} s without progress, run the same command again to resume",
                             window.as_secs()
-                        )
-                    } else {
-                        String::new()
+                        ),
+                        (true, true) => "; run the same command again to resume".into(),
+                        (false, _) => String::new(),
                     };
                     return Err(b
                         .err

@@ -156,10 +156,13 @@ pub(super) fn peer_error(code: u16, message: &str) -> anyhow::Error {
         code,
         message: escape(message),
     };
-    if let Some(exit @ (Exit::Auth | Exit::Integrity)) =
-        ErrorCode::from_code(code).map(ErrorCode::exit)
-    {
-        return ExitError::new(exit, e.to_string()).into();
+    match ErrorCode::from_code(code) {
+        Some(ErrorCode::Auth) => return ExitError::new(Exit::Auth, e.to_string()).into(),
+        Some(ErrorCode::Tampered) => {
+            let why = format!("{e}; not retrying");
+            return ExitError::new(Exit::Integrity, why).into();
+        }
+        _ => {}
     }
     anyhow::Error::new(e)
 }

@@ -95,6 +95,10 @@ impl Sender<'_> {
         )?;
 
         let result = self.window(&mut link, &tx, &rx, &permits, &hasher, pending.len());
+        let result = match (result, &link) {
+            (Err(b), Some(l)) if b.retry => Err(why_broken(b, l.gen, &rx)),
+            (other, _) => other,
+        };
         // Unblock the reader thread whatever happened.
         if let Some(l) = &link {
             let _ = l.conn.get_ref().shutdown(std::net::Shutdown::Both);
@@ -297,5 +301,28 @@ impl Sender<'_> {
         self.items
             .get(idx)
             .is_some_and(|i| matches!(i.entry.kind, Kind::Symlink | Kind::HardLink))
+    }
+}
+
+/// How long a broken write waits for the receiver's ERROR to be read.
+const ERROR_GRACE: Duration = Duration::from_secs(1);
+
+/// A write to the receiver failed (reset, broken pipe): if the receiver
+/// said why before it closed (an ERROR the reader thread is about to
+/// pass on), that is the reason, not the reset. A tampered session must
+/// not be retried as a network fault.
+fn why_broken(b: Broken, gen: u64, rx: &mpsc::Receiver<Msg>) -> Broken {
+    let until = Instant::now() + ERROR_GRACE;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Msg::Answer(g, Ok(Frame::Error { code, message }))) if g == gen => {
+                return peer_error(code, &message).into()
+            }
+            // The reader saw the end without an ERROR.
+            Ok(Msg::Answer(g, Err(_))) if g == gen => return b,
+            Ok(_) => {}
+            Err(_) => return b,
+        }
     }
 }

@@ -16,6 +16,7 @@ mod harness;
 mod hostile;
 mod json;
 mod resume;
+mod sealed;
 mod security;
 mod serve;
 mod stream;

@@ -607,6 +607,25 @@ pub enum Mode {
     CutAfter(u64),
     /// Forward at most N bytes per second in each direction (a slow link).
     Slow(u64),
+    /// Forward everything and keep a copy of both directions
+    /// ([`Proxy::captured`]).
+    Capture,
+    /// A sealed session: pass the handshake (HELLO, NOISE), then do this
+    /// to the encrypted records that follow (counted from 0).
+    Records(RecordOp),
+}
+
+/// What [`Mode::Records`] does to the sender's records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordOp {
+    /// XOR 0x01 into a byte in the middle of record N.
+    Flip(u64),
+    /// Leave record N out.
+    Drop(u64),
+    /// Send record N twice.
+    Replay(u64),
+    /// Send record N+1 before record N.
+    Swap(u64),
 }
 
 /// A TCP proxy listening on 127.0.0.1 (ephemeral port) that forwards each
@@ -630,6 +649,8 @@ struct ProxyStats {
     connections: AtomicUsize,
     client_to_server: AtomicU64,
     server_to_client: AtomicU64,
+    /// [`Mode::Capture`]: client→server and server→client bytes.
+    captured: Mutex<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Proxy {
@@ -712,6 +733,12 @@ impl Proxy {
     pub fn bytes_server_to_client(&self) -> u64 {
         self.stats.server_to_client.load(Ordering::SeqCst)
     }
+
+    /// What [`Mode::Capture`] kept: (client→server, server→client), over
+    /// all connections.
+    pub fn captured(&self) -> (Vec<u8>, Vec<u8>) {
+        lock(&self.stats.captured).clone()
+    }
 }
 
 impl Drop for Proxy {
@@ -760,14 +787,103 @@ fn serve(
         list.push(Arc::downgrade(&server));
     }
     let (c2, s2, back) = (Arc::clone(&client), Arc::clone(&server), Arc::clone(stats));
-    thread::spawn(move || pump(&s2, &c2, Mode::Pass, &back.server_to_client));
-    pump(&client, &server, mode, &stats.client_to_server);
+    let back_mode = if mode == Mode::Capture {
+        mode
+    } else {
+        Mode::Pass
+    };
+    thread::spawn(move || pump(&s2, &c2, back_mode, &back, false));
+    match mode {
+        Mode::Records(op) => pump_records(&client, &server, op, &stats.client_to_server),
+        _ => pump(&client, &server, mode, stats, true),
+    }
+}
+
+/// The client→server pump of [`Mode::Records`]: frames of the handshake
+/// pass; then each record (u16 length, that many bytes) is one unit that
+/// `op` may change, drop, repeat or move.
+fn pump_records(from: &TcpStream, to: &TcpStream, op: RecordOp, counter: &AtomicU64) {
+    let (mut reader, mut writer) = (from, to);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut frames_left = 2; // HELLO, NOISE
+    let mut index = 0u64;
+    let mut held: Option<Vec<u8>> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut forward = |bytes: &[u8]| {
+        counter.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+        writer.write_all(bytes).is_ok()
+    };
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => {
+                let _ = forward(&pending);
+                let _ = to.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => {
+                let _ = to.shutdown(Shutdown::Both);
+                let _ = from.shutdown(Shutdown::Both);
+                return;
+            }
+        };
+        pending.extend_from_slice(&buf[..n]);
+        loop {
+            let len = if frames_left > 0 {
+                if pending.len() < 5 {
+                    break;
+                }
+                5 + u32::from_be_bytes([pending[1], pending[2], pending[3], pending[4]]) as usize
+            } else {
+                if pending.len() < 2 {
+                    break;
+                }
+                2 + u16::from_be_bytes([pending[0], pending[1]]) as usize
+            };
+            if pending.len() < len {
+                break;
+            }
+            let mut unit: Vec<u8> = pending.drain(..len).collect();
+            if frames_left > 0 {
+                frames_left -= 1;
+                if !forward(&unit) {
+                    return;
+                }
+                continue;
+            }
+            let k = index;
+            index += 1;
+            let ok = match op {
+                RecordOp::Flip(n) if n == k => {
+                    let mid = 2 + (unit.len() - 2) / 2;
+                    unit[mid] ^= 0x01;
+                    forward(&unit)
+                }
+                RecordOp::Drop(n) if n == k => true,
+                RecordOp::Replay(n) if n == k => forward(&unit) && forward(&unit),
+                RecordOp::Swap(n) if n == k => {
+                    held = Some(unit);
+                    true
+                }
+                _ => forward(&unit) && held.take().is_none_or(|h| forward(&h)),
+            };
+            if !ok {
+                return;
+            }
+        }
+    }
 }
 
 /// Copies `from` → `to` until EOF or error, applying `mode`. On EOF the write
 /// side of `to` is shut down (half-close); on error or cut both sockets are
 /// shut down completely, which also ends the pump in the other direction.
-fn pump(from: &TcpStream, to: &TcpStream, mode: Mode, counter: &AtomicU64) {
+fn pump(from: &TcpStream, to: &TcpStream, mode: Mode, stats: &ProxyStats, upstream: bool) {
+    let counter = if upstream {
+        &stats.client_to_server
+    } else {
+        &stats.server_to_client
+    };
     let cut = || {
         let _ = to.shutdown(Shutdown::Both);
         let _ = from.shutdown(Shutdown::Both);
@@ -803,6 +919,11 @@ fn pump(from: &TcpStream, to: &TcpStream, mode: Mode, counter: &AtomicU64) {
                 len = len.min((limit - pos) as usize);
             }
             _ => {}
+        }
+        if mode == Mode::Capture {
+            let mut c = lock(&stats.captured);
+            let side = if upstream { &mut c.0 } else { &mut c.1 };
+            side.extend_from_slice(&buf[..len]);
         }
         if writer.write_all(&buf[..len]).is_err() {
             cut();

@@ -1,0 +1,358 @@
+//! Sealed sessions (issue 16): with a token, what crosses the network is
+//! ciphertext, and a record changed, dropped, replayed, reordered or cut on
+//! the way ends the session at that record with nothing unverified kept.
+//! Real `ftx recv` and `ftx send` processes, a proxy in between that
+//! records or tampers with the bytes.
+
+use crate::common::raw::Raw;
+use crate::common::*;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+/// 128 random bits, as `ftx token` prints them.
+const TOKEN: &str = "5c1d0f6e8a2b47d3a9e0c4b1f7d26e83";
+
+struct Sealed {
+    rx: Receiver,
+    _dirs: Dirs,
+    src: PathBuf,
+}
+
+/// A receiver holding [`TOKEN`] (from a token file) and a source
+/// directory.
+fn sealed_receiver(extra: &[&str]) -> Sealed {
+    let dirs = dirs();
+    let token_file = dirs.t().join("token");
+    fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
+    let mut args = vec!["--token-file", s(&token_file)];
+    args.extend_from_slice(extra);
+    let rx = Receiver::start(&dirs.out, &args);
+    let src = dirs.src.clone();
+    Sealed {
+        rx,
+        _dirs: dirs,
+        src,
+    }
+}
+
+fn send_sealed(args: &[&str], addr: SocketAddr) -> Output {
+    let mut cmd = send_cmd();
+    cmd.env("FTX_TOKEN", TOKEN).args(args).arg(addr.to_string());
+    run_with_timeout(cmd, SEND_TIMEOUT)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// How many of `data`'s 4 KiB blocks appear in `wire`.
+fn blocks_seen(wire: &[u8], data: &[u8]) -> usize {
+    data.chunks_exact(4096).filter(|b| find(wire, b)).count()
+}
+
+#[test]
+fn a_sealed_session_shows_neither_names_nor_content_on_the_wire() {
+    let name = "quarterly-secret-plans.txt";
+    let run = |token: bool| -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let d = dirs();
+        let file = d.src.join(name);
+        write_random(&file, 256 * 1024, 7);
+        let data = fs::read(&file).expect("read source");
+        let rx = if token {
+            let tf = d.t().join("token");
+            fs::write(&tf, TOKEN).expect("token");
+            Receiver::start(&d.out, &["--token-file", s(&tf)])
+        } else {
+            Receiver::start(&d.out, &[])
+        };
+        let proxy = Proxy::start(rx.addr, Mode::Capture);
+        let mut cmd = send_cmd();
+        if token {
+            cmd.env("FTX_TOKEN", TOKEN);
+        }
+        cmd.arg(&file).arg(proxy.addr.to_string());
+        let out = run_with_timeout(cmd, SEND_TIMEOUT);
+        assert_status(&out, 0, "send through the recording proxy");
+        assert_eq!(md5_hex(d.out.join(name)), md5_hex(&file), "arrived whole");
+        let (up, down) = proxy.captured();
+        drop(proxy);
+        (up, down, data)
+    };
+
+    // Control: in the clear, the name and every block are there to read
+    // (so the check below can see them).
+    let (up, _, data) = run(false);
+    assert!(find(&up, name.as_bytes()), "plain: the name is on the wire");
+    assert_eq!(
+        blocks_seen(&up, &data),
+        64,
+        "plain: the content is on the wire"
+    );
+
+    let (up, down, data) = run(true);
+    assert!(up.len() > data.len(), "the body went through the proxy");
+    for (dir, bytes) in [("sender → receiver", &up), ("receiver → sender", &down)] {
+        assert!(
+            !find(bytes, name.as_bytes()),
+            "{dir}: the file's name is readable on the wire"
+        );
+        assert!(
+            !find(bytes, TOKEN.as_bytes()),
+            "{dir}: the token is on the wire"
+        );
+    }
+    assert_eq!(
+        blocks_seen(&up, &data),
+        0,
+        "a 4 KiB block of the content is readable on the wire"
+    );
+}
+
+/// Names in `out` that are final (not ftx's hidden working files).
+fn finals(out: &Path) -> Vec<String> {
+    names_in(out)
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect()
+}
+
+#[test]
+fn a_changed_dropped_replayed_or_reordered_record_ends_the_session_there() {
+    let mut fx = sealed_receiver(&[]);
+    // The record that fails: the changed one; the one after a dropped one
+    // (it arrives fifth); the second copy of a replayed one; the sixth,
+    // arriving fifth.
+    let ops = [
+        ("flip", RecordOp::Flip(5), 5),
+        ("drop", RecordOp::Drop(5), 5),
+        ("replay", RecordOp::Replay(5), 6),
+        ("swap", RecordOp::Swap(5), 5),
+    ];
+    let mut files = Vec::new();
+    for (tag, op, fails_at) in ops {
+        // 2 MB: about 32 records of body; record 5 is inside it.
+        let file = fx.src.join(format!("{tag}.bin"));
+        write_random(&file, 2_000_000, 40);
+        let proxy = Proxy::start(fx.rx.addr, Mode::Records(op));
+        let out = send_sealed(&[s(&file)], proxy.addr);
+        assert_status(&out, 4, &format!("{tag}: a tampered session"));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "record {fails_at} of the session failed authentication"
+            )) && err.contains("not retrying"),
+            "{tag}: the sender says where and why the session ended:\n{err}"
+        );
+        assert_eq!(proxy.connections(), 1, "{tag}: no retry after tampering");
+        assert!(
+            finals(&fx.rx.out).is_empty(),
+            "{tag}: nothing unverified is kept under a final name: {:?}",
+            names_in(&fx.rx.out)
+        );
+        files.push(file);
+    }
+    // The receiver says where it stopped, and goes on serving: the same
+    // files sent directly arrive whole (resumed from what was verified).
+    for f in &files {
+        let out = send_sealed(&[s(f)], fx.rx.addr);
+        assert_status(&out, 0, "the same file without the tampering proxy");
+        let name = f.file_name().expect("name");
+        assert_eq!(md5_hex(fx.rx.out.join(name)), md5_hex(f));
+    }
+    fx.rx.interrupt();
+    fx.rx
+        .wait_exit(Duration::from_secs(10))
+        .expect("receiver exits");
+    let log = fx.rx.stderr();
+    assert!(
+        log.matches("record 5 of the session failed authentication")
+            .count()
+            == 3
+            && log
+                .matches("record 6 of the session failed authentication")
+                .count()
+                == 1,
+        "the receiver names the record each time:\n{log}"
+    );
+}
+
+#[test]
+fn a_record_cut_in_the_middle_is_a_connection_failure_and_resumes() {
+    let mut fx = sealed_receiver(&[]);
+    let file = fx.src.join("cut.bin");
+    // 24 MiB; the cut comes after 3 of its 4 MiB blocks and a bit, inside
+    // a record.
+    write_random(&file, 24 << 20, 41);
+    let proxy = Proxy::start(fx.rx.addr, Mode::CutAfter((13 << 20) + 1000));
+    let out = send_sealed(&["--retry-for", "0", s(&file)], proxy.addr);
+    // Exit 1: the connection broke (3 is for a receiver that cannot be
+    // reached at all).
+    assert_status(&out, 1, "a connection cut inside a record");
+    assert!(
+        text(&out.stderr).contains("again to resume"),
+        "{}",
+        show(&out)
+    );
+    assert!(finals(&fx.rx.out).is_empty(), "{:?}", names_in(&fx.rx.out));
+    // The receiver kept what it verified (whole blocks).
+    let kept = poll_until(Duration::from_secs(30), || {
+        fx.rx.stderr().contains("'cut.bin' (kept ")
+    });
+    assert!(kept, "the receiver keeps the partial:\n{}", fx.rx.stderr());
+    let out = send_sealed(&[s(&file)], fx.rx.addr);
+    assert_status(&out, 0, "the same send again");
+    assert!(
+        text(&out.stderr).contains("resuming cut.bin at 12582912"),
+        "it resumes after the 3 blocks:\n{}",
+        show(&out)
+    );
+    assert_eq!(md5_hex(fx.rx.out.join("cut.bin")), md5_hex(&file));
+    fx.rx.interrupt();
+    fx.rx
+        .wait_exit(Duration::from_secs(10))
+        .expect("receiver exits");
+    let log = fx.rx.stderr();
+    assert!(
+        log.contains("in the middle of an encrypted record"),
+        "the receiver says where the connection ended:\n{log}"
+    );
+}
+
+/// Replays a recorded sender's bytes to `addr` as a careful attacker
+/// would: HELLO and NOISE, then, after the receiver answered both (WELCOME,
+/// NOISE), the records. Reads until the receiver closes (at most 10 s);
+/// returns how long that took.
+fn replay_raw(addr: SocketAddr, bytes: &[u8]) -> Duration {
+    use ftx::protocol::frame::decode;
+    let start = Instant::now();
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.set_write_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // The two handshake frames: 5-byte header, then the payload.
+    let mut at = 0;
+    for _ in 0..2 {
+        let len = u32::from_be_bytes(bytes[at + 1..at + 5].try_into().expect("4 bytes"));
+        at += 5 + len as usize;
+    }
+    s.write_all(&bytes[..at]).expect("handshake");
+    let mut got = Vec::new();
+    let mut frames = 0;
+    let mut chunk = [0u8; 4096];
+    while frames < 2 {
+        match decode(&got).expect("frames from the receiver") {
+            Some((_, used)) => {
+                got.drain(..used);
+                frames += 1;
+            }
+            None => match s.read(&mut chunk) {
+                Ok(n) if n > 0 => got.extend_from_slice(&chunk[..n]),
+                _ => panic!("the receiver did not answer the replayed handshake"),
+            },
+        }
+    }
+    let _ = s.write_all(&bytes[at..]);
+    for _ in 0..10_000 {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    start.elapsed()
+}
+
+#[test]
+fn a_recorded_session_replayed_later_is_refused_at_its_first_record() {
+    let mut fx = sealed_receiver(&[]);
+    let file = fx.src.join("once.bin");
+    write_random(&file, 300_000, 42);
+    let proxy = Proxy::start(fx.rx.addr, Mode::Capture);
+    let out = send_sealed(&[s(&file)], proxy.addr);
+    assert_status(&out, 0, "the recorded session");
+    let (up, _) = proxy.captured();
+    drop(proxy);
+    fs::remove_file(fx.rx.out.join("once.bin")).expect("remove");
+
+    let took = replay_raw(fx.rx.addr, &up);
+    assert!(took < Duration::from_secs(10), "the replay was not ended");
+    assert!(
+        finals(&fx.rx.out).is_empty(),
+        "the replayed session wrote {:?}",
+        names_in(&fx.rx.out)
+    );
+    // Still serving.
+    let out = send_sealed(&[s(&file)], fx.rx.addr);
+    assert_status(&out, 0, "a real send after the replay");
+    fx.rx.interrupt();
+    fx.rx
+        .wait_exit(Duration::from_secs(10))
+        .expect("receiver exits");
+    let log = fx.rx.stderr();
+    assert!(
+        log.contains("record 0 of the session failed authentication"),
+        "the replay fails at its first record:\n{log}"
+    );
+}
+
+#[test]
+fn garbage_records_after_a_good_handshake_are_refused_and_the_receiver_keeps_serving() {
+    let mut fx = sealed_receiver(&[]);
+    // Records of random bytes with plausible lengths.
+    let mut garbage = Vec::new();
+    for i in 0..40u32 {
+        garbage.extend_from_slice(&[0xff, 0xff]);
+        garbage.extend((0..65535u32).map(|j| (j.wrapping_mul(2_654_435_761) ^ i) as u8));
+    }
+    let (mut raw, flags, prologue) = Raw::hello(fx.rx.addr);
+    assert_eq!(flags & 1, 1, "sealed");
+    raw.seal(TOKEN, &prologue);
+    let start = Instant::now();
+    // The receiver gives up at the first record: the rest need not go in.
+    let _ = raw.stream.write_all(&garbage);
+    let mut sink = [0u8; 4096];
+    for _ in 0..10_000 {
+        match raw.stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    assert!(start.elapsed() < Duration::from_secs(10), "not ended");
+
+    // A record too short to hold a tag.
+    let (mut raw, _, prologue) = Raw::hello(fx.rx.addr);
+    raw.seal(TOKEN, &prologue);
+    let _ = raw.stream.write_all(&[0, 3, 1, 2, 3]);
+    let took = {
+        let start = Instant::now();
+        for _ in 0..10_000 {
+            match raw.stream.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        start.elapsed()
+    };
+    assert!(took < Duration::from_secs(10), "not ended");
+
+    let file = fx.src.join("after.bin");
+    write_random(&file, 100_000, 43);
+    let out = send_sealed(&[s(&file)], fx.rx.addr);
+    assert_status(&out, 0, "a real send after the garbage");
+    assert_eq!(md5_hex(fx.rx.out.join("after.bin")), md5_hex(&file));
+    fx.rx.interrupt();
+    fx.rx
+        .wait_exit(Duration::from_secs(10))
+        .expect("receiver exits");
+    let log = fx.rx.stderr();
+    assert_eq!(
+        log.matches("record 0 of the session failed authentication")
+            .count(),
+        2,
+        "each garbage session ends at its first record:\n{log}"
+    );
+}
