@@ -11,9 +11,11 @@ const EXTRA: &str = "\
   1    a file unread or left out, a broken connection or protocol
   2    bad command line (a path, or HOST:PORT, that cannot be right)
   3    cannot connect (refused, timed out, unknown host) or listen
-  4    a file arrived with another digest and was not kept
+  4    a file arrived with another digest and was not kept, or an
+       encrypted session was tampered with on the way (not retried)
   5    refused: exists, unsafe name or link, no space, conflict
-  6    authentication failed: wrong or missing token
+  6    authentication failed: wrong or missing token, or a token on
+       the sender and none on the receiver
   130  interrupted; run the same command again to resume
 The most serious decides: 6, then 4, 3, 5, 1. recv --once: 0 only
 if every file of its session was verified.
@@ -25,6 +27,11 @@ if every file of its session was verified.
     ftx send disk.iso photos/ host:6000
   Send a stream from a pipe, checked with XXH3 on a fast link:
     tar c build | ftx send --hash xxh3 --name build.tar - host:6000
+  Across a network you do not control: the same token on both sides
+  encrypts and authenticates the whole session:
+    ftx token > ~/.ftx-token; chmod 600 ~/.ftx-token   (copy it over)
+    ftx recv --require-token --token-file ~/.ftx-token --out /srv/in
+    ftx send --token-file ~/.ftx-token disk.iso host:6000
   In CI: a receiver on a free port, JSON events on stdout, and a token:
     ftx token > token
     FTX_TOKEN=$(cat token) ftx recv --once --json --port 0 --out out

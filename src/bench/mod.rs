@@ -107,8 +107,16 @@ pub fn run_with(cfg: &BenchConfig, exe: &Path) -> Result<Report> {
     if let Some((path, d)) = &big {
         // A cold send (MD5, digest after the body), the same with XXH3,
         // again with its digest cached (one untimed send first puts it
-        // there), and through standard input.
-        for how in [How::Cold, How::Xxh3, How::Cached, How::Stdin] {
+        // there), through standard input, and encrypted (a token), cold
+        // and cached.
+        for how in [
+            How::Cold,
+            How::Xxh3,
+            How::Cached,
+            How::Stdin,
+            How::Sealed,
+            How::SealedCached,
+        ] {
             let name = format!("1 file {} ({})", human_bytes(cfg.size), how.label());
             status(&format!("measuring {name}"));
             let case = |how| {
@@ -125,8 +133,8 @@ pub fn run_with(cfg: &BenchConfig, exe: &Path) -> Result<Report> {
                     |o: &Path| check_big(&o.join("big.bin"), cfg.size, d),
                 )
             };
-            if how == How::Cached {
-                case(How::Cached)?;
+            if matches!(how, How::Cached | How::SealedCached) {
+                case(how)?;
             }
             let r = case(how)?;
             print_row(&r)?;
@@ -168,6 +176,10 @@ enum How {
     Cached,
     /// The file through standard input.
     Stdin,
+    /// A first send, encrypted (a token on both sides).
+    Sealed,
+    /// Encrypted, the digest in the sender's cache.
+    SealedCached,
 }
 
 impl How {
@@ -177,6 +189,8 @@ impl How {
             How::Xxh3 => "xxh3",
             How::Cached => "cached",
             How::Stdin => "stdin",
+            How::Sealed => "md5, token",
+            How::SealedCached => "cached, token",
         }
     }
 }
@@ -201,8 +215,21 @@ fn run_case(
     }
     fs::create_dir(&out).with_context(|| format!("cannot create {}", out.display()))?;
 
+    // A token on both sides (the session encrypted) for the sealed cases;
+    // none for the others, whatever the environment holds.
+    let token = match how {
+        How::Sealed | How::SealedCached => Some(crate::auth::fresh_token()?),
+        _ => None,
+    };
+    let with_token = |cmd: &mut Command| {
+        match &token {
+            Some(t) => cmd.env(crate::auth::TOKEN_ENV, t),
+            None => cmd.env_remove(crate::auth::TOKEN_ENV),
+        };
+    };
     let (tx, rx) = mpsc::channel();
     let mut cmd = Command::new(exe);
+    with_token(&mut cmd);
     cmd.arg("recv")
         .args(["--port", "0", "--bind", "127.0.0.1", "--out"])
         .arg(&out)
@@ -225,13 +252,13 @@ fn run_case(
     // the user's digest cache alone; the cached case has a cache of its own.
     cmd.args(["send", "-q"]);
     match how {
-        How::Cold => {
+        How::Cold | How::Sealed => {
             cmd.arg("--no-cache");
         }
         How::Xxh3 => {
             cmd.args(["--no-cache", "--hash", "xxh3"]);
         }
-        How::Cached => {
+        How::Cached | How::SealedCached => {
             cmd.env("XDG_CACHE_HOME", work.path.join("cache"));
         }
         How::Stdin => {
@@ -246,6 +273,7 @@ fn run_case(
                 .arg(src);
         }
     }
+    with_token(&mut cmd);
     if how != How::Stdin {
         if streams > 1 {
             cmd.arg("-j").arg(streams.to_string());

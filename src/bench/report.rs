@@ -85,7 +85,7 @@ impl Report {
 
 pub(super) fn table_header() -> String {
     format!(
-        "{:<26}{:<13}{:<7}{:<8}{:<8}{:<9}{:<12}{:<12}{:<14}{}",
+        "{:<32}{:<13}{:<7}{:<8}{:<8}{:<9}{:<12}{:<12}{:<14}{}",
         "case",
         "bytes",
         "files",
@@ -113,7 +113,7 @@ pub(super) fn table_row(c: &CaseResult) -> String {
         format!("{:.1} ", c.send.max_rss_kib as f64 / 1024.0),
         format!("{:.1}", c.recv.max_rss_kib as f64 / 1024.0),
     ];
-    let widths = [26, 13, 7, 8, 8, 9, 12, 12, 14, 0];
+    let widths = [32, 13, 7, 8, 8, 9, 12, 12, 14, 0];
     cols.iter()
         .zip(widths)
         .map(|(c, w)| format!("{c:<w$}"))
@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn row_lines_up_with_header() {
         let c = CaseResult {
-            name: "1 file 1.0 GiB (md5)".into(),
+            name: "1 file 1.0 GiB (cached, token)".into(),
             bytes: 1 << 30,
             files: 1,
             wall: Duration::from_millis(4310),
@@ -188,7 +188,10 @@ mod tests {
         let row = table_row(&c);
         let head = table_header();
         assert!(
-            row.starts_with("1 file 1.0 GiB (md5)      1073741824   1      4.31    249.1   0.2")
+            row.starts_with(
+                "1 file 1.0 GiB (cached, token)  1073741824   1      4.31    249.1   0.2"
+            ),
+            "{row}"
         );
         assert_eq!(head.find("MB/s"), row.find("249.1"));
         assert_eq!(head.find("recv RSS MiB"), row.find("5.6"));

@@ -201,6 +201,7 @@ impl Sender<'_> {
                 return Err(Broken {
                     err: anyhow::anyhow!("{why}"),
                     retry: true,
+                    reset: false,
                 })
             }
             Action::Broken(why) => return Err(anyhow::anyhow!("{why}").into()),

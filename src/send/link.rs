@@ -143,5 +143,9 @@ pub(super) fn handshake(
 
 /// A failure that trying again cannot help.
 fn lasting(err: anyhow::Error) -> Broken {
-    Broken { err, retry: false }
+    Broken {
+        err,
+        retry: false,
+        reset: false,
+    }
 }

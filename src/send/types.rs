@@ -82,6 +82,9 @@ pub(super) struct Sender<'a> {
 pub(super) struct Broken {
     pub(super) err: anyhow::Error,
     pub(super) retry: bool,
+    /// A write found the connection reset: the receiver may have said why
+    /// (an ERROR) just before it closed.
+    pub(super) reset: bool,
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Broken {
@@ -100,6 +103,7 @@ impl<E: Into<anyhow::Error>> From<E> for Broken {
             return Broken {
                 err: err.into(),
                 retry: false,
+                reset: false,
             };
         }
         let retry = transient(&err);
@@ -111,9 +115,17 @@ impl<E: Into<anyhow::Error>> From<E> for Broken {
             let err = anyhow::anyhow!(
                 "connection reset by the receiver (it crashed, was stopped, or dropped the session)"
             );
-            return Broken { err, retry };
+            return Broken {
+                err,
+                retry,
+                reset: true,
+            };
         }
-        Broken { err, retry }
+        Broken {
+            err,
+            retry,
+            reset: false,
+        }
     }
 }
 

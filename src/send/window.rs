@@ -96,7 +96,7 @@ impl Sender<'_> {
 
         let result = self.window(&mut link, &tx, &rx, &permits, &hasher, pending.len());
         let result = match (result, &link) {
-            (Err(b), Some(l)) if b.retry => Err(why_broken(b, l.gen, &rx)),
+            (Err(b), Some(l)) if b.retry && b.reset => Err(why_broken(b, l.gen, &rx)),
             (other, _) => other,
         };
         // Unblock the reader thread whatever happened.
@@ -202,6 +202,7 @@ impl Sender<'_> {
                     return Err(Broken {
                         err: anyhow::anyhow!("internal error: the hashing thread stopped"),
                         retry: false,
+                        reset: false,
                     })
                 }
                 Err(_) => {
@@ -226,7 +227,11 @@ impl Sender<'_> {
                 match msg {
                     Msg::Ready(idx, prep) => ready.push_back((idx, prep)),
                     Msg::Answer(gen, _) if link.as_ref().is_none_or(|l| l.gen != gen) => {}
-                    Msg::Answer(_, Err(e)) => return Err(e.into()),
+                    Msg::Answer(_, Err(e)) => {
+                        // The reader's last word: no ERROR can follow it.
+                        let b = Broken::from(e);
+                        return Err(Broken { reset: false, ..b });
+                    }
                     Msg::Answer(_, Ok(frame)) => {
                         if let Some(l) = link.as_mut() {
                             self.on_answer(&mut l.conn, frame, &mut answers, &mut results)?;

@@ -16,16 +16,21 @@ fn small_bench_runs_verifies_and_cleans_up() {
         keep: false,
     };
     let report = run_with(&cfg, Path::new(env!("CARGO_BIN_EXE_ftx"))).expect("bench");
-    // The big file four ways (md5, xxh3, cached, stdin), then the small ones.
-    assert_eq!(report.cases.len(), 5);
-    for (big, how) in report.cases[..4]
-        .iter()
-        .zip(["md5", "xxh3", "cached", "stdin"])
-    {
+    // The big file six ways (md5, xxh3, cached, stdin; md5 and cached
+    // encrypted with a token), then the small ones.
+    assert_eq!(report.cases.len(), 7);
+    for (big, how) in report.cases[..6].iter().zip([
+        "md5",
+        "xxh3",
+        "cached",
+        "stdin",
+        "md5, token",
+        "cached, token",
+    ]) {
         assert_eq!((big.bytes, big.files), (8 << 20, 1));
         assert!(big.name.ends_with(&format!("({how})")), "{}", big.name);
     }
-    let small = &report.cases[4];
+    let small = &report.cases[6];
     assert_eq!(small.files, 50);
     assert!(small.bytes >= 50 && small.bytes <= 50 * 64 * 1024);
     for c in &report.cases {

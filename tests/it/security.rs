@@ -888,6 +888,18 @@ fn check_token_receiver_log(rx: &mut Receiver) {
     assert_no_secret("receiver stdout", &rx.lines().join("\n"));
 }
 
+/// The token checks made several failed handshakes from 127.0.0.1 (a
+/// wrong token, raw NOISE messages): logged once.
+fn check_failures_logged_once(rx: &Receiver) {
+    let err = rx.stderr();
+    assert_eq!(
+        err.matches("authentication failed: wrong token").count(),
+        1,
+        "a failed token is logged once per address:\n{err}"
+    );
+    assert!(err.contains("further failures from"), "{err}");
+}
+
 #[test]
 fn token_file_on_the_receiver_admits_only_senders_with_the_token() {
     let tok = tempfile::tempdir().expect("tempdir");
@@ -895,6 +907,7 @@ fn token_file_on_the_receiver_admits_only_senders_with_the_token() {
     fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
     let mut fx = Fixture::start(&["--token-file", s(&token_file)]);
     check_token_receiver(&mut fx, "file");
+    check_failures_logged_once(&fx.rx);
     let after = snapshot_outside(fx.d.t());
     assert_nothing_outside_out(&fx.before, &after);
     check_token_receiver_log(&mut fx.stop());
@@ -911,6 +924,7 @@ fn ftx_token_env_on_the_receiver_works_the_same() {
     let before = snapshot_outside(d.t());
     let mut fx = Fixture { d, rx, before };
     check_token_receiver(&mut fx, "env");
+    check_failures_logged_once(&fx.rx);
     let after = snapshot_outside(fx.d.t());
     assert_nothing_outside_out(&fx.before, &after);
     check_token_receiver_log(&mut fx.stop());
