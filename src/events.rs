@@ -125,6 +125,8 @@ pub enum Event {
         /// The sender's address (receiver side only).
         #[serde(skip_serializing_if = "Option::is_none")]
         peer: Option<String>,
+        /// The session was encrypted (a token on both sides).
+        encrypted: bool,
     },
 }
 

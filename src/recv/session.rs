@@ -41,6 +41,7 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
     let _live = LiveGuard { sh, peer };
     net::tune(&stream, sh.cfg.timeout).context("cannot set up the connection")?;
     let wire = Wire::new(stream);
+    let encrypted = keys.is_some();
     // What the sender sent after its handshake: records when sealed,
     // frames when plain.
     let conn = match keys {
@@ -110,6 +111,7 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
         seconds: started.elapsed().as_secs_f64(),
         exit_code: i32::from(result.is_err() || st.failed > 0),
         peer: Some(peer.to_string()),
+        encrypted,
     });
     result.map(|()| st)
 }

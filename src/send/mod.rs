@@ -49,6 +49,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
                 seconds: 0.0,
                 exit_code: crate::exit::for_error(&e).code(),
                 peer: None,
+                encrypted: cfg.token.is_some(),
             });
             return Err(e);
         }
@@ -191,6 +192,8 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         seconds: secs,
         exit_code: outcome.code(),
         peer: None,
+        // A sender with a token seals every session or none happens.
+        encrypted: cfg.token.is_some(),
     });
     if let Err(e) = result {
         // The most serious failure decides the status, as the summary says.
@@ -208,8 +211,13 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         } else {
             String::new()
         };
+        let sealed = if cfg.token.is_some() {
+            ", encrypted"
+        } else {
+            ""
+        };
         eprintln!(
-            "ftx: sent {} file(s), {} skipped, {failed} failed{left}, {}{wire} in {secs:.1} s ({:.1} MB/s)",
+            "ftx: sent {} file(s), {} skipped, {failed} failed{left}, {}{wire} in {secs:.1} s ({:.1} MB/s{sealed})",
             s.tally.files,
             s.tally.skipped,
             si_bytes(s.tally.bytes),

@@ -74,9 +74,22 @@ fn a_sealed_session_shows_neither_names_nor_content_on_the_wire() {
         if token {
             cmd.env("FTX_TOKEN", TOKEN);
         }
-        cmd.arg(&file).arg(proxy.addr.to_string());
+        cmd.arg("--json").arg(&file).arg(proxy.addr.to_string());
         let out = run_with_timeout(cmd, SEND_TIMEOUT);
         assert_status(&out, 0, "send through the recording proxy");
+        // The summary says whether it was encrypted.
+        let summary = text(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["event"] == "summary")
+            .expect("a summary event");
+        assert_eq!(summary["encrypted"], token, "{summary}");
+        assert_eq!(
+            text(&out.stderr).contains("MB/s, encrypted)"),
+            token,
+            "the summary line says whether it was encrypted:\n{}",
+            show(&out)
+        );
         assert_eq!(md5_hex(d.out.join(name)), md5_hex(&file), "arrived whole");
         let (up, down) = proxy.captured();
         drop(proxy);
