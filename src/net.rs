@@ -90,10 +90,13 @@ impl Deadlined {
 
 impl Deadlined {
     /// True when bytes (or EOF) can be read right now without waiting (on
-    /// a sealed connection: when ciphertext arrived, which may not yet
-    /// hold a whole record).
+    /// a sealed connection: a whole record is buffered, or ciphertext
+    /// arrived, which may not yet complete one).
     pub fn readable_now(&self) -> bool {
         use std::os::fd::AsFd;
+        if self.inner.has_buffered() {
+            return true;
+        }
         let fd = self.inner.tcp().as_fd();
         let mut fds = [rustix::event::PollFd::new(
             &fd,

@@ -191,6 +191,20 @@ impl Wire {
         rx.end = n;
     }
 
+    /// True when stream bytes can be read without waiting for the socket:
+    /// an opened record not yet read, or a whole record received.
+    pub fn has_buffered(&self) -> bool {
+        let rx = lock(&self.rx);
+        if rx.ppos < rx.pend {
+            return true;
+        }
+        let have = rx.end - rx.pos;
+        have >= HEADER_LEN
+            && have
+                >= HEADER_LEN
+                    + usize::from(u16::from_be_bytes([rx.buf[rx.pos], rx.buf[rx.pos + 1]]))
+    }
+
     /// True once [`Wire::seal`] was called.
     pub fn is_sealed(&self) -> bool {
         lock(&self.tx).keys.is_some()
