@@ -39,6 +39,31 @@ fn sealed_receiver(extra: &[&str]) -> Sealed {
     }
 }
 
+impl Sealed {
+    /// Stops the receiver; its whole stderr.
+    fn stop(&mut self) -> String {
+        self.rx.interrupt();
+        self.rx
+            .wait_exit(Duration::from_secs(10))
+            .expect("receiver exits");
+        self.rx.stderr()
+    }
+}
+
+/// Reads from `stream` until the peer closes it (at most 10 s, the read
+/// timeout, per read); how long that took.
+fn until_closed(stream: &mut TcpStream) -> Duration {
+    let start = Instant::now();
+    let mut sink = [0u8; 4096];
+    for _ in 0..10_000 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    start.elapsed()
+}
+
 fn send_sealed(args: &[&str], addr: SocketAddr) -> Output {
     let mut cmd = send_cmd();
     cmd.env("FTX_TOKEN", TOKEN).args(args).arg(addr.to_string());
@@ -176,11 +201,7 @@ fn a_changed_dropped_replayed_or_reordered_record_ends_the_session_there() {
         let name = f.file_name().expect("name");
         assert_eq!(md5_hex(fx.rx.out.join(name)), md5_hex(f));
     }
-    fx.rx.interrupt();
-    fx.rx
-        .wait_exit(Duration::from_secs(10))
-        .expect("receiver exits");
-    let log = fx.rx.stderr();
+    let log = fx.stop();
     assert!(
         log.matches("record 5 of the session failed authentication")
             .count()
@@ -224,11 +245,7 @@ fn a_record_cut_in_the_middle_is_a_connection_failure_and_resumes() {
         show(&out)
     );
     assert_eq!(md5_hex(fx.rx.out.join("cut.bin")), md5_hex(&file));
-    fx.rx.interrupt();
-    fx.rx
-        .wait_exit(Duration::from_secs(10))
-        .expect("receiver exits");
-    let log = fx.rx.stderr();
+    let log = fx.stop();
     assert!(
         log.contains("in the middle of an encrypted record"),
         "the receiver says where the connection ended:\n{log}"
@@ -270,12 +287,7 @@ fn replay_raw(addr: SocketAddr, bytes: &[u8]) -> Duration {
         }
     }
     let _ = s.write_all(&bytes[at..]);
-    for _ in 0..10_000 {
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
+    until_closed(&mut s);
     start.elapsed()
 }
 
@@ -301,11 +313,7 @@ fn a_recorded_session_replayed_later_is_refused_at_its_first_record() {
     // Still serving.
     let out = send_sealed(&[s(&file)], fx.rx.addr);
     assert_status(&out, 0, "a real send after the replay");
-    fx.rx.interrupt();
-    fx.rx
-        .wait_exit(Duration::from_secs(10))
-        .expect("receiver exits");
-    let log = fx.rx.stderr();
+    let log = fx.stop();
     assert!(
         log.contains("record 0 of the session failed authentication"),
         "the replay fails at its first record:\n{log}"
@@ -327,41 +335,24 @@ fn garbage_records_after_a_good_handshake_are_refused_and_the_receiver_keeps_ser
     let start = Instant::now();
     // The receiver gives up at the first record: the rest need not go in.
     let _ = raw.stream.write_all(&garbage);
-    let mut sink = [0u8; 4096];
-    for _ in 0..10_000 {
-        match raw.stream.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
+    until_closed(&mut raw.stream);
     assert!(start.elapsed() < Duration::from_secs(10), "not ended");
 
     // A record too short to hold a tag.
     let (mut raw, _, prologue) = Raw::hello(fx.rx.addr);
     raw.seal(TOKEN, &prologue);
     let _ = raw.stream.write_all(&[0, 3, 1, 2, 3]);
-    let took = {
-        let start = Instant::now();
-        for _ in 0..10_000 {
-            match raw.stream.read(&mut sink) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-        start.elapsed()
-    };
-    assert!(took < Duration::from_secs(10), "not ended");
+    assert!(
+        until_closed(&mut raw.stream) < Duration::from_secs(10),
+        "not ended"
+    );
 
     let file = fx.src.join("after.bin");
     write_random(&file, 100_000, 43);
     let out = send_sealed(&[s(&file)], fx.rx.addr);
     assert_status(&out, 0, "a real send after the garbage");
     assert_eq!(md5_hex(fx.rx.out.join("after.bin")), md5_hex(&file));
-    fx.rx.interrupt();
-    fx.rx
-        .wait_exit(Duration::from_secs(10))
-        .expect("receiver exits");
-    let log = fx.rx.stderr();
+    let log = fx.stop();
     assert_eq!(
         log.matches("record 0 of the session failed authentication")
             .count(),
