@@ -152,17 +152,29 @@ impl ProgressTracker for Eta {
         let left = state.len().unwrap_or(0).saturating_sub(state.pos());
         if let Some((r, dt)) = window_rate(&self.0.samples, Instant::now()) {
             if dt >= ETA_MIN && r > 0.0 && left > 0 {
-                let _ = write!(w, "ETA {}s", eta_secs(left, r));
+                let _ = write!(w, "ETA {}", eta_text(left, r));
             }
         }
     }
 }
 
-/// Whole seconds left for `left` bytes at `rate` bytes per second:
-/// rounded to the nearest (rounding up overstates a short ETA by up to a
-/// second, 30 % of 3 s), never 0 while bytes are left.
-fn eta_secs(left: u64, rate: f64) -> f64 {
-    (left as f64 / rate).round().max(1.0)
+/// The time left for `left` bytes at `rate` bytes per second, in at most
+/// 4 characters and as precise as it is short: tenths under 10 s (a whole
+/// second is 30 % of 3 s), then seconds, minutes and hours, each rounded
+/// to the nearest; never 0 while bytes are left.
+fn eta_text(left: u64, rate: f64) -> String {
+    let secs = left as f64 / rate;
+    if secs < 9.95 {
+        format!("{:.1}s", secs.max(0.1))
+    } else if secs < 119.5 {
+        format!("{:.0}s", secs)
+    } else if secs < 119.5 * 60.0 {
+        format!("{:.0}m", secs / 60.0)
+    } else if secs < 99.5 * 3600.0 {
+        format!("{:.0}h", secs / 3600.0)
+    } else {
+        format!("{:.0}d", (secs / 86400.0).min(999.0))
+    }
 }
 
 /// How a bar is laid out; every layout fits 80 columns.
@@ -404,7 +416,7 @@ pub fn plain_line(bar: &ProgressBar, rate: Option<f64>) -> String {
     };
     let speed = match rate {
         Some(r) if r > 0.0 => {
-            format!(" {:.1} MB/s ETA {}s", r / 1e6, eta_secs(len - pos, r))
+            format!(" {:.1} MB/s ETA {}", r / 1e6, eta_text(len - pos, r))
         }
         _ => String::new(),
     };
@@ -490,10 +502,18 @@ mod tests {
     }
 
     #[test]
-    fn the_eta_is_rounded_to_the_nearest_second_and_never_0() {
-        assert_eq!(eta_secs(3_280_000_000, 1e9), 3.0);
-        assert_eq!(eta_secs(3_600_000_000, 1e9), 4.0);
-        assert_eq!(eta_secs(100, 1e9), 1.0);
+    fn the_eta_is_as_precise_as_it_is_short_and_never_0() {
+        assert_eq!(eta_text(1_440_000_000, 1e9), "1.4s");
+        assert_eq!(eta_text(9_940_000_000, 1e9), "9.9s");
+        assert_eq!(eta_text(9_960_000_000, 1e9), "10s");
+        assert_eq!(eta_text(100, 1e9), "0.1s");
+        assert_eq!(eta_text(119_000_000_000, 1e9), "119s");
+        assert_eq!(eta_text(125_000_000_000, 1e9), "2m");
+        assert_eq!(eta_text(7_200_000_000_000, 1e9), "2h");
+        assert_eq!(eta_text(10_000_000_000_000_000, 1e9), "116d");
+        for secs in [0.01, 5.0, 99.0, 150.0, 7000.0, 1e7, 1e12] {
+            assert!(eta_text((secs * 1e9) as u64, 1e9).len() <= 4, "{secs}");
+        }
     }
 
     #[test]
