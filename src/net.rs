@@ -21,7 +21,6 @@ pub struct Deadlined {
     inner: Wire,
     deadline: Option<Instant>,
     idle: Duration,
-    activity: Activity,
 }
 
 /// A second writer on a [`Deadlined`] connection (see there).
@@ -60,14 +59,15 @@ impl Activity {
 }
 
 impl Deadlined {
-    /// Wraps a stream whose idle timeout is `idle`; reads touch `activity`.
+    /// Wraps a stream whose idle timeout is `idle`; every arrival of
+    /// bytes (a part of a record too) touches `activity`.
     pub fn new(inner: Wire, idle: Duration, activity: Activity) -> Self {
         activity.touch();
+        inner.on_receive(std::sync::Arc::new(move || activity.touch()));
         Deadlined {
             inner,
             deadline: None,
             idle,
-            activity,
         }
     }
 
@@ -124,11 +124,8 @@ impl Read for Deadlined {
                 .tcp()
                 .set_read_timeout(Some(left.min(self.idle)))?;
         }
-        let n = self.inner.read(buf)?;
-        if n > 0 {
-            self.activity.touch();
-        }
-        Ok(n)
+        // The wire touches the activity as bytes arrive.
+        self.inner.read(buf)
     }
 }
 

@@ -140,9 +140,14 @@ struct Tx {
     buf: Vec<u8>,
 }
 
+/// Called whenever bytes arrive from the socket.
+pub type OnReceive = Arc<dyn Fn() + Send + Sync>;
+
 /// The receiving direction.
 #[derive(Default)]
 struct Rx {
+    /// Told of every arrival, a partial record's bytes too.
+    on_receive: Option<OnReceive>,
     keys: Option<Arc<Keys>>,
     next: u64,
     /// Ciphertext received: `buf[pos..end]` is not opened yet.
@@ -189,6 +194,12 @@ impl Wire {
         let n = received.len().min(rx.buf.len());
         rx.buf[..n].copy_from_slice(&received[..n]);
         rx.end = n;
+    }
+
+    /// Calls `f` whenever bytes arrive from the socket (for a watchdog: a
+    /// record's bytes count as they come, not when the record is whole).
+    pub fn on_receive(&self, f: OnReceive) {
+        lock(&self.rx).on_receive = Some(f);
     }
 
     /// True when stream bytes can be read without waiting for the socket:
@@ -270,8 +281,13 @@ impl Wire {
     fn recv(&self, out: &mut [u8]) -> io::Result<usize> {
         let mut rx = lock(&self.rx);
         let Some(keys) = rx.keys.clone() else {
+            let seen = rx.on_receive.clone();
             drop(rx);
-            return (&self.tcp).read(out);
+            let n = (&self.tcp).read(out)?;
+            if let (true, Some(f)) = (n > 0, seen) {
+                f();
+            }
+            return Ok(n);
         };
         if out.is_empty() {
             return Ok(0);
@@ -344,6 +360,9 @@ impl Wire {
                     }
                     let end = rx.end;
                     let n = (&self.tcp).read(&mut rx.buf[end..])?;
+                    if let (true, Some(f)) = (n > 0, &rx.on_receive) {
+                        f();
+                    }
                     if n == 0 {
                         if rx.end == 0 {
                             return Ok(0);
@@ -450,6 +469,35 @@ mod tests {
         assert_eq!(got.len(), want.len());
         assert!(got == want);
         assert!(a.is_sealed() && a.plain_fd().is_none());
+    }
+
+    #[test]
+    fn part_of_a_record_counts_as_arrival() {
+        let (a, b) = pair();
+        let (ka, kb) = keys(b"k", b"k").expect("keys");
+        a.seal(ka, &[]);
+        a.send_all(&[7u8; 1000]).expect("send");
+        let mut record = vec![0u8; 2 + 1000 + 16];
+        Wire::new(b.tcp.try_clone().expect("clone"))
+            .read_exact(&mut record)
+            .expect("the sealed record");
+        let (c, mut d) = pair();
+        d.seal(kb, &[]);
+        let (tx, arrivals) = std::sync::mpsc::channel();
+        d.on_receive(Arc::new(move || {
+            let _ = tx.send(());
+        }));
+        (&c.tcp).write_all(&record[..500]).expect("first half");
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 2000];
+            d.read(&mut buf).map(|n| buf[..n].to_vec())
+        });
+        arrivals
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("half a record is an arrival");
+        (&c.tcp).write_all(&record[500..]).expect("second half");
+        let got = reader.join().expect("reader").expect("read");
+        assert_eq!(got, vec![7u8; 1000]);
     }
 
     #[test]
