@@ -55,6 +55,10 @@ pub struct Entry {
     pub link_to: Option<WireName>,
     /// The file is standard input (`-`): its size is not known.
     pub stdin: bool,
+    /// `local` may be a symlink to follow (a command-line argument, or
+    /// `--follow-links`); else a symlink found there when the file is
+    /// opened replaced it after the walk, and is not followed.
+    pub follow: bool,
 }
 
 /// How to walk.
@@ -139,6 +143,7 @@ fn entry(kind: Kind, local: &Path, name: WireName, md: &Metadata) -> Entry {
         target: Vec::new(),
         link_to: None,
         stdin: false,
+        follow: false,
     }
 }
 
@@ -181,6 +186,7 @@ pub fn walk(sources: &[PathBuf], opts: WalkOptions, stdin_name: Option<&str>) ->
                 target: Vec::new(),
                 link_to: None,
                 stdin: true,
+                follow: false,
             });
             continue;
         }
@@ -198,7 +204,10 @@ pub fn walk(sources: &[PathBuf], opts: WalkOptions, stdin_name: Option<&str>) ->
                     escape(&src.to_string_lossy())
                 )
             })?;
-            w.entries.push(entry(Kind::File, src, name, &md));
+            w.entries.push(Entry {
+                follow: true,
+                ..entry(Kind::File, src, name, &md)
+            });
         } else if md.is_dir() {
             walk_dir(src, &base, opts, &mut w, &mut links)?;
         } else {
@@ -346,6 +355,7 @@ fn walk_dir(
         };
         let kind = if is_dir { Kind::Dir } else { Kind::File };
         let mut e = entry(kind, dent.path(), wire, &md);
+        e.follow = opts.follow_links;
         if kind == Kind::File && md.nlink() > 1 {
             match links.get(&(md.dev(), md.ino())) {
                 Some(first) => {

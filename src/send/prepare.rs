@@ -116,6 +116,34 @@ pub(super) fn hash_batch(batch: &mut Vec<(usize, Unhashed)>, tx: &mpsc::Sender<M
     true
 }
 
+/// Opens a file entry for reading, as it is now: never blocking (a FIFO
+/// put in its place since the walk), never through a symlink put there
+/// since (unless the entry may be followed), and only a regular file.
+fn open_source(entry: &Entry) -> std::io::Result<(File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut flags = libc::O_NONBLOCK;
+    if !entry.follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(&entry.local)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => {
+                std::io::Error::other("it became a symlink since it was listed; not followed")
+            }
+            _ => e,
+        })?;
+    let md = file.metadata()?;
+    if !md.is_file() {
+        return Err(std::io::Error::other(
+            "it is no longer a regular file since it was listed",
+        ));
+    }
+    Ok((file, md))
+}
+
 /// Opens a file and finds its digest: known, cached, or hashed now; or
 /// reads it whole to be hashed with others, if small.
 pub(super) fn prepare(
@@ -153,11 +181,7 @@ pub(super) fn prepare(
     let local = escape(&entry.local.to_string_lossy());
     let unreadable =
         |e: std::io::Error| Step::Ready(Prepared::Unreadable(format!("cannot read {local}: {e}")));
-    let opened = File::open(&entry.local).and_then(|f| {
-        let md = f.metadata()?;
-        Ok((f, md))
-    });
-    let (file, md) = match opened {
+    let (file, md) = match open_source(entry) {
         Ok(pair) => pair,
         Err(e) => return unreadable(e),
     };
@@ -196,5 +220,50 @@ pub(super) fn prepare(
             Step::Ready(Prepared::File(Source::hashed(file, md, md5)))
         }
         Err(e) => unreadable(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::WireName;
+
+    fn file_entry(local: &std::path::Path, follow: bool) -> Entry {
+        Entry {
+            kind: Kind::File,
+            local: local.to_owned(),
+            name: WireName::parse("f").expect("name"),
+            size: 3,
+            mode: 0o644,
+            mtime_s: 0,
+            mtime_ns: 0,
+            target: Vec::new(),
+            link_to: None,
+            stdin: false,
+            follow,
+        }
+    }
+
+    #[test]
+    fn a_file_replaced_after_the_walk_is_not_followed_or_waited_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("secret");
+        std::fs::write(&target, b"abc").expect("write");
+        let link = dir.path().join("f");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        // A file inside a tree that became a symlink: not followed.
+        let e = open_source(&file_entry(&link, false)).expect_err("a symlink");
+        assert!(e.to_string().contains("became a symlink"), "{e}");
+        // A command-line argument (or --follow-links) is followed.
+        let (_, md) = open_source(&file_entry(&link, true)).expect("followed");
+        assert_eq!(md.len(), 3);
+        // A FIFO in its place: refused at once, not waited on.
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).expect("path");
+        // SAFETY: mkfifo reads a NUL-terminated path that lives until the
+        // call returns.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = open_source(&file_entry(&fifo, false)).expect_err("a FIFO");
+        assert!(e.to_string().contains("no longer a regular file"), "{e}");
     }
 }
