@@ -160,6 +160,18 @@ struct Rx {
     pend: usize,
 }
 
+impl Rx {
+    /// The length of the next record, once its header arrived.
+    fn next_len(&self) -> Option<usize> {
+        (self.end - self.pos >= HEADER_LEN).then(|| {
+            usize::from(u16::from_be_bytes([
+                self.buf[self.pos],
+                self.buf[self.pos + 1],
+            ]))
+        })
+    }
+}
+
 /// A TCP connection, plain or sealed (see the module documentation).
 pub struct Wire {
     tcp: TcpStream,
@@ -206,14 +218,10 @@ impl Wire {
     /// an opened record not yet read, or a whole record received.
     pub fn has_buffered(&self) -> bool {
         let rx = lock(&self.rx);
-        if rx.ppos < rx.pend {
-            return true;
-        }
-        let have = rx.end - rx.pos;
-        have >= HEADER_LEN
-            && have
-                >= HEADER_LEN
-                    + usize::from(u16::from_be_bytes([rx.buf[rx.pos], rx.buf[rx.pos + 1]]))
+        rx.ppos < rx.pend
+            || rx
+                .next_len()
+                .is_some_and(|len| rx.end - rx.pos >= HEADER_LEN + len)
     }
 
     /// True once [`Wire::seal`] was called.
@@ -302,8 +310,7 @@ impl Wire {
         let mut done = 0;
         loop {
             let have = rx.end - rx.pos;
-            let len = (have >= HEADER_LEN)
-                .then(|| usize::from(u16::from_be_bytes([rx.buf[rx.pos], rx.buf[rx.pos + 1]])));
+            let len = rx.next_len();
             if len.is_some_and(|l| l <= TAG_LEN) {
                 if done > 0 {
                     return Ok(done);
