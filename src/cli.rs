@@ -144,6 +144,32 @@ pub struct SendArgs {
     /// The name standard input (`-` as PATH) arrives under.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// The cipher of an encrypted session: auto (AES-256-GCM where both
+    /// CPUs have AES instructions, else ChaCha20-Poly1305), or one of them
+    /// (ChaCha20-Poly1305 wins if either side asks for it).
+    #[arg(long, value_enum, default_value_t = CipherArg::Auto, value_name = "CIPHER", env = "FTX_CIPHER")]
+    pub cipher: CipherArg,
+}
+
+/// `--cipher`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CipherArg {
+    /// By the CPU.
+    Auto,
+    /// AES-256-GCM.
+    AesGcm,
+    /// ChaCha20-Poly1305.
+    Chacha20Poly1305,
+}
+
+impl CipherArg {
+    fn choice(self) -> Option<crate::secure::Cipher> {
+        match self {
+            CipherArg::Auto => None,
+            CipherArg::AesGcm => Some(crate::secure::Cipher::AesGcm),
+            CipherArg::Chacha20Poly1305 => Some(crate::secure::Cipher::ChaChaPoly),
+        }
+    }
 }
 
 /// `--hash`.
@@ -206,6 +232,11 @@ pub struct RecvArgs {
     /// receiver left listening on a network.
     #[arg(long)]
     pub require_token: bool,
+    /// The cipher of an encrypted session: auto (AES-256-GCM where both
+    /// CPUs have AES instructions, else ChaCha20-Poly1305), or one of them
+    /// (ChaCha20-Poly1305 wins if either side asks for it).
+    #[arg(long, value_enum, default_value_t = CipherArg::Auto, value_name = "CIPHER", env = "FTX_CIPHER")]
+    pub cipher: CipherArg,
 }
 
 impl BenchArgs {
@@ -295,6 +326,7 @@ impl SendArgs {
                 HashArg::Md5 => crate::digest::Algo::Md5,
                 HashArg::Xxh3 => crate::digest::Algo::Xxh3,
             },
+            cipher: self.cipher.choice(),
         })
     }
 }
@@ -325,6 +357,7 @@ impl RecvArgs {
             max_sessions: usize::try_from(self.max_sessions).unwrap_or(usize::MAX),
             json: self.json,
             token,
+            cipher: self.cipher.choice(),
         })
     }
 }

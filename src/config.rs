@@ -38,6 +38,8 @@ pub struct SendConfig {
     pub token: Option<Token>,
     /// The digest files are checked with.
     pub hash: crate::digest::Algo,
+    /// The cipher asked for when sealed (`None`: by the CPU).
+    pub cipher: Option<crate::secure::Cipher>,
     /// The name standard input (`-` among the sources) arrives under.
     pub stdin_name: Option<String>,
 }
@@ -71,6 +73,8 @@ pub struct RecvConfig {
     pub json: bool,
     /// Shared token senders must prove, if any.
     pub token: Option<Token>,
+    /// The cipher asked for when sealed (`None`: by the CPU).
+    pub cipher: Option<crate::secure::Cipher>,
 }
 
 /// Default size of the single-file case (1 GiB).

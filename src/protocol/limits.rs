@@ -11,11 +11,14 @@ pub const MAX_NAME_LEN: usize = 4096;
 pub const MAX_COMPONENT_LEN: usize = 255;
 /// Most components (directory depth + 1) in a wire name.
 pub const MAX_DEPTH: usize = 128;
-/// HELLO flags this build knows (none yet): any other bit is refused.
-pub const HELLO_FLAGS: u32 = 0;
+/// HELLO flags this build knows: bit 0, the sender would rather have
+/// ChaCha20-Poly1305 ([`crate::secure::HELLO_CHACHA`]). Any other bit is
+/// refused.
+pub const HELLO_FLAGS: u32 = 1;
 /// WELCOME flags this build knows: bit 0, the session is sealed
-/// ([`crate::auth::FLAG_SEALED`]). Any other bit is refused.
-pub const WELCOME_FLAGS: u32 = 1;
+/// ([`crate::auth::FLAG_SEALED`]); bit 1, with ChaCha20-Poly1305
+/// ([`crate::secure::WELCOME_CHACHA`]). Any other bit is refused.
+pub const WELCOME_FLAGS: u32 = 3;
 /// Protocol version spoken by this build.
 pub const VERSION: u16 = 2;
 /// Magic at the start of HELLO.

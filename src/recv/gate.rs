@@ -21,7 +21,7 @@ use super::types::*;
 use crate::auth;
 use crate::protocol::limits::{AGENT, VERSION};
 use crate::protocol::{decode, encode, ErrorCode, Frame};
-use crate::secure::{self, Keys};
+use crate::secure::{self, Cipher, Keys};
 use anyhow::{Context, Result};
 use polling::{Event, Events, Poller};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -63,8 +63,8 @@ enum Stage {
     /// Waiting for HELLO.
     Hello,
     /// WELCOME sent, the session sealed; waiting for NOISE. The
-    /// handshake's prologue (HELLO and WELCOME).
-    Noise(Vec<u8>),
+    /// handshake's prologue (HELLO and WELCOME) and cipher.
+    Noise(Vec<u8>, Cipher),
 }
 
 /// A connection waiting for its handshake.
@@ -299,7 +299,7 @@ impl<'a> Gate<'a> {
             if let Some(p) = self.pending.get(&key) {
                 let what = match p.stage {
                     Stage::Hello => "HELLO",
-                    Stage::Noise(_) => "NOISE (a sender without the token?)",
+                    Stage::Noise(..) => "NOISE (a sender without the token?)",
                 };
                 let line = format!("closed the connection before {what}");
                 self.close_logged(key, None, &line);
@@ -329,9 +329,9 @@ impl<'a> Gate<'a> {
                     let busy = (active >= self.sh.cfg.max_sessions).then_some(active);
                     on_hello(&frame, busy).map(|()| None)
                 }
-                Stage::Noise(prologue) => match self.sh.cfg.token.as_ref() {
+                Stage::Noise(prologue, cipher) => match self.sh.cfg.token.as_ref() {
                     Some(token) => {
-                        on_noise(&frame, |m| secure::respond(token, prologue, m)).map(Some)
+                        on_noise(&frame, |m| secure::respond(token, prologue, *cipher, m)).map(Some)
                     }
                     None => Err(refused(ErrorCode::Internal, "no token")),
                 },
@@ -366,9 +366,15 @@ impl<'a> Gate<'a> {
                 // HELLO accepted: WELCOME, then NOISE or the session.
                 Ok(None) => {
                     let sealed = self.sh.cfg.token.is_some();
+                    let cipher = session_cipher(&frame, self.sh.cfg.cipher);
+                    let flags = match (sealed, cipher) {
+                        (false, _) => 0,
+                        (true, Cipher::AesGcm) => auth::FLAG_SEALED,
+                        (true, Cipher::ChaChaPoly) => auth::FLAG_SEALED | secure::WELCOME_CHACHA,
+                    };
                     let welcome = Frame::Welcome {
                         version: VERSION,
-                        flags: if sealed { auth::FLAG_SEALED } else { 0 },
+                        flags,
                         agent: AGENT.into(),
                     };
                     if !send_now(&mut p.stream, &welcome) {
@@ -376,7 +382,7 @@ impl<'a> Gate<'a> {
                         return;
                     }
                     if sealed {
-                        p.stage = Stage::Noise(secure::prologue(&frame, &welcome));
+                        p.stage = Stage::Noise(secure::prologue(&frame, &welcome), cipher);
                     } else {
                         self.done(key, None);
                         return;
@@ -456,6 +462,17 @@ impl Drop for Gate<'_> {
         for p in self.pending.values() {
             let _ = self.poller.delete(&p.stream);
         }
+    }
+}
+
+/// The cipher of a sealed session: ChaCha20-Poly1305 if the sender's HELLO
+/// asks for it or this receiver would rather have it, else AES-256-GCM.
+fn session_cipher(hello: &Frame, choice: Option<Cipher>) -> Cipher {
+    let asked = matches!(hello, Frame::Hello { flags, .. } if flags & secure::HELLO_CHACHA != 0);
+    if asked || Cipher::preferred(choice) == Cipher::ChaChaPoly {
+        Cipher::ChaChaPoly
+    } else {
+        Cipher::AesGcm
     }
 }
 

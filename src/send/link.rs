@@ -7,8 +7,8 @@ use crate::conn::{Conn, ConnError};
 use crate::exit::{Exit, ExitError};
 use crate::protocol::limits::{AGENT, VERSION, WELCOME_FLAGS};
 use crate::protocol::Frame;
-use crate::secure::Initiator;
 use crate::secure::Wire;
+use crate::secure::{Cipher, Initiator, HELLO_CHACHA, WELCOME_CHACHA};
 use anyhow::{Context, Result};
 use std::sync::mpsc;
 
@@ -47,10 +47,14 @@ pub(super) fn handshake(
     conn: &mut Conn<Wire>,
     target: &str,
     token: Option<&crate::auth::Token>,
+    cipher: Option<Cipher>,
 ) -> Result<(), Broken> {
+    // With a token, say whether this side would rather have ChaCha20 (no
+    // AES instructions here); the receiver picks.
+    let chacha = token.is_some() && Cipher::preferred(cipher) == Cipher::ChaChaPoly;
     let hello = Frame::Hello {
         version: VERSION,
-        flags: 0,
+        flags: if chacha { HELLO_CHACHA } else { 0 },
         agent: AGENT.into(),
     };
     conn.send(&hello)
@@ -110,9 +114,14 @@ pub(super) fn handshake(
             ))
         }
     };
+    let cipher = if flags & WELCOME_CHACHA != 0 {
+        Cipher::ChaChaPoly
+    } else {
+        Cipher::AesGcm
+    };
     let prologue = crate::secure::prologue(&hello, &welcome);
     let (init, first) =
-        Initiator::start(token, &prologue).map_err(|e| lasting(anyhow::Error::new(e)))?;
+        Initiator::start(token, &prologue, cipher).map_err(|e| lasting(anyhow::Error::new(e)))?;
     conn.send(&Frame::Noise { message: first })?;
     match conn
         .expect_frame()

@@ -113,7 +113,7 @@ impl Sender<'_> {
         net::tune(&stream, self.cfg.timeout)
             .with_context(|| format!("cannot set up the connection to {target}"))?;
         let mut conn = Conn::new(Wire::new(stream));
-        handshake(&mut conn, target, self.cfg.token.as_ref())?;
+        handshake(&mut conn, target, self.cfg.token.as_ref(), self.cfg.cipher)?;
         let reader = conn
             .get_ref()
             .try_clone()

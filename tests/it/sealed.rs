@@ -360,3 +360,56 @@ fn garbage_records_after_a_good_handshake_are_refused_and_the_receiver_keeps_ser
         "each garbage session ends at its first record:\n{log}"
     );
 }
+
+/// The WELCOME flags in what a receiver sent first (captured).
+fn welcome_flags(down: &[u8]) -> u32 {
+    match ftx::protocol::frame::decode(down).expect("a frame") {
+        Some((ftx::protocol::Frame::Welcome { flags, .. }, _)) => flags,
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_cipher_is_chacha20_when_either_side_asks_for_it() {
+    use ftx::secure::{Cipher, HELLO_CHACHA, WELCOME_CHACHA};
+    // What this machine picks by itself (AES-GCM where the CPU has AES).
+    let own = if Cipher::preferred(None) == Cipher::ChaChaPoly {
+        WELCOME_CHACHA
+    } else {
+        0
+    };
+    let mut fx = sealed_receiver(&[]);
+    let (_, flags, _) = Raw::hello(fx.rx.addr);
+    assert_eq!(flags, 1 | own, "a sender that asks for nothing");
+    // A sender that asks for ChaCha20 gets it, and the session works.
+    let (mut raw, flags, prologue) = Raw::hello_with(fx.rx.addr, HELLO_CHACHA);
+    assert_eq!(flags, 1 | WELCOME_CHACHA, "a sender that asks for ChaCha20");
+    raw.seal(TOKEN, &prologue);
+    raw.send_good_file(1, "raw-chacha.txt", b"sealed with ChaCha20-Poly1305");
+    assert_eq!(raw.end(), (1, 0));
+
+    // The real sender with --cipher chacha20-poly1305.
+    let file = fx.src.join("chacha.bin");
+    write_random(&file, 3_000_000, 44);
+    let proxy = Proxy::start(fx.rx.addr, Mode::Capture);
+    let out = send_sealed(&["--cipher", "chacha20-poly1305", s(&file)], proxy.addr);
+    assert_status(&out, 0, "send --cipher chacha20-poly1305");
+    assert_eq!(md5_hex(fx.rx.out.join("chacha.bin")), md5_hex(&file));
+    let (_, down) = proxy.captured();
+    assert_eq!(welcome_flags(&down), 1 | WELCOME_CHACHA);
+    drop(proxy);
+    fx.stop();
+
+    // A receiver with --cipher chacha20-poly1305, a default sender.
+    let mut fx = sealed_receiver(&["--cipher", "chacha20-poly1305"]);
+    let file = fx.src.join("chacha2.bin");
+    write_random(&file, 3_000_000, 45);
+    let proxy = Proxy::start(fx.rx.addr, Mode::Capture);
+    let out = send_sealed(&[s(&file)], proxy.addr);
+    assert_status(&out, 0, "send to a receiver asking for ChaCha20");
+    assert_eq!(md5_hex(fx.rx.out.join("chacha2.bin")), md5_hex(&file));
+    let (_, down) = proxy.captured();
+    assert_eq!(welcome_flags(&down), 1 | WELCOME_CHACHA);
+    drop(proxy);
+    fx.stop();
+}

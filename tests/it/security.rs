@@ -856,7 +856,8 @@ fn check_token_receiver(fx: &mut Fixture, tag: &str) {
     let mut other = prologue.clone();
     other.push(0);
     let token = ftx::auth::Token::new(TOKEN.as_bytes());
-    let (_, first) = ftx::secure::Initiator::start(&token, &other).expect("NOISE 1");
+    let cipher = ftx::secure::Cipher::preferred(None);
+    let (_, first) = ftx::secure::Initiator::start(&token, &other, cipher).expect("NOISE 1");
     raw.send(&Frame::Noise { message: first });
     raw.expect_error(error_code::AUTH);
 

@@ -25,6 +25,7 @@ fn config(out: &std::path::Path) -> RecvConfig {
         max_sessions: 64,
         json: false,
         token: None,
+        cipher: None,
     }
 }
 

@@ -61,6 +61,8 @@ pub struct Raw {
     pub stream: TcpStream,
     /// Set once [`Raw::seal`] did the encrypted handshake.
     wire: Option<ftx::secure::Wire>,
+    /// The flags of the WELCOME [`Raw::hello`] got.
+    welcome_flags: u32,
     buf: Vec<u8>,
 }
 
@@ -77,6 +79,7 @@ impl Raw {
         Raw {
             stream,
             wire: None,
+            welcome_flags: 0,
             buf: Vec::new(),
         }
     }
@@ -84,16 +87,22 @@ impl Raw {
     /// Connects and does HELLO (agent "evil") → WELCOME; returns the
     /// WELCOME flags and the prologue of a sealed session's handshake.
     pub fn hello(addr: SocketAddr) -> (Raw, u32, Vec<u8>) {
+        Raw::hello_with(addr, 0)
+    }
+
+    /// [`Raw::hello`] with these HELLO flags.
+    pub fn hello_with(addr: SocketAddr, flags: u32) -> (Raw, u32, Vec<u8>) {
         let mut raw = Raw::connect(addr);
         let hello = Frame::Hello {
             version: ftx::protocol::limits::VERSION,
-            flags: 0,
+            flags,
             agent: "evil".into(),
         };
         raw.send(&hello);
         match raw.expect("WELCOME") {
             welcome @ Frame::Welcome { version, flags, .. } => {
                 assert_eq!(version, ftx::protocol::limits::VERSION, "WELCOME version");
+                raw.welcome_flags = flags;
                 (raw, flags, ftx::secure::prologue(&hello, &welcome))
             }
             other => panic!("expected WELCOME, got {other:?}"),
@@ -104,7 +113,13 @@ impl Raw {
     /// sealed flag): from now on frames go through records.
     pub fn seal(&mut self, token: &str, prologue: &[u8]) {
         let token = ftx::auth::Token::new(token.as_bytes());
-        let (init, first) = ftx::secure::Initiator::start(&token, prologue).expect("NOISE 1");
+        let cipher = if self.welcome_flags & ftx::secure::WELCOME_CHACHA != 0 {
+            ftx::secure::Cipher::ChaChaPoly
+        } else {
+            ftx::secure::Cipher::AesGcm
+        };
+        let (init, first) =
+            ftx::secure::Initiator::start(&token, prologue, cipher).expect("NOISE 1");
         self.send(&Frame::Noise { message: first });
         let Frame::Noise { message } = self.expect("NOISE") else {
             panic!("expected NOISE");
