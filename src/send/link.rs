@@ -6,7 +6,7 @@ use super::types::*;
 use crate::conn::{Conn, ConnError};
 use crate::exit::{Exit, ExitError};
 use crate::protocol::limits::{AGENT, VERSION, WELCOME_FLAGS};
-use crate::protocol::Frame;
+use crate::protocol::{ErrorCode, Frame};
 use crate::secure::Wire;
 use crate::secure::{Cipher, Initiator, HELLO_CHACHA, WELCOME_CHACHA};
 use anyhow::{Context, Result};
@@ -139,6 +139,13 @@ pub(super) fn handshake(
             }
             conn.get_ref().seal(keys, &[]);
             Ok(())
+        }
+        Frame::Error { code, message } if code == ErrorCode::Auth.code() => {
+            let why = format!(
+                "the receiver holds another token (it said: {})",
+                crate::sanitize::escape(&message)
+            );
+            Err(lasting(ExitError::new(Exit::Auth, why).into()))
         }
         Frame::Error { code, message } => Err(peer_error(code, &message)
             .context(format!("{target} refused the session"))
