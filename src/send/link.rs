@@ -7,8 +7,7 @@ use crate::conn::{Conn, ConnError};
 use crate::exit::{Exit, ExitError};
 use crate::protocol::limits::{AGENT, VERSION, WELCOME_FLAGS};
 use crate::protocol::{ErrorCode, Frame};
-use crate::secure::Wire;
-use crate::secure::{Cipher, Initiator, HELLO_CHACHA, WELCOME_CHACHA};
+use crate::secure::{Cipher, Initiator, Wire, HELLO_CHACHA, WELCOME_CHACHA};
 use anyhow::{Context, Result};
 use std::sync::mpsc;
 
@@ -41,8 +40,7 @@ pub(super) fn spawn_reader(stream: Wire, tx: mpsc::Sender<Msg>, gen: u64) -> Res
     Ok(())
 }
 
-/// HELLO → WELCOME, then, when the receiver has a token, NOISE both ways:
-/// from then on the connection is sealed.
+/// HELLO → WELCOME, then, when the receiver has a token, [`seal`].
 pub(super) fn handshake(
     conn: &mut Conn<Wire>,
     target: &str,
@@ -114,12 +112,25 @@ pub(super) fn handshake(
             ))
         }
     };
+    seal(conn, target, token, &hello, &welcome, flags)
+}
+
+/// NOISE both ways, after HELLO and WELCOME (with `flags`): the session's
+/// keys; from then on the connection is sealed.
+fn seal(
+    conn: &mut Conn<Wire>,
+    target: &str,
+    token: &crate::auth::Token,
+    hello: &Frame,
+    welcome: &Frame,
+    flags: u32,
+) -> Result<(), Broken> {
     let cipher = if flags & WELCOME_CHACHA != 0 {
         Cipher::ChaChaPoly
     } else {
         Cipher::AesGcm
     };
-    let prologue = crate::secure::prologue(&hello, &welcome);
+    let prologue = crate::secure::prologue(hello, welcome);
     let (init, first) =
         Initiator::start(token, &prologue, cipher).map_err(|e| lasting(anyhow::Error::new(e)))?;
     conn.send(&Frame::Noise { message: first })?;
