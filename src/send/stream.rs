@@ -3,7 +3,8 @@
 //! the same bytes from the page cache, so the socket never waits for MD5;
 //! the digest follows the body in a DIGEST frame. One MD5 pass on each
 //! side, at the same time, where hashing first and then sending costs two
-//! in series.
+//! in series. On a sealed connection (no `sendfile`) each chunk is read
+//! once, sealed and sent, then hashed from the same buffer.
 
 use super::answer::{extents, sparse};
 use super::types::*;
@@ -42,6 +43,13 @@ impl Sender<'_> {
         } else {
             vec![(0, size, false)]
         };
+        if conn.get_ref().is_sealed() {
+            let md5 = self
+                .send_extents_sealed(conn, id, idx, file, &extents)?
+                .with_context(|| format!("cannot read {local}"))?;
+            conn.queue(&Frame::Digest { id, md5 });
+            return Ok(md5);
+        }
         let reader = file
             .try_clone()
             .with_context(|| format!("cannot read {local}"))?;
@@ -98,6 +106,141 @@ impl Sender<'_> {
             sent?;
         }
         Ok(())
+    }
+}
+
+/// What the session thread hands the hash thread of a sealed body.
+enum Piece {
+    /// Bytes it read and sent (the buffer goes back for the next read).
+    Data(Vec<u8>, usize),
+    /// A hole of this many zero bytes.
+    Zeros(u64),
+}
+
+impl Sender<'_> {
+    /// [`Sender::body_hashing`] on a sealed connection, where the body
+    /// cannot go by `sendfile` anyway: each chunk is read once, sealed and
+    /// sent, then hashed by `ftx-md5` from the same buffer (a second read
+    /// of the file would cost one more copy of every byte). The inner
+    /// result is the digest, or why the file could not be read.
+    fn send_extents_sealed(
+        &mut self,
+        conn: &mut Conn<Wire>,
+        id: u32,
+        idx: usize,
+        file: &File,
+        extents: &[(u64, u64, bool)],
+    ) -> Result<std::io::Result<Md5Digest>, Broken> {
+        let algo = self.cfg.hash;
+        let (to_hash, pieces) = mpsc::sync_channel::<Piece>(DEPTH);
+        let (back, free) = mpsc::channel::<Vec<u8>>();
+        std::thread::scope(|sc| {
+            let hasher = std::thread::Builder::new()
+                .name("ftx-md5".into())
+                .spawn_scoped(sc, move || {
+                    let zeros = vec![0u8; CHUNK];
+                    let mut h = Hasher::with(algo);
+                    for piece in pieces {
+                        match piece {
+                            Piece::Data(buf, n) => {
+                                h.update(&buf[..n]);
+                                let _ = back.send(buf);
+                            }
+                            Piece::Zeros(mut len) => {
+                                while len > 0 {
+                                    let k = usize::try_from(len).unwrap_or(CHUNK).min(CHUNK);
+                                    h.update(&zeros[..k]);
+                                    len -= k as u64;
+                                }
+                            }
+                        }
+                    }
+                    h.finish()
+                })
+                .context("cannot start the hashing thread")?;
+            let sent = self.send_pieces(conn, id, idx, file, extents, &to_hash, &free);
+            drop(to_hash);
+            let md5 = hasher
+                .join()
+                .map_err(|_| anyhow::anyhow!("internal error: the hashing thread panicked"))?;
+            Ok(sent?.map(|()| md5))
+        })
+    }
+
+    /// The sending half of [`Sender::send_extents_sealed`]: an error of
+    /// the connection is the outer one, a read error the inner one.
+    #[allow(clippy::too_many_arguments)]
+    fn send_pieces(
+        &mut self,
+        conn: &mut Conn<Wire>,
+        id: u32,
+        idx: usize,
+        file: &File,
+        extents: &[(u64, u64, bool)],
+        to_hash: &mpsc::SyncSender<Piece>,
+        free: &mpsc::Receiver<Vec<u8>>,
+    ) -> Result<std::io::Result<()>, Broken> {
+        let mut made = 0;
+        for &(at, len, hole) in extents {
+            let frame = if hole {
+                Frame::Hole {
+                    id,
+                    offset: at,
+                    length: len,
+                }
+            } else {
+                Frame::Body {
+                    id,
+                    offset: at,
+                    length: len,
+                }
+            };
+            conn.queue(&frame);
+            if hole {
+                let _ = to_hash.send(Piece::Zeros(len));
+                self.sending.inc(len);
+                self.total.inc(len);
+                self.items[idx].shown += len;
+                continue;
+            }
+            let mut pos = at;
+            while pos < at + len {
+                let mut buf = match free.try_recv() {
+                    Ok(b) => b,
+                    Err(_) if made < DEPTH + 2 => {
+                        made += 1;
+                        vec![0u8; CHUNK]
+                    }
+                    Err(_) => free.recv().map_err(|_| {
+                        anyhow::anyhow!("internal error: the hashing thread stopped")
+                    })?,
+                };
+                let k = usize::try_from(at + len - pos).unwrap_or(CHUNK).min(CHUNK);
+                let n = match file.read_at(&mut buf[..k], pos) {
+                    Ok(0) => {
+                        return Ok(Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the file shrank while it was sent",
+                        )))
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Ok(Err(e)),
+                };
+                conn.write_raw(&buf[..n])?;
+                pos += n as u64;
+                self.sending.inc(n as u64);
+                self.total.inc(n as u64);
+                self.items[idx].shown += n as u64;
+                self.tally.wire += n as u64;
+                if to_hash.send(Piece::Data(buf, n)).is_err() {
+                    return Err(
+                        anyhow::anyhow!("internal error: the hashing thread stopped").into(),
+                    );
+                }
+            }
+        }
+        Ok(Ok(()))
     }
 }
 

@@ -4,7 +4,9 @@
 //! user asked for it to be left out. Real `ftx recv` and `ftx send`.
 
 use crate::common::raw::{file_offer, Raw};
-use crate::common::{assert_status, dirs, send, text, Receiver};
+use crate::common::{
+    assert_status, dirs, run_with_timeout, s, send, send_cmd, text, Receiver, SEND_TIMEOUT,
+};
 use ftx::protocol::frame::{reject_code, result_status, Frame};
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt};
@@ -208,6 +210,16 @@ fn allocated(path: &Path) -> u64 {
 
 #[test]
 fn sparse_files_cross_as_their_data_and_land_sparse() {
+    sparse_case(None);
+}
+
+#[test]
+fn sparse_files_cross_as_their_data_and_land_sparse_in_an_encrypted_session() {
+    sparse_case(Some("0f1e2d3c4b5a69788796a5b4c3d2e1f0"));
+}
+
+/// Sparse files, plain or (with a token) encrypted.
+fn sparse_case(token: Option<&str>) {
     let d = dirs();
     let t = d.src.join("vm");
     fs::create_dir(&t).expect("mkdir");
@@ -222,11 +234,21 @@ fn sparse_files_cross_as_their_data_and_land_sparse() {
     sparse_file(&t.join("empty.img"), 32 << 20, &[]);
     sparse_file(&t.join("small.img"), 3 << 20, &[(1 << 20, 4096)]);
     let data_bytes = (1u64 << 20) + 65536 + 4096;
-    let rx = Receiver::start(&d.out, &[]);
-    let out = send(
-        &["--json", "--no-cache", t.to_str().expect("utf-8")],
-        rx.addr,
-    );
+    let token_file = d.t().join("token");
+    let rx = match token {
+        Some(tok) => {
+            fs::write(&token_file, tok).expect("token");
+            Receiver::start(&d.out, &["--token-file", s(&token_file)])
+        }
+        None => Receiver::start(&d.out, &[]),
+    };
+    let mut cmd = send_cmd();
+    if let Some(tok) = token {
+        cmd.env("FTX_TOKEN", tok);
+    }
+    cmd.args(["--json", "--no-cache", t.to_str().expect("utf-8")])
+        .arg(rx.addr.to_string());
+    let out = run_with_timeout(cmd, SEND_TIMEOUT);
     assert_status(&out, 0, "send sparse files");
     let err = text(&out.stderr);
     assert!(err.contains(" on the wire)"), "the summary says so:\n{err}");
