@@ -19,6 +19,9 @@ pub const HELLO_FLAGS: u32 = 1;
 /// ([`crate::auth::FLAG_SEALED`]); bit 1, with ChaCha20-Poly1305
 /// ([`crate::secure::WELCOME_CHACHA`]). Any other bit is refused.
 pub const WELCOME_FLAGS: u32 = 3;
+/// Entries (FILE and DIR offers) one session may offer: a receiver ends a
+/// session that offers more; a sender with more opens another session.
+pub const MAX_SESSION_ENTRIES: usize = 1 << 20;
 /// Protocol version spoken by this build.
 pub const VERSION: u16 = 2;
 /// Magic at the start of HELLO.

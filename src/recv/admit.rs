@@ -48,8 +48,8 @@ pub(super) enum Answer {
 /// Entries (FILE and DIR offers with valid names) one session may offer;
 /// beyond that the session is ended as a protocol error. It bounds what a
 /// session remembers of its names (two 64-bit hashes each, about 25 MiB at
-/// most).
-pub(super) const MAX_ENTRIES: usize = 1 << 20;
+/// most). The ftx sender opens a new session before it gets there.
+pub(super) const MAX_ENTRIES: usize = crate::protocol::limits::MAX_SESSION_ENTRIES;
 
 /// The keys a name is remembered by in a session: a hash of the name
 /// itself, and one of its portable form (NFC, then lower case), under

@@ -263,6 +263,9 @@ pub(super) const INLINE_MAX: u64 = 64 << 10;
 pub(super) struct Link {
     pub(super) conn: Conn<Wire>,
     pub(super) gen: u64,
+    /// Offers sent on it (a session may carry
+    /// [`crate::protocol::limits::MAX_SESSION_ENTRIES`]).
+    pub(super) offers: usize,
 }
 
 /// An offer waiting for its answer.

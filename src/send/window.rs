@@ -10,6 +10,7 @@ use super::verdict::Verdict;
 use crate::conn::{Conn, ConnError};
 use crate::exit::Exit;
 use crate::net;
+use crate::protocol::limits::MAX_SESSION_ENTRIES;
 use crate::protocol::Frame;
 use crate::sanitize::escape;
 use crate::secure::Wire;
@@ -127,7 +128,11 @@ impl Sender<'_> {
             .set_read_timeout(None)
             .with_context(|| format!("cannot set up the connection to {target}"))?;
         spawn_reader(reader, tx.clone(), gen)?;
-        Ok(Link { conn, gen })
+        Ok(Link {
+            conn,
+            gen,
+            offers: 0,
+        })
     }
 
     /// The windowed exchange of one attempt. When nothing is in flight and
@@ -156,7 +161,7 @@ impl Sender<'_> {
             }
             if let Some(l) = link.as_mut() {
                 let mut sent = false;
-                while answers.len() + results.len() < WINDOW {
+                while answers.len() + results.len() < WINDOW && l.offers < MAX_SESSION_ENTRIES {
                     let Some((idx, prep)) = ready.pop_front() else {
                         break;
                     };
@@ -164,12 +169,26 @@ impl Sender<'_> {
                     let _ = permits.send(());
                     if let Some(offer) = self.offer(&mut l.conn, idx, prep)? {
                         answers.push_back(offer);
+                        l.offers += 1;
                         sent = true;
                     }
                 }
                 if sent {
                     l.conn.flush()?;
                 }
+            }
+            // A session full of entries ends once it is settled; the rest
+            // go in the next one.
+            let settled = answers.is_empty() && results.is_empty();
+            if settled
+                && link
+                    .as_ref()
+                    .is_some_and(|l| l.offers >= MAX_SESSION_ENTRIES)
+            {
+                if let Some(l) = link.take() {
+                    self.end_session(l, rx)?;
+                }
+                continue;
             }
             if offered == count && answers.is_empty() && results.is_empty() {
                 break;
