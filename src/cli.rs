@@ -358,6 +358,7 @@ impl RecvArgs {
             json: self.json,
             token,
             cipher: self.cipher.choice(),
+            max_names: crate::config::DEFAULT_MAX_NAMES,
         })
     }
 }

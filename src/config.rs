@@ -75,7 +75,16 @@ pub struct RecvConfig {
     pub token: Option<Token>,
     /// The cipher asked for when sealed (`None`: by the CPU).
     pub cipher: Option<crate::secure::Cipher>,
+    /// Names of entries all live sessions together remember at most (each
+    /// session remembers its own, to refuse duplicates); a session that
+    /// would go beyond is told busy. [`DEFAULT_MAX_NAMES`] from the
+    /// command line.
+    pub max_names: usize,
 }
+
+/// Default of [`RecvConfig::max_names`]: two sessions of 2^20 entries,
+/// about 70 MiB of names at most, however many sessions run.
+pub const DEFAULT_MAX_NAMES: usize = 1 << 21;
 
 /// Default size of the single-file case (1 GiB).
 pub const DEFAULT_SIZE: u64 = 1 << 30;

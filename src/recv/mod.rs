@@ -140,6 +140,7 @@ fn serve_in(
             cfg.verbose,
         ),
         active: AtomicUsize::new(0),
+        remembered: AtomicUsize::new(0),
         inflight: Mutex::new(HashMap::new()),
         live: Mutex::new(HashMap::new()),
         stopping: shutdown,

@@ -16,6 +16,7 @@ use anyhow::Result;
 use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, OpenOptions};
 use std::io::{self};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,7 +33,9 @@ impl<'a> Session<'a, '_> {
         };
         admit::name(name.as_ref().map(|_| ()), seen)?;
         if let Some((exact, folded)) = keys {
-            self.seen.insert(folded, exact);
+            if self.seen.insert(folded, exact).is_none() {
+                self.sh.remembered.fetch_add(1, Ordering::Relaxed);
+            }
         }
         // (admit::name refused every invalid name above.)
         name.map_err(|e| refusal(Reject::UnsafeName, e.to_string()))

@@ -17,6 +17,7 @@ use crate::protocol::Frame;
 use crate::secure::Wire;
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// A session may have this many accepted files waiting for their BODY (each
@@ -89,6 +90,7 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
         // Files already received are verified and placed even if the
         // session breaks: the commit thread goes on with what is queued.
         let result = s.serve();
+        sh.remembered.fetch_sub(s.seen.len(), Ordering::Relaxed);
         s.verify_small();
         s.drop_unstarted();
         s.log_quiet_refusals();
@@ -166,6 +168,19 @@ impl<'a> Session<'a, '_> {
                 Frame::File(_) if self.awaiting.len() >= MAX_AWAITING => {
                     let msg = format!("more than {MAX_AWAITING} accepted files without their BODY");
                     return Err(self.protocol_error(msg));
+                }
+                Frame::File(_) | Frame::Dir(_)
+                    if self.sh.remembered.load(Ordering::Relaxed) >= self.sh.cfg.max_names =>
+                {
+                    let msg = format!(
+                        "receiver busy: its sessions remember {} names already, try again later",
+                        self.sh.cfg.max_names
+                    );
+                    let _ = self.conn.send(&Frame::Error {
+                        code: ErrorCode::Busy.code(),
+                        message: msg.clone(),
+                    });
+                    bail!("{msg}");
                 }
                 Frame::File(_) | Frame::Dir(_) if self.seen.len() >= admit::MAX_ENTRIES => {
                     let msg = format!(

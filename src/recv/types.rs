@@ -76,6 +76,9 @@ pub(super) struct Shared {
     pub(super) root: Dir,
     pub(super) progress: Progress,
     pub(super) active: AtomicUsize,
+    /// Names the live sessions remember (to refuse duplicates), in all: at
+    /// most [`RecvConfig::max_names`].
+    pub(super) remembered: AtomicUsize,
     /// Targets being written right now, by wire name, across sessions.
     pub(super) inflight: Mutex<HashMap<String, SocketAddr>>,
     /// The connections being served, so an interrupt can end them.

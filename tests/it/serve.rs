@@ -26,6 +26,7 @@ fn config(out: &std::path::Path) -> RecvConfig {
         json: false,
         token: None,
         cipher: None,
+        max_names: ftx::config::DEFAULT_MAX_NAMES,
     }
 }
 
@@ -69,4 +70,49 @@ fn in_process_receiver_refuses_a_missing_output_directory() {
     let err = serve(listener, &config(&missing), Shutdown::default())
         .expect_err("a missing output directory is an error");
     assert!(format!("{err:#}").contains("nope"), "{err:#}");
+}
+
+#[test]
+fn names_remembered_across_sessions_are_capped_and_given_back() {
+    use crate::common::raw::Raw;
+    use ftx::protocol::frame::error_code;
+    let d = dirs();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    let addr = listener.local_addr().expect("address");
+    let shutdown = Shutdown::default();
+    let cfg = RecvConfig {
+        max_names: 5,
+        ..config(&d.out)
+    };
+    let stop = shutdown.clone();
+    let server = std::thread::spawn(move || serve(listener, &cfg, stop));
+
+    // One session holds 3 names; a second one gets 2 more, then busy.
+    let mut first = Raw::session(addr);
+    for i in 0..3 {
+        first.make_dir(i + 1, &format!("a{i}"), 0o755);
+    }
+    let mut second = Raw::session(addr);
+    second.make_dir(1, "b0", 0o755);
+    second.make_dir(2, "b1", 0o755);
+    second.send(&crate::common::raw::dir_offer(3, b"b2", 0o755));
+    let msg = second.expect_error(error_code::BUSY);
+    assert!(msg.contains("busy"), "{msg}");
+    // The first one goes on and ends well; its names are given back.
+    assert_eq!(first.end().1, 0, "no failure");
+    let mut third = Raw::session(addr);
+    for i in 0..5 {
+        third.make_dir(i + 1, &format!("c{i}"), 0o755);
+    }
+    assert_eq!(third.end().1, 0, "no failure");
+    for i in 0..5 {
+        assert!(d.out.join(format!("c{i}")).is_dir());
+    }
+
+    shutdown.trigger();
+    let exit = server
+        .join()
+        .expect("the receiver thread does not panic")
+        .expect("serve ends without an error");
+    assert_eq!(exit, Exit::Interrupted);
 }
