@@ -83,7 +83,7 @@ pub struct RecvConfig {
 }
 
 /// Default of [`RecvConfig::max_names`]: two sessions of 2^20 entries,
-/// about 70 MiB of names at most, however many sessions run.
+/// under 100 MiB of names however many sessions run.
 pub const DEFAULT_MAX_NAMES: usize = 1 << 21;
 
 /// Default size of the single-file case (1 GiB).
