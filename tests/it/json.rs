@@ -4,23 +4,17 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, ExitStatus, Output, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::{ExitStatus, Output};
+use std::time::Duration;
 
 use crate::common::{
     assert_status, copy_tree, dirs, fixtures, ftx_cmd, md5_hex, run_with_timeout, s, send, text,
-    watch_exit, write_random, Mode, Proxy,
+    write_random, Mode, Proxy, Receiver,
 };
 use serde_json::Value;
 
-/// How long a receiver may take to print its `listening` event.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a `--once` receiver may take to exit after its sender did.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -134,21 +128,16 @@ fn position(events: &[Value], k: &str, path: &str) -> usize {
 // A `--json` receiver
 // ---------------------------------------------------------------------------
 
-/// A running `ftx recv --json --port 0 --bind 127.0.0.1 --out OUT ...`.
-/// Its first stdout line (the `listening` event) is parsed by [`start`];
-/// the rest is read on a thread. Killed on drop.
+/// A running `ftx recv --json --port 0 --bind 127.0.0.1 --out OUT ...`
+/// (a [`Receiver`]) and its first stdout line, the `listening` event,
+/// checked by [`start`]. Killed on drop.
 ///
 /// [`start`]: JsonReceiver::start
 struct JsonReceiver {
-    child: Child,
+    rx: Receiver,
     addr: SocketAddr,
     /// The `listening` event.
     listening: Value,
-    lines_rx: mpsc::Receiver<String>,
-    stdout_done: mpsc::Receiver<()>,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    stderr_done: mpsc::Receiver<()>,
-    exited: mpsc::Receiver<()>,
 }
 
 impl JsonReceiver {
@@ -164,66 +153,9 @@ impl JsonReceiver {
             "--out",
         ])
         .arg(out)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
-        let exited = watch_exit(child.id());
-
-        let (lines_tx, lines_rx) = mpsc::channel();
-        let (out_done_tx, stdout_done) = mpsc::channel();
-        let stdout = child.stdout.take().expect("stdout is piped");
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
-            }
-            let _ = out_done_tx.send(());
-        });
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (err_done_tx, stderr_done) = mpsc::channel();
-        let mut pipe = child.stderr.take().expect("stderr is piped");
-        let sink = Arc::clone(&stderr);
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            loop {
-                match pipe.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => sink
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
-                }
-            }
-            let _ = err_done_tx.send(());
-        });
-
-        let mut rx = JsonReceiver {
-            child,
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            listening: Value::Null,
-            lines_rx,
-            stdout_done,
-            stderr,
-            stderr_done,
-            exited,
-        };
-        let first = match rx.lines_rx.recv_timeout(START_TIMEOUT) {
-            Ok(line) => line,
-            Err(_) => {
-                rx.kill();
-                panic!(
-                    "receiver printed no first line within {START_TIMEOUT:?}\n--- stderr ---\n{}",
-                    rx.stderr()
-                );
-            }
-        };
+        .args(extra);
+        let mut rx = Receiver::spawn(cmd, out);
+        let first = rx.lines().first().cloned().unwrap_or_default();
         let ev = parse_events(&first, "receiver's first line")
             .pop()
             .expect("one event");
@@ -235,41 +167,29 @@ impl JsonReceiver {
             .unwrap_or_else(|e| panic!("address in {first} is not ADDR:PORT: {e}"));
         assert_eq!(u64::from(addr.port()), port, "address and port agree");
         assert_eq!(addr.ip().to_string(), "127.0.0.1", "the bound address");
-        rx.addr = addr;
-        rx.listening = ev;
-        rx
-    }
-
-    fn stderr(&self) -> String {
-        text(&self.stderr.lock().unwrap_or_else(|e| e.into_inner()))
+        assert_eq!(addr, rx.addr);
+        JsonReceiver {
+            rx,
+            addr,
+            listening: ev,
+        }
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.rx.kill();
     }
 
     /// Waits (bounded) for a `--once` receiver to exit; returns its status
     /// and every stdout line after the `listening` one. Panics on timeout.
     fn finish(&mut self) -> (ExitStatus, Vec<String>) {
-        let exited = matches!(
-            self.exited.recv_timeout(EXIT_TIMEOUT),
-            Ok(()) | Err(RecvTimeoutError::Disconnected)
-        );
-        let status = match self.child.try_wait() {
-            Ok(Some(status)) if exited => status,
-            _ => {
-                self.kill();
-                panic!(
-                    "receiver did not exit within {EXIT_TIMEOUT:?}\n--- stderr ---\n{}",
-                    self.stderr()
-                );
-            }
+        let Some(status) = self.rx.wait_exit(EXIT_TIMEOUT) else {
+            self.rx.kill();
+            panic!(
+                "receiver did not exit within {EXIT_TIMEOUT:?}\n--- stderr ---\n{}",
+                self.rx.stderr()
+            );
         };
-        // The process is gone: its pipes reach EOF promptly.
-        let _ = self.stdout_done.recv_timeout(EXIT_TIMEOUT);
-        let _ = self.stderr_done.recv_timeout(EXIT_TIMEOUT);
-        let lines = self.lines_rx.try_iter().collect();
+        let lines = self.rx.lines().into_iter().skip(1).collect();
         (status, lines)
     }
 
@@ -278,12 +198,6 @@ impl JsonReceiver {
         let (status, lines) = self.finish();
         let stdout = lines.join("\n");
         (status, parse_events(&stdout, "receiver"))
-    }
-}
-
-impl Drop for JsonReceiver {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -620,25 +534,21 @@ fn receiver_events_are_json_while_it_keeps_serving() {
     assert_status(&out1, 0, "first send");
     let (out2, _) = send_json(&[s(&b)], rx.addr);
     assert_status(&out2, 0, "second send");
-    // Collect lines until both summaries arrived (bounded).
-    let deadline = Instant::now() + EXIT_TIMEOUT;
-    let mut lines = Vec::new();
-    while lines
-        .iter()
-        .filter(|l: &&String| l.contains("\"summary\""))
-        .count()
-        < 2
-    {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.lines_rx.recv_timeout(left) {
-            Ok(line) => lines.push(line),
-            Err(_) => panic!(
-                "two summaries expected, got:\n{}\n--- stderr ---\n{}",
-                lines.join("\n"),
-                rx.stderr()
-            ),
+    // Both summaries (bounded).
+    for n in 0..2 {
+        if rx
+            .rx
+            .wait_line(|l| l.contains("\"summary\""), EXIT_TIMEOUT)
+            .is_none()
+        {
+            panic!(
+                "two summaries expected, got {n}:\n{}\n--- stderr ---\n{}",
+                rx.rx.lines().join("\n"),
+                rx.rx.stderr()
+            );
         }
     }
+    let lines: Vec<String> = rx.rx.lines().into_iter().skip(1).collect();
     let events = parse_events(&lines.join("\n"), "receiver");
     let sums = of_kind(&events, "summary");
     assert_eq!(sums.len(), 2);

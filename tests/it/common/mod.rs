@@ -450,7 +450,10 @@ impl Receiver {
             readers_done,
             readers_left: 2,
         };
-        let Some(line) = rx.wait_line(|l| l.starts_with("listening on "), START_TIMEOUT) else {
+        // `listening on ADDR:PORT`, or with --json the `listening` event.
+        let listening =
+            |l: &str| l.starts_with("listening on ") || l.contains(r#""event":"listening""#);
+        let Some(line) = rx.wait_line(listening, START_TIMEOUT) else {
             rx.kill();
             panic!(
                 "receiver did not print `listening on ADDR:PORT` within {START_TIMEOUT:?}\n\
@@ -459,7 +462,13 @@ impl Receiver {
                 rx.stderr()
             );
         };
-        let text = line["listening on ".len()..].trim();
+        let text = match line.strip_prefix("listening on ") {
+            Some(t) => t.trim().to_owned(),
+            None => serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|v| v["address"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| panic!("no address in {line:?}")),
+        };
         rx.addr = text
             .parse()
             .unwrap_or_else(|e| panic!("cannot parse address in {line:?}: {e}"));
