@@ -100,7 +100,7 @@ impl Sender<'_> {
                     md5: src.md5,
                     path,
                 }));
-                self.items[idx].entry.size = size;
+                std::sync::Arc::make_mut(&mut self.items[idx].entry).size = size;
                 self.items[idx].md5 = (!src.digest_follows).then_some(src.md5);
                 if size >= crate::progress::PHASE_SHOWN_MIN {
                     // The receiver may check a partial before it answers.
@@ -329,7 +329,7 @@ impl Sender<'_> {
         let mut counted = offset;
         if src.stream {
             let (md5, size) = self.body_stdin(conn, id, idx, file)?;
-            self.items[idx].entry.size = size;
+            std::sync::Arc::make_mut(&mut self.items[idx].entry).size = size;
             return Ok(md5);
         }
         if src.digest_follows {

@@ -85,7 +85,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         .entries
         .into_iter()
         .map(|entry| Item {
-            entry,
+            entry: std::sync::Arc::new(entry),
             md5: None,
             state: State::Pending,
             resent: false,

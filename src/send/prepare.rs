@@ -26,7 +26,7 @@ pub(super) struct Job {
     /// The digest algorithm of the run.
     pub(super) algo: Algo,
     pub(super) idx: usize,
-    pub(super) entry: Entry,
+    pub(super) entry: std::sync::Arc<Entry>,
     /// Its digest, if known from an earlier attempt.
     pub(super) known: Option<Md5Digest>,
     /// It may be offered without its digest (hashed while sent).

@@ -33,7 +33,9 @@ pub(super) enum State {
 
 /// An entry and what the sender knows about it across attempts.
 pub(super) struct Item {
-    pub(super) entry: Entry,
+    /// Shared with the look-ahead thread's job for it (not copied: a tree
+    /// of a million files would hold every name twice).
+    pub(super) entry: std::sync::Arc<Entry>,
     /// The digest once known (hashed or cached).
     pub(super) md5: Option<Md5Digest>,
     pub(super) state: State,
