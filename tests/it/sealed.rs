@@ -413,3 +413,23 @@ fn the_cipher_is_chacha20_when_either_side_asks_for_it() {
     drop(proxy);
     fx.stop();
 }
+
+#[test]
+fn a_changed_record_from_the_receiver_ends_the_session_on_the_sender() {
+    let mut fx = sealed_receiver(&[]);
+    let file = fx.src.join("back.bin");
+    write_random(&file, 100_000, 46);
+    // Record 0 of the receiver's direction: its answer to the offer.
+    let proxy = Proxy::start(fx.rx.addr, Mode::RecordsBack(RecordOp::Flip(0)));
+    let out = send_sealed(&[s(&file)], proxy.addr);
+    assert_status(&out, 4, "a tampered answer");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("record 0 of the session failed authentication")
+            && err.contains("not retrying"),
+        "the sender says where and why the session ended:\n{err}"
+    );
+    assert_eq!(proxy.connections(), 1, "no retry after tampering");
+    drop(proxy);
+    fx.stop();
+}

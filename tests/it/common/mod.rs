@@ -622,6 +622,9 @@ pub enum Mode {
     /// A sealed session: pass the handshake (HELLO, NOISE), then do this
     /// to the encrypted records that follow (counted from 0).
     Records(RecordOp),
+    /// The same to the receiver's records (after WELCOME and NOISE);
+    /// client→server passes unchanged.
+    RecordsBack(RecordOp),
 }
 
 /// What [`Mode::Records`] does to the sender's records.
@@ -801,14 +804,19 @@ fn serve(
     } else {
         Mode::Pass
     };
-    thread::spawn(move || pump(&s2, &c2, back_mode, &back, false));
+    thread::spawn(move || match mode {
+        Mode::RecordsBack(op) => pump_records(&s2, &c2, op, &back.server_to_client),
+        _ => pump(&s2, &c2, back_mode, &back, false),
+    });
     match mode {
         Mode::Records(op) => pump_records(&client, &server, op, &stats.client_to_server),
+        Mode::RecordsBack(_) => pump(&client, &server, Mode::Pass, stats, true),
         _ => pump(&client, &server, mode, stats, true),
     }
 }
 
-/// The client→server pump of [`Mode::Records`]: frames of the handshake
+/// The pump of [`Mode::Records`] (client→server) and [`Mode::RecordsBack`]
+/// (server→client): frames of the handshake
 /// pass; then each record (u16 length, that many bytes) is one unit that
 /// `op` may change, drop, repeat or move.
 fn pump_records(from: &TcpStream, to: &TcpStream, op: RecordOp, counter: &AtomicU64) {
