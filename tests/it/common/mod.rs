@@ -604,8 +604,9 @@ impl Drop for Receiver {
 
 /// What the [`Proxy`] does to the client→server byte stream of a connection.
 /// Byte positions are 0-based and count every byte of that direction of one
-/// connection (frames and raw body bytes alike). Server→client is always
-/// passed through unchanged.
+/// connection (frames and raw body bytes alike). Server→client passes
+/// unchanged, except with [`Mode::Capture`] (kept too) and
+/// [`Mode::RecordsBack`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Forward everything unchanged.
