@@ -158,7 +158,7 @@ impl Sender<'_> {
                     h.finish()
                 })
                 .context("cannot start the hashing thread")?;
-            let sent = self.send_pieces(conn, id, idx, file, extents, &to_hash, &free);
+            let sent = self.send_pieces(conn, id, idx, file, extents, &to_hash, free);
             drop(to_hash);
             let md5 = hasher
                 .join()
@@ -178,9 +178,9 @@ impl Sender<'_> {
         file: &File,
         extents: &[(u64, u64, bool)],
         to_hash: &mpsc::SyncSender<Piece>,
-        free: &mpsc::Receiver<Vec<u8>>,
+        free: mpsc::Receiver<Vec<u8>>,
     ) -> Result<std::io::Result<()>, Broken> {
-        let mut made = 0;
+        let mut pool = Pool { free, made: 0 };
         for &(at, len, hole) in extents {
             let frame = if hole {
                 Frame::Hole {
@@ -205,26 +205,14 @@ impl Sender<'_> {
             }
             let mut pos = at;
             while pos < at + len {
-                let mut buf = match free.try_recv() {
-                    Ok(b) => b,
-                    Err(_) if made < DEPTH + 2 => {
-                        made += 1;
-                        vec![0u8; CHUNK]
-                    }
-                    Err(_) => free.recv().map_err(|_| {
-                        anyhow::anyhow!("internal error: the hashing thread stopped")
-                    })?,
+                let Some(mut buf) = pool.take() else {
+                    return Err(
+                        anyhow::anyhow!("internal error: the hashing thread stopped").into(),
+                    );
                 };
                 let k = usize::try_from(at + len - pos).unwrap_or(CHUNK).min(CHUNK);
-                let n = match file.read_at(&mut buf[..k], pos) {
-                    Ok(0) => {
-                        return Ok(Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "the file shrank while it was sent",
-                        )))
-                    }
+                let n = match read_chunk(file, &mut buf[..k], pos) {
                     Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => return Ok(Err(e)),
                 };
                 conn.write_raw(&buf[..n])?;
@@ -244,6 +232,44 @@ impl Sender<'_> {
     }
 }
 
+/// Buffers of [`CHUNK`] bytes going round between two threads: a returned
+/// one if there is, a new one while fewer than `DEPTH + 2` were made, else
+/// the next one returned (`None` once the other thread is gone).
+struct Pool {
+    free: mpsc::Receiver<Vec<u8>>,
+    made: usize,
+}
+
+impl Pool {
+    fn take(&mut self) -> Option<Vec<u8>> {
+        match self.free.try_recv() {
+            Ok(b) => Some(b),
+            Err(_) if self.made < DEPTH + 2 => {
+                self.made += 1;
+                Some(vec![0u8; CHUNK])
+            }
+            Err(_) => self.free.recv().ok(),
+        }
+    }
+}
+
+/// Reads `buf.len()` bytes or fewer at `pos`; at least one, or an error
+/// saying the file shrank.
+fn read_chunk(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    loop {
+        match file.read_at(buf, pos) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file shrank while it was sent",
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// The MD5 of a file laid out as `extents` (holes as zeros), read with
 /// `pread` in 1 MiB chunks by a helper thread ahead of the hashing.
 fn hash_extents(
@@ -255,20 +281,12 @@ fn hash_extents(
     let (back, free) = mpsc::channel::<Vec<u8>>();
     std::thread::scope(|sc| {
         sc.spawn(move || {
-            let mut made = 0;
+            let mut pool = Pool { free, made: 0 };
             for &(at, len, hole) in extents {
                 let mut pos = at;
                 while pos < at + len {
-                    let mut buf = match free.try_recv() {
-                        Ok(b) => b,
-                        Err(_) if made < DEPTH + 2 => {
-                            made += 1;
-                            vec![0u8; CHUNK]
-                        }
-                        Err(_) => match free.recv() {
-                            Ok(b) => b,
-                            Err(_) => return,
-                        },
+                    let Some(mut buf) = pool.take() else {
+                        return;
                     };
                     let k = usize::try_from(at + len - pos)
                         .unwrap_or(usize::MAX)
@@ -277,16 +295,9 @@ fn hash_extents(
                         buf[..k].fill(0);
                         Ok(k)
                     } else {
-                        file.read_at(&mut buf[..k], pos)
+                        read_chunk(file, &mut buf[..k], pos)
                     };
                     let n = match got {
-                        Ok(0) => {
-                            let _ = full.send(Err(std::io::Error::new(
-                                std::io::ErrorKind::UnexpectedEof,
-                                "the file shrank while it was sent",
-                            )));
-                            return;
-                        }
                         Ok(n) => n,
                         Err(e) => {
                             let _ = full.send(Err(e));
