@@ -313,10 +313,8 @@ impl Sender<'_> {
             .and_then(|d| d.get(usize::try_from(offset).ok()?..));
         if let Some(data) = from_memory {
             conn.queue_body(&frame, data)?;
-            self.tally.wire += size - offset;
-            self.sending.inc(size - offset);
-            self.total.inc(size - offset);
-            self.items[idx].shown = size;
+            self.items[idx].shown = offset;
+            self.moved(idx, size - offset, true);
             return Ok(src.md5);
         }
         let Some(file) = &src.file else {
@@ -325,8 +323,6 @@ impl Sender<'_> {
                 anyhow::anyhow!("internal error: '{shown}' has neither data nor a file").into(),
             );
         };
-        let (sending, total) = (&self.sending, &self.total);
-        let mut counted = offset;
         if src.stream {
             let (md5, size) = self.body_stdin(conn, id, idx, file)?;
             std::sync::Arc::make_mut(&mut self.items[idx].entry).size = size;
@@ -340,55 +336,20 @@ impl Sender<'_> {
             }
             return Ok(md5);
         }
-        if !sparse(&src.md) {
-            conn.queue(&frame);
-            let sent = conn.send_body(file, offset, size - offset, |n| {
-                sending.inc(n);
-                total.inc(n);
-                counted += n;
-            });
-            self.items[idx].shown = counted;
-            self.tally.wire += size - offset;
-            sent?;
-            return Ok(src.md5);
-        }
-        // A sparse file: its data as BODY extents, its holes as HOLE
-        // frames (nothing on the wire but the frame).
-        let extents = extents(file, offset, size).with_context(|| {
-            format!(
-                "cannot read {}",
-                escape(&self.items[idx].entry.local.to_string_lossy())
-            )
-        })?;
-        for (at, len, hole) in extents {
-            if hole {
-                conn.queue(&Frame::Hole {
-                    id,
-                    offset: at,
-                    length: len,
-                });
-                sending.inc(len);
-                total.inc(len);
-                counted += len;
-                continue;
-            }
-            conn.queue(&Frame::Body {
-                id,
-                offset: at,
-                length: len,
-            });
-            let sent = conn.send_body(file, at, len, |n| {
-                sending.inc(n);
-                total.inc(n);
-                counted += n;
-            });
-            self.tally.wire += len;
-            if let Err(e) = sent {
-                self.items[idx].shown = counted;
-                return Err(e.into());
-            }
-        }
-        self.items[idx].shown = counted;
+        // A sparse file's data as BODY extents, its holes as HOLE frames
+        // (nothing on the wire but the frame); any other as one BODY.
+        let extents = if sparse(&src.md) {
+            extents(file, offset, size).with_context(|| {
+                format!(
+                    "cannot read {}",
+                    escape(&self.items[idx].entry.local.to_string_lossy())
+                )
+            })?
+        } else {
+            vec![(offset, size - offset, false)]
+        };
+        self.items[idx].shown = offset;
+        self.send_extents(conn, id, idx, file, &extents)?;
         Ok(src.md5)
     }
 

@@ -69,7 +69,21 @@ impl Sender<'_> {
         Ok(md5)
     }
 
-    fn send_extents(
+    /// Counts `n` bytes of entry `idx` as sent: on the bars, on the item,
+    /// and, unless they are a hole's, on the wire.
+    pub(super) fn moved(&mut self, idx: usize, n: u64, on_wire: bool) {
+        self.sending.inc(n);
+        self.total.inc(n);
+        self.items[idx].shown += n;
+        if on_wire {
+            self.tally.wire += n;
+        }
+    }
+
+    /// Sends `extents` of `file` (`(offset, length, hole)`): BODY with
+    /// `sendfile` (or sealed) for data, a HOLE frame for a hole; counts
+    /// them on the bars, on the item and on the wire.
+    pub(super) fn send_extents(
         &mut self,
         conn: &mut Conn<Wire>,
         id: u32,
@@ -84,9 +98,7 @@ impl Sender<'_> {
                     offset: at,
                     length: len,
                 });
-                self.sending.inc(len);
-                self.total.inc(len);
-                self.items[idx].shown += len;
+                self.moved(idx, len, false);
                 continue;
             }
             conn.queue(&Frame::Body {
@@ -198,9 +210,7 @@ impl Sender<'_> {
             conn.queue(&frame);
             if hole {
                 let _ = to_hash.send(Piece::Zeros(len));
-                self.sending.inc(len);
-                self.total.inc(len);
-                self.items[idx].shown += len;
+                self.moved(idx, len, false);
                 continue;
             }
             let mut pos = at;
@@ -217,10 +227,7 @@ impl Sender<'_> {
                 };
                 conn.write_raw(&buf[..n])?;
                 pos += n as u64;
-                self.sending.inc(n as u64);
-                self.total.inc(n as u64);
-                self.items[idx].shown += n as u64;
-                self.tally.wire += n as u64;
+                self.moved(idx, n as u64, true);
                 if to_hash.send(Piece::Data(buf, n)).is_err() {
                     return Err(
                         anyhow::anyhow!("internal error: the hashing thread stopped").into(),
@@ -355,10 +362,7 @@ impl Sender<'_> {
             conn.write_raw(&buf[..n])?;
             h.update(&buf[..n]);
             pos += n as u64;
-            self.sending.inc(n as u64);
-            self.total.inc(n as u64);
-            self.items[idx].shown += n as u64;
-            self.tally.wire += n as u64;
+            self.moved(idx, n as u64, true);
             if n == 0 {
                 break; // empty input: one empty BODY
             }
