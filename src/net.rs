@@ -14,25 +14,13 @@ use std::time::{Duration, Instant};
 /// handshake): a peer trickling one byte at a time cannot extend it, since
 /// every read waits at most for what is left of the deadline.
 ///
-/// Each write goes out whole (see [`Wire`]), also from the
-/// [`FrameWriter`]s made from it, so two threads can answer on one
+/// Each write goes out whole (see [`Wire`]), also from the writers made
+/// with [`Deadlined::frame_writer`], so two threads can answer on one
 /// connection without interleaving their frames.
 pub struct Deadlined {
     inner: Wire,
     deadline: Option<Instant>,
     idle: Duration,
-}
-
-/// A second writer on a [`Deadlined`] connection (see there).
-pub struct FrameWriter {
-    wire: Wire,
-}
-
-impl FrameWriter {
-    /// Writes `bytes` (whole frames) with no other frame in between.
-    pub fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
-        self.wire.send_all(bytes)
-    }
 }
 
 /// When a connection last received bytes, shared with whoever watches it.
@@ -71,11 +59,10 @@ impl Deadlined {
         }
     }
 
-    /// Another writer on this connection, for another thread.
-    pub fn frame_writer(&self) -> io::Result<FrameWriter> {
-        Ok(FrameWriter {
-            wire: self.inner.try_clone()?,
-        })
+    /// Another writer on this connection, for another thread: its
+    /// [`Wire::send_all`] writes whole frames with no other in between.
+    pub fn frame_writer(&self) -> io::Result<Wire> {
+        self.inner.try_clone()
     }
 
     /// Sets (or with `None`, lifts) the overall read deadline.

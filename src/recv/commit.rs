@@ -6,10 +6,10 @@
 
 use super::report::*;
 use super::types::*;
-use crate::net::FrameWriter;
 use crate::protocol::frame::encode;
 use crate::protocol::Frame;
 use crate::sanitize::escape;
+use crate::secure::Wire;
 use crate::store;
 use anyhow::Result;
 use std::io::{self, Write};
@@ -96,7 +96,7 @@ impl<'a> Commits<'a> {
 
     /// The commit thread: takes whatever is queued, commits it, writes the
     /// RESULTs, until closed.
-    pub(super) fn run(&self, sh: &Shared, peer: SocketAddr, out: FrameWriter) {
+    pub(super) fn run(&self, sh: &Shared, peer: SocketAddr, out: Wire) {
         loop {
             let batch = {
                 let mut st = self.lock();
@@ -117,7 +117,7 @@ impl<'a> Commits<'a> {
             let mut frames = Vec::new();
             let mut placed = Vec::new();
             commit(sh, peer, batch, &mut stats, &mut frames, &mut placed);
-            let wrote = out.write_all(&frames);
+            let wrote = out.send_all(&frames);
             let mut st = self.lock();
             st.busy = false;
             st.stats.add(stats);
