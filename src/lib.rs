@@ -42,7 +42,10 @@
 //!   `verdict.rs` answer → action (pure); `prepare.rs` the look-ahead
 //!   hashing thread; `types.rs`.
 //! - [`conn`]: a framed connection over any `Read + Write`; [`net`]: sockets
-//!   (the only user of socket2); [`auth`]: the token and its HMAC.
+//!   (the only user of socket2); [`auth`]: the token and the key derived
+//!   from it; [`secure`]: sealed sessions, `mod.rs` the Noise handshake
+//!   and the cipher choice, `wire.rs` [`secure::Wire`], the connection
+//!   both roles use, plain or sealed into records.
 //! - [`walk`]: the sender's list of entries; [`cache`]: the sender's digest
 //!   cache.
 //! - [`digest`], [`md5core`], [`md5multi`]: MD5 (one stream; many at once
