@@ -16,7 +16,7 @@
 //! The decisions (what to answer a HELLO, a NOISE) are pure functions in
 //! [`super::handshake`]. A failed token is logged once per address.
 
-use super::handshake::{on_hello, on_noise, refused, Refused};
+use super::handshake::{on_hello, on_noise, refused, session_cipher, Refused};
 use super::types::*;
 use crate::auth;
 use crate::protocol::limits::{AGENT, VERSION};
@@ -462,17 +462,6 @@ impl Drop for Gate<'_> {
         for p in self.pending.values() {
             let _ = self.poller.delete(&p.stream);
         }
-    }
-}
-
-/// The cipher of a sealed session: ChaCha20-Poly1305 if the sender's HELLO
-/// asks for it or this receiver would rather have it, else AES-256-GCM.
-fn session_cipher(hello: &Frame, choice: Option<Cipher>) -> Cipher {
-    let asked = matches!(hello, Frame::Hello { flags, .. } if flags & secure::HELLO_CHACHA != 0);
-    if asked || Cipher::preferred(choice) == Cipher::ChaChaPoly {
-        Cipher::ChaChaPoly
-    } else {
-        Cipher::AesGcm
     }
 }
 

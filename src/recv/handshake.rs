@@ -4,7 +4,7 @@
 
 use crate::protocol::limits::{HELLO_FLAGS, VERSION};
 use crate::protocol::{ErrorCode, Frame};
-use crate::secure::{HandshakeError, MESSAGE_LEN};
+use crate::secure::{Cipher, HandshakeError, HELLO_CHACHA, MESSAGE_LEN};
 
 /// Why a handshake ends without a session: the ERROR to send and the line
 /// to log.
@@ -73,6 +73,17 @@ pub(super) fn on_noise<K>(
     }
 }
 
+/// The cipher of a sealed session: ChaCha20-Poly1305 if the sender's HELLO
+/// asks for it or this receiver would rather have it, else AES-256-GCM.
+pub(super) fn session_cipher(hello: &Frame, choice: Option<Cipher>) -> Cipher {
+    let asked = matches!(hello, Frame::Hello { flags, .. } if flags & HELLO_CHACHA != 0);
+    if asked || Cipher::preferred(choice) == Cipher::ChaChaPoly {
+        Cipher::ChaChaPoly
+    } else {
+        Cipher::AesGcm
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +114,17 @@ mod tests {
         let r = on_hello(&Frame::End, None).expect_err("not HELLO");
         assert_eq!(r.code, ErrorCode::Protocol);
         assert_eq!(r.message, "expected HELLO, got END");
+    }
+
+    #[test]
+    fn chacha20_when_either_side_asks() {
+        use Cipher::{AesGcm, ChaChaPoly};
+        let plain = hello(VERSION, 0);
+        let asks = hello(VERSION, HELLO_CHACHA);
+        assert_eq!(session_cipher(&asks, Some(AesGcm)), ChaChaPoly);
+        assert_eq!(session_cipher(&plain, Some(ChaChaPoly)), ChaChaPoly);
+        assert_eq!(session_cipher(&plain, Some(AesGcm)), AesGcm);
+        assert_eq!(session_cipher(&plain, None), Cipher::preferred(None));
     }
 
     #[test]
