@@ -22,15 +22,10 @@ struct Sealed {
     src: PathBuf,
 }
 
-/// A receiver holding [`TOKEN`] (from a token file) and a source
-/// directory.
+/// A receiver holding [`TOKEN`] and a source directory.
 fn sealed_receiver(extra: &[&str]) -> Sealed {
     let dirs = dirs();
-    let token_file = dirs.t().join("token");
-    fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
-    let mut args = vec!["--token-file", s(&token_file)];
-    args.extend_from_slice(extra);
-    let rx = Receiver::start(&dirs.out, &args);
+    let rx = Receiver::start_as(Some(TOKEN), &dirs.out, extra);
     let src = dirs.src.clone();
     Sealed {
         rx,
@@ -65,9 +60,7 @@ fn until_closed(stream: &mut TcpStream) -> Duration {
 }
 
 fn send_sealed(args: &[&str], addr: SocketAddr) -> Output {
-    let mut cmd = send_cmd();
-    cmd.env("FTX_TOKEN", TOKEN).args(args).arg(addr.to_string());
-    run_with_timeout(cmd, SEND_TIMEOUT)
+    send_as(Some(TOKEN), args, addr)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> bool {
@@ -87,20 +80,11 @@ fn a_sealed_session_shows_neither_names_nor_content_on_the_wire() {
         let file = d.src.join(name);
         write_random(&file, 256 * 1024, 7);
         let data = fs::read(&file).expect("read source");
-        let rx = if token {
-            let tf = d.t().join("token");
-            fs::write(&tf, TOKEN).expect("token");
-            Receiver::start(&d.out, &["--token-file", s(&tf)])
-        } else {
-            Receiver::start(&d.out, &[])
-        };
+        let token = token.then_some(TOKEN);
+        let rx = Receiver::start_as(token, &d.out, &[]);
         let proxy = Proxy::start(rx.addr, Mode::Capture);
-        let mut cmd = send_cmd();
-        if token {
-            cmd.env("FTX_TOKEN", TOKEN);
-        }
-        cmd.arg("--json").arg(&file).arg(proxy.addr.to_string());
-        let out = run_with_timeout(cmd, SEND_TIMEOUT);
+        let out = send_as(token, &["--json", s(&file)], proxy.addr);
+        let token = token.is_some();
         assert_status(&out, 0, "send through the recording proxy");
         // The summary says whether it was encrypted.
         let summary = text(&out.stdout)

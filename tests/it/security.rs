@@ -30,8 +30,8 @@ use crate::common::raw::{
 };
 use crate::common::{
     assert_status, assert_trees_arrived, dirs, ftx_cmd, md5_hex, md5_hex_bytes, names_in,
-    run_with_timeout, s, send, send_cmd, snapshot_outside, text, write_random, Dirs, Receiver,
-    SEND_TIMEOUT,
+    run_with_timeout, s, send, send_as, send_cmd, snapshot_outside, text, write_random, Dirs,
+    Receiver, SEND_TIMEOUT,
 };
 use ftx::protocol::frame::{
     decode, error_code, kind, reject_code, result_status, to_bytes, FileHeader, Frame,
@@ -757,12 +757,9 @@ fn max_sessions_1_refuses_a_second_connection_as_busy() {
 // ---------------------------------------------------------------------------
 
 fn send_with_env(file: &Path, addr: SocketAddr, token: Option<&str>, extra: &[&str]) -> Output {
-    let mut cmd = send_cmd();
-    if let Some(t) = token {
-        cmd.env("FTX_TOKEN", t);
-    }
-    cmd.args(extra).arg(file).arg(addr.to_string());
-    run_with_timeout(cmd, SEND_TIMEOUT)
+    let mut args = extra.to_vec();
+    args.push(s(file));
+    send_as(token, &args, addr)
 }
 
 fn assert_no_secret(what: &str, haystack: &str) {

@@ -4,9 +4,7 @@
 //! user asked for it to be left out. Real `ftx recv` and `ftx send`.
 
 use crate::common::raw::{file_offer, Raw};
-use crate::common::{
-    assert_status, dirs, run_with_timeout, s, send, send_cmd, text, Receiver, SEND_TIMEOUT,
-};
+use crate::common::{assert_status, dirs, send, send_as, text, Receiver};
 use ftx::protocol::frame::{reject_code, result_status, Frame};
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt};
@@ -234,21 +232,12 @@ fn sparse_case(token: Option<&str>) {
     sparse_file(&t.join("empty.img"), 32 << 20, &[]);
     sparse_file(&t.join("small.img"), 3 << 20, &[(1 << 20, 4096)]);
     let data_bytes = (1u64 << 20) + 65536 + 4096;
-    let token_file = d.t().join("token");
-    let rx = match token {
-        Some(tok) => {
-            fs::write(&token_file, tok).expect("token");
-            Receiver::start(&d.out, &["--token-file", s(&token_file)])
-        }
-        None => Receiver::start(&d.out, &[]),
-    };
-    let mut cmd = send_cmd();
-    if let Some(tok) = token {
-        cmd.env("FTX_TOKEN", tok);
-    }
-    cmd.args(["--json", "--no-cache", t.to_str().expect("utf-8")])
-        .arg(rx.addr.to_string());
-    let out = run_with_timeout(cmd, SEND_TIMEOUT);
+    let rx = Receiver::start_as(token, &d.out, &[]);
+    let out = send_as(
+        token,
+        &["--json", "--no-cache", t.to_str().expect("utf-8")],
+        rx.addr,
+    );
     assert_status(&out, 0, "send sparse files");
     let err = text(&out.stderr);
     assert!(err.contains(" on the wire)"), "the summary says so:\n{err}");

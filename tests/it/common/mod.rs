@@ -86,7 +86,15 @@ pub fn send_cmd() -> Command {
 /// Runs `ftx send ARGS... ADDR` and returns its output (status, stdout,
 /// stderr). Panics if it runs longer than [`SEND_TIMEOUT`] (it is killed).
 pub fn send(args: &[&str], addr: impl Display) -> Output {
+    send_as(None, args, addr)
+}
+
+/// [`send`] with `FTX_TOKEN` set to `token`, if given.
+pub fn send_as(token: Option<&str>, args: &[&str], addr: impl Display) -> Output {
     let mut cmd = send_cmd();
+    if let Some(t) = token {
+        cmd.env("FTX_TOKEN", t);
+    }
     cmd.args(args).arg(addr.to_string());
     run_with_timeout(cmd, SEND_TIMEOUT)
 }
@@ -379,7 +387,16 @@ impl Receiver {
     /// waits (at most [`START_TIMEOUT`]) for `listening on ADDR:PORT`.
     /// Panics, with the process's output, if that line does not come.
     pub fn start(out: &Path, extra_args: &[&str]) -> Receiver {
+        Receiver::start_as(None, out, extra_args)
+    }
+
+    /// [`Receiver::start`] with `FTX_TOKEN` set to `token`, if given (the
+    /// sessions are then encrypted).
+    pub fn start_as(token: Option<&str>, out: &Path, extra_args: &[&str]) -> Receiver {
         let mut cmd = ftx_cmd();
+        if let Some(t) = token {
+            cmd.env("FTX_TOKEN", t);
+        }
         cmd.args(["recv", "--port", "0", "--bind", "127.0.0.1", "--out"])
             .arg(out)
             .args(extra_args);
