@@ -172,6 +172,33 @@ fn interrupt_with_cut(rx: &Receiver, file: &Path, cut: u64, nth: usize) -> u64 {
     kept
 }
 
+/// A MID file `name` (random from `seed`) and a quiet receiver that kept
+/// part of it: a first send was cut after [`MID_CUT`] bytes.
+struct Interrupted {
+    d: Dirs,
+    file: PathBuf,
+    md5: String,
+    rx: Receiver,
+    /// What the receiver kept (whole blocks).
+    kept: u64,
+}
+
+fn interrupted(name: &str, seed: u64) -> Interrupted {
+    let d = dirs();
+    let file = d.src.join(name);
+    write_random(&file, MID, seed);
+    let md5 = md5_hex(&file);
+    let rx = Receiver::start(&d.out, &["-q"]);
+    let kept = interrupt_with_cut(&rx, &file, MID_CUT, 1);
+    Interrupted {
+        d,
+        file,
+        md5,
+        rx,
+        kept,
+    }
+}
+
 /// Sends `paths` (default options) to `rx` through a proxy that cuts the
 /// first connection after `cut` bytes and lets everything through once the
 /// cut has happened; the sender's output, and the proxy for its counts.
@@ -362,12 +389,13 @@ fn issue3_connection_cut_after_70_mib_sender_reconnects_and_resumes() {
 
 #[test]
 fn issue3_source_replaced_with_other_content_of_the_same_size_arrives_as_the_new_content() {
-    let d = dirs();
-    let file = d.src.join("moving.bin");
-    write_random(&file, MID, 304);
-    let old_md5 = md5_hex(&file);
-    let mut rx = Receiver::start(&d.out, &["-q"]);
-    let kept = interrupt_with_cut(&rx, &file, MID_CUT, 1);
+    let Interrupted {
+        d,
+        file,
+        md5: old_md5,
+        mut rx,
+        kept,
+    } = interrupted("moving.bin", 304);
     assert_eq!(kept, 3 * BLOCK);
 
     // Same path, same inode (truncated and rewritten), same size.
@@ -412,12 +440,13 @@ fn flip_byte(path: &Path, at: u64) {
 
 #[test]
 fn issue3_flipped_byte_in_first_block_of_partial_is_not_trusted() {
-    let d = dirs();
-    let file = d.src.join("flip.bin");
-    write_random(&file, MID, 305);
-    let md5 = md5_hex(&file);
-    let mut rx = Receiver::start(&d.out, &["-q"]);
-    interrupt_with_cut(&rx, &file, MID_CUT, 1);
+    let Interrupted {
+        d,
+        file,
+        md5,
+        mut rx,
+        ..
+    } = interrupted("flip.bin", 305);
 
     flip_byte(&d.part("flip.bin"), 1000);
     let out = run_with_timeout(sender(&[], &[&file], rx.addr), SEND_TIMEOUT);
@@ -434,12 +463,13 @@ fn issue3_flipped_byte_in_first_block_of_partial_is_not_trusted() {
 
 #[test]
 fn issue3_flipped_byte_in_third_block_of_partial_resumes_before_that_block() {
-    let d = dirs();
-    let file = d.src.join("flip3.bin");
-    write_random(&file, MID, 306);
-    let md5 = md5_hex(&file);
-    let mut rx = Receiver::start(&d.out, &["-q"]);
-    interrupt_with_cut(&rx, &file, MID_CUT, 1);
+    let Interrupted {
+        d,
+        file,
+        md5,
+        mut rx,
+        ..
+    } = interrupted("flip3.bin", 306);
 
     flip_byte(&d.part("flip3.bin"), 2 * BLOCK + 12345);
     let out = run_with_timeout(sender(&[], &[&file], rx.addr), SEND_TIMEOUT);
@@ -461,13 +491,14 @@ fn issue3_flipped_byte_in_third_block_of_partial_resumes_before_that_block() {
 /// Interrupts a MID send, lets `damage` spoil what the receiver kept, sends
 /// again: a clean restart from 0 that ends verified.
 fn clean_restart_after(seed: u64, damage: impl FnOnce(&Dirs, &str)) {
-    let d = dirs();
     let name = format!("damaged{seed}.bin");
-    let file = d.src.join(&name);
-    write_random(&file, MID, seed);
-    let md5 = md5_hex(&file);
-    let mut rx = Receiver::start(&d.out, &["-q"]);
-    interrupt_with_cut(&rx, &file, MID_CUT, 1);
+    let Interrupted {
+        d,
+        file,
+        md5,
+        mut rx,
+        ..
+    } = interrupted(&name, seed);
     assert!(d.state(&name).exists() && d.part(&name).exists());
 
     damage(&d, &name);
