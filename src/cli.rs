@@ -55,9 +55,13 @@ pub enum Command {
     },
     /// Print the man page (roff) on stdout.
     Man,
-    /// Print a fresh token (128 random bits as 32 hex digits) for
-    /// --token-file or FTX_TOKEN on both sides.
-    Token,
+    /// Make a fresh token (128 random bits as 32 hex digits) for
+    /// --token-file or FTX_TOKEN on both sides: into FILE, created with
+    /// mode 0600 (never over an existing file), or on stdout.
+    Token {
+        /// Write the token here instead of printing it.
+        file: Option<std::path::PathBuf>,
+    },
 }
 
 /// `ftx bench`.
@@ -320,7 +324,7 @@ impl SendArgs {
                 skip_special: self.skip_special,
             },
             streams: usize::try_from(self.streams).unwrap_or(1),
-            token: crate::auth::load_token_warned(self.token_file.as_deref())?,
+            token: crate::auth::load_token(self.token_file.as_deref())?,
             stdin_name: self.name,
             hash: match self.hash {
                 HashArg::Md5 => crate::digest::Algo::Md5,
@@ -335,7 +339,7 @@ impl RecvArgs {
     /// The plain config. Reads the token (from `--token-file` or
     /// `$FTX_TOKEN`).
     pub fn into_config(self) -> anyhow::Result<RecvConfig> {
-        let token = crate::auth::load_token_warned(self.token_file.as_deref())?;
+        let token = crate::auth::load_token(self.token_file.as_deref())?;
         if self.require_token && token.is_none() {
             return Err(crate::exit::ExitError::new(
                 crate::exit::Exit::Usage,

@@ -45,6 +45,10 @@ pub enum ConnError {
     /// The peer sent nothing for longer than the timeout.
     #[error("peer sent nothing for too long (timed out)")]
     Timeout,
+    /// A frame or record that started did not complete within the
+    /// timeout (seconds): the peer trickles it.
+    #[error("a frame started {0} s ago is still not complete: the peer trickles it (timed out)")]
+    Stalled(u64),
     /// The local file changed size while its body was being sent.
     #[error("file shrank while it was being sent ({sent} of {expected} bytes)")]
     Shrank {
@@ -65,6 +69,7 @@ impl From<io::Error> for ConnError {
                 return ConnError::Tampered(RecordError::Tampered(*n))
             }
             Some(RecordError::Cut) => return ConnError::Eof("an encrypted record"),
+            Some(RecordError::Stalled(s)) => return ConnError::Stalled(*s),
             None => {}
         }
         match e.kind() {
@@ -77,6 +82,21 @@ impl From<io::Error> for ConnError {
     }
 }
 
+/// A stream that can hold a started frame to a deadline (see
+/// [`Wire::mid_frame`]); streams without one do nothing.
+pub trait FrameClock {
+    /// The reader is in the middle of a frame (`true`) or between frames.
+    fn mid_frame(&mut self, _on: bool) {}
+}
+
+impl FrameClock for Wire {
+    fn mid_frame(&mut self, on: bool) {
+        Wire::mid_frame(self, on);
+    }
+}
+
+impl FrameClock for std::net::TcpStream {}
+
 /// A framed connection.
 pub struct Conn<S> {
     stream: S,
@@ -87,9 +107,11 @@ pub struct Conn<S> {
     body_buf: Vec<u8>,
     /// Body bytes read from a file on their way out (a sealed connection).
     out_buf: Vec<u8>,
+    /// The stream was told a frame has started ([`FrameClock`]).
+    mid_frame: bool,
 }
 
-impl<S: Read + Write> Conn<S> {
+impl<S: Read + Write + FrameClock> Conn<S> {
     /// Wraps a connected stream.
     pub fn new(stream: S) -> Self {
         Conn {
@@ -101,6 +123,7 @@ impl<S: Read + Write> Conn<S> {
             wbuf: Vec::with_capacity(4096),
             body_buf: Vec::new(),
             out_buf: Vec::new(),
+            mid_frame: false,
         }
     }
 
@@ -137,7 +160,17 @@ impl<S: Read + Write> Conn<S> {
         loop {
             if let Some((frame, used)) = decode(&self.rbuf[self.rpos..self.rend])? {
                 self.rpos += used;
+                if self.mid_frame {
+                    self.mid_frame = false;
+                    self.stream.mid_frame(false);
+                }
                 return Ok(Some(frame));
+            }
+            // Part of a frame is here: the rest must come within the
+            // stream's deadline, however it trickles.
+            if self.rend > self.rpos && !self.mid_frame {
+                self.mid_frame = true;
+                self.stream.mid_frame(true);
             }
             if self.rpos > 0 {
                 self.rbuf.copy_within(self.rpos..self.rend, 0);
@@ -344,6 +377,7 @@ mod tests {
             self.input.read(&mut buf[..n])
         }
     }
+    impl FrameClock for Trickle {}
     impl Write for Trickle {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             self.output.extend_from_slice(buf);

@@ -97,8 +97,16 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<Exit> {
             clap_complete::generate(shell, &mut cmd, "ftx", &mut std::io::stdout());
             Ok(Exit::Success)
         }
-        cli::Command::Token => {
-            println!("{}", auth::fresh_token()?);
+        cli::Command::Token { file: None } => {
+            println!("{}", *auth::fresh_token()?);
+            Ok(Exit::Success)
+        }
+        cli::Command::Token { file: Some(path) } => {
+            auth::write_token_file(&path)?;
+            eprintln!(
+                "ftx: wrote a fresh token to {} (mode 0600); give it to the other side with --token-file",
+                sanitize::escape(&path.to_string_lossy())
+            );
             Ok(Exit::Success)
         }
         cli::Command::Man => {

@@ -1,4 +1,4 @@
-//! MD5 (RFC 1321), the digest of protocol v1, tuned for speed: MD5 is what
+//! MD5 (RFC 1321), the protocol's digest, tuned for speed: MD5 is what
 //! bounds a verified transfer (the sender hashes every byte before the
 //! header, the receiver again while writing).
 //!

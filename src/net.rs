@@ -10,17 +10,16 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-/// A TCP stream whose reads also obey an overall deadline (for the
-/// handshake): a peer trickling one byte at a time cannot extend it, since
-/// every read waits at most for what is left of the deadline.
+/// A receiver's connection after its handshake: reads time out after the
+/// idle timeout, and a frame or record that has started must complete
+/// within it too (see [`Wire::pace`]): a peer trickling one byte at a time
+/// cannot hold the session.
 ///
 /// Each write goes out whole (see [`Wire`]), also from the writers made
 /// with [`Deadlined::frame_writer`], so two threads can answer on one
 /// connection without interleaving their frames.
 pub struct Deadlined {
     inner: Wire,
-    deadline: Option<Instant>,
-    idle: Duration,
 }
 
 /// When a connection last received bytes, shared with whoever watches it.
@@ -46,32 +45,27 @@ impl Activity {
     }
 }
 
+impl crate::conn::FrameClock for Deadlined {
+    fn mid_frame(&mut self, on: bool) {
+        self.inner.mid_frame(on);
+    }
+}
+
 impl Deadlined {
     /// Wraps a stream whose idle timeout is `idle`; every arrival of
-    /// bytes (a part of a record too) touches `activity`.
+    /// bytes (a part of a record too) touches `activity`, and a frame or
+    /// record that has started must complete within `idle`.
     pub fn new(inner: Wire, idle: Duration, activity: Activity) -> Self {
         activity.touch();
+        inner.pace(idle);
         inner.on_receive(std::sync::Arc::new(move || activity.touch()));
-        Deadlined {
-            inner,
-            deadline: None,
-            idle,
-        }
+        Deadlined { inner }
     }
 
     /// Another writer on this connection, for another thread: its
     /// [`Wire::send_all`] writes whole frames with no other in between.
     pub fn frame_writer(&self) -> io::Result<Wire> {
         self.inner.try_clone()
-    }
-
-    /// Sets (or with `None`, lifts) the overall read deadline.
-    pub fn set_deadline(&mut self, deadline: Option<Instant>) -> io::Result<()> {
-        self.deadline = deadline;
-        if deadline.is_none() {
-            self.inner.tcp().set_read_timeout(Some(self.idle))?;
-        }
-        Ok(())
     }
 }
 
@@ -99,18 +93,6 @@ impl Deadlined {
 
 impl Read for Deadlined {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(d) = self.deadline {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "handshake deadline passed",
-                ));
-            }
-            self.inner
-                .tcp()
-                .set_read_timeout(Some(left.min(self.idle)))?;
-        }
         // The wire touches the activity as bytes arrive.
         self.inner.read(buf)
     }

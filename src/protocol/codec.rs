@@ -51,10 +51,12 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
         Frame::Welcome {
             version,
             flags,
+            nonce,
             agent,
         } => {
             out.extend_from_slice(&version.to_be_bytes());
             out.extend_from_slice(&flags.to_be_bytes());
+            out.extend_from_slice(nonce);
             put_str(out, short_text(agent));
         }
         Frame::Noise { message } => out.extend_from_slice(message),
@@ -107,7 +109,7 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(md5);
         }
-        Frame::End => {}
+        Frame::End | Frame::Ready => {}
         Frame::Accept { id, offset } => {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&offset.to_be_bytes());
@@ -259,6 +261,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
         kind::WELCOME => Frame::Welcome {
             version: r.u16()?,
             flags: r.u32()?,
+            nonce: r.array()?,
             agent: r.text()?,
         },
         kind::NOISE => Frame::Noise {
@@ -312,6 +315,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
             length: r.u64()?,
         },
         kind::END => Frame::End,
+        kind::READY => Frame::Ready,
         kind::ACCEPT => Frame::Accept {
             id: r.u32()?,
             offset: r.u64()?,

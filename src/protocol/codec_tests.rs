@@ -14,6 +14,7 @@ pub(crate) fn samples() -> Vec<Frame> {
         Frame::Welcome {
             version: 1,
             flags: 1,
+            nonce: [0x5c; 16],
             agent: "ftx/0.1.0 ünï".into(),
         },
         Frame::Noise { message: [9; 48] },
@@ -40,6 +41,7 @@ pub(crate) fn samples() -> Vec<Frame> {
             length: 20,
         },
         Frame::End,
+        Frame::Ready,
         Frame::Accept { id: 3, offset: 0 },
         Frame::Skip { id: 3, reason: 1 },
         Frame::Reject {
@@ -130,7 +132,7 @@ fn frames_decode_back_to_back() {
 
 #[test]
 fn unknown_type_is_an_error() {
-    for t in [0x00u8, 0x04, 0x18, 0x26, 0x7E, 0x80, 0xFF] {
+    for t in [0x00u8, 0x05, 0x18, 0x26, 0x7E, 0x80, 0xFF] {
         assert_eq!(decode(&[t]), Err(FrameError::UnknownType(t)));
         assert_eq!(decode(&[t, 0, 0, 0, 0]), Err(FrameError::UnknownType(t)));
     }

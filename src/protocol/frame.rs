@@ -1,4 +1,4 @@
-//! Frames of protocol v1: the [`Frame`] enum and its parts. Their encoding
+//! Frames of the protocol: the [`Frame`] enum and its parts. Their encoding
 //! and decoding are in [`super::codec`], the meaning of their codes in
 //! [`super::codes`].
 //!
@@ -24,6 +24,8 @@ pub mod kind {
     pub const WELCOME: u8 = 0x02;
     /// S→R then R→S: the Noise handshake of a sealed session.
     pub const NOISE: u8 = 0x03;
+    /// S→R: a sealed sender's first record (key confirmation).
+    pub const READY: u8 = 0x04;
     /// S→R: offer of a regular file.
     pub const FILE: u8 = 0x10;
     /// S→R: offer of a directory.
@@ -130,7 +132,7 @@ pub struct DirHeader {
     pub path: Vec<u8>,
 }
 
-/// One message of protocol v1.
+/// One message of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// ```text
@@ -145,7 +147,7 @@ pub enum Frame {
         agent: String,
     },
     /// ```text
-    /// version:u16 flags:u32 agent:str
+    /// version:u16 flags:u32 nonce:[16] agent:str
     /// ```
     Welcome {
         /// Protocol version.
@@ -153,6 +155,9 @@ pub enum Frame {
         /// Bit 0: sealed (the receiver has a token: NOISE follows, then
         /// encrypted records).
         flags: u32,
+        /// Fresh random bytes of this connection, bound into a sealed
+        /// handshake's prologue (so it cannot be replayed).
+        nonce: [u8; 16],
         /// Free-form software name.
         agent: String,
     },
@@ -163,6 +168,9 @@ pub enum Frame {
         /// A Noise handshake message (see [`crate::secure`]).
         message: [u8; 48],
     },
+    /// Empty: a sealed sender's first record holds it alone, proving
+    /// the sender holds the session's keys.
+    Ready,
     /// A file offer.
     File(FileHeader),
     /// A directory offer.
@@ -302,7 +310,7 @@ pub enum Frame {
 /// Why bytes are not a valid frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    /// The type byte is not one of protocol v1.
+    /// The type byte is not one of the protocol.
     #[error("unknown frame type 0x{0:02x}")]
     UnknownType(u8),
     /// The length field is above the control-frame cap.
@@ -330,6 +338,7 @@ pub fn kind_name(t: u8) -> &'static str {
         kind::HELLO => "HELLO",
         kind::WELCOME => "WELCOME",
         kind::NOISE => "NOISE",
+        kind::READY => "READY",
         kind::FILE => "FILE",
         kind::DIR => "DIR",
         kind::SYMLINK => "SYMLINK",
@@ -356,6 +365,7 @@ impl Frame {
             Frame::Hello { .. } => kind::HELLO,
             Frame::Welcome { .. } => kind::WELCOME,
             Frame::Noise { .. } => kind::NOISE,
+            Frame::Ready => kind::READY,
             Frame::File(_) => kind::FILE,
             Frame::Dir(_) => kind::DIR,
             Frame::Symlink { .. } => kind::SYMLINK,

@@ -1,4 +1,4 @@
-//! Bounds on every field of protocol v1, checked before anything is
+//! Bounds on every field of the protocol (version [`VERSION`]), checked before anything is
 //! allocated or written.
 
 /// Largest payload of a control frame (every frame except BODY's raw bytes).
@@ -23,7 +23,7 @@ pub const WELCOME_FLAGS: u32 = 3;
 /// session that offers more; a sender with more opens another session.
 pub const MAX_SESSION_ENTRIES: usize = 1 << 20;
 /// Protocol version spoken by this build.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Magic at the start of HELLO.
 pub const MAGIC: [u8; 4] = *b"FTX1";
 /// Software name sent in HELLO and WELCOME.

@@ -1,4 +1,4 @@
-//! The ftx wire protocol v1, sans I/O: frames, their encoding and decoding,
+//! The ftx wire protocol (PROTOCOL.md), sans I/O: frames, their encoding and decoding,
 //! wire names and the bounds on every field. Nothing here touches a socket, a
 //! file or a terminal, so it can be tested and fuzzed byte by byte.
 //!

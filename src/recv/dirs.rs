@@ -74,7 +74,7 @@ impl<'a> Session<'a, '_> {
                 if self.sh.take_created(dir_key(&comps)) {
                     self.dirs.push((name, h.clone()));
                 }
-                self.progress = std::time::Instant::now();
+                self.made_progress();
                 self.conn.queue(&Frame::Result {
                     id: h.id,
                     status: Status::Ok.code(),

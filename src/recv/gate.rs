@@ -2,8 +2,12 @@
 //! caller of [`super::serve`]), until its handshake is done (HELLO →
 //! WELCOME, and NOISE when a token is set). Only then does it get a session
 //! thread and count against `--max-sessions`, so connections that send
-//! nothing, or trickle, cost a descriptor and a few hundred bytes each
-//! and lock nobody out:
+//! nothing, trickle, or replay a recorded handshake cost a descriptor and a
+//! few hundred bytes each and lock nobody out. A sealed connection leaves
+//! the gate only after its first record (READY) opened: the sender holds
+//! the session's keys, and since WELCOME's nonce is fresh for every
+//! connection, a recorded handshake never gets that far.
+//!
 //!
 //! - a connection has [`HANDSHAKE_TIMEOUT`] from accept to finish its
 //!   handshake, whatever it sends meanwhile;
@@ -11,12 +15,14 @@
 //!   [`MAX_PENDING_PER_ADDR`] from one address; beyond that the oldest
 //!   waiting one (of that address) is told "busy" and closed, so a flood of
 //!   idle connections cannot keep a new one out;
-//! - a handshake is at most [`MAX_HANDSHAKE_BYTES`] long.
+//! - a handshake is at most [`MAX_HANDSHAKE_BYTES`] long;
+//! - addresses count by [`addr_key`] (an IPv6 address by its /64).
 //!
 //! The decisions (what to answer a HELLO, a NOISE) are pure functions in
-//! [`super::handshake`]. A failed token is logged once per address.
+//! [`super::handshake`]; failed handshakes are counted, logged as counts
+//! and slowed down per address by [`super::handshake::Failures`].
 
-use super::handshake::{on_hello, on_noise, refused, session_cipher, Refused};
+use super::handshake::{addr_key, on_hello, on_noise, refused, session_cipher, Failures, Refused};
 use super::types::*;
 use crate::auth;
 use crate::protocol::limits::{AGENT, VERSION};
@@ -24,7 +30,7 @@ use crate::protocol::{decode, encode, ErrorCode, Frame};
 use crate::secure::{self, Cipher, Keys};
 use anyhow::{Context, Result};
 use polling::{Event, Events, Poller};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
@@ -54,10 +60,6 @@ pub(super) struct Admitted {
     pub(super) keys: Option<Keys>,
 }
 
-/// Addresses whose failed token was logged, at most this many (then the
-/// set starts over).
-const AUTH_LOGGED_MAX: usize = 4096;
-
 /// Where a waiting connection's handshake stands.
 enum Stage {
     /// Waiting for HELLO.
@@ -65,6 +67,9 @@ enum Stage {
     /// WELCOME sent, the session sealed; waiting for NOISE. The
     /// handshake's prologue (HELLO and WELCOME) and cipher.
     Noise(Vec<u8>, Cipher),
+    /// NOISE answered; waiting for the sender's first record (READY),
+    /// which proves it holds the keys.
+    Ready(Keys),
 }
 
 /// A connection waiting for its handshake.
@@ -91,8 +96,8 @@ pub(super) struct Gate<'a> {
     admitted: VecDeque<Admitted>,
     /// When accept last failed (out of descriptors): wait before the next.
     accept_backoff: Option<Instant>,
-    /// Addresses whose failed token was logged already.
-    auth_logged: HashSet<IpAddr>,
+    /// Failed handshakes by address.
+    failures: Failures,
 }
 
 impl<'a> Gate<'a> {
@@ -117,7 +122,7 @@ impl<'a> Gate<'a> {
             next_key: LISTENER + 1,
             admitted: VecDeque::new(),
             accept_backoff: None,
-            auth_logged: HashSet::new(),
+            failures: Failures::default(),
         })
     }
 
@@ -133,6 +138,9 @@ impl<'a> Gate<'a> {
             }
             let now = Instant::now();
             self.expire(now);
+            for line in self.failures.due(now) {
+                self.sh.log(&line);
+            }
             let mut wait = STOP_POLL;
             if let Some(d) = self.oldest_deadline() {
                 wait = wait.min(d.saturating_duration_since(now));
@@ -235,7 +243,25 @@ impl<'a> Gate<'a> {
         if unsafe { self.poller.add(&stream, Event::readable(key)) }.is_err() {
             return;
         }
-        let deadline = Instant::now() + self.handshake_timeout();
+        let now = Instant::now();
+        if let Some(wait) = self.failures.penalty(peer.ip(), now) {
+            // An address that keeps failing the handshake waits before its
+            // next guess; told so, once per connection, and not logged.
+            let _ = self.poller.delete(&stream);
+            let mut stream = stream;
+            let _ = send_now(
+                &mut stream,
+                &Frame::Error {
+                    code: ErrorCode::Busy.code(),
+                    message: format!(
+                        "too many failed handshakes from this address; try again in {} s",
+                        wait.as_secs().max(1)
+                    ),
+                },
+            );
+            return;
+        }
+        let deadline = now + self.handshake_timeout();
         self.pending.insert(
             key,
             Pending {
@@ -247,7 +273,7 @@ impl<'a> Gate<'a> {
             },
         );
         self.order.push_back(key);
-        let mine = self.by_addr.entry(peer.ip()).or_default();
+        let mine = self.by_addr.entry(addr_key(peer.ip())).or_default();
         mine.push_back(key);
         // Caps: the oldest waiting connection (of this address, then of
         // all) makes room.
@@ -300,6 +326,7 @@ impl<'a> Gate<'a> {
                 let what = match p.stage {
                     Stage::Hello => "HELLO",
                     Stage::Noise(..) => "NOISE (a sender without the token?)",
+                    Stage::Ready(..) => "its first encrypted record",
                 };
                 let line = format!("closed the connection before {what}");
                 self.close_logged(key, None, &line);
@@ -313,6 +340,32 @@ impl<'a> Gate<'a> {
             let Some(p) = self.pending.get_mut(&key) else {
                 return;
             };
+            if let Stage::Ready(keys) = &p.stage {
+                if p.buf.len() < secure::READY_RECORD_LEN {
+                    break;
+                }
+                match keys.open_ready(&p.buf[..secure::READY_RECORD_LEN]) {
+                    Ok(true) => {
+                        p.buf.drain(..secure::READY_RECORD_LEN);
+                        self.done(key);
+                    }
+                    Ok(false) => {
+                        let r = refused(
+                            ErrorCode::Protocol,
+                            "protocol error: the first record is not READY alone",
+                        );
+                        self.close(key, Some(r), true);
+                    }
+                    Err(_) => {
+                        let r = refused(
+                            ErrorCode::Auth,
+                            "authentication failed: the first record did not open",
+                        );
+                        self.auth_failed(key, r);
+                    }
+                }
+                return;
+            }
             let (frame, used) = match decode(&p.buf) {
                 Ok(Some(pair)) => pair,
                 Ok(None) => break,
@@ -325,8 +378,7 @@ impl<'a> Gate<'a> {
             p.buf.drain(..used);
             let step = match &p.stage {
                 Stage::Hello => {
-                    let active = self.sh.active.load(Ordering::SeqCst);
-                    let busy = (active >= self.sh.cfg.max_sessions).then_some(active);
+                    let busy = self.sh.busy();
                     on_hello(&frame, busy).map(|()| None)
                 }
                 Stage::Noise(prologue, cipher) => match self.sh.cfg.token.as_ref() {
@@ -335,6 +387,7 @@ impl<'a> Gate<'a> {
                     }
                     None => Err(refused(ErrorCode::Internal, "no token")),
                 },
+                Stage::Ready(_) => return,
             };
             match step {
                 Err(r) if r.code == ErrorCode::Busy => {
@@ -344,19 +397,7 @@ impl<'a> Gate<'a> {
                     return;
                 }
                 Err(r) if r.code == ErrorCode::Auth => {
-                    // Once per address: a sender retrying with a wrong
-                    // token, or someone guessing, does not flood the log.
-                    let ip = p.peer.ip();
-                    if self.auth_logged.len() >= AUTH_LOGGED_MAX {
-                        self.auth_logged.clear();
-                    }
-                    if self.auth_logged.insert(ip) {
-                        let line =
-                            format!("{} (further failures from {ip} are not logged)", r.message);
-                        self.close_logged(key, Some(r), &line);
-                    } else {
-                        self.close_quietly(key, Some(r));
-                    }
+                    self.auth_failed(key, r);
                     return;
                 }
                 Err(r) => {
@@ -372,9 +413,16 @@ impl<'a> Gate<'a> {
                         (true, Cipher::AesGcm) => auth::FLAG_SEALED,
                         (true, Cipher::ChaChaPoly) => auth::FLAG_SEALED | secure::WELCOME_CHACHA,
                     };
+                    let mut nonce = [0u8; 16];
+                    if getrandom::fill(&mut nonce).is_err() {
+                        let r = refused(ErrorCode::Internal, "no randomness from the system");
+                        self.close(key, Some(r), true);
+                        return;
+                    }
                     let welcome = Frame::Welcome {
                         version: VERSION,
                         flags,
+                        nonce,
                         agent: AGENT.into(),
                     };
                     if !send_now(&mut p.stream, &welcome) {
@@ -384,7 +432,7 @@ impl<'a> Gate<'a> {
                     if sealed {
                         p.stage = Stage::Noise(secure::prologue(&frame, &welcome), cipher);
                     } else {
-                        self.done(key, None);
+                        self.done(key);
                         return;
                     }
                 }
@@ -393,8 +441,7 @@ impl<'a> Gate<'a> {
                         self.close(key, None, false);
                         return;
                     }
-                    self.done(key, Some(keys));
-                    return;
+                    p.stage = Stage::Ready(keys);
                 }
             }
         }
@@ -405,10 +452,32 @@ impl<'a> Gate<'a> {
         }
     }
 
-    /// The handshake is done: the connection leaves the gate.
-    fn done(&mut self, key: usize, keys: Option<Keys>) {
+    /// A failed handshake: counted against the address (whose first
+    /// failure in a while is logged; the rest are logged as counts), then
+    /// ERROR 3.
+    fn auth_failed(&mut self, key: usize, r: Refused) {
+        let Some(p) = self.pending.get(&key) else {
+            return;
+        };
+        let peer = p.peer;
+        match self.failures.failed(peer.ip(), Instant::now()) {
+            Some(line) => {
+                let line = format!("{}; {line}", r.message);
+                self.close_logged(key, Some(r), &line);
+            }
+            None => self.close_quietly(key, Some(r)),
+        }
+    }
+
+    /// The handshake is done: the connection leaves the gate (with its
+    /// keys when sealed).
+    fn done(&mut self, key: usize) {
         let Some(p) = self.pending.remove(&key) else {
             return;
+        };
+        let keys = match p.stage {
+            Stage::Ready(keys) => Some(keys),
+            _ => None,
         };
         let _ = self.poller.delete(&p.stream);
         if p.stream.set_nonblocking(false).is_err() {

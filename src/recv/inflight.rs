@@ -40,10 +40,10 @@ impl<'a> Session<'a, '_> {
                 // the file and this offer is refused as "in progress".
                 let stale = holder.ip() == self.peer.ip()
                     && self.sh.live.lock().is_ok_and(|live| {
-                        live.get(&holder).is_some_and(|(s, act)| {
-                            let dead = act.idle() >= TAKEOVER_IDLE;
+                        live.get(&holder).is_some_and(|l| {
+                            let dead = l.activity.idle() >= TAKEOVER_IDLE;
                             if dead {
-                                net::abort(s);
+                                net::abort(&l.stream);
                             }
                             dead
                         })

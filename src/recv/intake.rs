@@ -161,6 +161,8 @@ impl<'a> Session<'a, '_> {
         let write_err: RefCell<Option<io::Error>> = RefCell::default();
         let cell = RefCell::new(writer);
         let bar = self.bar.clone();
+        // Bytes of a body are progress as they come (never evicted).
+        let moved = self.moved.clone();
         let read = self.read_extents(
             &h,
             offset,
@@ -172,6 +174,7 @@ impl<'a> Session<'a, '_> {
                     }
                 }
                 bar.inc(chunk.len() as u64);
+                moved.touch();
                 Ok(())
             },
             |n| {
@@ -181,6 +184,7 @@ impl<'a> Session<'a, '_> {
                     }
                 }
                 bar.inc(n);
+                moved.touch();
                 Ok(())
             },
         );
@@ -210,7 +214,7 @@ impl<'a> Session<'a, '_> {
                 .context(format!("receiving '{shown}' ({kept})")));
         }
         // File bytes moved: the session is making progress.
-        self.progress = Instant::now();
+        self.made_progress();
         let mut h = h;
         if let Ok((end, Some(digest))) = &read {
             // A stream: its size and digest are known now.

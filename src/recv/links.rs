@@ -15,7 +15,6 @@ use crate::protocol::{Frame, Reject, Status, WireName};
 use crate::sanitize::escape;
 use anyhow::Result;
 use std::io;
-use std::time::Instant;
 
 /// What a pending link is.
 pub(super) enum LinkKind {
@@ -137,7 +136,7 @@ impl Session<'_, '_> {
     }
 
     fn accept_link(&mut self, id: u32, name: WireName, kind: LinkKind) {
-        self.progress = Instant::now();
+        self.made_progress();
         self.links.push(PendingLink { id, name, kind });
         self.conn.queue(&Frame::Result {
             id,

@@ -174,7 +174,9 @@ fn serve_in(
         // gate answers a HELLO "busy" when every slot is taken; this is
         // for one that raced with it.)
         let n = shared.active.fetch_add(1, Ordering::SeqCst);
-        if n >= cfg.max_sessions {
+        // Every slot taken: the session without progress for longest (5 s
+        // at least) makes room; it ends on its own thread.
+        if n >= cfg.max_sessions && !shared.evict_for(peer) {
             shared.active.fetch_sub(1, Ordering::SeqCst);
             shared.log(&format!(
                 "{peer}: refused: already serving {n} sessions (--max-sessions)"

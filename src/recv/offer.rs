@@ -99,7 +99,7 @@ impl<'a> Session<'a, '_> {
                     id: h.id,
                     reason: SkipReason::Identical.code(),
                 });
-                self.progress = Instant::now();
+                self.made_progress();
                 self.placed.insert(admit::keys(name.as_str()).0);
                 self.sh.log(&format!(
                     "{}: skipped '{}': identical content already there",
@@ -154,7 +154,7 @@ impl<'a> Session<'a, '_> {
             return self.reject(h.id, &h.path, r);
         }
         self.conn.queue(&Frame::Accept { id: h.id, offset });
-        self.progress = Instant::now();
+        self.made_progress();
         self.sh.events.emit(&Event::FileStarted {
             path: escape(name.as_str()),
             bytes: h.size,

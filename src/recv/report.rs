@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 /// Tells the peer why its session ends (best effort) and builds the error.
 pub(super) fn fail_session(conn: &mut Conn<Deadlined>, e: ConnError, when: &str) -> anyhow::Error {
     let code = match e {
-        ConnError::Timeout => Some(ErrorCode::Timeout.code()),
+        ConnError::Timeout | ConnError::Stalled(_) => Some(ErrorCode::Timeout.code()),
         ConnError::Frame(_) => Some(ErrorCode::Protocol.code()),
         ConnError::Tampered(_) => Some(ErrorCode::Tampered.code()),
         _ => None,

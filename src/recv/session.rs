@@ -17,7 +17,8 @@ use crate::protocol::Frame;
 use crate::secure::Wire;
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A session may have this many accepted files waiting for their BODY (each
@@ -36,8 +37,19 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
         bail!("refused: the receiver is shutting down");
     }
     let activity = Activity::default();
+    let moved = Activity::default();
+    moved.touch();
+    let evicted = Arc::new(AtomicBool::new(false));
     if let (Ok(clone), Ok(mut live)) = (stream.try_clone(), sh.live.lock()) {
-        live.insert(peer, (clone, activity.clone()));
+        live.insert(
+            peer,
+            Live {
+                stream: clone,
+                activity: activity.clone(),
+                moved: moved.clone(),
+                evicted: evicted.clone(),
+            },
+        );
     }
     let _live = LiveGuard { sh, peer };
     net::tune(&stream, sh.cfg.timeout).context("cannot set up the connection")?;
@@ -47,7 +59,8 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
     // frames when plain.
     let conn = match keys {
         Some(keys) => {
-            wire.seal(keys, &leftover);
+            // The gate opened the sender's record 0 (READY).
+            wire.seal_after(keys, &leftover, 1);
             Conn::new(Deadlined::new(wire, sh.cfg.timeout, activity))
         }
         None => Conn::with_buffered(Deadlined::new(wire, sh.cfg.timeout, activity), &leftover),
@@ -77,6 +90,7 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
             placed: HashSet::new(),
             links: Vec::new(),
             progress: Instant::now(),
+            moved,
             dirs: Vec::new(),
             awaiting: VecDeque::new(),
             small: Vec::new(),
@@ -89,7 +103,18 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
         };
         // Files already received are verified and placed even if the
         // session breaks: the commit thread goes on with what is queued.
-        let result = s.serve();
+        let mut result = s.serve();
+        if evicted.load(Ordering::SeqCst) {
+            let msg = format!(
+                "evicted: every session slot was taken and this session made no progress for {} s or more; try again",
+                super::listen::EVICT_AFTER.as_secs()
+            );
+            let _ = s.conn.send(&Frame::Error {
+                code: ErrorCode::Busy.code(),
+                message: msg.clone(),
+            });
+            result = Err(anyhow::anyhow!(msg));
+        }
         sh.remembered.fetch_sub(s.seen.len(), Ordering::Relaxed);
         s.verify_small();
         s.drop_unstarted();
@@ -119,6 +144,13 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
 }
 
 impl<'a> Session<'a, '_> {
+    /// The session moved file bytes or settled an entry other than by a
+    /// refusal: it is not idle, and not to be evicted.
+    pub(super) fn made_progress(&mut self) {
+        self.progress = Instant::now();
+        self.moved.touch();
+    }
+
     /// Waits until the commit thread has placed every verified file and
     /// answered for it, and counts what it did.
     pub(super) fn drain_commits(&mut self) -> Result<()> {

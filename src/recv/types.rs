@@ -81,8 +81,9 @@ pub(super) struct Shared {
     pub(super) remembered: AtomicUsize,
     /// Targets being written right now, by wire name, across sessions.
     pub(super) inflight: Mutex<HashMap<String, SocketAddr>>,
-    /// The connections being served, so an interrupt can end them.
-    pub(super) live: Mutex<HashMap<SocketAddr, (TcpStream, Activity)>>,
+    /// The connections being served, so an interrupt can end them and a
+    /// newcomer can evict one that makes no progress.
+    pub(super) live: Mutex<HashMap<SocketAddr, Live>>,
     /// Set on SIGINT/SIGTERM: no new session starts.
     pub(super) stopping: Shutdown,
     /// `--json` output.
@@ -106,6 +107,19 @@ impl Shared {
     pub(super) fn log(&self, line: &str) {
         self.progress.println(&format!("ftx: {line}"));
     }
+}
+
+/// A session being served, as the others see it.
+pub(super) struct Live {
+    /// The socket (a clone of the session's), to end it.
+    pub(super) stream: TcpStream,
+    /// When bytes last arrived.
+    pub(super) activity: Activity,
+    /// When the session last made progress: file bytes, or an entry
+    /// accepted, skipped, verified or created.
+    pub(super) moved: Activity,
+    /// Set when a newcomer took its slot.
+    pub(super) evicted: Arc<AtomicBool>,
 }
 
 /// What a finished session amounted to.
@@ -146,6 +160,9 @@ pub(super) struct Session<'a, 'c> {
     /// name's case-folded NFC form, to the hash of the name itself (see
     /// [`super::admit::keys`]). At most [`super::admit::MAX_ENTRIES`].
     pub(super) seen: HashMap<u64, u64>,
+    /// [`Session::progress`] as the other sessions see it (for eviction);
+    /// also touched by every body chunk.
+    pub(super) moved: Activity,
     /// When the session last moved file bytes or settled an entry other
     /// than by a refusal: a session without progress for `--timeout` is
     /// ended, whatever it sends.

@@ -84,7 +84,7 @@ fn has_aes() -> bool {
 /// tag (16).
 pub const MESSAGE_LEN: usize = 48;
 /// The prologue's first bytes: they bind the handshake to this protocol.
-const PROLOGUE_LABEL: &[u8] = b"ftx-noise-v2";
+const PROLOGUE_LABEL: &[u8] = b"ftx-noise-v3";
 /// The AEAD tag of each record.
 const TAG_LEN: usize = 16;
 /// The largest record (ciphertext and tag): Noise's message limit.
@@ -118,11 +118,45 @@ pub enum RecordError {
     /// The connection ended inside it.
     #[error("connection closed in the middle of an encrypted record")]
     Cut,
+    /// A frame or record that started did not complete within the
+    /// timeout: the peer trickles it.
+    #[error(
+        "a frame (or record) started {0} s ago is still not complete: the peer trickles it (timed out)"
+    )]
+    Stalled(u64),
 }
 
 /// A session's keys, one per direction (snow's stateless transport: the
 /// record number is the nonce, kept here).
 pub struct Keys(snow::StatelessTransportState);
+
+/// The sender's first record on the wire: READY alone, sealed as record 0
+/// (length prefix, 5 bytes of frame, 16 of tag).
+pub const READY_RECORD_LEN: usize = HEADER_LEN + 5 + TAG_LEN;
+
+impl Keys {
+    /// Opens the sender's first record (`record`: exactly
+    /// [`READY_RECORD_LEN`] bytes, as they arrived) and checks that it
+    /// holds READY alone. `Err(WrongToken)` when it does not open (the
+    /// sender does not hold the session's keys); `Ok(false)` when it opens
+    /// but holds something else.
+    pub fn open_ready(&self, record: &[u8]) -> Result<bool, HandshakeError> {
+        let Some((len, ct)) = record.split_first_chunk::<HEADER_LEN>() else {
+            return Ok(false);
+        };
+        if usize::from(u16::from_be_bytes(*len)) != ct.len() || ct.len() != 5 + TAG_LEN {
+            return Ok(false);
+        }
+        let mut plain = [0u8; 5 + TAG_LEN];
+        let n = self
+            .0
+            .read_message(0, ct, &mut plain)
+            .map_err(|_| HandshakeError::WrongToken)?;
+        let mut ready = Vec::new();
+        encode(&Frame::Ready, &mut ready);
+        Ok(plain[..n] == ready[..])
+    }
+}
 
 /// The prologue both sides feed the handshake: the label, then HELLO and
 /// WELCOME as encoded on the wire.

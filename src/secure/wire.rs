@@ -6,6 +6,13 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A started frame or record gets a read timeout of its own only once
+/// what is left of its deadline is this much shorter than the idle timeout
+/// (so most reads cost no extra system call; a deadline is kept to within
+/// this much).
+const PACE_SLACK: Duration = Duration::from_millis(250);
 
 /// The sending direction.
 #[derive(Default)]
@@ -34,9 +41,56 @@ struct Rx {
     plain: Vec<u8>,
     ppos: usize,
     pend: usize,
+    /// The idle timeout, when a started frame or record must also complete
+    /// within it ([`Wire::pace`]).
+    pace: Option<Duration>,
+    /// Since when the reader has been in the middle of a frame (told by
+    /// [`Wire::mid_frame`]) and of a record.
+    frame_since: Option<Instant>,
+    record_since: Option<Instant>,
+    /// The socket's read timeout is shorter than `pace` right now.
+    armed: bool,
 }
 
 impl Rx {
+    /// Before a read from the socket: a frame or record that has started
+    /// must complete within the idle timeout, so the read waits at most for
+    /// what is left of that (and fails once nothing is).
+    fn before_read(&mut self, tcp: &TcpStream) -> io::Result<()> {
+        let Some(idle) = self.pace else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if self.keys.is_some() && self.end > self.pos {
+            self.record_since.get_or_insert(now);
+        } else {
+            self.record_since = None;
+        }
+        let start = match (self.frame_since, self.record_since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(start) = start {
+            let left = (start + idle).saturating_duration_since(now);
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    RecordError::Stalled(idle.as_secs()),
+                ));
+            }
+            if left + PACE_SLACK < idle {
+                tcp.set_read_timeout(Some(left))?;
+                self.armed = true;
+                return Ok(());
+            }
+        }
+        if self.armed {
+            tcp.set_read_timeout(Some(idle))?;
+            self.armed = false;
+        }
+        Ok(())
+    }
+
     /// The length of the next record, once its header arrived.
     fn next_len(&self) -> Option<usize> {
         (self.end - self.pos >= HEADER_LEN).then(|| {
@@ -72,16 +126,51 @@ impl Wire {
     /// From now on every byte either way is sealed with `keys`; `received`
     /// is ciphertext that already arrived after the handshake.
     pub fn seal(&self, keys: Keys, received: &[u8]) {
+        self.seal_after(keys, received, 0);
+    }
+
+    /// [`Wire::seal`] on the receiving side, whose gate already opened the
+    /// peer's first `opened` records (READY).
+    pub fn seal_after(&self, keys: Keys, received: &[u8], opened: u64) {
         let keys = Arc::new(keys);
         lock(&self.tx).keys = Some(keys.clone());
         let mut rx = lock(&self.rx);
         rx.keys = Some(keys);
+        rx.next = opened;
         rx.buf = vec![0u8; READ_RECORDS * (HEADER_LEN + MAX_RECORD)];
         rx.plain = vec![0u8; MAX_RECORD];
         // At most a handshake's worth (4 KiB): it fits the buffer.
         let n = received.len().min(rx.buf.len());
         rx.buf[..n].copy_from_slice(&received[..n]);
         rx.end = n;
+    }
+
+    /// The sealed sender's first record: READY alone (see
+    /// [`Keys::open_ready`]). Sent right after [`Wire::seal`], before any
+    /// other write.
+    pub fn send_ready(&self) -> io::Result<()> {
+        let mut ready = Vec::new();
+        encode(&Frame::Ready, &mut ready);
+        self.send_all(&ready)
+    }
+
+    /// From now on a frame or record that has started must complete within
+    /// `idle` (the socket's read timeout), however its bytes trickle in.
+    pub fn pace(&self, idle: Duration) {
+        lock(&self.rx).pace = Some(idle);
+    }
+
+    /// The reader is in the middle of a frame (`true`: its deadline starts
+    /// now, unless it already runs) or between frames (`false`).
+    pub fn mid_frame(&self, on: bool) {
+        let mut rx = lock(&self.rx);
+        if rx.pace.is_some() {
+            match (on, rx.frame_since) {
+                (true, None) => rx.frame_since = Some(Instant::now()),
+                (false, Some(_)) => rx.frame_since = None,
+                _ => {}
+            }
+        }
     }
 
     /// Calls `f` whenever bytes arrive from the socket (for a watchdog: a
@@ -165,6 +254,7 @@ impl Wire {
     fn recv(&self, out: &mut [u8]) -> io::Result<usize> {
         let mut rx = lock(&self.rx);
         let Some(keys) = rx.keys.clone() else {
+            rx.before_read(&self.tcp)?;
             let seen = rx.on_receive.clone();
             drop(rx);
             let n = (&self.tcp).read(out)?;
@@ -224,6 +314,7 @@ impl Wire {
                     };
                     rx.next += 1;
                     rx.pos += HEADER_LEN + len;
+                    rx.record_since = None;
                     if direct {
                         done += n;
                         continue;
@@ -241,6 +332,7 @@ impl Wire {
                         rx.end -= rx.pos;
                         rx.pos = 0;
                     }
+                    rx.before_read(&self.tcp)?;
                     let end = rx.end;
                     let n = (&self.tcp).read(&mut rx.buf[end..])?;
                     if let (true, Some(f)) = (n > 0, &rx.on_receive) {

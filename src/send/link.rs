@@ -68,9 +68,7 @@ pub(super) fn handshake(
         }
         Frame::Welcome { flags, .. } => *flags,
         Frame::Error { code, message } => {
-            return Err(peer_error(*code, message)
-                .context(format!("{target} refused the session"))
-                .into())
+            return Err(unauthenticated(target, token, *code, message))
         }
         other => {
             return Err(lasting(anyhow::anyhow!(
@@ -139,9 +137,15 @@ fn seal(
         .with_context(|| format!("no answer to the encrypted handshake from {target}"))?
     {
         Frame::Noise { message } => {
-            let keys = init.finish(&message).map_err(|e| {
-                let why = format!("{target} did not prove the token ({e}): it holds another one");
-                lasting(ExitError::new(Exit::Auth, why).into())
+            // A receiver with another token answers ERROR 3, never NOISE:
+            // a reply that does not open was changed on the way (retried).
+            let keys = init.finish(&message).map_err(|_| Broken {
+                err: anyhow::anyhow!(
+                    "the encrypted handshake with {target} failed: its reply did not authenticate \
+                     (changed on the way?)"
+                ),
+                retry: true,
+                reset: false,
             })?;
             if conn.buffered() != 0 {
                 return Err(lasting(anyhow::anyhow!(
@@ -149,22 +153,60 @@ fn seal(
                 )));
             }
             conn.get_ref().seal(keys, &[]);
+            // Key confirmation: READY alone in the first record; only then
+            // does the receiver give this connection a session slot.
+            conn.get_ref()
+                .send_ready()
+                .with_context(|| format!("cannot greet {target}"))?;
             Ok(())
         }
-        Frame::Error { code, message } if code == ErrorCode::Auth.code() => {
-            let why = format!(
-                "the receiver holds another token (it said: {})",
-                crate::sanitize::escape(&message)
-            );
-            Err(lasting(ExitError::new(Exit::Auth, why).into()))
-        }
-        Frame::Error { code, message } => Err(peer_error(code, &message)
-            .context(format!("{target} refused the session"))
-            .into()),
+        Frame::Error { code, message } => Err(unauthenticated(target, Some(token), code, &message)),
         other => Err(lasting(anyhow::anyhow!(
             "{target} answered NOISE with {}: not an ftx receiver?",
             other.name()
         ))),
+    }
+}
+
+/// An ERROR that came before the handshake was done. With a token it is
+/// not authenticated (anyone on the path could have sent it), and said so:
+/// "authentication failed" and "version" stay final (exit 6, exit 1), and
+/// everything else, "tampered" included, is transient, retried within
+/// `--retry-for`.
+fn unauthenticated(
+    target: &str,
+    token: Option<&crate::auth::Token>,
+    code: u16,
+    message: &str,
+) -> Broken {
+    let shown = crate::sanitize::escape(message);
+    let Some(_) = token else {
+        return peer_error(code, message)
+            .context(format!("{target} refused the session"))
+            .into();
+    };
+    let note = "not authenticated: sent before the encrypted session began";
+    match ErrorCode::from_code(code) {
+        Some(ErrorCode::Auth) => {
+            let why = format!(
+                "{target} refused the token: it holds another one, or the handshake was changed on \
+                 the way (it said: {shown}; {note})"
+            );
+            lasting(ExitError::new(Exit::Auth, why).into())
+        }
+        Some(ErrorCode::Version) => lasting(anyhow::anyhow!(
+            "{target} refused the session: {shown} ({note})"
+        )),
+        Some(c) if c.transient() => peer_error(code, message)
+            .context(format!("{target} refused the session ({note})"))
+            .into(),
+        _ => Broken {
+            err: anyhow::anyhow!(
+                "{target} ended the handshake with ERROR {code}: {shown} ({note}; retrying)"
+            ),
+            retry: true,
+            reset: false,
+        },
     }
 }
 

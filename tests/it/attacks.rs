@@ -505,6 +505,7 @@ fn a_receiver_that_resets_is_named_as_such() {
             &Frame::Welcome {
                 version: ftx::protocol::limits::VERSION,
                 flags: 0,
+                nonce: [0; 16],
                 agent: "fake".into(),
             },
             &mut out,

@@ -6,6 +6,8 @@
 
 use crate::common::raw::Raw;
 use crate::common::*;
+use ftx::protocol::frame::decode;
+use ftx::protocol::Frame;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -236,48 +238,74 @@ fn a_record_cut_in_the_middle_is_a_connection_failure_and_resumes() {
     );
 }
 
-/// Replays a recorded sender's bytes to `addr` as a careful attacker
-/// would: HELLO and NOISE, then, after the receiver answered both (WELCOME,
-/// NOISE), the records. Reads until the receiver closes (at most 10 s);
-/// returns how long that took.
-fn replay_raw(addr: SocketAddr, bytes: &[u8]) -> Duration {
-    use ftx::protocol::frame::decode;
-    let start = Instant::now();
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s.set_write_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    // The two handshake frames: 5-byte header, then the payload.
-    let mut at = 0;
-    for _ in 0..2 {
-        let len = u32::from_be_bytes(bytes[at + 1..at + 5].try_into().expect("4 bytes"));
-        at += 5 + len as usize;
-    }
-    s.write_all(&bytes[..at]).expect("handshake");
-    let mut got = Vec::new();
-    let mut frames = 0;
-    let mut chunk = [0u8; 4096];
-    while frames < 2 {
-        match decode(&got).expect("frames from the receiver") {
-            Some((_, used)) => {
-                got.drain(..used);
-                frames += 1;
-            }
-            None => match s.read(&mut chunk) {
-                Ok(n) if n > 0 => got.extend_from_slice(&chunk[..n]),
-                _ => panic!("the receiver did not answer the replayed handshake"),
-            },
+/// A recorded sender's handshake (HELLO and NOISE, the first two frames
+/// of `bytes`) replayed to `addr` as a careful attacker would: HELLO, then
+/// NOISE once WELCOME came, then the recorded records. Holds the connection
+/// after WELCOME until `go` is called. Returns the frames the receiver
+/// answered until it closed.
+struct Replay {
+    s: TcpStream,
+    got: Vec<u8>,
+    rest: Vec<u8>,
+    noise: Vec<u8>,
+}
+
+impl Replay {
+    fn start(addr: SocketAddr, bytes: &[u8]) -> Replay {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut ends = [0usize; 2];
+        let mut at = 0;
+        for end in &mut ends {
+            let len = u32::from_be_bytes(bytes[at + 1..at + 5].try_into().expect("4 bytes"));
+            at += 5 + len as usize;
+            *end = at;
         }
+        s.write_all(&bytes[..ends[0]]).expect("HELLO");
+        let mut r = Replay {
+            s,
+            got: Vec::new(),
+            rest: bytes[ends[1]..].to_vec(),
+            noise: bytes[ends[0]..ends[1]].to_vec(),
+        };
+        assert!(
+            matches!(r.next_frame(), Some(Frame::Welcome { .. })),
+            "WELCOME to the replayed HELLO"
+        );
+        r
     }
-    let _ = s.write_all(&bytes[at..]);
-    until_closed(&mut s);
-    start.elapsed()
+
+    fn next_frame(&mut self) -> Option<Frame> {
+        let mut chunk = [0u8; 4096];
+        for _ in 0..1000 {
+            if let Some((f, used)) = decode(&self.got).expect("frames from the receiver") {
+                self.got.drain(..used);
+                return Some(f);
+            }
+            match self.s.read(&mut chunk) {
+                Ok(n) if n > 0 => self.got.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Sends the recorded NOISE and records; the receiver's answer.
+    fn go(mut self) -> Option<Frame> {
+        self.s.write_all(&self.noise).expect("NOISE");
+        let answer = self.next_frame();
+        let _ = self.s.write_all(&self.rest);
+        until_closed(&mut self.s);
+        answer
+    }
 }
 
 #[test]
-fn a_recorded_session_replayed_later_is_refused_at_its_first_record() {
-    let mut fx = sealed_receiver(&[]);
+fn a_recorded_handshake_replayed_never_reaches_a_session() {
+    use ftx::protocol::codes::error_code;
+    // One slot: connections that wait in the gate must not hold it.
+    let mut fx = sealed_receiver(&["--max-sessions", "1"]);
     let file = fx.src.join("once.bin");
     write_random(&file, 300_000, 42);
     let proxy = Proxy::start(fx.rx.addr, Mode::Capture);
@@ -287,21 +315,68 @@ fn a_recorded_session_replayed_later_is_refused_at_its_first_record() {
     drop(proxy);
     fs::remove_file(fx.rx.out.join("once.bin")).expect("remove");
 
-    let took = replay_raw(fx.rx.addr, &up);
-    assert!(took < Duration::from_secs(10), "the replay was not ended");
+    // Four replays wait with the handshake half done while a real sender
+    // (default flags) sends: it gets the one slot at once.
+    let held: Vec<Replay> = (0..4).map(|_| Replay::start(fx.rx.addr, &up)).collect();
+    let other = fx.src.join("real.bin");
+    write_random(&other, 50_000, 44);
+    let out = send_sealed(&[s(&other)], fx.rx.addr);
+    assert_status(&out, 0, "a real send beside four held replays");
+    // Then each replayed NOISE is refused as a failed authentication: the
+    // receiver's fresh nonce changed the prologue, so message 1 does not
+    // decrypt. No NOISE answer, no session.
+    for r in held {
+        match r.go() {
+            Some(Frame::Error { code, message }) => {
+                assert_eq!(code, error_code::AUTH, "{message}");
+            }
+            other => panic!("a replayed NOISE must get ERROR 3, got {other:?}"),
+        }
+    }
     assert!(
-        finals(&fx.rx.out).is_empty(),
+        !fx.rx.out.join("once.bin").exists(),
         "the replayed session wrote {:?}",
         names_in(&fx.rx.out)
     );
-    // Still serving.
-    let out = send_sealed(&[s(&file)], fx.rx.addr);
-    assert_status(&out, 0, "a real send after the replay");
     let log = fx.stop();
-    assert!(
-        log.contains("record 0 of the session failed authentication"),
-        "the replay fails at its first record:\n{log}"
+    assert_eq!(
+        log.matches("authentication failed").count(),
+        1,
+        "replays are logged as failed authentication, once, then counted:\n{log}"
     );
+    assert!(
+        !log.contains("record 0") && !log.contains("closed the connection before END"),
+        "no replay reached a session:\n{log}"
+    );
+}
+
+#[test]
+fn a_replayed_handshake_does_not_end_a_once_receiver() {
+    let mut fx = sealed_receiver(&["--once"]);
+    let file = fx.src.join("first.bin");
+    write_random(&file, 20_000, 45);
+    // Record a handshake against another receiver with the same token.
+    let mut other = sealed_receiver(&[]);
+    let proxy = Proxy::start(other.rx.addr, Mode::Capture);
+    assert_status(&send_sealed(&[s(&file)], proxy.addr), 0, "recorded");
+    let (up, _) = proxy.captured();
+    drop(proxy);
+    other.stop();
+    // Replayed to the --once receiver: refused, and it keeps waiting.
+    let answer = Replay::start(fx.rx.addr, &up).go();
+    assert!(
+        matches!(answer, Some(Frame::Error { code: 3, .. })),
+        "{answer:?}"
+    );
+    let out = send_sealed(&[s(&file)], fx.rx.addr);
+    assert_status(&out, 0, "the real send after the replay");
+    let status = fx.rx.wait_exit(Duration::from_secs(10));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "--once exits 0 after the real session"
+    );
+    assert_eq!(md5_hex(fx.rx.out.join("first.bin")), md5_hex(&file));
 }
 
 #[test]
@@ -338,7 +413,7 @@ fn garbage_records_after_a_good_handshake_are_refused_and_the_receiver_keeps_ser
     assert_eq!(md5_hex(fx.rx.out.join("after.bin")), md5_hex(&file));
     let log = fx.stop();
     assert_eq!(
-        log.matches("record 0 of the session failed authentication")
+        log.matches("record 1 of the session failed authentication")
             .count(),
         2,
         "each garbage session ends at its first record:\n{log}"

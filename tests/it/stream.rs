@@ -237,6 +237,7 @@ fn a_receiver_that_keeps_asking_for_the_digest_does_not_hold_the_sender_for_ever
                     Some(Frame::Hello { .. }) => Frame::Welcome {
                         version: ftx::protocol::limits::VERSION,
                         flags: 0,
+                        nonce: [0; 16],
                         agent: "fake".into(),
                     },
                     Some(Frame::File(h)) => Frame::Reject {

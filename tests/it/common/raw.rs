@@ -130,6 +130,7 @@ impl Raw {
         assert!(self.buf.is_empty(), "nothing after NOISE");
         let wire = ftx::secure::Wire::new(self.stream.try_clone().expect("clone"));
         wire.seal(keys, &[]);
+        wire.send_ready().expect("READY");
         self.wire = Some(wire);
     }
 
