@@ -297,19 +297,21 @@ impl<'a> Gate<'a> {
         let mut chunk = [0u8; 1024];
         let mut eof = false;
         loop {
-            match p.stream.read(&mut chunk) {
+            // Never more than one byte past the cap: what a sender sends
+            // right after its handshake (a sealed one does not wait) stays
+            // in the socket for the session.
+            let room = (MAX_HANDSHAKE_BYTES + 1)
+                .saturating_sub(p.buf.len())
+                .min(chunk.len());
+            if room == 0 {
+                break;
+            }
+            match p.stream.read(&mut chunk[..room]) {
                 Ok(0) => {
                     eof = true;
                     break;
                 }
-                Ok(n) => {
-                    p.buf.extend_from_slice(&chunk[..n]);
-                    if p.buf.len() > MAX_HANDSHAKE_BYTES {
-                        let r = refused(ErrorCode::Protocol, "handshake too long");
-                        self.close(key, Some(r), true);
-                        return;
-                    }
-                }
+                Ok(n) => p.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -321,6 +323,15 @@ impl<'a> Gate<'a> {
         // What arrived before an EOF still counts (a HELLO, then the
         // sender's half-close).
         self.advance(key);
+        if self
+            .pending
+            .get(&key)
+            .is_some_and(|p| p.buf.len() > MAX_HANDSHAKE_BYTES)
+        {
+            let r = refused(ErrorCode::Protocol, "handshake too long");
+            self.close(key, Some(r), true);
+            return;
+        }
         if eof {
             if let Some(p) = self.pending.get(&key) {
                 let what = match p.stage {

@@ -102,8 +102,10 @@ impl Failures {
     /// How long `ip` must wait before its next handshake, if it failed too
     /// often: past [`FAIL_BURST`] failures in a row, until one is forgiven.
     pub(super) fn penalty(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        let level = self.by.get(&addr_key(ip))?.level(now);
-        (level >= FAIL_BURST).then(|| FORGIVE.mul_f64(level - FAIL_BURST + 1.0))
+        // Past FAIL_BURST - 1 (what is left of a burst of FAIL_BURST
+        // after the time it took): wait until it is back there.
+        let over = self.by.get(&addr_key(ip))?.level(now) - (FAIL_BURST - 1.0);
+        (over > 0.0).then(|| FORGIVE.mul_f64(over))
     }
 
     /// The count lines due: addresses with failures not yet logged, last

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 /// (so most reads cost no extra system call; a deadline is kept to within
 /// this much).
 const PACE_SLACK: Duration = Duration::from_millis(250);
+/// A record may take, beyond the idle timeout, the time its length needs at
+/// this slow a rate (a 64 KiB record of a body over a 2 KB/s link is not
+/// a trickle): 2 ms a byte, 500 bytes a second.
+const RECORD_ALLOWANCE_PER_BYTE: Duration = Duration::from_millis(2);
 
 /// The sending direction.
 #[derive(Default)]
@@ -66,12 +70,17 @@ impl Rx {
         } else {
             self.record_since = None;
         }
-        let start = match (self.frame_since, self.record_since) {
+        let len = u32::try_from(self.next_len().unwrap_or(0)).unwrap_or(u32::MAX);
+        let record_end = self
+            .record_since
+            .map(|at| at + idle + RECORD_ALLOWANCE_PER_BYTE * len);
+        let frame_end = self.frame_since.map(|at| at + idle);
+        let end = match (frame_end, record_end) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if let Some(start) = start {
-            let left = (start + idle).saturating_duration_since(now);
+        if let Some(end) = end {
+            let left = end.saturating_duration_since(now);
             if left.is_zero() {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,

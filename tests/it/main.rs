@@ -15,6 +15,7 @@ mod errors;
 mod harness;
 mod hostile;
 mod json;
+mod listening;
 mod resume;
 mod sealed;
 mod security;

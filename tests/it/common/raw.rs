@@ -149,6 +149,15 @@ impl Raw {
         .expect("write to receiver");
     }
 
+    /// [`Raw::write`] that says whether it went, instead of panicking.
+    pub fn try_write(&mut self, bytes: &[u8]) -> bool {
+        match &self.wire {
+            Some(w) => w.send_all(bytes),
+            None => self.stream.write_all(bytes),
+        }
+        .is_ok()
+    }
+
     pub fn send(&mut self, frame: &Frame) {
         self.write(&to_bytes(frame));
     }
