@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes seed inputs for the `decode` fuzz target into corpus/decode/.
 
-Each seed is one or more valid protocol-v1 frames, encoded here from the
+Each seed is one or more valid frames of protocol version 3, encoded here from the
 format in PROTOCOL.md (independently of the Rust encoder), plus a few
 session-shaped sequences and near-misses. Run from anywhere:
 
@@ -24,20 +24,44 @@ def frame(t, payload):
     return bytes([t]) + struct.pack(">I", len(payload)) + payload
 
 
-def hello(agent="ftx/0.1.0", version=1, flags=0):
+def hello(agent="ftx/0.1.0", version=3, flags=0):
     return frame(0x01, b"FTX1" + struct.pack(">HI", version, flags) + s(agent))
 
 
-def welcome(flags=1, nonce=b"\x07" * 32, agent="ftx/0.1.0"):
-    return frame(0x02, struct.pack(">HI", 1, flags) + nonce + s(agent))
+def welcome(flags=1, nonce=b"\x07" * 16, agent="ftx/0.1.0", version=3):
+    return frame(0x02, struct.pack(">HI", version, flags) + nonce + s(agent))
 
 
-def auth(mac=b"\x09" * 32):
-    return frame(0x03, mac)
+def noise(message=b"\x09" * 48):
+    return frame(0x03, message)
 
 
-def file(id, path, size=5, mode=0o100644, mt=1_700_000_000, ns=1, md5=b"\xab" * 16):
-    return frame(0x10, struct.pack(">IQIqI", id, size, mode, mt, ns) + md5 + s(path))
+def ready():
+    return frame(0x04, b"")
+
+
+def file(id, path, size=5, mode=0o100644, mt=1_700_000_000, ns=1, flags=0, md5=b"\xab" * 16):
+    return frame(0x10, struct.pack(">IQIqII", id, size, mode, mt, ns, flags) + md5 + s(path))
+
+
+def symlink(id, path, target, mt=1_700_000_000, ns=0):
+    return frame(0x14, struct.pack(">IqI", id, mt, ns) + s(path) + s(target))
+
+
+def link(id, path, target):
+    return frame(0x15, struct.pack(">I", id) + s(path) + s(target))
+
+
+def hole(id, offset, length):
+    return frame(0x16, struct.pack(">IQQ", id, offset, length))
+
+
+def digest(id, md5=b"\x5d" * 16):
+    return frame(0x17, struct.pack(">I", id) + md5)
+
+
+def prefix(id, md5=b"\x6e" * 16):
+    return frame(0x25, struct.pack(">I", id) + md5)
 
 
 def dir(id, path, mode=0o40755, mt=1_700_000_000, ns=0):
@@ -80,9 +104,22 @@ hello_md5 = hashlib.md5(b"hello").digest()
 seeds = {
     "hello": hello(),
     "hello_v2_flags": hello(version=2, flags=0xFFFFFFFF, agent="ftx/9 \xfc"),
+    "hello_chacha": hello(flags=1),
     "welcome": welcome(),
     "welcome_noauth": welcome(flags=0, agent=""),
-    "auth": auth(),
+    "noise": noise(),
+    "ready": ready(),
+    "noise_short": frame(0x03, b"\x09" * 47),
+    "ready_payload": frame(0x04, b"\x00"),
+    "file_sparse_digest_follows": file(12, "sparse.img", size=1 << 40, flags=0b11, md5=b"\x00" * 16),
+    "file_stream_xxh3": file(13, "stdin.bin", size=0, flags=0b1110, md5=b"\x00" * 16),
+    "file_unknown_flags": file(14, "x", flags=1 << 31),
+    "symlink": symlink(15, "top/l", "../b"),
+    "symlink_abs": symlink(16, "l", "/etc/passwd"),
+    "link": link(17, "b/hard", "a/file"),
+    "hole": hole(12, 4096, 1 << 30),
+    "digest": digest(13),
+    "prefix": prefix(12),
     "file": file(3, "dir/with space/f\xfcr.txt"),
     "file_bad_utf8": file(3, b"dir/\xff\xfe", size=2**64 - 1, mt=-5, ns=999_999_999),
     "file_traversal": file(4, "../../etc/passwd"),
@@ -101,16 +138,27 @@ seeds = {
     "error": error(),
     "error_bad_utf8": error(3, b"bad \xc3\x28 text"),
     "sender_session": hello()
-    + auth()
+    + noise()
+    + ready()
     + dir(1, "photos")
     + file(2, "photos/a.txt", size=5, md5=hello_md5)
     + body(2, 0, 5)
     + b"hello"
     + file(3, "photos/b.txt", size=0, md5=hashlib.md5(b"").digest())
     + body(3, 0, 0)
+    + file(4, "photos/sparse", size=8192, flags=1, md5=hashlib.md5(b"\x00" * 8192).digest())
+    + hole(4, 0, 8192)
+    + file(5, "photos/live.log", flags=0b1010, md5=b"\x00" * 16)
+    + body(5, 0, 5)
+    + b"hello"
+    + digest(5, hello_md5)
+    + symlink(6, "photos/l", "a.txt")
+    + link(7, "photos/a2.txt", "photos/a.txt")
     + end(),
     "receiver_session": welcome()
+    + noise()
     + result(1, md5=b"\x00" * 16)
+    + prefix(9)
     + accept(2)
     + skip(3)
     + reject(4, 11, "exists")
@@ -125,9 +173,9 @@ seeds = {
     "reject_long_lossy": reject(9, 13, b"\xff" * 2000),
     # Names at and past the bounds: 4097 bytes, and the longest that fits.
     "file_long_name": file(8, "n" * 4097),
-    "file_max_path": file(9, "p" * (65536 - 46)),
+    "file_max_path": file(9, "p" * (65536 - 50)),
     "dir_max_depth": dir(10, "/".join(["d"] * 128)),
-    "file_too_long_frame": file(11, "p" * (65536 - 45)),
+    "file_too_long_frame": file(11, "p" * (65536 - 49)),
 }
 
 os.makedirs(OUT, exist_ok=True)

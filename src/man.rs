@@ -29,11 +29,11 @@ if every file of its session was verified.
     tar c build | ftx send --hash xxh3 --name build.tar - host:6000
   Across a network you do not control: the same token on both sides
   encrypts and authenticates the whole session:
-    ftx token > ~/.ftx-token; chmod 600 ~/.ftx-token   (copy it over)
+    ftx token ~/.ftx-token      (created 0600; copy it over)
     ftx recv --require-token --token-file ~/.ftx-token --out /srv/in
     ftx send --token-file ~/.ftx-token disk.iso host:6000
   In CI: a receiver on a free port, JSON events on stdout, and a token:
-    ftx token > token
+    ftx token token
     FTX_TOKEN=$(cat token) ftx recv --once --json --port 0 --out out
     FTX_TOKEN=$(cat token) ftx send --json dist/ 127.0.0.1:PORT
 .fi

@@ -100,6 +100,19 @@ impl Rx {
         Ok(())
     }
 
+    /// What a read's timeout means: when the read waited only for what was
+    /// left of a frame's (or record's) deadline, that deadline passed.
+    fn stall(&self) -> impl Fn(io::Error) -> io::Error {
+        let armed = self.armed;
+        let secs = self.pace.map_or(0, |d| d.as_secs());
+        move |e| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut if armed => {
+                io::Error::new(io::ErrorKind::TimedOut, RecordError::Stalled(secs))
+            }
+            _ => e,
+        }
+    }
+
     /// The length of the next record, once its header arrived.
     fn next_len(&self) -> Option<usize> {
         (self.end - self.pos >= HEADER_LEN).then(|| {
@@ -265,8 +278,9 @@ impl Wire {
         let Some(keys) = rx.keys.clone() else {
             rx.before_read(&self.tcp)?;
             let seen = rx.on_receive.clone();
+            let stall = rx.stall();
             drop(rx);
-            let n = (&self.tcp).read(out)?;
+            let n = (&self.tcp).read(out).map_err(stall)?;
             if let (true, Some(f)) = (n > 0, seen) {
                 f();
             }
@@ -342,8 +356,9 @@ impl Wire {
                         rx.pos = 0;
                     }
                     rx.before_read(&self.tcp)?;
+                    let stall = rx.stall();
                     let end = rx.end;
-                    let n = (&self.tcp).read(&mut rx.buf[end..])?;
+                    let n = (&self.tcp).read(&mut rx.buf[end..]).map_err(stall)?;
                     if let (true, Some(f)) = (n > 0, &rx.on_receive) {
                         f();
                     }

@@ -5,7 +5,11 @@ Two phases against one `ftx recv` (the release build, default flags):
 
 1. memory: SESSIONS sessions (default 60) each offer an 8 MiB file and
    send 1 MiB of its body, then hold; the receiver's RSS, threads and
-   descriptors are read from /proc while they hold.
+   descriptors are read from /proc while they hold, and its RSS every
+   10 ms until its `--timeout` (default 30 s) ends them all together
+   (teardown: each checkpoints its partial). RUNS (default 1) repeats
+   this phase and counts the runs whose peak stays within 64 MiB of the
+   idle baseline.
 2. slots: IDLE connections that never greet (default 10000), TRICKLE that
    send one byte a second (default 500) and SLOW peers that greet and then
    send one refused offer every 3 s (default 64), all kept up (reconnected
@@ -13,7 +17,12 @@ Two phases against one `ftx recv` (the release build, default flags):
    64 MiB file. Prints whether it succeeded, how long it took, and the
    receiver's peak RSS, threads and descriptors during the flood.
 
-Usage: tests/bench/attack.py   (env: SESSIONS, IDLE, TRICKLE, SLOW, FTX)
+3. parallel (PHASES=parallel): 50 `ftx send`s of distinct 1 MiB files at
+   once beside one sender through a 1 KiB/s proxy; the receiver's peak RSS
+   over its idle baseline while the 50 run (RUNS repeats it too).
+
+Usage: tests/bench/attack.py   (env: SESSIONS, RUNS, IDLE, TRICKLE, SLOW,
+       FTX, PHASES=memory,slots)
 """
 
 import hashlib
@@ -41,13 +50,13 @@ def text(s):
 
 
 def hello():
-    return frame(0x01, b"FTX1" + struct.pack(">HI", 1, 0) + text("attack"))
+    return frame(0x01, b"FTX1" + struct.pack(">HI", 3, 0) + text("attack"))
 
 
 def file_offer(fid, size, name):
     return frame(
         0x10,
-        struct.pack(">IQIqI", fid, size, 0o644, 0, 0) + b"\0" * 16 + text(name),
+        struct.pack(">IQIqII", fid, size, 0o644, 0, 0, 0) + b"\0" * 16 + text(name),
     )
 
 
@@ -98,9 +107,12 @@ def start_receiver(ftx, out):
 
 
 def phase_memory(ftx, sessions):
+    """One run; returns the teardown peak over the idle baseline, in MiB."""
     with tempfile.TemporaryDirectory() as out:
         rx, addr = start_receiver(ftx, out)
+        time.sleep(0.5)  # the idle baseline, once the receiver settled
         base = proc_status(rx.pid)
+        base_rss = kib(base.get("VmRSS"))
         socks = []
         for i in range(sessions):
             s = socket.create_connection(addr, timeout=10)
@@ -110,19 +122,136 @@ def phase_memory(ftx, sessions):
             s.recv(4096)  # ACCEPT
             s.sendall(body(1, 8 << 20) + os.urandom(1 << 20))
             socks.append(s)
-        time.sleep(2)  # let the receiver take in what was sent
-        peak = Peak(rx.pid)
-        peak.sample()
+        held = Peak(rx.pid)
+        end = time.time() + 2
+        while time.time() < end:  # let the receiver take in what was sent
+            held.sample()
+            time.sleep(0.01)
+        # Teardown: the receiver's --timeout ends every session at about
+        # the same moment; sample until all are closed (at most 60 s).
+        sel = selectors.DefaultSelector()
+        for s in socks:
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ)
+        teardown = Peak(rx.pid)
+        open_ = len(socks)
+        end = time.time() + 60
+        while open_ and time.time() < end:
+            teardown.sample()
+            for key, _ in sel.select(timeout=0.01):
+                try:
+                    data = key.fileobj.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    sel.unregister(key.fileobj)
+                    open_ -= 1
+        for _ in range(50):  # and half a second after
+            teardown.sample()
+            time.sleep(0.01)
         for s in socks:
             s.close()
         rx.terminate()
         rx.wait(10)
         print(
             f"memory: {sessions} sessions each holding 1 MiB of an 8 MiB body: "
-            f"RSS {kib(base.get('VmRSS')) / 1024:.1f} -> {peak.rss / 1024:.1f} MiB, "
-            f"threads {base.get('Threads')} -> {peak.threads}, "
-            f"descriptors {base.get('fds')} -> {peak.fds}"
+            f"RSS {base_rss / 1024:.1f} -> {held.rss / 1024:.1f} MiB held, "
+            f"{teardown.rss / 1024:.1f} MiB peak at teardown "
+            f"(+{(max(held.rss, teardown.rss) - base_rss) / 1024:.1f} MiB over idle), "
+            f"threads {base.get('Threads')} -> {held.threads}, "
+            f"descriptors {base.get('fds')} -> {held.fds}",
+            flush=True,
         )
+        return (max(held.rss, teardown.rss) - base_rss) / 1024
+
+
+def slow_proxy(target, rate):
+    """A proxy on 127.0.0.1 passing `rate` bytes a second each way; its
+    address. Daemon threads: it lives as long as the script."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(8)
+
+    def pump(a, b):
+        try:
+            while True:
+                data = a.recv(max(1, rate // 10))
+                if not data:
+                    break
+                b.sendall(data)
+                time.sleep(len(data) / rate)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def serve():
+        while True:
+            c, _ = lsock.accept()
+            u = socket.create_connection(target)
+            threading.Thread(target=pump, args=(c, u), daemon=True).start()
+            threading.Thread(target=pump, args=(u, c), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return lsock.getsockname()
+
+
+def phase_parallel(ftx, senders=50):
+    """One run; the peak over the idle baseline while the senders run, MiB."""
+    with tempfile.TemporaryDirectory() as out, tempfile.TemporaryDirectory() as src:
+        rx, addr = start_receiver(ftx, out)
+        time.sleep(0.5)
+        base_rss = kib(proc_status(rx.pid).get("VmRSS"))
+        files = []
+        for i in range(senders + 1):
+            path = os.path.join(src, f"p{i}.bin")
+            with open(path, "wb") as f:
+                f.write(os.urandom(1 << 20))
+            files.append(path)
+        proxy = slow_proxy(addr, 1024)
+        slow = subprocess.Popen(
+            [ftx, "send", "-q", files[-1], f"127.0.0.1:{proxy[1]}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)
+        procs = [
+            subprocess.Popen(
+                [ftx, "send", "-q", f, f"{addr[0]}:{addr[1]}"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for f in files[:-1]
+        ]
+        peak = Peak(rx.pid)
+        end = time.time() + 120
+        while any(p.poll() is None for p in procs) and time.time() < end:
+            peak.sample()
+            time.sleep(0.01)
+        for _ in range(50):
+            peak.sample()
+            time.sleep(0.01)
+        ok = sum(1 for p in procs if p.returncode == 0)
+        intact = sum(
+            1
+            for f in files[:-1]
+            if os.path.exists(os.path.join(out, os.path.basename(f)))
+            and open(os.path.join(out, os.path.basename(f)), "rb").read() == open(f, "rb").read()
+        )
+        slow.kill()
+        slow.wait()
+        rx.terminate()
+        rx.wait(10)
+        over = (peak.rss - base_rss) / 1024
+        print(
+            f"parallel: {senders} senders of 1 MiB beside a 1 KiB/s one: {ok} exit 0, {intact} intact; "
+            f"RSS {base_rss / 1024:.1f} -> {peak.rss / 1024:.1f} MiB (+{over:.1f}), threads {peak.threads}",
+            flush=True,
+        )
+        return over
 
 
 class Flood(threading.Thread):
@@ -249,7 +378,25 @@ def main():
     if not ftx:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
         ftx = os.path.join(REPO, "target", "release", "ftx")
-    phase_memory(ftx, int(os.environ.get("SESSIONS", "60")))
+    phases = os.environ.get("PHASES", "memory,slots").split(",")
+    if "memory" in phases:
+        runs = int(os.environ.get("RUNS", "1"))
+        peaks = [phase_memory(ftx, int(os.environ.get("SESSIONS", "60"))) for _ in range(runs)]
+        within = sum(1 for p in peaks if p <= 64)
+        print(
+            f"memory: {within} of {runs} runs within 64 MiB over idle "
+            f"(peaks {min(peaks):.1f} .. {max(peaks):.1f} MiB)"
+        )
+    if "parallel" in phases:
+        runs = int(os.environ.get("RUNS", "1"))
+        peaks = [phase_parallel(ftx) for _ in range(runs)]
+        within = sum(1 for p in peaks if p <= 64)
+        print(
+            f"parallel: {within} of {runs} runs within 64 MiB over idle "
+            f"(peaks {min(peaks):.1f} .. {max(peaks):.1f} MiB)"
+        )
+    if "slots" not in phases:
+        return
     phase_slots(
         ftx,
         int(os.environ.get("IDLE", "10000")),

@@ -8,7 +8,9 @@
 //! its content, and what arrives under a final name is what was sent.
 
 use crate::common::raw::{file_offer, forged_state, md5_of, Raw};
-use crate::common::{assert_status, dirs, md5_hex, poll_until, send, write_random, Receiver};
+use crate::common::{
+    assert_status, dirs, is_root, md5_hex, poll_until, send, write_random, Receiver,
+};
 use ftx::protocol::frame::{reject_code, result_status, Frame};
 use std::fs;
 use std::path::Path;
@@ -195,10 +197,6 @@ fn a_second_receiver_on_the_same_out_never_takes_over_a_live_partial() {
 // ---------------------------------------------------------------------------
 // Modes and directories that were there before
 // ---------------------------------------------------------------------------
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
 
 /// `COMMAND...` as the unprivileged user `nobody` when running as root
 /// (CI does), else as the current user; with umask 022 either way.

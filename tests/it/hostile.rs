@@ -262,16 +262,7 @@ fn eof_in_the_middle_of_a_body_never_leaves_the_final_name() {
     let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
 
     let mut raw = Raw::session(rx.addr);
-    raw.send(&file_offer(1, b"cut.bin", &data));
-    assert!(matches!(
-        raw.expect("ACCEPT"),
-        Frame::Accept { id: 1, offset: 0 }
-    ));
-    raw.send(&Frame::Body {
-        id: 1,
-        offset: 0,
-        length: data.len() as u64,
-    });
+    raw.start_body(1, b"cut.bin", &data);
     raw.write(&data[..300_000]);
     raw.stream
         .shutdown(Shutdown::Write)

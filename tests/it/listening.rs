@@ -195,17 +195,7 @@ fn a_session_moving_data_is_never_evicted() {
     let mut rx = Receiver::start(&d.out, &["--max-sessions", "1"]);
     let data: Vec<u8> = (0..3500u32).map(|i| (i * 7 % 251) as u8).collect();
     let mut raw = Raw::session(rx.addr);
-    let offer = file_offer(1, b"mover.bin", &data);
-    raw.send(&offer);
-    assert!(matches!(
-        raw.expect("ACCEPT"),
-        Frame::Accept { id: 1, offset: 0 }
-    ));
-    raw.send(&Frame::Body {
-        id: 1,
-        offset: 0,
-        length: data.len() as u64,
-    });
+    raw.start_body(1, b"mover.bin", &data);
     // 100 bytes every 200 ms: 7 s for 3500 bytes; says when 6 s went by.
     let (tx, six_seconds) = std::sync::mpsc::channel();
     let mover = std::thread::spawn(move || {

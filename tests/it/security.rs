@@ -29,9 +29,9 @@ use crate::common::raw::{
     file_offer_mode, forged_state, md5_of, Raw, IO_TIMEOUT,
 };
 use crate::common::{
-    assert_status, assert_trees_arrived, dirs, ftx_cmd, md5_hex, md5_hex_bytes, names_in,
-    run_with_timeout, s, send, send_as, send_cmd, snapshot_outside, text, write_random, Dirs,
-    Receiver, SEND_TIMEOUT,
+    assert_status, assert_trees_arrived, dirs, ftx_cmd, ftx_cmd_unprivileged, md5_hex,
+    md5_hex_bytes, names_in, run_with_timeout, s, send, send_as, send_cmd, snapshot_outside, text,
+    write_random, Dirs, Receiver, SEND_TIMEOUT,
 };
 use ftx::protocol::frame::{
     decode, error_code, kind, reject_code, result_status, to_bytes, FileHeader, Frame,
@@ -1019,13 +1019,11 @@ fn receiver_without_a_token_warns_and_a_sender_with_one_will_not_send_in_the_cle
 // Bad output directories
 // ---------------------------------------------------------------------------
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+fn assert_recv_refuses_out(out_dir: &Path, what: &str) {
+    assert_recv_refuses_out_as(ftx_cmd(), out_dir, what);
 }
 
-fn assert_recv_refuses_out(out_dir: &Path, what: &str) {
-    let mut cmd = ftx_cmd();
+fn assert_recv_refuses_out_as(mut cmd: std::process::Command, out_dir: &Path, what: &str) {
     cmd.args(["recv", "--port", "0", "--bind", "127.0.0.1", "--out"])
         .arg(out_dir);
     let out = run_with_timeout(cmd, QUICK);
@@ -1066,22 +1064,17 @@ fn receiver_refuses_a_missing_or_unwritable_output_directory() {
         assert_recv_refuses_out(proc_self, "OUT is /proc/self");
     }
 
-    // Root ignores permission bits, so a mode-0555 directory is writable
-    // for it: this variant only means something for other users.
-    if !is_root() {
-        let ro = tmp.path().join("read-only");
-        fs::create_dir(&ro).expect("mkdir");
-        fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).expect("chmod");
-        assert_recv_refuses_out(&ro, "OUT is mode 0555");
-        fs::set_permissions(&ro, fs::Permissions::from_mode(0o755)).expect("chmod back");
-    } else {
-        eprintln!("running as root: skipping the chmod-0555 OUT case (root ignores mode bits)");
-    }
+    // Root ignores permission bits: as root (CI), the receiver runs as
+    // `nobody`, for whom a mode-0555 directory is read-only.
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).expect("chmod T");
+    let ro = tmp.path().join("read-only");
+    fs::create_dir(&ro).expect("mkdir");
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).expect("chmod");
+    assert_recv_refuses_out_as(ftx_cmd_unprivileged(), &ro, "OUT is mode 0555");
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o755)).expect("chmod back");
     let after = snapshot_outside(tmp.path());
     let mut expected = before;
-    if !is_root() {
-        expected.insert(PathBuf::from("read-only"));
-    }
+    expected.insert(PathBuf::from("read-only"));
     assert_eq!(after, expected, "recv created nothing");
 }
 
@@ -1171,14 +1164,11 @@ fn symlinks_arrive_as_links_unsafe_ones_are_refused_and_a_fifo_fails_the_run() {
 
 #[test]
 fn sender_reports_an_unreadable_file_by_name_and_sends_the_rest() {
-    if is_root() {
-        // Root reads a mode-000 file anyway; there is no portable way to
-        // make a regular file unreadable for root.
-        eprintln!("running as root: skipping the unreadable-file case");
-        return;
-    }
+    // Root reads a mode-000 file anyway: as root (CI) the sender runs as
+    // `nobody`, for whom it is unreadable.
     let fx = Fixture::start(&[]);
     let src = tempfile::tempdir().expect("tempdir");
+    fs::set_permissions(src.path(), fs::Permissions::from_mode(0o755)).expect("chmod T");
     let tree = src.path().join("tree");
     fs::create_dir(&tree).expect("mkdir");
     fs::write(tree.join("ok.txt"), b"fine\n").expect("write");
@@ -1186,7 +1176,9 @@ fn sender_reports_an_unreadable_file_by_name_and_sends_the_rest() {
     fs::write(&locked, b"secret\n").expect("write");
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).expect("chmod");
 
-    let out = send(&[s(&tree)], fx.addr());
+    let mut cmd = ftx_cmd_unprivileged();
+    cmd.args(["send", s(&tree), &fx.addr().to_string()]);
+    let out = run_with_timeout(cmd, SEND_TIMEOUT);
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o644)).expect("chmod back");
     assert_status(&out, 1, "send a tree with an unreadable file");
     assert!(

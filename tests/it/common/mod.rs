@@ -63,6 +63,34 @@ pub fn fixtures() -> PathBuf {
 }
 
 /// `ftx` with stdin closed and no arguments yet.
+/// True when the tests run as root (CI does).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// [`ftx_cmd`] run as the unprivileged user `nobody` (uid 65534, through
+/// `setpriv`) when the tests run as root, so that permission rules are
+/// tested there too; as the current user otherwise. What it reads or
+/// writes must be reachable by `nobody`; it gets `--no-cache`-free
+/// settings of its own (the digest cache under the system's temp dir).
+pub fn ftx_cmd_unprivileged() -> Command {
+    let mut cmd = if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        c.arg(ftx_bin());
+        c
+    } else {
+        Command::new(ftx_bin())
+    };
+    cmd.stdin(Stdio::null());
+    cmd.env(
+        "XDG_CACHE_HOME",
+        std::env::temp_dir().join("ftx-test-cache-nobody"),
+    );
+    cmd.env_remove("FTX_TOKEN");
+    cmd
+}
+
 pub fn ftx_cmd() -> Command {
     let mut cmd = Command::new(ftx_bin());
     cmd.stdin(Stdio::null());

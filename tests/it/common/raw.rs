@@ -277,6 +277,21 @@ impl Raw {
     }
 
     /// Sends the BODY of accepted file `id` from offset 0: all of `data`.
+    /// Offers `data` as `name` (id `id`), expects ACCEPT at 0 and sends
+    /// the BODY frame, leaving its bytes to the caller.
+    pub fn start_body(&mut self, id: u32, name: &[u8], data: &[u8]) {
+        self.send(&file_offer(id, name, data));
+        match self.expect("ACCEPT") {
+            Frame::Accept { id: got, offset: 0 } if got == id => {}
+            other => panic!("expected ACCEPT {id} at 0, got {other:?}"),
+        }
+        self.send(&Frame::Body {
+            id,
+            offset: 0,
+            length: data.len() as u64,
+        });
+    }
+
     pub fn send_body(&mut self, id: u32, data: &[u8]) {
         self.send(&Frame::Body {
             id,
