@@ -52,13 +52,45 @@ pub(super) enum Answer {
 pub(super) const MAX_ENTRIES: usize = crate::protocol::limits::MAX_SESSION_ENTRIES;
 
 /// The keys a name is remembered by in a session: a hash of the name
-/// itself, and one of its portable form (NFC, then lower case), under
-/// which names that one file system would take for the same file meet.
-pub(super) fn keys(name: &str) -> (u64, u64) {
+/// itself, and, when the output file system folds names (`fold`), one of
+/// its portable form (NFC, then lower case), under which names that such a
+/// file system would take for the same file meet. On one that does not
+/// fold (ext4, XFS, Btrfs), `README` and `readme` are two files, and both
+/// keys are the name's own.
+pub(super) fn keys(name: &str, fold: bool) -> (u64, u64) {
     use unicode_normalization::UnicodeNormalization;
     use xxhash_rust::xxh3::xxh3_64;
+    let exact = xxh3_64(name.as_bytes());
+    if !fold {
+        return (exact, exact);
+    }
     let folded: String = name.nfc().collect::<String>().to_lowercase();
-    (xxh3_64(name.as_bytes()), xxh3_64(folded.as_bytes()))
+    (exact, xxh3_64(folded.as_bytes()))
+}
+
+/// The key a refused directory is remembered by: its wire path (see
+/// [`inside_refused`]).
+pub(super) fn dir_prefix_key(path: &[u8]) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(path);
+    h.update(b"/");
+    h.digest128()
+}
+
+/// The refused directory (of `refused`, keys of [`dir_prefix_key`]) that
+/// `path` lies inside, as the length of its path; `None` if none.
+pub(super) fn inside_refused(
+    refused: &std::collections::HashSet<u128>,
+    path: &[u8],
+) -> Option<usize> {
+    if refused.is_empty() {
+        return None;
+    }
+    path.iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'/')
+        .map(|(i, _)| i)
+        .find(|&i| refused.contains(&dir_prefix_key(&path[..i])))
 }
 
 /// What an earlier entry of the session has to do with this one.
@@ -189,7 +221,7 @@ mod tests {
     fn names_that_one_file_system_takes_for_one_file_collide() {
         let mut map = std::collections::HashMap::new();
         let remember = |map: &mut std::collections::HashMap<u64, u64>, n: &str| {
-            let k = keys(n);
+            let k = keys(n, true);
             let s = seen(map, k);
             if s == Seen::New {
                 map.insert(k.1, k.0);

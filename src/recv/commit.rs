@@ -228,7 +228,7 @@ pub(super) fn commit(
             continue;
         }
         answer(done(sh, peer, stats, &v, &shown, &mut lines));
-        placed_keys.push(super::admit::keys(v.name.as_str()).0);
+        placed_keys.push(super::admit::keys(v.name.as_str(), false).0);
     }
     if !lines.is_empty() {
         // One write for the batch's lines.

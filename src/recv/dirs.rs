@@ -60,7 +60,7 @@ impl<'a> Session<'a, '_> {
     pub(super) fn dir(&mut self, h: DirHeader) -> Result<()> {
         let name = match self.claim_name(&h.path) {
             Ok(n) => n,
-            Err(r) => return self.reject(h.id, &h.path, r),
+            Err(r) => return self.refuse_dir(h, r),
         };
         let comps: Vec<&str> = name.components().collect();
         let opened = open_dirs(&self.sh.root, &comps, |i| {
@@ -83,8 +83,15 @@ impl<'a> Session<'a, '_> {
                 });
                 Ok(())
             }
-            Err(r) => self.reject(h.id, &h.path, r),
+            Err(r) => self.refuse_dir(h, r),
         }
+    }
+
+    /// Refuses a DIR entry, and with it everything offered inside it.
+    fn refuse_dir(&mut self, h: DirHeader, r: Refusal) -> Result<()> {
+        self.refused_dirs
+            .insert(super::admit::dir_prefix_key(&h.path));
+        self.reject(h.id, &h.path, r)
     }
 
     /// Applies directory modes and mtimes, deepest first, so writing into a

@@ -122,7 +122,12 @@ impl Session<'_, '_> {
             Err(r) => return self.reject(id, path, r),
         };
         let to = match WireName::from_bytes(target) {
-            Ok(t) if admit::seen(&self.seen, admit::keys(t.as_str())) == admit::Seen::Again => t,
+            Ok(t)
+                if admit::seen(&self.seen, admit::keys(t.as_str(), self.sh.folds))
+                    == admit::Seen::Again =>
+            {
+                t
+            }
             _ => {
                 let r = refusal(
                     Reject::UnsafeLink,
@@ -215,7 +220,7 @@ impl Session<'_, '_> {
                 Ok(())
             }
             LinkKind::Hard { to } => {
-                if !self.placed.contains(&admit::keys(to.as_str()).0) {
+                if !self.placed.contains(&admit::keys(to.as_str(), false).0) {
                     return Err(format!(
                         "'{}' did not arrive in this session",
                         escape(to.as_str())

@@ -71,7 +71,7 @@ pub use types::Shutdown;
 /// session ends: 0 only if every file in it was verified).
 pub fn run(cfg: &RecvConfig) -> Result<Exit> {
     // The output directory first: a bad one is exit 1 whatever the port.
-    let root = open_out(cfg)?;
+    let (root, folds) = open_out(cfg)?;
     let listener = net::listen(cfg.bind, cfg.port)?;
     if cfg.token.is_none() {
         eprintln!(
@@ -93,7 +93,7 @@ pub fn run(cfg: &RecvConfig) -> Result<Exit> {
         writeln!(stdout, "listening on {addr}").context("cannot write to stdout")?;
         stdout.flush().context("cannot write to stdout")?;
     }
-    serve_in(listener, cfg, root, Shutdown::default(), true)
+    serve_in(listener, cfg, (root, folds), Shutdown::default(), true)
 }
 
 /// Serves senders on `listener`, which the caller bound, into `cfg.out`
@@ -102,12 +102,14 @@ pub fn run(cfg: &RecvConfig) -> Result<Exit> {
 /// `--once`, until the first session ends. Tests and `ftx bench` run a
 /// receiver in-process this way, on port 0.
 pub fn serve(listener: TcpListener, cfg: &RecvConfig, shutdown: Shutdown) -> Result<Exit> {
-    let root = open_out(cfg)?;
-    serve_in(listener, cfg, root, shutdown, false)
+    let out = open_out(cfg)?;
+    serve_in(listener, cfg, out, shutdown, false)
 }
 
-/// Opens the output directory and checks it can be written.
-fn open_out(cfg: &RecvConfig) -> Result<Dir> {
+/// Opens the output directory, checks it can be written, and probes
+/// whether its file system folds names (before anyone is told the
+/// receiver listens: the probe's file is gone by then).
+fn open_out(cfg: &RecvConfig) -> Result<(Dir, bool)> {
     let out = escape(&cfg.out.to_string_lossy());
     let root = Dir::open_ambient_dir(&cfg.out, cap_std::ambient_authority())
         .with_context(|| format!("cannot use output directory {out}"))?;
@@ -119,19 +121,21 @@ fn open_out(cfg: &RecvConfig) -> Result<Dir> {
     )
     .map_err(io::Error::from)
     .with_context(|| format!("cannot write into output directory {out}"))?;
-    Ok(root)
+    let folds = crate::store::attrs::folds_names(&root);
+    Ok((root, folds))
 }
 
 fn serve_in(
     listener: TcpListener,
     cfg: &RecvConfig,
-    root: Dir,
+    (root, folds): (Dir, bool),
     shutdown: Shutdown,
     signals: bool,
 ) -> Result<Exit> {
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         umask: crate::store::attrs::umask(),
+        folds,
         budget: crate::store::budget::Budget::new(crate::store::budget::DEFAULT_BYTES),
         created_dirs: Mutex::new(CreatedDirs::default()),
         root,

@@ -23,10 +23,21 @@ use std::time::Instant;
 impl<'a> Session<'a, '_> {
     /// Validates a name and checks it was not offered before in this session.
     pub(super) fn claim_name(&mut self, raw: &[u8]) -> Result<WireName, Refusal> {
+        // Nothing inside a directory that was refused: it would arrive
+        // without its directory's entry (mode, mtime), and uncounted.
+        if let Some(n) = admit::inside_refused(&self.refused_dirs, raw) {
+            return Err(refusal(
+                Reject::Conflict,
+                format!(
+                    "inside '{}', a directory that was refused",
+                    crate::sanitize::escape_bytes(&raw[..n])
+                ),
+            ));
+        }
         let name = WireName::from_bytes(raw);
         let (seen, keys) = match &name {
             Ok(n) => {
-                let keys = admit::keys(n.as_str());
+                let keys = admit::keys(n.as_str(), self.sh.folds);
                 (admit::seen(&self.seen, keys), Some(keys))
             }
             Err(_) => (admit::Seen::New, None),
@@ -100,7 +111,7 @@ impl<'a> Session<'a, '_> {
                     reason: SkipReason::Identical.code(),
                 });
                 self.made_progress();
-                self.placed.insert(admit::keys(name.as_str()).0);
+                self.placed.insert(admit::keys(name.as_str(), false).0);
                 self.sh.log(&format!(
                     "{}: skipped '{}': identical content already there",
                     self.peer,

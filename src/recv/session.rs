@@ -86,6 +86,7 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
             conn,
             peer,
             seen: HashMap::new(),
+            refused_dirs: HashSet::new(),
             refusals: 0,
             placed: HashSet::new(),
             links: Vec::new(),

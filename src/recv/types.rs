@@ -70,6 +70,10 @@ pub(super) struct Shared {
     pub(super) budget: Arc<store::budget::Budget>,
     /// The process's umask, read at start: received modes are masked by it.
     pub(super) umask: u32,
+    /// The output directory's file system folds names (case or Unicode
+    /// normalisation), as macOS's and Windows' do: probed at start. Only
+    /// then are names that differ by case alone refused as one file.
+    pub(super) folds: bool,
     /// Directories this receiver created and has not applied a DIR entry
     /// to yet: a DIR entry's mode and mtime are applied only to these.
     pub(super) created_dirs: Mutex<CreatedDirs>,
@@ -160,6 +164,10 @@ pub(super) struct Session<'a, 'c> {
     /// name's case-folded NFC form, to the hash of the name itself (see
     /// [`super::admit::keys`]). At most [`super::admit::MAX_ENTRIES`].
     pub(super) seen: HashMap<u64, u64>,
+    /// Directories refused in this session (keys of
+    /// [`super::admit::dir_prefix_key`]): what is offered inside them is
+    /// refused too.
+    pub(super) refused_dirs: HashSet<u128>,
     /// [`Session::progress`] as the other sessions see it (for eviction);
     /// also touched by every body chunk.
     pub(super) moved: Activity,

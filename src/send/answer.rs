@@ -242,6 +242,13 @@ impl Sender<'_> {
                 };
                 let started = Instant::now();
                 let md5 = self.body(conn, offer.id, idx, &src, offset)?;
+                // Standard input is what was read; a file must still be
+                // what was offered when the receiver has verified it, or
+                // the run says so (the file stays open until then).
+                let watch = match src.file {
+                    Some(file) if !src.stream => Watch::File(file),
+                    _ => Watch::Known(src.changed.map(String::from)),
+                };
                 let size = self.items[idx].entry.size;
                 if size >= crate::progress::PHASE_SHOWN_MIN {
                     self.phase(&shown, "verifying", size);
@@ -255,6 +262,7 @@ impl Sender<'_> {
                         md5,
                         offset,
                         started,
+                        watch,
                     },
                 );
                 return Ok(());
@@ -394,7 +402,21 @@ impl Sender<'_> {
         let may_resend = !self.items[idx].resent
             && !self.cfg.retry_for.is_zero()
             && !self.items[idx].entry.stdin;
-        let verdict = result(status, &f.md5, &got, may_resend, &shown, message);
+        let changed = match &f.watch {
+            Watch::File(file) => super::prepare::changed_since(file, &f.md),
+            Watch::Known(why) => why.clone(),
+        };
+        let verdict = match (
+            result(status, &f.md5, &got, may_resend, &shown, message),
+            changed,
+        ) {
+            // Verified, but not the file as it is now: named, exit 1 (as
+            // GNU tar's "file changed as we read it").
+            (Verdict::Done, Some(why)) => {
+                Verdict::Failed(Exit::Failure, "changed", format!("{shown}: {why}"))
+            }
+            (v, _) => v,
+        };
         match &verdict {
             Verdict::Done => {
                 self.tally.files += 1;

@@ -179,7 +179,11 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
     let failed = s
         .items
         .iter()
-        .filter(|i| i.state != State::Done && i.entry.kind != Kind::Dir)
+        .filter(|i| match i.state {
+            // A refused directory is a failure like a refused file.
+            State::Failed(_) => true,
+            _ => i.state != State::Done && i.entry.kind != Kind::Dir,
+        })
         .count();
     s.events.emit(&Event::Summary {
         role: "send".into(),

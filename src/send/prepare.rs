@@ -86,6 +86,8 @@ pub(super) fn spawn_hasher(
 pub(super) struct Unhashed {
     pub(super) md: std::fs::Metadata,
     pub(super) data: Vec<u8>,
+    /// It changed while it was read (why).
+    pub(super) changed: Option<Box<str>>,
 }
 
 /// What [`prepare`] made of an entry.
@@ -108,12 +110,25 @@ pub(super) fn hash_batch(batch: &mut Vec<(usize, Unhashed)>, tx: &mpsc::Sender<M
             data: Some(r.data),
             digest_follows: false,
             stream: false,
+            changed: r.changed,
         };
         if tx.send(Msg::Ready(idx, Prepared::File(source))).is_err() {
             return false;
         }
     }
     true
+}
+
+/// Why `file` is not what `md` (taken when it was offered) described any
+/// more, if it changed: it reads past the size it had, or its size or
+/// mtime differ now (see [`super::verdict::change`]).
+pub(super) fn changed_since(file: &File, md: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let mut one = [0u8; 1];
+    let reads_more = matches!(file.read_at(&mut one, md.len()), Ok(n) if n > 0);
+    let now = file.metadata().ok()?;
+    let modified = (now.mtime(), now.mtime_nsec()) != (md.mtime(), md.mtime_nsec());
+    super::verdict::change(md.len(), now.len(), reads_more, modified)
 }
 
 /// Opens a file entry for reading, as it is now: never blocking (a FIFO
@@ -197,10 +212,15 @@ pub(super) fn prepare(
     if md.len() <= INLINE_MAX {
         // Hashed in microseconds: not worth a line on the hashing bar.
         return match read_whole(&file, md.len()) {
-            Ok(data) if algo == Algo::Md5 => Step::Read(Unhashed { md, data }),
+            Ok(data) if algo == Algo::Md5 => Step::Read(Unhashed {
+                changed: changed_since(&file, &md).map(Into::into),
+                md,
+                data,
+            }),
             Ok(data) => Step::Ready(Prepared::File(Source {
                 file: None,
                 md5: digest_of(algo, &data),
+                changed: changed_since(&file, &md).map(Into::into),
                 md,
                 data: Some(data),
                 digest_follows: false,

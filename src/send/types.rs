@@ -199,6 +199,9 @@ pub(super) enum Msg {
 }
 
 /// An entry ready to offer.
+// A file's Source is most of what goes through the look-ahead channel;
+// boxing it would cost an allocation per file for nothing.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Prepared {
     /// A directory.
     Dir,
@@ -226,6 +229,9 @@ pub(super) struct Source {
     pub(super) digest_follows: bool,
     /// Standard input: its size is not known, it cannot be read twice.
     pub(super) stream: bool,
+    /// Why the file is not what was offered any more, if it changed while
+    /// it was read (an inline file: found when it was read whole).
+    pub(super) changed: Option<Box<str>>,
 }
 
 impl Source {
@@ -238,6 +244,7 @@ impl Source {
             data: None,
             digest_follows: false,
             stream: false,
+            changed: None,
         }
     }
 
@@ -286,6 +293,18 @@ pub(super) struct Flight {
     pub(super) md5: Md5Digest,
     pub(super) offset: u64,
     pub(super) started: Instant,
+    /// How to tell, when the receiver has verified it, whether the file
+    /// changed while it was sent.
+    pub(super) watch: Watch,
+}
+
+/// How a file in flight is watched for changes.
+pub(super) enum Watch {
+    /// Open: it is checked when its RESULT comes.
+    File(File),
+    /// Read whole already (or standard input): whether it had changed
+    /// then.
+    Known(Option<String>),
 }
 
 #[cfg(test)]

@@ -155,9 +155,40 @@ pub(super) fn mismatch(shown: &str, sent: &Md5Digest, got: &Md5Digest, ok: bool)
     )
 }
 
+/// Whether a file changed while it was read, and why (for a person): it
+/// was offered with `offered` bytes, has `now` bytes, reads past `offered`
+/// (`reads_more`), or has another mtime (`modified`). `None`: unchanged.
+pub(super) fn change(offered: u64, now: u64, reads_more: bool, modified: bool) -> Option<String> {
+    if now > offered {
+        Some(format!(
+            "file changed as we read it: it grew from {offered} to {now} bytes while it was sent \
+             (what arrived is its first {offered} bytes)"
+        ))
+    } else if reads_more {
+        Some(format!(
+            "its size says {offered} bytes but it reads more (a /proc or /sys file?): not sent whole"
+        ))
+    } else if modified {
+        Some("file changed as we read it: it was modified while it was sent".into())
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_grew_reads_more_or_was_modified_has_changed() {
+        assert_eq!(change(10, 10, false, false), None);
+        let grew = change(326, 358, true, true).expect("grew");
+        assert!(grew.contains("grew from 326 to 358 bytes"), "{grew}");
+        let proc_file = change(0, 0, true, false).expect("reads more");
+        assert!(proc_file.contains("reads more"), "{proc_file}");
+        let touched = change(10, 10, false, true).expect("modified");
+        assert!(touched.contains("modified while it was sent"), "{touched}");
+    }
     use crate::protocol::codes::{reject_code, result_status, skip_reason};
 
     fn reject(code: u16) -> Frame {

@@ -75,6 +75,33 @@ pub fn apply_attrs(
     Ok(())
 }
 
+/// Whether the file system of `dir` folds names: takes `A` and `a`, or the
+/// NFC and NFD forms of `é`, for one file (as macOS's and Windows' do, and
+/// ext4 with casefolding). Probed with a file of the receiver's own
+/// working names (a peer can never offer one), removed at once. If the
+/// probe cannot be made, it answers yes (names are then refused as they
+/// would be on such a file system).
+pub fn folds_names(dir: &cap_std::fs::Dir) -> bool {
+    let mut r = [0u8; 8];
+    let _ = getrandom::fill(&mut r);
+    let stamp = format!("{}-{:x}", std::process::id(), u64::from_ne_bytes(r));
+    let name = format!(".ftx-Probe-\u{e9}-{stamp}.ftx-part");
+    let lower = format!(".ftx-probe-\u{e9}-{stamp}.ftx-part");
+    let nfd = format!(".ftx-Probe-e\u{301}-{stamp}.ftx-part");
+    let made = dir
+        .open_with(
+            &name,
+            cap_std::fs::OpenOptions::new().write(true).create_new(true),
+        )
+        .is_ok();
+    if !made {
+        return true;
+    }
+    let folds = dir.symlink_metadata(&lower).is_ok() || dir.symlink_metadata(&nfd).is_ok();
+    let _ = dir.remove_file(&name);
+    folds
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

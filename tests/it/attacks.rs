@@ -7,9 +7,9 @@
 //! The invariant every case checks: a file outside OUT (the victim) keeps
 //! its content, and what arrives under a final name is what was sent.
 
-use crate::common::raw::{file_offer, forged_state, md5_of, Raw};
+use crate::common::raw::{dir_offer, file_offer, forged_state, md5_of, Raw};
 use crate::common::{
-    assert_status, dirs, is_root, md5_hex, poll_until, send, write_random, Receiver,
+    assert_status, dirs, is_root, md5_hex, names_in, poll_until, s, send, write_random, Receiver,
 };
 use ftx::protocol::frame::{reject_code, result_status, Frame};
 use std::fs;
@@ -328,24 +328,89 @@ fn unknown_hello_flags_are_refused_not_ignored() {
     );
 }
 
+/// Names that differ by case or Unicode normalisation alone are two files
+/// on a file system that does not fold names (ext4, XFS, tmpfs): both
+/// arrive, as with rsync. (On one that folds them, the second is refused
+/// as a conflict: the rule is unit-tested in `recv/admit.rs`, since this
+/// machine cannot mount a folding file system.)
 #[test]
-fn names_that_are_one_file_elsewhere_are_refused_within_a_session() {
+fn names_differing_by_case_both_arrive_where_the_file_system_does_not_fold() {
     let d = dirs();
+    let out =
+        cap_std::fs::Dir::open_ambient_dir(&d.out, cap_std::ambient_authority()).expect("open OUT");
+    let folds = ftx::store::attrs::folds_names(&out);
+    assert!(
+        names_in(&d.out).is_empty(),
+        "the probe leaves nothing behind"
+    );
     let rx = Receiver::start(&d.out, &[]);
     let mut raw = Raw::session(rx.addr);
     raw.send_good_file(1, "README", b"one");
-    let why = raw.expect_reject(&file_offer(2, b"readme", b"two"), 2, reject_code::CONFLICT);
-    assert!(why.contains("case"), "{why}");
     raw.send_good_file(3, "\u{e9}.txt", b"nfc");
+    if folds {
+        let why = raw.expect_reject(&file_offer(2, b"readme", b"two"), 2, reject_code::CONFLICT);
+        assert!(why.contains("case"), "{why}");
+        raw.end();
+        return;
+    }
+    raw.send_good_file(2, "readme", b"two");
+    raw.send_good_file(4, "e\u{301}.txt", b"nfd");
+    // The very same name twice is still a conflict.
     raw.expect_reject(
-        &file_offer(4, "e\u{301}.txt".as_bytes(), b"nfd"),
-        4,
+        &file_offer(5, b"README", b"three"),
+        5,
         reject_code::CONFLICT,
     );
-    raw.end();
+    assert_eq!(raw.end(), (4, 1));
     assert_eq!(fs::read(d.out.join("README")).expect("read"), b"one");
-    assert!(!d.out.join("readme").exists());
-    assert!(!d.out.join("e\u{301}.txt").exists());
+    assert_eq!(fs::read(d.out.join("readme")).expect("read"), b"two");
+    assert_eq!(fs::read(d.out.join("\u{e9}.txt")).expect("read"), b"nfc");
+    assert_eq!(fs::read(d.out.join("e\u{301}.txt")).expect("read"), b"nfd");
+}
+
+/// A directory that is refused (a file sits at its name) takes what is
+/// offered inside it along: nothing arrives under it, each entry is
+/// refused naming the directory, and the sender counts the directory as
+/// failed.
+#[test]
+fn what_is_inside_a_refused_directory_is_refused_too() {
+    let d = dirs();
+    fs::write(d.out.join("sub"), b"a file in the way").expect("write");
+    let rx = Receiver::start(&d.out, &[]);
+    let mut raw = Raw::session(rx.addr);
+    raw.expect_reject(&dir_offer(1, b"sub", 0o755), 1, reject_code::CONFLICT);
+    let why = raw.expect_reject(&file_offer(2, b"sub/x.txt", b"x"), 2, reject_code::CONFLICT);
+    assert!(
+        why.contains("inside 'sub'") && why.contains("refused"),
+        "{why}"
+    );
+    raw.expect_reject(
+        &dir_offer(3, b"sub/deeper", 0o755),
+        3,
+        reject_code::CONFLICT,
+    );
+    raw.send_good_file(4, "subway.txt", b"not inside");
+    assert_eq!(raw.end(), (1, 3));
+    assert_eq!(
+        fs::read(d.out.join("sub")).expect("read"),
+        b"a file in the way"
+    );
+
+    // The same with `ftx send`: the refused directory is counted.
+    let tree = d.src.join("sub");
+    fs::create_dir(&tree).expect("mkdir");
+    fs::write(tree.join("x.txt"), b"x").expect("write");
+    let out = send(&[s(&tree)], rx.addr);
+    let err = crate::common::text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("2 failed"),
+        "the directory and its file: {err}"
+    );
+    assert_eq!(
+        fs::read(d.out.join("sub")).expect("read"),
+        b"a file in the way"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod common;
 
 mod attacks;
 mod bench_smoke;
+mod changing;
 mod ci_recipe;
 mod cli;
 mod errors;
