@@ -98,6 +98,23 @@ pub enum Event {
         /// (`--retry-for`) after this pause.
         gives_up_in_s: f64,
     },
+    /// Why a run (sender) or a session (receiver) failed as a whole (the
+    /// connection, the peer, authentication, the command): the reason
+    /// stderr gives, before the summary.
+    Error {
+        /// "send" or "recv".
+        role: String,
+        /// The exit status it means (receiver: 1 for a failed session).
+        exit_code: i32,
+        /// One word for it: "failure", "connect", "integrity", "refused",
+        /// "auth", "interrupted".
+        reason: String,
+        /// Human-readable message (escaped).
+        message: String,
+        /// The sender's address (receiver side only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
+    },
     /// End of a run (sender) or of a session (receiver).
     Summary {
         /// "send" or "recv".

@@ -30,6 +30,20 @@ impl Exit {
         self as i32
     }
 
+    /// One word for it, as `--json` says it (`reason` of an `error` event).
+    pub fn word(self) -> &'static str {
+        match self {
+            Exit::Success => "success",
+            Exit::Failure => "failure",
+            Exit::Usage => "usage",
+            Exit::Connect => "connect",
+            Exit::Integrity => "integrity",
+            Exit::Refused => "refused",
+            Exit::Auth => "auth",
+            Exit::Interrupted => "interrupted",
+        }
+    }
+
     /// How serious a failure is when several happen in one run: the most
     /// serious one decides the exit status.
     fn rank(self) -> u8 {

@@ -128,6 +128,15 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
         s.stats.add(commits.drain().0);
         Ok((result, s.stats))
     })?;
+    if let Err(e) = &result {
+        sh.events.emit(&Event::Error {
+            role: "recv".into(),
+            exit_code: 1,
+            reason: crate::exit::for_error(e).word().into(),
+            message: crate::sanitize::escape(&format!("{e:#}")),
+            peer: Some(peer.to_string()),
+        });
+    }
     sh.events.emit(&Event::Summary {
         role: "recv".into(),
         files_ok: u64::from(st.ok - st.skipped),

@@ -38,6 +38,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
     let walk = match walk::walk(&cfg.sources, cfg.walk, cfg.stdin_name.as_deref()) {
         Ok(w) => w,
         Err(e) => {
+            events.emit(&error_event(&e));
             events.emit(&Event::Summary {
                 role: "send".into(),
                 files_ok: 0,
@@ -176,6 +177,9 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
     let broken = result.as_ref().err().map(crate::exit::for_error);
     outcome = Exit::worst_of(failures.chain(broken).chain([outcome]));
     let secs = started.elapsed().as_secs_f64();
+    if let Err(e) = &result {
+        s.events.emit(&error_event(e));
+    }
     let failed = s
         .items
         .iter()
@@ -229,6 +233,18 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         );
     }
     Ok(outcome)
+}
+
+/// The `error` event of a run that failed with `e`.
+fn error_event(e: &anyhow::Error) -> Event {
+    let exit = crate::exit::for_error(e);
+    Event::Error {
+        role: "send".into(),
+        exit_code: exit.code(),
+        reason: exit.word().into(),
+        message: crate::sanitize::escape(&format!("{e:#}")),
+        peer: None,
+    }
 }
 
 /// On SIGINT or SIGTERM: say how to go on, exit 130. Nothing is lost: the

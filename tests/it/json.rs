@@ -26,7 +26,9 @@ const KINDS: &[&str] = &[
     "file_skipped",
     "file_failed",
     "retry",
+    "error",
     "summary",
+    "entry_left",
 ];
 
 // ---------------------------------------------------------------------------
@@ -588,4 +590,47 @@ fn summary_exit_code_is_the_process_exit_status_when_the_connection_breaks_after
     );
     assert_status(&out, 5, "the process ends with the summary's exit_code");
     let _ = rx.finish();
+}
+
+/// A run that fails as a whole says why in `--json` too: an `error` event
+/// (exit code, reason word, message) before the summary, on both sides.
+#[test]
+fn a_failed_run_has_an_error_event_before_its_summary_on_both_sides() {
+    // The sender: a receiver with a token it does not hold (exit 6).
+    let d = dirs();
+    let file = d.src.join("one.bin");
+    fs::copy(fixtures().join("one.bin"), &file).expect("copy");
+    let rx = Receiver::start_as(Some("5c1d0f6e8a2b47d3a9e0c4b1f7d26e83"), &d.out, &[]);
+    let (out, events) = send_json(&[s(&file)], rx.addr);
+    assert_status(&out, 6, "send without the token");
+    let errors = of_kind(&events, "error");
+    assert_eq!(errors.len(), 1, "{events:#?}");
+    let e = errors[0];
+    assert_eq!(st(e, "role"), "send");
+    assert_eq!(u(e, "exit_code"), 6);
+    assert_eq!(st(e, "reason"), "auth");
+    assert!(st(e, "message").contains("token"), "{e}");
+    let at = events.iter().position(|x| kind(x) == "error");
+    let sum = events.iter().position(|x| kind(x) == "summary");
+    assert!(at < sum, "error before summary: {events:#?}");
+
+    // The receiver: a session cut in the middle of a body.
+    let d = dirs();
+    let mut rx = JsonReceiver::start(&d.out, &["--once"]);
+    let mut raw = crate::common::raw::Raw::session(rx.addr);
+    raw.start_body(1, b"cut.bin", &[7u8; 5000]);
+    raw.write(&[7u8; 100]);
+    drop(raw);
+    let (status, events) = rx.finish_events();
+    assert_eq!(status.code(), Some(1));
+    let errors = of_kind(&events, "error");
+    assert_eq!(errors.len(), 1, "{events:#?}");
+    let e = errors[0];
+    assert_eq!(st(e, "role"), "recv");
+    assert_eq!(st(e, "reason"), "failure");
+    assert!(st(e, "message").contains("cut.bin"), "{e}");
+    assert!(!st(e, "peer").is_empty(), "{e}");
+    let at = events.iter().position(|x| kind(x) == "error");
+    let sum = events.iter().position(|x| kind(x) == "summary");
+    assert!(at < sum, "error before summary: {events:#?}");
 }
