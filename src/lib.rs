@@ -82,6 +82,18 @@ use exit::Exit;
 
 /// Runs a parsed command line and returns the exit status.
 pub fn run(cli: cli::Cli) -> anyhow::Result<Exit> {
+    if matches!(
+        cli.command,
+        cli::Command::Completions { .. } | cli::Command::Man | cli::Command::Token { file: None }
+    ) {
+        // Commands that only print: a closed pipe (`ftx man | head`) ends
+        // them quietly, as it ends cat or man, instead of an error.
+        // SAFETY: setting a signal's disposition to its default, before
+        // any other thread exists; no handler is involved.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli.command {
         cli::Command::Send(a) => {
             raise_open_file_limit();

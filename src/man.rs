@@ -39,6 +39,17 @@ if every file of its session was verified.
 .fi
 ";
 
+/// Text made safe for roff: backslashes doubled, a leading dot or quote
+/// escaped, hyphens as `\-`.
+fn roff(text: &str) -> String {
+    let t = text.replace('\\', "\\\\").replace('-', "\\-");
+    if t.starts_with('.') || t.starts_with('\'') {
+        format!("\\&{t}")
+    } else {
+        t
+    }
+}
+
 /// Renders the page to `out`.
 pub fn render(out: &mut impl Write) -> io::Result<()> {
     let cmd = <crate::cli::Cli as clap::CommandFactory>::command().long_about(
@@ -52,7 +63,18 @@ pub fn render(out: &mut impl Write) -> io::Result<()> {
     man.render_name_section(out)?;
     man.render_synopsis_section(out)?;
     man.render_description_section(out)?;
-    man.render_subcommands_section(out)?;
+    // The subcommands, pointing at their sections below (there are no
+    // separate ftx-send(1) pages).
+    writeln!(out, ".SH SUBCOMMANDS")?;
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = sub.get_name();
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        let more = match name {
+            "completions" | "man" | "token" => String::new(),
+            _ => format!(" (see FTX {} below)", name.to_uppercase()),
+        };
+        writeln!(out, ".TP\n\\fBftx {name}\\fR\n{}{more}", roff(&about))?;
+    }
     for sub in cmd.get_subcommands() {
         if matches!(sub.get_name(), "completions" | "man" | "token") {
             continue;

@@ -224,8 +224,20 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         } else {
             ""
         };
+        // Symlinks and hard links the receiver made (settled last, at END).
+        let made = s
+            .items
+            .iter()
+            .filter(|i| {
+                i.state == State::Done && matches!(i.entry.kind, Kind::HardLink | Kind::Symlink)
+            })
+            .count();
+        let links = match made {
+            0 => String::new(),
+            n => format!(" and {n} link(s)"),
+        };
         eprintln!(
-            "ftx: sent {} file(s), {} skipped, {failed} failed{left}, {}{wire} in {secs:.1} s ({:.1} MB/s{sealed})",
+            "ftx: sent {} file(s){links}, {} skipped, {failed} failed{left}, {}{wire} in {secs:.1} s ({:.1} MB/s{sealed})",
             s.tally.files,
             s.tally.skipped,
             si_bytes(s.tally.bytes),

@@ -497,3 +497,61 @@ fn issue15_no_progress_keeps_the_lines_and_the_summary() {
     );
     assert_eq!(md5_hex(d.out.join("one.bin")), md5_hex(&file));
 }
+
+/// `ftx man | head` ends quietly (no "Broken pipe" error), and the page
+/// points to its own sections, not to ftx-send(1) pages that do not exist.
+#[test]
+fn the_man_page_stops_quietly_on_a_closed_pipe_and_names_no_missing_pages() {
+    let mut cmd = ftx_cmd();
+    cmd.arg("man");
+    let out = run_with_timeout(cmd, QUICK);
+    assert_status(&out, 0, "ftx man");
+    let page = text(&out.stdout);
+    assert!(
+        !page.contains("ftx\\-send(1)"),
+        "no ftx-send(1) page: {page}"
+    );
+    assert!(page.contains("see FTX SEND below"), "{page}");
+
+    use std::io::Read;
+    let mut child = ftx_cmd()
+        .arg("man")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ftx man");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).expect("the page starts");
+    drop(stdout);
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        text(&out.stderr).is_empty(),
+        "nothing on stderr: {}",
+        text(&out.stderr)
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}",
+        out.status
+    );
+}
+
+/// The summary counts the links it made, not only the files.
+#[test]
+fn the_summary_counts_links() {
+    let d = dirs();
+    let rx = Receiver::start(&d.out, &[]);
+    let tree = d.src.join("t");
+    std::fs::create_dir(&tree).expect("mkdir");
+    std::fs::write(tree.join("a"), b"data").expect("write");
+    for n in ["b", "c", "d"] {
+        std::fs::hard_link(tree.join("a"), tree.join(n)).expect("link");
+    }
+    std::os::unix::fs::symlink("a", tree.join("l")).expect("symlink");
+    let out = send(&[s(&tree)], rx.addr);
+    assert_status(&out, 0, "a tree of links");
+    let err = text(&out.stderr);
+    assert!(err.contains("sent 1 file(s) and 4 link(s)"), "{err}");
+}
