@@ -36,6 +36,7 @@ impl<'a> Commits<'a> {
         Commits {
             state: Mutex::new(CommitState::default()),
             changed: Condvar::new(),
+            stop: std::sync::OnceLock::new(),
         }
     }
 
@@ -117,6 +118,11 @@ impl<'a> Commits<'a> {
             let mut frames = Vec::new();
             let mut placed = Vec::new();
             commit(sh, peer, batch, &mut stats, &mut frames, &mut placed);
+            if stats.failed > 0 {
+                if let Some(cause) = sh.out_unusable() {
+                    let _ = self.stop.set(cause);
+                }
+            }
             let wrote = out.send_all(&frames);
             let mut st = self.lock();
             st.busy = false;

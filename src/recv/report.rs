@@ -8,7 +8,7 @@ use crate::events::{mb_per_s, Event};
 use crate::net::Deadlined;
 use crate::protocol::frame::file_flags;
 use crate::protocol::Frame;
-use crate::protocol::{ErrorCode, Status};
+use crate::protocol::{ErrorCode, Reject, Status};
 use crate::sanitize::escape_bytes;
 use anyhow::Result;
 use std::fmt::Write as _;
@@ -144,12 +144,33 @@ impl<'a> Session<'a, '_> {
             message: r.1.clone(),
             peer: Some(self.peer.to_string()),
         });
+        let io = matches!(r.0, Reject::Io | Reject::NoSpace);
         self.conn.queue(&Frame::Reject {
             id,
             code: r.0.code(),
             message: r.1,
         });
+        if io {
+            if let Some(cause) = self.sh.out_unusable() {
+                return Err(self.stop(&cause));
+            }
+        }
         Ok(())
+    }
+
+    /// Ends the session because the output directory cannot take any more
+    /// files (`cause`): one ERROR for the sender, one line in the log, and
+    /// the partials kept (the session ends as any broken one does).
+    pub(super) fn stop(&mut self, cause: &str) -> anyhow::Error {
+        let msg = format!(
+            "stopped receiving: {cause}; {} entries of this session failed, the rest were not taken",
+            self.stats.failed
+        );
+        let _ = self.conn.send(&Frame::Error {
+            code: ErrorCode::Internal.code(),
+            message: msg.clone(),
+        });
+        anyhow::anyhow!(msg)
     }
 
     /// Says how many refusals were not logged, if any.
@@ -165,7 +186,15 @@ impl<'a> Session<'a, '_> {
 
     /// Reports a file that definitely failed and queues its RESULT.
     pub(super) fn result_failed(&mut self, f: Failure) {
+        let io = f.status == Status::IoError.code();
         let frame = failed(self.sh, self.peer, &mut self.stats, f);
         self.conn.queue(&frame);
+        // One cause for every file after it: the session stops at its next
+        // frame (see `Session::serve`).
+        if io {
+            if let Some(cause) = self.sh.out_unusable() {
+                let _ = self.commits.stop.set(cause);
+            }
+        }
     }
 }

@@ -175,6 +175,10 @@ impl<'a> Session<'a, '_> {
 
     pub(super) fn serve(&mut self) -> Result<()> {
         loop {
+            if let Some(cause) = self.commits.stop.get() {
+                let cause = cause.clone();
+                return Err(self.stop(&cause));
+            }
             if self.conn.buffered() == 0 && !self.conn.get_ref().readable_now() {
                 self.verify_small();
                 self.commits.nudge();

@@ -107,6 +107,36 @@ impl Shared {
         self.created_dirs.lock().is_ok_and(|mut c| c.take(key))
     }
 
+    /// Why the output directory cannot take any more files, if that is
+    /// so: its file system is read-only or full, or it cannot be written
+    /// any more. Asked after a write failed, so that one cause ends the
+    /// session with one error instead of a line for every file after it.
+    pub(super) fn out_unusable(&self) -> Option<String> {
+        use rustix::fs::{accessat, fstatvfs, Access, AtFlags, StatVfsMountFlags};
+        let out = crate::sanitize::escape(&self.cfg.out.to_string_lossy());
+        if let Ok(st) = fstatvfs(&self.root) {
+            if st.f_flag.contains(StatVfsMountFlags::RDONLY) {
+                return Some(format!("the file system of {out} is read-only"));
+            }
+            let root = rustix::process::geteuid().is_root();
+            if st.f_bfree == 0 || (st.f_bavail == 0 && !root) {
+                return Some(format!("the file system of {out} is full (no space left)"));
+            }
+        }
+        if let Err(e) = accessat(
+            &self.root,
+            ".",
+            Access::WRITE_OK | Access::EXEC_OK,
+            AtFlags::EACCESS,
+        ) {
+            return Some(format!(
+                "{out} can no longer be written ({})",
+                io::Error::from(e)
+            ));
+        }
+        None
+    }
+
     /// A line on stderr, above the bars.
     pub(super) fn log(&self, line: &str) {
         self.progress.println(&format!("ftx: {line}"));
@@ -218,6 +248,10 @@ pub(super) struct Parent {
 pub(super) struct Commits<'a> {
     pub(super) state: Mutex<CommitState<'a>>,
     pub(super) changed: Condvar,
+    /// Why the output directory cannot take more files, once a commit
+    /// failed because of it (see [`Shared::out_unusable`]): the session
+    /// ends with one error instead of failing file after file.
+    pub(super) stop: std::sync::OnceLock<String>,
 }
 
 #[derive(Default)]

@@ -97,10 +97,16 @@ pub(super) fn try_resume(
             let max = 64 + (size / BLOCK + 1) * 256;
             state
                 .into_std()
-                .take(max)
+                .take(max + 1)
                 .read_to_end(&mut bytes)
                 .map_err(|e| format!("cannot read state file: {e}"))?;
-            let decoded = decode_state(&bytes);
+            // Longer than any state of a file of this size: it describes a
+            // larger file (the source was truncated since, say).
+            let decoded = if bytes.len() as u64 > max {
+                Err("partial belongs to other content (its state is for a larger file)")
+            } else {
+                decode_state(&bytes)
+            };
             unknown = matches!(&decoded, Ok((_, d, _)) if *d == [0; 16]);
             Found::State(decoded)
         }

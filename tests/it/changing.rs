@@ -59,3 +59,142 @@ fn a_proc_file_is_not_sent_as_an_empty_file() {
         "{err}"
     );
 }
+
+/// OUT turns read-only in the middle of a tree: the receiver ends the
+/// session with one error naming the cause, the sender says it once and
+/// exits 1, a few dozen lines at most on each side; once OUT is writable
+/// again, the same command finishes the tree. (As root, in a mount
+/// namespace of the receiver's own: a read-only bind mount of OUT.)
+#[test]
+fn a_read_only_out_stops_the_session_with_one_error() {
+    if !is_root() {
+        eprintln!("not root: cannot remount OUT read-only in a mount namespace; skipped");
+        return;
+    }
+    let d = dirs();
+    let tree = d.src.join("tree");
+    fs::create_dir(&tree).expect("mkdir");
+    for i in 0..3000 {
+        fs::write(
+            tree.join(format!("f{i:04}.txt")),
+            format!("file {i}\n").repeat(100),
+        )
+        .expect("write");
+    }
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount --bind \"$0\" \"$0\" && exec \"$1\" recv --port 0 --bind 127.0.0.1 --out \"$0\"",
+        )
+        .arg(&d.out)
+        .arg(ftx_bin());
+    let rx = Receiver::spawn(cmd, &d.out);
+    // A 512 KiB/s link: about 6 s for the tree, time to turn OUT
+    // read-only in the middle.
+    let proxy = Proxy::start(rx.addr, Mode::Slow(512 << 10));
+    let mut sender = Bg::spawn({
+        let mut c = send_cmd();
+        c.arg(s(&tree)).arg(proxy.addr.to_string());
+        c
+    });
+    let got = d.out.join("tree");
+    assert!(
+        poll_until(Duration::from_secs(30), || {
+            fs::read_dir(&got).map(|r| r.count()).unwrap_or(0) >= 200
+        }),
+        "files never started to arrive"
+    );
+    // A bind mount turns read-only only between two writes (EBUSY while a
+    // file is open for writing): tried until it takes, a bounded number of
+    // times.
+    let pid = rx.pid().to_string();
+    let mut last = String::new();
+    let took = (0..500).any(|_| {
+        let r = std::process::Command::new("nsenter")
+            .args(["-t", &pid, "-m", "mount", "-o", "remount,bind,ro"])
+            .arg(&d.out)
+            .output()
+            .expect("nsenter");
+        last = text(&r.stderr);
+        r.status.success()
+    });
+    assert!(took, "remount read-only: {last}");
+    let out = sender.finish(SEND_TIMEOUT);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines = err.lines().count();
+    assert!(lines <= 40, "{lines} lines from the sender:\n{err}");
+    assert!(err.contains("read-only"), "the cause is named: {err}");
+    // The receiver logs the end of the session as it closes it.
+    poll_until(Duration::from_secs(10), || {
+        rx.stderr().contains("stopped receiving")
+    });
+    let rx_log = rx.stderr();
+    assert!(
+        rx_log.lines().count() <= 40,
+        "{} lines from the receiver:\n{rx_log}",
+        rx_log.lines().count()
+    );
+    assert!(
+        rx_log.contains("stopped receiving") && rx_log.contains("read-only"),
+        "{rx_log}"
+    );
+    // Writable again: the same command finishes the tree.
+    let rw = std::process::Command::new("nsenter")
+        .args([
+            "-t",
+            &rx.pid().to_string(),
+            "-m",
+            "mount",
+            "-o",
+            "remount,bind,rw",
+        ])
+        .arg(&d.out)
+        .output()
+        .expect("nsenter");
+    assert!(
+        rw.status.success(),
+        "remount read-write: {}",
+        text(&rw.stderr)
+    );
+    let again = send(&[s(&tree)], rx.addr);
+    assert_status(&again, 0, "the same send once OUT is writable");
+    assert_eq!(fs::read_dir(&got).expect("tree").count(), 3000);
+}
+
+/// A source truncated between two sends: the receiver's partial of the
+/// larger file is set aside as other content, and says so (not "state
+/// file is corrupt").
+#[test]
+fn a_partial_of_a_larger_file_is_discarded_as_other_content() {
+    use crate::common::raw::{file_offer, Raw};
+    let d = dirs();
+    let mut rx = Receiver::start(&d.out, &[]);
+    let big: Vec<u8> = (0..(24u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let mut raw = Raw::session(rx.addr);
+    raw.start_body(1, b"t.bin", &big);
+    raw.write(&big[..21 << 20]);
+    drop(raw);
+    let state = d.out.join(".t.bin.ftx-state");
+    assert!(
+        poll_until(Duration::from_secs(10), || state.exists()),
+        "the cut body was checkpointed"
+    );
+    let small = &big[..1 << 20];
+    let mut raw = Raw::session(rx.addr);
+    raw.send(&file_offer(1, b"t.bin", small));
+    assert!(matches!(
+        raw.expect("ACCEPT"),
+        ftx::protocol::Frame::Accept { id: 1, offset: 0 }
+    ));
+    drop(raw);
+    assert!(
+        poll_until(Duration::from_secs(10), || rx
+            .stderr()
+            .contains("partial belongs to other content")),
+        "{}",
+        rx.stderr()
+    );
+    rx.interrupt();
+    assert!(!rx.stderr().contains("corrupt"), "{}", rx.stderr());
+}
