@@ -9,11 +9,11 @@
 //! its reason, never dropped silently. Missing sources are errors.
 
 use crate::protocol::WireName;
-use crate::sanitize::escape;
+use crate::sanitize::{escape, escape_bytes};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::fs::Metadata;
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -109,7 +109,7 @@ impl Walk {
 }
 
 /// The name a command-line path is offered under: its last component.
-fn root_name(path: &Path) -> Result<String> {
+fn root_name(path: &Path) -> Result<Vec<u8>> {
     let name = match path.file_name() {
         Some(n) => n.to_owned(),
         None => {
@@ -123,12 +123,8 @@ fn root_name(path: &Path) -> Result<String> {
             }
         }
     };
-    name.into_string().map_err(|n| {
-        anyhow::anyhow!(
-            "cannot send {}: its name is not valid UTF-8",
-            escape(&n.to_string_lossy())
-        )
-    })
+    // Names are bytes: whatever the file system holds is sent.
+    Ok(name.into_vec())
 }
 
 fn entry(kind: Kind, local: &Path, name: WireName, md: &Metadata) -> Entry {
@@ -198,10 +194,10 @@ pub fn walk(sources: &[PathBuf], opts: WalkOptions, stdin_name: Option<&str>) ->
             std::fs::File::open(src).with_context(|| {
                 format!("cannot read source {}", escape(&src.to_string_lossy()))
             })?;
-            let name = WireName::parse(&base).with_context(|| {
+            let name = WireName::from_bytes(&base).with_context(|| {
                 format!(
                     "cannot send {}: unsendable name",
-                    escape(&src.to_string_lossy())
+                    escape_bytes(src.as_os_str().as_bytes())
                 )
             })?;
             w.entries.push(Entry {
@@ -226,7 +222,7 @@ type Links = HashMap<(u64, u64), WireName>;
 
 fn walk_dir(
     root: &Path,
-    base: &str,
+    base: &[u8],
     opts: WalkOptions,
     w: &mut Walk,
     links: &mut Links,
@@ -273,28 +269,15 @@ fn walk_dir(
                 continue;
             }
         };
-        let shown = escape(&dent.path().to_string_lossy());
+        let shown = escape_bytes(dent.path().as_os_str().as_bytes());
         let rel = dent.path().strip_prefix(root).unwrap_or(dent.path());
         let mut name = base.to_owned();
-        let mut utf8 = true;
         for c in rel.components() {
-            match c.as_os_str().to_str() {
-                Some(s) => {
-                    name.push('/');
-                    name.push_str(s);
-                }
-                None => utf8 = false,
-            }
+            name.push(b'/');
+            name.extend_from_slice(c.as_os_str().as_bytes());
         }
         let is_dir = dent.file_type().is_dir();
-        let wire = if utf8 {
-            WireName::parse(&name).map_err(|e| unsendable(&e))
-        } else {
-            Err((
-                "unsendable_name",
-                "its name cannot be sent: it is not valid UTF-8".to_owned(),
-            ))
-        };
+        let wire = WireName::from_bytes(&name).map_err(|e| unsendable(&e));
         let wire = match wire {
             Ok(n) => n,
             Err((reason, message)) => {

@@ -1,15 +1,19 @@
 //! [`WireName`]: a validated relative path as carried in FILE and DIR.
 //!
 //! The receiver validates every name it is offered, whatever the sender
-//! checked. A valid name is relative and '/'-separated; each component is
-//! 1..=255 bytes, not "." or "..", and free of NUL, backslash and control
-//! characters (C0, DEL, C1); the first component is not a drive letter
-//! ("C:"); no component is one of ftx's own partial/state names
+//! checked. Names are bytes, as on Linux: any name the receiving file
+//! system can hold is carried (not UTF-8, a newline, a backslash, `C:`),
+//! and escaped wherever a person or a log reads it
+//! ([`crate::sanitize::escape_bytes`]). A valid name is relative and
+//! '/'-separated; each component is 1..=255 bytes, not "." or "..", and
+//! free of NUL; no component is one of ftx's own partial/state names
 //! (`.X.ftx-part`, `.X.ftx-state`, ...); the whole name is at most 4096
-//! bytes and 128 components deep, and valid UTF-8. Benign names such as `hi..txt` or `a/..b` are accepted.
+//! bytes and 128 components deep. Benign names such as `hi..txt` or `a/..b`
+//! are accepted.
 
 use super::limits::{MAX_COMPONENT_LEN, MAX_DEPTH, MAX_NAME_LEN};
-use std::fmt;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 
 /// Why a name is refused. The messages quote nothing of the raw name, so
 /// they are safe to print as they are.
@@ -21,24 +25,12 @@ pub enum NameError {
     /// Longer than 4096 bytes.
     #[error("name is {0} bytes, more than the limit of 4096")]
     TooLong(usize),
-    /// Not valid UTF-8.
-    #[error("name is not valid UTF-8")]
-    NotUtf8,
     /// Starts with '/'.
     #[error("absolute path not allowed")]
     Absolute,
-    /// Starts with a drive letter such as `C:`.
-    #[error("drive letter prefix not allowed")]
-    DriveLetter,
-    /// Contains a backslash.
-    #[error("backslash not allowed in a name")]
-    Backslash,
     /// Contains NUL.
     #[error("NUL byte not allowed in a name")]
     Nul,
-    /// Contains a control character.
-    #[error("control character U+{0:04X} not allowed in a name")]
-    Control(u32),
     /// An empty component (`a//b`, trailing `/`).
     #[error("empty path component")]
     EmptyComponent,
@@ -71,13 +63,16 @@ pub const RESERVED_SUFFIXES: [&str; 6] = [
     ".ftx-hstate.tmp",
 ];
 
-fn reserved(component: &str) -> bool {
-    component.starts_with('.') && RESERVED_SUFFIXES.iter().any(|s| component.ends_with(s))
+fn reserved(component: &[u8]) -> bool {
+    component.starts_with(b".")
+        && RESERVED_SUFFIXES
+            .iter()
+            .any(|s| component.ends_with(s.as_bytes()))
 }
 
 /// A name that passed every rule of the module doc.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct WireName(String);
+pub struct WireName(Vec<u8>);
 
 impl WireName {
     /// Validates raw bytes from the wire.
@@ -88,40 +83,19 @@ impl WireName {
         if raw.len() > MAX_NAME_LEN {
             return Err(NameError::TooLong(raw.len()));
         }
-        let s = std::str::from_utf8(raw).map_err(|_| NameError::NotUtf8)?;
-        Self::parse(s)
-    }
-
-    /// Validates a name given as text.
-    pub fn parse(s: &str) -> Result<WireName, NameError> {
-        if s.is_empty() {
-            return Err(NameError::Empty);
-        }
-        if s.len() > MAX_NAME_LEN {
-            return Err(NameError::TooLong(s.len()));
-        }
-        if s.starts_with('/') {
+        if raw.starts_with(b"/") {
             return Err(NameError::Absolute);
         }
-        let b = s.as_bytes();
-        if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
-            return Err(NameError::DriveLetter);
-        }
-        for c in s.chars() {
-            match c {
-                '\0' => return Err(NameError::Nul),
-                '\\' => return Err(NameError::Backslash),
-                c if c.is_control() => return Err(NameError::Control(c as u32)),
-                _ => {}
-            }
+        if raw.contains(&0) {
+            return Err(NameError::Nul);
         }
         let mut depth = 0;
-        for comp in s.split('/') {
+        for comp in raw.split(|&b| b == b'/') {
             depth += 1;
             match comp {
-                "" => return Err(NameError::EmptyComponent),
-                "." => return Err(NameError::Dot),
-                ".." => return Err(NameError::DotDot),
+                b"" => return Err(NameError::EmptyComponent),
+                b"." => return Err(NameError::Dot),
+                b".." => return Err(NameError::DotDot),
                 c if c.len() > MAX_COMPONENT_LEN => {
                     return Err(NameError::ComponentTooLong(c.len()))
                 }
@@ -132,22 +106,37 @@ impl WireName {
         if depth > MAX_DEPTH {
             return Err(NameError::TooDeep(depth));
         }
-        Ok(WireName(s.to_owned()))
+        Ok(WireName(raw.to_vec()))
     }
 
-    /// The name as text ('/'-separated).
-    pub fn as_str(&self) -> &str {
+    /// Validates a name given as text.
+    pub fn parse(s: &str) -> Result<WireName, NameError> {
+        Self::from_bytes(s.as_bytes())
+    }
+
+    /// The name's bytes ('/'-separated), as on the wire.
+    pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
+    /// The name as a path relative to the output directory.
+    pub fn as_os_str(&self) -> &OsStr {
+        OsStr::from_bytes(&self.0)
+    }
+
+    /// The name escaped for a person or a log (never raw control bytes).
+    pub fn shown(&self) -> String {
+        crate::sanitize::escape_bytes(&self.0)
+    }
+
     /// The components, parents first.
-    pub fn components(&self) -> impl Iterator<Item = &str> {
-        self.0.split('/')
+    pub fn components(&self) -> impl Iterator<Item = &OsStr> {
+        self.0.split(|&b| b == b'/').map(OsStr::from_bytes)
     }
 
     /// Splits into the parent components and the last component.
-    pub fn split_last(&self) -> (Vec<&str>, &str) {
-        let mut parts: Vec<&str> = self.components().collect();
+    pub fn split_last(&self) -> (Vec<&OsStr>, &OsStr) {
+        let mut parts: Vec<&OsStr> = self.components().collect();
         let last = parts.pop().unwrap_or_default();
         (parts, last)
     }
@@ -155,12 +144,6 @@ impl WireName {
     /// Number of components.
     pub fn depth(&self) -> usize {
         self.components().count()
-    }
-}
-
-impl fmt::Display for WireName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -204,16 +187,7 @@ mod tests {
             ("a/./b", NameError::Dot),
             ("a//b", NameError::EmptyComponent),
             ("a/", NameError::EmptyComponent),
-            ("..\\..\\x", NameError::Backslash),
-            ("C:\\x", NameError::DriveLetter),
-            ("C:x", NameError::DriveLetter),
-            ("\\\\srv\\share", NameError::Backslash),
             ("a\0b", NameError::Nul),
-            ("\u{1b}[1A", NameError::Control(0x1b)),
-            ("a\nb", NameError::Control(0x0a)),
-            ("a\rb", NameError::Control(0x0d)),
-            ("\u{7f}", NameError::Control(0x7f)),
-            ("a\u{85}b", NameError::Control(0x85)),
             (".x.iso.ftx-part", NameError::Reserved),
             ("d/.x.iso.ftx-state", NameError::Reserved),
             (".x.ftx-state.tmp", NameError::Reserved),
@@ -236,24 +210,36 @@ mod tests {
         assert_eq!(WireName::parse(&deep), Err(NameError::TooDeep(129)));
         let huge = vec!["d".repeat(200); 30].join("/");
         assert!(matches!(WireName::parse(&huge), Err(NameError::TooLong(_))));
-        assert_eq!(WireName::from_bytes(b"a\xffb"), Err(NameError::NotUtf8));
+        // Names are bytes: what a Linux file system holds is carried.
+        for ok in [
+            &b"a\xffb"[..],
+            b"line\nbreak",
+            b"tab\there",
+            b"esc\x1b[1A",
+            b"back\\slash",
+            b"C:x",
+        ] {
+            assert!(WireName::from_bytes(ok).is_ok(), "{ok:?}");
+        }
     }
 
     #[test]
     fn split_last() {
         let n = WireName::parse("a/b/c").expect("valid");
-        assert_eq!(n.split_last(), (vec!["a", "b"], "c"));
+        let os = |s: &'static str| OsStr::new(s);
+        assert_eq!(n.split_last(), (vec![os("a"), os("b")], os("c")));
         let n = WireName::parse("c").expect("valid");
-        assert_eq!(n.split_last(), (vec![], "c"));
+        assert_eq!(n.split_last(), (vec![], os("c")));
     }
 
     proptest! {
         #[test]
         fn valid_names_never_escape(raw in proptest::collection::vec(any::<u8>(), 0..64)) {
             if let Ok(n) = WireName::from_bytes(&raw) {
-                prop_assert!(!n.as_str().starts_with('/'));
+                prop_assert!(!n.as_bytes().starts_with(b"/"));
+                prop_assert!(!n.as_bytes().contains(&0));
                 prop_assert!(n.components().all(|c| !c.is_empty() && c != "." && c != ".."));
-                prop_assert!(!n.as_str().chars().any(|c| c.is_control() || c == '\\'));
+                prop_assert!(!n.shown().chars().any(char::is_control));
             }
         }
     }

@@ -8,12 +8,12 @@ use super::report::*;
 use super::types::*;
 use crate::protocol::frame::encode;
 use crate::protocol::Frame;
-use crate::sanitize::escape;
 use crate::secure::Wire;
 use crate::store;
 use anyhow::Result;
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::{Condvar, Mutex};
 use store::attrs::*;
 
@@ -140,7 +140,7 @@ impl<'a> Commits<'a> {
 /// Writes out a verified file's body if it is held, and applies its mode
 /// (see [`file_mode`]) and mtime.
 pub(super) fn write_verified(v: &Verified<'_>, umask: u32) -> Result<(), String> {
-    let shown = || escape(v.r.name.as_str());
+    let shown = || v.r.name.shown();
     if !v.body.is_empty() {
         (&v.file)
             .write_all(&v.body)
@@ -170,7 +170,7 @@ pub(super) fn commit(
         Ok(()) => true,
         Err(message) => {
             v.r.names.discard(&v.r.dir, v.r.id);
-            let shown = escape(v.r.name.as_str());
+            let shown = v.r.name.shown();
             answer(failed(sh, peer, stats, io_failure(&v.r, shown, message)));
             false
         }
@@ -197,7 +197,7 @@ pub(super) fn commit(
                 if store::FileId::at(&v.dir, &v.names.part) != Some(v.id) {
                     return Err(io::Error::other(format!(
                         "'{}' was replaced while it was written",
-                        v.names.part
+                        crate::sanitize::escape_bytes(v.names.part.as_bytes())
                     )));
                 }
                 v.dir.rename(&v.names.part, &v.dir, &v.last)
@@ -213,7 +213,7 @@ pub(super) fn commit(
             }
             Err(e) => {
                 v.names.discard(&v.dir, v.id);
-                let shown = escape(v.name.as_str());
+                let shown = v.name.shown();
                 let message = format!("cannot place '{shown}': {e}");
                 answer(failed(sh, peer, stats, io_failure(&v, shown, message)));
             }
@@ -225,7 +225,7 @@ pub(super) fn commit(
         None => Ok(()),
     };
     for v in placed {
-        let shown = escape(v.name.as_str());
+        let shown = v.name.shown();
         if let Err(e) = &dirs_synced {
             // The file is in place with verified content, but the rename
             // may not survive a crash: say so rather than claim success.
@@ -234,7 +234,7 @@ pub(super) fn commit(
             continue;
         }
         answer(done(sh, peer, stats, &v, &shown, &mut lines));
-        placed_keys.push(super::admit::keys(v.name.as_str(), false).0);
+        placed_keys.push(super::admit::keys(v.name.as_bytes(), false).0);
     }
     if !lines.is_empty() {
         // One write for the batch's lines.

@@ -6,12 +6,14 @@
 use super::types::*;
 use crate::protocol::Status;
 use crate::protocol::{DirHeader, Frame};
-use crate::sanitize::escape;
+use crate::sanitize::escape_bytes;
 use crate::store;
 use anyhow::Result;
 use cap_fs_ext::DirExt;
 use cap_std::fs::Dir;
+use std::ffi::OsStr;
 use std::io::{self};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use store::attrs::*;
 
 /// Opens (creating when missing) each directory of `comps` below `root`,
@@ -19,14 +21,14 @@ use store::attrs::*;
 /// this call created.
 pub(super) fn open_dirs(
     root: &Dir,
-    comps: &[&str],
+    comps: &[&OsStr],
     mut created: impl FnMut(usize),
 ) -> Result<Dir, Refusal> {
     let mut dir = root
         .try_clone()
         .map_err(|e| io_refusal("output directory", &e))?;
     for (i, c) in comps.iter().enumerate() {
-        let what = || comps[..=i].join("/");
+        let what = || escape_bytes(&comps[..=i].join(OsStr::new("/")).into_vec());
         let next = match dir.open_dir_nofollow(c) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -47,7 +49,7 @@ pub(super) fn open_dirs(
 
 /// The key of a directory in [`CreatedDirs`]: a 128-bit hash of
 /// its wire path, so the set stays small whatever the names' lengths.
-pub(super) fn dir_key(comps: &[&str]) -> u128 {
+pub(super) fn dir_key(comps: &[&OsStr]) -> u128 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     for c in comps {
         h.update(c.as_bytes());
@@ -62,7 +64,7 @@ impl<'a> Session<'a, '_> {
             Ok(n) => n,
             Err(r) => return self.refuse_dir(h, r),
         };
-        let comps: Vec<&str> = name.components().collect();
+        let comps: Vec<&OsStr> = name.components().collect();
         let opened = open_dirs(&self.sh.root, &comps, |i| {
             self.sh.created(dir_key(&comps[..=i]));
         });
@@ -100,7 +102,7 @@ impl<'a> Session<'a, '_> {
         let mut dirs = std::mem::take(&mut self.dirs);
         dirs.sort_by_key(|(n, _)| std::cmp::Reverse(n.depth()));
         for (name, h) in dirs {
-            let comps: Vec<&str> = name.components().collect();
+            let comps: Vec<&OsStr> = name.components().collect();
             let mode = dir_mode(h.mode, self.sh.umask);
             let applied = open_dirs(&self.sh.root, &comps, |_| {})
                 .map_err(|r| r.1)
@@ -113,7 +115,7 @@ impl<'a> Session<'a, '_> {
                 self.sh.log(&format!(
                     "{}: cannot set mode/mtime of '{}': {e}",
                     self.peer,
-                    escape(name.as_str())
+                    name.shown()
                 ));
             }
         }

@@ -4,7 +4,6 @@
 
 use super::types::*;
 use crate::net::{self};
-use crate::sanitize::escape;
 use std::time::{Duration, Instant};
 
 /// How long a session waits for another session it took a file over from
@@ -20,7 +19,7 @@ impl<'a> Session<'a, '_> {
     /// half-open TCP connection): it is ended, and this session waits
     /// (bounded) for it to checkpoint and let go, then takes over, so the
     /// retry resumes instead of being refused until the old one times out.
-    pub(super) fn claim_inflight(&self, key: &str) -> bool {
+    pub(super) fn claim_inflight(&self, key: &[u8]) -> bool {
         let deadline = Instant::now() + TAKEOVER_WAIT;
         let mut aborted = false;
         loop {
@@ -55,7 +54,7 @@ impl<'a> Session<'a, '_> {
                 self.sh.log(&format!(
                     "{}: '{}' was held by {holder} from the same host, silent for {} s or more; ended that connection to take over",
                     self.peer,
-                    escape(key),
+                    crate::sanitize::escape_bytes(key),
                     TAKEOVER_IDLE.as_secs()
                 ));
             }

@@ -10,11 +10,11 @@ use crate::digest::{digest_of, hex, Algo, Md5Digest};
 use crate::protocol::frame::file_flags;
 use crate::protocol::Frame;
 use crate::protocol::Status;
-use crate::sanitize::escape;
 use crate::store;
 use anyhow::{bail, Result};
 use std::cell::RefCell;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::time::Instant;
 
 /// Small files received (up to [`store::HOLD_MAX`]) are hashed together
@@ -37,7 +37,7 @@ pub(super) fn verify<'a>(
         return Ok(Verified { r, file, body });
     }
     r.names.discard(&r.dir, r.id);
-    let shown = escape(r.name.as_str());
+    let shown = r.name.shown();
     Err(Failure {
         id: h.id,
         status: Status::DigestMismatch.code(),
@@ -94,7 +94,7 @@ impl<'a> Session<'a, '_> {
             _guard,
         } = a;
         let started = Instant::now();
-        let shown = escape(name.as_str());
+        let shown = name.shown();
         if length >= store::BLOCK {
             // This body takes a while: what is received goes in place now
             // (and the memory it holds goes back to the budget the body's
@@ -139,7 +139,7 @@ impl<'a> Session<'a, '_> {
                 let why = if e.kind() == io::ErrorKind::AlreadyExists {
                     format!(
                         "'{}' appeared meanwhile and is never written to",
-                        names.part
+                        crate::sanitize::escape_bytes(names.part.as_bytes())
                     )
                 } else {
                     e.to_string()

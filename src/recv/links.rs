@@ -15,6 +15,7 @@ use crate::protocol::{Frame, Reject, Status, WireName};
 use crate::sanitize::escape;
 use anyhow::Result;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 
 /// What a pending link is.
 pub(super) enum LinkKind {
@@ -42,7 +43,7 @@ pub(super) fn target_safe(link: &WireName, target: &str) -> Result<(), String> {
         return Err(format!("absolute link target '{}'", escape(target)));
     }
     // Where the link sits: its parent directories, below OUT.
-    let mut at: Vec<&str> = link.components().collect();
+    let mut at: Vec<&[u8]> = link.components().map(|c| c.as_bytes()).collect();
     at.pop();
     if at.is_empty() {
         // A link at the top of OUT: any `..` leaves the tree.
@@ -66,7 +67,7 @@ pub(super) fn target_safe(link: &WireName, target: &str) -> Result<(), String> {
                     ));
                 }
             }
-            other => at.push(other),
+            other => at.push(other.as_bytes()),
         }
     }
     Ok(())
@@ -123,7 +124,7 @@ impl Session<'_, '_> {
         };
         let to = match WireName::from_bytes(target) {
             Ok(t)
-                if admit::seen(&self.seen, admit::keys(t.as_str(), self.sh.folds))
+                if admit::seen(&self.seen, admit::keys(t.as_bytes(), self.sh.folds))
                     == admit::Seen::Again =>
             {
                 t
@@ -155,7 +156,7 @@ impl Session<'_, '_> {
     /// for each one that cannot be.
     pub(super) fn finish_links(&mut self) {
         for link in std::mem::take(&mut self.links) {
-            let shown = escape(link.name.as_str());
+            let shown = link.name.shown();
             match self.make_link(&link) {
                 Ok(()) => self.stats.ok += 1,
                 Err(why) => {
@@ -220,11 +221,8 @@ impl Session<'_, '_> {
                 Ok(())
             }
             LinkKind::Hard { to } => {
-                if !self.placed.contains(&admit::keys(to.as_str(), false).0) {
-                    return Err(format!(
-                        "'{}' did not arrive in this session",
-                        escape(to.as_str())
-                    ));
+                if !self.placed.contains(&admit::keys(to.as_bytes(), false).0) {
+                    return Err(format!("'{}' did not arrive in this session", to.shown()));
                 }
                 let (to_parents, to_last) = to.split_last();
                 let to_dir = open_dirs(&self.sh.root, &to_parents, |_| {}).map_err(|r| r.1)?;
@@ -232,7 +230,7 @@ impl Session<'_, '_> {
                     .symlink_metadata(to_last)
                     .map_err(|e| e.to_string())?;
                 if !to_md.is_file() {
-                    return Err(format!("'{}' is not a regular file", escape(to.as_str())));
+                    return Err(format!("'{}' is not a regular file", to.shown()));
                 }
                 match there {
                     Ok(md) => {
@@ -253,7 +251,12 @@ impl Session<'_, '_> {
 
     /// Removes what sits at a link's name, with `--overwrite` only, and
     /// never a directory.
-    fn make_room(&self, dir: &cap_std::fs::Dir, last: &str, is_dir: bool) -> Result<(), String> {
+    fn make_room(
+        &self,
+        dir: &cap_std::fs::Dir,
+        last: &std::ffi::OsStr,
+        is_dir: bool,
+    ) -> Result<(), String> {
         if is_dir {
             return Err("a directory sits at its name".into());
         }

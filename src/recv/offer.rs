@@ -10,12 +10,12 @@ use crate::events::Event;
 use crate::protocol::frame::file_flags;
 use crate::protocol::{FileHeader, Frame, WireName};
 use crate::protocol::{Reject, SkipReason};
-use crate::sanitize::escape;
 use crate::store;
 use anyhow::Result;
 use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, OpenOptions};
 use std::io::{self};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,7 +37,7 @@ impl<'a> Session<'a, '_> {
         let name = WireName::from_bytes(raw);
         let (seen, keys) = match &name {
             Ok(n) => {
-                let keys = admit::keys(n.as_str(), self.sh.folds);
+                let keys = admit::keys(n.as_bytes(), self.sh.folds);
                 (admit::seen(&self.seen, keys), Some(keys))
             }
             Err(_) => (admit::Seen::New, None),
@@ -57,7 +57,7 @@ impl<'a> Session<'a, '_> {
             Ok(n) => n,
             Err(r) => return self.reject(h.id, &h.path, r),
         };
-        let key = name.as_str().to_owned();
+        let key = name.as_bytes().to_vec();
         if let Err(r) = admit::claim(self.claim_inflight(&key)) {
             return self.reject(h.id, &h.path, r);
         }
@@ -80,7 +80,7 @@ impl<'a> Session<'a, '_> {
             // judged (identical? resumable?): the sender is asked for it.
             // Only a target with nothing there at all takes the body now.
             let part = store::Names::for_target(last).part;
-            let occupied = |n: &str| match dir.symlink_metadata(n) {
+            let occupied = |n: &std::ffi::OsStr| match dir.symlink_metadata(n) {
                 Err(e) => e.kind() != io::ErrorKind::NotFound,
                 Ok(_) => true,
             };
@@ -101,7 +101,7 @@ impl<'a> Session<'a, '_> {
                 self.stats.ok += 1;
                 self.stats.skipped += 1;
                 self.sh.events.emit(&Event::FileSkipped {
-                    path: escape(name.as_str()),
+                    path: name.shown(),
                     bytes: h.size,
                     reason: SkipReason::Identical.reason().into(),
                     peer: Some(self.peer.to_string()),
@@ -111,11 +111,11 @@ impl<'a> Session<'a, '_> {
                     reason: SkipReason::Identical.code(),
                 });
                 self.made_progress();
-                self.placed.insert(admit::keys(name.as_str(), false).0);
+                self.placed.insert(admit::keys(name.as_bytes(), false).0);
                 self.sh.log(&format!(
                     "{}: skipped '{}': identical content already there",
                     self.peer,
-                    escape(name.as_str())
+                    name.shown()
                 ));
                 return Ok(());
             }
@@ -124,11 +124,8 @@ impl<'a> Session<'a, '_> {
         let names = store::Names::for_target(last);
         if h.size >= crate::progress::PHASE_SHOWN_MIN {
             // A partial of it, if any, is read and hashed before the answer.
-            self.bar.set_message(format!(
-                "{} files, checking {}",
-                self.bodies,
-                escape(name.as_str())
-            ));
+            self.bar
+                .set_message(format!("{} files, checking {}", self.bodies, name.shown()));
         }
         let (resumed, offset, discarded) = match store::prepare(
             &dir,
@@ -151,13 +148,19 @@ impl<'a> Session<'a, '_> {
                 let r = refusal(Reject::InProgress, format!("{e}; try again later"));
                 return self.reject(h.id, &h.path, r);
             }
-            Err(e) => return self.reject(h.id, &h.path, io_refusal(&names.part, &e)),
+            Err(e) => {
+                return self.reject(
+                    h.id,
+                    &h.path,
+                    io_refusal(&crate::sanitize::escape_bytes(names.part.as_bytes()), &e),
+                )
+            }
         };
         if let Some(why) = &discarded {
             self.sh.log(&format!(
                 "{}: '{}': starting over: {why}",
                 self.peer,
-                escape(name.as_str())
+                name.shown()
             ));
         }
         if let Err(r) = self.check_space(h.size - offset) {
@@ -167,7 +170,7 @@ impl<'a> Session<'a, '_> {
         self.conn.queue(&Frame::Accept { id: h.id, offset });
         self.made_progress();
         self.sh.events.emit(&Event::FileStarted {
-            path: escape(name.as_str()),
+            path: name.shown(),
             bytes: h.size,
             offset,
             peer: Some(self.peer.to_string()),
@@ -190,9 +193,13 @@ impl<'a> Session<'a, '_> {
 
     /// Opens (creating when missing) the directory `comps` below OUT, or
     /// reuses the one the previous file went into.
-    pub(super) fn parent_dir(&mut self, comps: &[&str]) -> Result<Arc<Dir>, Refusal> {
+    pub(super) fn parent_dir(&mut self, comps: &[&std::ffi::OsStr]) -> Result<Arc<Dir>, Refusal> {
         if let Some(p) = &self.parent {
-            if p.comps.iter().map(String::as_str).eq(comps.iter().copied()) {
+            if p.comps
+                .iter()
+                .map(|c| c.as_os_str())
+                .eq(comps.iter().copied())
+            {
                 return Ok(p.dir.clone());
             }
         }
@@ -236,10 +243,13 @@ impl<'a> Session<'a, '_> {
 
     /// Looks at whatever sits at the target name and lets
     /// [`admit::target`] decide.
-    pub(super) fn check_target(&self, dir: &Dir, last: &str, h: &FileHeader) -> Answer {
+    pub(super) fn check_target(&self, dir: &Dir, last: &std::ffi::OsStr, h: &FileHeader) -> Answer {
         let t = match dir.symlink_metadata(last) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Target::Absent,
-            Err(e) => return Answer::Refuse(io_refusal(last, &e)),
+            Err(e) => {
+                let shown = crate::sanitize::escape_bytes(last.as_bytes());
+                return Answer::Refuse(io_refusal(&shown, &e));
+            }
             Ok(md) if md.is_symlink() => Target::Symlink,
             Ok(md) if !md.is_file() => Target::NotAFile,
             Ok(md) => Target::File {
@@ -252,7 +262,7 @@ impl<'a> Session<'a, '_> {
     /// True if the existing file `last` has the MD5 of the offer: it is
     /// hashed (a record kept beside it could go stale without a trace: a
     /// file changed in place can keep its size and mtime).
-    pub(super) fn same_content(&self, dir: &Dir, last: &str, h: &FileHeader) -> bool {
+    pub(super) fn same_content(&self, dir: &Dir, last: &std::ffi::OsStr, h: &FileHeader) -> bool {
         let opened = dir.open_with(
             last,
             OpenOptions::new().read(true).follow(FollowSymlinks::No),

@@ -84,7 +84,7 @@ pub(super) struct Shared {
     /// most [`RecvConfig::max_names`].
     pub(super) remembered: AtomicUsize,
     /// Targets being written right now, by wire name, across sessions.
-    pub(super) inflight: Mutex<HashMap<String, SocketAddr>>,
+    pub(super) inflight: Mutex<HashMap<Vec<u8>, SocketAddr>>,
     /// The connections being served, so an interrupt can end them and a
     /// newcomer can evict one that makes no progress.
     pub(super) live: Mutex<HashMap<SocketAddr, Live>>,
@@ -233,7 +233,7 @@ pub(super) struct Session<'a, 'c> {
 
 /// An open directory below OUT, by its wire path components.
 pub(super) struct Parent {
-    pub(super) comps: Vec<String>,
+    pub(super) comps: Vec<std::ffi::OsString>,
     pub(super) dir: Arc<Dir>,
     /// Free bytes there as last asked of the file system, less what was
     /// accepted since.
@@ -280,7 +280,7 @@ pub(super) struct CommitState<'a> {
 pub(super) struct Awaiting<'a> {
     pub(super) h: FileHeader,
     pub(super) name: WireName,
-    pub(super) last: String,
+    pub(super) last: std::ffi::OsString,
     pub(super) dir: Arc<Dir>,
     pub(super) names: store::Names,
     /// The resumed partial, open; `None` for a fresh file, whose partial
@@ -295,7 +295,7 @@ pub(super) struct Awaiting<'a> {
 pub(super) struct Received<'a> {
     pub(super) h: FileHeader,
     pub(super) name: WireName,
-    pub(super) last: String,
+    pub(super) last: std::ffi::OsString,
     pub(super) dir: Arc<Dir>,
     pub(super) names: store::Names,
     /// The partial's inode: only this one is renamed into place or removed.
@@ -345,8 +345,8 @@ impl Stats {
 /// Removes a wire name from the in-flight map when dropped (if this
 /// session still holds it).
 pub(super) struct InflightGuard<'a> {
-    pub(super) map: &'a Mutex<HashMap<String, SocketAddr>>,
-    pub(super) name: String,
+    pub(super) map: &'a Mutex<HashMap<Vec<u8>, SocketAddr>>,
+    pub(super) name: Vec<u8>,
     pub(super) holder: SocketAddr,
 }
 

@@ -31,14 +31,14 @@ impl Sender<'_> {
     ) -> Result<Option<Offer>, Broken> {
         let id = u32::try_from(idx + 1).context("too many entries for one session")?;
         let e = &self.items[idx].entry;
-        let path = e.name.as_str().as_bytes().to_vec();
+        let path = e.name.as_bytes().to_vec();
         match prep {
             Prepared::Link => {
                 let frame = match (&e.kind, &e.link_to) {
                     (Kind::HardLink, Some(to)) => Frame::Link {
                         id,
                         path,
-                        target: to.as_str().as_bytes().to_vec(),
+                        target: to.as_bytes().to_vec(),
                     },
                     _ => Frame::Symlink {
                         id,
@@ -104,7 +104,7 @@ impl Sender<'_> {
                 self.items[idx].md5 = (!src.digest_follows).then_some(src.md5);
                 if size >= crate::progress::PHASE_SHOWN_MIN {
                     // The receiver may check a partial before it answers.
-                    let shown = escape(self.items[idx].entry.name.as_str());
+                    let shown = self.items[idx].entry.name.shown();
                     self.phase(&shown, "waiting for the receiver", size);
                     self.sending.set_position(0);
                 }
@@ -132,7 +132,7 @@ impl Sender<'_> {
             Verdict::Failed(exit, reason, msg) => {
                 self.progress.println(&format!("ftx: {msg}"));
                 self.events.emit(&Event::FileFailed {
-                    path: escape(self.items[idx].entry.name.as_str()),
+                    path: self.items[idx].entry.name.shown(),
                     reason: reason.into(),
                     message: msg,
                     peer: None,
@@ -193,7 +193,7 @@ impl Sender<'_> {
             .into());
         }
         let idx = offer.idx;
-        let shown = escape(self.items[idx].entry.name.as_str());
+        let shown = self.items[idx].entry.name.shown();
         let size = offer.file.as_ref().map(|src| src.md.len());
         let verdict = match answer(&frame, size, &shown) {
             Action::Settle(v) => v,
@@ -295,7 +295,7 @@ impl Sender<'_> {
             )
             .into());
         }
-        let shown = escape(self.items[idx].entry.name.as_str());
+        let shown = self.items[idx].entry.name.shown();
         if offset > 0 && !self.cfg.quiet {
             self.progress
                 .println(&format!("ftx: resuming {shown} at {offset}"));
@@ -326,7 +326,7 @@ impl Sender<'_> {
             return Ok(src.md5);
         }
         let Some(file) = &src.file else {
-            let shown = escape(self.items[idx].entry.name.as_str());
+            let shown = self.items[idx].entry.name.shown();
             return Err(
                 anyhow::anyhow!("internal error: '{shown}' has neither data nor a file").into(),
             );
@@ -396,7 +396,7 @@ impl Sender<'_> {
         message: &str,
     ) -> (Verdict, usize) {
         let idx = f.idx;
-        let shown = escape(self.items[idx].entry.name.as_str());
+        let shown = self.items[idx].entry.name.shown();
         let size = f.size;
         // Standard input cannot be read again.
         let may_resend = !self.items[idx].resent

@@ -303,11 +303,11 @@ fn plan(items: Vec<Item>, streams: usize) -> (Vec<Vec<Item>>, Vec<Item>) {
     let mut groups: Vec<Vec<Item>> = (0..n).map(|_| Vec::new()).collect();
     let mut group_of = std::collections::HashMap::new();
     for (item, o) in files.into_iter().zip(owner) {
-        group_of.insert(item.entry.name.as_str().to_owned(), o);
+        group_of.insert(item.entry.name.as_bytes().to_vec(), o);
         groups[o].push(item);
     }
     for link in links {
-        let to = link.entry.link_to.as_ref().map(|t| t.as_str());
+        let to = link.entry.link_to.as_ref().map(|t| t.as_bytes());
         let o = to.and_then(|t| group_of.get(t)).copied().unwrap_or(0);
         groups[o].push(link);
     }

@@ -229,7 +229,7 @@ pub(super) fn prepare(
             Err(e) => unreadable(e),
         };
     }
-    bar.set_message(escape(entry.name.as_str()));
+    bar.set_message(entry.name.shown());
     bar.set_length(md.len());
     bar.set_position(0);
     match hash_reader_as(algo, &file, md.len(), |n| bar.inc(n)) {

@@ -293,7 +293,7 @@ impl Sender<'_> {
                 // A link accepted earlier that could not be created at END.
                 Ok(Msg::Answer(_, Ok(Frame::Result { id, message, .. }))) if self.is_link(id) => {
                     let idx = (id - 1) as usize;
-                    let shown = escape(self.items[idx].entry.name.as_str());
+                    let shown = self.items[idx].entry.name.shown();
                     self.settle(
                         idx,
                         Verdict::Failed(

@@ -50,7 +50,7 @@ fn interrupted(dir: &Dir, names: &Names, all: &[u8], upto: usize) {
 fn resumes_at_last_full_block_and_digest_matches() {
     let (_t, dir) = tmpdir();
     let all = data(3 * BLOCK as usize + 12345);
-    let names = Names::for_target("f.bin");
+    let names = Names::for_target("f.bin".as_ref());
     interrupted(&dir, &names, &all, 2 * BLOCK as usize + 777);
     let o = open(
         &dir,
@@ -71,7 +71,7 @@ fn resumes_at_last_full_block_and_digest_matches() {
 fn flipped_byte_in_partial_resumes_before_it() {
     let (t, dir) = tmpdir();
     let all = data(3 * BLOCK as usize);
-    let names = Names::for_target("f.bin");
+    let names = Names::for_target("f.bin".as_ref());
     interrupted(&dir, &names, &all, 3 * BLOCK as usize - 1);
     let p = t.path().join(&names.part);
     let mut bytes = std::fs::read(&p).expect("read");
@@ -95,7 +95,7 @@ fn flipped_byte_in_partial_resumes_before_it() {
 fn garbage_truncated_or_foreign_state_starts_over() {
     let (t, dir) = tmpdir();
     let all = data(2 * BLOCK as usize);
-    let names = Names::for_target("f.bin");
+    let names = Names::for_target("f.bin".as_ref());
     let sp = t.path().join(&names.state);
 
     interrupted(&dir, &names, &all, BLOCK as usize + 1);
@@ -149,7 +149,7 @@ fn garbage_truncated_or_foreign_state_starts_over() {
 fn partial_shorter_than_its_records_resumes_at_what_is_there() {
     let (t, dir) = tmpdir();
     let all = data(3 * BLOCK as usize);
-    let names = Names::for_target("f.bin");
+    let names = Names::for_target("f.bin".as_ref());
     interrupted(&dir, &names, &all, 3 * BLOCK as usize - 1);
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -191,22 +191,33 @@ fn state_round_trips_and_rejects_tampering() {
 
 #[test]
 fn long_names_fit() {
-    let n = Names::for_target(&"x".repeat(255));
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let n = Names::for_target("x".repeat(255).as_ref());
     assert!(n.state_tmp.len() <= MAX_COMPONENT_LEN);
-    assert!(n.part.ends_with(".ftx-hpart"));
-    assert_eq!(Names::for_target("a").part, ".a.ftx-part");
+    let part = n.part.to_str().expect("hex");
+    assert!(part.ends_with(".ftx-hpart"));
+    assert_eq!(Names::for_target(OsStr::new("a")).part, ".a.ftx-part");
     // A short name equal to the digest of a long one gets other names.
-    let hex_name = n
-        .part
-        .trim_start_matches('.')
-        .trim_end_matches(".ftx-hpart");
-    assert_ne!(Names::for_target(hex_name).part, n.part);
-    // Every name ftx uses for itself is refused on the wire.
-    for x in [&n.part, &n.state, &n.state_tmp] {
-        assert!(crate::protocol::WireName::parse(x).is_err(), "{x}");
-    }
-    let a = Names::for_target("a");
-    for x in [&a.part, &a.state, &a.state_tmp] {
-        assert!(crate::protocol::WireName::parse(x).is_err(), "{x}");
+    let hex_name = part.trim_start_matches('.').trim_end_matches(".ftx-hpart");
+    assert_ne!(Names::for_target(OsStr::new(hex_name)).part, n.part);
+    // Every name ftx uses for itself is refused on the wire, and a name
+    // that is not UTF-8 gets its partial's name byte for byte.
+    let a = Names::for_target(OsStr::new("a"));
+    let raw = Names::for_target(OsStr::from_bytes(b"r\xff\n"));
+    assert_eq!(raw.part.as_bytes(), b".r\xff\n.ftx-part");
+    for x in [
+        &n.part,
+        &n.state,
+        &n.state_tmp,
+        &a.part,
+        &a.state,
+        &a.state_tmp,
+        &raw.part,
+    ] {
+        assert!(
+            crate::protocol::WireName::from_bytes(x.as_bytes()).is_err(),
+            "{x:?}"
+        );
     }
 }

@@ -6,6 +6,8 @@ use crate::digest::{hex, Hasher};
 use crate::protocol::limits::MAX_COMPONENT_LEN;
 use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
 use cap_std::fs::{Dir, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 
 /// Bytes per checked block.
 pub const BLOCK: u64 = 4 << 20;
@@ -20,11 +22,11 @@ pub const WRITE_BUF: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct Names {
     /// The data: `.NAME.ftx-part`.
-    pub part: String,
+    pub part: OsString,
     /// The state: `.NAME.ftx-state`.
-    pub state: String,
+    pub state: OsString,
     /// Temporary for atomic state replacement.
-    pub state_tmp: String,
+    pub state_tmp: OsString,
 }
 
 impl Names {
@@ -35,21 +37,27 @@ impl Names {
     /// that happens to be the hex digest. Names ending in any of these
     /// suffixes are refused on the wire ([`crate::protocol::name`]), so a
     /// peer cannot plant a partial or a state file either.
-    pub fn for_target(last: &str) -> Names {
-        if format!(".{last}.ftx-state.tmp").len() <= MAX_COMPONENT_LEN {
+    pub fn for_target(last: &OsStr) -> Names {
+        let named = |suffix: &str| {
+            let mut n = OsString::from(".");
+            n.push(last);
+            n.push(suffix);
+            n
+        };
+        if named(".ftx-state.tmp").len() <= MAX_COMPONENT_LEN {
             return Names {
-                part: format!(".{last}.ftx-part"),
-                state: format!(".{last}.ftx-state"),
-                state_tmp: format!(".{last}.ftx-state.tmp"),
+                part: named(".ftx-part"),
+                state: named(".ftx-state"),
+                state_tmp: named(".ftx-state.tmp"),
             };
         }
         let mut h = Hasher::new();
         h.update(last.as_bytes());
         let stem = hex(&h.finish());
         Names {
-            part: format!(".{stem}.ftx-hpart"),
-            state: format!(".{stem}.ftx-hstate"),
-            state_tmp: format!(".{stem}.ftx-hstate.tmp"),
+            part: format!(".{stem}.ftx-hpart").into(),
+            state: format!(".{stem}.ftx-hstate").into(),
+            state_tmp: format!(".{stem}.ftx-hstate.tmp").into(),
         }
     }
 
@@ -84,7 +92,7 @@ impl FileId {
     }
 
     /// The identity of what the name `name` in `dir` is now (not followed).
-    pub fn at(dir: &Dir, name: &str) -> Option<FileId> {
+    pub fn at(dir: &Dir, name: &OsStr) -> Option<FileId> {
         use cap_std::fs::MetadataExt;
         let md = dir.symlink_metadata(name).ok()?;
         Some(FileId {
