@@ -60,6 +60,10 @@ def digest(id, md5=b"\x5d" * 16):
     return frame(0x17, struct.pack(">I", id) + md5)
 
 
+def xattr(id, name=b"user.note", value=b"hello\x00\xff"):
+    return frame(0x18, struct.pack(">I", id) + s(name) + s(value))
+
+
 def prefix(id, md5=b"\x6e" * 16):
     return frame(0x25, struct.pack(">I", id) + md5)
 
@@ -120,6 +124,8 @@ seeds = {
     "hole": hole(12, 4096, 1 << 30),
     "digest": digest(13),
     "prefix": prefix(12),
+    "xattr": xattr(18),
+    "xattr_acl": xattr(19, b"system.posix_acl_access", b"\x02\x00\x00\x00" * 8),
     "file": file(3, "dir/with space/f\xfcr.txt"),
     "file_bad_utf8": file(3, b"dir/\xff\xfe", size=2**64 - 1, mt=-5, ns=999_999_999),
     "file_traversal": file(4, "../../etc/passwd"),

@@ -132,6 +132,14 @@ pub struct SendArgs {
     /// without failing the run; without it, they fail it (exit 1).
     #[arg(long)]
     pub skip_special: bool,
+    /// Send extended attributes (user.*, and security.* and trusted.*
+    /// where readable: file capabilities too), as rsync -X; the receiver
+    /// sets what it may and names what it may not.
+    #[arg(long, short = 'X')]
+    pub xattrs: bool,
+    /// Send POSIX ACLs (the system.posix_acl_* attributes), as rsync -A.
+    #[arg(long, short = 'A')]
+    pub acls: bool,
     /// Parallel connections: files are shared out between them, so hashing
     /// runs on several cores when there are many files.
     #[arg(long, short = 'j', default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
@@ -331,6 +339,10 @@ impl SendArgs {
                 HashArg::Xxh3 => crate::digest::Algo::Xxh3,
             },
             cipher: self.cipher.choice(),
+            attrs: crate::xattr::Selection {
+                xattrs: self.xattrs,
+                acls: self.acls,
+            },
         })
     }
 }

@@ -42,6 +42,8 @@ pub struct SendConfig {
     pub cipher: Option<crate::secure::Cipher>,
     /// The name standard input (`-` among the sources) arrives under.
     pub stdin_name: Option<String>,
+    /// Extended attributes and ACLs to send (`-X`, `-A`).
+    pub attrs: crate::xattr::Selection,
 }
 
 /// What `ftx recv` does.

@@ -48,6 +48,8 @@
 //!   both roles use, plain or sealed into records.
 //! - [`walk`]: the sender's list of entries; [`cache`]: the sender's digest
 //!   cache.
+//! - [`xattr`]: extended attributes and ACLs (`--xattrs`, `--acls`):
+//!   read by the sender, set by the receiver.
 //! - [`digest`], [`md5core`], [`md5multi`]: MD5 (one stream; many at once
 //!   with SIMD).
 //! - [`progress`]: bars (the only user of indicatif); [`events`]: `--json`;
@@ -77,6 +79,7 @@ pub mod secure;
 pub mod send;
 pub mod store;
 pub mod walk;
+pub mod xattr;
 
 use exit::Exit;
 

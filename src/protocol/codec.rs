@@ -105,6 +105,11 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.extend_from_slice(&offset.to_be_bytes());
             out.extend_from_slice(&length.to_be_bytes());
         }
+        Frame::Xattr { id, name, value } => {
+            out.extend_from_slice(&id.to_be_bytes());
+            put_str(out, name);
+            put_str(out, value);
+        }
         Frame::Digest { id, md5 } | Frame::Prefix { id, md5 } => {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(md5);
@@ -304,6 +309,11 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
         kind::PREFIX => Frame::Prefix {
             id: r.u32()?,
             md5: r.array()?,
+        },
+        kind::XATTR => Frame::Xattr {
+            id: r.u32()?,
+            name: r.bytes()?,
+            value: r.bytes()?,
         },
         kind::DIGEST => Frame::Digest {
             id: r.u32()?,

@@ -42,6 +42,11 @@ pub(crate) fn samples() -> Vec<Frame> {
         },
         Frame::End,
         Frame::Ready,
+        Frame::Xattr {
+            id: 7,
+            name: b"security.capability".to_vec(),
+            value: vec![0, 0xff, 1, 2],
+        },
         Frame::Accept { id: 3, offset: 0 },
         Frame::Skip { id: 3, reason: 1 },
         Frame::Reject {
@@ -132,7 +137,7 @@ fn frames_decode_back_to_back() {
 
 #[test]
 fn unknown_type_is_an_error() {
-    for t in [0x00u8, 0x05, 0x18, 0x26, 0x7E, 0x80, 0xFF] {
+    for t in [0x00u8, 0x05, 0x19, 0x26, 0x7E, 0x80, 0xFF] {
         assert_eq!(decode(&[t]), Err(FrameError::UnknownType(t)));
         assert_eq!(decode(&[t, 0, 0, 0, 0]), Err(FrameError::UnknownType(t)));
     }

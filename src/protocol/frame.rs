@@ -40,6 +40,9 @@ pub mod kind {
     pub const HOLE: u8 = 0x16;
     /// S→R: the digest of a body sent without one, right after it.
     pub const DIGEST: u8 = 0x17;
+    /// S→R: one extended attribute of the next FILE or DIR (`--xattrs`,
+    /// `--acls`).
+    pub const XATTR: u8 = 0x18;
     /// S→R: no more entries.
     pub const END: u8 = 0x13;
     /// R→S: send the file from an offset.
@@ -224,6 +227,18 @@ pub enum Frame {
         length: u64,
     },
     /// ```text
+    /// id:u32 name:str value:str
+    /// ```
+    Xattr {
+        /// Id of the FILE or DIR offer it belongs to (which follows it).
+        id: u32,
+        /// The attribute's name (`user.x`, `security.capability`,
+        /// `system.posix_acl_access`), raw bytes.
+        name: Vec<u8>,
+        /// Its value, raw bytes.
+        value: Vec<u8>,
+    },
+    /// ```text
     /// id:u32 md5:[16]
     /// ```
     Digest {
@@ -347,6 +362,7 @@ pub fn kind_name(t: u8) -> &'static str {
         kind::END => "END",
         kind::HOLE => "HOLE",
         kind::DIGEST => "DIGEST",
+        kind::XATTR => "XATTR",
         kind::ACCEPT => "ACCEPT",
         kind::SKIP => "SKIP",
         kind::REJECT => "REJECT",
@@ -374,6 +390,7 @@ impl Frame {
             Frame::End => kind::END,
             Frame::Hole { .. } => kind::HOLE,
             Frame::Digest { .. } => kind::DIGEST,
+            Frame::Xattr { .. } => kind::XATTR,
             Frame::Accept { .. } => kind::ACCEPT,
             Frame::Skip { .. } => kind::SKIP,
             Frame::Reject { .. } => kind::REJECT,

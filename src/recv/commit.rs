@@ -139,7 +139,7 @@ impl<'a> Commits<'a> {
 
 /// Writes out a verified file's body if it is held, and applies its mode
 /// (see [`file_mode`]) and mtime.
-pub(super) fn write_verified(v: &Verified<'_>, umask: u32) -> Result<(), String> {
+pub(super) fn write_verified(v: &mut Verified<'_>, umask: u32) -> Result<(), String> {
     let shown = || v.r.name.shown();
     if !v.body.is_empty() {
         (&v.file)
@@ -149,6 +149,16 @@ pub(super) fn write_verified(v: &Verified<'_>, umask: u32) -> Result<(), String>
     let h = &v.r.h;
     apply_attrs(&v.file, file_mode(h.mode, umask), h.mtime_s, h.mtime_ns)
         .map_err(|e| format!("cannot set mode/mtime of '{}': {e}", shown()))?;
+    // Extended attributes and ACLs after the mode (an ACL's mask is the
+    // group bits); one that may not be set is named, and the file still
+    // goes into place.
+    let unset = crate::xattr::apply(&v.file, &v.r.attrs);
+    if !unset.is_empty() {
+        v.note = Some(format!(
+            "placed, but these extended attributes could not be set: {}",
+            unset.join(", ")
+        ));
+    }
     Ok(())
 }
 
@@ -166,7 +176,7 @@ pub(super) fn commit(
     placed_keys: &mut Vec<u64>,
 ) {
     let mut answer = |f: Frame| encode(&f, frames);
-    batch.retain(|v| match write_verified(v, sh.umask) {
+    batch.retain_mut(|v| match write_verified(v, sh.umask) {
         Ok(()) => true,
         Err(message) => {
             v.r.names.discard(&v.r.dir, v.r.id);
@@ -186,7 +196,10 @@ pub(super) fn commit(
     };
     let mut placed = Vec::with_capacity(batch.len());
     let mut lines = String::new();
-    for Verified { r: v, file, .. } in batch {
+    for Verified {
+        r: v, file, note, ..
+    } in batch
+    {
         // Only the inode that was verified goes into place: the partial's
         // name must still be it (the file stays open, and locked, until
         // after the rename).
@@ -209,7 +222,7 @@ pub(super) fn commit(
                     // Only files of a block or more ever checkpoint.
                     let _ = v.dir.remove_file(&v.names.state);
                 }
-                placed.push(v);
+                placed.push((v, note));
             }
             Err(e) => {
                 v.names.discard(&v.dir, v.id);
@@ -220,11 +233,11 @@ pub(super) fn commit(
         }
     }
     let dirs_synced = match placed.first() {
-        Some(v) if lone => sync_dir(&v.dir),
+        Some((v, _)) if lone => sync_dir(&v.dir),
         Some(_) => syncfs(&sh.root),
         None => Ok(()),
     };
-    for v in placed {
+    for (v, note) in placed {
         let shown = v.name.shown();
         if let Err(e) = &dirs_synced {
             // The file is in place with verified content, but the rename
@@ -233,7 +246,15 @@ pub(super) fn commit(
             answer(failed(sh, peer, stats, io_failure(&v, shown, message)));
             continue;
         }
-        answer(done(sh, peer, stats, &v, &shown, &mut lines));
+        let mut result = done(sh, peer, stats, &v, &shown, &mut lines);
+        if let (Some(note), Frame::Result { message, .. }) = (note, &mut result) {
+            // Verified and in place; what is missing is said, on both
+            // sides (the sender counts the file as failed: asked for and
+            // left behind).
+            sh.log(&format!("{peer}: '{shown}': {note}"));
+            *message = note;
+        }
+        answer(result);
         placed_keys.push(super::admit::keys(v.name.as_bytes(), false).0);
     }
     if !lines.is_empty() {

@@ -59,7 +59,7 @@ pub(super) fn dir_key(comps: &[&OsStr]) -> u128 {
 }
 
 impl<'a> Session<'a, '_> {
-    pub(super) fn dir(&mut self, h: DirHeader) -> Result<()> {
+    pub(super) fn dir(&mut self, h: DirHeader, attrs: Vec<crate::xattr::Attr>) -> Result<()> {
         let name = match self.claim_name(&h.path) {
             Ok(n) => n,
             Err(r) => return self.refuse_dir(h, r),
@@ -74,7 +74,7 @@ impl<'a> Session<'a, '_> {
                 // mode and mtime (at END); one that was there is left as
                 // it is.
                 if self.sh.take_created(dir_key(&comps)) {
-                    self.dirs.push((name, h.clone()));
+                    self.dirs.push((name, h.clone(), attrs));
                 }
                 self.made_progress();
                 self.conn.queue(&Frame::Result {
@@ -100,15 +100,26 @@ impl<'a> Session<'a, '_> {
     /// directory no longer changes its mtime afterwards.
     pub(super) fn finish_dirs(&mut self) {
         let mut dirs = std::mem::take(&mut self.dirs);
-        dirs.sort_by_key(|(n, _)| std::cmp::Reverse(n.depth()));
-        for (name, h) in dirs {
+        dirs.sort_by_key(|(n, _, _)| std::cmp::Reverse(n.depth()));
+        for (name, h, attrs) in dirs {
             let comps: Vec<&OsStr> = name.components().collect();
             let mode = dir_mode(h.mode, self.sh.umask);
             let applied = open_dirs(&self.sh.root, &comps, |_| {})
                 .map_err(|r| r.1)
                 .and_then(|d| {
                     readable_fd(&d)
-                        .and_then(|fd| apply_attrs(&fd, mode, h.mtime_s, h.mtime_ns))
+                        .and_then(|fd| {
+                            let unset = crate::xattr::apply(&fd, &attrs);
+                            apply_attrs(&fd, mode, h.mtime_s, h.mtime_ns)?;
+                            if unset.is_empty() {
+                                Ok(())
+                            } else {
+                                Err(io::Error::other(format!(
+                                    "these extended attributes could not be set: {}",
+                                    unset.join(", ")
+                                )))
+                            }
+                        })
                         .map_err(|e| e.to_string())
                 });
             if let Err(e) = applied {

@@ -34,7 +34,12 @@ pub(super) fn verify<'a>(
 ) -> Result<Verified<'a>, Failure> {
     let h = &r.h;
     if got == h.md5 {
-        return Ok(Verified { r, file, body });
+        return Ok(Verified {
+            r,
+            file,
+            body,
+            note: None,
+        });
     }
     r.names.discard(&r.dir, r.id);
     let shown = r.name.shown();
@@ -91,6 +96,7 @@ impl<'a> Session<'a, '_> {
             names,
             resumed,
             offset,
+            attrs,
             _guard,
         } = a;
         let started = Instant::now();
@@ -254,6 +260,7 @@ impl<'a> Session<'a, '_> {
             id: file_id,
             offset,
             started,
+            attrs,
             _guard,
         };
         let failure = match ended {

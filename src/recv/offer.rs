@@ -52,7 +52,7 @@ impl<'a> Session<'a, '_> {
         name.map_err(|e| refusal(Reject::UnsafeName, e.to_string()))
     }
 
-    pub(super) fn file(&mut self, h: FileHeader) -> Result<()> {
+    pub(super) fn file(&mut self, h: FileHeader, attrs: Vec<crate::xattr::Attr>) -> Result<()> {
         let name = match self.claim_name(&h.path) {
             Ok(n) => n,
             Err(r) => return self.reject(h.id, &h.path, r),
@@ -112,8 +112,28 @@ impl<'a> Session<'a, '_> {
                 });
                 self.made_progress();
                 self.placed.insert(admit::keys(name.as_bytes(), false).0);
+                // The content is there; its attributes are set as sent.
+                let unset = if attrs.is_empty() {
+                    Vec::new()
+                } else {
+                    match dir.open_with(
+                        last,
+                        OpenOptions::new().read(true).follow(FollowSymlinks::No),
+                    ) {
+                        Ok(f) => crate::xattr::apply(f.into_std(), &attrs),
+                        Err(e) => vec![format!("all ({e})")],
+                    }
+                };
+                let note = if unset.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; these extended attributes could not be set: {}",
+                        unset.join(", ")
+                    )
+                };
                 self.sh.log(&format!(
-                    "{}: skipped '{}': identical content already there",
+                    "{}: skipped '{}': identical content already there{note}",
                     self.peer,
                     name.shown()
                 ));
@@ -186,6 +206,7 @@ impl<'a> Session<'a, '_> {
             names,
             resumed,
             offset,
+            attrs,
             _guard: guard,
         });
         Ok(())

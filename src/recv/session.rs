@@ -87,6 +87,7 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
             peer,
             seen: HashMap::new(),
             refused_dirs: HashSet::new(),
+            attrs: None,
             refusals: 0,
             placed: HashSet::new(),
             links: Vec::new(),
@@ -249,8 +250,21 @@ impl<'a> Session<'a, '_> {
                         self.protocol_error(format!("unsupported FILE flags {unknown:#010x}"))
                     );
                 }
-                Frame::File(h) => self.file(h)?,
-                Frame::Dir(h) => self.dir(h)?,
+                Frame::File(h) => {
+                    let attrs = self.take_attrs(h.id)?;
+                    self.file(h, attrs)?
+                }
+                Frame::Dir(h) => {
+                    let attrs = self.take_attrs(h.id)?;
+                    self.dir(h, attrs)?
+                }
+                _ if self.attrs.is_some() && !matches!(frame, Frame::Xattr { .. }) => {
+                    let msg = format!(
+                        "XATTR not followed by its FILE or DIR, but {}",
+                        frame.name()
+                    );
+                    return Err(self.protocol_error(msg));
+                }
                 Frame::Symlink {
                     id,
                     mtime_s,
@@ -259,6 +273,7 @@ impl<'a> Session<'a, '_> {
                     target,
                 } => self.symlink(id, (mtime_s, mtime_ns), &path, &target)?,
                 Frame::Link { id, path, target } => self.hard_link(id, &path, &target)?,
+                Frame::Xattr { id, name, value } => self.xattr(id, name, value)?,
                 Frame::Body { id, offset, length } => self.body(Extent {
                     id,
                     offset,
@@ -293,6 +308,39 @@ impl<'a> Session<'a, '_> {
                     };
                     return Err(self.protocol_error(msg));
                 }
+            }
+        }
+    }
+
+    /// An XATTR frame: kept for the FILE or DIR offer that follows it
+    /// (same id), within [`crate::xattr::MAX_ENTRY_ATTRS`] and
+    /// [`crate::xattr::MAX_ENTRY_BYTES`].
+    fn xattr(&mut self, id: u32, name: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        let (pending, list, bytes) = self.attrs.get_or_insert((id, Vec::new(), 0));
+        let over = *pending != id
+            || list.len() >= crate::xattr::MAX_ENTRY_ATTRS
+            || *bytes + name.len() + value.len() > crate::xattr::MAX_ENTRY_BYTES;
+        if over {
+            let msg = format!(
+                "XATTR for entry {id}: more than {} attributes or {} KiB for one entry, or those of entry {pending} still wait for their offer",
+                crate::xattr::MAX_ENTRY_ATTRS,
+                crate::xattr::MAX_ENTRY_BYTES >> 10
+            );
+            return Err(self.protocol_error(msg));
+        }
+        *bytes += name.len() + value.len();
+        list.push((name, value));
+        Ok(())
+    }
+
+    /// The attributes sent for offer `id` (none if none came).
+    fn take_attrs(&mut self, id: u32) -> Result<Vec<crate::xattr::Attr>> {
+        match self.attrs.take() {
+            None => Ok(Vec::new()),
+            Some((pending, list, _)) if pending == id => Ok(list),
+            Some((pending, ..)) => {
+                let msg = format!("XATTR for entry {pending}, then the offer of entry {id}");
+                Err(self.protocol_error(msg))
             }
         }
     }

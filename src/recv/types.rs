@@ -198,6 +198,9 @@ pub(super) struct Session<'a, 'c> {
     /// [`super::admit::dir_prefix_key`]): what is offered inside them is
     /// refused too.
     pub(super) refused_dirs: HashSet<u128>,
+    /// XATTR frames received for the offer that follows them: its id,
+    /// the attributes, their bytes.
+    pub(super) attrs: Option<(u32, Vec<crate::xattr::Attr>, usize)>,
     /// [`Session::progress`] as the other sessions see it (for eviction);
     /// also touched by every body chunk.
     pub(super) moved: Activity,
@@ -213,7 +216,7 @@ pub(super) struct Session<'a, 'c> {
     /// Offers refused in this session (only the first few are logged).
     pub(super) refusals: u64,
     /// Directories whose attributes are applied at END.
-    pub(super) dirs: Vec<(WireName, DirHeader)>,
+    pub(super) dirs: Vec<(WireName, DirHeader, Vec<crate::xattr::Attr>)>,
     /// Accepted files whose BODY has not arrived yet, in acceptance order.
     pub(super) awaiting: VecDeque<Awaiting<'a>>,
     /// Small files received, their bodies in memory, not yet hashed.
@@ -287,6 +290,8 @@ pub(super) struct Awaiting<'a> {
     /// is created when its body starts.
     pub(super) resumed: Option<(store::PartialWriter, store::FileId)>,
     pub(super) offset: u64,
+    /// Extended attributes and ACLs to set before it is placed.
+    pub(super) attrs: Vec<crate::xattr::Attr>,
     pub(super) _guard: InflightGuard<'a>,
 }
 
@@ -302,6 +307,8 @@ pub(super) struct Received<'a> {
     pub(super) id: store::FileId,
     pub(super) offset: u64,
     pub(super) started: Instant,
+    /// Extended attributes and ACLs to set before it is placed.
+    pub(super) attrs: Vec<crate::xattr::Attr>,
     pub(super) _guard: InflightGuard<'a>,
 }
 
@@ -313,6 +320,8 @@ pub(super) struct Verified<'a> {
     pub(super) file: std::fs::File,
     /// The body, if not written to `file` yet (a small file).
     pub(super) body: store::budget::HeldBody,
+    /// Attributes that could not be set (named, with why), for the RESULT.
+    pub(super) note: Option<String>,
 }
 
 /// A small file received, its body in memory to be hashed with others

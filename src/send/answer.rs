@@ -55,7 +55,9 @@ impl Sender<'_> {
                     file: None,
                 }))
             }
-            Prepared::Dir => {
+            Prepared::Dir(attrs) => {
+                self.queue_attrs(conn, id, idx, attrs);
+                let e = &self.items[idx].entry;
                 conn.queue(&Frame::Dir(DirHeader {
                     id,
                     mode: e.mode,
@@ -69,7 +71,9 @@ impl Sender<'_> {
                     file: None,
                 }))
             }
-            Prepared::File(src) => {
+            Prepared::File(mut src) => {
+                self.queue_attrs(conn, id, idx, std::mem::take(&mut src.attrs));
+                let e = &self.items[idx].entry;
                 let size = src.md.len();
                 if size != e.size {
                     // Keep the session total honest if the file changed.
@@ -119,6 +123,26 @@ impl Sender<'_> {
                 Ok(None)
             }
         }
+    }
+
+    /// Queues the XATTR frames of entry `idx` (they go before its offer),
+    /// says which asked-for ones cannot be sent, and counts what it has
+    /// that was not asked for (the summary's hint).
+    fn queue_attrs(&mut self, conn: &mut Conn<Wire>, id: u32, idx: usize, attrs: Attrs) {
+        for (name, value) in attrs.list {
+            conn.queue(&Frame::Xattr { id, name, value });
+        }
+        if !attrs.left.is_empty() {
+            let msg = format!(
+                "{}: extended attributes not sent: {}",
+                self.items[idx].entry.name.shown(),
+                attrs.left.join(", ")
+            );
+            self.progress.println(&format!("ftx: {msg}"));
+            self.tally.attrs_left += 1;
+        }
+        self.tally.attrs_unsent.0 += u64::from(attrs.unsent.0);
+        self.tally.attrs_unsent.1 += u64::from(attrs.unsent.1);
     }
 
     /// Records the outcome of an entry.
@@ -415,6 +439,13 @@ impl Sender<'_> {
             (Verdict::Done, Some(why)) => {
                 Verdict::Failed(Exit::Failure, "changed", format!("{shown}: {why}"))
             }
+            // In place, verified, but without some attributes it was sent
+            // with (the receiver may not set them): asked for, left behind.
+            (Verdict::Done, None) if !message.is_empty() => Verdict::Failed(
+                Exit::Failure,
+                "attributes",
+                format!("{shown}: {}", escape(message)),
+            ),
             (v, _) => v,
         };
         match &verdict {

@@ -156,10 +156,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
     let mut result = Ok(());
     for (items, tally, r) in parts {
         s.items.extend(items);
-        s.tally.files += tally.files;
-        s.tally.skipped += tally.skipped;
-        s.tally.bytes += tally.bytes;
-        s.tally.wire += tally.wire;
+        s.tally.add(&tally);
         if let Err(e) = r {
             if result.is_ok() {
                 result = Err(e);
@@ -175,7 +172,9 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         _ => None,
     });
     let broken = result.as_ref().err().map(crate::exit::for_error);
-    outcome = Exit::worst_of(failures.chain(broken).chain([outcome]));
+    // Attributes asked for that could not be sent were left behind.
+    let attrs_left = (s.tally.attrs_left > 0).then_some(Exit::Failure);
+    outcome = Exit::worst_of(failures.chain(broken).chain(attrs_left).chain([outcome]));
     let secs = started.elapsed().as_secs_f64();
     if let Err(e) = &result {
         s.events.emit(&error_event(e));
@@ -203,6 +202,14 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         // A sender with a token seals every session or none happens.
         encrypted: cfg.token.is_some(),
     });
+    // Said once, as rsync users would want to know: what the copy lacks.
+    let (x, acl) = s.tally.attrs_unsent;
+    if x > 0 {
+        eprintln!("ftx: {x} entries had extended attributes that were not sent; use --xattrs (-X)");
+    }
+    if acl > 0 {
+        eprintln!("ftx: {acl} entries had POSIX ACLs that were not sent; use --acls (-A)");
+    }
     if let Err(e) = result {
         // The most serious failure decides the status, as the summary says.
         eprintln!("ftx: {e:#}");

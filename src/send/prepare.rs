@@ -25,6 +25,8 @@ pub(super) const BATCH_FILES: usize = 64;
 pub(super) struct Job {
     /// The digest algorithm of the run.
     pub(super) algo: Algo,
+    /// The extended attributes and ACLs sent (`-X`, `-A`).
+    pub(super) attrs: crate::xattr::Selection,
     pub(super) idx: usize,
     pub(super) entry: std::sync::Arc<Entry>,
     /// Its digest, if known from an earlier attempt.
@@ -46,6 +48,7 @@ pub(super) fn spawn_hasher(
             let mut batch = Vec::new();
             for Job {
                 algo,
+                attrs,
                 idx,
                 entry,
                 known,
@@ -62,7 +65,7 @@ pub(super) fn spawn_hasher(
                 if !permitted {
                     return;
                 }
-                match prepare(&entry, known, stream_ok, algo, &cache, &bar) {
+                match prepare(&entry, known, stream_ok, (algo, attrs), &cache, &bar) {
                     Step::Read(r) => {
                         batch.push((idx, r));
                         if batch.len() >= BATCH_FILES && !hash_batch(&mut batch, &tx) {
@@ -86,6 +89,8 @@ pub(super) fn spawn_hasher(
 pub(super) struct Unhashed {
     pub(super) md: std::fs::Metadata,
     pub(super) data: Vec<u8>,
+    /// Its extended attributes and ACLs.
+    pub(super) attrs: Attrs,
     /// It changed while it was read (why).
     pub(super) changed: Option<Box<str>>,
 }
@@ -111,6 +116,7 @@ pub(super) fn hash_batch(batch: &mut Vec<(usize, Unhashed)>, tx: &mpsc::Sender<M
             digest_follows: false,
             stream: false,
             changed: r.changed,
+            attrs: r.attrs,
         };
         if tx.send(Msg::Ready(idx, Prepared::File(source))).is_err() {
             return false;
@@ -165,12 +171,15 @@ pub(super) fn prepare(
     entry: &Entry,
     known: Option<Md5Digest>,
     stream_ok: bool,
-    algo: Algo,
+    (algo, sel): (Algo, crate::xattr::Selection),
     cache: &DigestCache,
     bar: &Bar,
 ) -> Step {
     if entry.kind == Kind::Dir {
-        return Step::Ready(Prepared::Dir);
+        let attrs = File::open(&entry.local)
+            .map(|d| attrs_of(&d, sel))
+            .unwrap_or_default();
+        return Step::Ready(Prepared::Dir(attrs));
     }
     if matches!(entry.kind, Kind::Symlink | Kind::HardLink) {
         return Step::Ready(Prepared::Link);
@@ -200,14 +209,21 @@ pub(super) fn prepare(
         Ok(pair) => pair,
         Err(e) => return unreadable(e),
     };
+    let attrs = attrs_of(&file, sel);
     // The cache keeps MD5s only (XXH3 costs less than looking it up).
     let cached = || (algo == Algo::Md5).then(|| cache.get(&md)).flatten();
     if let Some(md5) = known.or_else(cached) {
-        return Step::Ready(Prepared::File(Source::hashed(file, md, md5)));
+        return Step::Ready(Prepared::File(Source {
+            attrs,
+            ..Source::hashed(file, md, md5)
+        }));
     }
     if stream_ok && md.len() >= STREAM_DIGEST_MIN {
         // Hashed while it is sent: no pass over it now.
-        return Step::Ready(Prepared::File(Source::unhashed(file, md)));
+        return Step::Ready(Prepared::File(Source {
+            attrs,
+            ..Source::unhashed(file, md)
+        }));
     }
     if md.len() <= INLINE_MAX {
         // Hashed in microseconds: not worth a line on the hashing bar.
@@ -216,6 +232,7 @@ pub(super) fn prepare(
                 changed: changed_since(&file, &md).map(Into::into),
                 md,
                 data,
+                attrs,
             }),
             Ok(data) => Step::Ready(Prepared::File(Source {
                 file: None,
@@ -225,6 +242,7 @@ pub(super) fn prepare(
                 data: Some(data),
                 digest_follows: false,
                 stream: false,
+                attrs,
             })),
             Err(e) => unreadable(e),
         };
@@ -237,9 +255,29 @@ pub(super) fn prepare(
             if algo == Algo::Md5 {
                 cache.put(&md, &md5);
             }
-            Step::Ready(Prepared::File(Source::hashed(file, md, md5)))
+            Step::Ready(Prepared::File(Source {
+                attrs,
+                ..Source::hashed(file, md, md5)
+            }))
         }
         Err(e) => unreadable(e),
+    }
+}
+
+/// The extended attributes and ACLs of an open file or directory: those
+/// `sel` sends, read now, and whether it has any that are not sent (for
+/// the summary's hint).
+fn attrs_of(fd: &File, sel: crate::xattr::Selection) -> Attrs {
+    let (has_x, has_acl) = crate::xattr::present(fd);
+    let (list, left) = if sel.any() && (has_x || has_acl) {
+        crate::xattr::read(fd, sel).unwrap_or_else(|e| (Vec::new(), vec![e.to_string()]))
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    Attrs {
+        list,
+        left,
+        unsent: (has_x && !sel.xattrs, has_acl && !sel.acls),
     }
 }
 

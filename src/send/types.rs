@@ -57,6 +57,24 @@ pub(super) struct Tally {
     /// Body bytes that crossed the wire (less than `bytes` for sparse
     /// files, whose holes are sent as nothing).
     pub(super) wire: u64,
+    /// Entries whose asked-for attributes could not all be sent.
+    pub(super) attrs_left: u64,
+    /// Entries with extended attributes (first) or ACLs (second) that
+    /// were not asked for.
+    pub(super) attrs_unsent: (u64, u64),
+}
+
+impl Tally {
+    /// Adds what another stream (or the directories' session) counted.
+    pub(super) fn add(&mut self, o: &Tally) {
+        self.files += o.files;
+        self.skipped += o.skipped;
+        self.bytes += o.bytes;
+        self.wire += o.wire;
+        self.attrs_left += o.attrs_left;
+        self.attrs_unsent.0 += o.attrs_unsent.0;
+        self.attrs_unsent.1 += o.attrs_unsent.1;
+    }
 }
 
 /// Everything one run of `ftx send` shares across attempts.
@@ -190,6 +208,9 @@ pub const WINDOW: usize = 128;
 pub(super) const DRAIN_MAX: usize = 256;
 
 /// What the helper threads tell the session.
+// Ready carries an entry's Source across the look-ahead channel, once per
+// entry; boxing it would cost an allocation per file for nothing.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Msg {
     /// The look-ahead thread prepared entry `idx`.
     Ready(usize, Prepared),
@@ -203,8 +224,8 @@ pub(super) enum Msg {
 // boxing it would cost an allocation per file for nothing.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Prepared {
-    /// A directory.
-    Dir,
+    /// A directory, with its extended attributes and ACLs.
+    Dir(Attrs),
     /// A symlink or a hard link (the entry holds what it needs).
     Link,
     /// An open file with its metadata and MD5.
@@ -232,6 +253,19 @@ pub(super) struct Source {
     /// Why the file is not what was offered any more, if it changed while
     /// it was read (an inline file: found when it was read whole).
     pub(super) changed: Option<Box<str>>,
+    /// Its extended attributes and ACLs.
+    pub(super) attrs: Attrs,
+}
+
+/// An entry's extended attributes and ACLs, as the look-ahead found them.
+#[derive(Debug, Default)]
+pub(super) struct Attrs {
+    /// Those sent (`-X`, `-A`).
+    pub(super) list: Vec<crate::xattr::Attr>,
+    /// Those asked for that cannot be sent, named with why.
+    pub(super) left: Vec<String>,
+    /// It has attributes (first) or ACLs (second) that were not asked for.
+    pub(super) unsent: (bool, bool),
 }
 
 impl Source {
@@ -245,6 +279,7 @@ impl Source {
             digest_follows: false,
             stream: false,
             changed: None,
+            attrs: Attrs::default(),
         }
     }
 

@@ -81,6 +81,7 @@ impl Sender<'_> {
             .iter()
             .map(|&i| Job {
                 algo: self.cfg.hash,
+                attrs: self.cfg.attrs,
                 idx: i,
                 entry: self.items[i].entry.clone(),
                 known: self.items[i].md5,

@@ -8,6 +8,7 @@
 mod common;
 
 mod attacks;
+mod attrs;
 mod bench_smoke;
 mod changing;
 mod ci_recipe;
