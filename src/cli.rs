@@ -26,12 +26,13 @@ impl Cli {
     /// Checks what clap cannot express: `ftx send` needs a path and a target.
     pub fn check(cli: Cli) -> Result<Cli, clap::Error> {
         if let Command::Send(a) = &cli.command {
-            if a.args.len() < 2 {
+            let needed = if a.listen.is_some() { 1 } else { 2 };
+            if a.args.len() < needed {
                 let mut cmd = <Cli as clap::CommandFactory>::command();
                 let mut send = cmd.find_subcommand_mut("send").cloned().unwrap_or_default();
                 return Err(send.error(
                     clap::error::ErrorKind::TooFewValues,
-                    "ftx send needs at least one PATH and then HOST:PORT",
+                    "ftx send needs at least one PATH and then HOST:PORT (or --listen PORT and a PATH)",
                 ));
             }
         }
@@ -110,6 +111,11 @@ pub struct SendArgs {
     /// How long to try to connect, in seconds.
     #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
+    /// Wait for a receiver to call in (`ftx recv --connect HOST:PORT`)
+    /// on [ADDR:]PORT instead of calling one: every argument is then a
+    /// path. For a receiver behind NAT or a firewall.
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub listen: Option<String>,
     /// Reconnect and resume for this many seconds without progress before
     /// giving up (0: any failure is final).
     #[arg(long, default_value_t = 60, value_name = "SECS")]
@@ -233,6 +239,16 @@ pub struct RecvArgs {
     /// Most sessions served at once; more are refused as busy.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_sessions: u64,
+    /// Dial a sender that waits with `ftx send --listen` (HOST:PORT)
+    /// instead of listening: a receiver behind NAT or a firewall needs
+    /// only an outbound connection. Sessions are taken one after another
+    /// until the sender is gone.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub connect: Option<String>,
+    /// With --connect: keep dialing for this many seconds without a
+    /// session that moved the transfer on (the sender may not be up yet).
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub retry_for: u64,
     /// Newline-delimited JSON events on stdout (see README).
     #[arg(long)]
     pub json: bool,
@@ -289,15 +305,52 @@ pub fn parse_target(s: &str) -> Result<String, String> {
     }
 }
 
+/// `--listen [ADDR:]PORT`: the address (all of IPv6 and IPv4 when only
+/// a port is given) and the port.
+pub fn parse_listen(s: &str) -> Result<(std::net::IpAddr, u16), String> {
+    let wrong = |why: &str| format!("--listen {s:?} {why}: give a PORT, or ADDR:PORT");
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok((std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), port));
+    }
+    s.parse::<std::net::SocketAddr>()
+        .map(|a| (a.ip(), a.port()))
+        .map_err(|_| wrong("is not a port or an address with a port"))
+}
+
 impl SendArgs {
     /// The plain config; the last positional argument is the receiver.
     /// Reads the token (from `--token-file` or `$FTX_TOKEN`).
     pub fn into_config(mut self) -> anyhow::Result<SendConfig> {
-        let target = self.args.pop().unwrap_or_default();
-        // Checked before anything else: a forgotten port is a typo, not a
-        // network fault to retry.
-        let target = parse_target(&target)
+        let listen = self
+            .listen
+            .as_deref()
+            .map(parse_listen)
+            .transpose()
             .map_err(|m| crate::exit::ExitError::new(crate::exit::Exit::Usage, m))?;
+        let target = match listen {
+            Some(at) => format!("the receivers calling in on port {}", at.1),
+            None => {
+                let target = self.args.pop().unwrap_or_default();
+                // Checked before anything else: a forgotten port is a
+                // typo, not a network fault to retry.
+                parse_target(&target)
+                    .map_err(|m| crate::exit::ExitError::new(crate::exit::Exit::Usage, m))?
+            }
+        };
+        if listen.is_some() && self.args.is_empty() {
+            return Err(crate::exit::ExitError::new(
+                crate::exit::Exit::Usage,
+                "ftx send --listen PORT needs at least one path",
+            )
+            .into());
+        }
+        if listen.is_some() && self.streams > 1 {
+            return Err(crate::exit::ExitError::new(
+                crate::exit::Exit::Usage,
+                "--listen takes one receiver's calls at a time: -j needs the receiver to be called",
+            )
+            .into());
+        }
         let dashes = self.args.iter().filter(|a| *a == "-").count();
         let usage = |m: &str| -> anyhow::Error {
             crate::exit::ExitError::new(crate::exit::Exit::Usage, m).into()
@@ -343,6 +396,7 @@ impl SendArgs {
                 xattrs: self.xattrs,
                 acls: self.acls,
             },
+            listen,
         })
     }
 }
@@ -375,6 +429,12 @@ impl RecvArgs {
             token,
             cipher: self.cipher.choice(),
             max_names: crate::config::DEFAULT_MAX_NAMES,
+            connect: self
+                .connect
+                .map(|c| parse_target(&c))
+                .transpose()
+                .map_err(|m| crate::exit::ExitError::new(crate::exit::Exit::Usage, m))?,
+            retry_for: Duration::from_secs(self.retry_for),
         })
     }
 }

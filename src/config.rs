@@ -44,6 +44,9 @@ pub struct SendConfig {
     pub stdin_name: Option<String>,
     /// Extended attributes and ACLs to send (`-X`, `-A`).
     pub attrs: crate::xattr::Selection,
+    /// `--listen`: wait for receivers to call in on this address and port
+    /// (`ftx recv --connect`) instead of calling `target`.
+    pub listen: Option<(std::net::IpAddr, u16)>,
 }
 
 /// What `ftx recv` does.
@@ -82,6 +85,12 @@ pub struct RecvConfig {
     /// would go beyond is told busy. [`DEFAULT_MAX_NAMES`] from the
     /// command line.
     pub max_names: usize,
+    /// `--connect HOST:PORT`: dial a sender that listens (`ftx send
+    /// --listen`) instead of listening.
+    pub connect: Option<String>,
+    /// With `--connect`: how long to keep dialing without a session that
+    /// moved the transfer on.
+    pub retry_for: Duration,
 }
 
 /// Default of [`RecvConfig::max_names`]: two sessions of 2^20 entries,

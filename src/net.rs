@@ -218,6 +218,46 @@ pub fn connect(target: &str, timeout: Duration) -> Result<TcpStream, ExitError> 
     Err(ExitError::new(Exit::Connect, message))
 }
 
+/// The next receiver that calls in on `listener` (`ftx send --listen`),
+/// waiting at most `wait` (`None`: for as long as it takes).
+pub fn accept_call(listener: &TcpListener, wait: Option<Duration>) -> Result<TcpStream, ExitError> {
+    let at = listener
+        .local_addr()
+        .map_or_else(|_| "the listening port".to_owned(), |a| a.to_string());
+    loop {
+        let ready = match wait {
+            Some(w) => wait_readable(listener, w),
+            None => wait_readable(listener, Duration::from_secs(3600)),
+        };
+        if !ready {
+            if wait.is_none() {
+                continue;
+            }
+            return Err(ExitError::new(
+                Exit::Connect,
+                format!(
+                    "no receiver called in on {at} within {} s",
+                    wait.unwrap_or_default().as_secs()
+                ),
+            ));
+        }
+        match listener.accept() {
+            Ok((s, _)) => return Ok(s),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                return Err(ExitError::new(
+                    Exit::Connect,
+                    format!("cannot take a call on {at}: {e}"),
+                ))
+            }
+        }
+    }
+}
+
 /// Ends a connection at once with a reset (linger 0), so a peer blocked on
 /// a closed window notices now rather than after minutes of probes. The
 /// session reading from it sees an error and checkpoints what it holds.

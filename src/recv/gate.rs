@@ -84,7 +84,9 @@ struct Pending {
 /// The gate: a poller over the listener and every waiting connection.
 pub(super) struct Gate<'a> {
     sh: &'a Shared,
-    listener: &'a TcpListener,
+    /// `None` for a receiver that dials out (`--connect`): its
+    /// connections come through [`Gate::adopt`].
+    listener: Option<&'a TcpListener>,
     poller: Poller,
     events: Events,
     pending: HashMap<usize, Pending>,
@@ -101,16 +103,18 @@ pub(super) struct Gate<'a> {
 }
 
 impl<'a> Gate<'a> {
-    pub(super) fn new(listener: &'a TcpListener, sh: &'a Shared) -> Result<Gate<'a>> {
-        listener
-            .set_nonblocking(true)
-            .context("cannot set up the listener")?;
+    pub(super) fn new(listener: Option<&'a TcpListener>, sh: &'a Shared) -> Result<Gate<'a>> {
         let poller = Poller::new().context("cannot create a poller")?;
-        // SAFETY: the listener outlives the poller (both borrowed or owned
-        // by this gate, the poller dropped first) and is deleted from it
-        // in Drop.
-        unsafe { poller.add(listener, Event::readable(LISTENER)) }
-            .context("cannot watch the listener")?;
+        if let Some(listener) = listener {
+            listener
+                .set_nonblocking(true)
+                .context("cannot set up the listener")?;
+            // SAFETY: the listener outlives the poller (both borrowed or
+            // owned by this gate, the poller dropped first) and is deleted
+            // from it in Drop.
+            unsafe { poller.add(listener, Event::readable(LISTENER)) }
+                .context("cannot watch the listener")?;
+        }
         Ok(Gate {
             sh,
             listener,
@@ -126,11 +130,21 @@ impl<'a> Gate<'a> {
         })
     }
 
+    /// A connection this receiver dialed (`--connect`): it waits for its
+    /// handshake like an accepted one.
+    pub(super) fn adopt(&mut self, stream: TcpStream, peer: SocketAddr) {
+        self.admit_pending(stream, peer);
+    }
+
     /// The next connection whose handshake is done, or `None` once the
-    /// receiver is asked to stop.
+    /// receiver is asked to stop (or, without a listener, once no
+    /// connection is left waiting).
     pub(super) fn next(&mut self) -> Result<Option<Admitted>> {
         loop {
             if self.sh.stopping.is_set() {
+                return Ok(None);
+            }
+            if self.listener.is_none() && self.pending.is_empty() && self.admitted.is_empty() {
                 return Ok(None);
             }
             if let Some(a) = self.admitted.pop_front() {
@@ -145,11 +159,11 @@ impl<'a> Gate<'a> {
             if let Some(d) = self.oldest_deadline() {
                 wait = wait.min(d.saturating_duration_since(now));
             }
-            if let Some(t) = self.accept_backoff {
+            if let (Some(t), Some(listener)) = (self.accept_backoff, self.listener) {
                 if now >= t {
                     self.accept_backoff = None;
                     self.poller
-                        .modify(self.listener, Event::readable(LISTENER))
+                        .modify(listener, Event::readable(LISTENER))
                         .context("cannot watch the listener")?;
                 } else {
                     wait = wait.min(t - now);
@@ -213,8 +227,11 @@ impl<'a> Gate<'a> {
     /// Accepts every connection waiting on the listener (a bounded number
     /// per wake-up), then watches the listener again.
     fn accept_all(&mut self) -> Result<()> {
+        let Some(listener) = self.listener else {
+            return Ok(());
+        };
         for _ in 0..256 {
-            match self.listener.accept() {
+            match listener.accept() {
                 Ok((stream, peer)) => self.admit_pending(stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -228,7 +245,7 @@ impl<'a> Gate<'a> {
             }
         }
         self.poller
-            .modify(self.listener, Event::readable(LISTENER))
+            .modify(listener, Event::readable(LISTENER))
             .context("cannot watch the listener")
     }
 
@@ -538,7 +555,9 @@ impl<'a> Gate<'a> {
 
 impl Drop for Gate<'_> {
     fn drop(&mut self) {
-        let _ = self.poller.delete(self.listener);
+        if let Some(listener) = self.listener {
+            let _ = self.poller.delete(listener);
+        }
         for p in self.pending.values() {
             let _ = self.poller.delete(&p.stream);
         }

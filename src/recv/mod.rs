@@ -72,6 +72,9 @@ pub use types::Shutdown;
 pub fn run(cfg: &RecvConfig) -> Result<Exit> {
     // The output directory first: a bad one is exit 1 whatever the port.
     let (root, folds) = open_out(cfg)?;
+    if let Some(target) = &cfg.connect {
+        return dial_out(target, cfg, (root, folds));
+    }
     let listener = net::listen(cfg.bind, cfg.port)?;
     if cfg.token.is_none() {
         eprintln!(
@@ -125,14 +128,9 @@ fn open_out(cfg: &RecvConfig) -> Result<(Dir, bool)> {
     Ok((root, folds))
 }
 
-fn serve_in(
-    listener: TcpListener,
-    cfg: &RecvConfig,
-    (root, folds): (Dir, bool),
-    shutdown: Shutdown,
-    signals: bool,
-) -> Result<Exit> {
-    let shared = Arc::new(Shared {
+/// What every session of one receiver shares.
+fn shared(cfg: &RecvConfig, (root, folds): (Dir, bool), shutdown: Shutdown) -> Arc<Shared> {
+    Arc::new(Shared {
         cfg: cfg.clone(),
         umask: crate::store::attrs::umask(),
         folds,
@@ -149,12 +147,106 @@ fn serve_in(
         live: Mutex::new(HashMap::new()),
         stopping: shutdown,
         events: Events::new(cfg.json),
-    });
+    })
+}
+
+/// `ftx recv --connect HOST:PORT`: dials a sender that listens (`ftx send
+/// --listen`) and serves its sessions one after another, each dialed
+/// afresh (a broken one is retried by the sender, who waits for the next
+/// call), until the sender is gone: a refused call after a session ends
+/// the run. Before the first session, calls are repeated within
+/// `--retry-for` (the sender may not be up yet). The connection goes
+/// through the same gate as an accepted one (handshake deadline, token,
+/// encryption); only its direction differs. 0 only if every file of every
+/// session was verified.
+fn dial_out(target: &str, cfg: &RecvConfig, out: (Dir, bool)) -> Result<Exit> {
+    if cfg.token.is_none() {
+        eprintln!(
+            "ftx: warning: no token (see ftx token): whoever answers at {target} can write into {}",
+            escape(&cfg.out.to_string_lossy())
+        );
+    }
+    let shared = shared(cfg, out, Shutdown::default());
+    watch_signals(Arc::clone(&shared))?;
+    let mut gate = gate::Gate::new(None, &shared)?;
+    let mut sessions = 0u32;
+    let mut outcome = Exit::Success;
+    // The last session ended with SUMMARY (a broken one is the sender's to
+    // retry: if it never calls back, the run failed).
+    let mut last_whole = true;
+    let mut last_progress = std::time::Instant::now();
+    let mut backoff = std::time::Duration::from_millis(200);
+    loop {
+        if shared.stopping.is_set() {
+            return Ok(Exit::Interrupted);
+        }
+        let stream = match net::connect(target, std::time::Duration::from_secs(10)) {
+            Ok(s) => s,
+            // The sender is done (or gone) after serving at least once.
+            Err(_) if sessions > 0 && last_whole => return Ok(outcome),
+            Err(_) if sessions > 0 && last_progress.elapsed() >= cfg.retry_for => {
+                return Ok(outcome.worst(Exit::Failure))
+            }
+            Err(e) if last_progress.elapsed() >= cfg.retry_for => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "no sender answered at {target} within {} s (--retry-for)",
+                    cfg.retry_for.as_secs()
+                )))
+            }
+            Err(_) => {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                continue;
+            }
+        };
+        let peer = match stream.peer_addr() {
+            Ok(p) => p,
+            Err(_) => continue,
+        };
+        gate.adopt(stream, peer);
+        let Some(a) = gate.next()? else {
+            // Closed or refused before its handshake was done: call again
+            // (a sender that has finished refuses the next call).
+            continue;
+        };
+        shared.active.fetch_add(1, Ordering::SeqCst);
+        let result = session(a, &shared);
+        shared.active.fetch_sub(1, Ordering::SeqCst);
+        sessions += 1;
+        match result {
+            Ok(s) => {
+                last_whole = true;
+                if s.ok > 0 || s.failed > 0 {
+                    last_progress = std::time::Instant::now();
+                }
+                if s.failed > 0 {
+                    outcome = outcome.worst(Exit::Failure);
+                }
+            }
+            Err(e) => {
+                shared.log(&format!("{peer}: {e:#}"));
+                // A broken session: the sender calls for the rest.
+                last_whole = false;
+                last_progress = std::time::Instant::now();
+            }
+        }
+        backoff = std::time::Duration::from_millis(200);
+    }
+}
+
+fn serve_in(
+    listener: TcpListener,
+    cfg: &RecvConfig,
+    out: (Dir, bool),
+    shutdown: Shutdown,
+    signals: bool,
+) -> Result<Exit> {
+    let shared = shared(cfg, out, shutdown);
     if signals {
         watch_signals(Arc::clone(&shared))?;
     }
 
-    let mut gate = gate::Gate::new(&listener, &shared)?;
+    let mut gate = gate::Gate::new(Some(&listener), &shared)?;
     if cfg.once {
         let Some(a) = gate.next()? else {
             return Ok(Exit::Interrupted);

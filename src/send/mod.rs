@@ -95,6 +95,28 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         })
         .collect();
     let cache = DigestCache::open(cfg.cache);
+    // `--listen`: receivers call in; each attempt takes the next call.
+    let listener = match cfg.listen {
+        Some((bind, port)) => {
+            let l = crate::net::listen(bind, port)?;
+            let addr = l
+                .local_addr()
+                .map_err(|e| anyhow::anyhow!("cannot read the listening address: {e}"))?;
+            if events.enabled() {
+                events.emit(&Event::Listening {
+                    address: addr.to_string(),
+                    port: addr.port(),
+                });
+            } else {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "listening on {addr}");
+                let _ = out.flush();
+            }
+            Some(l)
+        }
+        None => None,
+    };
     let started = Instant::now();
     let new_sender = |items: Vec<Item>| {
         let hashing = progress.bytes_bar(0, Layout::File);
@@ -103,6 +125,8 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         sending.set_prefix("sending");
         Sender {
             cfg,
+            listener: listener.as_ref(),
+            called: std::cell::Cell::new(false),
             cache: cache.clone(),
             progress: progress.clone(),
             total: total.clone(),

@@ -80,6 +80,11 @@ impl Tally {
 /// Everything one run of `ftx send` shares across attempts.
 pub(super) struct Sender<'a> {
     pub(super) cfg: &'a SendConfig,
+    /// `--listen`: where receivers call in.
+    pub(super) listener: Option<&'a std::net::TcpListener>,
+    /// A receiver has called in already (later calls are waited for
+    /// within `--connect-timeout`, the first for as long as it takes).
+    pub(super) called: std::cell::Cell<bool>,
     pub(super) cache: DigestCache,
     pub(super) progress: Progress,
     pub(super) total: Bar,

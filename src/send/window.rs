@@ -111,11 +111,33 @@ impl Sender<'_> {
     /// Connects and greets; the reader thread tags what it reads with `gen`.
     pub(super) fn connect_link(&self, tx: &mpsc::Sender<Msg>, gen: u64) -> Result<Link, Broken> {
         let target = &self.cfg.target;
-        let stream = net::connect(target, self.cfg.connect_timeout)?;
+        let stream = match self.listener {
+            Some(l) => {
+                let wait = self.called.get().then_some(self.cfg.connect_timeout);
+                net::accept_call(l, wait)?
+            }
+            None => net::connect(target, self.cfg.connect_timeout)?,
+        };
+        let caller = stream
+            .peer_addr()
+            .map_or_else(|_| target.clone(), |a| a.to_string());
         net::tune(&stream, self.cfg.timeout)
             .with_context(|| format!("cannot set up the connection to {target}"))?;
         let mut conn = Conn::new(Wire::new(stream));
-        handshake(&mut conn, target, self.cfg.token.as_ref(), self.cfg.cipher)?;
+        match handshake(&mut conn, target, self.cfg.token.as_ref(), self.cfg.cipher) {
+            Ok(()) => self.called.set(true),
+            // A caller that is not a receiver holding the token (or not
+            // an ftx receiver at all) does not end a `--listen`: its
+            // handshake failed, and the next call is taken.
+            Err(b) if self.listener.is_some() => {
+                return Err(Broken {
+                    err: b.err.context(format!("the call from {caller}")),
+                    retry: true,
+                    reset: false,
+                })
+            }
+            Err(b) => return Err(b),
+        }
         let reader = conn
             .get_ref()
             .try_clone()

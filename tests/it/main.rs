@@ -19,6 +19,7 @@ mod hostile;
 mod json;
 mod listening;
 mod resume;
+mod reverse;
 mod sealed;
 mod security;
 mod serve;

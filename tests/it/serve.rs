@@ -26,6 +26,8 @@ fn config(out: &std::path::Path) -> RecvConfig {
         json: false,
         token: None,
         cipher: None,
+        connect: None,
+        retry_for: std::time::Duration::from_secs(60),
         max_names: ftx::config::DEFAULT_MAX_NAMES,
     }
 }
