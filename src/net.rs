@@ -182,6 +182,12 @@ pub fn tune(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
 /// Connects to `target` ("host:port"), trying each address it resolves to.
 /// Errors name the address and say whether it was refused or timed out.
 pub fn connect(target: &str, timeout: Duration) -> Result<TcpStream, ExitError> {
+    connect_to(target, timeout, "is `ftx recv` running there?")
+}
+
+/// [`connect`], saying `hint` when the connection is refused (what should
+/// be listening there).
+pub fn connect_to(target: &str, timeout: Duration, hint: &str) -> Result<TcpStream, ExitError> {
     let addrs: Vec<SocketAddr> = target
         .to_socket_addrs()
         .map_err(|e| {
@@ -205,7 +211,7 @@ pub fn connect(target: &str, timeout: Duration) -> Result<TcpStream, ExitError> 
         Some((addr, e)) => {
             let why = match e.kind() {
                 io::ErrorKind::ConnectionRefused => {
-                    "connection refused (is `ftx recv` running there?)".to_string()
+                    format!("connection refused ({hint})")
                 }
                 io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
                     format!("timed out after {} s", timeout.as_secs_f32())

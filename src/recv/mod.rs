@@ -180,7 +180,8 @@ fn dial_out(target: &str, cfg: &RecvConfig, out: (Dir, bool)) -> Result<Exit> {
         if shared.stopping.is_set() {
             return Ok(Exit::Interrupted);
         }
-        let stream = match net::connect(target, std::time::Duration::from_secs(10)) {
+        let hint = "is `ftx send --listen` running there?";
+        let stream = match net::connect_to(target, std::time::Duration::from_secs(10), hint) {
             Ok(s) => s,
             // The sender is done (or gone) after serving at least once.
             Err(_) if sessions > 0 && last_whole => return Ok(outcome),
