@@ -206,8 +206,22 @@ fn dial_out(target: &str, cfg: &RecvConfig, out: (Dir, bool)) -> Result<Exit> {
         };
         gate.adopt(stream, peer);
         let Some(a) = gate.next()? else {
-            // Closed or refused before its handshake was done: call again
-            // (a sender that has finished refuses the next call).
+            // Closed before its handshake was done. After a whole session
+            // that is the sender being done (behind a proxy or a NAT the
+            // call is taken and dropped instead of refused); before, or
+            // after a broken one, call again within --retry-for.
+            if sessions > 0 && last_whole {
+                return Ok(outcome);
+            }
+            if last_progress.elapsed() >= cfg.retry_for {
+                return Ok(outcome.worst(if sessions > 0 {
+                    Exit::Failure
+                } else {
+                    Exit::Connect
+                }));
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
             continue;
         };
         shared.active.fetch_add(1, Ordering::SeqCst);

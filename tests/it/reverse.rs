@@ -213,3 +213,34 @@ fn a_receiver_behind_nat_gets_the_tree_by_calling_out() {
     );
     assert_trees_arrived(&t, d.out.join("tree"));
 }
+
+/// The connection is cut in the middle of the body, every time after
+/// 10 MiB: the receiver calls again, the sender (waiting for the next
+/// call) resumes where the checkpoint says, and one `recv --connect` run
+/// ends with the whole file verified.
+#[test]
+fn a_reverse_transfer_cut_in_the_middle_resumes_on_the_next_call() {
+    let d = dirs();
+    let file = d.src.join("resume.bin");
+    write_random(&file, 24 << 20, 92);
+    let mut tx = listening_sender(&file, &d.out, None);
+    let proxy = Proxy::start(tx.addr, Mode::CutBackAfter(10 << 20));
+    let mut cmd = ftx_cmd();
+    cmd.args(["recv", "--connect", &proxy.addr.to_string(), "--out"])
+        .arg(&d.out);
+    let out = run_with_timeout(cmd, SEND_TIMEOUT);
+    assert_status(&out, 0, "recv --connect over a link cut every 10 MiB");
+    assert!(
+        text(&out.stdout).contains("resumed at"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(md5_hex(d.out.join("resume.bin")), md5_hex(&file));
+    assert_eq!(
+        tx.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        tx.stderr()
+    );
+    assert!(tx.stderr().contains("retrying"), "{}", tx.stderr());
+}

@@ -660,7 +660,11 @@ pub enum Mode {
     FlipByte(u64),
     /// Forward exactly the first N bytes, then shut down both sockets.
     CutAfter(u64),
-    /// Forward at most N bytes per second in each direction (a slow link).
+    /// The same for the server→client direction (a sender that listens
+    /// and a receiver that calls it: the body flows back).
+    CutBackAfter(u64),
+    /// Forward at most N bytes per second from client to server (a slow
+    /// link for a push).
     Slow(u64),
     /// Forward everything and keep a copy of both directions
     /// ([`Proxy::captured`]).
@@ -845,10 +849,10 @@ fn serve(
         list.push(Arc::downgrade(&server));
     }
     let (c2, s2, back) = (Arc::clone(&client), Arc::clone(&server), Arc::clone(stats));
-    let back_mode = if mode == Mode::Capture {
-        mode
-    } else {
-        Mode::Pass
+    let back_mode = match mode {
+        Mode::Capture => mode,
+        Mode::CutBackAfter(n) => Mode::CutAfter(n),
+        _ => Mode::Pass,
     };
     thread::spawn(move || match mode {
         Mode::RecordsBack(op) => pump_records(&s2, &c2, op, &back.server_to_client),
@@ -856,7 +860,9 @@ fn serve(
     });
     match mode {
         Mode::Records(op) => pump_records(&client, &server, op, &stats.client_to_server),
-        Mode::RecordsBack(_) => pump(&client, &server, Mode::Pass, stats, true),
+        Mode::RecordsBack(_) | Mode::CutBackAfter(_) => {
+            pump(&client, &server, Mode::Pass, stats, true)
+        }
         _ => pump(&client, &server, mode, stats, true),
     }
 }
