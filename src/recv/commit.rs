@@ -13,7 +13,6 @@ use crate::store;
 use anyhow::Result;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::os::unix::ffi::OsStrExt;
 use std::sync::{Condvar, Mutex};
 use store::attrs::*;
 
@@ -206,24 +205,10 @@ pub(super) fn commit(
         let renamed = synced
             .as_ref()
             .map_err(|e| io::Error::new(e.kind(), e.to_string()))
-            .and_then(|()| {
-                if store::FileId::at(&v.dir, &v.names.part) != Some(v.id) {
-                    return Err(io::Error::other(format!(
-                        "'{}' was replaced while it was written",
-                        crate::sanitize::escape_bytes(v.names.part.as_bytes())
-                    )));
-                }
-                v.dir.rename(&v.names.part, &v.dir, &v.last)
-            });
+            .and_then(|()| store::place(&v.dir, &v.names, v.id, &v.last, v.h.size));
         drop(file);
         match renamed {
-            Ok(()) => {
-                if v.h.size >= store::BLOCK {
-                    // Only files of a block or more ever checkpoint.
-                    let _ = v.dir.remove_file(&v.names.state);
-                }
-                placed.push((v, note));
-            }
+            Ok(()) => placed.push((v, note)),
             Err(e) => {
                 v.names.discard(&v.dir, v.id);
                 let shown = v.name.shown();

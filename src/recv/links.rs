@@ -17,21 +17,6 @@ use anyhow::Result;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 
-/// What a pending link is.
-pub(super) enum LinkKind {
-    /// A symlink to `target`, with the link's own mtime.
-    Symlink { target: String, mtime: (i64, u32) },
-    /// A hard link to the earlier file `to`.
-    Hard { to: WireName },
-}
-
-/// A link accepted in this session, created at END.
-pub(super) struct PendingLink {
-    id: u32,
-    name: WireName,
-    kind: LinkKind,
-}
-
 /// Whether a symlink at `link` pointing to `target` stays inside the
 /// transferred tree: relative, and never climbing above the top directory
 /// of `link` (`top/a/l -> ../b` is fine, `top/l -> ../x` is not). Pure.

@@ -143,6 +143,21 @@ impl Shared {
     }
 }
 
+/// What a pending link is.
+pub(super) enum LinkKind {
+    /// A symlink to `target`, with the link's own mtime.
+    Symlink { target: String, mtime: (i64, u32) },
+    /// A hard link to the earlier file `to`.
+    Hard { to: WireName },
+}
+
+/// A link accepted in this session, created at END.
+pub(super) struct PendingLink {
+    pub(super) id: u32,
+    pub(super) name: WireName,
+    pub(super) kind: LinkKind,
+}
+
 /// A session being served, as the others see it.
 pub(super) struct Live {
     /// The socket (a clone of the session's), to end it.
@@ -212,7 +227,7 @@ pub(super) struct Session<'a, 'c> {
     /// their name: what a LINK may point to.
     pub(super) placed: HashSet<u64>,
     /// SYMLINK and LINK entries accepted, created at END.
-    pub(super) links: Vec<super::links::PendingLink>,
+    pub(super) links: Vec<PendingLink>,
     /// Offers refused in this session (only the first few are logged).
     pub(super) refusals: u64,
     /// Directories whose attributes are applied at END.

@@ -24,7 +24,7 @@
 //! # A partial's life
 //!
 //! ```text
-//! open ──> write ... ──> end ──> (verify) ──> place (attrs.rs, on the commit thread)
+//! open ──> write ... ──> end ──> (verify) ──> place ([`place`], on the commit thread)
 //!  │         │            │
 //!  │         │            └─ held in memory (small.rs, ≤ 256 KiB: hashed by the session)
 //!  │         └─ suspend: checkpoint what arrived (a later open resumes: resume.rs)
@@ -194,6 +194,32 @@ pub fn create(
         id,
         prefix: None,
     })
+}
+
+/// The last step of a partial's life: puts the verified partial (inode
+/// `id`, made durable by the caller) under its final name `last`, only if
+/// the partial's name still holds that inode, then removes its state file
+/// (only files of a block or more ever checkpoint). The caller syncs the
+/// directory.
+pub fn place(
+    dir: &Dir,
+    names: &Names,
+    id: FileId,
+    last: &std::ffi::OsStr,
+    size: u64,
+) -> io::Result<()> {
+    if FileId::at(dir, &names.part) != Some(id) {
+        use std::os::unix::ffi::OsStrExt;
+        return Err(io::Error::other(format!(
+            "'{}' was replaced while it was written",
+            crate::sanitize::escape_bytes(names.part.as_bytes())
+        )));
+    }
+    dir.rename(&names.part, dir, last)?;
+    if size >= BLOCK {
+        let _ = dir.remove_file(&names.state);
+    }
+    Ok(())
 }
 
 /// [`prepare`], then [`create`] when there is nothing to resume.
