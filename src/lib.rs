@@ -38,7 +38,7 @@
 //!   byte is leased from), `types.rs`.
 //! - [`send`]: the sender. `mod.rs` run and the `-j` split; `retry.rs`
 //!   attempts and backoff; `window.rs` one session's window; `link.rs`
-//!   handshake and the reader thread; `answer.rs` offers, bodies, answers;
+//!   handshake and the reader thread; `answer.rs` offers, bodies, answers; `stream.rs` bodies hashed while sent; `holes.rs` sparse files' extents;
 //!   `verdict.rs` answer → action (pure); `prepare.rs` the look-ahead
 //!   hashing thread; `types.rs`.
 //! - [`conn`]: a framed connection over any `Read + Write`; [`net`]: sockets

@@ -10,6 +10,7 @@
 //! RESULT ok or SKIP.
 
 mod answer;
+mod holes;
 mod link;
 mod prepare;
 mod retry;

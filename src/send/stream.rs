@@ -6,7 +6,7 @@
 //! in series. On a sealed connection (no `sendfile`) each chunk is read
 //! once, sealed and sent, then hashed from the same buffer.
 
-use super::answer::{extents, sparse};
+use super::holes::{extents, sparse};
 use super::types::*;
 use crate::conn::Conn;
 use crate::digest::{Hasher, Md5Digest};
