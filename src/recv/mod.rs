@@ -240,7 +240,8 @@ fn dial_out(target: &str, cfg: &RecvConfig, out: (Dir, bool)) -> Result<Exit> {
             }
             Err(e) => {
                 shared.log(&format!("{peer}: {e:#}"));
-                // A broken session: the sender calls for the rest.
+                // A broken session: the sender waits for the next call,
+                // which resumes it.
                 last_whole = false;
                 last_progress = std::time::Instant::now();
             }
