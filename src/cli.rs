@@ -223,6 +223,12 @@ pub struct RecvArgs {
     /// transferred tree (refused by default, like rsync --safe-links).
     #[arg(long)]
     pub allow_unsafe_links: bool,
+    /// Refuse names that differ from another of the send only by case or
+    /// Unicode normalisation, as if OUT folded names (for a tree that will
+    /// be copied to macOS or Windows); automatic where OUT's file system
+    /// folds them.
+    #[arg(long)]
+    pub fold_names: bool,
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
@@ -420,6 +426,7 @@ impl RecvArgs {
             once: self.once,
             overwrite: self.overwrite,
             allow_unsafe_links: self.allow_unsafe_links,
+            fold_names: self.fold_names,
             quiet: self.quiet,
             no_progress: self.no_progress,
             verbose: self.verbose,

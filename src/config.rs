@@ -64,6 +64,9 @@ pub struct RecvConfig {
     pub overwrite: bool,
     /// Create symlinks that are absolute or climb out of the tree.
     pub allow_unsafe_links: bool,
+    /// `--fold-names`: refuse names that differ only by case or
+    /// normalisation even where OUT's file system tells them apart.
+    pub fold_names: bool,
     /// No progress bar.
     pub quiet: bool,
     /// No progress bar; lines stay.

@@ -124,7 +124,7 @@ fn open_out(cfg: &RecvConfig) -> Result<(Dir, bool)> {
     )
     .map_err(io::Error::from)
     .with_context(|| format!("cannot write into output directory {out}"))?;
-    let folds = crate::store::attrs::folds_names(&root);
+    let folds = cfg.fold_names || crate::store::attrs::folds_names(&root);
     Ok((root, folds))
 }
 

@@ -368,6 +368,29 @@ fn names_differing_by_case_both_arrive_where_the_file_system_does_not_fold() {
     assert_eq!(fs::read(d.out.join("e\u{301}.txt")).expect("read"), b"nfd");
 }
 
+/// `--fold-names` makes a receiver refuse them as one file whatever its file
+/// system does (a tree bound for macOS or Windows): the rule a folding file
+/// system gets, end to end.
+#[test]
+fn with_fold_names_names_one_file_elsewhere_are_refused() {
+    let d = dirs();
+    let rx = Receiver::start(&d.out, &["--fold-names"]);
+    let mut raw = Raw::session(rx.addr);
+    raw.send_good_file(1, "README", b"one");
+    let why = raw.expect_reject(&file_offer(2, b"readme", b"two"), 2, reject_code::CONFLICT);
+    assert!(why.contains("case"), "{why}");
+    raw.send_good_file(3, "\u{e9}.txt", b"nfc");
+    raw.expect_reject(
+        &file_offer(4, "e\u{301}.txt".as_bytes(), b"nfd"),
+        4,
+        reject_code::CONFLICT,
+    );
+    assert_eq!(raw.end(), (2, 2));
+    assert_eq!(fs::read(d.out.join("README")).expect("read"), b"one");
+    assert!(!d.out.join("readme").exists());
+    assert!(!d.out.join("e\u{301}.txt").exists());
+}
+
 /// A directory that is refused (a file sits at its name) takes what is
 /// offered inside it along: nothing arrives under it, each entry is
 /// refused naming the directory, and the sender counts the directory as

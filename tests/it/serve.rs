@@ -18,6 +18,7 @@ fn config(out: &std::path::Path) -> RecvConfig {
         once: false,
         overwrite: false,
         allow_unsafe_links: false,
+        fold_names: false,
         quiet: true,
         no_progress: false,
         verbose: false,
