@@ -12,7 +12,7 @@ use super::dirs::{dir_key, open_dirs};
 use super::report::*;
 use super::types::*;
 use crate::protocol::{Frame, Reject, Status, WireName};
-use crate::sanitize::escape;
+use crate::sanitize::escape_bytes;
 use anyhow::Result;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -20,58 +20,48 @@ use std::os::unix::ffi::OsStrExt;
 /// Whether a symlink at `link` pointing to `target` stays inside the
 /// transferred tree: relative, and never climbing above the top directory
 /// of `link` (`top/a/l -> ../b` is fine, `top/l -> ../x` is not). Pure.
-pub(super) fn target_safe(link: &WireName, target: &str) -> Result<(), String> {
+pub(super) fn target_safe(link: &WireName, target: &[u8]) -> Result<(), String> {
+    let shown = || escape_bytes(target);
     if target.is_empty() {
         return Err("empty link target".into());
     }
-    if target.starts_with('/') {
-        return Err(format!("absolute link target '{}'", escape(target)));
+    if target.starts_with(b"/") {
+        return Err(format!("absolute link target '{}'", shown()));
     }
+    let climbs = || {
+        format!(
+            "link target '{}' climbs out of the transferred tree",
+            shown()
+        )
+    };
     // Where the link sits: its parent directories, below OUT.
     let mut at: Vec<&[u8]> = link.components().map(|c| c.as_bytes()).collect();
     at.pop();
-    if at.is_empty() {
-        // A link at the top of OUT: any `..` leaves the tree.
-        if target.split('/').any(|c| c == "..") {
-            return Err(format!(
-                "link target '{}' climbs out of the transferred tree",
-                escape(target)
-            ));
-        }
-        return Ok(());
-    }
-    for c in target.split('/') {
+    for c in target.split(|&b| b == b'/') {
         match c {
-            "" | "." => {}
-            ".." => {
-                at.pop();
-                if at.is_empty() {
-                    return Err(format!(
-                        "link target '{}' climbs out of the transferred tree",
-                        escape(target)
-                    ));
+            b"" | b"." => {}
+            b".." => {
+                // At the top of OUT, or climbing to it: the tree is left.
+                if at.pop().is_none() || at.is_empty() {
+                    return Err(climbs());
                 }
             }
-            other => at.push(other.as_bytes()),
+            other => at.push(other),
         }
     }
     Ok(())
 }
 
-/// A link target as it may be stored: UTF-8 without NUL or control
-/// characters (so it can be shown and logged), at most 4096 bytes.
-fn target_text(raw: &[u8]) -> Result<&str, String> {
-    let t = std::str::from_utf8(raw).map_err(|_| "link target is not valid UTF-8".to_owned())?;
-    if t.len() > crate::protocol::limits::MAX_NAME_LEN {
+/// A link target as it may be stored: any bytes a symlink holds (no NUL),
+/// at most 4096 of them; shown escaped wherever it is printed.
+fn target_bytes(raw: &[u8]) -> Result<&[u8], String> {
+    if raw.len() > crate::protocol::limits::MAX_NAME_LEN {
         return Err("link target longer than 4096 bytes".into());
     }
-    if t.chars().any(char::is_control) {
-        return Err(format!(
-            "link target '{}' holds control characters",
-            escape(t)
-        ));
+    if raw.contains(&0) {
+        return Err("link target holds a NUL byte".into());
     }
-    Ok(t)
+    Ok(raw)
 }
 
 impl Session<'_, '_> {
@@ -87,8 +77,8 @@ impl Session<'_, '_> {
             Ok(n) => n,
             Err(r) => return self.reject(id, path, r),
         };
-        let target = match target_text(target) {
-            Ok(t) => t.to_owned(),
+        let target = match target_bytes(target) {
+            Ok(t) => t.to_vec(),
             Err(why) => return self.reject(id, path, refusal(Reject::UnsafeLink, why)),
         };
         if !self.sh.cfg.allow_unsafe_links {
@@ -176,7 +166,7 @@ impl Session<'_, '_> {
                 match there {
                     Ok(md) if md.is_symlink() => {
                         let now = dir.read_link(last).map_err(|e| e.to_string())?;
-                        if now.as_os_str() == target.as_str() {
+                        if now.as_os_str().as_bytes() == target.as_slice() {
                             return Ok(()); // identical: nothing to do
                         }
                         self.make_room(&dir, last, md.is_dir())?;
@@ -185,7 +175,8 @@ impl Session<'_, '_> {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e.to_string()),
                 }
-                rustix::fs::symlinkat(target.as_str(), &dir, last).map_err(|e| e.to_string())?;
+                rustix::fs::symlinkat(std::ffi::OsStr::from_bytes(target), &dir, last)
+                    .map_err(|e| e.to_string())?;
                 let times = rustix::fs::Timestamps {
                     last_access: rustix::fs::Timespec {
                         tv_sec: 0,
@@ -264,33 +255,34 @@ mod tests {
 
     #[test]
     fn link_targets_inside_the_tree_are_safe() {
-        assert!(target_safe(&at("top/lib/libfoo.so"), "libfoo.so.1").is_ok());
-        assert!(target_safe(&at("top/a/l"), "../b/c").is_ok());
-        assert!(target_safe(&at("top/a/b/l"), "../../x").is_ok());
-        assert!(target_safe(&at("top/l"), "./x/./y").is_ok());
-        assert!(target_safe(&at("l"), "x").is_ok());
+        assert!(target_safe(&at("top/lib/libfoo.so"), b"libfoo.so.1").is_ok());
+        assert!(target_safe(&at("top/a/l"), b"../b/c").is_ok());
+        assert!(target_safe(&at("top/a/b/l"), b"../../x").is_ok());
+        assert!(target_safe(&at("top/l"), b"./x/./y").is_ok());
+        assert!(target_safe(&at("l"), b"x").is_ok());
         // A dangling link inside the tree is fine.
-        assert!(target_safe(&at("top/l"), "missing").is_ok());
+        assert!(target_safe(&at("top/l"), b"missing").is_ok());
     }
 
     #[test]
     fn absolute_and_climbing_targets_are_not() {
-        assert!(target_safe(&at("top/l"), "/etc/passwd").is_err());
-        assert!(target_safe(&at("top/l"), "../x").is_err());
-        assert!(target_safe(&at("top/a/l"), "../../x").is_err());
-        assert!(target_safe(&at("top/a/l"), "b/../../../x").is_err());
-        assert!(target_safe(&at("l"), "../x").is_err());
-        assert!(target_safe(&at("top/l"), "").is_err());
+        assert!(target_safe(&at("top/l"), b"/etc/passwd").is_err());
+        assert!(target_safe(&at("top/l"), b"../x").is_err());
+        assert!(target_safe(&at("top/a/l"), b"../../x").is_err());
+        assert!(target_safe(&at("top/a/l"), b"b/../../../x").is_err());
+        assert!(target_safe(&at("l"), b"../x").is_err());
+        assert!(target_safe(&at("top/l"), b"").is_err());
         // Down then up within the tree is fine; up past the top is not.
-        assert!(target_safe(&at("top/a/l"), "b/../../c").is_ok());
+        assert!(target_safe(&at("top/a/l"), b"b/../../c").is_ok());
     }
 
     #[test]
-    fn targets_must_be_printable_text() {
-        assert_eq!(target_text(b"ok/x"), Ok("ok/x"));
-        assert!(target_text(b"\xff").is_err());
-        assert!(target_text(b"a\x1bb").is_err());
-        assert!(target_text(b"a\nb").is_err());
-        assert!(target_text(&[b'a'; 5000]).is_err());
+    fn targets_are_bytes_without_nul() {
+        assert_eq!(target_bytes(b"ok/x"), Ok(&b"ok/x"[..]));
+        assert!(target_bytes(b"\xff").is_ok());
+        assert!(target_bytes(b"a\x1bb").is_ok());
+        assert!(target_bytes(b"a\nb").is_ok());
+        assert!(target_bytes(b"a\0b").is_err());
+        assert!(target_bytes(&[b'a'; 5000]).is_err());
     }
 }

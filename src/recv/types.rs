@@ -146,7 +146,7 @@ impl Shared {
 /// What a pending link is.
 pub(super) enum LinkKind {
     /// A symlink to `target`, with the link's own mtime.
-    Symlink { target: String, mtime: (i64, u32) },
+    Symlink { target: Vec<u8>, mtime: (i64, u32) },
     /// A hard link to the earlier file `to`.
     Hard { to: WireName },
 }

@@ -139,6 +139,11 @@ fn names_a_linux_disk_holds_arrive_byte_for_byte_and_are_shown_escaped() {
         let sub = tree.join(OsStr::from_bytes(b"dir\nwith\xffnewline"));
         fs::create_dir(&sub).expect("mkdir");
         fs::write(sub.join(OsStr::from_bytes(b"in\tside")), b"inside").expect("write");
+        std::os::unix::fs::symlink(
+            OsStr::from_bytes(b"line\nbreak.txt"),
+            tree.join(OsStr::from_bytes(b"link\x1b\xff")),
+        )
+        .expect("symlink");
         let flags: &[&str] = if json { &["--json"] } else { &[] };
         let mut rx = Receiver::start(&d.out, flags);
         let mut args = flags.to_vec();
@@ -163,6 +168,12 @@ fn names_a_linux_disk_holds_arrive_byte_for_byte_and_are_shown_escaped() {
             .join(OsStr::from_bytes(b"dir\nwith\xffnewline"))
             .join(OsStr::from_bytes(b"in\tside"));
         assert_eq!(fs::read(inside).expect("inside"), b"inside");
+        let link = fs::read_link(got.join(OsStr::from_bytes(b"link\x1b\xff"))).expect("link");
+        assert_eq!(
+            link.as_os_str().as_bytes(),
+            b"line\nbreak.txt",
+            "the target, byte for byte"
+        );
         for (who, t) in [
             ("sender stdout", crate::common::text(&out.stdout)),
             ("sender stderr", crate::common::text(&out.stderr)),
