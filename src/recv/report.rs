@@ -162,10 +162,11 @@ impl<'a> Session<'a, '_> {
     /// files (`cause`): one ERROR for the sender, one line in the log, and
     /// the partials kept (the session ends as any broken one does).
     pub(super) fn stop(&mut self, cause: &str) -> anyhow::Error {
-        let msg = format!(
-            "stopped receiving: {cause}; {} entries of this session failed, the rest were not taken",
-            self.stats.failed
-        );
+        let failed = match self.stats.failed {
+            1 => "1 entry of this session failed".to_owned(),
+            n => format!("{n} entries of this session failed"),
+        };
+        let msg = format!("stopped receiving: {cause}; {failed}, the rest were not taken");
         let _ = self.conn.send(&Frame::Error {
             code: ErrorCode::Internal.code(),
             message: msg.clone(),
