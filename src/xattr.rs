@@ -52,8 +52,9 @@ pub const MAX_ENTRY_BYTES: usize = 256 << 10;
 /// See [`MAX_ENTRY_BYTES`].
 pub const MAX_ENTRY_ATTRS: usize = 1024;
 
-/// What a file or directory has: its attributes' names.
-fn names(fd: impl AsFd) -> io::Result<Vec<Vec<u8>>> {
+/// What a file or directory has: its attributes' names (one list, for
+/// [`kinds`] and [`read`] both).
+pub fn names(fd: impl AsFd) -> io::Result<Vec<Vec<u8>>> {
     let fd = fd.as_fd();
     for _ in 0..4 {
         let n = match rustix::fs::flistxattr_query(fd) {
@@ -84,27 +85,27 @@ fn names(fd: impl AsFd) -> io::Result<Vec<Vec<u8>>> {
     ))
 }
 
-/// Whether `fd` has attributes that `--xattrs` (first) and `--acls`
-/// (second) would carry.
-pub fn present(fd: impl AsFd) -> (bool, bool) {
-    let all = names(fd).unwrap_or_default();
+/// Whether `names` hold attributes that `--xattrs` (first) and `--acls`
+/// (second) would carry. Pure.
+pub fn kinds(names: &[Vec<u8>]) -> (bool, bool) {
     (
-        all.iter().any(|n| !is_acl(n)),
-        all.iter().any(|n| is_acl(n)),
+        names.iter().any(|n| !is_acl(n)),
+        names.iter().any(|n| is_acl(n)),
     )
 }
 
-/// Reads the attributes of `fd` that `sel` carries. Ones too large for a
-/// frame, or that vanish while read, are named in the second list.
-pub fn read(fd: impl AsFd, sel: Selection) -> io::Result<(Vec<Attr>, Vec<String>)> {
+/// Reads the attributes of `fd` among `names` (from [`names`]) that `sel`
+/// carries. Ones too large for a frame, or that cannot be read, are named
+/// in the second list.
+pub fn read(fd: impl AsFd, names: &[Vec<u8>], sel: Selection) -> (Vec<Attr>, Vec<String>) {
     let fd = fd.as_fd();
     let mut got = Vec::new();
     let mut left = Vec::new();
-    for name in names(fd)? {
-        if !sel.carries(&name) {
+    for name in names {
+        if !sel.carries(name) {
             continue;
         }
-        let shown = crate::sanitize::escape_bytes(&name);
+        let shown = crate::sanitize::escape_bytes(name);
         let value = match rustix::fs::fgetxattr_query(fd, name.as_slice()) {
             Ok(n) if n > MAX_VALUE => {
                 left.push(format!("{shown} ({n} bytes, more than {MAX_VALUE})"));
@@ -129,9 +130,9 @@ pub fn read(fd: impl AsFd, sel: Selection) -> io::Result<(Vec<Attr>, Vec<String>
                 continue;
             }
         };
-        got.push((name, value));
+        got.push((name.clone(), value));
     }
-    Ok((got, left))
+    (got, left)
 }
 
 /// Sets `attrs` on `fd`; each one that cannot be set, named with why.
@@ -187,15 +188,16 @@ mod tests {
             eprintln!("no user xattrs here ({set:?}): nothing to test");
             return;
         }
-        assert_eq!(present(&f), (true, false));
+        let listed = names(&f).expect("names");
+        assert_eq!(kinds(&listed), (true, false));
         let sel = Selection {
             xattrs: true,
             acls: true,
         };
-        let (got, left) = read(&f, sel).expect("read");
+        let (got, left) = read(&f, &listed, sel);
         assert!(left.is_empty(), "{left:?}");
         assert_eq!(got, vec![(b"user.note".to_vec(), b"hello\n\0x".to_vec())]);
-        let none = read(&f, Selection::default()).expect("read").0;
+        let none = read(&f, &listed, Selection::default()).0;
         assert!(none.is_empty());
     }
 }

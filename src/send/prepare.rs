@@ -268,9 +268,23 @@ pub(super) fn prepare(
 /// `sel` sends, read now, and whether it has any that are not sent (for
 /// the summary's hint).
 fn attrs_of(fd: &File, sel: crate::xattr::Selection) -> Attrs {
-    let (has_x, has_acl) = crate::xattr::present(fd);
-    let (list, left) = if sel.any() && (has_x || has_acl) {
-        crate::xattr::read(fd, sel).unwrap_or_else(|e| (Vec::new(), vec![e.to_string()]))
+    // One listing serves the hint and the reading.
+    let names = match crate::xattr::names(fd) {
+        Ok(n) => n,
+        Err(e) => {
+            return Attrs {
+                left: if sel.any() {
+                    vec![e.to_string()]
+                } else {
+                    Vec::new()
+                },
+                ..Attrs::default()
+            }
+        }
+    };
+    let (has_x, has_acl) = crate::xattr::kinds(&names);
+    let (list, left) = if sel.any() {
+        crate::xattr::read(fd, &names, sel)
     } else {
         (Vec::new(), Vec::new())
     };
