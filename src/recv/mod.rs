@@ -176,6 +176,11 @@ fn dial_out(target: &str, cfg: &RecvConfig, out: (Dir, bool)) -> Result<Exit> {
     let mut last_whole = true;
     let mut last_progress = std::time::Instant::now();
     let mut backoff = std::time::Duration::from_millis(200);
+    // Waits before calling again, a little longer each time.
+    let pause = |backoff: &mut std::time::Duration| {
+        std::thread::sleep(*backoff);
+        *backoff = (*backoff * 2).min(std::time::Duration::from_secs(5));
+    };
     loop {
         if shared.stopping.is_set() {
             return Ok(Exit::Interrupted);
@@ -195,8 +200,7 @@ fn dial_out(target: &str, cfg: &RecvConfig, out: (Dir, bool)) -> Result<Exit> {
                 )))
             }
             Err(_) => {
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                pause(&mut backoff);
                 continue;
             }
         };
@@ -220,8 +224,7 @@ fn dial_out(target: &str, cfg: &RecvConfig, out: (Dir, bool)) -> Result<Exit> {
                     Exit::Connect
                 }));
             }
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            pause(&mut backoff);
             continue;
         };
         shared.active.fetch_add(1, Ordering::SeqCst);

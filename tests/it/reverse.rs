@@ -34,6 +34,16 @@ fn listening_sender(path: &Path, out: &Path, token: Option<&str>) -> Receiver {
     Receiver::spawn(cmd, out)
 }
 
+/// The listening sender exits 0 (within 30 s) once its receiver is done.
+fn assert_sender_done(tx: &mut Receiver) {
+    assert_eq!(
+        tx.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()),
+        Some(0),
+        "send --listen: {}",
+        tx.stderr()
+    );
+}
+
 fn recv_connect(addr: &str, out: &Path, token: Option<&str>) -> std::process::Output {
     let mut cmd = ftx_cmd();
     if let Some(t) = token {
@@ -51,13 +61,7 @@ fn a_receiver_that_calls_a_listening_sender_gets_the_tree_plain_and_encrypted() 
         let mut tx = listening_sender(&t, &d.out, token);
         let out = recv_connect(&tx.addr.to_string(), &d.out, token);
         assert_status(&out, 0, "recv --connect");
-        let status = tx.wait_exit(Duration::from_secs(30));
-        assert_eq!(
-            status.and_then(|s| s.code()),
-            Some(0),
-            "send --listen: {}",
-            tx.stderr()
-        );
+        assert_sender_done(&mut tx);
         assert_trees_arrived(&t, d.out.join("tree"));
         let said = tx.stderr();
         assert!(said.contains("sent 2 file(s) and 1 link(s)"), "{said}");
@@ -89,12 +93,7 @@ fn a_caller_cannot_turn_a_listening_sender_into_a_receiver() {
     drop(raw);
     let out = recv_connect(&tx.addr.to_string(), &d.out, None);
     assert_status(&out, 0, "the real receiver after the fake caller");
-    assert_eq!(
-        tx.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()),
-        Some(0),
-        "{}",
-        tx.stderr()
-    );
+    assert_sender_done(&mut tx);
     assert_trees_arrived(&t, d.out.join("tree"));
     assert!(!d.src.join("planted.txt").exists());
     assert!(!t.join("planted.txt").exists());
@@ -205,12 +204,7 @@ fn a_receiver_behind_nat_gets_the_tree_by_calling_out() {
         .arg(&d.out);
     let out = run_with_timeout(call, SEND_TIMEOUT);
     assert_status(&out, 0, "recv --connect from behind NAT");
-    assert_eq!(
-        tx.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()),
-        Some(0),
-        "{}",
-        tx.stderr()
-    );
+    assert_sender_done(&mut tx);
     assert_trees_arrived(&t, d.out.join("tree"));
 }
 
@@ -236,11 +230,6 @@ fn a_reverse_transfer_cut_in_the_middle_resumes_on_the_next_call() {
         text(&out.stdout)
     );
     assert_eq!(md5_hex(d.out.join("resume.bin")), md5_hex(&file));
-    assert_eq!(
-        tx.wait_exit(Duration::from_secs(30)).and_then(|s| s.code()),
-        Some(0),
-        "{}",
-        tx.stderr()
-    );
+    assert_sender_done(&mut tx);
     assert!(tx.stderr().contains("retrying"), "{}", tx.stderr());
 }
