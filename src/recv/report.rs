@@ -151,11 +151,18 @@ impl<'a> Session<'a, '_> {
             message: r.1,
         });
         if io {
-            if let Some(cause) = self.sh.out_unusable() {
-                return Err(self.stop(&cause));
-            }
+            self.check_out();
         }
         Ok(())
+    }
+
+    /// After a write failed: if OUT itself is why (see
+    /// [`Shared::out_unusable`]), the session stops at its next frame with
+    /// one error (see `Session::serve`), instead of failing file after file.
+    fn check_out(&self) {
+        if let Some(cause) = self.sh.out_unusable() {
+            let _ = self.commits.stop.set(cause);
+        }
     }
 
     /// Ends the session because the output directory cannot take any more
@@ -190,12 +197,8 @@ impl<'a> Session<'a, '_> {
         let io = f.status == Status::IoError.code();
         let frame = failed(self.sh, self.peer, &mut self.stats, f);
         self.conn.queue(&frame);
-        // One cause for every file after it: the session stops at its next
-        // frame (see `Session::serve`).
         if io {
-            if let Some(cause) = self.sh.out_unusable() {
-                let _ = self.commits.stop.set(cause);
-            }
+            self.check_out();
         }
     }
 }
