@@ -47,6 +47,12 @@ pub enum Command {
     Send(SendArgs),
     /// Receive files into a directory.
     Recv(RecvArgs),
+    /// Fetch files and trees from an `ftx serve` (HOST:PORT/PATH).
+    Get(GetArgs),
+    /// List what an `ftx serve` offers (HOST:PORT[/PATH]).
+    Ls(LsArgs),
+    /// Offer directories and files, read-only, to `ftx get` and `ftx ls`.
+    Serve(ServeArgs),
     /// Measure a real receiver and sender over loopback on generated files.
     Bench(BenchArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -197,6 +203,132 @@ pub enum HashArg {
     Md5,
     /// XXH3-128.
     Xxh3,
+}
+
+/// `ftx get`.
+#[derive(Debug, Args)]
+#[command(after_help = "Example: ftx get buildhost:6000/artifacts/app.tar --out ./downloads")]
+pub struct GetArgs {
+    /// What to fetch: HOST:PORT/PATH, where PATH starts with the name of
+    /// one of the server's roots (see `ftx ls HOST:PORT`); HOST:PORT alone
+    /// fetches everything the server offers. All from the same server.
+    #[arg(required = true, num_args = 1.., value_name = "HOST:PORT[/PATH]")]
+    pub sources: Vec<String>,
+    /// Directory to fetch into; must exist. Nothing is written outside it.
+    #[arg(long, short, default_value = ".", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Parallel sessions (files split between them by name).
+    #[arg(long = "streams", short = 'j', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub streams: u16,
+    /// Replace existing files whose content differs.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Create symlinks whose target is absolute or climbs out of the tree.
+    #[arg(long)]
+    pub allow_unsafe_links: bool,
+    /// Refuse names that differ only by case or Unicode normalisation.
+    #[arg(long)]
+    pub fold_names: bool,
+    /// No progress bar, no summary line.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// No progress bars; the per-file lines stay.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// A line for every file on a terminal too.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Give up on a server silent for this many seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Give up one connection attempt after this many seconds.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub connect_timeout: u64,
+    /// Keep trying for this many seconds without progress (0: no retry).
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub retry_for: u64,
+    /// Newline-delimited JSON events on stdout (see README).
+    #[arg(long)]
+    pub json: bool,
+    /// File holding the shared token (else $FTX_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The cipher of an encrypted session.
+    #[arg(long, value_enum, default_value_t = CipherArg::Auto, value_name = "CIPHER", env = "FTX_CIPHER")]
+    pub cipher: CipherArg,
+    /// The digest the server offers files with (xxh3: faster, not
+    /// cryptographic).
+    #[arg(long, value_enum, default_value_t = HashArg::Md5)]
+    pub hash: HashArg,
+}
+
+/// `ftx ls`.
+#[derive(Debug, Args)]
+#[command(after_help = "Example: ftx ls buildhost:6000/artifacts")]
+pub struct LsArgs {
+    /// The server, and what to list (HOST:PORT alone: every root).
+    #[arg(value_name = "HOST:PORT[/PATH]")]
+    pub source: String,
+    /// One JSON object per entry on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up on a server silent for this many seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Give up connecting after this many seconds.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub connect_timeout: u64,
+    /// File holding the shared token (else $FTX_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The cipher of an encrypted session.
+    #[arg(long, value_enum, default_value_t = CipherArg::Auto, value_name = "CIPHER", env = "FTX_CIPHER")]
+    pub cipher: CipherArg,
+}
+
+/// `ftx serve`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example: ftx serve /srv/artifacts /srv/isos --port 6000 --token-file ~/.ftx-token"
+)]
+pub struct ServeArgs {
+    /// Directories (or files) to offer, each under its last component.
+    #[arg(required = true, num_args = 1.., value_name = "ROOT")]
+    pub roots: Vec<PathBuf>,
+    /// Port to listen on (0 picks a free one; the real one is printed).
+    #[arg(long, short, default_value_t = 6000)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "::", value_name = "ADDR")]
+    pub bind: IpAddr,
+    /// Drop a getter silent for this many seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Most sessions served at once; more are refused as busy.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sessions: u64,
+    /// A line for every session on stderr (it is the default), or none.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Do not use or update the digest cache (~/.cache/ftx).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Offer extended attributes too (as `ftx send -X`).
+    #[arg(long, short = 'X')]
+    pub xattrs: bool,
+    /// Offer POSIX ACLs too (as `ftx send -A`).
+    #[arg(long, short = 'A')]
+    pub acls: bool,
+    /// File holding the shared token (else $FTX_TOKEN): getters must hold
+    /// it, and every session is encrypted with it.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Refuse to start without a token.
+    #[arg(long)]
+    pub require_token: bool,
+    /// The cipher of an encrypted session.
+    #[arg(long, value_enum, default_value_t = CipherArg::Auto, value_name = "CIPHER", env = "FTX_CIPHER")]
+    pub cipher: CipherArg,
 }
 
 /// `ftx recv`.
@@ -389,6 +521,7 @@ impl SendArgs {
                 follow_links: self.follow_links,
                 no_links: self.no_links,
                 skip_special: self.skip_special,
+                one_file_system: false,
             },
             streams: usize::try_from(self.streams).unwrap_or(1),
             token: crate::auth::load_token(self.token_file.as_deref())?,
@@ -442,6 +575,137 @@ impl RecvArgs {
                 .transpose()
                 .map_err(|m| crate::exit::ExitError::new(crate::exit::Exit::Usage, m))?,
             retry_for: Duration::from_secs(self.retry_for),
+            paths: Vec::new(),
+            streams: 1,
+            connect_timeout: Duration::from_secs(10),
+            hash: crate::digest::Algo::Md5,
+            get: false,
+        })
+    }
+}
+
+/// `HOST:PORT/PATH` (or `[V6]:PORT/PATH`, or without `/PATH`): the server
+/// and the path asked for (`None`: everything). Pure.
+pub fn parse_source(s: &str) -> Result<(String, Option<Vec<u8>>), String> {
+    let split = if s.starts_with('[') {
+        s.find(']')
+            .and_then(|end| s[end..].find('/').map(|i| end + i))
+    } else {
+        s.find('/')
+    };
+    let (addr, path) = match split {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let target = parse_target(addr).map_err(|_| {
+        format!(
+            "'{}' is not HOST:PORT or HOST:PORT/PATH (for example buildhost:6000/artifacts/app.tar)",
+            crate::sanitize::escape(s)
+        )
+    })?;
+    let path = path
+        .map(|p| p.trim_end_matches('/'))
+        .filter(|p| !p.is_empty())
+        .map(|p| p.as_bytes().to_vec());
+    Ok((target, path))
+}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    crate::exit::ExitError::new(crate::exit::Exit::Usage, msg.into()).into()
+}
+
+impl GetArgs {
+    /// The receiver's config, dialing the one server named.
+    pub fn into_config(self) -> anyhow::Result<RecvConfig> {
+        let mut target = None;
+        let mut paths = Vec::new();
+        for s in &self.sources {
+            let (t, p) = parse_source(s).map_err(usage)?;
+            if target.as_ref().is_some_and(|x| *x != t) {
+                return Err(usage(
+                    "every HOST:PORT/PATH of one `ftx get` must name the same server; run one get per server",
+                ));
+            }
+            target = Some(t);
+            match p {
+                Some(p) => paths.push(p),
+                // HOST:PORT alone: everything, whatever else is named.
+                None => {
+                    paths.clear();
+                    break;
+                }
+            }
+        }
+        Ok(RecvConfig {
+            bind: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            port: 0,
+            out: self.out,
+            once: false,
+            overwrite: self.overwrite,
+            allow_unsafe_links: self.allow_unsafe_links,
+            fold_names: self.fold_names,
+            quiet: self.quiet,
+            no_progress: self.no_progress,
+            verbose: self.verbose,
+            timeout: Duration::from_secs(self.timeout),
+            max_sessions: usize::from(self.streams) + 1,
+            json: self.json,
+            token: crate::auth::load_token(self.token_file.as_deref())?,
+            cipher: self.cipher.choice(),
+            max_names: crate::config::DEFAULT_MAX_NAMES,
+            connect: target,
+            retry_for: Duration::from_secs(self.retry_for),
+            paths,
+            streams: usize::from(self.streams),
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            hash: match self.hash {
+                HashArg::Md5 => crate::digest::Algo::Md5,
+                HashArg::Xxh3 => crate::digest::Algo::Xxh3,
+            },
+            get: true,
+        })
+    }
+}
+
+impl LsArgs {
+    /// The listing's config.
+    pub fn into_config(self) -> anyhow::Result<crate::config::ListConfig> {
+        let (target, path) = parse_source(&self.source).map_err(usage)?;
+        Ok(crate::config::ListConfig {
+            target,
+            paths: path.into_iter().collect(),
+            json: self.json,
+            timeout: Duration::from_secs(self.timeout),
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            token: crate::auth::load_token(self.token_file.as_deref())?,
+            cipher: self.cipher.choice(),
+        })
+    }
+}
+
+impl ServeArgs {
+    /// The server's config.
+    pub fn into_config(self) -> anyhow::Result<crate::config::ServeConfig> {
+        let token = crate::auth::load_token(self.token_file.as_deref())?;
+        if self.require_token && token.is_none() {
+            return Err(usage(
+                "--require-token: no token set; give --token-file FILE or set FTX_TOKEN (make one with `ftx token`)",
+            ));
+        }
+        Ok(crate::config::ServeConfig {
+            roots: self.roots,
+            bind: self.bind,
+            port: self.port,
+            timeout: Duration::from_secs(self.timeout),
+            max_sessions: usize::try_from(self.max_sessions).unwrap_or(usize::MAX),
+            quiet: self.quiet,
+            cache: !self.no_cache,
+            attrs: crate::xattr::Selection {
+                xattrs: self.xattrs,
+                acls: self.acls,
+            },
+            token,
+            cipher: self.cipher.choice(),
         })
     }
 }

@@ -94,6 +94,61 @@ pub struct RecvConfig {
     /// With `--connect`: how long to keep dialing without a session that
     /// moved the transfer on.
     pub retry_for: Duration,
+    /// With `--connect` (`ftx get`): the paths asked for, in the server's
+    /// namespace (none: everything it offers).
+    pub paths: Vec<Vec<u8>>,
+    /// With `--connect` (`ftx get -j`): parallel sessions.
+    pub streams: usize,
+    /// With `--connect`: how long one dial may take.
+    pub connect_timeout: Duration,
+    /// With `--connect` (`ftx get --hash`): the digest asked for.
+    pub hash: crate::digest::Algo,
+    /// `ftx get` (not `ftx recv --connect`).
+    pub get: bool,
+}
+
+/// What `ftx ls` does.
+#[derive(Debug, Clone)]
+pub struct ListConfig {
+    /// The server, HOST:PORT.
+    pub target: String,
+    /// The paths to list (none: every root).
+    pub paths: Vec<Vec<u8>>,
+    /// One JSON object per entry.
+    pub json: bool,
+    /// A server silent this long is given up.
+    pub timeout: Duration,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+    /// The shared token, if any.
+    pub token: Option<Token>,
+    /// The cipher asked for when sealed.
+    pub cipher: Option<crate::secure::Cipher>,
+}
+
+/// What `ftx serve` does.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// What is offered, each under its last component.
+    pub roots: Vec<PathBuf>,
+    /// Address to listen on.
+    pub bind: IpAddr,
+    /// Port to listen on.
+    pub port: u16,
+    /// A getter silent this long is dropped.
+    pub timeout: Duration,
+    /// Sessions served at once.
+    pub max_sessions: usize,
+    /// No line per session.
+    pub quiet: bool,
+    /// Use the digest cache.
+    pub cache: bool,
+    /// Extended attributes and ACLs offered.
+    pub attrs: crate::xattr::Selection,
+    /// Shared token getters must prove, if any.
+    pub token: Option<Token>,
+    /// The cipher asked for when sealed.
+    pub cipher: Option<crate::secure::Cipher>,
 }
 
 /// Default of [`RecvConfig::max_names`]: two sessions of 2^20 entries,

@@ -149,6 +149,12 @@ impl<S: Read + Write + FrameClock> Conn<S> {
         &self.stream
     }
 
+    /// The underlying stream, and the bytes received but not decoded.
+    pub fn into_parts(self) -> (S, Vec<u8>) {
+        let rest = self.rbuf[self.rpos..self.rend].to_vec();
+        (self.stream, rest)
+    }
+
     /// Bytes received but not yet decoded.
     pub fn buffered(&self) -> usize {
         self.rend - self.rpos
@@ -397,7 +403,7 @@ mod tests {
     #[test]
     fn frames_and_body_survive_one_byte_reads() {
         let mut wire = Vec::new();
-        encode(&Frame::End, &mut wire);
+        encode(&Frame::End { flags: 0 }, &mut wire);
         encode(
             &Frame::Body {
                 id: 1,
@@ -407,12 +413,12 @@ mod tests {
             &mut wire,
         );
         wire.extend_from_slice(b"hello");
-        encode(&Frame::End, &mut wire);
+        encode(&Frame::End { flags: 0 }, &mut wire);
         let mut c = Conn::new(Trickle {
             input: Cursor::new(wire),
             output: Vec::new(),
         });
-        assert_eq!(c.expect_frame().expect("frame"), Frame::End);
+        assert_eq!(c.expect_frame().expect("frame"), Frame::End { flags: 0 });
         assert!(matches!(
             c.expect_frame(),
             Ok(Frame::Body { length: 5, .. })
@@ -424,7 +430,7 @@ mod tests {
         })
         .expect("body");
         assert_eq!(got, b"hello");
-        assert_eq!(c.expect_frame().expect("frame"), Frame::End);
+        assert_eq!(c.expect_frame().expect("frame"), Frame::End { flags: 0 });
         assert!(c.read_frame().expect("clean eof").is_none());
     }
 

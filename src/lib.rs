@@ -67,6 +67,7 @@ pub mod conn;
 pub mod digest;
 pub mod events;
 pub mod exit;
+pub mod front;
 pub mod man;
 pub mod md5core;
 pub mod md5multi;
@@ -77,6 +78,7 @@ pub mod recv;
 pub mod sanitize;
 pub mod secure;
 pub mod send;
+pub mod serve;
 pub mod store;
 pub mod walk;
 pub mod xattr;
@@ -105,6 +107,15 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<Exit> {
         cli::Command::Recv(a) => {
             raise_open_file_limit();
             recv::run(&a.into_config()?)
+        }
+        cli::Command::Get(a) => {
+            raise_open_file_limit();
+            recv::run(&a.into_config()?)
+        }
+        cli::Command::Ls(a) => recv::list::run(&a.into_config()?),
+        cli::Command::Serve(a) => {
+            raise_open_file_limit();
+            serve::run(&a.into_config()?)
         }
         cli::Command::Bench(a) => bench::run(&a.into_config()).map(|()| Exit::Success),
         cli::Command::Completions { shell } => {

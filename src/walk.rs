@@ -59,6 +59,55 @@ pub struct Entry {
     /// `--follow-links`); else a symlink found there when the file is
     /// opened replaced it after the walk, and is not followed.
     pub follow: bool,
+    /// `ftx serve`: the root the entry was found under. The file is then
+    /// opened only through it, never through a symlink and never on
+    /// another file system, whatever changed since the walk.
+    pub within: Option<std::sync::Arc<Within>>,
+}
+
+/// A served root, held open (see [`Entry::within`]).
+#[derive(Debug)]
+pub struct Within {
+    /// The root, opened (`O_PATH`).
+    pub fd: std::os::fd::OwnedFd,
+    /// Its path: entries' `local` paths start with it.
+    pub base: PathBuf,
+}
+
+impl Entry {
+    /// Opens the entry for reading with `flags` (plus no-follow and
+    /// close-on-exec): through its served root when it has one (every
+    /// component beneath it, no symlink, no mount crossed: `openat2`
+    /// with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV`),
+    /// else by its path.
+    pub fn open(&self, flags: rustix::fs::OFlags) -> std::io::Result<std::fs::File> {
+        use rustix::fs::{OFlags, ResolveFlags};
+        let Some(w) = &self.within else {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = flags.bits() as i32;
+            if !self.follow {
+                f |= libc::O_NOFOLLOW;
+            }
+            return std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(f)
+                .open(&self.local);
+        };
+        let rel = self.local.strip_prefix(&w.base).unwrap_or(Path::new(""));
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let fd = rustix::fs::openat2(
+            &w.fd,
+            rel,
+            flags | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
+        )?;
+        Ok(std::fs::File::from(fd))
+    }
 }
 
 /// How to walk.
@@ -71,6 +120,9 @@ pub struct WalkOptions {
     /// `--skip-special`: leave FIFOs, sockets and devices out (counted)
     /// without failing the run.
     pub skip_special: bool,
+    /// Stay on the file system of each source: an entry on another one
+    /// (a mount point) is left out, named (`ftx serve`).
+    pub one_file_system: bool,
 }
 
 /// Something the walk could not offer, and why.
@@ -109,7 +161,7 @@ impl Walk {
 }
 
 /// The name a command-line path is offered under: its last component.
-fn root_name(path: &Path) -> Result<Vec<u8>> {
+pub fn root_name(path: &Path) -> Result<Vec<u8>> {
     let name = match path.file_name() {
         Some(n) => n.to_owned(),
         None => {
@@ -140,6 +192,7 @@ fn entry(kind: Kind, local: &Path, name: WireName, md: &Metadata) -> Entry {
         link_to: None,
         stdin: false,
         follow: false,
+        within: None,
     }
 }
 
@@ -183,6 +236,7 @@ pub fn walk(sources: &[PathBuf], opts: WalkOptions, stdin_name: Option<&str>) ->
                 link_to: None,
                 stdin: true,
                 follow: false,
+                within: None,
             });
             continue;
         }
@@ -240,6 +294,7 @@ fn walk_dir(
         });
     };
     let mut entries = Vec::new();
+    let root_dev = std::fs::symlink_metadata(root).map(|m| m.dev()).ok();
     while let Some(next) = it.next() {
         let dent = match next {
             Ok(d) => d,
@@ -336,6 +391,18 @@ fn walk_dir(
                 continue;
             }
         };
+        if opts.one_file_system && root_dev.is_some_and(|d| d != md.dev()) {
+            leave(
+                shown,
+                "other_fs",
+                "on another file system (a mount point): not offered".into(),
+                false,
+            );
+            if is_dir {
+                it.skip_current_dir();
+            }
+            continue;
+        }
         let kind = if is_dir { Kind::Dir } else { Kind::File };
         let mut e = entry(kind, dent.path(), wire, &md);
         e.follow = opts.follow_links;

@@ -6,7 +6,7 @@
 //! the wrong size or trailing bytes are errors, never allocations.
 
 use super::frame::*;
-use super::limits::{FRAME_HEADER_LEN, MAGIC, MAX_CONTROL_PAYLOAD};
+use super::limits::{FRAME_HEADER_LEN, MAGIC, MAX_CONTROL_PAYLOAD, MAX_PULL_PATHS};
 
 /// Appends `s` as `len:u16 + bytes`, cutting it at 65535 bytes (on a char
 /// boundary when it is text).
@@ -114,7 +114,27 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(md5);
         }
-        Frame::End | Frame::Ready => {}
+        Frame::Ready | Frame::Push => {}
+        Frame::End { flags } => out.extend_from_slice(&flags.to_be_bytes()),
+        Frame::Pull {
+            flags,
+            part,
+            parts,
+            paths,
+        } => {
+            out.extend_from_slice(&flags.to_be_bytes());
+            out.extend_from_slice(&part.to_be_bytes());
+            out.extend_from_slice(&parts.to_be_bytes());
+            let n = paths.len().min(MAX_PULL_PATHS);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+            for p in &paths[..n] {
+                put_str(out, p);
+            }
+        }
+        Frame::Left { path, message } => {
+            put_str(out, path);
+            put_str(out, short_text(message));
+        }
         Frame::Accept { id, offset } => {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&offset.to_be_bytes());
@@ -324,8 +344,32 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
             offset: r.u64()?,
             length: r.u64()?,
         },
-        kind::END => Frame::End,
+        kind::END => Frame::End { flags: r.u32()? },
         kind::READY => Frame::Ready,
+        kind::PUSH => Frame::Push,
+        kind::PULL => {
+            let flags = r.u32()?;
+            let part = r.u16()?;
+            let parts = r.u16()?;
+            let count = usize::from(r.u16()?);
+            if count > MAX_PULL_PATHS {
+                return Err(FrameError::Field("PULL names too many paths"));
+            }
+            let mut paths = Vec::with_capacity(count);
+            for _ in 0..count {
+                paths.push(r.bytes()?);
+            }
+            Frame::Pull {
+                flags,
+                part,
+                parts,
+                paths,
+            }
+        }
+        kind::LEFT => Frame::Left {
+            path: r.bytes()?,
+            message: r.text()?,
+        },
         kind::ACCEPT => Frame::Accept {
             id: r.u32()?,
             offset: r.u64()?,

@@ -40,8 +40,28 @@ pub(crate) fn samples() -> Vec<Frame> {
             offset: 10,
             length: 20,
         },
-        Frame::End,
+        Frame::End { flags: 0 },
+        Frame::End {
+            flags: end_flags::MORE,
+        },
         Frame::Ready,
+        Frame::Push,
+        Frame::Pull {
+            flags: pull_flags::LIST,
+            part: 1,
+            parts: 3,
+            paths: vec![b"root/a b".to_vec(), vec![0xff, b'/', 0x01]],
+        },
+        Frame::Pull {
+            flags: 0,
+            part: 0,
+            parts: 0,
+            paths: Vec::new(),
+        },
+        Frame::Left {
+            path: b"root/fifo".to_vec(),
+            message: "a FIFO: not offered".into(),
+        },
         Frame::Xattr {
             id: 7,
             name: b"security.capability".to_vec(),
@@ -137,7 +157,7 @@ fn frames_decode_back_to_back() {
 
 #[test]
 fn unknown_type_is_an_error() {
-    for t in [0x00u8, 0x05, 0x19, 0x26, 0x7E, 0x80, 0xFF] {
+    for t in [0x00u8, 0x07, 0x1A, 0x26, 0x7E, 0x80, 0xFF] {
         assert_eq!(decode(&[t]), Err(FrameError::UnknownType(t)));
         assert_eq!(decode(&[t, 0, 0, 0, 0]), Err(FrameError::UnknownType(t)));
     }
@@ -154,9 +174,14 @@ fn oversize_length_is_an_error_not_an_allocation() {
 
 #[test]
 fn wrong_sizes_are_errors() {
-    // END with a payload byte.
+    // END with a payload byte past its flags.
     assert!(matches!(
-        decode(&[kind::END, 0, 0, 0, 1, 0]),
+        decode(&[kind::END, 0, 0, 0, 5, 0, 0, 0, 0, 0]),
+        Err(FrameError::Trailing(..))
+    ));
+    // PUSH with a payload byte.
+    assert!(matches!(
+        decode(&[kind::PUSH, 0, 0, 0, 1, 0]),
         Err(FrameError::Trailing(..))
     ));
     // ACCEPT with a short payload.
@@ -204,4 +229,15 @@ proptest! {
         let b = to_bytes(&f);
         prop_assert_eq!(decode(&b), Ok(Some((f, b.len()))));
     }
+}
+
+#[test]
+fn a_pull_with_too_many_paths_is_refused_from_its_count() {
+    // flags, part, parts, then a count over the cap and no paths.
+    let mut payload = vec![0u8; 8];
+    payload.extend_from_slice(&(crate::protocol::limits::MAX_PULL_PATHS as u16 + 1).to_be_bytes());
+    let mut wire = vec![kind::PULL];
+    wire.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    wire.extend_from_slice(&payload);
+    assert!(decode(&wire).is_err());
 }

@@ -28,11 +28,14 @@ pub enum ErrorCode {
     /// A record of a sealed session failed to decrypt: changed, dropped,
     /// replayed or reordered on the way.
     Tampered = 7,
+    /// The listener does not play the role the dialer's first frame asks
+    /// for, or a PULL names a path the server does not offer.
+    Refused = 8,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::Protocol,
         ErrorCode::Version,
         ErrorCode::Auth,
@@ -40,6 +43,7 @@ impl ErrorCode {
         ErrorCode::Timeout,
         ErrorCode::Internal,
         ErrorCode::Tampered,
+        ErrorCode::Refused,
     ];
 
     /// The number on the wire.
@@ -63,7 +67,9 @@ impl ErrorCode {
             ErrorCode::Auth => Exit::Auth,
             ErrorCode::Busy | ErrorCode::Timeout => Exit::Connect,
             ErrorCode::Tampered => Exit::Integrity,
-            ErrorCode::Protocol | ErrorCode::Version | ErrorCode::Internal => Exit::Failure,
+            ErrorCode::Protocol | ErrorCode::Version | ErrorCode::Internal | ErrorCode::Refused => {
+                Exit::Failure
+            }
         }
     }
 
@@ -77,6 +83,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timed out",
             ErrorCode::Internal => "internal error",
             ErrorCode::Tampered => "tampered with on the way",
+            ErrorCode::Refused => "refused",
         }
     }
 }
@@ -245,6 +252,8 @@ impl Status {
 pub enum SkipReason {
     /// The receiver already holds the same size and MD5.
     Identical = 1,
+    /// Listed only (`ftx ls`): no body wanted.
+    Listed = 2,
 }
 
 impl SkipReason {
@@ -257,6 +266,7 @@ impl SkipReason {
     pub fn reason(self) -> &'static str {
         match self {
             SkipReason::Identical => "identical",
+            SkipReason::Listed => "listed",
         }
     }
 }
@@ -271,6 +281,7 @@ pub mod error_code {
     pub const TIMEOUT: u16 = ErrorCode::Timeout.code();
     pub const INTERNAL: u16 = ErrorCode::Internal.code();
     pub const TAMPERED: u16 = ErrorCode::Tampered.code();
+    pub const REFUSED: u16 = ErrorCode::Refused.code();
 }
 
 /// REJECT codes as numbers (see [`Reject`]).
@@ -298,6 +309,7 @@ pub mod result_status {
 pub mod skip_reason {
     use super::SkipReason;
     pub const IDENTICAL: u8 = SkipReason::Identical.code();
+    pub const LISTED: u8 = SkipReason::Listed.code();
 }
 
 #[cfg(test)]
@@ -307,12 +319,13 @@ mod tests {
     #[test]
     fn numbers_are_pinned_and_round_trip() {
         let errors: Vec<u16> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(errors, [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(errors, [1, 2, 3, 4, 5, 6, 7, 8]);
         let rejects: Vec<u16> = Reject::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(rejects, [10, 11, 12, 13, 14, 15, 16, 17]);
         let statuses: Vec<u8> = Status::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(statuses, [0, 1, 2]);
         assert_eq!(SkipReason::Identical.code(), 1);
+        assert_eq!(SkipReason::Listed.code(), 2);
         for c in ErrorCode::ALL {
             assert_eq!(ErrorCode::from_code(c.code()), Some(c));
         }

@@ -24,8 +24,14 @@ pub mod kind {
     pub const WELCOME: u8 = 0x02;
     /// S→R then R→S: the Noise handshake of a sealed session.
     pub const NOISE: u8 = 0x03;
-    /// S→R: a sealed sender's first record (key confirmation).
+    /// D→L: a sealed dialer's first record (key confirmation).
     pub const READY: u8 = 0x04;
+    /// D→L, first after the handshake: the dialer offers.
+    pub const PUSH: u8 = 0x05;
+    /// D→L, first after the handshake: the listener offers these paths.
+    pub const PULL: u8 = 0x06;
+    /// S→R: an entry under a PULL's path that the server does not offer.
+    pub const LEFT: u8 = 0x19;
     /// S→R: offer of a regular file.
     pub const FILE: u8 = 0x10;
     /// S→R: offer of a directory.
@@ -43,7 +49,7 @@ pub mod kind {
     /// S→R: one extended attribute of the next FILE or DIR (`--xattrs`,
     /// `--acls`).
     pub const XATTR: u8 = 0x18;
-    /// S→R: no more entries.
+    /// S→R: no more entries (in this session).
     pub const END: u8 = 0x13;
     /// R→S: send the file from an offset.
     pub const ACCEPT: u8 = 0x20;
@@ -89,6 +95,24 @@ pub mod file_flags {
             crate::digest::Algo::Md5
         }
     }
+}
+
+/// PULL flag bits.
+pub mod pull_flags {
+    /// List only (`ftx ls`): entries without bodies.
+    pub const LIST: u32 = 1;
+    /// Offer files with XXH3-128 digests (`ftx get --hash xxh3`).
+    pub const XXH3: u32 = 2;
+    /// Every bit this build knows: any other is refused.
+    pub const KNOWN: u32 = LIST | XXH3;
+}
+
+/// END flag bits.
+pub mod end_flags {
+    /// The offering side has entries left for a next session.
+    pub const MORE: u32 = 1;
+    /// Every bit this build knows: any other is refused.
+    pub const KNOWN: u32 = MORE;
 }
 
 /// The offer of a regular file.
@@ -174,6 +198,32 @@ pub enum Frame {
     /// Empty: a sealed sender's first record holds it alone, proving
     /// the sender holds the session's keys.
     Ready,
+    /// Empty: the dialer offers (the first frame after the handshake).
+    Push,
+    /// ```text
+    /// flags:u32 part:u16 parts:u16 count:u16 count×path:str
+    /// ```
+    /// The listener offers these paths (the first frame after the
+    /// handshake).
+    Pull {
+        /// See [`pull_flags`].
+        flags: u32,
+        /// Which part of a split pull (`0..=parts`; see PROTOCOL.md).
+        part: u16,
+        /// Parts of a split pull; 0: the whole request.
+        parts: u16,
+        /// Paths in the server's namespace, raw; none: every root.
+        paths: Vec<Vec<u8>>,
+    },
+    /// ```text
+    /// path:str message:str
+    /// ```
+    Left {
+        /// Wire name of the entry not offered.
+        path: Vec<u8>,
+        /// Why.
+        message: String,
+    },
     /// A file offer.
     File(FileHeader),
     /// A directory offer.
@@ -247,8 +297,14 @@ pub enum Frame {
         /// MD5 of the whole file, as the sender read and sent it.
         md5: [u8; 16],
     },
-    /// No more entries (empty payload).
-    End,
+    /// ```text
+    /// flags:u32
+    /// ```
+    /// No more entries in this session.
+    End {
+        /// See [`end_flags`].
+        flags: u32,
+    },
     /// ```text
     /// id:u32 offset:u64
     /// ```
@@ -345,6 +401,9 @@ pub enum FrameError {
     /// HELLO does not start with "FTX1".
     #[error("bad magic: not an ftx peer")]
     BadMagic,
+    /// A field out of its bounds.
+    #[error("{0}")]
+    Field(&'static str),
 }
 
 /// Name of a frame type, for messages.
@@ -360,6 +419,9 @@ pub fn kind_name(t: u8) -> &'static str {
         kind::LINK => "LINK",
         kind::BODY => "BODY",
         kind::END => "END",
+        kind::PUSH => "PUSH",
+        kind::PULL => "PULL",
+        kind::LEFT => "LEFT",
         kind::HOLE => "HOLE",
         kind::DIGEST => "DIGEST",
         kind::XATTR => "XATTR",
@@ -387,7 +449,10 @@ impl Frame {
             Frame::Symlink { .. } => kind::SYMLINK,
             Frame::Link { .. } => kind::LINK,
             Frame::Body { .. } => kind::BODY,
-            Frame::End => kind::END,
+            Frame::End { .. } => kind::END,
+            Frame::Push => kind::PUSH,
+            Frame::Pull { .. } => kind::PULL,
+            Frame::Left { .. } => kind::LEFT,
             Frame::Hole { .. } => kind::HOLE,
             Frame::Digest { .. } => kind::DIGEST,
             Frame::Xattr { .. } => kind::XATTR,

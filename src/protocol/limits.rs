@@ -22,6 +22,8 @@ pub const WELCOME_FLAGS: u32 = 3;
 /// Entries (FILE and DIR offers) one session may offer: a receiver ends a
 /// session that offers more; a sender with more opens another session.
 pub const MAX_SESSION_ENTRIES: usize = 1 << 20;
+/// Most paths one PULL may name.
+pub const MAX_PULL_PATHS: usize = 1024;
 /// Protocol version spoken by this build.
 pub const VERSION: u16 = 3;
 /// Magic at the start of HELLO.

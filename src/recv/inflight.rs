@@ -38,7 +38,7 @@ impl<'a> Session<'a, '_> {
                 // nothing for a while is presumed dead; a live one keeps
                 // the file and this offer is refused as "in progress".
                 let stale = holder.ip() == self.peer.ip()
-                    && self.sh.live.lock().is_ok_and(|live| {
+                    && self.sh.slots.live.lock().is_ok_and(|live| {
                         live.get(&holder).is_some_and(|l| {
                             let dead = l.activity.idle() >= TAKEOVER_IDLE;
                             if dead {

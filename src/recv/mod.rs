@@ -36,13 +36,13 @@ mod admit;
 mod commit;
 mod dirs;
 mod extents;
-mod gate;
-mod handshake;
 mod inflight;
 mod intake;
 mod links;
+pub mod list;
 mod listen;
 mod offer;
+mod pull;
 mod report;
 mod session;
 mod types;
@@ -50,6 +50,7 @@ mod types;
 use crate::config::RecvConfig;
 use crate::events::{Event, Events};
 use crate::exit::Exit;
+use crate::front::{refuse_busy, Gate, Opened};
 use crate::net::{self};
 use crate::progress::Progress;
 use crate::sanitize::escape;
@@ -141,26 +142,20 @@ fn shared(cfg: &RecvConfig, (root, folds): (Dir, bool), shutdown: Shutdown) -> A
             crate::progress::mode(cfg.quiet || cfg.no_progress),
             cfg.verbose,
         ),
-        active: AtomicUsize::new(0),
+        slots: crate::front::Slots::new(cfg.max_sessions),
         remembered: AtomicUsize::new(0),
         inflight: Mutex::new(HashMap::new()),
-        live: Mutex::new(HashMap::new()),
         stopping: shutdown,
         events: Events::new(cfg.json),
     })
 }
 
-/// `ftx recv --connect HOST:PORT`: dials a sender that listens (`ftx send
-/// --listen`) and serves its sessions one after another, each dialed
-/// afresh (a broken one is retried by the sender, who waits for the next
-/// call), until the sender is gone: a refused call after a session ends
-/// the run. Before the first session, calls are repeated within
-/// `--retry-for` (the sender may not be up yet). The connection goes
-/// through the same gate as an accepted one (handshake deadline, token,
-/// encryption); only its direction differs. 0 only if every file of every
-/// session was verified.
+/// `ftx recv --connect HOST:PORT` and `ftx get`: dials a server (`ftx
+/// serve`) or a sender that listens (`ftx send --listen`), asks for
+/// `cfg.paths` (PULL) and receives them into OUT (see [`pull`]). 0 only if
+/// everything asked for arrived verified.
 fn dial_out(target: &str, cfg: &RecvConfig, out: (Dir, bool)) -> Result<Exit> {
-    if cfg.token.is_none() {
+    if cfg.token.is_none() && !cfg.get {
         eprintln!(
             "ftx: warning: no token (see ftx token): whoever answers at {target} can write into {}",
             escape(&cfg.out.to_string_lossy())
@@ -168,89 +163,46 @@ fn dial_out(target: &str, cfg: &RecvConfig, out: (Dir, bool)) -> Result<Exit> {
     }
     let shared = shared(cfg, out, Shutdown::default());
     watch_signals(Arc::clone(&shared))?;
-    let mut gate = gate::Gate::new(None, &shared)?;
-    let mut sessions = 0u32;
-    let mut outcome = Exit::Success;
-    // The last session ended with SUMMARY (a broken one is the sender's to
-    // retry: if it never calls back, the run failed).
-    let mut last_whole = true;
-    let mut last_progress = std::time::Instant::now();
-    let mut backoff = std::time::Duration::from_millis(200);
-    // Waits before calling again, a little longer each time.
-    let pause = |backoff: &mut std::time::Duration| {
-        std::thread::sleep(*backoff);
-        *backoff = (*backoff * 2).min(std::time::Duration::from_secs(5));
-    };
-    loop {
-        if shared.stopping.is_set() {
-            return Ok(Exit::Interrupted);
-        }
-        let hint = "is `ftx send --listen` running there?";
-        let stream = match net::connect_to(target, std::time::Duration::from_secs(10), hint) {
-            Ok(s) => s,
-            // The sender is done (or gone) after serving at least once.
-            Err(_) if sessions > 0 && last_whole => return Ok(outcome),
-            Err(_) if sessions > 0 && last_progress.elapsed() >= cfg.retry_for => {
-                return Ok(outcome.worst(Exit::Failure))
-            }
-            Err(e) if last_progress.elapsed() >= cfg.retry_for => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "no sender answered at {target} within {} s (--retry-for)",
-                    cfg.retry_for.as_secs()
-                )))
-            }
-            Err(_) => {
-                pause(&mut backoff);
-                continue;
-            }
+    let started = std::time::Instant::now();
+    let p = pull::pull(target, &shared);
+    let exit = p.exit.unwrap_or(Exit::Success);
+    let st = p.stats;
+    let secs = started.elapsed().as_secs_f64();
+    if shared.events.enabled() {
+        shared.events.emit(&Event::Summary {
+            role: "get".into(),
+            files_ok: u64::from(st.ok.saturating_sub(st.skipped)),
+            files_skipped: u64::from(st.skipped),
+            files_failed: u64::from(st.failed.saturating_sub(st.asked_digest)),
+            entries_left: Some(u64::from(st.left)),
+            bytes: st.bytes,
+            wire_bytes: None,
+            seconds: secs,
+            exit_code: exit.code(),
+            peer: Some(target.to_owned()),
+            encrypted: cfg.token.is_some(),
+        });
+    } else if !cfg.quiet || exit != Exit::Success {
+        let left = if st.left > 0 {
+            format!(", {} not offered (listed above)", st.left)
+        } else {
+            String::new()
         };
-        let peer = match stream.peer_addr() {
-            Ok(p) => p,
-            Err(_) => continue,
-        };
-        gate.adopt(stream, peer);
-        let Some(a) = gate.next()? else {
-            // Closed before its handshake was done. After a whole session
-            // that is the sender being done (behind a proxy or a NAT the
-            // call is taken and dropped instead of refused); before, or
-            // after a broken one, call again within --retry-for.
-            if sessions > 0 && last_whole {
-                return Ok(outcome);
+        eprintln!(
+            "ftx: got {} file(s), {} skipped, {} failed{left}, {} in {secs:.1} s ({:.1} MB/s{})",
+            st.ok.saturating_sub(st.skipped),
+            st.skipped,
+            st.failed.saturating_sub(st.asked_digest),
+            crate::progress::si_bytes(st.bytes),
+            crate::events::mb_per_s(st.bytes, secs),
+            if cfg.token.is_some() {
+                ", encrypted"
+            } else {
+                ""
             }
-            if last_progress.elapsed() >= cfg.retry_for {
-                return Ok(outcome.worst(if sessions > 0 {
-                    Exit::Failure
-                } else {
-                    Exit::Connect
-                }));
-            }
-            pause(&mut backoff);
-            continue;
-        };
-        shared.active.fetch_add(1, Ordering::SeqCst);
-        let result = session(a, &shared);
-        shared.active.fetch_sub(1, Ordering::SeqCst);
-        sessions += 1;
-        match result {
-            Ok(s) => {
-                last_whole = true;
-                if s.ok > 0 || s.failed > 0 {
-                    last_progress = std::time::Instant::now();
-                }
-                if s.failed > 0 {
-                    outcome = outcome.worst(Exit::Failure);
-                }
-            }
-            Err(e) => {
-                shared.log(&format!("{peer}: {e:#}"));
-                // A broken session: the sender waits for the next call,
-                // which resumes it.
-                last_whole = false;
-                last_progress = std::time::Instant::now();
-            }
-        }
-        backoff = std::time::Duration::from_millis(200);
+        );
     }
+    Ok(exit)
 }
 
 fn serve_in(
@@ -265,15 +217,17 @@ fn serve_in(
         watch_signals(Arc::clone(&shared))?;
     }
 
-    let mut gate = gate::Gate::new(Some(&listener), &shared)?;
+    let mut gate = Gate::new(&listener, shared.as_ref())?;
     if cfg.once {
-        let Some(a) = gate.next()? else {
+        let Some(a) = gate.next_admitted()? else {
             return Ok(Exit::Interrupted);
         };
         let peer = a.peer;
-        shared.active.fetch_add(1, Ordering::SeqCst);
-        let result = session(a, &shared);
-        shared.active.fetch_sub(1, Ordering::SeqCst);
+        shared.slots.active.fetch_add(1, Ordering::SeqCst);
+        let result = Opened::admitted(a)
+            .map_err(anyhow::Error::from)
+            .and_then(|o| session(o, &shared, Began::Listening));
+        shared.slots.release();
         return Ok(match result {
             Ok(s) if s.failed == 0 => Exit::Success,
             Ok(_) => Exit::Failure,
@@ -283,16 +237,14 @@ fn serve_in(
             }
         });
     }
-    while let Some(a) = gate.next()? {
+    while let Some(a) = gate.next_admitted()? {
         let peer = a.peer;
         // Only a connection whose handshake is done takes a slot. (The
         // gate answers a HELLO "busy" when every slot is taken; this is
-        // for one that raced with it.)
-        let n = shared.active.fetch_add(1, Ordering::SeqCst);
-        // Every slot taken: the session without progress for longest (5 s
-        // at least) makes room; it ends on its own thread.
-        if n >= cfg.max_sessions && !shared.evict_for(peer) {
-            shared.active.fetch_sub(1, Ordering::SeqCst);
+        // for one that raced with it.) Every slot taken: the session
+        // without progress for longest (5 s at least) makes room; it ends
+        // on its own thread.
+        if let Err(n) = shared.slots.take(peer, |l| shared.log(l)) {
             shared.log(&format!(
                 "{peer}: refused: already serving {n} sessions (--max-sessions)"
             ));
@@ -303,17 +255,20 @@ fn serve_in(
         let spawned = std::thread::Builder::new()
             .name(format!("session {peer}"))
             .spawn(move || {
-                if let Err(e) = session(a, &sh) {
+                let result = Opened::admitted(a)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|o| session(o, &sh, Began::Listening));
+                if let Err(e) = result {
                     sh.log(&format!("{peer}: {e:#}"));
                 }
-                sh.active.fetch_sub(1, Ordering::SeqCst);
+                sh.slots.release();
             });
         if let Err(e) = spawned {
-            shared.active.fetch_sub(1, Ordering::SeqCst);
+            shared.slots.release();
             shared.log(&format!("{peer}: cannot start a session thread: {e}"));
         }
     }
     drop(gate);
-    end_sessions(&shared);
+    shared.slots.end_all();
     Ok(Exit::Interrupted)
 }

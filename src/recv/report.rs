@@ -98,6 +98,9 @@ pub(super) fn done(
 /// Counts and reports a file that definitely failed; its RESULT.
 pub(super) fn failed(sh: &Shared, peer: SocketAddr, stats: &mut Stats, f: Failure) -> Frame {
     stats.failed += 1;
+    if f.status == Status::DigestMismatch.code() {
+        stats.mismatched += 1;
+    }
     sh.log(&format!("{peer}: {}", f.message));
     sh.events.emit(&Event::FileFailed {
         path: f.shown,
@@ -126,6 +129,9 @@ fn truncated(raw: &[u8]) -> &[u8] {
 impl<'a> Session<'a, '_> {
     pub(super) fn reject(&mut self, id: u32, raw_name: &[u8], r: Refusal) -> Result<()> {
         self.stats.failed += 1;
+        if r.0 == Reject::NeedDigest {
+            self.stats.asked_digest += 1;
+        }
         // Logged with a limit: a peer can offer refusable names far
         // faster than anyone reads them. The rest are counted, and said
         // when the session ends ([`Session::log_quiet_refusals`]).

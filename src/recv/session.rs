@@ -3,18 +3,16 @@
 
 use super::admit;
 use super::extents::Extent;
-use super::gate::Admitted;
-use super::listen::*;
 use super::report::*;
 use super::types::*;
 use crate::conn::Conn;
 use crate::events::Event;
+use crate::front::{Live, Opened};
 use crate::net::{self, Activity, Deadlined};
 use crate::progress::Layout;
-use crate::protocol::frame::file_flags;
+use crate::protocol::frame::{end_flags, file_flags};
 use crate::protocol::ErrorCode;
 use crate::protocol::Frame;
-use crate::secure::Wire;
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,13 +24,17 @@ use std::time::Instant;
 /// error. The ftx sender keeps at most 128 (its window).
 pub(super) const MAX_AWAITING: usize = 1024;
 
-pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
-    let Admitted {
-        stream,
-        peer,
-        leftover,
-        keys,
-    } = a;
+/// How a receiving session began: a sender dialed in (its first frame
+/// must be PUSH), or this receiver dialed and asked for the files (PULL,
+/// already sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Began {
+    Listening,
+    Pulled,
+}
+
+pub(super) fn session(o: Opened, sh: &Shared, began: Began) -> Result<Stats> {
+    let peer = o.peer;
     if sh.stopping.is_set() {
         bail!("refused: the receiver is shutting down");
     }
@@ -40,8 +42,8 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
     let moved = Activity::default();
     moved.touch();
     let evicted = Arc::new(AtomicBool::new(false));
-    if let (Ok(clone), Ok(mut live)) = (stream.try_clone(), sh.live.lock()) {
-        live.insert(
+    let _live = o.stream.try_clone().ok().map(|clone| {
+        sh.slots.register(
             peer,
             Live {
                 stream: clone,
@@ -49,22 +51,14 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
                 moved: moved.clone(),
                 evicted: evicted.clone(),
             },
-        );
+        )
+    });
+    net::tune(&o.stream, sh.cfg.timeout).context("cannot set up the connection")?;
+    let encrypted = o.sealed;
+    let mut conn = o.conn(sh.cfg.timeout, activity);
+    if began == Began::Listening {
+        expect_push(&mut conn)?;
     }
-    let _live = LiveGuard { sh, peer };
-    net::tune(&stream, sh.cfg.timeout).context("cannot set up the connection")?;
-    let wire = Wire::new(stream);
-    let encrypted = keys.is_some();
-    // What the sender sent after its handshake: records when sealed,
-    // frames when plain.
-    let conn = match keys {
-        Some(keys) => {
-            // The gate opened the sender's record 0 (READY).
-            wire.seal_after(keys, &leftover, 1);
-            Conn::new(Deadlined::new(wire, sh.cfg.timeout, activity))
-        }
-        None => Conn::with_buffered(Deadlined::new(wire, sh.cfg.timeout, activity), &leftover),
-    };
 
     let writer = conn
         .get_ref()
@@ -85,6 +79,7 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
             sh,
             conn,
             peer,
+            pulled: began == Began::Pulled,
             seen: HashMap::new(),
             refused_dirs: HashSet::new(),
             attrs: None,
@@ -109,7 +104,7 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
         if evicted.load(Ordering::SeqCst) {
             let msg = format!(
                 "evicted: every session slot was taken and this session made no progress for {} s or more; try again",
-                super::listen::EVICT_AFTER.as_secs()
+                crate::front::EVICT_AFTER.as_secs()
             );
             let _ = s.conn.send(&Frame::Error {
                 code: ErrorCode::Busy.code(),
@@ -152,6 +147,52 @@ pub(super) fn session(a: Admitted, sh: &Shared) -> Result<Stats> {
         encrypted,
     });
     result.map(|()| st)
+}
+
+impl Session<'_, '_> {
+    /// An entry the server does not offer: said, counted (it fails the
+    /// run), never silent.
+    fn left(&mut self, raw: &[u8], message: &str) {
+        self.stats.left += 1;
+        let path = crate::sanitize::escape_bytes(raw);
+        let message = crate::sanitize::escape(message);
+        self.sh
+            .log(&format!("{}: not offered: {path}: {message}", self.peer));
+        self.sh.events.emit(&Event::EntryLeft {
+            path,
+            reason: "not_offered".into(),
+            message,
+            asked: false,
+        });
+    }
+}
+
+/// The dialer's first frame: a receiver that listens only takes PUSH (a
+/// peer asking it for files gets ERROR 8 and nothing of OUT).
+fn expect_push(conn: &mut Conn<Deadlined>) -> Result<()> {
+    let refuse = |conn: &mut Conn<Deadlined>, code: ErrorCode, msg: String| {
+        let _ = conn.send(&Frame::Error {
+            code: code.code(),
+            message: msg.clone(),
+        });
+        anyhow::anyhow!("refused: {msg}")
+    };
+    match conn.read_frame() {
+        Ok(Some(Frame::Push)) => Ok(()),
+        Ok(Some(Frame::Pull { .. })) => Err(refuse(
+            conn,
+            ErrorCode::Refused,
+            "this is `ftx recv`: it takes files and offers none (to fetch files, ask an `ftx serve`)"
+                .into(),
+        )),
+        Ok(Some(other)) => Err(refuse(
+            conn,
+            ErrorCode::Protocol,
+            format!("expected PUSH or PULL after the handshake, got {}", other.name()),
+        )),
+        Ok(None) => bail!("closed the connection after its handshake"),
+        Err(e) => Err(fail_session(conn, e, "after the handshake")),
+    }
 }
 
 impl<'a> Session<'a, '_> {
@@ -273,6 +314,12 @@ impl<'a> Session<'a, '_> {
                     target,
                 } => self.symlink(id, (mtime_s, mtime_ns), &path, &target)?,
                 Frame::Link { id, path, target } => self.hard_link(id, &path, &target)?,
+                Frame::Left { path, message } if self.pulled => self.left(&path, &message),
+                Frame::Error { code, message } => {
+                    self.verify_small();
+                    let _ = self.drain_commits();
+                    return Err(crate::front::dial::peer_error(code, &message));
+                }
                 Frame::Xattr { id, name, value } => self.xattr(id, name, value)?,
                 Frame::Body { id, offset, length } => self.body(Extent {
                     id,
@@ -286,7 +333,14 @@ impl<'a> Session<'a, '_> {
                     length,
                     hole: true,
                 })?,
-                Frame::End if self.awaiting.is_empty() => {
+                Frame::End { flags } if flags & !end_flags::KNOWN != 0 => {
+                    let unknown = flags & !end_flags::KNOWN;
+                    return Err(
+                        self.protocol_error(format!("unsupported END flags {unknown:#010x}"))
+                    );
+                }
+                Frame::End { flags } if self.awaiting.is_empty() => {
+                    self.stats.more = flags & end_flags::MORE != 0;
                     self.verify_small();
                     self.drain_commits()?;
                     self.finish_links();
@@ -300,7 +354,7 @@ impl<'a> Session<'a, '_> {
                 }
                 other => {
                     let msg = match other {
-                        Frame::End => format!(
+                        Frame::End { .. } => format!(
                             "END while {} accepted file bodies are outstanding",
                             self.awaiting.len()
                         ),

@@ -15,28 +15,12 @@ use crate::store;
 use cap_std::fs::Dir;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-/// Asks a receiver started with [`super::serve`] to stop: it stops
-/// accepting, ends its sessions (each checkpoints what it holds) and
-/// returns. Clones share the same flag.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown(Arc<AtomicBool>);
-
-impl Shutdown {
-    /// Asks the receiver to stop.
-    pub fn trigger(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    /// True once [`Shutdown::trigger`] was called.
-    pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+pub use crate::front::Shutdown;
 
 /// Directories created by this receiver whose DIR entry has not come yet,
 /// by [`super::dirs::dir_key`]. Bounded: beyond [`CreatedDirs::MAX`]
@@ -79,15 +63,13 @@ pub(super) struct Shared {
     pub(super) created_dirs: Mutex<CreatedDirs>,
     pub(super) root: Dir,
     pub(super) progress: Progress,
-    pub(super) active: AtomicUsize,
+    /// The live sessions (`--max-sessions`, eviction, interrupts).
+    pub(super) slots: crate::front::Slots,
     /// Names the live sessions remember (to refuse duplicates), in all: at
     /// most [`RecvConfig::max_names`].
     pub(super) remembered: AtomicUsize,
     /// Targets being written right now, by wire name, across sessions.
     pub(super) inflight: Mutex<HashMap<Vec<u8>, SocketAddr>>,
-    /// The connections being served, so an interrupt can end them and a
-    /// newcomer can evict one that makes no progress.
-    pub(super) live: Mutex<HashMap<SocketAddr, Live>>,
     /// Set on SIGINT/SIGTERM: no new session starts.
     pub(super) stopping: Shutdown,
     /// `--json` output.
@@ -143,6 +125,27 @@ impl Shared {
     }
 }
 
+impl crate::front::Host for Shared {
+    fn stopping(&self) -> &Shutdown {
+        &self.stopping
+    }
+    fn log(&self, line: &str) {
+        Shared::log(self, line);
+    }
+    fn timeout(&self) -> std::time::Duration {
+        self.cfg.timeout
+    }
+    fn token(&self) -> Option<&crate::auth::Token> {
+        self.cfg.token.as_ref()
+    }
+    fn cipher(&self) -> Option<crate::secure::Cipher> {
+        self.cfg.cipher
+    }
+    fn slots(&self) -> &crate::front::Slots {
+        &self.slots
+    }
+}
+
 /// What a pending link is.
 pub(super) enum LinkKind {
     /// A symlink to `target`, with the link's own mtime.
@@ -158,19 +161,6 @@ pub(super) struct PendingLink {
     pub(super) kind: LinkKind,
 }
 
-/// A session being served, as the others see it.
-pub(super) struct Live {
-    /// The socket (a clone of the session's), to end it.
-    pub(super) stream: TcpStream,
-    /// When bytes last arrived.
-    pub(super) activity: Activity,
-    /// When the session last made progress: file bytes, or an entry
-    /// accepted, skipped, verified or created.
-    pub(super) moved: Activity,
-    /// Set when a newcomer took its slot.
-    pub(super) evicted: Arc<AtomicBool>,
-}
-
 /// What a finished session amounted to.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Stats {
@@ -178,6 +168,15 @@ pub(super) struct Stats {
     pub(super) skipped: u32,
     pub(super) failed: u32,
     pub(super) bytes: u64,
+    /// Files whose digest did not match (counted in `failed` too).
+    pub(super) mismatched: u32,
+    /// Offers answered "digest needed" (counted in `failed` too; not a
+    /// failure: the sender offers them again).
+    pub(super) asked_digest: u32,
+    /// The sender's END said it has entries left for a next session.
+    pub(super) more: bool,
+    /// Entries the server named with LEFT (not offered).
+    pub(super) left: u32,
 }
 
 /// A refusal of one offer: REJECT code and message.
@@ -205,6 +204,9 @@ pub(super) struct Session<'a, 'c> {
     pub(super) sh: &'a Shared,
     pub(super) conn: Conn<Deadlined>,
     pub(super) peer: SocketAddr,
+    /// This receiver dialed and pulled (the peer is a server: it may name
+    /// entries it does not offer, with LEFT).
+    pub(super) pulled: bool,
     /// Entries already offered in this session: the 64-bit hash of each
     /// name's case-folded NFC form, to the hash of the name itself (see
     /// [`super::admit::keys`]). At most [`super::admit::MAX_ENTRIES`].
@@ -363,6 +365,10 @@ impl Stats {
         self.skipped += o.skipped;
         self.failed += o.failed;
         self.bytes += o.bytes;
+        self.mismatched += o.mismatched;
+        self.asked_digest += o.asked_digest;
+        self.more |= o.more;
+        self.left += o.left;
     }
 }
 

@@ -22,7 +22,7 @@ fn keys_with(
     c1: Cipher,
     c2: Cipher,
 ) -> Result<(Keys, Keys), HandshakeError> {
-    let p = prologue(&Frame::End, &Frame::End);
+    let p = prologue(&Frame::End { flags: 0 }, &Frame::End { flags: 0 });
     let (init, m1) = Initiator::start(&Token::new(tok), &p, c1)?;
     let (rk, m2) = respond(&Token::new(tok2), &p, c2, &m1)?;
     Ok((init.finish(&m2)?, rk))

@@ -118,6 +118,15 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         }
         None => None,
     };
+    let host = ListenHost {
+        cfg,
+        stopping: crate::front::Shutdown::default(),
+        slots: crate::front::Slots::new(1),
+    };
+    let gate = match &listener {
+        Some(l) => Some(std::sync::Mutex::new(crate::front::Gate::new(l, &host)?)),
+        None => None,
+    };
     let started = Instant::now();
     let new_sender = |items: Vec<Item>| {
         let hashing = progress.bytes_bar(0, Layout::File);
@@ -126,8 +135,12 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         sending.set_prefix("sending");
         Sender {
             cfg,
-            listener: listener.as_ref(),
+            links: match &gate {
+                Some(g) => Links::Calls(g),
+                None => Links::Dial,
+            },
             called: std::cell::Cell::new(false),
+            serving: false,
             cache: cache.clone(),
             progress: progress.clone(),
             total: total.clone(),
@@ -148,7 +161,10 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         s.sending.finish_and_clear();
         (s.items, s.tally, r)
     };
-    let (streams, dirs) = plan(items, cfg.streams);
+    // A listening sender serves one call at a time: its END tells the
+    // caller whether to call again, which parallel streams could not.
+    let streams = if gate.is_some() { 1 } else { cfg.streams };
+    let (streams, dirs) = plan(items, streams);
     let mut parts: Vec<(Vec<Item>, Tally, Result<()>)> = if streams.len() == 1 {
         streams.into_iter().map(run_one).collect()
     } else {
@@ -277,6 +293,106 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         );
     }
     Ok(outcome)
+}
+
+/// What one served session amounted to (`ftx serve` logs it).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Served {
+    /// Files verified by the getter.
+    pub files: u64,
+    /// Files the getter already had (or only listed).
+    pub skipped: u64,
+    /// Entries that failed or were refused.
+    pub failed: u64,
+    /// Body bytes sent.
+    pub bytes: u64,
+}
+
+/// `ftx serve`: offers `entries` on `conn`, the connection of a getter
+/// that asked for them (PULL), in one session, as `ftx send` would
+/// (look-ahead hashing, the digest cache, the window, holes, links). What
+/// is left when the session ends (END said "more": entries past the
+/// session's cap, files to offer again with their digest or after a
+/// mismatch) the getter asks for in its next call.
+pub fn offer_on(
+    cfg: &SendConfig,
+    conn: crate::conn::Conn<crate::secure::Wire>,
+    entries: Vec<walk::Entry>,
+    list: bool,
+) -> Result<Served> {
+    let progress = Progress::new(crate::progress::Mode::Off, false);
+    let total = progress.bytes_bar(0, Layout::Total);
+    let items = entries
+        .into_iter()
+        .map(|entry| Item {
+            entry: std::sync::Arc::new(entry),
+            md5: None,
+            state: State::Pending,
+            resent: false,
+            shown: 0,
+            need_digest: false,
+        })
+        .collect();
+    let mut s = Sender {
+        cfg,
+        links: Links::Given(std::cell::Cell::new(Some(conn))),
+        serving: !list,
+        called: std::cell::Cell::new(false),
+        cache: DigestCache::open(cfg.cache),
+        hashing: progress.bytes_bar(0, Layout::File),
+        sending: progress.bytes_bar(0, Layout::File),
+        progress,
+        total,
+        items,
+        tally: Tally::default(),
+        asked_digest: 0,
+        stdin_sent: false,
+        prefixes: std::collections::HashMap::new(),
+        events: Events::new(false),
+    };
+    let ended = match s.attempt() {
+        Err(b) if !b.err.is::<link::HandedOver>() => Err(b.err),
+        _ => Ok(()),
+    };
+    let failed = s
+        .items
+        .iter()
+        .filter(|i| matches!(i.state, State::Failed(_)))
+        .count() as u64;
+    ended.map(|()| Served {
+        files: s.tally.files,
+        skipped: s.tally.skipped,
+        failed,
+        bytes: s.tally.bytes,
+    })
+}
+
+/// What the listening gate of `ftx send --listen` asks of the sender.
+struct ListenHost<'a> {
+    cfg: &'a SendConfig,
+    stopping: crate::front::Shutdown,
+    slots: crate::front::Slots,
+}
+
+impl crate::front::Host for ListenHost<'_> {
+    fn stopping(&self) -> &crate::front::Shutdown {
+        &self.stopping
+    }
+    fn log(&self, line: &str) {
+        eprintln!("ftx: {line}");
+    }
+    fn timeout(&self) -> std::time::Duration {
+        self.cfg.timeout
+    }
+    fn token(&self) -> Option<&crate::auth::Token> {
+        self.cfg.token.as_ref()
+    }
+    fn cipher(&self) -> Option<crate::secure::Cipher> {
+        self.cfg.cipher
+    }
+    fn slots(&self) -> &crate::front::Slots {
+        &self.slots
+    }
 }
 
 /// The `error` event of a run that failed with `e`.

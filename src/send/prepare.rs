@@ -141,19 +141,15 @@ pub(super) fn changed_since(file: &File, md: &std::fs::Metadata) -> Option<Strin
 /// put in its place since the walk), never through a symlink put there
 /// since (unless the entry may be followed), and only a regular file.
 fn open_source(entry: &Entry) -> std::io::Result<(File, std::fs::Metadata)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut flags = libc::O_NONBLOCK;
-    if !entry.follow {
-        flags |= libc::O_NOFOLLOW;
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags)
-        .open(&entry.local)
+    let file = entry
+        .open(rustix::fs::OFlags::NONBLOCK)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ELOOP) => {
                 std::io::Error::other("it became a symlink since it was listed; not followed")
             }
+            Some(libc::EXDEV) => std::io::Error::other(
+                "it is on another file system (or beneath a symlink) since it was listed; not offered",
+            ),
             _ => e,
         })?;
     let md = file.metadata()?;
@@ -176,7 +172,8 @@ pub(super) fn prepare(
     bar: &Bar,
 ) -> Step {
     if entry.kind == Kind::Dir {
-        let attrs = File::open(&entry.local)
+        let attrs = entry
+            .open(rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NONBLOCK)
             .map(|d| attrs_of(&d, sel))
             .unwrap_or_default();
         return Step::Ready(Prepared::Dir(attrs));
@@ -295,6 +292,26 @@ fn attrs_of(fd: &File, sel: crate::xattr::Selection) -> Attrs {
     }
 }
 
+impl Sender<'_> {
+    /// `ftx serve`: hashes, into the digest cache, the files the getter
+    /// asked the digest of (REJECT 17) in this session, so that its next
+    /// call is offered them with it (a served session cannot open another
+    /// one itself). Bounded by those files' sizes; a file that cannot be
+    /// read is left to that next offer to report.
+    pub(super) fn cache_asked_digests(&self) {
+        for i in &self.items {
+            if i.state != State::Pending || !i.need_digest {
+                continue;
+            }
+            if let Ok((file, md)) = open_source(&i.entry) {
+                if let Ok(md5) = hash_reader_as(Algo::Md5, &file, md.len(), |_| {}) {
+                    self.cache.put(&md, &md5);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +330,7 @@ mod tests {
             link_to: None,
             stdin: false,
             follow,
+            within: None,
         }
     }
 

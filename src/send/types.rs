@@ -9,11 +9,9 @@ use crate::config::SendConfig;
 use crate::conn::{Conn, ConnError};
 use crate::digest::Md5Digest;
 use crate::events::Events;
-use crate::exit::{Exit, ExitError};
+use crate::exit::Exit;
 use crate::progress::{Bar, Progress};
-use crate::protocol::codes::ErrorCode;
 use crate::protocol::Frame;
-use crate::sanitize::escape;
 use crate::secure::Wire;
 use crate::walk::Entry;
 use anyhow::Result;
@@ -80,8 +78,12 @@ impl Tally {
 /// Everything one run of `ftx send` shares across attempts.
 pub(super) struct Sender<'a> {
     pub(super) cfg: &'a SendConfig,
-    /// `--listen`: where receivers call in.
-    pub(super) listener: Option<&'a std::net::TcpListener>,
+    /// Where this sender's sessions come from.
+    pub(super) links: Links<'a>,
+    /// `ftx serve`: one session on a getter's connection; files the
+    /// getter asked the digest of are hashed (into the digest cache)
+    /// before END, so that its next call finds them known.
+    pub(super) serving: bool,
     /// A receiver has called in already (later calls are waited for
     /// within `--connect-timeout`, the first for as long as it takes).
     pub(super) called: std::cell::Cell<bool>,
@@ -103,105 +105,37 @@ pub(super) struct Sender<'a> {
     pub(super) prefixes: std::collections::HashMap<u32, Md5Digest>,
 }
 
-/// An attempt that ended early, and whether trying again can help.
-pub(super) struct Broken {
-    pub(super) err: anyhow::Error,
-    pub(super) retry: bool,
-    /// A write found the connection reset: the receiver may have said why
-    /// (an ERROR) just before it closed.
-    pub(super) reset: bool,
+pub(super) use crate::front::dial::{busy, peer_error, Broken};
+
+/// Calls of receivers, their handshake done: the listening gate, shared
+/// by the streams of one `ftx send --listen`.
+pub(super) trait Calls {
+    /// The next one, or `None` after `wait` (if any).
+    fn next_call(
+        &self,
+        wait: Option<std::time::Duration>,
+    ) -> Result<Option<crate::front::Admitted>>;
 }
 
-impl<E: Into<anyhow::Error>> From<E> for Broken {
-    fn from(e: E) -> Self {
-        let err = e.into();
-        let tampered = err
-            .chain()
-            .find_map(|c| match c.downcast_ref::<ConnError>() {
-                Some(ConnError::Tampered(r)) => Some(r.to_string()),
-                _ => None,
-            });
-        if let Some(why) = tampered {
-            // Not a network fault: someone on the path is changing the
-            // bytes. Trying again would only give them another go.
-            let err = ExitError::new(Exit::Integrity, format!("{why}; not retrying"));
-            return Broken {
-                err: err.into(),
-                retry: false,
-                reset: false,
-            };
-        }
-        let retry = transient(&err);
-        let reset = err
-            .chain()
-            .any(|c| matches!(c.downcast_ref::<ConnError>(), Some(ConnError::Reset)));
-        if reset {
-            // Said the way a person asks about it, not as "Broken pipe".
-            let err = anyhow::anyhow!(
-                "connection reset by the receiver (it crashed, was stopped, or dropped the session)"
-            );
-            return Broken {
-                err,
-                retry,
-                reset: true,
-            };
-        }
-        Broken {
-            err,
-            retry,
-            reset: false,
-        }
+impl Calls for std::sync::Mutex<crate::front::Gate<'_>> {
+    fn next_call(
+        &self,
+        wait: Option<std::time::Duration>,
+    ) -> Result<Option<crate::front::Admitted>> {
+        let mut gate = self
+            .lock()
+            .map_err(|_| anyhow::anyhow!("internal error: the listening gate is poisoned"))?;
+        gate.next_within(wait)
     }
 }
 
-/// True when the error is about the connection, not about what was sent:
-/// cannot connect, reset, EOF, timeout, receiver busy.
-pub(super) fn transient(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        if let Some(c) = e.downcast_ref::<ConnError>() {
-            return !matches!(c, ConnError::Frame(_));
-        }
-        if let Some(x) = e.downcast_ref::<ExitError>() {
-            return x.exit == Exit::Connect && !x.lasting;
-        }
-        if let Some(p) = e.downcast_ref::<PeerError>() {
-            return ErrorCode::from_code(p.code).is_some_and(ErrorCode::transient);
-        }
-        e.downcast_ref::<std::io::Error>().is_some()
-    })
-}
-
-/// True when the receiver turned the session away as busy (every session
-/// slot taken, or too many connections waiting to greet).
-pub(super) fn busy(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        e.downcast_ref::<PeerError>()
-            .is_some_and(|p| p.code == ErrorCode::Busy.code())
-    })
-}
-
-/// The receiver ended the session with ERROR.
-#[derive(Debug, thiserror::Error)]
-#[error("receiver ended the session: {message} (code {code})")]
-pub(super) struct PeerError {
-    pub(super) code: u16,
-    pub(super) message: String,
-}
-
-pub(super) fn peer_error(code: u16, message: &str) -> anyhow::Error {
-    let e = PeerError {
-        code,
-        message: escape(message),
-    };
-    match ErrorCode::from_code(code) {
-        Some(ErrorCode::Auth) => return ExitError::new(Exit::Auth, e.to_string()).into(),
-        Some(ErrorCode::Tampered) => {
-            let why = format!("{e}; not retrying");
-            return ExitError::new(Exit::Integrity, why).into();
-        }
-        _ => {}
-    }
-    anyhow::Error::new(e)
+/// Where a sender's sessions come from: it dials the receiver (`ftx
+/// send`), takes the calls of receivers that dial it (`--listen`), or
+/// serves the one connection it was given (`ftx serve`).
+pub(super) enum Links<'a> {
+    Dial,
+    Calls(&'a (dyn Calls + Sync + 'a)),
+    Given(std::cell::Cell<Option<Conn<Wire>>>),
 }
 
 /// Offers in flight at most: many small files cost about one round trip,
@@ -345,26 +279,4 @@ pub(super) enum Watch {
     /// Read whole already (or standard input): whether it had changed
     /// then.
     Known(Option<String>),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connection_errors_are_transient_protocol_errors_are_not() {
-        let eof = anyhow::Error::new(ConnError::Eof("a frame")).context("x");
-        assert!(transient(&eof));
-        let conn = anyhow::Error::new(ExitError::new(Exit::Connect, "refused"));
-        assert!(transient(&conn));
-        let busy = peer_error(ErrorCode::Busy.code(), "busy");
-        assert!(transient(&busy));
-        let proto = anyhow::Error::new(ConnError::Frame(crate::protocol::FrameError::UnknownType(
-            9,
-        )));
-        assert!(!transient(&proto));
-        let auth = peer_error(ErrorCode::Auth.code(), "no");
-        assert!(!transient(&auth));
-        assert_eq!(crate::exit::for_error(&auth), Exit::Auth);
-    }
 }

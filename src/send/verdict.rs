@@ -255,7 +255,7 @@ mod tests {
         };
         assert!(matches!(answer(&result, Some(10), "f"), Action::Broken(_)));
         assert!(matches!(
-            answer(&Frame::End, Some(10), "f"),
+            answer(&Frame::End { flags: 0 }, Some(10), "f"),
             Action::Broken(_)
         ));
     }

@@ -7,13 +7,14 @@ use super::link::*;
 use super::prepare::*;
 use super::types::*;
 use super::verdict::Verdict;
-use crate::conn::{Conn, ConnError};
+use crate::conn::ConnError;
 use crate::exit::Exit;
+use crate::front::dial::dial;
 use crate::net;
+use crate::protocol::frame::end_flags;
 use crate::protocol::limits::MAX_SESSION_ENTRIES;
 use crate::protocol::Frame;
 use crate::sanitize::escape;
-use crate::secure::Wire;
 use crate::walk::Kind;
 use anyhow::{Context, Result};
 use std::collections::{HashMap, VecDeque};
@@ -108,36 +109,30 @@ impl Sender<'_> {
         result
     }
 
-    /// Connects and greets; the reader thread tags what it reads with `gen`.
+    /// Connects and greets (or takes the next call, or the one
+    /// connection given); the reader thread tags what it reads with `gen`.
     pub(super) fn connect_link(&self, tx: &mpsc::Sender<Msg>, gen: u64) -> Result<Link, Broken> {
         let target = &self.cfg.target;
-        let stream = match self.listener {
-            Some(l) => {
+        let conn = match &self.links {
+            Links::Dial => dial(
+                target,
+                self.cfg.connect_timeout,
+                self.cfg.timeout,
+                self.cfg.token.as_ref(),
+                self.cfg.cipher,
+                &Frame::Push,
+            )?,
+            Links::Calls(gate) => {
                 let wait = self.called.get().then_some(self.cfg.connect_timeout);
-                net::accept_call(l, wait)?
+                let conn = take_call(*gate, wait, self.cfg.timeout, target)?;
+                self.called.set(true);
+                conn
             }
-            None => net::connect(target, self.cfg.connect_timeout)?,
+            Links::Given(given) => match given.take() {
+                Some(conn) => conn,
+                None => return Err(handed_over()),
+            },
         };
-        let caller = stream
-            .peer_addr()
-            .map_or_else(|_| target.clone(), |a| a.to_string());
-        net::tune(&stream, self.cfg.timeout)
-            .with_context(|| format!("cannot set up the connection to {target}"))?;
-        let mut conn = Conn::new(Wire::new(stream));
-        match handshake(&mut conn, target, self.cfg.token.as_ref(), self.cfg.cipher) {
-            Ok(()) => self.called.set(true),
-            // A caller that is not a receiver holding the token (or not
-            // an ftx receiver at all) does not end a `--listen`: its
-            // handshake failed, and the next call is taken.
-            Err(b) if self.listener.is_some() => {
-                return Err(Broken {
-                    err: b.err.context(format!("the call from {caller}")),
-                    retry: true,
-                    reset: false,
-                })
-            }
-            Err(b) => return Err(b),
-        }
         let reader = conn
             .get_ref()
             .try_clone()
@@ -289,6 +284,9 @@ impl Sender<'_> {
                 l.conn.flush()?;
             }
         }
+        if self.serving {
+            self.cache_asked_digests();
+        }
         match link.take() {
             Some(l) => self.end_session(l, rx),
             None => Ok(()),
@@ -302,8 +300,12 @@ impl Sender<'_> {
         rx: &mpsc::Receiver<Msg>,
     ) -> Result<(), Broken> {
         self.sending.set_length(0);
+        // Entries left (not offered yet, or to offer again): a receiver
+        // that dialed calls again for them.
+        let more = self.items.iter().any(|i| i.state == State::Pending);
+        let flags = if more { end_flags::MORE } else { 0 };
         l.conn
-            .send(&Frame::End)
+            .send(&Frame::End { flags })
             .with_context(|| format!("cannot finish the session with {}", self.cfg.target))?;
         let ended = loop {
             match rx.recv_timeout(self.cfg.timeout) {

@@ -597,6 +597,7 @@ fn a_receiver_that_resets_is_named_as_such() {
             &mut out,
         );
         s.write_all(&out).expect("welcome");
+        assert!(matches!(next(&mut s, &mut buf), Frame::Push));
         let Frame::File(h) = next(&mut s, &mut buf) else {
             panic!("expected FILE");
         };

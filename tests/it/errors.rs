@@ -121,7 +121,8 @@ fn flipped_bit_in_flight_exits_4_and_keeps_nothing_then_a_clean_send_works() {
     write_random(&file, SIZE, 99);
     let good_md5 = md5_hex(&file);
 
-    // The sender's stream: HELLO, FILE, BODY header, then the raw bytes.
+    // The sender's stream: HELLO, PUSH, FILE, BODY header, then the raw
+    // bytes.
     // Work out which byte of the file the proxy flips, and so the digest
     // the receiver will compute.
     let hello = to_bytes(&Frame::Hello {
@@ -144,7 +145,8 @@ fn flipped_bit_in_flight_exits_4_and_keeps_nothing_then_a_clean_send_works() {
         offset: 0,
         length: SIZE,
     });
-    let body_start = (hello.len() + offer.len() + body.len()) as u64;
+    let push = to_bytes(&Frame::Push);
+    let body_start = (hello.len() + push.len() + offer.len() + body.len()) as u64;
     assert!(FLIP_AT > body_start && FLIP_AT < body_start + SIZE);
     let mut flipped = fs::read(&file).expect("read source");
     flipped[(FLIP_AT - body_start) as usize] ^= 0x01;

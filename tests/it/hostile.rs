@@ -314,7 +314,7 @@ fn body_that_does_not_match_the_accepted_offer_is_a_protocol_error() {
     let mut raw = Raw::session(rx.addr);
     raw.send(&file_offer(1, b"lying.bin", &data));
     assert!(matches!(raw.expect("ACCEPT"), Frame::Accept { .. }));
-    raw.send(&Frame::End);
+    raw.send(&Frame::End { flags: 0 });
     raw.expect_error_or_close(Some(error_code::PROTOCOL));
     assert_only_partials_of(&d.out, "lying.bin", &rx);
 

@@ -71,25 +71,20 @@ fn a_receiver_that_calls_a_listening_sender_gets_the_tree_plain_and_encrypted() 
     }
 }
 
-/// A caller that greets as a sender would (HELLO back) cannot make a
-/// listening sender write anything: its call fails, the sender waits for
-/// the next one, and a real receiver then gets the tree.
+/// A caller that says it offers files (PUSH) cannot make a listening
+/// sender write anything: it is refused with ERROR 8, the sender waits for
+/// the next call, and a real receiver then gets the tree.
 #[test]
 fn a_caller_cannot_turn_a_listening_sender_into_a_receiver() {
     let d = dirs();
     let t = tree(&d.src);
     let mut tx = listening_sender(&t, &d.out, None);
-    let mut raw = Raw::connect(tx.addr);
-    match raw.expect("HELLO") {
-        Frame::Hello { .. } => {}
-        other => panic!("the listening sender greets first, got {other:?}"),
-    }
-    raw.send(&Frame::Hello {
-        version: ftx::protocol::limits::VERSION,
-        flags: 0,
-        agent: "not a receiver".into(),
-    });
+    let (mut raw, flags, _) = Raw::hello(tx.addr);
+    assert_eq!(flags, 0, "plain");
+    raw.send(&Frame::Push);
     raw.send(&crate::common::raw::file_offer(1, b"planted.txt", b"x"));
+    let said = raw.expect_error(ftx::protocol::frame::error_code::REFUSED);
+    assert!(said.contains("takes none"), "{said}");
     drop(raw);
     let out = recv_connect(&tx.addr.to_string(), &d.out, None);
     assert_status(&out, 0, "the real receiver after the fake caller");
@@ -98,7 +93,7 @@ fn a_caller_cannot_turn_a_listening_sender_into_a_receiver() {
     assert!(!d.src.join("planted.txt").exists());
     assert!(!t.join("planted.txt").exists());
     assert!(
-        tx.stderr().contains("answered HELLO with HELLO"),
+        tx.stderr().contains("offers files and takes none"),
         "{}",
         tx.stderr()
     );

@@ -425,7 +425,8 @@ fn garbage_records_after_a_good_handshake_are_refused_and_the_receiver_keeps_ser
     assert_eq!(md5_hex(fx.rx.out.join("after.bin")), md5_hex(&file));
     let log = fx.stop();
     assert_eq!(
-        log.matches("record 1 of the session failed authentication")
+        // Record 0 is READY, record 1 PUSH: the garbage is record 2.
+        log.matches("record 2 of the session failed authentication")
             .count(),
         2,
         "each garbage session ends at its first record:\n{log}"

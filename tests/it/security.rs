@@ -247,6 +247,7 @@ fn every_strict_prefix_of_a_session_then_eof_leaves_nothing_unverified() {
         agent: "prefix".into(),
     });
     let hello_end = session.len();
+    session.extend(to_bytes(&Frame::Push));
     session.extend(to_bytes(&file_offer(1, name.as_bytes(), &data)));
     let file_end = session.len();
     session.extend(to_bytes(&Frame::Body {
@@ -257,7 +258,7 @@ fn every_strict_prefix_of_a_session_then_eof_leaves_nothing_unverified() {
     let body_start = session.len();
     session.extend_from_slice(&data);
     let body_end = session.len();
-    session.extend(to_bytes(&Frame::End));
+    session.extend(to_bytes(&Frame::End { flags: 0 }));
 
     // Every prefix of the control frames (HELLO, FILE, BODY header), a
     // handful inside the body, and every strict prefix ending inside END.

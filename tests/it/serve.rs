@@ -30,6 +30,11 @@ fn config(out: &std::path::Path) -> RecvConfig {
         connect: None,
         retry_for: std::time::Duration::from_secs(60),
         max_names: ftx::config::DEFAULT_MAX_NAMES,
+        paths: Vec::new(),
+        streams: 1,
+        connect_timeout: Duration::from_secs(10),
+        hash: ftx::digest::Algo::Md5,
+        get: false,
     }
 }
 

@@ -240,12 +240,13 @@ fn a_receiver_that_keeps_asking_for_the_digest_does_not_hold_the_sender_for_ever
                         nonce: [0; 16],
                         agent: "fake".into(),
                     },
+                    Some(Frame::Push) => continue,
                     Some(Frame::File(h)) => Frame::Reject {
                         id: h.id,
                         code: reject_code::NEED_DIGEST,
                         message: "again".into(),
                     },
-                    Some(Frame::End) => Frame::Summary {
+                    Some(Frame::End { .. }) => Frame::Summary {
                         files_ok: 0,
                         files_failed: 0,
                         bytes: 0,

@@ -146,7 +146,7 @@ fn a_hostile_symlink_then_a_file_through_it_writes_nothing_outside() {
     });
     assert!(matches!(raw.expect("RESULT"), Frame::Result { id: 1, .. }));
     raw.send_file(&file_offer(2, b"evil/pwn", b"owned"), b"owned");
-    raw.send(&Frame::End);
+    raw.send(&Frame::End { flags: 0 });
     // The link cannot be made at END (a directory is in its way): a
     // second RESULT says so, then SUMMARY.
     match raw.expect("late RESULT") {

@@ -132,12 +132,16 @@ impl Raw {
         wire.seal(keys, &[]);
         wire.send_ready().expect("READY");
         self.wire = Some(wire);
+        // The dialer says it offers (it is a sender).
+        self.send(&Frame::Push);
     }
 
-    /// HELLO → WELCOME with no authentication asked (flags 0).
+    /// HELLO → WELCOME with no authentication asked (flags 0), then PUSH:
+    /// a sender's session.
     pub fn session(addr: SocketAddr) -> Raw {
-        let (raw, flags, _) = Raw::hello(addr);
+        let (mut raw, flags, _) = Raw::hello(addr);
         assert_eq!(flags, 0, "WELCOME flags");
+        raw.send(&Frame::Push);
         raw
     }
 
@@ -339,7 +343,7 @@ impl Raw {
     /// END → SUMMARY; returns (files_ok, files_failed). Does not look at
     /// what follows (see [`Raw::end`]).
     pub fn summary(&mut self) -> (u32, u32) {
-        self.send(&Frame::End);
+        self.send(&Frame::End { flags: 0 });
         match self.expect("SUMMARY") {
             Frame::Summary {
                 files_ok,

@@ -1,5 +1,5 @@
 //! The gate: every connection waits here, on one event-driven thread (the
-//! caller of [`super::serve`]), until its handshake is done (HELLO →
+//! caller of listening command), until its handshake is done (HELLO →
 //! WELCOME, and NOISE when a token is set). Only then does it get a session
 //! thread and count against `--max-sessions`, so connections that send
 //! nothing, trickle, or replay a recorded handshake cost a descriptor and a
@@ -23,7 +23,7 @@
 //! and slowed down per address by [`super::handshake::Failures`].
 
 use super::handshake::{addr_key, on_hello, on_noise, refused, session_cipher, Failures, Refused};
-use super::types::*;
+use super::Host;
 use crate::auth;
 use crate::protocol::limits::{AGENT, VERSION};
 use crate::protocol::{decode, encode, ErrorCode, Frame};
@@ -37,27 +37,27 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// How long a new connection has to finish its handshake.
-pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections waiting for their handshake at once, in all.
-pub(super) const MAX_PENDING: usize = 1024;
+pub const MAX_PENDING: usize = 1024;
 /// ... and from one address.
-pub(super) const MAX_PENDING_PER_ADDR: usize = 256;
+pub const MAX_PENDING_PER_ADDR: usize = 256;
 /// The longest handshake (HELLO and NOISE are a few dozen bytes).
-pub(super) const MAX_HANDSHAKE_BYTES: usize = 4096;
-/// How often a waiting gate looks at its [`Shutdown`].
+pub const MAX_HANDSHAKE_BYTES: usize = 4096;
+/// How often a waiting gate looks at its [`super::Shutdown`].
 const STOP_POLL: Duration = Duration::from_millis(200);
 /// The listener's key in the poller.
 const LISTENER: usize = 0;
 
 /// A connection whose handshake is done: its session can start.
-pub(super) struct Admitted {
-    pub(super) stream: TcpStream,
-    pub(super) peer: SocketAddr,
+pub struct Admitted {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
     /// Bytes the peer sent after its handshake (its first offers, or
     /// records when sealed).
-    pub(super) leftover: Vec<u8>,
+    pub leftover: Vec<u8>,
     /// The session's keys when it is sealed.
-    pub(super) keys: Option<Keys>,
+    pub keys: Option<Keys>,
 }
 
 /// Where a waiting connection's handshake stands.
@@ -82,11 +82,9 @@ struct Pending {
 }
 
 /// The gate: a poller over the listener and every waiting connection.
-pub(super) struct Gate<'a> {
-    sh: &'a Shared,
-    /// `None` for a receiver that dials out (`--connect`): its
-    /// connections come through [`Gate::adopt`].
-    listener: Option<&'a TcpListener>,
+pub struct Gate<'a> {
+    host: &'a (dyn Host + Sync),
+    listener: &'a TcpListener,
     poller: Poller,
     events: Events,
     pending: HashMap<usize, Pending>,
@@ -103,20 +101,18 @@ pub(super) struct Gate<'a> {
 }
 
 impl<'a> Gate<'a> {
-    pub(super) fn new(listener: Option<&'a TcpListener>, sh: &'a Shared) -> Result<Gate<'a>> {
+    pub fn new(listener: &'a TcpListener, host: &'a (dyn Host + Sync)) -> Result<Gate<'a>> {
         let poller = Poller::new().context("cannot create a poller")?;
-        if let Some(listener) = listener {
-            listener
-                .set_nonblocking(true)
-                .context("cannot set up the listener")?;
-            // SAFETY: the listener outlives the poller (both borrowed or
-            // owned by this gate, the poller dropped first) and is deleted
-            // from it in Drop.
-            unsafe { poller.add(listener, Event::readable(LISTENER)) }
-                .context("cannot watch the listener")?;
-        }
+        listener
+            .set_nonblocking(true)
+            .context("cannot set up the listener")?;
+        // SAFETY: the listener outlives the poller (both borrowed or
+        // owned by this gate, the poller dropped first) and is deleted
+        // from it in Drop.
+        unsafe { poller.add(listener, Event::readable(LISTENER)) }
+            .context("cannot watch the listener")?;
         Ok(Gate {
-            sh,
+            host,
             listener,
             poller,
             events: Events::new(),
@@ -130,36 +126,40 @@ impl<'a> Gate<'a> {
         })
     }
 
-    /// A connection this receiver dialed (`--connect`): it waits for its
-    /// handshake like an accepted one.
-    pub(super) fn adopt(&mut self, stream: TcpStream, peer: SocketAddr) {
-        self.admit_pending(stream, peer);
+    /// The next connection whose handshake is done, or `None` once the
+    /// command is asked to stop.
+    pub fn next_admitted(&mut self) -> Result<Option<Admitted>> {
+        self.next_within(None)
     }
 
-    /// The next connection whose handshake is done, or `None` once the
-    /// receiver is asked to stop (or, without a listener, once no
-    /// connection is left waiting).
-    pub(super) fn next(&mut self) -> Result<Option<Admitted>> {
+    /// [`Gate::next_admitted`], but `None` also once `wait` (if any) has passed
+    /// without a connection done with its handshake.
+    pub fn next_within(&mut self, wait: Option<Duration>) -> Result<Option<Admitted>> {
+        let until = wait.map(|w| Instant::now() + w);
         loop {
-            if self.sh.stopping.is_set() {
-                return Ok(None);
-            }
-            if self.listener.is_none() && self.pending.is_empty() && self.admitted.is_empty() {
+            if self.host.stopping().is_set() {
                 return Ok(None);
             }
             if let Some(a) = self.admitted.pop_front() {
                 return Ok(Some(a));
             }
+            if until.is_some_and(|u| Instant::now() >= u) {
+                return Ok(None);
+            }
             let now = Instant::now();
             self.expire(now);
             for line in self.failures.due(now) {
-                self.sh.log(&line);
+                self.host.log(&line);
             }
             let mut wait = STOP_POLL;
             if let Some(d) = self.oldest_deadline() {
                 wait = wait.min(d.saturating_duration_since(now));
             }
-            if let (Some(t), Some(listener)) = (self.accept_backoff, self.listener) {
+            if let Some(u) = until {
+                wait = wait.min(u.saturating_duration_since(now));
+            }
+            if let Some(t) = self.accept_backoff {
+                let listener = self.listener;
                 if now >= t {
                     self.accept_backoff = None;
                     self.poller
@@ -221,15 +221,13 @@ impl<'a> Gate<'a> {
     }
 
     fn handshake_timeout(&self) -> Duration {
-        HANDSHAKE_TIMEOUT.min(self.sh.cfg.timeout)
+        HANDSHAKE_TIMEOUT.min(self.host.timeout())
     }
 
     /// Accepts every connection waiting on the listener (a bounded number
     /// per wake-up), then watches the listener again.
     fn accept_all(&mut self) -> Result<()> {
-        let Some(listener) = self.listener else {
-            return Ok(());
-        };
+        let listener = self.listener;
         for _ in 0..256 {
             match listener.accept() {
                 Ok((stream, peer)) => self.admit_pending(stream, peer),
@@ -238,7 +236,7 @@ impl<'a> Gate<'a> {
                 Err(e) => {
                     // Out of descriptors, most likely: back off instead of
                     // spinning on a listener that stays readable.
-                    self.sh.log(&format!("accept failed: {e}; retrying"));
+                    self.host.log(&format!("accept failed: {e}; retrying"));
                     self.accept_backoff = Some(Instant::now() + Duration::from_millis(100));
                     return Ok(());
                 }
@@ -406,10 +404,10 @@ impl<'a> Gate<'a> {
             p.buf.drain(..used);
             let step = match &p.stage {
                 Stage::Hello => {
-                    let busy = self.sh.busy();
+                    let busy = self.host.slots().busy();
                     on_hello(&frame, busy).map(|()| None)
                 }
-                Stage::Noise(prologue, cipher) => match self.sh.cfg.token.as_ref() {
+                Stage::Noise(prologue, cipher) => match self.host.token() {
                     Some(token) => {
                         on_noise(&frame, |m| secure::respond(token, prologue, *cipher, m)).map(Some)
                     }
@@ -419,7 +417,7 @@ impl<'a> Gate<'a> {
             };
             match step {
                 Err(r) if r.code == ErrorCode::Busy => {
-                    let n = self.sh.active.load(Ordering::SeqCst);
+                    let n = self.host.slots().active.load(Ordering::SeqCst);
                     let line = format!("refused: already serving {n} sessions (--max-sessions)");
                     self.close_logged(key, Some(r), &line);
                     return;
@@ -434,8 +432,8 @@ impl<'a> Gate<'a> {
                 }
                 // HELLO accepted: WELCOME, then NOISE or the session.
                 Ok(None) => {
-                    let sealed = self.sh.cfg.token.is_some();
-                    let cipher = session_cipher(&frame, self.sh.cfg.cipher);
+                    let sealed = self.host.token().is_some();
+                    let cipher = session_cipher(&frame, self.host.cipher());
                     let flags = match (sealed, cipher) {
                         (false, _) => 0,
                         (true, Cipher::AesGcm) => auth::FLAG_SEALED,
@@ -531,7 +529,7 @@ impl<'a> Gate<'a> {
 
     fn close_logged(&mut self, key: usize, r: Option<Refused>, line: &str) {
         if let Some(p) = self.pending.get(&key) {
-            self.sh.log(&format!("{}: {line}", p.peer));
+            self.host.log(&format!("{}: {line}", p.peer));
         }
         self.close_quietly(key, r);
     }
@@ -555,9 +553,7 @@ impl<'a> Gate<'a> {
 
 impl Drop for Gate<'_> {
     fn drop(&mut self) {
-        if let Some(listener) = self.listener {
-            let _ = self.poller.delete(listener);
-        }
+        let _ = self.poller.delete(self.listener);
         for p in self.pending.values() {
             let _ = self.poller.delete(&p.stream);
         }
@@ -568,7 +564,7 @@ impl Drop for Gate<'_> {
 fn crowded() -> Refused {
     refused(
         ErrorCode::Busy,
-        "receiver busy: too many connections waiting to greet, try again later",
+        "busy: too many connections waiting to greet, try again later",
     )
 }
 

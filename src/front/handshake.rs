@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// The address a connection counts against: its IPv4 address, or the /64
 /// prefix of its IPv6 address (one host usually holds a whole /64).
-pub(super) fn addr_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn addr_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -23,7 +23,7 @@ pub(super) fn addr_key(ip: IpAddr) -> IpAddr {
 }
 
 /// An [`addr_key`] as shown in the log (`2001:db8::/64`).
-pub(super) fn addr_label(key: IpAddr) -> String {
+pub(crate) fn addr_label(key: IpAddr) -> String {
     match key {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("{v6}/64"),
@@ -31,12 +31,12 @@ pub(super) fn addr_label(key: IpAddr) -> String {
 }
 
 /// Failed handshakes an address may have in a row before it has to wait.
-pub(super) const FAIL_BURST: f64 = 8.0;
+pub(crate) const FAIL_BURST: f64 = 8.0;
 /// One failure of an address is forgiven this often: past the burst, one
 /// guess every 2 s (30 a minute).
-pub(super) const FORGIVE: Duration = Duration::from_secs(2);
+pub(crate) const FORGIVE: Duration = Duration::from_secs(2);
 /// An address's failures are logged at most once this often (as a count).
-pub(super) const LOG_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const LOG_EVERY: Duration = Duration::from_secs(60);
 /// Addresses tracked at most (then the forgiven ones are dropped, or all).
 const MAX_TRACKED: usize = 4096;
 
@@ -62,14 +62,14 @@ impl Tally {
 /// Failed handshakes (wrong token, replayed handshake, a first record that
 /// does not open) by address: counted, logged as counts, and slowed down.
 #[derive(Debug, Default)]
-pub(super) struct Failures {
+pub(crate) struct Failures {
     by: HashMap<IpAddr, Tally>,
 }
 
 impl Failures {
     /// Counts a failure of `ip`; the line to log when it is the first in a
     /// while (else `None`: it is counted and logged later by [`Failures::due`]).
-    pub(super) fn failed(&mut self, ip: IpAddr, now: Instant) -> Option<String> {
+    pub(crate) fn failed(&mut self, ip: IpAddr, now: Instant) -> Option<String> {
         let key = addr_key(ip);
         if self.by.len() >= MAX_TRACKED && !self.by.contains_key(&key) {
             self.by.retain(|_, t| t.unlogged > 0 || t.level(now) > 0.0);
@@ -101,7 +101,7 @@ impl Failures {
 
     /// How long `ip` must wait before its next handshake, if it failed too
     /// often: past [`FAIL_BURST`] failures in a row, until one is forgiven.
-    pub(super) fn penalty(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+    pub(crate) fn penalty(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         // Past FAIL_BURST - 1 (what is left of a burst of FAIL_BURST
         // after the time it took): wait until it is back there.
         let over = self.by.get(&addr_key(ip))?.level(now) - (FAIL_BURST - 1.0);
@@ -110,7 +110,7 @@ impl Failures {
 
     /// The count lines due: addresses with failures not yet logged, last
     /// logged [`LOG_EVERY`] ago or more.
-    pub(super) fn due(&mut self, now: Instant) -> Vec<String> {
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<String> {
         let mut lines = Vec::new();
         for (key, t) in &mut self.by {
             let Some(at) = t.logged else { continue };
@@ -133,12 +133,12 @@ impl Failures {
 /// Why a handshake ends without a session: the ERROR to send and the line
 /// to log.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct Refused {
-    pub(super) code: ErrorCode,
-    pub(super) message: String,
+pub(crate) struct Refused {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
 }
 
-pub(super) fn refused(code: ErrorCode, message: impl Into<String>) -> Refused {
+pub(crate) fn refused(code: ErrorCode, message: impl Into<String>) -> Refused {
     Refused {
         code,
         message: message.into(),
@@ -147,7 +147,7 @@ pub(super) fn refused(code: ErrorCode, message: impl Into<String>) -> Refused {
 
 /// The answer to the first frame of a connection: `Ok(())` to go on with
 /// WELCOME. `busy` when every session slot is taken.
-pub(super) fn on_hello(frame: &Frame, busy: Option<usize>) -> Result<(), Refused> {
+pub(crate) fn on_hello(frame: &Frame, busy: Option<usize>) -> Result<(), Refused> {
     match frame {
         Frame::Hello { version, .. } if *version != VERSION => Err(refused(
             ErrorCode::Version,
@@ -176,7 +176,7 @@ pub(super) fn on_hello(frame: &Frame, busy: Option<usize>) -> Result<(), Refused
 /// The answer to the frame after WELCOME when the session is sealed: the
 /// keys and the NOISE reply, from `respond` (the handshake's receiving half
 /// with this receiver's token).
-pub(super) fn on_noise<K>(
+pub(crate) fn on_noise<K>(
     frame: &Frame,
     respond: impl FnOnce(&[u8; MESSAGE_LEN]) -> Result<K, HandshakeError>,
 ) -> Result<K, Refused> {
@@ -200,7 +200,7 @@ pub(super) fn on_noise<K>(
 
 /// The cipher of a sealed session: ChaCha20-Poly1305 if the sender's HELLO
 /// asks for it or this receiver would rather have it, else AES-256-GCM.
-pub(super) fn session_cipher(hello: &Frame, choice: Option<Cipher>) -> Cipher {
+pub(crate) fn session_cipher(hello: &Frame, choice: Option<Cipher>) -> Cipher {
     let asked = matches!(hello, Frame::Hello { flags, .. } if flags & HELLO_CHACHA != 0);
     if asked || Cipher::preferred(choice) == Cipher::ChaChaPoly {
         Cipher::ChaChaPoly
@@ -236,7 +236,7 @@ mod tests {
         let r = on_hello(&hello(VERSION, 0), Some(64)).expect_err("busy");
         assert_eq!(r.code, ErrorCode::Busy);
         assert!(r.message.contains("busy") && r.message.contains("try again"));
-        let r = on_hello(&Frame::End, None).expect_err("not HELLO");
+        let r = on_hello(&Frame::End { flags: 0 }, None).expect_err("not HELLO");
         assert_eq!(r.code, ErrorCode::Protocol);
         assert_eq!(r.message, "expected HELLO, got END");
     }
@@ -319,7 +319,7 @@ mod tests {
         })
         .expect_err("internal");
         assert_eq!(r.code, ErrorCode::Internal);
-        let r = on_noise(&Frame::End, |_| Ok(())).expect_err("no NOISE");
+        let r = on_noise(&Frame::End { flags: 0 }, |_| Ok(())).expect_err("no NOISE");
         assert_eq!(r.code, ErrorCode::Auth);
         assert!(r.message.contains("instead of NOISE"), "{}", r.message);
     }
