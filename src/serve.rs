@@ -222,7 +222,14 @@ fn serve_one(a: crate::front::Admitted, cfg: &ServeConfig, roots: &[Root]) -> Re
                 .strip_prefix(&escape(&root.path.to_string_lossy()))
                 .map(|rest| format!("{}{rest}", escape_bytes(&root.name)))
                 .unwrap_or(l.path);
-            left.push((shown, l.message));
+            // The sender's hint (--skip-special) means nothing to a getter.
+            let message = l
+                .message
+                .split(" (--")
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            left.push((shown, format!("{message}: not offered")));
         }
     }
     let entries = split(entries, part, parts);

@@ -18,6 +18,7 @@ mod harness;
 mod hostile;
 mod json;
 mod listening;
+mod pull;
 mod resume;
 mod reverse;
 mod sealed;

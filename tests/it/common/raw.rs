@@ -84,6 +84,22 @@ impl Raw {
         }
     }
 
+    /// An accepted connection (a fake server's), with the same timeouts.
+    pub fn from_stream(stream: TcpStream) -> Raw {
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("read timeout");
+        stream
+            .set_write_timeout(Some(IO_TIMEOUT))
+            .expect("write timeout");
+        Raw {
+            stream,
+            wire: None,
+            welcome_flags: 0,
+            buf: Vec::new(),
+        }
+    }
+
     /// Connects and does HELLO (agent "evil") → WELCOME; returns the
     /// WELCOME flags and the prologue of a sealed session's handshake.
     pub fn hello(addr: SocketAddr) -> (Raw, u32, Vec<u8>) {
