@@ -12,16 +12,13 @@
 //! - [`cli`]: clap definitions, turned into [`config`] structs (nothing
 //!   below sees clap); [`config`]: `SendConfig`, `RecvConfig`, `BenchConfig`.
 //! - [`exit`]: the exit-code contract.
-//! - [`protocol`]: the wire (version 2), sans I/O. `frame.rs` (frame
+//! - [`protocol`]: the wire (version 3), sans I/O. `frame.rs` (frame
 //!   types), `codec.rs` (encode, decode; tests in `codec_tests.rs`),
 //!   `codes.rs` (every ERROR/REJECT/RESULT/SKIP code with
 //!   its JSON reason, exit code and message: the one table), `name.rs`
 //!   (wire names), `limits.rs`.
 //! - [`recv`]: the receiver, one file per stage or thread (its `mod.rs`
-//!   draws the threads): `gate.rs` accepts and holds connections until
-//!   their handshake is done (one event-driven thread), deciding with
-//!   `handshake.rs` (pure); `listen.rs` live sessions, busy refusals,
-//!   signals; `session.rs` the session thread's frame loop; `offer.rs` a
+//!   draws the threads): `listen.rs` signals; `session.rs` the session thread's frame loop; `offer.rs` a
 //!   FILE offer, decided by `admit.rs` (pure); `inflight.rs` claims across
 //!   sessions; `dirs.rs` DIR entries; `links.rs` SYMLINK and LINK entries;
 //!   `intake.rs` bodies (extents, holes) and batch hashing; `commit.rs` the
@@ -41,6 +38,13 @@
 //!   handshake and the reader thread; `answer.rs` offers, bodies, answers; `stream.rs` bodies hashed while sent; `holes.rs` sparse files' extents;
 //!   `verdict.rs` answer → action (pure); `prepare.rs` the look-ahead
 //!   hashing thread; `types.rs`.
+//! - [`front`]: what every listening command shares (`gate.rs`, where
+//!   connections wait for their handshake, deciding with `handshake.rs`;
+//!   the session slots and eviction in `mod.rs`) and the dialer's
+//!   handshake and first frame (`dial.rs`): who dialed never decides who
+//!   offers. [`serve`]: `ftx serve`, the sending side driven from a
+//!   listener (roots confined with `openat2`); `recv/pull.rs` is `ftx
+//!   get`, the receiving side driven from a dialer, `recv/list.rs` `ftx ls`.
 //! - [`conn`]: a framed connection over any `Read + Write`; [`net`]: sockets
 //!   (the only user of socket2); [`auth`]: the token and the key derived
 //!   from it; [`secure`]: sealed sessions, `mod.rs` the Noise handshake

@@ -36,6 +36,13 @@ if every file of its session was verified.
     ftx token token
     FTX_TOKEN=$(cat token) ftx recv --once --json --port 0 --out out
     FTX_TOKEN=$(cat token) ftx send --json dist/ 127.0.0.1:PORT
+  Offer directories read-only; fetch or list from them elsewhere:
+    ftx serve /srv/artifacts --port 6000
+    ftx ls build-host:6000/artifacts
+    ftx get build-host:6000/artifacts/app.tar --out .
+  A receiver behind NAT calls a sender that waits:
+    ftx send --listen 6000 dist/
+    ftx recv --connect build-host:6000 --out in
 .fi
 ";
 
@@ -54,9 +61,9 @@ fn roff(text: &str) -> String {
 pub fn render(out: &mut impl Write) -> io::Result<()> {
     let cmd = <crate::cli::Cli as clap::CommandFactory>::command().long_about(
         "ftx moves files and trees between machines and proves they arrived whole: \
-             a receiver (ftx recv) writes what a sender (ftx send) offers into its output \
-             directory, checks every file's digest, and puts it under its final name only \
-             when it matches.",
+             a receiver (ftx recv, or ftx get pulling from ftx serve) writes what a sender \
+             offers into its output directory, checks every file's digest, and puts it under \
+             its final name only when it matches.",
     );
     let man = clap_mangen::Man::new(cmd.clone());
     man.render_title(out)?;

@@ -308,7 +308,11 @@ pub fn dial(
     cipher: Option<Cipher>,
     first: &Frame,
 ) -> Result<Conn<Wire>, Broken> {
-    let stream = crate::net::connect(target, connect_timeout)?;
+    let hint = match first {
+        Frame::Push => "is `ftx recv` running there?",
+        _ => "is `ftx serve` (or `ftx send --listen`) running there?",
+    };
+    let stream = crate::net::connect_to(target, connect_timeout, hint)?;
     crate::net::tune(&stream, timeout)
         .with_context(|| format!("cannot set up the connection to {target}"))?;
     let mut conn = Conn::new(Wire::new(stream));

@@ -11,7 +11,7 @@
 //! ```text
 //! serve (caller's thread)        the gate: accepts, holds every connection
 //!                                until its handshake is done (polling),
-//!                                then starts its session       gate.rs, handshake.rs
+//!                                then starts its session       front/gate.rs
 //!  └─ "session PEER" (one each)  the frame loop, after the handshake     session.rs
 //!      │                         FILE → offer.rs (asks admit.rs, claims inflight.rs)
 //!      │                         DIR  → dirs.rs      BODY, HOLE → intake.rs

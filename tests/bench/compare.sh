@@ -2,7 +2,8 @@
 # Compares ftx with the usual tools over loopback (127.0.0.1):
 #
 #   one large file:  md5sum alone, nc, nc + md5sum on both ends,
-#                    nc + md5sum + fsync, rsync -a (daemon), ftx
+#                    nc + md5sum + fsync, rsync -a (daemon), ftx (push),
+#                    ftx get from ftx serve (pull), cold and digest cached
 #   many small files: tar | nc, tar | nc + sync -f, tar | nc + fsync each,
 #                     rsync -a (daemon), ftx
 #
@@ -321,6 +322,35 @@ m_ftx_big_token_cached() {
     check_big "$1/big.bin" "ftx, token"
 }
 
+# Pulls: `ftx serve` (started once per kind, kept running) and `ftx get`.
+# $1: "cold" (the server has --no-cache) or "cached" (its digest cache, in
+# $W/serve-cache, primed by one untimed get). Sets $serve_addr.
+start_serve() {
+    local kind=$1 i cache=(--no-cache) out=$W/serve-$1.out
+    [[ $kind != cached ]] || cache=()
+    XDG_CACHE_HOME=$W/serve-cache start_bg "$FTX" serve -q "${cache[@]}" --port 0 --bind 127.0.0.1 "$big" >"$out" 2>"$W/serve-$kind.err"
+    serve_pid=$bg
+    serve_addr=""
+    for ((i = 0; i < 1000; i++)); do
+        serve_addr=$(sed -n 's/^listening on //p' "$out" | head -n1)
+        [[ -z $serve_addr ]] || break
+        kill -0 "$serve_pid" 2>/dev/null || die "ftx serve exited early: $(cat "$W/serve-$kind.err")"
+        sleep 0.01
+    done
+    [[ -n $serve_addr ]] || die "ftx serve did not print its address within 10 s"
+}
+stop_serve() {
+    kill -TERM "$serve_pid" 2>/dev/null || true
+    finish_bg "$serve_pid" || true
+}
+m_ftx_get() {
+    local t
+    t=$(now)
+    "$FTX" get -q "$serve_addr/big.bin" --out "$1" >/dev/null || die "ftx get failed"
+    elapsed "$t"
+    check_big "$1/big.bin" "ftx get"
+}
+
 # $2: "" | syncfs | sync
 tar_nc() {
     local out=$1 mode=$2 port t
@@ -418,7 +448,7 @@ measure_turns() {
 big_rows=()
 if ((bytes > 0)); then
     echo "large file, $RUNS runs each:" >&2
-    big_rows=("md5sum" "nc" "nc + md5sum" "nc + md5sum + sync" "rsync -a" "ftx" "ftx --hash xxh3" "ftx, digest cached" "cat | ftx send -" "ftx, token" "ftx, token, cached")
+    big_rows=("md5sum" "nc" "nc + md5sum" "nc + md5sum + sync" "rsync -a" "ftx" "ftx get" "ftx --hash xxh3" "ftx, digest cached" "ftx get, cached" "cat | ftx send -" "ftx, token" "ftx, token, cached")
     measure "md5sum" m_md5sum
     measure "nc" m_nc
     measure "nc + md5sum" m_nc_md5
@@ -428,6 +458,13 @@ if ((bytes > 0)); then
     measure "ftx --hash xxh3" m_ftx_big_xxh3
     mkdir "$W/prime" && m_ftx_big_cached "$W/prime" && rm -rf "$W/prime"
     measure "ftx, digest cached" m_ftx_big_cached
+    start_serve cold
+    measure "ftx get" m_ftx_get
+    stop_serve
+    start_serve cached
+    mkdir "$W/prime" && m_ftx_get "$W/prime" && rm -rf "$W/prime"
+    measure "ftx get, cached" m_ftx_get
+    stop_serve
     measure "cat | ftx send -" m_ftx_big_stdin
     token=$("$FTX" token)
     measure "ftx, token" m_ftx_big_token
@@ -457,6 +494,10 @@ if ((bytes > 0)); then
             s0 = (s > 0) ? s : 1e-9; r0 = (ref > 0) ? ref : 1e-9
             printf "%-22s %10.3f %10.1f %8.2f\n", k, s, b / 1e6 / s0, s / r0 }'
     done
+    awk -v p="${median[ftx]}" -v g="${median["ftx get"]}" -v ph="${median["ftx, digest cached"]}" -v gh="${median["ftx get, cached"]}" -v m="${median[md5sum]}" 'BEGIN {
+        m0 = (m > 0) ? m : 1e-9
+        printf "pull vs push, ratios to md5sum: cold %.2f vs %.2f (%+.1f%%); digest cached %.2f vs %.2f (%+.1f%%)\n",
+            g / m0, p / m0, (p > 0) ? (g / p - 1) * 100 : 0, gh / m0, ph / m0, (ph > 0) ? (gh / ph - 1) * 100 : 0 }'
     awk -v c="${median[ftx]}" -v ct="${median["ftx, token"]}" -v h="${median["ftx, digest cached"]}" -v ht="${median["ftx, token, cached"]}" 'BEGIN {
         printf "encrypted (token) vs plain: cold %.2f x the time; digest cached %.2f x the throughput\n",
             (c > 0) ? ct / c : 0, (ht > 0) ? h / ht : 0 }'

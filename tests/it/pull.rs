@@ -349,3 +349,43 @@ fn idle_connections_do_not_lock_a_getter_out() {
     assert_eq!(md5_hex(d.out.join("big.bin")), md5_hex(t.join("big.bin")));
     drop(idle);
 }
+
+/// The server killed in the middle of a file and started again on its
+/// port: a getter with default flags waits, resumes and verifies.
+#[test]
+fn a_getter_waits_for_a_restarted_server_and_resumes() {
+    let d = dirs();
+    let file = d.src.join("big.bin");
+    write_random(&file, 512 << 20, 94);
+    let scratch = d.t().join("x");
+    let mut srv = server(&[&file], &scratch, None, &[]);
+    let port = srv.addr.port().to_string();
+    let mut cmd = ftx_cmd();
+    cmd.args(["get", &at(&srv, "big.bin"), "-v", "--out", s(&d.out)]);
+    let mut getter = Bg::spawn(cmd);
+    let part = d.out.join(".big.bin.ftx-part");
+    let started = poll_until(Duration::from_secs(30), || {
+        fs::metadata(&part).is_ok_and(|m| m.len() >= 64 << 20)
+    });
+    assert!(started, "the pull never started");
+    srv.kill();
+    let mut cmd = ftx_cmd();
+    cmd.args(["serve", "--port", &port, "--bind", "127.0.0.1"])
+        .arg(&file);
+    let _again = Receiver::spawn(cmd, &scratch);
+    let out = getter.finish(SEND_TIMEOUT);
+    assert_status(&out, 0, "get across a server restart");
+    assert!(text(&out.stdout).contains("resumed at"), "{}", show(&out));
+    assert!(text(&out.stderr).contains("retrying"), "{}", show(&out));
+    assert_eq!(md5_hex(d.out.join("big.bin")), md5_hex(&file));
+}
+
+/// A root on a pseudo file system (sizes that lie) is refused at start.
+#[test]
+fn a_server_refuses_a_root_on_proc() {
+    let mut cmd = ftx_cmd();
+    cmd.args(["serve", "--port", "0", "--bind", "127.0.0.1", "/proc/self"]);
+    let out = run_with_timeout(cmd, SEND_TIMEOUT);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(text(&out.stderr).contains("procfs"), "{}", show(&out));
+}
