@@ -76,8 +76,20 @@ def body(id, offset, length):
     return frame(0x12, struct.pack(">IQQ", id, offset, length))
 
 
-def end():
-    return frame(0x13, b"")
+def end(flags=0):
+    return frame(0x13, struct.pack(">I", flags))
+
+
+def push():
+    return frame(0x05, b"")
+
+
+def pull(paths=(), flags=0, part=0, parts=0):
+    return frame(0x06, struct.pack(">IHHH", flags, part, parts, len(paths)) + b"".join(s(p) for p in paths))
+
+
+def left(path, msg="a FIFO: not offered"):
+    return frame(0x19, s(path) + s(msg))
 
 
 def accept(id, offset=0):
@@ -115,6 +127,12 @@ seeds = {
     "ready": ready(),
     "noise_short": frame(0x03, b"\x09" * 47),
     "ready_payload": frame(0x04, b"\x00"),
+    "push": push(),
+    "pull": pull(["tree/sub", b"root/\xff"]),
+    "pull_list_split": pull([], flags=3, part=2, parts=2),
+    "pull_too_many": frame(0x06, struct.pack(">IHHH", 0, 0, 0, 1025)),
+    "left": left("tree/fifo"),
+    "end_more": end(1),
     "file_sparse_digest_follows": file(12, "sparse.img", size=1 << 40, flags=0b11, md5=b"\x00" * 16),
     "file_stream_xxh3": file(13, "stdin.bin", size=0, flags=0b1110, md5=b"\x00" * 16),
     "file_unknown_flags": file(14, "x", flags=1 << 31),
@@ -146,6 +164,7 @@ seeds = {
     "sender_session": hello()
     + noise()
     + ready()
+    + push()
     + dir(1, "photos")
     + file(2, "photos/a.txt", size=5, md5=hello_md5)
     + body(2, 0, 5)
@@ -161,6 +180,12 @@ seeds = {
     + symlink(6, "photos/l", "a.txt")
     + link(7, "photos/a2.txt", "photos/a.txt")
     + end(),
+    "getter_session": hello()
+    + pull(["tree"])
+    + welcome(flags=0)
+    + left("tree/dev")
+    + dir(1, "tree")
+    + end(1),
     "receiver_session": welcome()
     + noise()
     + result(1, md5=b"\x00" * 16)
@@ -172,7 +197,7 @@ seeds = {
     + summary(2, 1, 5)
     + error(5, "timeout"),
     "truncated_file": file(3, "abc")[:-2],
-    "trailing_end": frame(0x13, b"\x00"),
+    "trailing_end": frame(0x13, b"\x00" * 5),
     # Text over the encoder's 4 KiB cut, one cut inside a 2-byte char.
     "error_long": error(6, "x" * 5000),
     "welcome_long_agent": welcome(agent="a" + "\xe9" * 3000),
