@@ -10,7 +10,7 @@
 use crate::config::{SendConfig, ServeConfig};
 use crate::conn::Conn;
 use crate::exit::Exit;
-use crate::front::{refuse_busy, Gate, Host, Opened, Shutdown, Slots};
+use crate::front::{refuse_busy, Gate, Host, Listening, Opened};
 use crate::protocol::frame::pull_flags;
 use crate::protocol::limits::{MAX_COMPONENT_LEN, MAX_NAME_LEN, MAX_SESSION_ENTRIES};
 use crate::protocol::{ErrorCode, Frame};
@@ -35,34 +35,6 @@ struct Root {
     is_dir: bool,
 }
 
-/// What the gate asks of the server.
-struct ServeHost<'a> {
-    cfg: &'a ServeConfig,
-    stopping: Shutdown,
-    slots: Slots,
-}
-
-impl Host for ServeHost<'_> {
-    fn stopping(&self) -> &Shutdown {
-        &self.stopping
-    }
-    fn log(&self, line: &str) {
-        eprintln!("ftx: {line}");
-    }
-    fn timeout(&self) -> std::time::Duration {
-        self.cfg.timeout
-    }
-    fn token(&self) -> Option<&crate::auth::Token> {
-        self.cfg.token.as_ref()
-    }
-    fn cipher(&self) -> Option<crate::secure::Cipher> {
-        self.cfg.cipher
-    }
-    fn slots(&self) -> &Slots {
-        &self.slots
-    }
-}
-
 /// Runs `ftx serve`: opens the roots, binds, says where it listens and
 /// serves until killed.
 pub fn run(cfg: &ServeConfig) -> Result<Exit> {
@@ -82,21 +54,12 @@ pub fn run(cfg: &ServeConfig) -> Result<Exit> {
         writeln!(out, "listening on {addr}").context("cannot write to stdout")?;
         out.flush().context("cannot write to stdout")?;
     }
-    serve_on(listener, cfg, &roots, Shutdown::default())
+    serve_on(listener, cfg, &roots)
 }
 
 /// Serves getters on `listener`, which the caller bound, until `shutdown`.
-fn serve_on(
-    listener: std::net::TcpListener,
-    cfg: &ServeConfig,
-    roots: &[Root],
-    shutdown: Shutdown,
-) -> Result<Exit> {
-    let host = ServeHost {
-        cfg,
-        stopping: shutdown,
-        slots: Slots::new(cfg.max_sessions),
-    };
+fn serve_on(listener: std::net::TcpListener, cfg: &ServeConfig, roots: &[Root]) -> Result<Exit> {
+    let host = Listening::new(cfg.timeout, cfg.token.clone(), cfg.cipher, cfg.max_sessions);
     let mut gate = Gate::new(&listener, &host)?;
     std::thread::scope(|sc| -> Result<()> {
         while let Some(a) = gate.next_admitted()? {

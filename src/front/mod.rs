@@ -64,6 +64,56 @@ pub trait Host {
     fn slots(&self) -> &Slots;
 }
 
+/// The [`Host`] of a listening command that logs to stderr (`ftx serve`,
+/// `ftx send --listen`).
+pub struct Listening {
+    timeout: Duration,
+    token: Option<Token>,
+    cipher: Option<Cipher>,
+    stopping: Shutdown,
+    /// The live sessions.
+    pub slots: Slots,
+}
+
+impl Listening {
+    /// With `--timeout`, the token, `--cipher` and `--max-sessions`.
+    pub fn new(
+        timeout: Duration,
+        token: Option<Token>,
+        cipher: Option<Cipher>,
+        max_sessions: usize,
+    ) -> Listening {
+        Listening {
+            timeout,
+            token,
+            cipher,
+            stopping: Shutdown::default(),
+            slots: Slots::new(max_sessions),
+        }
+    }
+}
+
+impl Host for Listening {
+    fn stopping(&self) -> &Shutdown {
+        &self.stopping
+    }
+    fn log(&self, line: &str) {
+        eprintln!("ftx: {line}");
+    }
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+    fn token(&self) -> Option<&Token> {
+        self.token.as_ref()
+    }
+    fn cipher(&self) -> Option<Cipher> {
+        self.cipher
+    }
+    fn slots(&self) -> &Slots {
+        &self.slots
+    }
+}
+
 /// A session being served, as the others see it.
 pub struct Live {
     /// The socket (a clone of the session's), to end it.

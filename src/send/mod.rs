@@ -83,18 +83,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
     progress.set_files(files as u64);
     let total = progress.bytes_bar(walk.total_bytes(), Layout::Total);
     total.set_prefix("total");
-    let items: Vec<Item> = walk
-        .entries
-        .into_iter()
-        .map(|entry| Item {
-            entry: std::sync::Arc::new(entry),
-            md5: None,
-            state: State::Pending,
-            resent: false,
-            shown: 0,
-            need_digest: false,
-        })
-        .collect();
+    let items = Item::all(walk.entries);
     let cache = DigestCache::open(cfg.cache);
     // `--listen`: receivers call in; each attempt takes the next call.
     let listener = match cfg.listen {
@@ -118,11 +107,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         }
         None => None,
     };
-    let host = ListenHost {
-        cfg,
-        stopping: crate::front::Shutdown::default(),
-        slots: crate::front::Slots::new(1),
-    };
+    let host = crate::front::Listening::new(cfg.timeout, cfg.token.clone(), cfg.cipher, 1);
     let gate = match &listener {
         Some(l) => Some(std::sync::Mutex::new(crate::front::Gate::new(l, &host)?)),
         None => None,
@@ -322,17 +307,7 @@ pub fn offer_on(
 ) -> Result<Served> {
     let progress = Progress::new(crate::progress::Mode::Off, false);
     let total = progress.bytes_bar(0, Layout::Total);
-    let items = entries
-        .into_iter()
-        .map(|entry| Item {
-            entry: std::sync::Arc::new(entry),
-            md5: None,
-            state: State::Pending,
-            resent: false,
-            shown: 0,
-            need_digest: false,
-        })
-        .collect();
+    let items = Item::all(entries);
     let mut s = Sender {
         cfg,
         links: Links::Given(std::cell::Cell::new(Some(conn))),
@@ -365,34 +340,6 @@ pub fn offer_on(
         failed,
         bytes: s.tally.bytes,
     })
-}
-
-/// What the listening gate of `ftx send --listen` asks of the sender.
-struct ListenHost<'a> {
-    cfg: &'a SendConfig,
-    stopping: crate::front::Shutdown,
-    slots: crate::front::Slots,
-}
-
-impl crate::front::Host for ListenHost<'_> {
-    fn stopping(&self) -> &crate::front::Shutdown {
-        &self.stopping
-    }
-    fn log(&self, line: &str) {
-        eprintln!("ftx: {line}");
-    }
-    fn timeout(&self) -> std::time::Duration {
-        self.cfg.timeout
-    }
-    fn token(&self) -> Option<&crate::auth::Token> {
-        self.cfg.token.as_ref()
-    }
-    fn cipher(&self) -> Option<crate::secure::Cipher> {
-        self.cfg.cipher
-    }
-    fn slots(&self) -> &crate::front::Slots {
-        &self.slots
-    }
 }
 
 /// The `error` event of a run that failed with `e`.

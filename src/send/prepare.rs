@@ -172,10 +172,13 @@ pub(super) fn prepare(
     bar: &Bar,
 ) -> Step {
     if entry.kind == Kind::Dir {
-        let attrs = entry
-            .open(rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NONBLOCK)
-            .map(|d| attrs_of(&d, sel))
-            .unwrap_or_default();
+        // A served directory only through its root; else by its path (a
+        // directory named on the command line may be a symlink to one).
+        let dir = match entry.within {
+            Some(_) => entry.open(rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NONBLOCK),
+            None => File::open(&entry.local),
+        };
+        let attrs = dir.map(|d| attrs_of(&d, sel)).unwrap_or_default();
         return Step::Ready(Prepared::Dir(attrs));
     }
     if matches!(entry.kind, Kind::Symlink | Kind::HardLink) {

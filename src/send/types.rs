@@ -46,6 +46,23 @@ pub(super) struct Item {
     pub(super) need_digest: bool,
 }
 
+impl Item {
+    /// Every entry, pending.
+    pub(super) fn all(entries: Vec<Entry>) -> Vec<Item> {
+        entries
+            .into_iter()
+            .map(|entry| Item {
+                entry: std::sync::Arc::new(entry),
+                md5: None,
+                state: State::Pending,
+                resent: false,
+                shown: 0,
+                need_digest: false,
+            })
+            .collect()
+    }
+}
+
 /// Counters for the final summary.
 #[derive(Debug, Default)]
 pub(super) struct Tally {

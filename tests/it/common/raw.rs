@@ -70,18 +70,7 @@ impl Raw {
     /// Connects, with read and write timeouts of [`IO_TIMEOUT`].
     pub fn connect(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to receiver");
-        stream
-            .set_read_timeout(Some(IO_TIMEOUT))
-            .expect("read timeout");
-        stream
-            .set_write_timeout(Some(IO_TIMEOUT))
-            .expect("write timeout");
-        Raw {
-            stream,
-            wire: None,
-            welcome_flags: 0,
-            buf: Vec::new(),
-        }
+        Raw::from_stream(stream)
     }
 
     /// An accepted connection (a fake server's), with the same timeouts.
