@@ -7,6 +7,7 @@
 
 use super::session::{session, Began};
 use super::types::*;
+use crate::events::Event;
 use crate::exit::{Exit, ExitError};
 use crate::front::dial::{self, Broken};
 use crate::front::Opened;
@@ -143,6 +144,7 @@ fn pull_part(target: &str, sh: &Shared, part: u16, parts: u16) -> Pulled {
             Err(b) if !b.retry => {
                 sh.log(&format!("{:#}", b.err));
                 let exit = crate::exit::for_error(&b.err);
+                error_event(sh, target, exit, &b.err);
                 return finish(out, exit);
             }
             Err(b) => {
@@ -155,9 +157,15 @@ fn pull_part(target: &str, sh: &Shared, part: u16, parts: u16) -> Pulled {
                     );
                     sh.log(&why);
                     let exit = crate::exit::for_error(&b.err).worst(Exit::Connect);
+                    error_event(sh, target, exit, &b.err);
                     return finish(out, exit);
                 }
                 let wait = backoff.min(left);
+                sh.events.emit(&Event::Retry {
+                    message: escape(&format!("{:#}", b.err)),
+                    delay_s: wait.as_secs_f64(),
+                    gives_up_in_s: left.saturating_sub(wait).as_secs_f64().round(),
+                });
                 sh.log(&format!(
                     "{target}: {:#}; retrying in {:.1} s (giving up in {:.0} s without progress)",
                     b.err,
@@ -169,6 +177,17 @@ fn pull_part(target: &str, sh: &Shared, part: u16, parts: u16) -> Pulled {
             }
         }
     }
+}
+
+/// The `error` event of a pull that ended with `exit` because of `e`.
+fn error_event(sh: &Shared, target: &str, exit: Exit, e: &anyhow::Error) {
+    sh.events.emit(&Event::Error {
+        role: "get".into(),
+        exit_code: exit.code(),
+        reason: exit.word().into(),
+        message: escape(&format!("{e:#}")),
+        peer: Some(target.to_owned()),
+    });
 }
 
 /// The exit status of a pull whose last session was whole.

@@ -124,6 +124,11 @@ pub(super) fn session(o: Opened, sh: &Shared, began: Began) -> Result<Stats> {
         s.stats.add(commits.drain().0);
         Ok((result, s.stats))
     })?;
+    // A pull's events are the run's (recv/pull.rs): retries, one error,
+    // one summary.
+    if began == Began::Pulled {
+        return result.map(|()| st);
+    }
     if let Err(e) = &result {
         sh.events.emit(&Event::Error {
             role: "recv".into(),

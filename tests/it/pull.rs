@@ -389,3 +389,36 @@ fn a_server_refuses_a_root_on_proc() {
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(text(&out.stderr).contains("procfs"), "{}", show(&out));
 }
+
+/// `ftx get --json`: one summary, role "get", with the command's exit
+/// code; a refused path gives one error event before it.
+#[test]
+fn get_json_has_one_summary_and_an_error_when_refused() {
+    let d = dirs();
+    let t = tree(&d.src);
+    let srv = server(&[&t], &d.out, None, &[]);
+    let events = |out: &std::process::Output| -> Vec<serde_json::Value> {
+        text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    };
+    let out = get(None, &["--json", &at(&srv, "tree"), "--out", s(&d.out)]);
+    assert_status(&out, 0, "get --json");
+    let ev = events(&out);
+    let summaries: Vec<_> = ev.iter().filter(|e| e["event"] == "summary").collect();
+    assert_eq!(summaries.len(), 1, "{ev:?}");
+    assert_eq!(summaries[0]["role"], "get");
+    assert_eq!(summaries[0]["exit_code"], 0);
+    assert!(ev.iter().any(|e| e["event"] == "file_done"), "{ev:?}");
+    let out = get(None, &["--json", &at(&srv, "nothing"), "--out", s(&d.out)]);
+    assert_status(&out, 1, "get --json of a path the server does not have");
+    let ev = events(&out);
+    let kinds: Vec<_> = ev
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, ["error", "summary"], "{ev:?}");
+    assert_eq!(ev[0]["role"], "get");
+    assert_eq!(ev[1]["exit_code"], 1);
+}
