@@ -201,6 +201,20 @@ fn a_receiver_behind_nat_gets_the_tree_by_calling_out() {
     assert_status(&out, 0, "recv --connect from behind NAT");
     assert_sender_done(&mut tx);
     assert_trees_arrived(&t, d.out.join("tree"));
+    // Or the public side serves, and the private one pulls.
+    let pulled = d.t().join("pulled");
+    std::fs::create_dir(&pulled).expect("mkdir");
+    let mut srv_cmd = nat.ftx_in("pub");
+    srv_cmd
+        .args(["serve", "--port", "0", "--bind", "10.201.1.2"])
+        .arg(&t);
+    let srv = Receiver::spawn(srv_cmd, &pulled);
+    let mut get = nat.ftx_in("prv");
+    get.args(["get", &format!("{}/tree", srv.addr), "--out"])
+        .arg(&pulled);
+    let out = run_with_timeout(get, SEND_TIMEOUT);
+    assert_status(&out, 0, "ftx get from behind NAT");
+    assert_trees_arrived(&t, pulled.join("tree"));
 }
 
 /// The connection is cut in the middle of the body, every time after
