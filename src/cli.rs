@@ -329,6 +329,11 @@ pub struct ServeArgs {
     /// The cipher of an encrypted session.
     #[arg(long, value_enum, default_value_t = CipherArg::Auto, value_name = "CIPHER", env = "FTX_CIPHER")]
     pub cipher: CipherArg,
+    /// Also serve the files over HTTP on [ADDR:]PORT (GET and HEAD, ranges,
+    /// digests, listings): for curl, wget, aria2c, browsers. Plain HTTP,
+    /// so not with a token.
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub http: Option<String>,
 }
 
 /// `ftx recv`.
@@ -692,7 +697,19 @@ impl ServeArgs {
                 "--require-token: no token set; give --token-file FILE or set FTX_TOKEN (make one with `ftx token`)",
             ));
         }
+        let http = self
+            .http
+            .as_deref()
+            .map(parse_listen)
+            .transpose()
+            .map_err(|m| usage(m.replace("--listen", "--http")))?;
+        if http.is_some() && token.is_some() {
+            return Err(usage(
+                "--http serves files in the clear to anyone who can reach it, and a token is there to keep them from strangers: give one or the other",
+            ));
+        }
         Ok(crate::config::ServeConfig {
+            http,
             roots: self.roots,
             bind: self.bind,
             port: self.port,

@@ -149,6 +149,8 @@ pub struct ServeConfig {
     pub token: Option<Token>,
     /// The cipher asked for when sealed.
     pub cipher: Option<crate::secure::Cipher>,
+    /// `--http [ADDR:]PORT`: the HTTP face, beside the ftx port.
+    pub http: Option<(IpAddr, u16)>,
 }
 
 /// Default of [`RecvConfig::max_names`]: two sessions of 2^20 entries,

@@ -215,7 +215,7 @@ fn text_line(e: &Listed) -> String {
 }
 
 /// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
-fn utc(secs: i64) -> String {
+pub(crate) fn utc(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil from days (Howard Hinnant's algorithm).

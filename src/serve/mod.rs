@@ -7,39 +7,35 @@
 //! what they name is offered as `ftx send` offers it ([`crate::send::offer_on`]).
 //! Read-only: a PUSH is refused with ERROR 8, and nothing here writes.
 
+mod digests;
+mod http;
+mod roots;
+
 use crate::config::{SendConfig, ServeConfig};
 use crate::conn::Conn;
 use crate::exit::Exit;
 use crate::front::{refuse_busy, Gate, Host, Listening, Opened};
 use crate::protocol::frame::pull_flags;
-use crate::protocol::limits::{MAX_COMPONENT_LEN, MAX_NAME_LEN, MAX_SESSION_ENTRIES};
+use crate::protocol::limits::MAX_SESSION_ENTRIES;
 use crate::protocol::{ErrorCode, Frame};
 use crate::sanitize::{escape, escape_bytes};
 use crate::secure::Wire;
-use crate::walk::{self, Entry, Kind, Within};
+use crate::walk::{self, Entry, Kind};
 use anyhow::{bail, Context, Result};
-use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use roots::{open_roots, resolve, Root};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// One root offered, under its name.
-struct Root {
-    /// The last component of the ROOT given.
-    name: Vec<u8>,
-    /// Where it is.
-    path: PathBuf,
-    /// Held open: everything offered is opened beneath it.
-    within: Arc<Within>,
-    is_dir: bool,
-}
 
 /// Runs `ftx serve`: opens the roots, binds, says where it listens and
 /// serves until killed.
 pub fn run(cfg: &ServeConfig) -> Result<Exit> {
-    let roots = open_roots(&cfg.roots)?;
+    let roots = Arc::new(open_roots(&cfg.roots)?);
     let listener = crate::net::listen(cfg.bind, cfg.port)?;
+    let http = match cfg.http {
+        Some((bind, port)) => Some(crate::net::listen(bind, port)?),
+        None => None,
+    };
     if cfg.token.is_none() {
         eprintln!(
             "ftx: warning: no token (see ftx token): anyone on the network can read what is served"
@@ -48,13 +44,73 @@ pub fn run(cfg: &ServeConfig) -> Result<Exit> {
     let addr = listener
         .local_addr()
         .context("cannot read the listening address")?;
+    let http_addr = match &http {
+        Some(h) => Some(h.local_addr().context("cannot read the HTTP address")?),
+        None => None,
+    };
+    if let Some(h) = http {
+        let digests = Arc::new(digests::Digests::new(cfg.cache));
+        index(Arc::clone(&roots), Arc::clone(&digests), cfg.quiet)?;
+        http::spawn(
+            h,
+            http::Face {
+                roots: Arc::clone(&roots),
+                digests,
+            },
+        )?;
+    }
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {addr}").context("cannot write to stdout")?;
+        if let Some(h) = http_addr {
+            writeln!(out, "http on {h}").context("cannot write to stdout")?;
+        }
         out.flush().context("cannot write to stdout")?;
     }
     serve_on(listener, cfg, &roots)
+}
+
+/// In the background: the digest of every file under the roots (from the
+/// digest cache, else hashed once), so that `/by-md5/HEX` finds a file
+/// nobody asked for by name yet.
+fn index(roots: Arc<Vec<Root>>, digests: Arc<digests::Digests>, quiet: bool) -> Result<()> {
+    std::thread::Builder::new()
+        .name("ftx-index".into())
+        .spawn(move || {
+            let started = Instant::now();
+            for (idx, root) in roots.iter().enumerate() {
+                let opts = walk::WalkOptions {
+                    one_file_system: true,
+                    ..walk::WalkOptions::default()
+                };
+                let Ok(w) = walk::walk(std::slice::from_ref(&root.path), opts, None) else {
+                    continue;
+                };
+                for e in w.entries.iter().filter(|e| e.kind == Kind::File) {
+                    let rel = e.local.strip_prefix(&root.path).unwrap_or(Path::new(""));
+                    let Ok(f) = root.open(rel, rustix::fs::OFlags::NONBLOCK) else {
+                        continue;
+                    };
+                    let Ok(md) = f.metadata() else { continue };
+                    if !md.is_file() {
+                        continue;
+                    }
+                    if let Ok(Some(d)) = digests.of(&f, &md) {
+                        digests.note(d, idx, rel.to_owned());
+                    }
+                }
+            }
+            if !quiet {
+                eprintln!(
+                    "ftx: http: {} files indexed by MD5 in {:.1} s (/by-md5/HEX)",
+                    digests.noted(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        })
+        .context("cannot start the indexing thread")?;
+    Ok(())
 }
 
 /// Serves getters on `listener`, which the caller bound, until `shutdown`.
@@ -292,166 +348,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
-}
-
-/// Opens the roots: each must exist, be a directory or a regular file,
-/// live on a real file system (not /proc, /sys and the like), and have a
-/// name no other root has.
-fn open_roots(given: &[PathBuf]) -> Result<Vec<Root>> {
-    use rustix::fs::{Mode, OFlags};
-    let mut roots: Vec<Root> = Vec::new();
-    for g in given {
-        let shown = escape(&g.to_string_lossy());
-        let path = std::fs::canonicalize(g).with_context(|| format!("cannot serve {shown}"))?;
-        let name = walk::root_name(g).with_context(|| format!("cannot serve {shown}"))?;
-        let fd: OwnedFd = rustix::fs::open(&path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
-            .map_err(std::io::Error::from)
-            .with_context(|| format!("cannot serve {shown}"))?;
-        let md = std::fs::metadata(&path).with_context(|| format!("cannot serve {shown}"))?;
-        if !md.is_dir() && !md.is_file() {
-            bail!("cannot serve {shown}: not a directory or a regular file");
-        }
-        let real = rustix::fs::open(
-            &path,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
-            Mode::empty(),
-        )
-        .map_err(std::io::Error::from)
-        .with_context(|| format!("cannot serve {shown}"))?;
-        if let Some(kind) = pseudo_fs(&real) {
-            bail!(
-                "cannot serve {shown}: it is on {kind}, whose files are not what their sizes say"
-            );
-        }
-        if roots.iter().any(|r| r.name == name) {
-            bail!(
-                "cannot serve {shown}: another root is also named '{}' (getters ask for roots by their last component)",
-                escape_bytes(&name)
-            );
-        }
-        // A file root: opened beneath its directory, as its own name.
-        let (within_fd, base) = if md.is_dir() {
-            (fd, path.clone())
-        } else {
-            let dir = path.parent().unwrap_or(Path::new("/")).to_owned();
-            let dfd = rustix::fs::open(
-                &dir,
-                OFlags::PATH | OFlags::CLOEXEC | OFlags::DIRECTORY,
-                Mode::empty(),
-            )
-            .map_err(std::io::Error::from)
-            .with_context(|| format!("cannot serve {shown}"))?;
-            (dfd, dir)
-        };
-        roots.push(Root {
-            name,
-            path: path.clone(),
-            within: Arc::new(Within {
-                fd: within_fd,
-                base,
-            }),
-            is_dir: md.is_dir(),
-        });
-    }
-    Ok(roots)
-}
-
-/// The kind of pseudo file system `fd` is on, if it is one.
-fn pseudo_fs(fd: &OwnedFd) -> Option<&'static str> {
-    let st = rustix::fs::fstatfs(fd).ok()?;
-    #[allow(clippy::unnecessary_cast)]
-    let magic = st.f_type as u64;
-    let known: [(u64, &str); 11] = [
-        (0x9fa0, "procfs"),
-        (0x6265_6572, "sysfs"),
-        (0x6462_6720, "debugfs"),
-        (0x7472_6163, "tracefs"),
-        (0x7363_6673, "securityfs"),
-        (0x0027_e0eb, "cgroupfs"),
-        (0x6367_7270, "cgroup2fs"),
-        (0x1cd1, "devpts"),
-        (0xcafe_4a11, "bpffs"),
-        (0x6265_6570, "configfs"),
-        (0xde5e_81e4, "efivarfs"),
-    ];
-    known.iter().find(|(m, _)| *m == magic).map(|(_, k)| *k)
-}
-
-/// Resolves a path of a PULL: its first component names a root, the rest
-/// is looked up beneath it one component at a time, following no symlink
-/// and crossing no mount. The root and the local path of what it names,
-/// or why it is not offered.
-fn resolve<'r>(roots: &'r [Root], raw: &[u8]) -> Result<(&'r Root, PathBuf), String> {
-    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
-    if raw.is_empty() || raw.len() > MAX_NAME_LEN {
-        return Err("not a path this server offers (empty or too long)".into());
-    }
-    if raw[0] == b'/' {
-        return Err(
-            "an absolute path: ask for ROOT/PATH, ROOT being the name of a served root".into(),
-        );
-    }
-    let mut parts = raw.split(|b| *b == b'/');
-    let first = parts.next().unwrap_or_default();
-    let rest: Vec<&[u8]> = parts.collect();
-    for c in std::iter::once(first).chain(rest.iter().copied()) {
-        if c.is_empty() || c == b"." || c == b".." {
-            return Err("has an empty, '.' or '..' component".into());
-        }
-        if c.contains(&0) || c.len() > MAX_COMPONENT_LEN {
-            return Err("has a NUL byte or a component over 255 bytes".into());
-        }
-    }
-    let root = roots
-        .iter()
-        .find(|r| r.name == first)
-        .ok_or_else(|| "no such root on this server (see `ftx ls HOST:PORT`)".to_owned())?;
-    if rest.is_empty() {
-        return Ok((root, root.path.clone()));
-    }
-    if !root.is_dir {
-        return Err("the root is a file: nothing is beneath it".into());
-    }
-    let rel: PathBuf = rest
-        .iter()
-        .map(|c| std::ffi::OsStr::from_bytes(c))
-        .collect();
-    let fd = rustix::fs::openat2(
-        &root.within.fd,
-        &rel,
-        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
-    )
-    .map_err(|e| match e {
-        rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR => {
-            "no such file or directory".to_owned()
-        }
-        rustix::io::Errno::LOOP => "goes through a symlink: not followed".to_owned(),
-        rustix::io::Errno::XDEV => "leaves the root (a symlink, or another file system)".to_owned(),
-        e => format!("cannot open it: {e}"),
-    })?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| format!("cannot read it: {e}"))?;
-    match FileType::from_raw_mode(st.st_mode) {
-        FileType::RegularFile | FileType::Directory => {}
-        FileType::Symlink => {
-            return Err("a symlink: served only inside a tree; ask for what it points to".into())
-        }
-        _ => return Err("not a regular file or directory (a FIFO, socket or device)".into()),
-    }
-    if let Some(kind) = rustix::fs::openat2(
-        &root.within.fd,
-        &rel,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
-    )
-    .ok()
-    .and_then(|f| pseudo_fs(&f))
-    {
-        return Err(format!("on {kind}: not offered"));
-    }
-    Ok((root, root.path.join(rel)))
 }
 
 #[cfg(test)]
