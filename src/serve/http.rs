@@ -35,7 +35,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use std::fs::{File, Metadata};
 use std::io;
 use std::ops::Bound;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,6 +99,7 @@ pub(crate) fn spawn(listener: std::net::TcpListener, face: Face) -> anyhow::Resu
                             .timer(hyper_util::rt::TokioTimer::new())
                             .header_read_timeout(Duration::from_secs(10))
                             .max_buf_size(16 * 1024)
+                            .writev(true)
                             .serve_connection(io, svc)
                             .await;
                     });
@@ -411,43 +412,10 @@ fn body(file: File, md: Metadata, start: u64, end: u64) -> Body {
             }
             let n = ((end - at) as usize).min(CHUNK);
             let f = Arc::clone(&file);
-            let read = tokio::task::spawn_blocking(move || -> io::Result<Bytes> {
-                let mut buf = vec![0u8; n];
-                let mut got = 0;
-                while got < n {
-                    let k = f.read_at(&mut buf[got..], at + got as u64)?;
-                    if k == 0 {
-                        return Err(io::Error::other("the file shrank while it was sent"));
-                    }
-                    got += k;
-                }
-                if at + n as u64 >= end {
-                    let now = f.metadata()?;
-                    let same = (
-                        now.len(),
-                        now.mtime(),
-                        now.mtime_nsec(),
-                        now.ctime(),
-                        now.ctime_nsec(),
-                    ) == (
-                        md.len(),
-                        md.mtime(),
-                        md.mtime_nsec(),
-                        md.ctime(),
-                        md.ctime_nsec(),
-                    );
-                    if !same {
-                        return Err(io::Error::other("the file changed while it was sent"));
-                    }
-                }
-                Ok(Bytes::from(buf))
-            })
-            .await;
-            let chunk = match read {
-                Ok(Ok(b)) => Ok(Frame::data(b)),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(io::Error::other(e)),
-            };
+            // On the worker itself (the file is most often in the page
+            // cache), telling the runtime that it may block.
+            let read = tokio::task::block_in_place(|| read_chunk(&f, &md, at, n, end));
+            let chunk = read.map(Frame::data);
             let failed = chunk.is_err();
             // After an error the stream ends (the connection is cut).
             let next_at = if failed { end } else { at + n as u64 };
@@ -455,6 +423,56 @@ fn body(file: File, md: Metadata, start: u64, end: u64) -> Body {
         }
     });
     BodyExt::boxed(StreamBody::new(stream))
+}
+
+/// `n` bytes of `file` at `at`; before the last chunk of the body (which
+/// ends at `end`), the file must still be the version `md` describes.
+fn read_chunk(file: &File, md: &Metadata, at: u64, n: usize, end: u64) -> io::Result<Bytes> {
+    use std::os::fd::AsRawFd;
+    let mut buf = bytes::BytesMut::with_capacity(n);
+    while buf.len() < n {
+        let filled = buf.len();
+        let off = libc::off_t::try_from(at + filled as u64).map_err(io::Error::other)?;
+        let spare = buf.spare_capacity_mut();
+        let want = (n - filled).min(spare.len());
+        // SAFETY: pread writes at most `want` bytes into the spare capacity
+        // of `buf` (at least `want` bytes long), a valid, writable region
+        // owned by `buf`; the descriptor is open for as long as `file`.
+        let k = unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), want, off) };
+        if k < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if k == 0 {
+            return Err(io::Error::other("the file shrank while it was sent"));
+        }
+        // SAFETY: pread initialised the first `k` bytes of the spare
+        // capacity (`k` <= `want` <= what is left of the capacity).
+        unsafe { buf.set_len(filled + k as usize) };
+    }
+    if at + n as u64 >= end {
+        let now = file.metadata()?;
+        let same = (
+            now.len(),
+            now.mtime(),
+            now.mtime_nsec(),
+            now.ctime(),
+            now.ctime_nsec(),
+        ) == (
+            md.len(),
+            md.mtime(),
+            md.mtime_nsec(),
+            md.ctime(),
+            md.ctime_nsec(),
+        );
+        if !same {
+            return Err(io::Error::other("the file changed while it was sent"));
+        }
+    }
+    Ok(buf.freeze())
 }
 
 /// One row of a listing.

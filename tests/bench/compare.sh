@@ -3,7 +3,8 @@
 #
 #   one large file:  md5sum alone, nc, nc + md5sum on both ends,
 #                    nc + md5sum + fsync, rsync -a (daemon), ftx (push),
-#                    ftx get from ftx serve (pull), cold and digest cached
+#                    ftx get from ftx serve (pull), cold and digest cached,
+#                    curl from nginx (sendfile on) and from ftx serve --http
 #   many small files: tar | nc, tar | nc + sync -f, tar | nc + fsync each,
 #                     rsync -a (daemon), ftx
 #
@@ -72,6 +73,8 @@ missing=()
 have_openbsd_nc || missing+=(netcat-openbsd)
 command -v rsync >/dev/null || missing+=(rsync)
 command -v ss >/dev/null || missing+=(iproute2)
+command -v curl >/dev/null || missing+=(curl)
+command -v nginx >/dev/null || missing+=(nginx-light)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}" >&2
     sudo=()
@@ -343,6 +346,51 @@ stop_serve() {
     kill -TERM "$serve_pid" 2>/dev/null || true
     finish_bg "$serve_pid" || true
 }
+# HTTP: curl from nginx (sendfile on, its usual static-file setup) and
+# from `ftx serve --http`, both serving $big, started once.
+start_http_servers() {
+    nport=$(free_port 18080)
+    mkdir -p "$W/nginx/logs"
+    # As root, its worker would run as nobody and not read $W (mode 0700).
+    local user=""
+    [[ $(id -u) -ne 0 ]] || user="user root;"
+    cat >"$W/nginx/nginx.conf" <<EOF
+$user
+worker_processes 1;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/logs/error.log;
+daemon off;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    server { listen 127.0.0.1:$nport; root $src; }
+}
+EOF
+    start_bg nginx -c "$W/nginx/nginx.conf" -p "$W/nginx"
+    nginx_pid=$bg
+    wait_port "$nport" "$nginx_pid"
+    hport=$(free_port $((nport + 1)))
+    start_bg "$FTX" serve -q --port 0 --bind 127.0.0.1 --http "127.0.0.1:$hport" "$big" >"$W/http.out" 2>"$W/http.err"
+    http_pid=$bg
+    wait_port "$hport" "$http_pid"
+}
+m_curl_nginx() {
+    local t
+    t=$(now)
+    curl -sSf -o "$1/big.bin" "http://127.0.0.1:$nport/big.bin" || die "curl from nginx failed"
+    elapsed "$t"
+    check_big "$1/big.bin" "curl from nginx"
+}
+m_curl_ftx() {
+    local t
+    t=$(now)
+    curl -sSf -o "$1/big.bin" "http://127.0.0.1:$hport/big.bin" || die "curl from ftx serve --http failed"
+    elapsed "$t"
+    check_big "$1/big.bin" "curl from ftx serve --http"
+}
+
 m_ftx_get() {
     local t
     t=$(now)
@@ -448,7 +496,7 @@ measure_turns() {
 big_rows=()
 if ((bytes > 0)); then
     echo "large file, $RUNS runs each:" >&2
-    big_rows=("md5sum" "nc" "nc + md5sum" "nc + md5sum + sync" "rsync -a" "ftx" "ftx get" "ftx --hash xxh3" "ftx, digest cached" "ftx get, cached" "cat | ftx send -" "ftx, token" "ftx, token, cached")
+    big_rows=("md5sum" "nc" "nc + md5sum" "nc + md5sum + sync" "rsync -a" "ftx" "ftx get" "ftx --hash xxh3" "ftx, digest cached" "ftx get, cached" "cat | ftx send -" "ftx, token" "ftx, token, cached" "curl < nginx" "curl < ftx --http")
     measure "md5sum" m_md5sum
     measure "nc" m_nc
     measure "nc + md5sum" m_nc_md5
@@ -465,6 +513,11 @@ if ((bytes > 0)); then
     mkdir "$W/prime" && m_ftx_get "$W/prime" && rm -rf "$W/prime"
     measure "ftx get, cached" m_ftx_get
     stop_serve
+    start_http_servers
+    # One untimed download each: the digest is computed once, by then.
+    mkdir "$W/prime" && m_curl_ftx "$W/prime" && m_curl_nginx "$W/prime" && rm -rf "$W/prime"
+    measure "curl < nginx" m_curl_nginx
+    measure "curl < ftx --http" m_curl_ftx
     measure "cat | ftx send -" m_ftx_big_stdin
     token=$("$FTX" token)
     measure "ftx, token" m_ftx_big_token
@@ -498,6 +551,8 @@ if ((bytes > 0)); then
         m0 = (m > 0) ? m : 1e-9
         printf "pull vs push, ratios to md5sum: cold %.2f vs %.2f (%+.1f%%); digest cached %.2f vs %.2f (%+.1f%%)\n",
             g / m0, p / m0, (p > 0) ? (g / p - 1) * 100 : 0, gh / m0, ph / m0, (ph > 0) ? (gh / ph - 1) * 100 : 0 }'
+    awk -v n="${median["curl < nginx"]}" -v f="${median["curl < ftx --http"]}" 'BEGIN {
+        printf "curl from ftx serve --http: %.2f x the throughput of nginx (sendfile on)\n", (f > 0) ? n / f : 0 }'
     awk -v c="${median[ftx]}" -v ct="${median["ftx, token"]}" -v h="${median["ftx, digest cached"]}" -v ht="${median["ftx, token, cached"]}" 'BEGIN {
         printf "encrypted (token) vs plain: cold %.2f x the time; digest cached %.2f x the throughput\n",
             (c > 0) ? ct / c : 0, (ht > 0) ? h / ht : 0 }'
