@@ -390,7 +390,7 @@ fn span_of((a, b): (Bound<u64>, Bound<u64>), len: u64) -> Option<(u64, u64)> {
         Bound::Unbounded => 0,
     };
     let end = match b {
-        Bound::Included(e) => e.checked_add(1)?.min(len),
+        Bound::Included(e) => e.saturating_add(1).min(len),
         Bound::Excluded(e) => e.min(len),
         Bound::Unbounded => len,
     };

@@ -16,6 +16,7 @@ mod cli;
 mod errors;
 mod harness;
 mod hostile;
+mod http;
 mod json;
 mod listening;
 mod pull;
