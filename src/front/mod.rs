@@ -18,6 +18,7 @@ mod gate;
 mod handshake;
 
 pub use gate::{Admitted, Gate};
+pub(crate) use handshake::addr_key;
 
 use crate::auth::Token;
 use crate::conn::Conn;

@@ -78,8 +78,9 @@ pub(crate) fn spawn(listener: std::net::TcpListener, face: Face) -> anyhow::Resu
                         return;
                     }
                 };
+                let conns = Arc::new(super::conns::Conns::default());
                 loop {
-                    let (stream, _) = match listener.accept().await {
+                    let (stream, peer) = match listener.accept().await {
                         Ok(s) => s,
                         Err(e) => {
                             // Out of descriptors, most likely: wait a little.
@@ -89,19 +90,29 @@ pub(crate) fn spawn(listener: std::net::TcpListener, face: Face) -> anyhow::Resu
                         }
                     };
                     let face = Arc::clone(&face);
+                    let ticket = conns.admit(peer.ip());
                     tokio::spawn(async move {
                         let io = hyper_util::rt::TokioIo::new(stream);
+                        let busy = Arc::clone(&ticket.busy);
                         let svc = hyper::service::service_fn(move |req| {
                             let face = Arc::clone(&face);
-                            async move { Ok::<_, std::convert::Infallible>(handle(req, face).await) }
+                            let working = super::conns::Busy::new(&busy);
+                            async move {
+                                Ok::<_, std::convert::Infallible>(handle(req, face, working).await)
+                            }
                         });
-                        let _ = hyper::server::conn::http1::Builder::new()
+                        let conn = hyper::server::conn::http1::Builder::new()
                             .timer(hyper_util::rt::TokioTimer::new())
                             .header_read_timeout(Duration::from_secs(10))
                             .max_buf_size(16 * 1024)
                             .writev(true)
-                            .serve_connection(io, svc)
-                            .await;
+                            .serve_connection(io, svc);
+                        // Closed for a newcomer (it was idle) or done.
+                        tokio::select! {
+                            _ = conn => {}
+                            _ = ticket.kill.notified() => {}
+                        }
+                        drop(ticket);
                     });
                 }
             });
@@ -126,7 +137,11 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
     full(status, "text/plain; charset=utf-8", format!("{text}\n"))
 }
 
-async fn handle(req: Request<hyper::body::Incoming>, face: Arc<Face>) -> Response<Body> {
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    face: Arc<Face>,
+    working: super::conns::Busy,
+) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = plain(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -152,7 +167,7 @@ async fn handle(req: Request<hyper::body::Incoming>, face: Arc<Face>) -> Respons
     };
     match found {
         Found::Response(r) => r,
-        Found::File(file, md, digest) => file_response(file, md, digest, &headers, head),
+        Found::File(file, md, digest) => file_response(file, md, digest, &headers, head, working),
     }
 }
 
@@ -288,6 +303,7 @@ fn file_response(
     digest: Option<Md5Digest>,
     req: &hyper::HeaderMap,
     head: bool,
+    working: super::conns::Busy,
 ) -> Response<Body> {
     let len = md.len();
     let Some(tag) = etag(&md) else {
@@ -377,7 +393,7 @@ fn file_response(
     r.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     if !head && end > start {
-        *r.body_mut() = body(file, md, start, end);
+        *r.body_mut() = body(file, md, start, end, working);
     }
     r
 }
@@ -401,11 +417,14 @@ fn span_of((a, b): (Bound<u64>, Bound<u64>), len: u64) -> Option<(u64, u64)> {
 /// last chunk goes, the file must still be the version `md` describes
 /// (same size, mtime and ctime): else the body ends in an error and the
 /// client never gets a whole body under a digest it does not have.
-fn body(file: File, md: Metadata, start: u64, end: u64) -> Body {
+fn body(file: File, md: Metadata, start: u64, end: u64, working: super::conns::Busy) -> Body {
     let file = Arc::new(file);
+    // The connection counts as busy for as long as the body is sent.
+    let working = Arc::new(working);
     let state = (file, start);
     let stream = futures_util::stream::unfold(state, move |(file, at)| {
         let md = md.clone();
+        let _working = Arc::clone(&working);
         async move {
             if at >= end {
                 return None;

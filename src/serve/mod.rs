@@ -7,6 +7,7 @@
 //! what they name is offered as `ftx send` offers it ([`crate::send::offer_on`]).
 //! Read-only: a PUSH is refused with ERROR 8, and nothing here writes.
 
+mod conns;
 mod digests;
 mod http;
 mod roots;
