@@ -43,7 +43,9 @@
 //!   the session slots and eviction in `mod.rs`) and the dialer's
 //!   handshake and first frame (`dial.rs`): who dialed never decides who
 //!   offers. [`serve`]: `ftx serve`, the sending side driven from a
-//!   listener (roots confined with `openat2`); `recv/pull.rs` is `ftx
+//!   listener (`roots.rs`: roots confined with `openat2`; `http.rs`: the
+//!   HTTP face, hyper, with `conns.rs` its connection caps and
+//!   `digests.rs` the digests it knows); `recv/pull.rs` is `ftx
 //!   get`, the receiving side driven from a dialer, `recv/list.rs` `ftx ls`.
 //! - [`conn`]: a framed connection over any `Read + Write`; [`net`]: sockets
 //!   (the only user of socket2); [`auth`]: the token and the key derived
