@@ -17,6 +17,36 @@ use std::path::PathBuf;
 /// costs less than the cache's own file operations.
 pub const MIN_SIZE: u64 = 1 << 20;
 
+/// One version of a file: what changes whenever its content can have
+/// changed (any write changes the ctime, which no one can set back). The
+/// cache's key, a server's digest table's key and its HTTP `ETag`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Version {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size.
+    pub len: u64,
+    /// Modification time: seconds, nanoseconds.
+    pub mtime: (i64, i64),
+    /// Change time: seconds, nanoseconds.
+    pub ctime: (i64, i64),
+}
+
+impl Version {
+    /// The version `md` describes.
+    pub fn of(md: &Metadata) -> Version {
+        Version {
+            dev: md.dev(),
+            ino: md.ino(),
+            len: md.len(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+        }
+    }
+}
+
 /// The cache; does nothing when disabled or when no cache directory exists.
 #[derive(Debug, Clone)]
 pub struct DigestCache {
@@ -48,15 +78,10 @@ impl DigestCache {
         if md.len() < MIN_SIZE {
             return None;
         }
+        let v = Version::of(md);
         let key = format!(
             "{:x}-{:x}-{:x}-{}.{:09}-{}.{:09}",
-            md.dev(),
-            md.ino(),
-            md.len(),
-            md.mtime(),
-            md.mtime_nsec(),
-            md.ctime(),
-            md.ctime_nsec()
+            v.dev, v.ino, v.len, v.mtime.0, v.mtime.1, v.ctime.0, v.ctime.1
         );
         self.dir.as_ref().map(|d| d.join(key))
     }

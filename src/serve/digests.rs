@@ -4,28 +4,18 @@
 //! reverse, which file has a digest (`/by-md5/<hex>` over HTTP). A digest
 //! is computed once per version of a file, however many ask at once.
 
-use crate::cache::DigestCache;
+use crate::cache::{DigestCache, Version};
 use crate::digest::{hash_reader, Md5Digest};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, Metadata};
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex};
 
-/// What a file's digest is a digest of: any change of content changes
-/// its ctime (which no one can set back).
-type Key = (u64, u64, u64, i64, i64, i64, i64);
+/// What a file's digest is a digest of.
+type Key = Version;
 
 fn key(md: &Metadata) -> Key {
-    (
-        md.dev(),
-        md.ino(),
-        md.len(),
-        md.mtime(),
-        md.mtime_nsec(),
-        md.ctime(),
-        md.ctime_nsec(),
-    )
+    Version::of(md)
 }
 
 /// Remembered digests at most (a few dozen bytes each); beyond it, only the

@@ -23,6 +23,7 @@
 
 use super::digests::Digests;
 use super::roots::{beneath, Root};
+use crate::cache::Version;
 use crate::digest::{hex, Md5Digest};
 use crate::sanitize::escape_bytes;
 use base64::Engine;
@@ -284,14 +285,10 @@ fn parse_hex(h: &[u8]) -> Option<Md5Digest> {
 /// A strong validator of this version of the file: identity, size and
 /// times to the nanosecond.
 fn etag(md: &Metadata) -> Option<ETag> {
+    let v = Version::of(md);
     format!(
         "\"{:x}-{:x}-{:x}.{:x}-{:x}.{:x}\"",
-        md.ino(),
-        md.len(),
-        md.mtime(),
-        md.mtime_nsec(),
-        md.ctime(),
-        md.ctime_nsec()
+        v.ino, v.len, v.mtime.0, v.mtime.1, v.ctime.0, v.ctime.1
     )
     .parse()
     .ok()
@@ -473,20 +470,7 @@ fn read_chunk(file: &File, md: &Metadata, at: u64, n: usize, end: u64) -> io::Re
         unsafe { buf.set_len(filled + k as usize) };
     }
     if at + n as u64 >= end {
-        let now = file.metadata()?;
-        let same = (
-            now.len(),
-            now.mtime(),
-            now.mtime_nsec(),
-            now.ctime(),
-            now.ctime_nsec(),
-        ) == (
-            md.len(),
-            md.mtime(),
-            md.mtime_nsec(),
-            md.ctime(),
-            md.ctime_nsec(),
-        );
+        let same = Version::of(&file.metadata()?) == Version::of(md);
         if !same {
             return Err(io::Error::other("the file changed while it was sent"));
         }
