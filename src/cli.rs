@@ -205,6 +205,35 @@ pub enum HashArg {
     Xxh3,
 }
 
+/// What `ftx recv` and `ftx get` share: how received files are written
+/// and reported.
+#[derive(Debug, Args)]
+pub struct Writing {
+    /// Replace existing files whose content differs.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Create symlinks whose target is absolute or climbs out of the
+    /// transferred tree (refused by default, like rsync --safe-links).
+    #[arg(long)]
+    pub allow_unsafe_links: bool,
+    /// Refuse names that differ from another of the transfer only by case
+    /// or Unicode normalisation, as if OUT folded names (for a tree that
+    /// will be copied to macOS or Windows); automatic where OUT's file
+    /// system folds them.
+    #[arg(long)]
+    pub fold_names: bool,
+    /// No progress bar (`ftx get`: no summary line either).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// No progress bars; the per-file lines stay.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// On a terminal, a line for every file (else only for files that
+    /// took a second or more; always when stdout is not a terminal).
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
 /// `ftx get`.
 #[derive(Debug, Args)]
 #[command(after_help = "Example: ftx get buildhost:6000/artifacts/app.tar --out ./downloads")]
@@ -220,24 +249,9 @@ pub struct GetArgs {
     /// Parallel sessions (files split between them by name).
     #[arg(long = "streams", short = 'j', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub streams: u16,
-    /// Replace existing files whose content differs.
-    #[arg(long)]
-    pub overwrite: bool,
-    /// Create symlinks whose target is absolute or climbs out of the tree.
-    #[arg(long)]
-    pub allow_unsafe_links: bool,
-    /// Refuse names that differ only by case or Unicode normalisation.
-    #[arg(long)]
-    pub fold_names: bool,
-    /// No progress bar, no summary line.
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// No progress bars; the per-file lines stay.
-    #[arg(long)]
-    pub no_progress: bool,
-    /// A line for every file on a terminal too.
-    #[arg(short, long)]
-    pub verbose: bool,
+    /// How files are written and reported.
+    #[command(flatten)]
+    pub writing: Writing,
     /// Give up on a server silent for this many seconds.
     #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
@@ -353,29 +367,9 @@ pub struct RecvArgs {
     /// Serve one session, then exit: 0 only if every file was verified.
     #[arg(long)]
     pub once: bool,
-    /// Replace existing files whose content differs.
-    #[arg(long)]
-    pub overwrite: bool,
-    /// Create symlinks whose target is absolute or climbs out of the
-    /// transferred tree (refused by default, like rsync --safe-links).
-    #[arg(long)]
-    pub allow_unsafe_links: bool,
-    /// Refuse names that differ from another of the send only by case or
-    /// Unicode normalisation, as if OUT folded names (for a tree that will
-    /// be copied to macOS or Windows); automatic where OUT's file system
-    /// folds them.
-    #[arg(long)]
-    pub fold_names: bool,
-    /// No progress bar.
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// No progress bars; the per-file lines stay.
-    #[arg(long)]
-    pub no_progress: bool,
-    /// On a terminal, a line for every file (else only for files that
-    /// took a second or more; always when stdout is not a terminal).
-    #[arg(short, long)]
-    pub verbose: bool,
+    /// How files are written and reported.
+    #[command(flatten)]
+    pub writing: Writing,
     /// Drop a sender silent for this many seconds.
     #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
@@ -562,12 +556,12 @@ impl RecvArgs {
             port: self.port,
             out: self.out,
             once: self.once,
-            overwrite: self.overwrite,
-            allow_unsafe_links: self.allow_unsafe_links,
-            fold_names: self.fold_names,
-            quiet: self.quiet,
-            no_progress: self.no_progress,
-            verbose: self.verbose,
+            overwrite: self.writing.overwrite,
+            allow_unsafe_links: self.writing.allow_unsafe_links,
+            fold_names: self.writing.fold_names,
+            quiet: self.writing.quiet,
+            no_progress: self.writing.no_progress,
+            verbose: self.writing.verbose,
             timeout: Duration::from_secs(self.timeout),
             max_sessions: usize::try_from(self.max_sessions).unwrap_or(usize::MAX),
             json: self.json,
@@ -646,12 +640,12 @@ impl GetArgs {
             port: 0,
             out: self.out,
             once: false,
-            overwrite: self.overwrite,
-            allow_unsafe_links: self.allow_unsafe_links,
-            fold_names: self.fold_names,
-            quiet: self.quiet,
-            no_progress: self.no_progress,
-            verbose: self.verbose,
+            overwrite: self.writing.overwrite,
+            allow_unsafe_links: self.writing.allow_unsafe_links,
+            fold_names: self.writing.fold_names,
+            quiet: self.writing.quiet,
+            no_progress: self.writing.no_progress,
+            verbose: self.writing.verbose,
             timeout: Duration::from_secs(self.timeout),
             max_sessions: usize::from(self.streams) + 1,
             json: self.json,
