@@ -86,6 +86,11 @@ impl DigestCache {
         self.dir.as_ref().map(|d| d.join(key))
     }
 
+    /// Where the default cache lives (nothing is created).
+    pub fn default_location() -> Option<PathBuf> {
+        default_dir()
+    }
+
     /// The cached digest of the file with metadata `md`.
     pub fn get(&self, md: &Metadata) -> Option<Md5Digest> {
         let text = std::fs::read_to_string(self.path(md)?).ok()?;

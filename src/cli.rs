@@ -232,6 +232,10 @@ pub struct Writing {
     /// took a second or more; always when stdout is not a terminal).
     #[arg(short, long)]
     pub verbose: bool,
+    /// Do not use or update the digest cache (~/.cache/ftx) for files
+    /// already in OUT: hash each one offered again.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 /// `ftx get`.
@@ -562,6 +566,7 @@ impl RecvArgs {
             quiet: self.writing.quiet,
             no_progress: self.writing.no_progress,
             verbose: self.writing.verbose,
+            cache: !self.writing.no_cache,
             timeout: Duration::from_secs(self.timeout),
             max_sessions: usize::try_from(self.max_sessions).unwrap_or(usize::MAX),
             json: self.json,
@@ -646,6 +651,7 @@ impl GetArgs {
             quiet: self.writing.quiet,
             no_progress: self.writing.no_progress,
             verbose: self.writing.verbose,
+            cache: !self.writing.no_cache,
             timeout: Duration::from_secs(self.timeout),
             max_sessions: usize::from(self.streams) + 1,
             json: self.json,

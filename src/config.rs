@@ -105,6 +105,8 @@ pub struct RecvConfig {
     pub hash: crate::digest::Algo,
     /// `ftx get` (not `ftx recv --connect`).
     pub get: bool,
+    /// Use the digest cache for files in OUT (`--no-cache`: hash them).
+    pub cache: bool,
 }
 
 /// What `ftx ls` does.

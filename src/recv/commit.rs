@@ -206,6 +206,15 @@ pub(super) fn commit(
             .as_ref()
             .map_err(|e| io::Error::new(e.kind(), e.to_string()))
             .and_then(|()| store::place(&v.dir, &v.names, v.id, &v.last, v.h.size));
+        if renamed.is_ok()
+            && crate::protocol::frame::file_flags::algo(v.h.flags) == crate::digest::Algo::Md5
+        {
+            // The file as placed (the rename changed its ctime): an
+            // identical re-send is answered from the cache.
+            if let Ok(md) = file.metadata() {
+                sh.digests.put(&md, &v.h.md5);
+            }
+        }
         drop(file);
         match renamed {
             Ok(()) => placed.push((v, note)),

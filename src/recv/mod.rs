@@ -129,6 +129,33 @@ fn open_out(cfg: &RecvConfig) -> Result<(Dir, bool)> {
     Ok((root, folds))
 }
 
+/// The receiver's digest cache: the user's (shared with the sender: a
+/// digest of a version of a file is the same whoever asks), unless it
+/// lies inside OUT, where a sender could write entries into it.
+fn out_cache(cfg: &RecvConfig) -> crate::cache::DigestCache {
+    if !cfg.cache {
+        return crate::cache::DigestCache::at(None);
+    }
+    // Its nearest existing ancestor, resolved, against OUT resolved.
+    let inside = match (
+        crate::cache::DigestCache::default_location(),
+        std::fs::canonicalize(&cfg.out),
+    ) {
+        (Some(d), Ok(out)) => d
+            .ancestors()
+            .find_map(|a| std::fs::canonicalize(a).ok())
+            .is_some_and(|d| d.starts_with(out)),
+        _ => false,
+    };
+    if inside {
+        eprintln!(
+            "ftx: the digest cache lies inside the output directory: not used (identical files are hashed every time)"
+        );
+        return crate::cache::DigestCache::at(None);
+    }
+    crate::cache::DigestCache::open(true)
+}
+
 /// What every session of one receiver shares.
 fn shared(cfg: &RecvConfig, (root, folds): (Dir, bool), shutdown: Shutdown) -> Arc<Shared> {
     Arc::new(Shared {
@@ -143,6 +170,7 @@ fn shared(cfg: &RecvConfig, (root, folds): (Dir, bool), shutdown: Shutdown) -> A
             cfg.verbose,
         ),
         slots: crate::front::Slots::new(cfg.max_sessions),
+        digests: out_cache(cfg),
         remembered: AtomicUsize::new(0),
         inflight: Mutex::new(HashMap::new()),
         stopping: shutdown,

@@ -291,7 +291,24 @@ impl<'a> Session<'a, '_> {
         let Ok(file) = opened.map(|f| f.into_std()) else {
             return false;
         };
-        crate::digest::hash_reader_as(file_flags::algo(h.flags), file, h.size, |_| {})
-            .is_ok_and(|d| d == h.md5)
+        let algo = file_flags::algo(h.flags);
+        let before = file.metadata().ok();
+        // The receiver's cache, keyed by this version of the file (any
+        // write changes its ctime): never a record that could go stale.
+        if let (crate::digest::Algo::Md5, Some(md)) = (algo, &before) {
+            if let Some(d) = self.sh.digests.get(md) {
+                return d == h.md5;
+            }
+        }
+        let Ok(d) = crate::digest::hash_reader_as(algo, &file, h.size, |_| {}) else {
+            return false;
+        };
+        // Kept only if the file did not change while it was hashed.
+        if let (crate::digest::Algo::Md5, Some(md), Ok(after)) = (algo, &before, file.metadata()) {
+            if crate::cache::Version::of(md) == crate::cache::Version::of(&after) {
+                self.sh.digests.put(md, &d);
+            }
+        }
+        d == h.md5
     }
 }

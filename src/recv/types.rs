@@ -65,6 +65,9 @@ pub(super) struct Shared {
     pub(super) progress: Progress,
     /// The live sessions (`--max-sessions`, eviction, interrupts).
     pub(super) slots: crate::front::Slots,
+    /// Digests of files in OUT, by file version, kept outside OUT (the
+    /// user's digest cache; disabled where that lies inside OUT).
+    pub(super) digests: crate::cache::DigestCache,
     /// Names the live sessions remember (to refuse duplicates), in all: at
     /// most [`RecvConfig::max_names`].
     pub(super) remembered: AtomicUsize,

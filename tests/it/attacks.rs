@@ -660,3 +660,69 @@ fn a_file_changed_in_place_keeping_size_and_mtime_is_not_answered_identical() {
         crate::common::text(&out.stderr)
     );
 }
+
+/// The receiver keeps the digest of what it placed, keyed by the file's
+/// version (device, inode, size, mtime and ctime in ns), outside OUT: an
+/// identical re-send is answered from it; any write invalidates it (above).
+#[test]
+fn an_identical_resend_is_answered_from_the_receivers_cache() {
+    use std::os::unix::fs::MetadataExt;
+    let d = dirs();
+    let rx = Receiver::start(&d.out, &[]);
+    let file = d.src.join("same.bin");
+    write_random(&file, 3 << 20, 10);
+    let out = send(&["-q", file.to_str().expect("utf-8")], rx.addr);
+    assert_status(&out, 0, "first send");
+    let md = fs::metadata(d.out.join("same.bin")).expect("stat");
+    let key = format!(
+        "{:x}-{:x}-{:x}-{}.{:09}-{}.{:09}",
+        md.dev(),
+        md.ino(),
+        md.len(),
+        md.mtime(),
+        md.mtime_nsec(),
+        md.ctime(),
+        md.ctime_nsec()
+    );
+    let entry = crate::common::test_cache_dir().join("ftx/md5").join(key);
+    assert_eq!(
+        fs::read_to_string(&entry)
+            .expect("the receiver's cache entry")
+            .trim(),
+        md5_hex(&file)
+    );
+    let out = send(&["--json", file.to_str().expect("utf-8")], rx.addr);
+    assert_status(&out, 0, "identical re-send");
+    assert!(
+        crate::common::text(&out.stdout).contains("\"event\":\"file_skipped\""),
+        "{}",
+        crate::common::text(&out.stdout)
+    );
+}
+
+/// A digest cache inside OUT (where a sender could write entries) is not
+/// used: said at start, and an identical file is hashed instead.
+#[test]
+fn a_digest_cache_inside_out_is_not_used() {
+    let d = dirs();
+    let mut cmd = crate::common::ftx_cmd();
+    cmd.env("XDG_CACHE_HOME", d.out.join(".cache"))
+        .args(["recv", "--port", "0", "--bind", "127.0.0.1", "--out"])
+        .arg(&d.out);
+    let mut rx = Receiver::spawn(cmd, &d.out);
+    let file = d.src.join("f.bin");
+    write_random(&file, 2 << 20, 11);
+    let out = send(&["-q", file.to_str().expect("utf-8")], rx.addr);
+    assert_status(&out, 0, "send");
+    assert!(
+        !d.out.join(".cache/ftx/md5").exists()
+            || names_in(&d.out.join(".cache/ftx/md5")).is_empty()
+    );
+    rx.interrupt();
+    let _ = rx.wait_exit(std::time::Duration::from_secs(10));
+    assert!(
+        rx.stderr().contains("inside the output directory"),
+        "{}",
+        rx.stderr()
+    );
+}

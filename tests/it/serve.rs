@@ -35,6 +35,7 @@ fn config(out: &std::path::Path) -> RecvConfig {
         connect_timeout: Duration::from_secs(10),
         hash: ftx::digest::Algo::Md5,
         get: false,
+        cache: true,
     }
 }
 

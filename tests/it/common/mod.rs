@@ -91,14 +91,16 @@ pub fn ftx_cmd_unprivileged() -> Command {
     cmd
 }
 
+/// `XDG_CACHE_HOME` of the `ftx` processes the tests start.
+pub fn test_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("ftx-test-cache")
+}
+
 pub fn ftx_cmd() -> Command {
     let mut cmd = Command::new(ftx_bin());
     cmd.stdin(Stdio::null());
-    // Keep the sender's digest cache out of the developer's home directory.
-    cmd.env(
-        "XDG_CACHE_HOME",
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join("ftx-test-cache"),
-    );
+    // Keep the digest cache out of the developer's home directory.
+    cmd.env("XDG_CACHE_HOME", test_cache_dir());
     cmd.env_remove("FTX_TOKEN");
     cmd
 }
