@@ -53,6 +53,9 @@ pub enum Command {
     Ls(LsArgs),
     /// Offer directories and files, read-only, to `ftx get` and `ftx ls`.
     Serve(ServeArgs),
+    /// Write a manifest (`HEX  NAME` lines, as `md5sum -c` reads them) of
+    /// the files under PATH..., named as a transfer names them.
+    Manifest(ManifestArgs),
     /// Measure a real receiver and sender over loopback on generated files.
     Bench(BenchArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -236,6 +239,10 @@ pub struct Writing {
     /// already in OUT: hash each one offered again.
     #[arg(long)]
     pub no_cache: bool,
+    /// Write a manifest of every file verified (or skipped as identical)
+    /// into FILE, as `md5sum -c` reads it (names relative to OUT).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
 }
 
 /// `ftx get`.
@@ -278,6 +285,26 @@ pub struct GetArgs {
     /// cryptographic).
     #[arg(long, value_enum, default_value_t = HashArg::Md5)]
     pub hash: HashArg,
+}
+
+/// `ftx manifest`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example: ftx manifest dist > dist.md5; later, in the receiving directory: md5sum -c dist.md5"
+)]
+pub struct ManifestArgs {
+    /// Files and directories (each named by its last component).
+    #[arg(required = true, num_args = 1.., value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Write it into FILE instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// The digest: md5 (`md5sum -c`) or xxh3 (XXH3-128, `xxh128sum -c`).
+    #[arg(long, value_enum, default_value_t = HashArg::Md5)]
+    pub hash: HashArg,
+    /// Do not use or update the digest cache: hash every file.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 /// `ftx ls`.
@@ -567,6 +594,7 @@ impl RecvArgs {
             no_progress: self.writing.no_progress,
             verbose: self.writing.verbose,
             cache: !self.writing.no_cache,
+            manifest: self.writing.manifest.clone(),
             timeout: Duration::from_secs(self.timeout),
             max_sessions: usize::try_from(self.max_sessions).unwrap_or(usize::MAX),
             json: self.json,
@@ -652,6 +680,7 @@ impl GetArgs {
             no_progress: self.writing.no_progress,
             verbose: self.writing.verbose,
             cache: !self.writing.no_cache,
+            manifest: self.writing.manifest.clone(),
             timeout: Duration::from_secs(self.timeout),
             max_sessions: usize::from(self.streams) + 1,
             json: self.json,

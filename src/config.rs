@@ -107,6 +107,8 @@ pub struct RecvConfig {
     pub get: bool,
     /// Use the digest cache for files in OUT (`--no-cache`: hash them).
     pub cache: bool,
+    /// `--manifest FILE`: a manifest of what arrived.
+    pub manifest: Option<PathBuf>,
 }
 
 /// What `ftx ls` does.

@@ -61,6 +61,8 @@
 //! - [`progress`]: bars (the only user of indicatif); [`events`]: `--json`;
 //!   [`sanitize`]: escaping names for terminals and logs.
 //! - [`man`]: `ftx man`, the manual page (options, exit codes, examples).
+//! - [`manifest`]: manifests in `md5sum -c` form (`ftx manifest`,
+//!   `--manifest`).
 //! - [`bench`]: `ftx bench`: `data.rs` generated data, `proc.rs` child
 //!   processes and their usage, `report.rs` the table.
 
@@ -75,6 +77,7 @@ pub mod events;
 pub mod exit;
 pub mod front;
 pub mod man;
+pub mod manifest;
 pub mod md5core;
 pub mod md5multi;
 pub mod net;
@@ -119,6 +122,15 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<Exit> {
             recv::run(&a.into_config()?)
         }
         cli::Command::Ls(a) => recv::list::run(&a.into_config()?),
+        cli::Command::Manifest(a) => manifest::run(
+            &a.paths,
+            a.out.as_deref(),
+            match a.hash {
+                cli::HashArg::Md5 => digest::Algo::Md5,
+                cli::HashArg::Xxh3 => digest::Algo::Xxh3,
+            },
+            !a.no_cache,
+        ),
         cli::Command::Serve(a) => {
             raise_open_file_limit();
             serve::run(&a.into_config()?)

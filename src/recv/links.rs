@@ -133,7 +133,14 @@ impl Session<'_, '_> {
         for link in std::mem::take(&mut self.links) {
             let shown = link.name.shown();
             match self.make_link(&link) {
-                Ok(()) => self.stats.ok += 1,
+                Ok(()) => {
+                    self.stats.ok += 1;
+                    if let (Some(m), LinkKind::Hard { to }) = (&self.sh.manifest, &link.kind) {
+                        if let Some(d) = m.digest_of(to.as_bytes()) {
+                            self.sh.to_manifest(&d, link.name.as_bytes());
+                        }
+                    }
+                }
                 Err(why) => {
                     let message = format!("cannot create link '{shown}': {why}");
                     let frame = failed(

@@ -157,8 +157,12 @@ fn out_cache(cfg: &RecvConfig) -> crate::cache::DigestCache {
 }
 
 /// What every session of one receiver shares.
-fn shared(cfg: &RecvConfig, (root, folds): (Dir, bool), shutdown: Shutdown) -> Arc<Shared> {
-    Arc::new(Shared {
+fn shared(cfg: &RecvConfig, (root, folds): (Dir, bool), shutdown: Shutdown) -> Result<Arc<Shared>> {
+    let manifest = match &cfg.manifest {
+        Some(p) => Some(crate::manifest::Writer::create(p)?),
+        None => None,
+    };
+    Ok(Arc::new(Shared {
         cfg: cfg.clone(),
         umask: crate::store::attrs::umask(),
         folds,
@@ -171,11 +175,12 @@ fn shared(cfg: &RecvConfig, (root, folds): (Dir, bool), shutdown: Shutdown) -> A
         ),
         slots: crate::front::Slots::new(cfg.max_sessions),
         digests: out_cache(cfg),
+        manifest,
         remembered: AtomicUsize::new(0),
         inflight: Mutex::new(HashMap::new()),
         stopping: shutdown,
         events: Events::new(cfg.json),
-    })
+    }))
 }
 
 /// `ftx recv --connect HOST:PORT` and `ftx get`: dials a server (`ftx
@@ -189,7 +194,7 @@ fn dial_out(target: &str, cfg: &RecvConfig, out: (Dir, bool)) -> Result<Exit> {
             escape(&cfg.out.to_string_lossy())
         );
     }
-    let shared = shared(cfg, out, Shutdown::default());
+    let shared = shared(cfg, out, Shutdown::default())?;
     watch_signals(Arc::clone(&shared))?;
     let started = std::time::Instant::now();
     let p = pull::pull(target, &shared);
@@ -240,7 +245,7 @@ fn serve_in(
     shutdown: Shutdown,
     signals: bool,
 ) -> Result<Exit> {
-    let shared = shared(cfg, out, shutdown);
+    let shared = shared(cfg, out, shutdown)?;
     if signals {
         watch_signals(Arc::clone(&shared))?;
     }

@@ -111,6 +111,7 @@ impl<'a> Session<'a, '_> {
                     reason: SkipReason::Identical.code(),
                 });
                 self.made_progress();
+                self.sh.to_manifest(&h.md5, name.as_bytes());
                 self.placed.insert(admit::keys(name.as_bytes(), false).0);
                 // The content is there; its attributes are set as sent.
                 let unset = if attrs.is_empty() {

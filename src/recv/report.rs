@@ -55,6 +55,7 @@ pub(super) fn done(
     let h = &v.h;
     stats.ok += 1;
     stats.bytes += h.size - v.offset;
+    sh.to_manifest(&h.md5, v.name.as_bytes());
     let took = v.started.elapsed();
     let secs = took.as_secs_f64();
     if sh.events.enabled() {

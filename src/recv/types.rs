@@ -68,6 +68,8 @@ pub(super) struct Shared {
     /// Digests of files in OUT, by file version, kept outside OUT (the
     /// user's digest cache; disabled where that lies inside OUT).
     pub(super) digests: crate::cache::DigestCache,
+    /// `--manifest FILE`: a line for every file verified or skipped.
+    pub(super) manifest: Option<crate::manifest::Writer>,
     /// Names the live sessions remember (to refuse duplicates), in all: at
     /// most [`RecvConfig::max_names`].
     pub(super) remembered: AtomicUsize,
@@ -125,6 +127,22 @@ impl Shared {
     /// A line on stderr, above the bars.
     pub(super) fn log(&self, line: &str) {
         self.progress.println(&format!("ftx: {line}"));
+    }
+}
+
+impl Shared {
+    /// Adds a file now in place (or found identical) to the manifest; a
+    /// line that cannot be written is said (the manifest lacks it).
+    pub(super) fn to_manifest(&self, digest: &crate::digest::Md5Digest, name: &[u8]) {
+        if let Some(m) = &self.manifest {
+            if let Err(e) = m.add(digest, name) {
+                self.log(&format!(
+                    "cannot add '{}' to the manifest {}: {e}",
+                    crate::sanitize::escape_bytes(name),
+                    crate::sanitize::escape(&m.path().to_string_lossy())
+                ));
+            }
+        }
     }
 }
 

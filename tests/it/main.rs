@@ -19,6 +19,7 @@ mod hostile;
 mod http;
 mod json;
 mod listening;
+mod manifest;
 mod pull;
 mod resume;
 mod reverse;

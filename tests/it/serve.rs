@@ -36,6 +36,7 @@ fn config(out: &std::path::Path) -> RecvConfig {
         hash: ftx::digest::Algo::Md5,
         get: false,
         cache: true,
+        manifest: None,
     }
 }
 
