@@ -176,6 +176,10 @@ pub struct SendArgs {
     /// (ChaCha20-Poly1305 wins if either side asks for it).
     #[arg(long, value_enum, default_value_t = CipherArg::Auto, value_name = "CIPHER", env = "FTX_CIPHER")]
     pub cipher: CipherArg,
+    /// Write a manifest of every file the receiver confirmed (verified or
+    /// already there, identical) into FILE, as `md5sum -c` reads it.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
 }
 
 /// `--cipher`.
@@ -566,6 +570,7 @@ impl SendArgs {
                 acls: self.acls,
             },
             listen,
+            manifest: self.manifest,
         })
     }
 }

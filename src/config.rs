@@ -47,6 +47,8 @@ pub struct SendConfig {
     /// `--listen`: wait for receivers to call in on this address and port
     /// (`ftx recv --connect`) instead of calling `target`.
     pub listen: Option<(std::net::IpAddr, u16)>,
+    /// `--manifest FILE`: a manifest of what the receiver confirmed.
+    pub manifest: Option<PathBuf>,
 }
 
 /// What `ftx recv` does.

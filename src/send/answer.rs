@@ -359,6 +359,7 @@ impl Sender<'_> {
         if src.stream {
             let (md5, size) = self.body_stdin(conn, id, idx, file)?;
             std::sync::Arc::make_mut(&mut self.items[idx].entry).size = size;
+            self.items[idx].md5 = Some(md5);
             return Ok(md5);
         }
         if src.digest_follows {

@@ -201,6 +201,12 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
     // Attributes asked for that could not be sent were left behind.
     let attrs_left = (s.tally.attrs_left > 0).then_some(Exit::Failure);
     outcome = Exit::worst_of(failures.chain(broken).chain(attrs_left).chain([outcome]));
+    if let Some(path) = &cfg.manifest {
+        if let Err(e) = write_manifest(path, &s.items) {
+            eprintln!("ftx: {e:#}");
+            outcome = outcome.worst(Exit::Failure);
+        }
+    }
     let secs = started.elapsed().as_secs_f64();
     if let Err(e) = &result {
         s.events.emit(&error_event(e));
@@ -340,6 +346,30 @@ pub fn offer_on(
         failed,
         bytes: s.tally.bytes,
     })
+}
+
+/// `--manifest FILE`: a line for every file (and hard link to one) the
+/// receiver confirmed, in walk order.
+fn write_manifest(path: &std::path::Path, items: &[Item]) -> Result<()> {
+    let m = crate::manifest::Writer::create(path)?;
+    let shown = crate::sanitize::escape(&path.to_string_lossy());
+    let mut by_name = std::collections::HashMap::new();
+    for i in items.iter().filter(|i| i.state == State::Done) {
+        let digest = match i.entry.kind {
+            Kind::File => i.md5,
+            Kind::HardLink => i
+                .entry
+                .link_to
+                .as_ref()
+                .and_then(|t| by_name.get(t.as_bytes()).copied()),
+            Kind::Dir | Kind::Symlink => continue,
+        };
+        let Some(d) = digest else { continue };
+        by_name.insert(i.entry.name.as_bytes().to_vec(), d);
+        m.add(&d, i.entry.name.as_bytes())
+            .map_err(|e| anyhow::anyhow!("cannot write the manifest {shown}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The `error` event of a run that failed with `e`.

@@ -302,6 +302,7 @@ fn serve_one(a: crate::front::Admitted, cfg: &ServeConfig, roots: &[Root]) -> Re
             cfg.attrs
         },
         listen: None,
+        manifest: None,
     };
     let n = entries.len();
     let served = crate::send::offer_on(&send_cfg, conn, entries, list)?;

@@ -1,4 +1,4 @@
-//! Manifests: `ftx manifest`, `ftx recv --manifest`, `ftx get --manifest`,
+//! Manifests: `ftx manifest`, `--manifest` on `ftx send`, `ftx recv` and `ftx get`,
 //! checked with the real `md5sum -c`.
 
 use crate::common::*;
@@ -56,9 +56,16 @@ fn receivers_write_a_manifest_of_what_arrived_push_and_pull() {
     let t = tree(&d.src);
     let manifest = d.t().join("got.md5");
     let rx = Receiver::start(&d.out, &["--manifest", s(&manifest)]);
-    let out = send(&[s(&t)], rx.addr);
+    let sent = d.t().join("sent.md5");
+    let out = send(&["--manifest", s(&sent), s(&t)], rx.addr);
     assert_status(&out, 0, "send");
     let (ok, n, said) = md5sum_check(&d.out, &manifest);
+    assert!(ok && n == 4, "{said}");
+    // The sender's manifest of what the receiver confirmed checks there
+    // too, and here.
+    let (ok, n, said) = md5sum_check(&d.out, &sent);
+    assert!(ok && n == 4, "{said}");
+    let (ok, n, said) = md5sum_check(&d.src, &sent);
     assert!(ok && n == 4, "{said}");
     // Pull: ftx get --manifest.
     let pulled = d.t().join("pulled");
