@@ -56,6 +56,9 @@ pub enum Command {
     /// Write a manifest (`HEX  NAME` lines, as `md5sum -c` reads them) of
     /// the files under PATH..., named as a transfer names them.
     Manifest(ManifestArgs),
+    /// Does a receiver hold exactly these files? Compares digests, sends
+    /// no file (`=` same, `*` different, `+` only here, `-` only there).
+    Check(CheckArgs),
     /// Measure a real receiver and sender over loopback on generated files.
     Bench(BenchArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -289,6 +292,72 @@ pub struct GetArgs {
     /// cryptographic).
     #[arg(long, value_enum, default_value_t = HashArg::Md5)]
     pub hash: HashArg,
+}
+
+/// `ftx check`.
+#[derive(Debug, Args)]
+#[command(after_help = "Example: ftx check dist/ ci-host:6000 (exit 0: the same; 7: they differ)")]
+pub struct CheckArgs {
+    /// Files and directories to compare, then the receiver as HOST:PORT.
+    #[arg(required = true, num_args = 2.., value_name = "PATH")]
+    pub args: Vec<String>,
+    /// The receiver re-reads every file instead of trusting its digest
+    /// cache (to catch bit rot).
+    #[arg(long)]
+    pub deep: bool,
+    /// The digest compared: md5 or xxh3 (XXH3-128).
+    #[arg(long, value_enum, default_value_t = HashArg::Md5)]
+    pub hash: HashArg,
+    /// Do not use or update the digest cache here: hash every file.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// JSON events on stdout (`checked`, `check_summary`).
+    #[arg(long)]
+    pub json: bool,
+    /// No summary line when everything is the same.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Give up on a receiver silent for this many seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Give up connecting after this many seconds.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub connect_timeout: u64,
+    /// File holding the shared token (else $FTX_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The cipher of an encrypted session.
+    #[arg(long, value_enum, default_value_t = CipherArg::Auto, value_name = "CIPHER", env = "FTX_CIPHER")]
+    pub cipher: CipherArg,
+}
+
+impl CheckArgs {
+    /// The check's config; the last argument is the receiver.
+    pub fn into_config(mut self) -> anyhow::Result<crate::config::CheckConfig> {
+        let target = self.args.pop().unwrap_or_default();
+        let target = parse_target(&target).map_err(usage)?;
+        if self.args.iter().any(|a| a == "-") {
+            return Err(usage(
+                "ftx check compares files; standard input (-) cannot be checked",
+            ));
+        }
+        Ok(crate::config::CheckConfig {
+            sources: self.args.into_iter().map(PathBuf::from).collect(),
+            target,
+            deep: self.deep,
+            hash: match self.hash {
+                HashArg::Md5 => crate::digest::Algo::Md5,
+                HashArg::Xxh3 => crate::digest::Algo::Xxh3,
+            },
+            cache: !self.no_cache,
+            json: self.json,
+            quiet: self.quiet,
+            timeout: Duration::from_secs(self.timeout),
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            token: crate::auth::load_token(self.token_file.as_deref())?,
+            cipher: self.cipher.choice(),
+        })
+    }
 }
 
 /// `ftx manifest`.

@@ -113,6 +113,33 @@ pub struct RecvConfig {
     pub manifest: Option<PathBuf>,
 }
 
+/// What `ftx check` does.
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    /// What to compare.
+    pub sources: Vec<PathBuf>,
+    /// The receiver, HOST:PORT.
+    pub target: String,
+    /// `--deep`: the receiver re-reads every file.
+    pub deep: bool,
+    /// The digest offered.
+    pub hash: crate::digest::Algo,
+    /// Use the digest cache.
+    pub cache: bool,
+    /// JSON events instead of lines.
+    pub json: bool,
+    /// No summary line when all is the same.
+    pub quiet: bool,
+    /// A receiver silent this long is given up.
+    pub timeout: Duration,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+    /// The shared token, if any.
+    pub token: Option<Token>,
+    /// The cipher asked for when sealed.
+    pub cipher: Option<crate::secure::Cipher>,
+}
+
 /// What `ftx ls` does.
 #[derive(Debug, Clone)]
 pub struct ListConfig {

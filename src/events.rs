@@ -115,6 +115,28 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         peer: Option<String>,
     },
+    /// `ftx check`: one entry's verdict.
+    Checked {
+        /// The entry's name (escaped).
+        path: String,
+        /// `same`, `differs`, `only_here`, `only_there` or `error`.
+        state: String,
+    },
+    /// `ftx check`: the last line.
+    CheckSummary {
+        /// Entries the same on both sides.
+        same: u64,
+        /// Entries on both sides, different.
+        differs: u64,
+        /// Entries only on this side.
+        only_here: u64,
+        /// Entries only on the receiver.
+        only_there: u64,
+        /// Entries that could not be compared.
+        errors: u64,
+        /// The exit status (0 the same, 7 differs, else an error).
+        exit_code: i32,
+    },
     /// End of a run (sender) or of a session (receiver).
     Summary {
         /// "send" or "recv".

@@ -20,6 +20,8 @@ pub enum Exit {
     Refused = 5,
     /// Authentication failed (wrong or missing token).
     Auth = 6,
+    /// `ftx check`: the two sides differ (and nothing failed).
+    Differs = 7,
     /// Interrupted by Ctrl-C or SIGTERM.
     Interrupted = 130,
 }
@@ -40,6 +42,7 @@ impl Exit {
             Exit::Integrity => "integrity",
             Exit::Refused => "refused",
             Exit::Auth => "auth",
+            Exit::Differs => "differs",
             Exit::Interrupted => "interrupted",
         }
     }
@@ -49,13 +52,14 @@ impl Exit {
     fn rank(self) -> u8 {
         match self {
             Exit::Success => 0,
-            Exit::Failure => 1,
-            Exit::Refused => 2,
-            Exit::Connect => 3,
-            Exit::Integrity => 4,
-            Exit::Auth => 5,
-            Exit::Usage => 6,
-            Exit::Interrupted => 7,
+            Exit::Differs => 1,
+            Exit::Failure => 2,
+            Exit::Refused => 3,
+            Exit::Connect => 4,
+            Exit::Integrity => 5,
+            Exit::Auth => 6,
+            Exit::Usage => 7,
+            Exit::Interrupted => 8,
         }
     }
 

@@ -122,6 +122,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<Exit> {
             recv::run(&a.into_config()?)
         }
         cli::Command::Ls(a) => recv::list::run(&a.into_config()?),
+        cli::Command::Check(a) => send::check::run(&a.into_config()?),
         cli::Command::Manifest(a) => manifest::run(
             &a.paths,
             a.out.as_deref(),

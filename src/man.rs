@@ -16,8 +16,9 @@ const EXTRA: &str = "\
   5    refused: exists, unsafe name or link, no space, conflict
   6    authentication failed: wrong or missing token, or a token on
        the sender and none on the receiver
+  7    ftx check: the two sides differ
   130  interrupted; run the same command again to resume
-The most serious decides: 6, then 4, 3, 5, 1. recv --once: 0 only
+The most serious decides: 6, then 4, 3, 5, 1, 7. recv --once: 0 only
 if every file of its session was verified.
 .fi
 .SH EXAMPLES

@@ -115,7 +115,9 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.extend_from_slice(md5);
         }
         Frame::Ready | Frame::Push => {}
-        Frame::End { flags } => out.extend_from_slice(&flags.to_be_bytes()),
+        Frame::End { flags } | Frame::Check { flags } => {
+            out.extend_from_slice(&flags.to_be_bytes())
+        }
         Frame::Pull {
             flags,
             part,
@@ -347,6 +349,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
         kind::END => Frame::End { flags: r.u32()? },
         kind::READY => Frame::Ready,
         kind::PUSH => Frame::Push,
+        kind::CHECK => Frame::Check { flags: r.u32()? },
         kind::PULL => {
             let flags = r.u32()?;
             let part = r.u16()?;

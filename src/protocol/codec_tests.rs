@@ -46,6 +46,9 @@ pub(crate) fn samples() -> Vec<Frame> {
         },
         Frame::Ready,
         Frame::Push,
+        Frame::Check {
+            flags: check_flags::DEEP,
+        },
         Frame::Pull {
             flags: pull_flags::LIST,
             part: 1,
@@ -157,7 +160,7 @@ fn frames_decode_back_to_back() {
 
 #[test]
 fn unknown_type_is_an_error() {
-    for t in [0x00u8, 0x07, 0x1A, 0x26, 0x7E, 0x80, 0xFF] {
+    for t in [0x00u8, 0x08, 0x1A, 0x26, 0x7E, 0x80, 0xFF] {
         assert_eq!(decode(&[t]), Err(FrameError::UnknownType(t)));
         assert_eq!(decode(&[t, 0, 0, 0, 0]), Err(FrameError::UnknownType(t)));
     }

@@ -254,6 +254,10 @@ pub enum SkipReason {
     Identical = 1,
     /// Listed only (`ftx ls`): no body wanted.
     Listed = 2,
+    /// `ftx check`: there, but different.
+    Differs = 3,
+    /// `ftx check`: not there.
+    Missing = 4,
 }
 
 impl SkipReason {
@@ -267,6 +271,8 @@ impl SkipReason {
         match self {
             SkipReason::Identical => "identical",
             SkipReason::Listed => "listed",
+            SkipReason::Differs => "differs",
+            SkipReason::Missing => "missing",
         }
     }
 }
@@ -310,6 +316,8 @@ pub mod skip_reason {
     use super::SkipReason;
     pub const IDENTICAL: u8 = SkipReason::Identical.code();
     pub const LISTED: u8 = SkipReason::Listed.code();
+    pub const DIFFERS: u8 = SkipReason::Differs.code();
+    pub const MISSING: u8 = SkipReason::Missing.code();
 }
 
 #[cfg(test)]

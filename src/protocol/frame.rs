@@ -30,6 +30,8 @@ pub mod kind {
     pub const PUSH: u8 = 0x05;
     /// D→L, first after the handshake: the listener offers these paths.
     pub const PULL: u8 = 0x06;
+    /// D→L, first after the handshake: the dialer's entries, to compare.
+    pub const CHECK: u8 = 0x07;
     /// S→R: an entry under a PULL's path that the server does not offer.
     pub const LEFT: u8 = 0x19;
     /// S→R: offer of a regular file.
@@ -105,6 +107,14 @@ pub mod pull_flags {
     pub const XXH3: u32 = 2;
     /// Every bit this build knows: any other is refused.
     pub const KNOWN: u32 = LIST | XXH3;
+}
+
+/// CHECK flag bits.
+pub mod check_flags {
+    /// The receiver re-reads every file instead of trusting its cache.
+    pub const DEEP: u32 = 1;
+    /// Every bit this build knows: any other is refused.
+    pub const KNOWN: u32 = DEEP;
 }
 
 /// END flag bits.
@@ -200,6 +210,15 @@ pub enum Frame {
     Ready,
     /// Empty: the dialer offers (the first frame after the handshake).
     Push,
+    /// ```text
+    /// flags:u32
+    /// ```
+    /// The dialer offers its entries to be compared, without bodies (the
+    /// first frame after the handshake).
+    Check {
+        /// See [`check_flags`].
+        flags: u32,
+    },
     /// ```text
     /// flags:u32 part:u16 parts:u16 count:u16 count×path:str
     /// ```
@@ -420,6 +439,7 @@ pub fn kind_name(t: u8) -> &'static str {
         kind::BODY => "BODY",
         kind::END => "END",
         kind::PUSH => "PUSH",
+        kind::CHECK => "CHECK",
         kind::PULL => "PULL",
         kind::LEFT => "LEFT",
         kind::HOLE => "HOLE",
@@ -451,6 +471,7 @@ impl Frame {
             Frame::Body { .. } => kind::BODY,
             Frame::End { .. } => kind::END,
             Frame::Push => kind::PUSH,
+            Frame::Check { .. } => kind::CHECK,
             Frame::Pull { .. } => kind::PULL,
             Frame::Left { .. } => kind::LEFT,
             Frame::Hole { .. } => kind::HOLE,

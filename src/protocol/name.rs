@@ -63,7 +63,9 @@ pub const RESERVED_SUFFIXES: [&str; 6] = [
     ".ftx-hstate.tmp",
 ];
 
-fn reserved(component: &[u8]) -> bool {
+/// True for a name of ftx's own working files (`.X.ftx-part`,
+/// `.X.ftx-state`, ...), never content.
+pub fn reserved(component: &[u8]) -> bool {
     component.starts_with(b".")
         && RESERVED_SUFFIXES
             .iter()

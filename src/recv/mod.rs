@@ -33,6 +33,7 @@
 //! bodies and its commit queue.
 
 mod admit;
+mod check;
 mod commit;
 mod dirs;
 mod extents;

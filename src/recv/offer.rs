@@ -285,6 +285,21 @@ impl<'a> Session<'a, '_> {
     /// hashed (a record kept beside it could go stale without a trace: a
     /// file changed in place can keep its size and mtime).
     pub(super) fn same_content(&self, dir: &Dir, last: &std::ffi::OsStr, h: &FileHeader) -> bool {
+        same_content(self.sh, dir, last, h, true)
+    }
+}
+
+/// True if the file `last` in `dir` has the digest of the offer `h`: from
+/// the receiver's cache when `cached` and it knows this version of the
+/// file, else hashed (and then cached).
+pub(super) fn same_content(
+    sh: &Shared,
+    dir: &Dir,
+    last: &std::ffi::OsStr,
+    h: &FileHeader,
+    cached: bool,
+) -> bool {
+    {
         let opened = dir.open_with(
             last,
             OpenOptions::new().read(true).follow(FollowSymlinks::No),
@@ -296,8 +311,8 @@ impl<'a> Session<'a, '_> {
         let before = file.metadata().ok();
         // The receiver's cache, keyed by this version of the file (any
         // write changes its ctime): never a record that could go stale.
-        if let (crate::digest::Algo::Md5, Some(md)) = (algo, &before) {
-            if let Some(d) = self.sh.digests.get(md) {
+        if let (crate::digest::Algo::Md5, Some(md), true) = (algo, &before, cached) {
+            if let Some(d) = sh.digests.get(md) {
                 return d == h.md5;
             }
         }
@@ -307,7 +322,7 @@ impl<'a> Session<'a, '_> {
         // Kept only if the file did not change while it was hashed.
         if let (crate::digest::Algo::Md5, Some(md), Ok(after)) = (algo, &before, file.metadata()) {
             if crate::cache::Version::of(md) == crate::cache::Version::of(&after) {
-                self.sh.digests.put(md, &d);
+                sh.digests.put(md, &d);
             }
         }
         d == h.md5

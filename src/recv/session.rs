@@ -57,7 +57,17 @@ pub(super) fn session(o: Opened, sh: &Shared, began: Began) -> Result<Stats> {
     let encrypted = o.sealed;
     let mut conn = o.conn(sh.cfg.timeout, activity);
     if began == Began::Listening {
-        expect_push(&mut conn)?;
+        if let First::Check(flags) = expect_push(&mut conn)? {
+            // Nothing is written: the offers are compared with OUT.
+            moved.touch();
+            let deep = flags & crate::protocol::frame::check_flags::DEEP != 0;
+            let st = super::check::check(&mut conn, sh, deep)?;
+            sh.log(&format!(
+                "{peer}: checked: {} the same, {} not",
+                st.ok, st.failed
+            ));
+            return Ok(st);
+        }
     }
 
     let writer = conn
@@ -172,9 +182,15 @@ impl Session<'_, '_> {
     }
 }
 
-/// The dialer's first frame: a receiver that listens only takes PUSH (a
-/// peer asking it for files gets ERROR 8 and nothing of OUT).
-fn expect_push(conn: &mut Conn<Deadlined>) -> Result<()> {
+/// What a dialer asked a listening receiver for.
+enum First {
+    Push,
+    Check(u32),
+}
+
+/// The dialer's first frame: a receiver that listens only takes PUSH, or
+/// CHECK (a peer asking it for files gets ERROR 8 and nothing of OUT).
+fn expect_push(conn: &mut Conn<Deadlined>) -> Result<First> {
     let refuse = |conn: &mut Conn<Deadlined>, code: ErrorCode, msg: String| {
         let _ = conn.send(&Frame::Error {
             code: code.code(),
@@ -183,7 +199,15 @@ fn expect_push(conn: &mut Conn<Deadlined>) -> Result<()> {
         anyhow::anyhow!("refused: {msg}")
     };
     match conn.read_frame() {
-        Ok(Some(Frame::Push)) => Ok(()),
+        Ok(Some(Frame::Push)) => Ok(First::Push),
+        Ok(Some(Frame::Check { flags })) if flags & !crate::protocol::frame::check_flags::KNOWN == 0 => {
+            Ok(First::Check(flags))
+        }
+        Ok(Some(Frame::Check { flags })) => Err(refuse(
+            conn,
+            ErrorCode::Protocol,
+            format!("unsupported CHECK flags {flags:#010x}"),
+        )),
         Ok(Some(Frame::Pull { .. })) => Err(refuse(
             conn,
             ErrorCode::Refused,

@@ -10,6 +10,7 @@
 //! RESULT ok or SKIP.
 
 mod answer;
+pub mod check;
 mod holes;
 mod link;
 mod prepare;

@@ -11,6 +11,7 @@ mod attacks;
 mod attrs;
 mod bench_smoke;
 mod changing;
+mod check;
 mod ci_recipe;
 mod cli;
 mod errors;

@@ -1,0 +1,209 @@
+//! A check session (`ftx check`, first frame CHECK): the dialer offers
+//! its entries without bodies and the receiver says, for each, whether OUT
+//! holds the same (SKIP 1), something different (SKIP 3) or nothing (SKIP
+//! 4); at END it names what it holds under the offered trees that was not
+//! offered (LEFT). Nothing is written, nothing is created; every lookup
+//! goes one component at a time without following a symlink.
+
+use super::offer::same_content;
+use super::types::*;
+use crate::conn::Conn;
+use crate::net::Deadlined;
+use crate::protocol::frame::file_flags;
+use crate::protocol::limits::MAX_SESSION_ENTRIES;
+use crate::protocol::{ErrorCode, FileHeader, Frame, Reject, SkipReason, WireName};
+use anyhow::{bail, Result};
+use cap_fs_ext::DirExt;
+use cap_std::fs::Dir;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+
+/// Where an offered name stands in OUT.
+enum Found {
+    /// Nothing there.
+    Missing,
+    /// A component on the way is not a directory (a file or a symlink).
+    Blocked,
+    /// Something there: its directory, its name, what it is.
+    At(Dir, OsString, Box<cap_std::fs::Metadata>),
+}
+
+fn lookup(root: &Dir, name: &WireName) -> Found {
+    let comps: Vec<&OsStr> = name.components().collect();
+    let Some((last, parents)) = comps.split_last() else {
+        return Found::Missing;
+    };
+    let Ok(mut dir) = root.try_clone() else {
+        return Found::Blocked;
+    };
+    for c in parents {
+        dir = match dir.open_dir_nofollow(c) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Missing,
+            Err(_) => return Found::Blocked,
+        };
+    }
+    match dir.symlink_metadata(last) {
+        Ok(md) => Found::At(dir, last.to_os_string(), Box::new(md)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Found::Missing,
+        Err(_) => Found::Blocked,
+    }
+}
+
+/// Serves one check session on `conn`.
+pub(super) fn check(conn: &mut Conn<Deadlined>, sh: &Shared, deep: bool) -> Result<Stats> {
+    let mut stats = Stats::default();
+    let mut offered: HashSet<Vec<u8>> = HashSet::new();
+    let mut tops: BTreeSet<Vec<u8>> = BTreeSet::new();
+    // Files answered "same", by name: a LINK to one of them is the same
+    // when it is that very file.
+    let mut files: HashMap<Vec<u8>, (u64, u64)> = HashMap::new();
+    loop {
+        let frame = match conn.read_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => bail!("closed the connection before END"),
+            Err(e) => return Err(super::report::fail_session(conn, e, "mid-check")),
+        };
+        let (id, path) = match &frame {
+            Frame::File(h) => (h.id, h.path.clone()),
+            Frame::Dir(h) => (h.id, h.path.clone()),
+            Frame::Symlink { id, path, .. } | Frame::Link { id, path, .. } => (*id, path.clone()),
+            Frame::Xattr { .. } => continue,
+            Frame::End { .. } => break,
+            other => {
+                let msg = format!("unexpected {} in a check", other.name());
+                let _ = conn.send(&Frame::Error {
+                    code: ErrorCode::Protocol.code(),
+                    message: msg.clone(),
+                });
+                bail!("{msg}");
+            }
+        };
+        if offered.len() >= MAX_SESSION_ENTRIES {
+            let msg = format!("more than {MAX_SESSION_ENTRIES} entries in one check");
+            let _ = conn.send(&Frame::Error {
+                code: ErrorCode::Protocol.code(),
+                message: msg.clone(),
+            });
+            bail!("{msg}");
+        }
+        let name = match WireName::from_bytes(&path) {
+            Ok(n) => n,
+            Err(e) => {
+                stats.failed += 1;
+                conn.queue(&Frame::Reject {
+                    id,
+                    code: Reject::UnsafeName.code(),
+                    message: e.to_string(),
+                });
+                continue;
+            }
+        };
+        offered.insert(name.as_bytes().to_vec());
+        if let Some(top) = name.as_bytes().split(|b| *b == b'/').next() {
+            tops.insert(top.to_vec());
+        }
+        let found = lookup(&sh.root, &name);
+        let reason = match (&frame, found) {
+            (_, Found::Missing) => SkipReason::Missing,
+            (_, Found::Blocked) => SkipReason::Differs,
+            (Frame::File(h), Found::At(dir, last, md)) => {
+                file_state(sh, h, &dir, &last, &md, deep, &mut files, &name)
+            }
+            (Frame::Dir(_), Found::At(_, _, md)) if md.is_dir() => SkipReason::Identical,
+            (Frame::Symlink { target, .. }, Found::At(dir, last, md)) if md.is_symlink() => {
+                match dir.read_link_contents(&last) {
+                    Ok(t) if t.as_os_str().as_bytes() == target.as_slice() => SkipReason::Identical,
+                    _ => SkipReason::Differs,
+                }
+            }
+            (Frame::Link { target, .. }, Found::At(_, _, md)) if md.is_file() => {
+                use cap_std::fs::MetadataExt;
+                match files.get(target.as_slice()) {
+                    Some(&(dev, ino)) if (md.dev(), md.ino()) == (dev, ino) => {
+                        SkipReason::Identical
+                    }
+                    _ => SkipReason::Differs,
+                }
+            }
+            _ => SkipReason::Differs,
+        };
+        if reason == SkipReason::Identical {
+            stats.ok += 1;
+        } else {
+            stats.failed += 1;
+        }
+        conn.queue(&Frame::Skip {
+            id,
+            reason: reason.code(),
+        });
+        if conn.buffered() == 0 {
+            conn.flush()?;
+        }
+    }
+    conn.flush()?;
+    // What only this side has, under the trees offered.
+    for top in &tops {
+        let base = sh.cfg.out.join(OsStr::from_bytes(top));
+        let is_dir = std::fs::symlink_metadata(&base).is_ok_and(|m| m.is_dir());
+        if !is_dir {
+            continue;
+        }
+        for e in walkdir::WalkDir::new(&base)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter()
+            .flatten()
+        {
+            let Ok(rel) = e.path().strip_prefix(&base) else {
+                continue;
+            };
+            if rel.as_os_str().is_empty()
+                || crate::protocol::name::reserved(e.file_name().as_bytes())
+            {
+                continue;
+            }
+            let mut name = top.clone();
+            name.push(b'/');
+            name.extend_from_slice(rel.as_os_str().as_bytes());
+            if !offered.contains(&name) {
+                stats.failed += 1;
+                conn.queue(&Frame::Left {
+                    path: name,
+                    message: "only on the receiver".into(),
+                });
+            }
+        }
+    }
+    conn.send(&Frame::Summary {
+        files_ok: stats.ok,
+        files_failed: stats.failed,
+        bytes: 0,
+    })?;
+    Ok(stats)
+}
+
+/// The state of an offered file that OUT holds something at.
+#[allow(clippy::too_many_arguments)]
+fn file_state(
+    sh: &Shared,
+    h: &FileHeader,
+    dir: &Dir,
+    last: &OsStr,
+    md: &cap_std::fs::Metadata,
+    deep: bool,
+    files: &mut HashMap<Vec<u8>, (u64, u64)>,
+    name: &WireName,
+) -> SkipReason {
+    use cap_std::fs::MetadataExt;
+    if !md.is_file() || md.len() != h.size || h.flags & file_flags::DIGEST_FOLLOWS != 0 {
+        return SkipReason::Differs;
+    }
+    if same_content(sh, dir, last, h, !deep) {
+        files.insert(name.as_bytes().to_vec(), (md.dev(), md.ino()));
+        SkipReason::Identical
+    } else {
+        SkipReason::Differs
+    }
+}
