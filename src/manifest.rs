@@ -69,7 +69,11 @@ impl Writer {
     /// hidden: the manifest would lack a file.
     pub fn add(&self, digest: &Md5Digest, name: &[u8]) -> std::io::Result<()> {
         if let Ok(mut w) = self.written.lock() {
-            w.insert(name.to_vec(), *digest);
+            // Once per name: a later session (a retry, a pull's next
+            // call) finds the file there again, identical.
+            if w.insert(name.to_vec(), *digest) == Some(*digest) {
+                return Ok(());
+            }
         }
         let mut f = self
             .file

@@ -173,6 +173,10 @@ pub(super) fn check(conn: &mut Conn<Deadlined>, sh: &Shared, deep: bool) -> Resu
                     path: name,
                     message: "only on the receiver".into(),
                 });
+                // Bounded memory however much only this side has.
+                if stats.failed % 256 == 0 {
+                    conn.flush()?;
+                }
             }
         }
     }

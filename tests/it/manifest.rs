@@ -85,3 +85,19 @@ fn receivers_write_a_manifest_of_what_arrived_push_and_pull() {
     let (ok, n, said) = md5sum_check(&pulled, &manifest);
     assert!(ok && n == 4, "{said}");
 }
+
+/// A name comes once into a manifest, whatever number of sessions found
+/// it there (a second send of the same tree skips every file).
+#[test]
+fn a_receivers_manifest_names_each_file_once() {
+    let d = dirs();
+    let t = tree(&d.src);
+    let manifest = d.t().join("got.md5");
+    let rx = Receiver::start(&d.out, &["--manifest", s(&manifest)]);
+    for _ in 0..2 {
+        let out = send(&[s(&t)], rx.addr);
+        assert_status(&out, 0, "send");
+    }
+    let (ok, n, said) = md5sum_check(&d.out, &manifest);
+    assert!(ok && n == 4, "{said}");
+}
