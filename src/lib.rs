@@ -35,9 +35,11 @@
 //!   byte is leased from), `types.rs`.
 //! - [`send`]: the sender. `mod.rs` run and the `-j` split; `retry.rs`
 //!   attempts and backoff; `window.rs` one session's window; `link.rs`
-//!   handshake and the reader thread; `answer.rs` offers, bodies, answers; `stream.rs` bodies hashed while sent; `holes.rs` sparse files' extents;
-//!   `verdict.rs` answer → action (pure); `prepare.rs` the look-ahead
-//!   hashing thread; `types.rs`.
+//!   the reader thread and the calls of `--listen`; `answer.rs` offers,
+//!   bodies, answers; `stream.rs` bodies hashed while sent; `holes.rs`
+//!   sparse files' extents; `verdict.rs` answer → action (pure);
+//!   `prepare.rs` the look-ahead hashing thread; `types.rs`; `check.rs`
+//!   `ftx check` (offers without bodies; `recv/check.rs` answers them).
 //! - [`front`]: what every listening command shares (`gate.rs`, where
 //!   connections wait for their handshake, deciding with `handshake.rs`;
 //!   the session slots and eviction in `mod.rs`) and the dialer's
@@ -47,6 +49,8 @@
 //!   HTTP face, hyper, with `conns.rs` its connection caps and
 //!   `digests.rs` the digests it knows); `recv/pull.rs` is `ftx
 //!   get`, the receiving side driven from a dialer, `recv/list.rs` `ftx ls`.
+//!   [`cache`] also holds [`cache::Version`], a file version's identity
+//!   (the digest caches' key on both sides).
 //! - [`conn`]: a framed connection over any `Read + Write`; [`net`]: sockets
 //!   (the only user of socket2); [`auth`]: the token and the key derived
 //!   from it; [`secure`]: sealed sessions, `mod.rs` the Noise handshake
