@@ -422,3 +422,30 @@ fn get_json_has_one_summary_and_an_error_when_refused() {
     assert_eq!(ev[0]["role"], "get");
     assert_eq!(ev[1]["exit_code"], 1);
 }
+
+/// `ftx get --hash xxh3`: the server offers XXH3-128 digests, the getter
+/// checks with them.
+#[test]
+fn get_with_xxh3_digests() {
+    let d = dirs();
+    let t = tree(&d.src);
+    let srv = server(&[&t], &d.out, None, &[]);
+    let out = get(
+        None,
+        &[
+            "--hash",
+            "xxh3",
+            "--json",
+            &at(&srv, "tree"),
+            "--out",
+            s(&d.out),
+        ],
+    );
+    assert_status(&out, 0, "get --hash xxh3");
+    assert_trees_arrived(&t, d.out.join("tree"));
+    assert!(
+        text(&out.stdout).contains("\"hash\":\"xxh3\""),
+        "{}",
+        show(&out)
+    );
+}
