@@ -1,10 +1,11 @@
-//! The sender's digest cache: a retry, a resume or a later send of an
-//! unchanged file never hashes it again.
+//! The digest cache (sender, receiver, server): a retry, a resume, a later
+//! send or check of an unchanged file never hashes it again.
 //!
-//! An entry is keyed by what changes whenever the content can have changed:
-//! device, inode, size, and mtime and ctime in nanoseconds (as `fstat` gives
-//! them for the open file). It lives under `$XDG_CACHE_HOME/ftx/md5` (else
-//! `~/.cache/ftx/md5`), one small file per key holding the hex digest. A
+//! An entry is keyed by what changes whenever the content can have changed
+//! ([`Version`]: device, inode, size, and mtime and ctime in nanoseconds).
+//! It lives under `$XDG_CACHE_HOME/ftx/md5` (else `~/.cache/ftx/md5`): a
+//! file of [`MIN_SIZE`] or more has an entry file of its own holding the
+//! hex digest, smaller ones share one index of records (`index-v1`). A
 //! stale entry can only cost a retry: the receiver verifies every file, and
 //! a mismatch makes the sender forget the entry and hash afresh.
 
@@ -13,8 +14,8 @@ use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-/// Files smaller than this are hashed rather than looked up: hashing them
-/// costs less than the cache's own file operations.
+/// Files from this size on have an entry file each; smaller ones go into
+/// one index of fixed-size records (see [`Index`]), read once into memory.
 pub const MIN_SIZE: u64 = 1 << 20;
 
 /// One version of a file: what changes whenever its content can have
@@ -35,6 +36,18 @@ pub struct Version {
 }
 
 impl Version {
+    /// The version `md` (of cap-std, from a no-follow stat) describes.
+    pub fn of_cap(md: &cap_std::fs::Metadata) -> Version {
+        use cap_std::fs::MetadataExt;
+        Version {
+            dev: md.dev(),
+            ino: md.ino(),
+            len: md.len(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+        }
+    }
+
     /// The version `md` describes.
     pub fn of(md: &Metadata) -> Version {
         Version {
@@ -51,7 +64,114 @@ impl Version {
 #[derive(Debug, Clone)]
 pub struct DigestCache {
     dir: Option<PathBuf>,
+    /// Small files' digests, read on first use.
+    index: std::sync::Arc<std::sync::OnceLock<Option<Index>>>,
 }
+
+/// Records of small files' digests: one file of fixed-size records
+/// (device, inode, size, mtime, ctime, MD5, then an XXH3-64 of the rest),
+/// appended with `O_APPEND` (one `write` a record, so processes sharing
+/// the cache never interleave), read whole into memory on first use; a
+/// record that does not check out ends the reading. Past [`INDEX_MAX`]
+/// records it starts over: a cache may forget, never lie.
+#[derive(Debug)]
+struct Index {
+    map: std::sync::Mutex<std::collections::HashMap<Version, Md5Digest>>,
+    file: std::fs::File,
+}
+
+/// Bytes of one index record.
+const RECORD: usize = 80;
+/// Records read at most; a larger index is started over.
+const INDEX_MAX: u64 = 2 << 20;
+
+impl Index {
+    fn open(dir: &std::path::Path) -> Option<Index> {
+        use std::io::Read;
+        let path = dir.join("index-v1");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .ok()?;
+        let len = file.metadata().ok()?.len();
+        if len > INDEX_MAX * RECORD as u64 {
+            file.set_len(0).ok()?;
+        } else if len % RECORD as u64 != 0 {
+            // A torn last record (a writer stopped in the middle): cut
+            // it, so that the next ones stay aligned.
+            file.set_len(len - len % RECORD as u64).ok()?;
+        }
+        let mut raw = Vec::new();
+        file.read_to_end(&mut raw).ok()?;
+        let mut map = std::collections::HashMap::new();
+        for r in raw.chunks_exact(RECORD) {
+            let sum = u64::from_le_bytes(r[72..80].try_into().ok()?);
+            if xxhash_rust::xxh3::xxh3_64(&r[..72]) != sum {
+                break;
+            }
+            let n =
+                |i: usize| u64::from_le_bytes(r[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+            let v = Version {
+                dev: n(0),
+                ino: n(1),
+                len: n(2),
+                mtime: (n(3) as i64, n(4) as i64),
+                ctime: (n(5) as i64, n(6) as i64),
+            };
+            let mut d = [0u8; 16];
+            d.copy_from_slice(&r[56..72]);
+            if d == FORGOTTEN {
+                map.remove(&v);
+            } else {
+                map.insert(v, d);
+            }
+        }
+        Some(Index {
+            map: std::sync::Mutex::new(map),
+            file,
+        })
+    }
+
+    fn get(&self, v: &Version) -> Option<Md5Digest> {
+        self.map.lock().ok()?.get(v).copied()
+    }
+
+    fn put(&self, v: Version, d: &Md5Digest) {
+        use std::io::Write;
+        let Ok(mut map) = self.map.lock() else { return };
+        if map.get(&v) == Some(d) || (*d == FORGOTTEN && !map.contains_key(&v)) {
+            return;
+        }
+        let mut r = Vec::with_capacity(RECORD);
+        for n in [
+            v.dev,
+            v.ino,
+            v.len,
+            v.mtime.0 as u64,
+            v.mtime.1 as u64,
+            v.ctime.0 as u64,
+            v.ctime.1 as u64,
+        ] {
+            r.extend_from_slice(&n.to_le_bytes());
+        }
+        r.extend_from_slice(d);
+        let sum = xxhash_rust::xxh3::xxh3_64(&r);
+        r.extend_from_slice(&sum.to_le_bytes());
+        // One write: appended whole, never interleaved with another's.
+        if (&self.file).write_all(&r).is_ok() {
+            if *d == FORGOTTEN {
+                map.remove(&v);
+            } else {
+                map.insert(v, *d);
+            }
+        }
+    }
+}
+
+/// The digest field of a record that takes an earlier one back.
+const FORGOTTEN: Md5Digest = [0; 16];
 
 /// The cache directory from the environment, if one can be found.
 fn default_dir() -> Option<PathBuf> {
@@ -71,14 +191,33 @@ impl DigestCache {
     /// A cache in `dir` (`None`: disabled).
     pub fn at(dir: Option<PathBuf>) -> Self {
         let dir = dir.filter(|d| std::fs::create_dir_all(d).is_ok());
-        DigestCache { dir }
+        DigestCache {
+            dir,
+            index: std::sync::Arc::new(std::sync::OnceLock::new()),
+        }
+    }
+
+    fn index(&self) -> Option<&Index> {
+        let dir = self.dir.as_ref()?;
+        self.index.get_or_init(|| Index::open(dir)).as_ref()
+    }
+
+    /// The cached digest of this version of a file, if any.
+    pub fn get_version(&self, v: &Version) -> Option<Md5Digest> {
+        if v.len < MIN_SIZE {
+            return self.index()?.get(v);
+        }
+        self.read_entry(self.entry_path(v)?)
     }
 
     fn path(&self, md: &Metadata) -> Option<PathBuf> {
-        if md.len() < MIN_SIZE {
+        self.entry_path(&Version::of(md))
+    }
+
+    fn entry_path(&self, v: &Version) -> Option<PathBuf> {
+        if v.len < MIN_SIZE {
             return None;
         }
-        let v = Version::of(md);
         let key = format!(
             "{:x}-{:x}-{:x}-{}.{:09}-{}.{:09}",
             v.dev, v.ino, v.len, v.mtime.0, v.mtime.1, v.ctime.0, v.ctime.1
@@ -93,7 +232,11 @@ impl DigestCache {
 
     /// The cached digest of the file with metadata `md`.
     pub fn get(&self, md: &Metadata) -> Option<Md5Digest> {
-        let text = std::fs::read_to_string(self.path(md)?).ok()?;
+        self.get_version(&Version::of(md))
+    }
+
+    fn read_entry(&self, path: PathBuf) -> Option<Md5Digest> {
+        let text = std::fs::read_to_string(path).ok()?;
         let text = text.trim();
         if text.len() != 32 {
             return None;
@@ -107,6 +250,12 @@ impl DigestCache {
 
     /// Records a digest (best effort; written atomically).
     pub fn put(&self, md: &Metadata, d: &Md5Digest) {
+        if md.len() < MIN_SIZE {
+            if let Some(i) = self.index() {
+                i.put(Version::of(md), d);
+            }
+            return;
+        }
         let Some(path) = self.path(md) else { return };
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         if std::fs::write(&tmp, hex(d)).is_ok() && std::fs::rename(&tmp, &path).is_err() {
@@ -116,6 +265,12 @@ impl DigestCache {
 
     /// Forgets the entry of a file (after the receiver found it stale).
     pub fn forget(&self, md: &Metadata) {
+        if md.len() < MIN_SIZE {
+            if let Some(i) = self.index() {
+                i.put(Version::of(md), &FORGOTTEN);
+            }
+            return;
+        }
         if let Some(p) = self.path(md) {
             let _ = std::fs::remove_file(p);
         }
@@ -125,6 +280,35 @@ impl DigestCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_files_go_into_the_index_and_survive_a_reopening() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let dir = t.path().join("c");
+        let cache = DigestCache::at(Some(dir.clone()));
+        let f = t.path().join("small");
+        std::fs::write(&f, b"small").expect("write");
+        let md = std::fs::metadata(&f).expect("md");
+        assert_eq!(cache.get(&md), None);
+        cache.put(&md, &[7; 16]);
+        assert_eq!(cache.get(&md), Some([7; 16]));
+        // Another process (a fresh cache) reads it back.
+        assert_eq!(DigestCache::at(Some(dir.clone())).get(&md), Some([7; 16]));
+        cache.forget(&md);
+        assert_eq!(cache.get(&md), None);
+        assert_eq!(DigestCache::at(Some(dir.clone())).get(&md), None);
+        // A torn record at the end is ignored, the rest stays.
+        cache.put(&md, &[8; 16]);
+        let idx = dir.join("index-v1");
+        let mut raw = std::fs::read(&idx).expect("index");
+        raw.extend_from_slice(&[1, 2, 3]);
+        std::fs::write(&idx, &raw).expect("write");
+        assert_eq!(DigestCache::at(Some(dir)).get(&md), Some([8; 16]));
+        // Any write makes it another version.
+        std::fs::write(&f, b"small").expect("write");
+        let md2 = std::fs::metadata(&f).expect("md");
+        assert_eq!(cache.get(&md2), None);
+    }
 
     #[test]
     fn put_get_forget_and_change() {
@@ -146,15 +330,13 @@ mod tests {
     }
 
     #[test]
-    fn small_files_and_disabled_cache_are_not_cached() {
+    fn a_disabled_cache_keeps_nothing() {
         let t = tempfile::tempdir().expect("tempdir");
         let f = t.path().join("f");
         std::fs::write(&f, b"small").expect("write");
         let md = std::fs::metadata(&f).expect("md");
-        let cache = DigestCache::at(Some(t.path().join("c")));
-        cache.put(&md, &[7; 16]);
-        assert_eq!(cache.get(&md), None);
         let off = DigestCache::at(None);
+        off.put(&md, &[7; 16]);
         assert_eq!(off.get(&md), None);
     }
 }

@@ -63,6 +63,8 @@ pub struct Entry {
     /// opened only through it, never through a symlink and never on
     /// another file system, whatever changed since the walk.
     pub within: Option<std::sync::Arc<Within>>,
+    /// The version of the file the walk saw (regular files).
+    pub version: Option<crate::cache::Version>,
 }
 
 /// A served root, held open (see [`Entry::within`]).
@@ -193,6 +195,7 @@ fn entry(kind: Kind, local: &Path, name: WireName, md: &Metadata) -> Entry {
         stdin: false,
         follow: false,
         within: None,
+        version: md.is_file().then(|| crate::cache::Version::of(md)),
     }
 }
 
@@ -237,6 +240,7 @@ pub fn walk(sources: &[PathBuf], opts: WalkOptions, stdin_name: Option<&str>) ->
                 stdin: true,
                 follow: false,
                 within: None,
+                version: None,
             });
             continue;
         }

@@ -29,11 +29,23 @@ enum Found {
     At(Dir, OsString, Box<cap_std::fs::Metadata>),
 }
 
-fn lookup(root: &Dir, name: &WireName) -> Found {
+/// The directory an entry was last found in, by its wire path: entries
+/// come in walk order, so most share their parent with the one before.
+type LastDir = Option<(Vec<u8>, Dir)>;
+
+fn lookup(root: &Dir, name: &WireName, last_dir: &mut LastDir) -> Found {
     let comps: Vec<&OsStr> = name.components().collect();
     let Some((last, parents)) = comps.split_last() else {
         return Found::Missing;
     };
+    let parent_key = name.as_bytes()[..name.as_bytes().len() - last.len()].to_vec();
+    if let Some((k, d)) = last_dir {
+        if *k == parent_key {
+            if let Ok(dir) = d.try_clone() {
+                return look_in(dir, last);
+            }
+        }
+    }
     let Ok(mut dir) = root.try_clone() else {
         return Found::Blocked;
     };
@@ -44,6 +56,13 @@ fn lookup(root: &Dir, name: &WireName) -> Found {
             Err(_) => return Found::Blocked,
         };
     }
+    if let Ok(d) = dir.try_clone() {
+        *last_dir = Some((parent_key, d));
+    }
+    look_in(dir, last)
+}
+
+fn look_in(dir: Dir, last: &OsStr) -> Found {
     match dir.symlink_metadata(last) {
         Ok(md) => Found::At(dir, last.to_os_string(), Box::new(md)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Found::Missing,
@@ -59,6 +78,7 @@ pub(super) fn check(conn: &mut Conn<Deadlined>, sh: &Shared, deep: bool) -> Resu
     // Files answered "same", by name: a LINK to one of them is the same
     // when it is that very file.
     let mut files: HashMap<Vec<u8>, (u64, u64)> = HashMap::new();
+    let mut last_dir: LastDir = None;
     loop {
         let frame = match conn.read_frame() {
             Ok(Some(f)) => f,
@@ -104,7 +124,7 @@ pub(super) fn check(conn: &mut Conn<Deadlined>, sh: &Shared, deep: bool) -> Resu
         if let Some(top) = name.as_bytes().split(|b| *b == b'/').next() {
             tops.insert(top.to_vec());
         }
-        let found = lookup(&sh.root, &name);
+        let found = lookup(&sh.root, &name, &mut last_dir);
         let reason = match (&frame, found) {
             (_, Found::Missing) => SkipReason::Missing,
             (_, Found::Blocked) => SkipReason::Differs,
@@ -204,7 +224,15 @@ fn file_state(
     if !md.is_file() || md.len() != h.size || h.flags & file_flags::DIGEST_FOLLOWS != 0 {
         return SkipReason::Differs;
     }
-    if same_content(sh, dir, last, h, !deep) {
+    // This very version's digest, known: no need to open the file.
+    let known = (!deep && file_flags::algo(h.flags) == crate::digest::Algo::Md5)
+        .then(|| sh.digests.get_version(&crate::cache::Version::of_cap(md)))
+        .flatten();
+    let same = match known {
+        Some(d) => d == h.md5,
+        None => same_content(sh, dir, last, h, !deep),
+    };
+    if same {
         files.insert(name.as_bytes().to_vec(), (md.dev(), md.ino()));
         SkipReason::Identical
     } else {

@@ -21,8 +21,8 @@ use crate::walk::{self, Entry, Kind};
 use anyhow::{Context, Result};
 use std::io::Write;
 
-/// Offers in flight at most.
-const WINDOW: usize = 128;
+/// Offers in flight at most (they are small, and answered at once).
+const WINDOW: usize = 1024;
 
 /// Runs `ftx check`.
 pub fn run(cfg: &CheckConfig) -> Result<Exit> {
@@ -214,6 +214,24 @@ fn offer(e: &Entry, id: u32, algo: Algo, cache: &DigestCache) -> Result<Frame, S
         }),
         Kind::File => {
             let local = escape(&e.local.to_string_lossy());
+            // The digest of the version the walk saw, known: no need to
+            // open the file.
+            let known = e
+                .version
+                .filter(|_| algo == Algo::Md5)
+                .and_then(|v| cache.get_version(&v).map(|d| (v, d)));
+            if let Some((v, d)) = known {
+                return Ok(Frame::File(FileHeader {
+                    id,
+                    size: v.len,
+                    mode: e.mode,
+                    mtime_s: e.mtime_s,
+                    mtime_ns: e.mtime_ns,
+                    flags: 0,
+                    md5: d,
+                    path,
+                }));
+            }
             let file = e
                 .open(rustix::fs::OFlags::NONBLOCK)
                 .map_err(|err| format!("cannot read {local}: {err}"))?;
@@ -238,21 +256,25 @@ fn offer(e: &Entry, id: u32, algo: Algo, cache: &DigestCache) -> Result<Frame, S
                     d
                 }
             };
-            use std::os::unix::fs::MetadataExt;
-            Ok(Frame::File(FileHeader {
-                id,
-                size: md.len(),
-                mode: md.mode(),
-                mtime_s: md.mtime(),
-                mtime_ns: md.mtime_nsec().clamp(0, 999_999_999) as u32,
-                flags: if algo == Algo::Xxh3 {
-                    file_flags::XXH3
-                } else {
-                    0
-                },
-                md5,
-                path,
-            }))
+            Ok(file_frame(id, &md, algo, md5, path))
         }
     }
+}
+
+fn file_frame(id: u32, md: &std::fs::Metadata, algo: Algo, md5: [u8; 16], path: Vec<u8>) -> Frame {
+    use std::os::unix::fs::MetadataExt;
+    Frame::File(FileHeader {
+        id,
+        size: md.len(),
+        mode: md.mode(),
+        mtime_s: md.mtime(),
+        mtime_ns: md.mtime_nsec().clamp(0, 999_999_999) as u32,
+        flags: if algo == Algo::Xxh3 {
+            file_flags::XXH3
+        } else {
+            0
+        },
+        md5,
+        path,
+    })
 }

@@ -334,6 +334,7 @@ mod tests {
             stdin: false,
             follow,
             within: None,
+            version: None,
         }
     }
 
