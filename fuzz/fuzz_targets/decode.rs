@@ -30,13 +30,15 @@ fn cut(s: &str) -> Option<String> {
 }
 
 /// What a frame becomes after `encode` + `decode`, and whether that differs
-/// from the frame itself.
+/// from the frame itself (text cut; a PULL's paths past the cap are never
+/// decoded in the first place).
 fn normalized(f: &Frame) -> (Frame, bool) {
     let mut g = f.clone();
     let text = match &mut g {
         Frame::Hello { agent, .. } | Frame::Welcome { agent, .. } => Some(agent),
         Frame::Reject { message, .. }
         | Frame::Result { message, .. }
+        | Frame::Left { message, .. }
         | Frame::Error { message, .. } => Some(message),
         _ => None,
     };
@@ -57,6 +59,7 @@ fn lossy(f: &Frame) -> bool {
         | Frame::Welcome { agent: t, .. }
         | Frame::Reject { message: t, .. }
         | Frame::Result { message: t, .. }
+        | Frame::Left { message: t, .. }
         | Frame::Error { message: t, .. } => t.contains('\u{FFFD}'),
         _ => false,
     }
