@@ -294,6 +294,35 @@ pub struct GetArgs {
     pub hash: HashArg,
 }
 
+/// How a command that only dials reaches its peer (`ftx ls`, `ftx check`).
+#[derive(Debug, Args)]
+pub struct Dialing {
+    /// Give up on a peer silent for this many seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Give up connecting after this many seconds.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub connect_timeout: u64,
+    /// File holding the shared token (else $FTX_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The cipher of an encrypted session.
+    #[arg(long, value_enum, default_value_t = CipherArg::Auto, value_name = "CIPHER", env = "FTX_CIPHER")]
+    pub cipher: CipherArg,
+}
+
+impl Dialing {
+    /// The plain config; reads the token.
+    fn into_config(self) -> anyhow::Result<crate::config::Dialing> {
+        Ok(crate::config::Dialing {
+            timeout: Duration::from_secs(self.timeout),
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            token: crate::auth::load_token(self.token_file.as_deref())?,
+            cipher: self.cipher.choice(),
+        })
+    }
+}
+
 /// `ftx check`.
 #[derive(Debug, Args)]
 #[command(after_help = "Example: ftx check dist/ ci-host:6000 (exit 0: the same; 7: they differ)")]
@@ -317,18 +346,9 @@ pub struct CheckArgs {
     /// No summary line when everything is the same.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Give up on a receiver silent for this many seconds.
-    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout: u64,
-    /// Give up connecting after this many seconds.
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
-    pub connect_timeout: u64,
-    /// File holding the shared token (else $FTX_TOKEN).
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-    /// The cipher of an encrypted session.
-    #[arg(long, value_enum, default_value_t = CipherArg::Auto, value_name = "CIPHER", env = "FTX_CIPHER")]
-    pub cipher: CipherArg,
+    /// How to reach the receiver.
+    #[command(flatten)]
+    pub dialing: Dialing,
 }
 
 impl CheckArgs {
@@ -352,10 +372,7 @@ impl CheckArgs {
             cache: !self.no_cache,
             json: self.json,
             quiet: self.quiet,
-            timeout: Duration::from_secs(self.timeout),
-            connect_timeout: Duration::from_secs(self.connect_timeout),
-            token: crate::auth::load_token(self.token_file.as_deref())?,
-            cipher: self.cipher.choice(),
+            dialing: self.dialing.into_config()?,
         })
     }
 }
@@ -390,18 +407,9 @@ pub struct LsArgs {
     /// One JSON object per entry on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Give up on a server silent for this many seconds.
-    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout: u64,
-    /// Give up connecting after this many seconds.
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
-    pub connect_timeout: u64,
-    /// File holding the shared token (else $FTX_TOKEN).
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-    /// The cipher of an encrypted session.
-    #[arg(long, value_enum, default_value_t = CipherArg::Auto, value_name = "CIPHER", env = "FTX_CIPHER")]
-    pub cipher: CipherArg,
+    /// How to reach the server.
+    #[command(flatten)]
+    pub dialing: Dialing,
 }
 
 /// `ftx serve`.
@@ -783,10 +791,7 @@ impl LsArgs {
             target,
             paths: path.into_iter().collect(),
             json: self.json,
-            timeout: Duration::from_secs(self.timeout),
-            connect_timeout: Duration::from_secs(self.connect_timeout),
-            token: crate::auth::load_token(self.token_file.as_deref())?,
-            cipher: self.cipher.choice(),
+            dialing: self.dialing.into_config()?,
         })
     }
 }

@@ -130,14 +130,8 @@ pub struct CheckConfig {
     pub json: bool,
     /// No summary line when all is the same.
     pub quiet: bool,
-    /// A receiver silent this long is given up.
-    pub timeout: Duration,
-    /// How long connecting may take.
-    pub connect_timeout: Duration,
-    /// The shared token, if any.
-    pub token: Option<Token>,
-    /// The cipher asked for when sealed.
-    pub cipher: Option<crate::secure::Cipher>,
+    /// How to reach the receiver.
+    pub dialing: Dialing,
 }
 
 /// What `ftx ls` does.
@@ -149,7 +143,14 @@ pub struct ListConfig {
     pub paths: Vec<Vec<u8>>,
     /// One JSON object per entry.
     pub json: bool,
-    /// A server silent this long is given up.
+    /// How to reach the server.
+    pub dialing: Dialing,
+}
+
+/// How a command that dials reaches its peer.
+#[derive(Debug, Clone)]
+pub struct Dialing {
+    /// A peer silent this long is given up.
     pub timeout: Duration,
     /// How long connecting may take.
     pub connect_timeout: Duration,

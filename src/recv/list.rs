@@ -44,10 +44,10 @@ pub fn run(cfg: &ListConfig) -> Result<Exit> {
     let target = &cfg.target;
     let mut conn = dial::dial(
         target,
-        cfg.connect_timeout,
-        cfg.timeout,
-        cfg.token.as_ref(),
-        cfg.cipher,
+        cfg.dialing.connect_timeout,
+        cfg.dialing.timeout,
+        cfg.dialing.token.as_ref(),
+        cfg.dialing.cipher,
         &first,
     )
     .map_err(|b| b.err)?;

@@ -33,10 +33,10 @@ pub fn run(cfg: &CheckConfig) -> Result<Exit> {
     let flags = if cfg.deep { check_flags::DEEP } else { 0 };
     let mut conn = dial::dial(
         target,
-        cfg.connect_timeout,
-        cfg.timeout,
-        cfg.token.as_ref(),
-        cfg.cipher,
+        cfg.dialing.connect_timeout,
+        cfg.dialing.timeout,
+        cfg.dialing.token.as_ref(),
+        cfg.dialing.cipher,
         &Frame::Check { flags },
     )
     .map_err(|b| b.err)?;
