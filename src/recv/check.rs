@@ -25,8 +25,9 @@ enum Found {
     Missing,
     /// A component on the way is not a directory (a file or a symlink).
     Blocked,
-    /// Something there: its directory, its name, what it is.
-    At(Dir, OsString, Box<cap_std::fs::Metadata>),
+    /// Something there: its name and what it is (its directory is the
+    /// one [`lookup`] left in [`LastDir`]).
+    At(OsString, Box<cap_std::fs::Metadata>),
 }
 
 /// The directory an entry was last found in, by its wire path: entries
@@ -39,11 +40,9 @@ fn lookup(root: &Dir, name: &WireName, last_dir: &mut LastDir) -> Found {
         return Found::Missing;
     };
     let parent_key = name.as_bytes()[..name.as_bytes().len() - last.len()].to_vec();
-    if let Some((k, d)) = last_dir {
+    if let Some((k, d)) = last_dir.as_ref() {
         if *k == parent_key {
-            if let Ok(dir) = d.try_clone() {
-                return look_in(dir, last);
-            }
+            return look_in(d, last);
         }
     }
     let Ok(mut dir) = root.try_clone() else {
@@ -56,15 +55,14 @@ fn lookup(root: &Dir, name: &WireName, last_dir: &mut LastDir) -> Found {
             Err(_) => return Found::Blocked,
         };
     }
-    if let Ok(d) = dir.try_clone() {
-        *last_dir = Some((parent_key, d));
-    }
-    look_in(dir, last)
+    let found = look_in(&dir, last);
+    *last_dir = Some((parent_key, dir));
+    found
 }
 
-fn look_in(dir: Dir, last: &OsStr) -> Found {
+fn look_in(dir: &Dir, last: &OsStr) -> Found {
     match dir.symlink_metadata(last) {
-        Ok(md) => Found::At(dir, last.to_os_string(), Box::new(md)),
+        Ok(md) => Found::At(last.to_os_string(), Box::new(md)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Found::Missing,
         Err(_) => Found::Blocked,
     }
@@ -125,20 +123,22 @@ pub(super) fn check(conn: &mut Conn<Deadlined>, sh: &Shared, deep: bool) -> Resu
             tops.insert(top.to_vec());
         }
         let found = lookup(&sh.root, &name, &mut last_dir);
-        let reason = match (&frame, found) {
-            (_, Found::Missing) => SkipReason::Missing,
-            (_, Found::Blocked) => SkipReason::Differs,
-            (Frame::File(h), Found::At(dir, last, md)) => {
-                file_state(sh, h, &dir, &last, &md, deep, &mut files, &name)
+        // With `At`, the entry's directory is the one lookup left.
+        let dir = last_dir.as_ref().map(|(_, d)| d);
+        let reason = match (&frame, found, dir) {
+            (_, Found::Missing, _) => SkipReason::Missing,
+            (_, Found::Blocked, _) | (_, Found::At(..), None) => SkipReason::Differs,
+            (Frame::File(h), Found::At(last, md), Some(dir)) => {
+                file_state(sh, h, dir, &last, &md, deep, &mut files, &name)
             }
-            (Frame::Dir(_), Found::At(_, _, md)) if md.is_dir() => SkipReason::Identical,
-            (Frame::Symlink { target, .. }, Found::At(dir, last, md)) if md.is_symlink() => {
+            (Frame::Dir(_), Found::At(_, md), _) if md.is_dir() => SkipReason::Identical,
+            (Frame::Symlink { target, .. }, Found::At(last, md), Some(dir)) if md.is_symlink() => {
                 match dir.read_link_contents(&last) {
                     Ok(t) if t.as_os_str().as_bytes() == target.as_slice() => SkipReason::Identical,
                     _ => SkipReason::Differs,
                 }
             }
-            (Frame::Link { target, .. }, Found::At(_, _, md)) if md.is_file() => {
+            (Frame::Link { target, .. }, Found::At(_, md), _) if md.is_file() => {
                 use cap_std::fs::MetadataExt;
                 match files.get(target.as_slice()) {
                     Some(&(dev, ino)) if (md.dev(), md.ino()) == (dev, ino) => {

@@ -88,3 +88,32 @@ fn check_finds_exactly_what_differs_plain_and_encrypted() {
         );
     }
 }
+
+/// A file where the tree has a directory: the directory and everything
+/// offered under it differ; nothing is followed or written.
+#[test]
+fn check_reports_a_file_in_the_way_of_a_directory() {
+    let d = dirs();
+    let t = d.src.join("t");
+    fs::create_dir_all(t.join("sub")).expect("mkdir");
+    fs::write(t.join("sub/a.txt"), b"a").expect("write");
+    fs::write(t.join("top.txt"), b"top").expect("write");
+    let rx = Receiver::start(&d.out, &[]);
+    fs::create_dir(d.out.join("t")).expect("mkdir");
+    fs::write(d.out.join("t/sub"), b"a file, not a directory").expect("write");
+    std::os::unix::fs::symlink("/etc", d.out.join("t/top.txt")).expect("symlink");
+    let out = check(None, &[s(&t)], rx.addr);
+    assert_eq!(out.status.code(), Some(7), "{}", show(&out));
+    let lines = text(&out.stdout);
+    let mut got: Vec<&str> = lines.lines().collect();
+    got.sort();
+    assert_eq!(
+        got,
+        ["* t/sub", "* t/sub/a.txt", "* t/top.txt", "= t"],
+        "{lines}"
+    );
+    assert_eq!(
+        fs::read(d.out.join("t/sub")).expect("read"),
+        b"a file, not a directory"
+    );
+}
