@@ -270,31 +270,22 @@ pub struct GetArgs {
     /// How files are written and reported.
     #[command(flatten)]
     pub writing: Writing,
-    /// Give up on a server silent for this many seconds.
-    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout: u64,
-    /// Give up one connection attempt after this many seconds.
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
-    pub connect_timeout: u64,
+    /// How to reach the server.
+    #[command(flatten)]
+    pub dialing: Dialing,
     /// Keep trying for this many seconds without progress (0: no retry).
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub retry_for: u64,
     /// Newline-delimited JSON events on stdout (see README).
     #[arg(long)]
     pub json: bool,
-    /// File holding the shared token (else $FTX_TOKEN).
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-    /// The cipher of an encrypted session.
-    #[arg(long, value_enum, default_value_t = CipherArg::Auto, value_name = "CIPHER", env = "FTX_CIPHER")]
-    pub cipher: CipherArg,
     /// The digest the server offers files with (xxh3: faster, not
     /// cryptographic).
     #[arg(long, value_enum, default_value_t = HashArg::Md5)]
     pub hash: HashArg,
 }
 
-/// How a command that only dials reaches its peer (`ftx ls`, `ftx check`).
+/// How a command that dials reaches its peer (`ftx get`, `ftx ls`, `ftx check`).
 #[derive(Debug, Args)]
 pub struct Dialing {
     /// Give up on a peer silent for this many seconds.
@@ -750,6 +741,7 @@ impl GetArgs {
                 }
             }
         }
+        let dialing = self.dialing.into_config()?;
         Ok(RecvConfig {
             bind: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
             port: 0,
@@ -763,17 +755,17 @@ impl GetArgs {
             verbose: self.writing.verbose,
             cache: !self.writing.no_cache,
             manifest: self.writing.manifest.clone(),
-            timeout: Duration::from_secs(self.timeout),
+            timeout: dialing.timeout,
             max_sessions: usize::from(self.streams) + 1,
             json: self.json,
-            token: crate::auth::load_token(self.token_file.as_deref())?,
-            cipher: self.cipher.choice(),
+            token: dialing.token,
+            cipher: dialing.cipher,
             max_names: crate::config::DEFAULT_MAX_NAMES,
             connect: target,
             retry_for: Duration::from_secs(self.retry_for),
             paths,
             streams: usize::from(self.streams),
-            connect_timeout: Duration::from_secs(self.connect_timeout),
+            connect_timeout: dialing.connect_timeout,
             hash: match self.hash {
                 HashArg::Md5 => crate::digest::Algo::Md5,
                 HashArg::Xxh3 => crate::digest::Algo::Xxh3,

@@ -268,6 +268,15 @@ impl<S: Read + Write + FrameClock> Conn<S> {
         Ok(())
     }
 
+    /// Ends the session with ERROR `code`: best effort, as the peer may
+    /// be gone already (whoever calls it is closing the connection).
+    pub fn send_error(&mut self, code: crate::protocol::ErrorCode, message: impl Into<String>) {
+        let _ = self.send(&Frame::Error {
+            code: code.code(),
+            message: message.into(),
+        });
+    }
+
     /// Queues a frame and flushes everything queued.
     pub fn send(&mut self, frame: &Frame) -> Result<(), ConnError> {
         self.queue(frame);

@@ -23,7 +23,7 @@ pub(crate) use handshake::addr_key;
 use crate::auth::Token;
 use crate::conn::Conn;
 use crate::net::{self, Activity, Deadlined};
-use crate::protocol::{ErrorCode, Frame};
+use crate::protocol::ErrorCode;
 use crate::secure::{Cipher, Wire};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
@@ -269,10 +269,10 @@ impl Drop for LiveGuard<'_> {
 pub fn refuse_busy(stream: TcpStream, n: usize) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let mut conn = Conn::new(stream);
-    let _ = conn.send(&Frame::Error {
-        code: ErrorCode::Busy.code(),
-        message: format!("busy: {n} sessions already running, try again later"),
-    });
+    conn.send_error(
+        ErrorCode::Busy,
+        format!("busy: {n} sessions already running, try again later"),
+    );
 }
 
 /// A connection whose handshake is done, whichever side dialed: the

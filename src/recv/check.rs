@@ -91,19 +91,13 @@ pub(super) fn check(conn: &mut Conn<Deadlined>, sh: &Shared, deep: bool) -> Resu
             Frame::End { .. } => break,
             other => {
                 let msg = format!("unexpected {} in a check", other.name());
-                let _ = conn.send(&Frame::Error {
-                    code: ErrorCode::Protocol.code(),
-                    message: msg.clone(),
-                });
+                conn.send_error(ErrorCode::Protocol, msg.clone());
                 bail!("{msg}");
             }
         };
         if offered.len() >= MAX_SESSION_ENTRIES {
             let msg = format!("more than {MAX_SESSION_ENTRIES} entries in one check");
-            let _ = conn.send(&Frame::Error {
-                code: ErrorCode::Protocol.code(),
-                message: msg.clone(),
-            });
+            conn.send_error(ErrorCode::Protocol, msg.clone());
             bail!("{msg}");
         }
         let name = match WireName::from_bytes(&path) {

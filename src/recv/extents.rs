@@ -50,10 +50,7 @@ impl ExtentError {
 /// Sends ERROR 1 on `conn` (best effort) and builds the error that ends
 /// the session.
 pub(super) fn protocol_error(conn: &mut Conn<Deadlined>, msg: String) -> anyhow::Error {
-    let _ = conn.send(&Frame::Error {
-        code: ErrorCode::Protocol.code(),
-        message: msg.clone(),
-    });
+    conn.send_error(ErrorCode::Protocol, msg.clone());
     anyhow::anyhow!("protocol error: {msg}")
 }
 

@@ -151,10 +151,10 @@ pub fn run(cfg: &ListConfig) -> Result<Exit> {
                     .with_context(|| format!("listing from {target}"))
             }
             other => {
-                let _ = conn.send(&Frame::Error {
-                    code: ErrorCode::Protocol.code(),
-                    message: format!("unexpected {} in a listing", other.name()),
-                });
+                conn.send_error(
+                    ErrorCode::Protocol,
+                    format!("unexpected {} in a listing", other.name()),
+                );
                 bail!("{target} sent {} in a listing", other.name());
             }
         };

@@ -181,10 +181,7 @@ impl<'a> Session<'a, '_> {
             n => format!("{n} entries of this session failed"),
         };
         let msg = format!("stopped receiving: {cause}; {failed}, the rest were not taken");
-        let _ = self.conn.send(&Frame::Error {
-            code: ErrorCode::Internal.code(),
-            message: msg.clone(),
-        });
+        self.conn.send_error(ErrorCode::Internal, msg.clone());
         anyhow::anyhow!(msg)
     }
 

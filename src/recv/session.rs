@@ -116,10 +116,7 @@ pub(super) fn session(o: Opened, sh: &Shared, began: Began) -> Result<Stats> {
                 "evicted: every session slot was taken and this session made no progress for {} s or more; try again",
                 crate::front::EVICT_AFTER.as_secs()
             );
-            let _ = s.conn.send(&Frame::Error {
-                code: ErrorCode::Busy.code(),
-                message: msg.clone(),
-            });
+            s.conn.send_error(ErrorCode::Busy, msg.clone());
             result = Err(anyhow::anyhow!(msg));
         }
         sh.remembered.fetch_sub(s.seen.len(), Ordering::Relaxed);
@@ -192,10 +189,7 @@ enum First {
 /// CHECK (a peer asking it for files gets ERROR 8 and nothing of OUT).
 fn expect_push(conn: &mut Conn<Deadlined>) -> Result<First> {
     let refuse = |conn: &mut Conn<Deadlined>, code: ErrorCode, msg: String| {
-        let _ = conn.send(&Frame::Error {
-            code: code.code(),
-            message: msg.clone(),
-        });
+        conn.send_error(code, msg.clone());
         anyhow::anyhow!("refused: {msg}")
     };
     match conn.read_frame() {
@@ -275,10 +269,7 @@ impl<'a> Session<'a, '_> {
                     "no progress for {} s (no file bytes, no entry accepted): session ended",
                     idle.as_secs()
                 );
-                let _ = self.conn.send(&Frame::Error {
-                    code: ErrorCode::Timeout.code(),
-                    message: msg.clone(),
-                });
+                self.conn.send_error(ErrorCode::Timeout, msg.clone());
                 bail!("{msg}");
             }
             match frame {
@@ -293,10 +284,7 @@ impl<'a> Session<'a, '_> {
                         "receiver busy: its sessions remember {} names already, try again later",
                         self.sh.cfg.max_names
                     );
-                    let _ = self.conn.send(&Frame::Error {
-                        code: ErrorCode::Busy.code(),
-                        message: msg.clone(),
-                    });
+                    self.conn.send_error(ErrorCode::Busy, msg.clone());
                     bail!("{msg}");
                 }
                 Frame::File(_) | Frame::Dir(_) if self.seen.len() >= admit::MAX_ENTRIES => {

@@ -170,10 +170,10 @@ fn unexpected(conn: &mut Conn<Wire>, target: &str, f: &Frame) -> anyhow::Error {
     if let Frame::Error { code, message } = f {
         return dial::peer_error(*code, message).context(format!("checking against {target}"));
     }
-    let _ = conn.send(&Frame::Error {
-        code: crate::protocol::ErrorCode::Protocol.code(),
-        message: format!("unexpected {} in a check", f.name()),
-    });
+    conn.send_error(
+        crate::protocol::ErrorCode::Protocol,
+        format!("unexpected {} in a check", f.name()),
+    );
     ExitError::new(
         Exit::Failure,
         format!(

@@ -88,10 +88,7 @@ pub(super) fn take_call(
         crate::net::tune(&o.stream, timeout)?;
         let mut conn = Conn::with_buffered(o.wire, &o.leftover);
         let refuse = |conn: &mut Conn<Wire>, code: ErrorCode, msg: &str| {
-            let _ = conn.send(&Frame::Error {
-                code: code.code(),
-                message: msg.to_owned(),
-            });
+            conn.send_error(code, msg.to_owned());
             eprintln!("ftx: the call from {peer}: refused: {msg}");
         };
         match conn.expect_frame() {

@@ -315,10 +315,7 @@ fn serve_one(a: crate::front::Admitted, cfg: &ServeConfig, roots: &[Root]) -> Re
 
 /// Answers ERROR and ends the session (the error is its log line).
 fn refuse<T>(conn: &mut Conn<Wire>, code: ErrorCode, msg: &str) -> Result<T> {
-    let _ = conn.send(&Frame::Error {
-        code: code.code(),
-        message: msg.to_owned(),
-    });
+    conn.send_error(code, msg.to_owned());
     bail!("refused: {msg}")
 }
 
