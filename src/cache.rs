@@ -263,6 +263,33 @@ impl DigestCache {
         }
     }
 
+    /// The `algo` digest of `file`, open, as `md` (its `fstat`) describes
+    /// it: the cached one when `use_cached` and `algo` is MD5, else hashed
+    /// now, and kept only if the file did not change while it was read.
+    pub fn digest_of(
+        &self,
+        algo: crate::digest::Algo,
+        file: &std::fs::File,
+        md: &Metadata,
+        use_cached: bool,
+    ) -> std::io::Result<Md5Digest> {
+        let md5 = algo == crate::digest::Algo::Md5;
+        if md5 && use_cached {
+            if let Some(d) = self.get(md) {
+                return Ok(d);
+            }
+        }
+        let d = crate::digest::hash_reader_as(algo, file, md.len(), |_| {})?;
+        if md5
+            && file
+                .metadata()
+                .is_ok_and(|now| Version::of(&now) == Version::of(md))
+        {
+            self.put(md, &d);
+        }
+        Ok(d)
+    }
+
     /// Forgets the entry of a file (after the receiver found it stale).
     pub fn forget(&self, md: &Metadata) {
         if md.len() < MIN_SIZE {

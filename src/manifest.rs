@@ -11,7 +11,7 @@
 //! was skipped as identical.
 
 use crate::cache::DigestCache;
-use crate::digest::{hash_reader_as, hex, Algo, Md5Digest};
+use crate::digest::{hex, Algo, Md5Digest};
 use crate::exit::Exit;
 use crate::sanitize::escape;
 use crate::walk::{self, Kind};
@@ -124,23 +124,8 @@ pub fn run(
     for e in &w.entries {
         let digest = match e.kind {
             Kind::File => {
-                let d = std::fs::File::open(&e.local).and_then(|f| {
-                    let md = f.metadata()?;
-                    if algo == Algo::Md5 {
-                        if let Some(d) = cache.get(&md) {
-                            return Ok(d);
-                        }
-                    }
-                    let d = hash_reader_as(algo, &f, md.len(), |_| {})?;
-                    if algo == Algo::Md5
-                        && f.metadata().is_ok_and(|now| {
-                            crate::cache::Version::of(&now) == crate::cache::Version::of(&md)
-                        })
-                    {
-                        cache.put(&md, &d);
-                    }
-                    Ok(d)
-                });
+                let d = std::fs::File::open(&e.local)
+                    .and_then(|f| cache.digest_of(algo, &f, &f.metadata()?, true));
                 match d {
                     Ok(d) => {
                         digests.insert(e.name.as_bytes().to_vec(), d);

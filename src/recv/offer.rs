@@ -307,24 +307,15 @@ pub(super) fn same_content(
         let Ok(file) = opened.map(|f| f.into_std()) else {
             return false;
         };
-        let algo = file_flags::algo(h.flags);
-        let before = file.metadata().ok();
-        // The receiver's cache, keyed by this version of the file (any
-        // write changes its ctime): never a record that could go stale.
-        if let (crate::digest::Algo::Md5, Some(md), true) = (algo, &before, cached) {
-            if let Some(d) = sh.digests.get(md) {
-                return d == h.md5;
-            }
-        }
-        let Ok(d) = crate::digest::hash_reader_as(algo, &file, h.size, |_| {}) else {
+        let Ok(md) = file.metadata() else {
             return false;
         };
-        // Kept only if the file did not change while it was hashed.
-        if let (crate::digest::Algo::Md5, Some(md), Ok(after)) = (algo, &before, file.metadata()) {
-            if crate::cache::Version::of(md) == crate::cache::Version::of(&after) {
-                sh.digests.put(md, &d);
-            }
-        }
-        d == h.md5
+        // The receiver's cache, keyed by this version of the file (any
+        // write changes its ctime): never a record that could go stale.
+        md.len() == h.size
+            && sh
+                .digests
+                .digest_of(file_flags::algo(h.flags), &file, &md, cached)
+                .is_ok_and(|d| d == h.md5)
     }
 }

@@ -6,10 +6,10 @@
 //! rclone's `check --combined` form: `=` the same, `*` different, `+`
 //! only here, `-` only there, `!` an error.
 
-use crate::cache::{DigestCache, Version};
+use crate::cache::DigestCache;
 use crate::config::CheckConfig;
 use crate::conn::Conn;
-use crate::digest::{hash_reader_as, Algo};
+use crate::digest::Algo;
 use crate::events::{Event, Events};
 use crate::exit::{Exit, ExitError};
 use crate::front::dial;
@@ -241,21 +241,9 @@ fn offer(e: &Entry, id: u32, algo: Algo, cache: &DigestCache) -> Result<Frame, S
             if !md.is_file() {
                 return Err(format!("{local} is no longer a regular file"));
             }
-            let known = (algo == Algo::Md5).then(|| cache.get(&md)).flatten();
-            let md5 = match known {
-                Some(d) => d,
-                None => {
-                    let d = hash_reader_as(algo, &file, md.len(), |_| {})
-                        .map_err(|err| format!("cannot read {local}: {err}"))?;
-                    let same = file
-                        .metadata()
-                        .is_ok_and(|now| Version::of(&now) == Version::of(&md));
-                    if algo == Algo::Md5 && same {
-                        cache.put(&md, &d);
-                    }
-                    d
-                }
-            };
+            let md5 = cache
+                .digest_of(algo, &file, &md, true)
+                .map_err(|err| format!("cannot read {local}: {err}"))?;
             Ok(file_frame(id, &md, algo, md5, path))
         }
     }
