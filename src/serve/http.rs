@@ -504,13 +504,14 @@ fn root_listing(face: &Face, json: bool) -> Response<Body> {
             let md = f.metadata().ok()?;
             let name = String::from_utf8_lossy(&r.name).into_owned();
             let href = encode(&r.name) + if md.is_dir() { "/" } else { "" };
-            Some(row(face, name, href, &md))
+            Some(row(name, href, &md, known(face, &md)))
         })
         .collect();
     listing("/", rows, json)
 }
 
-fn row(face: &Face, name: String, href: String, md: &Metadata) -> Row {
+/// The row of an entry, with the digest the server knows of it.
+fn row(name: String, href: String, md: &Metadata, known: Option<Md5Digest>) -> Row {
     Row {
         name,
         kind: if md.is_dir() {
@@ -524,13 +525,15 @@ fn row(face: &Face, name: String, href: String, md: &Metadata) -> Row {
         },
         size: md.is_file().then_some(md.len()),
         mtime: md.mtime(),
-        md5: md
-            .is_file()
-            .then(|| face.digests.known(md))
-            .flatten()
-            .map(|d| hex(&d)),
+        md5: known.map(|d| hex(&d)),
         href,
     }
+}
+
+/// The digest the server knows of a regular file (none is computed for
+/// a listing).
+fn known(face: &Face, md: &Metadata) -> Option<Md5Digest> {
+    md.is_file().then(|| face.digests.known(md)).flatten()
 }
 
 fn encode(name: &[u8]) -> String {
@@ -567,11 +570,11 @@ fn dir_listing(
             Ok(f) => {
                 let Ok(md) = f.metadata() else { continue };
                 let href = encode(&name) + if md.is_dir() { "/" } else { "" };
-                let r = row(face, shown, href, &md);
-                if let Some(d) = r.md5.as_deref().and_then(|h| parse_hex(h.as_bytes())) {
+                let digest = known(face, &md);
+                if let Some(d) = digest {
                     face.digests.note(d, idx, path);
                 }
-                rows.push(r);
+                rows.push(row(shown, href, &md, digest));
             }
             Err(_) => {
                 let md =
