@@ -305,12 +305,14 @@ pub struct Served {
 /// (look-ahead hashing, the digest cache, the window, holes, links). What
 /// is left when the session ends (END said "more": entries past the
 /// session's cap, files to offer again with their digest or after a
-/// mismatch) the getter asks for in its next call.
+/// mismatch) the getter asks for in its next call. `cache` is the
+/// server's, shared by its sessions.
 pub fn offer_on(
     cfg: &SendConfig,
     conn: crate::conn::Conn<crate::secure::Wire>,
     entries: Vec<walk::Entry>,
     list: bool,
+    cache: &DigestCache,
 ) -> Result<Served> {
     let progress = Progress::new(crate::progress::Mode::Off, false);
     let total = progress.bytes_bar(0, Layout::Total);
@@ -320,7 +322,7 @@ pub fn offer_on(
         links: Links::Given(std::cell::Cell::new(Some(conn))),
         serving: !list,
         called: std::cell::Cell::new(false),
-        cache: DigestCache::open(cfg.cache),
+        cache: cache.clone(),
         hashing: progress.bytes_bar(0, Layout::File),
         sending: progress.bytes_bar(0, Layout::File),
         progress,

@@ -34,10 +34,10 @@ pub(crate) struct Digests {
 }
 
 impl Digests {
-    /// With the digest cache, if `cache`.
-    pub(crate) fn new(cache: bool) -> Digests {
+    /// Backed by `cache` (the server's).
+    pub(crate) fn new(cache: DigestCache) -> Digests {
         Digests {
-            cache: DigestCache::open(cache),
+            cache,
             known: Mutex::new(HashMap::new()),
             hashing: Mutex::new(HashSet::new()),
             done: Condvar::new(),

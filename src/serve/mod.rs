@@ -32,6 +32,9 @@ use std::time::Instant;
 /// serves until killed.
 pub fn run(cfg: &ServeConfig) -> Result<Exit> {
     let roots = Arc::new(open_roots(&cfg.roots)?);
+    // One cache for every session and the HTTP face: its index of small
+    // files is read once, not per session.
+    let cache = crate::cache::DigestCache::open(cfg.cache);
     let listener = crate::net::listen(cfg.bind, cfg.port)?;
     let http = match cfg.http {
         Some((bind, port)) => Some(crate::net::listen(bind, port)?),
@@ -50,7 +53,7 @@ pub fn run(cfg: &ServeConfig) -> Result<Exit> {
         None => None,
     };
     if let Some(h) = http {
-        let digests = Arc::new(digests::Digests::new(cfg.cache));
+        let digests = Arc::new(digests::Digests::new(cache.clone()));
         index(Arc::clone(&roots), Arc::clone(&digests), cfg.quiet)?;
         http::spawn(
             h,
@@ -69,7 +72,7 @@ pub fn run(cfg: &ServeConfig) -> Result<Exit> {
         }
         out.flush().context("cannot write to stdout")?;
     }
-    serve_on(listener, cfg, &roots)
+    serve_on(listener, cfg, &roots, &cache)
 }
 
 /// In the background: the digest of every file under the roots (from the
@@ -115,7 +118,12 @@ fn index(roots: Arc<Vec<Root>>, digests: Arc<digests::Digests>, quiet: bool) -> 
 }
 
 /// Serves getters on `listener`, which the caller bound, until `shutdown`.
-fn serve_on(listener: std::net::TcpListener, cfg: &ServeConfig, roots: &[Root]) -> Result<Exit> {
+fn serve_on(
+    listener: std::net::TcpListener,
+    cfg: &ServeConfig,
+    roots: &[Root],
+    cache: &crate::cache::DigestCache,
+) -> Result<Exit> {
     let host = Listening::new(cfg.timeout, cfg.token.clone(), cfg.cipher, cfg.max_sessions);
     let mut gate = Gate::new(&listener, &host)?;
     std::thread::scope(|sc| -> Result<()> {
@@ -133,7 +141,7 @@ fn serve_on(listener: std::net::TcpListener, cfg: &ServeConfig, roots: &[Root]) 
                 .name(format!("serve {peer}"))
                 .spawn_scoped(sc, move || {
                     let started = Instant::now();
-                    match serve_one(a, cfg, roots) {
+                    match serve_one(a, cfg, roots, cache) {
                         Ok(line) if !cfg.quiet => host.log(&format!(
                             "{peer}: {line} in {:.1} s",
                             started.elapsed().as_secs_f64()
@@ -154,7 +162,12 @@ fn serve_on(listener: std::net::TcpListener, cfg: &ServeConfig, roots: &[Root]) 
 }
 
 /// One getter's session: its PULL, then the offers. A line for the log.
-fn serve_one(a: crate::front::Admitted, cfg: &ServeConfig, roots: &[Root]) -> Result<String> {
+fn serve_one(
+    a: crate::front::Admitted,
+    cfg: &ServeConfig,
+    roots: &[Root],
+    cache: &crate::cache::DigestCache,
+) -> Result<String> {
     let o = Opened::admitted(a).context("cannot set up the connection")?;
     let peer = o.peer;
     crate::net::tune(&o.stream, cfg.timeout).context("cannot set up the connection")?;
@@ -305,7 +318,7 @@ fn serve_one(a: crate::front::Admitted, cfg: &ServeConfig, roots: &[Root]) -> Re
         manifest: None,
     };
     let n = entries.len();
-    let served = crate::send::offer_on(&send_cfg, conn, entries, list)?;
+    let served = crate::send::offer_on(&send_cfg, conn, entries, list, cache)?;
     let what = if list { "listed" } else { "served" };
     Ok(format!(
         "{what} {n} entries: {} file(s) sent, {} skipped, {} failed, {} bytes",
