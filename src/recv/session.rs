@@ -57,7 +57,7 @@ pub(super) fn session(o: Opened, sh: &Shared, began: Began) -> Result<Stats> {
     let encrypted = o.sealed;
     let mut conn = o.conn(sh.cfg.timeout, activity);
     if began == Began::Listening {
-        if let First::Check(flags) = expect_push(&mut conn)? {
+        if let First::Check(flags) = first_frame(&mut conn)? {
             // Nothing is written: the offers are compared with OUT.
             moved.touch();
             let deep = flags & crate::protocol::frame::check_flags::DEEP != 0;
@@ -187,7 +187,7 @@ enum First {
 
 /// The dialer's first frame: a receiver that listens only takes PUSH, or
 /// CHECK (a peer asking it for files gets ERROR 8 and nothing of OUT).
-fn expect_push(conn: &mut Conn<Deadlined>) -> Result<First> {
+fn first_frame(conn: &mut Conn<Deadlined>) -> Result<First> {
     let refuse = |conn: &mut Conn<Deadlined>, code: ErrorCode, msg: String| {
         conn.send_error(code, msg.clone());
         anyhow::anyhow!("refused: {msg}")
