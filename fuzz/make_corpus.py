@@ -68,6 +68,14 @@ def prefix(id, md5=b"\x6e" * 16):
     return frame(0x25, struct.pack(">I", id) + md5)
 
 
+def same(id, offset, length):
+    return frame(0x1A, struct.pack(">IQQ", id, offset, length))
+
+
+def blocks(id, block=1 << 18, first=0, total=2, digests=(b"\x11" * 16, b"\x22" * 16)):
+    return frame(0x26, struct.pack(">IIII", id, block, first, total) + b"".join(digests))
+
+
 def dir(id, path, mode=0o40755, mt=1_700_000_000, ns=0):
     return frame(0x11, struct.pack(">IIqI", id, mode, mt, ns) + s(path))
 
@@ -133,6 +141,10 @@ seeds = {
     "pull_too_many": frame(0x06, struct.pack(">IHHH", 0, 0, 0, 1025)),
     "left": left("tree/fifo"),
     "end_more": end(1),
+    "same": same(9, 1 << 18, 1 << 18),
+    "blocks": blocks(9),
+    "blocks_bad_size": blocks(9, block=100_000),
+    "blocks_past_total": blocks(9, first=1, total=2),
     "file_sparse_digest_follows": file(12, "sparse.img", size=1 << 40, flags=0b11, md5=b"\x00" * 16),
     "file_stream_xxh3": file(13, "stdin.bin", size=0, flags=0b1110, md5=b"\x00" * 16),
     "file_unknown_flags": file(14, "x", flags=1 << 31),

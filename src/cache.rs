@@ -9,6 +9,7 @@
 //! stale entry can only cost a retry: the receiver verifies every file, and
 //! a mismatch makes the sender forget the entry and hash afresh.
 
+use crate::delta::BlockDigest;
 use crate::digest::{hex, Md5Digest};
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
@@ -290,6 +291,51 @@ impl DigestCache {
         Ok(d)
     }
 
+    /// The block digests of this version of a file, cut in blocks of
+    /// `block` bytes (see [`crate::delta`]), if they were kept.
+    pub fn blocks(&self, v: &Version, block: u64, total: u32) -> Option<Vec<BlockDigest>> {
+        let raw = std::fs::read(self.blocks_path(v, block)?).ok()?;
+        let body = raw.len().checked_sub(8)?;
+        if body != total as usize * 16 {
+            return None;
+        }
+        let sum = u64::from_le_bytes(raw[body..].try_into().ok()?);
+        if xxhash_rust::xxh3::xxh3_64(&raw[..body]) != sum {
+            return None;
+        }
+        Some(
+            raw[..body]
+                .chunks_exact(16)
+                .map(|c| {
+                    let mut d = [0u8; 16];
+                    d.copy_from_slice(c);
+                    d
+                })
+                .collect(),
+        )
+    }
+
+    /// Keeps the block digests of this version of a file (best effort;
+    /// written atomically, with a checksum).
+    pub fn put_blocks(&self, v: &Version, block: u64, digests: &[BlockDigest]) {
+        let Some(path) = self.blocks_path(v, block) else {
+            return;
+        };
+        let mut raw: Vec<u8> = digests.concat();
+        let sum = xxhash_rust::xxh3::xxh3_64(&raw);
+        raw.extend_from_slice(&sum.to_le_bytes());
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, raw).is_ok() && std::fs::rename(&tmp, &path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    fn blocks_path(&self, v: &Version, block: u64) -> Option<PathBuf> {
+        let mut p = self.entry_path(v)?.into_os_string();
+        p.push(format!(".blocks-{block}"));
+        Some(PathBuf::from(p))
+    }
+
     /// Forgets the entry of a file (after the receiver found it stale).
     pub fn forget(&self, md: &Metadata) {
         if md.len() < MIN_SIZE {
@@ -354,6 +400,28 @@ mod tests {
         std::fs::write(&f, vec![2u8; MIN_SIZE as usize + 1]).expect("write");
         let md2 = std::fs::metadata(&f).expect("md");
         assert_eq!(cache.get(&md2), None);
+    }
+
+    #[test]
+    fn block_digests_are_kept_by_version_and_block_size() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let cache = DigestCache::at(Some(t.path().join("c")));
+        let f = t.path().join("f");
+        std::fs::write(&f, vec![1u8; MIN_SIZE as usize]).expect("write");
+        let v = Version::of(&std::fs::metadata(&f).expect("md"));
+        assert_eq!(cache.blocks(&v, 65536, 2), None);
+        cache.put_blocks(&v, 65536, &[[1; 16], [2; 16]]);
+        assert_eq!(cache.blocks(&v, 65536, 2), Some(vec![[1; 16], [2; 16]]));
+        assert_eq!(cache.blocks(&v, 65536, 3), None, "another count");
+        assert_eq!(cache.blocks(&v, 131072, 2), None, "another block size");
+        let other = Version { ctime: (0, 0), ..v };
+        assert_eq!(cache.blocks(&other, 65536, 2), None, "another version");
+        // A damaged entry is not believed.
+        let p = cache.blocks_path(&v, 65536).expect("path");
+        let mut raw = std::fs::read(&p).expect("read");
+        raw[3] ^= 1;
+        std::fs::write(&p, raw).expect("write");
+        assert_eq!(cache.blocks(&v, 65536, 2), None);
     }
 
     #[test]

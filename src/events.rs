@@ -156,6 +156,10 @@ pub enum Event {
         /// `bytes` when the holes of sparse files were skipped).
         #[serde(skip_serializing_if = "Option::is_none")]
         wire_bytes: Option<u64>,
+        /// Bytes of delta updates taken from the files they replaced
+        /// (never on the wire).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bytes_matched: Option<u64>,
         /// Wall time.
         seconds: f64,
         /// Sender: the exit status it ends with. Receiver: 0 if every file

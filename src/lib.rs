@@ -76,6 +76,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod delta;
 pub mod digest;
 pub mod events;
 pub mod exit;

@@ -6,7 +6,10 @@
 //! the wrong size or trailing bytes are errors, never allocations.
 
 use super::frame::*;
-use super::limits::{FRAME_HEADER_LEN, MAGIC, MAX_CONTROL_PAYLOAD, MAX_PULL_PATHS};
+use super::limits::{
+    DELTA_BLOCKS_MAX, DELTA_BLOCK_MAX, DELTA_BLOCK_MIN, DELTA_DIGESTS_PER_FRAME, FRAME_HEADER_LEN,
+    MAGIC, MAX_CONTROL_PAYLOAD, MAX_PULL_PATHS,
+};
 
 /// Appends `s` as `len:u16 + bytes`, cutting it at 65535 bytes (on a char
 /// boundary when it is text).
@@ -100,10 +103,25 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.extend_from_slice(&offset.to_be_bytes());
             out.extend_from_slice(&length.to_be_bytes());
         }
-        Frame::Hole { id, offset, length } => {
+        Frame::Hole { id, offset, length } | Frame::Same { id, offset, length } => {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&offset.to_be_bytes());
             out.extend_from_slice(&length.to_be_bytes());
+        }
+        Frame::Blocks {
+            id,
+            block,
+            first,
+            total,
+            digests,
+        } => {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&block.to_be_bytes());
+            out.extend_from_slice(&first.to_be_bytes());
+            out.extend_from_slice(&total.to_be_bytes());
+            for d in digests.iter().take(DELTA_DIGESTS_PER_FRAME) {
+                out.extend_from_slice(d);
+            }
         }
         Frame::Xattr { id, name, value } => {
             out.extend_from_slice(&id.to_be_bytes());
@@ -232,6 +250,9 @@ impl<'a> Reader<'a> {
         let n = self.u16()? as usize;
         Ok(String::from_utf8_lossy(self.take(n)?).into_owned())
     }
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
     fn finish(self) -> Result<(), FrameError> {
         if self.buf.is_empty() {
             Ok(())
@@ -328,6 +349,40 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, FrameError> {
             offset: r.u64()?,
             length: r.u64()?,
         },
+        kind::SAME => Frame::Same {
+            id: r.u32()?,
+            offset: r.u64()?,
+            length: r.u64()?,
+        },
+        kind::BLOCKS => {
+            let id = r.u32()?;
+            let block = r.u32()?;
+            let first = r.u32()?;
+            let total = r.u32()?;
+            if !block.is_power_of_two() || !(DELTA_BLOCK_MIN..=DELTA_BLOCK_MAX).contains(&block) {
+                return Err(FrameError::Field("BLOCKS block size"));
+            }
+            if total == 0 || total > DELTA_BLOCKS_MAX {
+                return Err(FrameError::Field("BLOCKS total"));
+            }
+            let mut digests = Vec::new();
+            while !r.is_empty() {
+                if digests.len() == DELTA_DIGESTS_PER_FRAME {
+                    return Err(FrameError::Field("BLOCKS holds too many digests"));
+                }
+                digests.push(r.array()?);
+            }
+            if digests.is_empty() || u64::from(first) + digests.len() as u64 > u64::from(total) {
+                return Err(FrameError::Field("BLOCKS digests beyond its total"));
+            }
+            Frame::Blocks {
+                id,
+                block,
+                first,
+                total,
+                digests,
+            }
+        }
         kind::PREFIX => Frame::Prefix {
             id: r.u32()?,
             md5: r.array()?,

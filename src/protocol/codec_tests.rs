@@ -117,7 +117,58 @@ pub(crate) fn samples() -> Vec<Frame> {
             path: b"b/same".to_vec(),
             target: b"a/same".to_vec(),
         },
+        Frame::Same {
+            id: 9,
+            offset: 1 << 18,
+            length: 3 << 18,
+        },
+        Frame::Blocks {
+            id: 9,
+            block: 1 << 18,
+            first: 0,
+            total: 3,
+            digests: vec![[1; 16], [2; 16], [3; 16]],
+        },
     ]
+}
+
+#[test]
+fn blocks_are_bounded_in_size_count_and_total() {
+    let blocks = |block: u32, first: u32, total: u32, k: usize| {
+        to_bytes(&Frame::Blocks {
+            id: 1,
+            block,
+            first,
+            total,
+            digests: vec![[7; 16]; k],
+        })
+    };
+    assert!(decode(&blocks(64 << 10, 0, 1, 1)).is_ok_and(|f| f.is_some()));
+    assert!(decode(&blocks(64 << 20, 4000, 8000, 4000)).is_ok_and(|f| f.is_some()));
+    for (why, bytes) in [
+        ("not a power of two", blocks(100_000, 0, 1, 1)),
+        ("too small", blocks(32 << 10, 0, 1, 1)),
+        ("too large", blocks(128 << 20, 0, 1, 1)),
+        ("no block", blocks(64 << 10, 0, 0, 0)),
+        ("total over the cap", blocks(64 << 10, 0, (1 << 16) + 1, 1)),
+        ("past its total", blocks(64 << 10, 2, 3, 2)),
+        ("empty", blocks(64 << 10, 0, 3, 0)),
+    ] {
+        assert!(decode(&bytes).is_err(), "{why}");
+    }
+    // More than 4000 digests in one frame: refused (the encoder never
+    // writes them, so the frame is built by hand).
+    let mut raw = blocks(64 << 10, 0, 8000, 4000);
+    raw.extend_from_slice(&[7; 16]);
+    let len = (raw.len() - 5) as u32;
+    raw[1..5].copy_from_slice(&len.to_be_bytes());
+    assert!(decode(&raw).is_err(), "4001 digests");
+    // A torn digest is a wrong size.
+    let mut raw = blocks(64 << 10, 0, 2, 1);
+    raw.extend_from_slice(&[7; 8]);
+    let len = (raw.len() - 5) as u32;
+    raw[1..5].copy_from_slice(&len.to_be_bytes());
+    assert!(decode(&raw).is_err(), "a torn digest");
 }
 
 #[test]
@@ -160,7 +211,7 @@ fn frames_decode_back_to_back() {
 
 #[test]
 fn unknown_type_is_an_error() {
-    for t in [0x00u8, 0x08, 0x1A, 0x26, 0x7E, 0x80, 0xFF] {
+    for t in [0x00u8, 0x08, 0x1B, 0x27, 0x7E, 0x80, 0xFF] {
         assert_eq!(decode(&[t]), Err(FrameError::UnknownType(t)));
         assert_eq!(decode(&[t, 0, 0, 0, 0]), Err(FrameError::UnknownType(t)));
     }

@@ -66,6 +66,11 @@ pub mod kind {
     pub const PREFIX: u8 = 0x25;
     /// R→S: answer to END.
     pub const SUMMARY: u8 = 0x24;
+    /// R→S: digests of the blocks of the file an offer would replace,
+    /// before its ACCEPT (a delta update).
+    pub const BLOCKS: u8 = 0x26;
+    /// S→R: an extent of a body the receiver takes from the old file.
+    pub const SAME: u8 = 0x1A;
     /// Both ways: fatal for the session.
     pub const ERROR: u8 = 0x7F;
 }
@@ -296,6 +301,33 @@ pub enum Frame {
         length: u64,
     },
     /// ```text
+    /// id:u32 offset:u64 length:u64      no bytes follow: the old file's
+    /// ```
+    Same {
+        /// Id of the accepted file (which got BLOCKS).
+        id: u32,
+        /// Where the extent starts: the end of the previous one.
+        offset: u64,
+        /// How many bytes, taken from the old file at the same offsets.
+        length: u64,
+    },
+    /// ```text
+    /// id:u32 block:u32 first:u32 total:u32 digests:[16]*k
+    /// ```
+    Blocks {
+        /// Id of the offer the next ACCEPT answers.
+        id: u32,
+        /// Bytes per block (a power of two, [`super::limits::DELTA_BLOCK_MIN`]
+        /// to [`super::limits::DELTA_BLOCK_MAX`]).
+        block: u32,
+        /// Index of the first digest in this frame.
+        first: u32,
+        /// Whole blocks of the old file covered, in all frames.
+        total: u32,
+        /// XXH3-128 of each block, big-endian.
+        digests: Vec<[u8; 16]>,
+    },
+    /// ```text
     /// id:u32 name:str value:str
     /// ```
     Xattr {
@@ -451,6 +483,8 @@ pub fn kind_name(t: u8) -> &'static str {
         kind::RESULT => "RESULT",
         kind::SUMMARY => "SUMMARY",
         kind::PREFIX => "PREFIX",
+        kind::BLOCKS => "BLOCKS",
+        kind::SAME => "SAME",
         kind::ERROR => "ERROR",
         _ => "unknown",
     }
@@ -483,6 +517,8 @@ impl Frame {
             Frame::Result { .. } => kind::RESULT,
             Frame::Summary { .. } => kind::SUMMARY,
             Frame::Prefix { .. } => kind::PREFIX,
+            Frame::Blocks { .. } => kind::BLOCKS,
+            Frame::Same { .. } => kind::SAME,
             Frame::Error { .. } => kind::ERROR,
         }
     }

@@ -24,6 +24,14 @@ pub const WELCOME_FLAGS: u32 = 3;
 pub const MAX_SESSION_ENTRIES: usize = 1 << 20;
 /// Most paths one PULL may name.
 pub const MAX_PULL_PATHS: usize = 1024;
+/// Smallest block of a delta update (BLOCKS).
+pub const DELTA_BLOCK_MIN: u32 = 64 << 10;
+/// Largest block of a delta update.
+pub const DELTA_BLOCK_MAX: u32 = 64 << 20;
+/// Most blocks one BLOCKS list may cover.
+pub const DELTA_BLOCKS_MAX: u32 = 1 << 16;
+/// Most digests in one BLOCKS frame (so it fits the control cap).
+pub const DELTA_DIGESTS_PER_FRAME: usize = 4000;
 /// Protocol version spoken by this build.
 pub const VERSION: u16 = 3;
 /// Magic at the start of HELLO.

@@ -76,10 +76,11 @@ impl<'a> Session<'a, '_> {
         let restart = first.offset == 0 && a.offset > 0;
         let from = if restart { 0 } else { a.offset };
         let stream = a.h.flags & file_flags::STREAM != 0;
+        let same = a.old.as_ref().map(|o| o.covered);
         let checked = if stream {
             next_stream_extent(&first, a.h.id, 0)
         } else {
-            next_extent(&first, a.h.id, from, a.h.size, sparse)
+            next_extent(&first, a.h.id, from, a.h.size, sparse, same)
         };
         if let Err(msg) = checked {
             return Err(self.protocol_error(msg));
@@ -97,6 +98,7 @@ impl<'a> Session<'a, '_> {
             resumed,
             offset,
             attrs,
+            old,
             _guard,
         } = a;
         let started = Instant::now();
@@ -139,7 +141,9 @@ impl<'a> Session<'a, '_> {
                 // Never written to: what appeared at the partial's name
                 // since the offer (another receiver's partial, a link...).
                 // The body is read and dropped; the session goes on.
-                if let Err(e) = self.read_extents(&h, offset, first, |_| Ok(()), |_| Ok(())) {
+                if let Err(e) =
+                    self.read_extents(&h, offset, first, same, |_| Ok(()), |_, _| Ok(()))
+                {
                     return Err(e.into_anyhow(&mut self.conn));
                 }
                 let why = if e.kind() == io::ErrorKind::AlreadyExists {
@@ -169,10 +173,12 @@ impl<'a> Session<'a, '_> {
         let bar = self.bar.clone();
         // Bytes of a body are progress as they come (never evicted).
         let moved = self.moved.clone();
+        let matched = std::cell::Cell::new(0u64);
         let read = self.read_extents(
             &h,
             offset,
             first,
+            same,
             |chunk| {
                 if write_err.borrow().is_none() {
                     if let Err(e) = cell.borrow_mut().write(chunk) {
@@ -183,9 +189,25 @@ impl<'a> Session<'a, '_> {
                 moved.touch();
                 Ok(())
             },
-            |n| {
+            |piece, n| {
                 if write_err.borrow().is_none() {
-                    if let Err(e) = cell.borrow_mut().hole(n) {
+                    let wrote = match (piece, &old) {
+                        (Piece::Same, Some(old)) => {
+                            matched.set(matched.get() + n);
+                            cell.borrow_mut().same(&old.file, n).map_err(|e| {
+                                io::Error::new(
+                                    e.kind(),
+                                    format!(
+                                        "taking unchanged blocks from the file it replaces: {e}"
+                                    ),
+                                )
+                            })
+                        }
+                        // (next_extent lets SAME come only after BLOCKS.)
+                        (Piece::Same, None) => Err(io::Error::other("SAME without BLOCKS")),
+                        _ => cell.borrow_mut().hole(n),
+                    };
+                    if let Err(e) = wrote {
                         *write_err.borrow_mut() = Some(e);
                     }
                 }
@@ -194,6 +216,7 @@ impl<'a> Session<'a, '_> {
                 Ok(())
             },
         );
+        self.stats.matched += matched.get();
         let writer = cell.into_inner();
         let write_err = write_err.into_inner();
         if let Err(e) = read {

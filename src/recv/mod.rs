@@ -211,6 +211,7 @@ fn dial_out(target: &str, cfg: &RecvConfig, out: (Dir, bool)) -> Result<Exit> {
             entries_left: Some(u64::from(st.left)),
             bytes: st.bytes,
             wire_bytes: None,
+            bytes_matched: Some(st.matched),
             seconds: secs,
             exit_code: exit.code(),
             peer: Some(target.to_owned()),
@@ -222,8 +223,16 @@ fn dial_out(target: &str, cfg: &RecvConfig, out: (Dir, bool)) -> Result<Exit> {
         } else {
             String::new()
         };
+        let matched = if st.matched > 0 {
+            format!(
+                " ({} of it matched here)",
+                crate::progress::si_bytes(st.matched)
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "ftx: got {} file(s), {} skipped, {} failed{left}, {} in {secs:.1} s ({:.1} MB/s{})",
+            "ftx: got {} file(s), {} skipped, {} failed{left}, {}{matched} in {secs:.1} s ({:.1} MB/s{})",
             st.ok.saturating_sub(st.skipped),
             st.skipped,
             st.failed.saturating_sub(st.asked_digest),

@@ -6,6 +6,7 @@
 use super::admit::{self, Answer, Target};
 use super::dirs::{dir_key, open_dirs};
 use super::types::*;
+use crate::delta;
 use crate::events::Event;
 use crate::protocol::frame::file_flags;
 use crate::protocol::{FileHeader, Frame, WireName};
@@ -71,6 +72,8 @@ impl<'a> Session<'a, '_> {
             Ok(d) => d,
             Err(r) => return self.reject(h.id, &h.path, r),
         };
+        let last = last.to_owned();
+        let last = last.as_os_str();
         // A stream (standard input) cannot be hashed first: it is judged
         // like a different file (refused if a file is there, unless
         // --overwrite).
@@ -84,7 +87,20 @@ impl<'a> Session<'a, '_> {
                 Err(e) => e.kind() != io::ErrorKind::NotFound,
                 Ok(_) => true,
             };
+            // With --overwrite, a file it replaces by a delta is no
+            // obstacle: both sides hash as the body moves.
+            let by_delta = || {
+                self.sh.cfg.overwrite
+                    && !occupied(&part)
+                    && dir
+                        .symlink_metadata(last)
+                        .is_ok_and(|md| md.is_file() && delta::cut(md.len()).is_some())
+                    && delta::cut(h.size).is_some()
+            };
             if occupied(last) || occupied(&part) {
+                if by_delta() {
+                    return self.accept_file(h, name, guard, dir, last, attrs);
+                }
                 self.conn.queue(&Frame::Reject {
                     id: h.id,
                     code: Reject::NeedDigest.code(),
@@ -96,7 +112,7 @@ impl<'a> Session<'a, '_> {
             }
         }
         match self.check_target(&dir, last, &h) {
-            Answer::Write => {}
+            Answer::Write => self.accept_file(h, name, guard, dir, last, attrs),
             Answer::Skip => {
                 self.stats.ok += 1;
                 self.stats.skipped += 1;
@@ -138,16 +154,31 @@ impl<'a> Session<'a, '_> {
                     self.peer,
                     name.shown()
                 ));
-                return Ok(());
+                Ok(())
             }
-            Answer::Refuse(r) => return self.reject(h.id, &h.path, r),
+            Answer::Refuse(r) => self.reject(h.id, &h.path, r),
         }
+    }
+
+    /// Accepts a file offer that may be written: opens or resumes its
+    /// partial, checks the space, and answers (BLOCKS and PREFIX first
+    /// when they apply) ACCEPT.
+    fn accept_file(
+        &mut self,
+        h: FileHeader,
+        name: WireName,
+        guard: InflightGuard<'a>,
+        dir: Arc<Dir>,
+        last: &std::ffi::OsStr,
+        attrs: Vec<crate::xattr::Attr>,
+    ) -> Result<()> {
         let names = store::Names::for_target(last);
         if h.size >= crate::progress::PHASE_SHOWN_MIN {
             // A partial of it, if any, is read and hashed before the answer.
             self.bar
                 .set_message(format!("{} files, checking {}", self.bodies, name.shown()));
         }
+        let mut prefix = None;
         let (resumed, offset, discarded) = match store::prepare(
             &dir,
             &names,
@@ -158,11 +189,9 @@ impl<'a> Session<'a, '_> {
         ) {
             Ok(store::Slot::Fresh { discarded }) => (None, 0, discarded),
             Ok(store::Slot::Resumed(o)) => {
-                if let Some(md5) = o.prefix {
-                    // Written without the digest: the sender confirms
-                    // the prefix, or sends it all from 0 instead.
-                    self.conn.queue(&Frame::Prefix { id: h.id, md5 });
-                }
+                // Written without the digest: the sender confirms the
+                // prefix, or sends it all from 0 instead.
+                prefix = o.prefix;
                 (Some((o.writer, o.id)), o.offset, o.discarded)
             }
             Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
@@ -188,6 +217,10 @@ impl<'a> Session<'a, '_> {
             // A resumed partial stays, to resume when there is room.
             return self.reject(h.id, &h.path, r);
         }
+        let old = self.delta_base(&dir, last, &h);
+        if let Some(md5) = prefix {
+            self.conn.queue(&Frame::Prefix { id: h.id, md5 });
+        }
         self.conn.queue(&Frame::Accept { id: h.id, offset });
         self.made_progress();
         self.sh.events.emit(&Event::FileStarted {
@@ -208,9 +241,76 @@ impl<'a> Session<'a, '_> {
             resumed,
             offset,
             attrs,
+            old,
             _guard: guard,
         });
         Ok(())
+    }
+
+    /// The file `last` that the offer `h` replaces, when it is to be
+    /// replaced by a delta update (`--overwrite`, both at least
+    /// [`delta::DELTA_MIN`], not a stream): its block digests (from the
+    /// digest cache when it knows this version, else read and kept) are
+    /// queued as BLOCKS, and it stays open for the SAME extents.
+    fn delta_base(&mut self, dir: &Dir, last: &std::ffi::OsStr, h: &FileHeader) -> Option<Old> {
+        if !self.sh.cfg.overwrite
+            || h.flags & file_flags::STREAM != 0
+            || delta::cut(h.size).is_none()
+        {
+            return None;
+        }
+        let file = dir
+            .open_with(
+                last,
+                OpenOptions::new().read(true).follow(FollowSymlinks::No),
+            )
+            .ok()?
+            .into_std();
+        let md = file.metadata().ok()?;
+        if !md.is_file() {
+            return None;
+        }
+        let (block, total) = delta::cut(md.len())?;
+        let version = crate::cache::Version::of(&md);
+        let digests = match self.sh.digests.blocks(&version, block, total) {
+            Some(d) => d,
+            None => {
+                let d = match delta::digests(&file, block, total) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.sh.log(&format!(
+                            "{}: '{}': sent whole: cannot read the file it replaces: {e}",
+                            self.peer,
+                            crate::sanitize::escape_bytes(&h.path)
+                        ));
+                        return None;
+                    }
+                };
+                let same = file
+                    .metadata()
+                    .is_ok_and(|now| crate::cache::Version::of(&now) == version);
+                if same {
+                    self.sh.digests.put_blocks(&version, block, &d);
+                }
+                d
+            }
+        };
+        for (i, chunk) in digests
+            .chunks(crate::protocol::limits::DELTA_DIGESTS_PER_FRAME)
+            .enumerate()
+        {
+            self.conn.queue(&Frame::Blocks {
+                id: h.id,
+                block: block as u32,
+                first: (i * crate::protocol::limits::DELTA_DIGESTS_PER_FRAME) as u32,
+                total,
+                digests: chunk.to_vec(),
+            });
+        }
+        Some(Old {
+            file: Arc::new(file),
+            covered: block * u64::from(total),
+        })
     }
 
     /// Opens (creating when missing) the directory `comps` below OUT, or

@@ -153,6 +153,7 @@ pub(super) fn session(o: Opened, sh: &Shared, began: Began) -> Result<Stats> {
         entries_left: None,
         bytes: st.bytes,
         wire_bytes: None,
+        bytes_matched: Some(st.matched),
         seconds: started.elapsed().as_secs_f64(),
         exit_code: i32::from(result.is_err() || st.failed > 0),
         peer: Some(peer.to_string()),
@@ -338,18 +339,11 @@ impl<'a> Session<'a, '_> {
                     return Err(crate::front::dial::peer_error(code, &message));
                 }
                 Frame::Xattr { id, name, value } => self.xattr(id, name, value)?,
-                Frame::Body { id, offset, length } => self.body(Extent {
-                    id,
-                    offset,
-                    length,
-                    hole: false,
-                })?,
-                Frame::Hole { id, offset, length } => self.body(Extent {
-                    id,
-                    offset,
-                    length,
-                    hole: true,
-                })?,
+                frame @ (Frame::Body { .. } | Frame::Hole { .. } | Frame::Same { .. }) => {
+                    if let Some(e) = Extent::of(&frame) {
+                        self.body(e)?
+                    }
+                }
                 Frame::End { flags } if flags & !end_flags::KNOWN != 0 => {
                     let unknown = flags & !end_flags::KNOWN;
                     return Err(

@@ -198,6 +198,8 @@ pub(super) struct Stats {
     pub(super) more: bool,
     /// Entries the server named with LEFT (not offered).
     pub(super) left: u32,
+    /// Bytes of bodies taken from the files they replace (SAME).
+    pub(super) matched: u64,
 }
 
 /// A refusal of one offer: REJECT code and message.
@@ -330,7 +332,17 @@ pub(super) struct Awaiting<'a> {
     pub(super) offset: u64,
     /// Extended attributes and ACLs to set before it is placed.
     pub(super) attrs: Vec<crate::xattr::Attr>,
+    /// The file it replaces, when BLOCKS were sent for it (a delta).
+    pub(super) old: Option<Old>,
     pub(super) _guard: InflightGuard<'a>,
+}
+
+/// The file an offer replaces by a delta update: open (no-follow, as it
+/// was when its blocks were hashed), and the end of the bytes BLOCKS
+/// covered, within which SAME extents may come.
+pub(super) struct Old {
+    pub(super) file: Arc<std::fs::File>,
+    pub(super) covered: u64,
 }
 
 /// A file whose whole body arrived, on its way to being verified and
@@ -390,6 +402,7 @@ impl Stats {
         self.asked_digest += o.asked_digest;
         self.more |= o.more;
         self.left += o.left;
+        self.matched += o.matched;
     }
 }
 

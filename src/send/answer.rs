@@ -183,6 +183,29 @@ impl Sender<'_> {
             self.prefixes.insert(id, md5);
             return Ok(());
         }
+        // The old file's block digests, for a delta of the next ACCEPT.
+        if let Frame::Blocks {
+            id,
+            block,
+            first,
+            total,
+            digests,
+        } = frame
+        {
+            let known = answers.front().is_some_and(|o| o.id == id);
+            let added = self
+                .blocks
+                .entry(id)
+                .or_default()
+                .add(block, first, total, digests);
+            return match added {
+                Ok(()) if known => Ok(()),
+                Ok(()) => {
+                    Err(anyhow::anyhow!("BLOCKS for id={id}, which is not the next offer").into())
+                }
+                Err(why) => Err(anyhow::anyhow!("{why}").into()),
+            };
+        }
         // A RESULT for a file whose body was sent.
         if let Frame::Result {
             id,
@@ -218,6 +241,12 @@ impl Sender<'_> {
             .into());
         }
         let idx = offer.idx;
+        // Used by an ACCEPT (unless the file was resent whole once
+        // already: a delta that did not verify is not tried again).
+        let remote = self
+            .blocks
+            .remove(&got)
+            .filter(|r| r.complete() && !self.items[idx].resent);
         let shown = self.items[idx].entry.name.shown();
         let size = offer.file.as_ref().map(|src| src.md.len());
         let verdict = match answer(&frame, size, &shown) {
@@ -266,7 +295,7 @@ impl Sender<'_> {
                     _ => offset,
                 };
                 let started = Instant::now();
-                let md5 = self.body(conn, offer.id, idx, &src, offset)?;
+                let md5 = self.body(conn, offer.id, idx, &src, offset, remote.as_ref())?;
                 // Standard input is what was read; a file must still be
                 // what was offered when the receiver has verified it, or
                 // the run says so (the file stays open until then).
@@ -312,6 +341,7 @@ impl Sender<'_> {
         idx: usize,
         src: &Source,
         offset: u64,
+        remote: Option<&crate::delta::Remote>,
     ) -> Result<Md5Digest, Broken> {
         let size = src.md.len();
         if src.digest_follows && offset != 0 {
@@ -363,7 +393,7 @@ impl Sender<'_> {
             return Ok(md5);
         }
         if src.digest_follows {
-            let md5 = self.body_hashing(conn, id, idx, file, &src.md)?;
+            let md5 = self.body_hashing(conn, id, idx, file, &src.md, remote)?;
             self.items[idx].md5 = Some(md5);
             if self.cfg.hash == crate::digest::Algo::Md5 {
                 self.cache.put(&src.md, &md5);
@@ -383,7 +413,10 @@ impl Sender<'_> {
             vec![(offset, size - offset, false)]
         };
         self.items[idx].shown = offset;
-        self.send_extents(conn, id, idx, file, &extents)?;
+        match remote {
+            Some(r) => self.send_delta(conn, id, idx, file, &extents, r)?,
+            None => self.send_extents(conn, id, idx, file, &extents)?,
+        }
         Ok(src.md5)
     }
 

@@ -11,6 +11,7 @@
 
 mod answer;
 pub mod check;
+mod delta;
 mod holes;
 mod link;
 mod prepare;
@@ -49,6 +50,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
                 entries_left: None,
                 bytes: 0,
                 wire_bytes: None,
+                bytes_matched: None,
                 seconds: 0.0,
                 exit_code: crate::exit::for_error(&e).code(),
                 peer: None,
@@ -137,6 +139,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
             asked_digest: 0,
             stdin_sent: false,
             prefixes: std::collections::HashMap::new(),
+            blocks: std::collections::HashMap::new(),
             events,
         }
     };
@@ -229,6 +232,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         entries_left: Some(left as u64),
         bytes: s.tally.bytes,
         wire_bytes: Some(s.tally.wire),
+        bytes_matched: Some(s.tally.matched),
         seconds: secs,
         exit_code: outcome.code(),
         peer: None,
@@ -254,10 +258,14 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         } else {
             String::new()
         };
-        let wire = if s.tally.wire < s.tally.bytes {
-            format!(" ({} on the wire)", si_bytes(s.tally.wire))
-        } else {
-            String::new()
+        let wire = match (s.tally.wire < s.tally.bytes, s.tally.matched) {
+            (false, _) => String::new(),
+            (true, 0) => format!(" ({} on the wire)", si_bytes(s.tally.wire)),
+            (true, m) => format!(
+                " ({} on the wire, {} matched at the receiver)",
+                si_bytes(s.tally.wire),
+                si_bytes(m)
+            ),
         };
         let sealed = if cfg.token.is_some() {
             ", encrypted"
@@ -332,6 +340,7 @@ pub fn offer_on(
         asked_digest: 0,
         stdin_sent: false,
         prefixes: std::collections::HashMap::new(),
+        blocks: std::collections::HashMap::new(),
         events: Events::new(false),
     };
     let ended = match s.attempt() {

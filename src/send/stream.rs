@@ -35,6 +35,7 @@ impl Sender<'_> {
         idx: usize,
         file: &File,
         md: &std::fs::Metadata,
+        remote: Option<&crate::delta::Remote>,
     ) -> Result<Md5Digest, Broken> {
         let size = md.len();
         let local = escape(&self.items[idx].entry.local.to_string_lossy());
@@ -43,7 +44,7 @@ impl Sender<'_> {
         } else {
             vec![(0, size, false)]
         };
-        if conn.get_ref().is_sealed() {
+        if conn.get_ref().is_sealed() && remote.is_none() {
             let md5 = self
                 .send_extents_sealed(conn, id, idx, file, &extents)?
                 .with_context(|| format!("cannot read {local}"))?;
@@ -59,7 +60,10 @@ impl Sender<'_> {
             .name("ftx-md5".into())
             .spawn(move || hash_extents(&reader, &plan, algo))
             .context("cannot start the hashing thread")?;
-        let sent = self.send_extents(conn, id, idx, file, &extents);
+        let sent = match remote {
+            Some(r) => self.send_delta(conn, id, idx, file, &extents, r),
+            None => self.send_extents(conn, id, idx, file, &extents),
+        };
         let hashed = hasher
             .join()
             .map_err(|_| anyhow::anyhow!("internal error: the hashing thread panicked"))?;

@@ -70,8 +70,10 @@ pub(super) struct Tally {
     pub(super) skipped: u64,
     pub(super) bytes: u64,
     /// Body bytes that crossed the wire (less than `bytes` for sparse
-    /// files, whose holes are sent as nothing).
+    /// files, whose holes are sent as nothing, and for delta updates).
     pub(super) wire: u64,
+    /// Body bytes the receiver took from the files they replace (SAME).
+    pub(super) matched: u64,
     /// Entries whose asked-for attributes could not all be sent.
     pub(super) attrs_left: u64,
     /// Entries with extended attributes (first) or ACLs (second) that
@@ -86,6 +88,7 @@ impl Tally {
         self.skipped += o.skipped;
         self.bytes += o.bytes;
         self.wire += o.wire;
+        self.matched += o.matched;
         self.attrs_left += o.attrs_left;
         self.attrs_unsent.0 += o.attrs_unsent.0;
         self.attrs_unsent.1 += o.attrs_unsent.1;
@@ -120,6 +123,9 @@ pub(super) struct Sender<'a> {
     pub(super) stdin_sent: bool,
     /// PREFIX frames received, by offer id, for the ACCEPT that follows.
     pub(super) prefixes: std::collections::HashMap<u32, Md5Digest>,
+    /// BLOCKS received, by offer id, for the ACCEPT that follows: the
+    /// body goes as a delta.
+    pub(super) blocks: std::collections::HashMap<u32, crate::delta::Remote>,
 }
 
 pub(super) use crate::front::dial::{busy, peer_error, Broken};

@@ -42,12 +42,25 @@ impl std::ops::DerefMut for Buf {
     }
 }
 
+/// Where the bytes of a pipeline buffer came from, which decides how the
+/// disk thread puts them in the partial.
+pub enum Fill {
+    /// Received: written.
+    Data,
+    /// A hole's zeros: hashed like any bytes, but skipped on disk (a
+    /// seek), so the partial stays sparse.
+    Hole,
+    /// Read from the file being replaced, at the same offset (a delta's
+    /// SAME): cloned from it where the file system can (a reflink), else
+    /// written.
+    Old(std::sync::Arc<std::fs::File>),
+}
+
 /// What the hash thread hands to the disk thread, in stream order.
 pub(super) enum ToDisk {
-    /// Bytes to append (the buffer and how much of it is used); when the
-    /// flag is set they are a hole's zeros: hashed like any bytes, but
-    /// skipped on disk (a seek), so the partial stays sparse.
-    Data(Buf, usize, bool),
+    /// Bytes to append (the buffer and how much of it is used), and where
+    /// they came from.
+    Data(Buf, usize, Fill),
     /// A block ended: its record, once the bytes before it are written.
     /// A block ended; its MD5 state (the disk thread has its XXH3).
     Block(Vec<u8>),

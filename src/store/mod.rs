@@ -394,6 +394,26 @@ impl PartialWriter {
         }
     }
 
+    /// Appends `n` bytes of `old`, the file this one replaces, read at the
+    /// same offset (a delta's SAME extent): hashed like received bytes,
+    /// and cloned where the file system can ([`Pipeline::same`]). An
+    /// error if `old` is shorter.
+    pub fn same(&mut self, old: &Arc<File>, n: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if let PartialWriter::Piped(p) = self {
+            return p.same(old, n);
+        }
+        let mut buf = vec![0u8; usize::try_from(n.min(1 << 20)).map_err(io::Error::other)?];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(buf.len() as u64) as usize;
+            old.read_exact_at(&mut buf[..k], self.position())?;
+            self.write(&buf[..k])?;
+            left -= k as u64;
+        }
+        Ok(())
+    }
+
     /// Bytes written so far (including a resumed prefix).
     pub fn position(&self) -> u64 {
         match self {

@@ -29,7 +29,7 @@ pub struct Pipeline {
     pub(super) fill: Option<Buf>,
     pub(super) filled: usize,
     pub(super) pos: u64,
-    pub(super) to_hash: Option<std::sync::mpsc::SyncSender<(Buf, usize, bool)>>,
+    pub(super) to_hash: Option<std::sync::mpsc::SyncSender<(Buf, usize, Fill)>>,
     pub(super) pool: std::sync::mpsc::Receiver<Buf>,
     pub(super) allocated: usize,
     /// The receiver's memory budget, and what this pipeline leased of it.
@@ -80,8 +80,9 @@ impl Pipeline {
             blocks,
             checkpointed,
             direct,
+            reflink: true,
         };
-        let (to_hash, hash_rx) = sync_channel::<(Buf, usize, bool)>(PIPE_DEPTH);
+        let (to_hash, hash_rx) = sync_channel::<(Buf, usize, Fill)>(PIPE_DEPTH);
         let (to_disk, disk_rx) = sync_channel::<ToDisk>(2 * PIPE_DEPTH);
         let (pool_tx, pool) = sync_channel::<Buf>(PIPE_DEPTH);
         let disk_ctl = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -93,7 +94,7 @@ impl Pipeline {
             .name("ftx-hash".into())
             .spawn(move || {
                 let mut at = pos;
-                for (buf, n, hole) in hash_rx {
+                for (buf, n, fill) in hash_rx {
                     let mut ended = Vec::new();
                     by_block(&mut at, &buf[..n], |piece, ends| {
                         md5.update(piece);
@@ -101,7 +102,7 @@ impl Pipeline {
                             ended.push(md5.save());
                         }
                     });
-                    if to_disk.send(ToDisk::Data(buf, n, hole)).is_err() {
+                    if to_disk.send(ToDisk::Data(buf, n, fill)).is_err() {
                         break;
                     }
                     for state in ended {
@@ -157,7 +158,7 @@ impl Pipeline {
         };
         let n = std::mem::replace(&mut self.filled, 0);
         match &self.to_hash {
-            Some(tx) => tx.send((buf, n, false)).map_err(|_| pipeline_broken()),
+            Some(tx) => tx.send((buf, n, Fill::Data)).map_err(|_| pipeline_broken()),
             None => Err(pipeline_broken()),
         }
     }
@@ -173,7 +174,31 @@ impl Pipeline {
             self.pos += k as u64;
             n -= k as u64;
             match &self.to_hash {
-                Some(tx) => tx.send((buf, k, true)).map_err(|_| pipeline_broken())?,
+                Some(tx) => tx
+                    .send((buf, k, Fill::Hole))
+                    .map_err(|_| pipeline_broken())?,
+                None => return Err(pipeline_broken()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `n` bytes of `old` read at the current position (a delta's
+    /// SAME extent): read straight into pipeline buffers, hashed like any
+    /// bytes, and cloned from `old` where the file system can.
+    pub fn same(&mut self, old: &Arc<File>, mut n: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.push()?;
+        while n > 0 {
+            let mut buf = self.next_buf()?;
+            let k = usize::try_from(n).unwrap_or(usize::MAX).min(PIPE_BUF);
+            old.read_exact_at(&mut buf[..k], self.pos)?;
+            self.pos += k as u64;
+            n -= k as u64;
+            match &self.to_hash {
+                Some(tx) => tx
+                    .send((buf, k, Fill::Old(Arc::clone(old))))
+                    .map_err(|_| pipeline_broken())?,
                 None => return Err(pipeline_broken()),
             }
         }

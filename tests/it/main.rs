@@ -14,6 +14,7 @@ mod changing;
 mod check;
 mod ci_recipe;
 mod cli;
+mod delta;
 mod errors;
 mod harness;
 mod hostile;
