@@ -196,7 +196,11 @@ pub(super) fn commit(
     let mut placed = Vec::with_capacity(batch.len());
     let mut lines = String::new();
     for Verified {
-        r: v, file, note, ..
+        r: v,
+        file,
+        note,
+        blocks,
+        ..
     } in batch
     {
         // Only the inode that was verified goes into place: the partial's
@@ -213,6 +217,11 @@ pub(super) fn commit(
             // identical re-send is answered from the cache.
             if let Ok(md) = file.metadata() {
                 sh.digests.put(&md, &v.h.md5);
+                // And the block digests a delta update of it will need.
+                if let Some((block, d)) = &blocks {
+                    sh.digests
+                        .put_blocks(&crate::cache::Version::of(&md), *block, d);
+                }
             }
         }
         drop(file);

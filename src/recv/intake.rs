@@ -31,6 +31,7 @@ pub(super) fn verify<'a>(
     file: std::fs::File,
     body: store::budget::HeldBody,
     got: Md5Digest,
+    blocks: Option<store::Blocks>,
 ) -> Result<Verified<'a>, Failure> {
     let h = &r.h;
     if got == h.md5 {
@@ -39,6 +40,7 @@ pub(super) fn verify<'a>(
             file,
             body,
             note: None,
+            blocks,
         });
     }
     r.names.discard(&r.dir, r.id);
@@ -296,8 +298,8 @@ impl<'a> Session<'a, '_> {
                 }
                 return Ok(());
             }
-            Ok(store::Finished::Ready(file, got)) => {
-                match verify(r, file, store::budget::HeldBody::default(), got) {
+            Ok(store::Finished::Ready(file, got, blocks)) => {
+                match verify(r, file, store::budget::HeldBody::default(), got, blocks) {
                     Ok(v) => self.commits.push(v),
                     Err(f) => self.result_failed(f),
                 }
@@ -340,7 +342,7 @@ impl<'a> Session<'a, '_> {
             })
             .collect();
         for (u, got) in batch.into_iter().zip(digests) {
-            match verify(u.r, u.file, u.body, got) {
+            match verify(u.r, u.file, u.body, got, None) {
                 Ok(v) => self.commits.push(v),
                 Err(f) => self.result_failed(f),
             }

@@ -372,6 +372,9 @@ pub(super) struct Verified<'a> {
     pub(super) body: store::budget::HeldBody,
     /// Attributes that could not be set (named, with why), for the RESULT.
     pub(super) note: Option<String>,
+    /// Its delta block digests, computed as it was written: kept in the
+    /// digest cache once it is placed.
+    pub(super) blocks: Option<store::Blocks>,
 }
 
 /// A small file received, its body in memory to be hashed with others

@@ -5,6 +5,7 @@
 use super::block::*;
 use super::state::*;
 use super::types::*;
+use crate::delta::BlockDigest;
 use crate::digest::Md5Digest;
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use std::collections::VecDeque;
@@ -18,6 +19,55 @@ pub(super) struct DiskEnd {
     pub(super) err: Option<io::Error>,
     /// Bytes covered by the last state file written.
     pub(super) kept: u64,
+    /// The delta block digests of the whole file, when it was written
+    /// from 0 (see [`DeltaBlocks`]).
+    pub(super) blocks: Option<(u64, Vec<BlockDigest>)>,
+}
+
+/// The digests a receiver sends in BLOCKS ([`crate::delta`]), computed
+/// as a file is written from its first byte, so that a later delta
+/// update of it finds them in the digest cache instead of reading it.
+pub(super) struct DeltaBlocks {
+    block: u64,
+    total: u32,
+    h: Xxh3,
+    /// Bytes fed since the last whole block.
+    fed: u64,
+    digests: Vec<BlockDigest>,
+}
+
+impl DeltaBlocks {
+    /// For a file of `size` bytes written from `pos`: only from 0, and
+    /// only for a size a delta applies to.
+    pub(super) fn new(size: u64, pos: u64) -> Option<DeltaBlocks> {
+        let (block, total) = crate::delta::cut(size).filter(|_| pos == 0)?;
+        Some(DeltaBlocks {
+            block,
+            total,
+            h: Xxh3::new(),
+            fed: 0,
+            digests: Vec::with_capacity(total as usize),
+        })
+    }
+
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && self.digests.len() < self.total as usize {
+            let room = usize::try_from(self.block - self.fed).unwrap_or(usize::MAX);
+            let (now, later) = data.split_at(room.min(data.len()));
+            self.h.update(now);
+            self.fed += now.len() as u64;
+            if self.fed == self.block {
+                self.digests.push(self.h.digest128().to_be_bytes());
+                self.h.reset();
+                self.fed = 0;
+            }
+            data = later;
+        }
+    }
+
+    fn done(self) -> Option<(u64, Vec<BlockDigest>)> {
+        (self.digests.len() == self.total as usize).then_some((self.block, self.digests))
+    }
 }
 
 /// The disk side: file, records, checkpoints.
@@ -33,6 +83,8 @@ pub(super) struct Disk {
     pub(super) direct: bool,
     /// A delta's unchanged bytes are cloned (until a clone fails).
     pub(super) reflink: bool,
+    /// The file's delta block digests, as it is written.
+    pub(super) delta: Option<DeltaBlocks>,
 }
 
 /// Clones `len` bytes of `src` at `at` into `dst` at the same offset
@@ -205,6 +257,9 @@ impl Disk {
                             err = Some(e);
                         }
                     }
+                    if let Some(d) = self.delta.as_mut() {
+                        d.feed(&buf[..n]);
+                    }
                     by_block(&mut at, &buf[..n], |piece, ends| {
                         xxh.update(piece);
                         if ends {
@@ -255,6 +310,7 @@ impl Disk {
                 err = Some(e);
             }
         }
+        let blocks = self.delta.take().and_then(DeltaBlocks::done);
         let file = match self.out.into_inner() {
             Ok(f) => Some(f),
             Err(e) => {
@@ -262,7 +318,12 @@ impl Disk {
                 None
             }
         };
-        DiskEnd { file, err, kept }
+        DiskEnd {
+            file,
+            err,
+            kept,
+            blocks,
+        }
     }
 }
 

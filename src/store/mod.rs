@@ -63,6 +63,9 @@ use std::io::{self, BufWriter, Write};
 use std::sync::Arc;
 use types::WRITE_BUF;
 
+/// A file's delta block size and block digests.
+pub type Blocks = (u64, Vec<crate::delta::BlockDigest>);
+
 /// The write buffer of a body streamed to disk when the memory budget is
 /// spent (not counted in it: one per session at most).
 const MIN_BUF: usize = 8192;
@@ -297,7 +300,9 @@ fn lock(file: &File) -> io::Result<()> {
 /// How a body ended: written and hashed, or held in memory, not yet
 /// written nor hashed.
 pub enum Finished {
-    Ready(File, Md5Digest),
+    /// Written: the file, its digest, and its delta block digests when
+    /// they were computed as it was written ([`crate::delta`]).
+    Ready(File, Md5Digest, Option<Blocks>),
     Held(Held),
 }
 
@@ -444,16 +449,16 @@ impl PartialWriter {
                 let file = w.out.into_inner().map_err(|e| e.into_error())?;
                 // A file that ends in a hole: its length, nothing written.
                 file.set_len(w.pos)?;
-                Ok(Finished::Ready(file, w.md5.finish()))
+                Ok(Finished::Ready(file, w.md5.finish(), None))
             }
-            PartialWriter::Piped(p) => p.finish().map(|(f, d)| Finished::Ready(f, d)),
+            PartialWriter::Piped(p) => p.finish().map(|(f, d, b)| Finished::Ready(f, d, b)),
         }
     }
 
     /// Flushes and returns the file and the MD5 of the whole content.
     pub fn finish(self) -> io::Result<(File, Md5Digest)> {
         match self.end()? {
-            Finished::Ready(file, md5) => Ok((file, md5)),
+            Finished::Ready(file, md5, _) => Ok((file, md5)),
             Finished::Held(mut held) => {
                 held.write_out()?;
                 let mut md5 = Hasher::new();

@@ -81,6 +81,7 @@ impl Pipeline {
             checkpointed,
             direct,
             reflink: true,
+            delta: DeltaBlocks::new(size, pos),
         };
         let (to_hash, hash_rx) = sync_channel::<(Buf, usize, Fill)>(PIPE_DEPTH);
         let (to_disk, disk_rx) = sync_channel::<ToDisk>(2 * PIPE_DEPTH);
@@ -250,6 +251,7 @@ impl Pipeline {
                 file: None,
                 err: Some(pipeline_broken()),
                 kept: 0,
+                blocks: None,
             });
         (md5, end)
     }
@@ -264,14 +266,15 @@ impl Pipeline {
         }
     }
 
-    /// Flushes and returns the file and the MD5 of the whole content.
-    pub fn finish(mut self) -> io::Result<(File, Md5Digest)> {
+    /// Flushes and returns the file, the MD5 of the whole content and,
+    /// for a file written from 0, its delta block digests.
+    pub fn finish(mut self) -> io::Result<(File, Md5Digest, Option<super::Blocks>)> {
         let (md5, end) = self.close(false);
         if let Some(e) = end.err {
             return Err(e);
         }
         match (end.file, md5) {
-            (Some(f), Some(h)) => Ok((f, h.finish())),
+            (Some(f), Some(h)) => Ok((f, h.finish(), end.blocks)),
             _ => Err(pipeline_broken()),
         }
     }

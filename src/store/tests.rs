@@ -221,3 +221,40 @@ fn long_names_fit() {
         );
     }
 }
+
+#[test]
+fn a_file_written_from_0_comes_with_its_delta_block_digests() {
+    let (t, dir) = tmpdir();
+    let all = data(5 * BLOCK as usize / 4 + 100);
+    let names = Names::for_target("f.bin".as_ref());
+    let budget = Budget::new(budget::DEFAULT_BYTES);
+    let o = open(&dir, &names, all.len() as u64, md5_of(&all), &budget).expect("open");
+    let mut w = o.writer;
+    for c in all.chunks(300_000) {
+        w.write(c).expect("write");
+    }
+    let Finished::Ready(_, d, blocks) = w.end().expect("end") else {
+        panic!("a file of a block or more is written, not held");
+    };
+    assert_eq!(d, md5_of(&all));
+    let (block, digests) = blocks.expect("block digests");
+    let (want_block, total) = crate::delta::cut(all.len() as u64).expect("cut");
+    assert_eq!(block, want_block);
+    let f = std::fs::File::open(t.path().join(&names.part)).expect("partial");
+    assert_eq!(
+        digests,
+        crate::delta::digests(&f, block, total).expect("digests")
+    );
+
+    // A resumed file has no digests of the blocks before its offset.
+    let names = Names::for_target("g.bin".as_ref());
+    interrupted(&dir, &names, &all, BLOCK as usize + 1);
+    let o = open(&dir, &names, all.len() as u64, md5_of(&all), &budget).expect("open");
+    assert!(o.offset > 0);
+    let mut w = o.writer;
+    w.write(&all[o.offset as usize..]).expect("write");
+    let Finished::Ready(_, _, blocks) = w.end().expect("end") else {
+        panic!("written, not held");
+    };
+    assert!(blocks.is_none(), "no digests for a resumed file");
+}
