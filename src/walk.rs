@@ -278,6 +278,19 @@ pub fn walk(sources: &[PathBuf], opts: WalkOptions, stdin_name: Option<&str>) ->
 /// first one's wire name.
 type Links = HashMap<(u64, u64), WireName>;
 
+/// Orders the entries of one directory by name, as `sort_by_file_name`
+/// does, comparing their whole paths as bytes: the same order (they share
+/// the directory's path and its `/`), without parsing each path into
+/// components at every comparison (a tenth of `ftx check`'s time on
+/// 100,000 files).
+pub fn by_name(a: &walkdir::DirEntry, b: &walkdir::DirEntry) -> std::cmp::Ordering {
+    use std::os::unix::ffi::OsStrExt;
+    a.path()
+        .as_os_str()
+        .as_bytes()
+        .cmp(b.path().as_os_str().as_bytes())
+}
+
 fn walk_dir(
     root: &Path,
     base: &[u8],
@@ -287,7 +300,7 @@ fn walk_dir(
 ) -> Result<()> {
     let mut it = WalkDir::new(root)
         .follow_links(opts.follow_links)
-        .sort_by_file_name()
+        .sort_by(crate::walk::by_name)
         .into_iter();
     let mut leave = |path: String, reason: &'static str, message: String, asked: bool| {
         w.left.push(Left {
