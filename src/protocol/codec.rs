@@ -98,12 +98,9 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             put_str(out, path);
             put_str(out, target);
         }
-        Frame::Body { id, offset, length } => {
-            out.extend_from_slice(&id.to_be_bytes());
-            out.extend_from_slice(&offset.to_be_bytes());
-            out.extend_from_slice(&length.to_be_bytes());
-        }
-        Frame::Hole { id, offset, length } | Frame::Same { id, offset, length } => {
+        Frame::Body { id, offset, length }
+        | Frame::Hole { id, offset, length }
+        | Frame::Same { id, offset, length } => {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&offset.to_be_bytes());
             out.extend_from_slice(&length.to_be_bytes());

@@ -4,9 +4,9 @@
 //! the old file whole until the rename; a hostile sender's SAME extents
 //! are bounded, and the whole-file digest still decides.
 
-use crate::common::raw::{md5_of, Raw};
+use crate::common::raw::{file_offer, Raw};
 use crate::common::*;
-use ftx::protocol::frame::{error_code, result_status, FileHeader};
+use ftx::protocol::frame::{error_code, result_status};
 use ftx::protocol::Frame;
 use serde_json::Value;
 use std::fs;
@@ -195,20 +195,6 @@ fn an_interrupted_delta_resumes_and_the_old_file_stays_whole_until_the_rename() 
         .expect("the receiver reports the file");
 }
 
-/// A raw sender's offer of `size` bytes of `data`'s digest for `name`.
-fn offer(id: u32, name: &str, data: &[u8]) -> Frame {
-    Frame::File(FileHeader {
-        id,
-        size: data.len() as u64,
-        mode: 0o644,
-        mtime_s: 1_600_000_000,
-        mtime_ns: 0,
-        flags: 0,
-        md5: md5_of(data),
-        path: name.as_bytes().to_vec(),
-    })
-}
-
 /// Reads BLOCKS frames up to the ACCEPT; returns (block, total, ACCEPT
 /// offset).
 fn blocks_then_accept(raw: &mut Raw) -> (u32, u32, u64) {
@@ -226,6 +212,31 @@ fn blocks_then_accept(raw: &mut Raw) -> (u32, u32, u64) {
     panic!("more than 100 BLOCKS frames");
 }
 
+/// A raw delta session: `data` offered as t.bin, SAME for its first 5 MiB
+/// (the old file's), BODY for the rest; the RESULT's status.
+fn delta_of_5_mib(addr: std::net::SocketAddr, id: u32, data: &[u8]) -> u8 {
+    let mut raw = Raw::session(addr);
+    raw.send(&file_offer(id, b"t.bin", data));
+    blocks_then_accept(&mut raw);
+    raw.send(&Frame::Same {
+        id,
+        offset: 0,
+        length: 5 << 20,
+    });
+    raw.send(&Frame::Body {
+        id,
+        offset: 5 << 20,
+        length: data.len() as u64 - (5 << 20),
+    });
+    raw.write(&data[5 << 20..]);
+    match raw.expect("RESULT") {
+        Frame::Result {
+            id: got, status, ..
+        } if got == id => status,
+        other => panic!("expected RESULT {id}, got {other:?}"),
+    }
+}
+
 #[test]
 fn same_extents_are_bounded_and_the_whole_file_digest_still_decides() {
     let d = dirs();
@@ -238,7 +249,7 @@ fn same_extents_are_bounded_and_the_whole_file_digest_still_decides() {
     // SAME without BLOCKS (no file to replace): ERROR 1.
     let new: Vec<u8> = vec![7u8; 8 << 20];
     let mut raw = Raw::session(rx.addr);
-    raw.send(&offer(1, "n.bin", &new));
+    raw.send(&file_offer(1, b"n.bin", &new));
     assert!(matches!(
         raw.expect("ACCEPT"),
         Frame::Accept { id: 1, offset: 0 }
@@ -252,7 +263,7 @@ fn same_extents_are_bounded_and_the_whole_file_digest_still_decides() {
 
     // SAME beyond the blocks the list covered (5 MiB of an 8 MiB file).
     let mut raw = Raw::session(rx.addr);
-    raw.send(&offer(2, "t.bin", &new));
+    raw.send(&file_offer(2, b"t.bin", &new));
     let (block, total, offset) = blocks_then_accept(&mut raw);
     assert_eq!((block, total, offset), (64 << 10, 80, 0));
     raw.send(&Frame::Same {
@@ -266,49 +277,15 @@ fn same_extents_are_bounded_and_the_whole_file_digest_still_decides() {
     // A lying delta: SAME for blocks that differ from the offer's content.
     // The result does not match the FILE's digest: RESULT 1, the old file
     // stays, no partial is left.
-    let mut raw = Raw::session(rx.addr);
-    raw.send(&offer(3, "t.bin", &new));
-    blocks_then_accept(&mut raw);
-    raw.send(&Frame::Same {
-        id: 3,
-        offset: 0,
-        length: 5 << 20,
-    });
-    raw.send(&Frame::Body {
-        id: 3,
-        offset: 5 << 20,
-        length: 3 << 20,
-    });
-    raw.write(&new[5 << 20..]);
-    match raw.expect("RESULT") {
-        Frame::Result { id: 3, status, .. } => {
-            assert_eq!(status, result_status::DIGEST_MISMATCH)
-        }
-        other => panic!("expected RESULT 3, got {other:?}"),
-    }
+    let status = delta_of_5_mib(rx.addr, 3, &new);
+    assert_eq!(status, result_status::DIGEST_MISMATCH);
     assert_eq!(md5_hex(&target), old_md5, "the old file is untouched");
     assert_eq!(names_in(&d.out), ["t.bin"], "no partial left");
 
     // An honest one: SAME for the unchanged first 5 MiB, BODY for the rest.
     let mut honest = old.clone();
     honest.extend_from_slice(&new[5 << 20..]);
-    let mut raw = Raw::session(rx.addr);
-    raw.send(&offer(4, "t.bin", &honest));
-    blocks_then_accept(&mut raw);
-    raw.send(&Frame::Same {
-        id: 4,
-        offset: 0,
-        length: 5 << 20,
-    });
-    raw.send(&Frame::Body {
-        id: 4,
-        offset: 5 << 20,
-        length: 3 << 20,
-    });
-    raw.write(&honest[5 << 20..]);
-    match raw.expect("RESULT") {
-        Frame::Result { id: 4, status, .. } => assert_eq!(status, result_status::OK),
-        other => panic!("expected RESULT 4, got {other:?}"),
-    }
+    let status = delta_of_5_mib(rx.addr, 4, &honest);
+    assert_eq!(status, result_status::OK);
     assert_eq!(md5_hex(&target), md5_hex_bytes(&honest), "replaced");
 }
