@@ -43,14 +43,41 @@ pub fn cut(len: u64) -> Option<(u64, u32)> {
     Some((block, total as u32))
 }
 
-/// Reads `total` whole blocks of `block` bytes from the start of `file`
-/// and returns their digests. An error if the file is shorter.
-pub fn digests(file: &File, block: u64, total: u32) -> io::Result<Vec<BlockDigest>> {
-    let mut buf = vec![0u8; (1usize << 20).min(block as usize)];
-    let mut h = Xxh3::new();
-    (0..u64::from(total))
-        .map(|i| digest_at(file, i * block, block, &mut buf, &mut h))
-        .collect()
+/// Reads `total` whole blocks of `block` bytes from the start of a file
+/// (`read(buf, at)` fills `buf` from `at`) and returns their digests. An
+/// error if the file is shorter. Reads go through an aligned buffer, so
+/// that a reader may use `O_DIRECT`.
+pub fn digests(
+    read: impl Fn(&mut [u8], u64) -> io::Result<()> + Sync,
+    block: u64,
+    total: u32,
+) -> io::Result<Vec<BlockDigest>> {
+    // The two halves on two threads: the peer waits for the list (its
+    // ACCEPT follows it), and nothing else runs meanwhile.
+    let half = total / 2;
+    let range = |from: u32, to: u32| -> io::Result<Vec<BlockDigest>> {
+        const ALIGN: usize = 4096;
+        let len = (1usize << 20).min(block as usize);
+        let mut raw = vec![0u8; len + ALIGN];
+        let off = raw.as_ptr().align_offset(ALIGN).min(ALIGN);
+        let buf = &mut raw[off..off + len];
+        let mut h = Xxh3::new();
+        (u64::from(from)..u64::from(to))
+            .map(|i| digest_with(&read, i * block, block, buf, &mut h))
+            .collect()
+    };
+    if half < 16 {
+        return range(0, total);
+    }
+    std::thread::scope(|s| {
+        let second = s.spawn(|| range(half, total));
+        let mut first = range(0, half)?;
+        let second = second
+            .join()
+            .map_err(|_| io::Error::other("internal error: a hashing thread panicked"))??;
+        first.extend(second);
+        Ok(first)
+    })
 }
 
 /// The digest of the `len` bytes of `file` at `at`, read through `buf`
@@ -62,12 +89,22 @@ pub fn digest_at(
     buf: &mut [u8],
     h: &mut Xxh3,
 ) -> io::Result<BlockDigest> {
+    digest_with(&|b: &mut [u8], p| file.read_exact_at(b, p), at, len, buf, h)
+}
+
+fn digest_with(
+    read: &impl Fn(&mut [u8], u64) -> io::Result<()>,
+    at: u64,
+    len: u64,
+    buf: &mut [u8],
+    h: &mut Xxh3,
+) -> io::Result<BlockDigest> {
     h.reset();
     let end = at + len;
     let mut p = at;
     while p < end {
         let k = ((end - p) as usize).min(buf.len());
-        file.read_exact_at(&mut buf[..k], p)?;
+        read(&mut buf[..k], p)?;
         h.update(&buf[..k]);
         p += k as u64;
     }
@@ -167,12 +204,13 @@ mod tests {
         let data: Vec<u8> = (0..(200u32 << 10)).map(|i| (i % 251) as u8).collect();
         std::fs::write(&p, &data).expect("write");
         let f = File::open(&p).expect("open");
-        let d = digests(&f, 64 << 10, 3).expect("digests");
+        let read = |b: &mut [u8], at| f.read_exact_at(b, at);
+        let d = digests(read, 64 << 10, 3).expect("digests");
         assert_eq!(d.len(), 3);
         for (i, x) in d.iter().enumerate() {
             assert_eq!(*x, digest(&data[i * (64 << 10)..(i + 1) * (64 << 10)]));
         }
-        assert!(digests(&f, 64 << 10, 4).is_err(), "past the end");
+        assert!(digests(read, 64 << 10, 4).is_err(), "past the end");
     }
 
     #[test]

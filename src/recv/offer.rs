@@ -271,11 +271,13 @@ impl<'a> Session<'a, '_> {
             return None;
         }
         let (block, total) = delta::cut(md.len())?;
+        let old = store::old::OldFile::new(file);
+        let file = old.file();
         let version = crate::cache::Version::of(&md);
         let digests = match self.sh.digests.blocks(&version, block, total) {
             Some(d) => d,
             None => {
-                let d = match delta::digests(&file, block, total) {
+                let d = match delta::digests(|b, at| old.read_exact_at(b, at), block, total) {
                     Ok(d) => d,
                     Err(e) => {
                         self.sh.log(&format!(
@@ -308,7 +310,7 @@ impl<'a> Session<'a, '_> {
             });
         }
         Some(Old {
-            file: Arc::new(file),
+            file: Arc::new(old),
             covered: block * u64::from(total),
         })
     }

@@ -251,7 +251,7 @@ impl Disk {
                         let wrote = match fill {
                             Fill::Hole => self.skip(n as u64),
                             Fill::Data => self.append(&buf[..n]),
-                            Fill::Old(old) => self.same(&old, at, &buf[..n]),
+                            Fill::Old(old) => self.same(old.file(), at, &buf[..n]),
                         };
                         if let Err(e) = wrote {
                             err = Some(e);

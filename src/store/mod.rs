@@ -45,6 +45,7 @@ pub mod attrs;
 mod block;
 pub mod budget;
 mod disk;
+pub mod old;
 pub mod pipeline;
 mod resume;
 pub mod small;
@@ -403,8 +404,7 @@ impl PartialWriter {
     /// same offset (a delta's SAME extent): hashed like received bytes,
     /// and cloned where the file system can ([`Pipeline::same`]). An
     /// error if `old` is shorter.
-    pub fn same(&mut self, old: &Arc<File>, n: u64) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
+    pub fn same(&mut self, old: &Arc<old::OldFile>, n: u64) -> io::Result<()> {
         if let PartialWriter::Piped(p) = self {
             return p.same(old, n);
         }
