@@ -15,7 +15,7 @@ use crate::protocol::{ErrorCode, FileHeader, Frame, Reject, SkipReason, WireName
 use anyhow::{bail, Result};
 use cap_fs_ext::DirExt;
 use cap_std::fs::Dir;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
@@ -35,28 +35,28 @@ enum Found {
 type LastDir = Option<(Vec<u8>, Dir)>;
 
 fn lookup(root: &Dir, name: &WireName, last_dir: &mut LastDir) -> Found {
-    let comps: Vec<&OsStr> = name.components().collect();
-    let Some((last, parents)) = comps.split_last() else {
-        return Found::Missing;
-    };
-    let parent_key = name.as_bytes()[..name.as_bytes().len() - last.len()].to_vec();
+    let bytes = name.as_bytes();
+    // The parent's wire path (with its `/`), and the last component.
+    let cut = bytes.iter().rposition(|b| *b == b'/').map_or(0, |i| i + 1);
+    let (parent_key, last) = (&bytes[..cut], OsStr::from_bytes(&bytes[cut..]));
     if let Some((k, d)) = last_dir.as_ref() {
-        if *k == parent_key {
+        if k.as_slice() == parent_key {
             return look_in(d, last);
         }
     }
     let Ok(mut dir) = root.try_clone() else {
         return Found::Blocked;
     };
+    let parents = parent_key.split(|b| *b == b'/').filter(|c| !c.is_empty());
     for c in parents {
-        dir = match dir.open_dir_nofollow(c) {
+        dir = match dir.open_dir_nofollow(OsStr::from_bytes(c)) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Missing,
             Err(_) => return Found::Blocked,
         };
     }
     let found = look_in(&dir, last);
-    *last_dir = Some((parent_key, dir));
+    *last_dir = Some((parent_key.to_vec(), dir));
     found
 }
 
@@ -74,10 +74,12 @@ pub(super) fn check(conn: &mut Conn<Deadlined>, sh: &Shared, deep: bool) -> Resu
     // Names from the peer, so a randomly seeded hasher; foldhash's, as
     // hashbrown's default (SipHash cost a tenth of the session here).
     let mut offered: HashSet<Vec<u8>, foldhash::quality::RandomState> = HashSet::default();
-    let mut tops: BTreeSet<Vec<u8>> = BTreeSet::new();
+    // The top-level names offered, with the listing of what OUT holds
+    // under each, being made.
+    let mut tops: BTreeMap<Vec<u8>, Option<Walker>> = BTreeMap::new();
     // Files answered "same", by name: a LINK to one of them is the same
     // when it is that very file.
-    let mut files: HashMap<Vec<u8>, (u64, u64)> = HashMap::new();
+    let mut files: Files = HashMap::default();
     let mut last_dir: LastDir = None;
     loop {
         let frame = match conn.read_frame() {
@@ -86,9 +88,11 @@ pub(super) fn check(conn: &mut Conn<Deadlined>, sh: &Shared, deep: bool) -> Resu
             Err(e) => return Err(super::report::fail_session(conn, e, "mid-check")),
         };
         let (id, path) = match &frame {
-            Frame::File(h) => (h.id, h.path.clone()),
-            Frame::Dir(h) => (h.id, h.path.clone()),
-            Frame::Symlink { id, path, .. } | Frame::Link { id, path, .. } => (*id, path.clone()),
+            Frame::File(h) => (h.id, h.path.as_slice()),
+            Frame::Dir(h) => (h.id, h.path.as_slice()),
+            Frame::Symlink { id, path, .. } | Frame::Link { id, path, .. } => {
+                (*id, path.as_slice())
+            }
             Frame::Xattr { .. } => continue,
             Frame::End { .. } => break,
             other => {
@@ -102,7 +106,7 @@ pub(super) fn check(conn: &mut Conn<Deadlined>, sh: &Shared, deep: bool) -> Resu
             conn.send_error(ErrorCode::Protocol, msg.clone());
             bail!("{msg}");
         }
-        let name = match WireName::from_bytes(&path) {
+        let name = match WireName::from_bytes(path) {
             Ok(n) => n,
             Err(e) => {
                 stats.failed += 1;
@@ -116,7 +120,18 @@ pub(super) fn check(conn: &mut Conn<Deadlined>, sh: &Shared, deep: bool) -> Resu
         };
         offered.insert(name.as_bytes().to_vec());
         if let Some(top) = name.as_bytes().split(|b| *b == b'/').next() {
-            tops.insert(top.to_vec());
+            if !tops.contains_key(top) {
+                // What OUT holds under it is listed meanwhile, on a thread
+                // of its own (a few at a time), for the END.
+                let walk = (tops.len() < WALKERS).then(|| {
+                    let (base, top) = (sh.cfg.out.join(OsStr::from_bytes(top)), top.to_vec());
+                    std::thread::Builder::new()
+                        .name("ftx-check-walk".into())
+                        .spawn(move || held_under(&base, &top))
+                        .ok()
+                });
+                tops.insert(top.to_vec(), walk.flatten());
+            }
         }
         let found = lookup(&sh.root, &name, &mut last_dir);
         // With `At`, the entry's directory is the one lookup left.
@@ -160,29 +175,13 @@ pub(super) fn check(conn: &mut Conn<Deadlined>, sh: &Shared, deep: bool) -> Resu
     }
     conn.flush()?;
     // What only this side has, under the trees offered.
-    for top in &tops {
-        let base = sh.cfg.out.join(OsStr::from_bytes(top));
-        let is_dir = std::fs::symlink_metadata(&base).is_ok_and(|m| m.is_dir());
-        if !is_dir {
-            continue;
-        }
-        for e in walkdir::WalkDir::new(&base)
-            .follow_links(false)
-            .sort_by(crate::walk::by_name)
-            .into_iter()
-            .flatten()
-        {
-            let Ok(rel) = e.path().strip_prefix(&base) else {
-                continue;
-            };
-            if rel.as_os_str().is_empty()
-                || crate::protocol::name::reserved(e.file_name().as_bytes())
-            {
-                continue;
-            }
-            let mut name = top.clone();
-            name.push(b'/');
-            name.extend_from_slice(rel.as_os_str().as_bytes());
+    for (top, walker) in tops {
+        let held = match walker.map(|w| w.join()) {
+            Some(Ok(held)) => held,
+            // Not started (too many tops), or the thread failed: now.
+            _ => held_under(&sh.cfg.out.join(OsStr::from_bytes(&top)), &top),
+        };
+        for name in held {
             if !offered.contains(&name) {
                 stats.failed += 1;
                 conn.queue(&Frame::Left {
@@ -204,6 +203,47 @@ pub(super) fn check(conn: &mut Conn<Deadlined>, sh: &Shared, deep: bool) -> Resu
     Ok(stats)
 }
 
+/// Top-level names whose listing runs on a thread of its own at once; any
+/// more are listed at END.
+const WALKERS: usize = 4;
+
+/// A listing of what OUT holds under a top-level name, being made.
+type Walker = std::thread::JoinHandle<Vec<Vec<u8>>>;
+
+/// Files answered "same" that have other names (hard links), by name.
+type Files = HashMap<Vec<u8>, (u64, u64), foldhash::quality::RandomState>;
+
+/// The wire names of everything under `base` (OUT's `top`), in walk
+/// order, without following a symlink and without the receiver's own
+/// working files; nothing if `base` is not a directory.
+fn held_under(base: &std::path::Path, top: &[u8]) -> Vec<Vec<u8>> {
+    let is_dir = std::fs::symlink_metadata(base).is_ok_and(|m| m.is_dir());
+    if !is_dir {
+        return Vec::new();
+    }
+    let mut held = Vec::new();
+    for e in walkdir::WalkDir::new(base)
+        .follow_links(false)
+        .sort_by(crate::walk::by_name)
+        .into_iter()
+        .flatten()
+    {
+        let Ok(rel) = e.path().strip_prefix(base) else {
+            continue;
+        };
+        if rel.as_os_str().is_empty() || crate::protocol::name::reserved(e.file_name().as_bytes()) {
+            continue;
+        }
+        let rel = rel.as_os_str().as_bytes();
+        let mut name = Vec::with_capacity(top.len() + 1 + rel.len());
+        name.extend_from_slice(top);
+        name.push(b'/');
+        name.extend_from_slice(rel);
+        held.push(name);
+    }
+    held
+}
+
 /// The state of an offered file that OUT holds something at.
 #[allow(clippy::too_many_arguments)]
 fn file_state(
@@ -213,7 +253,7 @@ fn file_state(
     last: &OsStr,
     md: &cap_std::fs::Metadata,
     deep: bool,
-    files: &mut HashMap<Vec<u8>, (u64, u64)>,
+    files: &mut Files,
     name: &WireName,
 ) -> SkipReason {
     use cap_std::fs::MetadataExt;
@@ -229,7 +269,11 @@ fn file_state(
         None => same_content(sh, dir, last, h, !deep),
     };
     if same {
-        files.insert(name.as_bytes().to_vec(), (md.dev(), md.ino()));
+        // Only a file with other names can be the target of a LINK that
+        // is the same here.
+        if md.nlink() > 1 {
+            files.insert(name.as_bytes().to_vec(), (md.dev(), md.ino()));
+        }
         SkipReason::Identical
     } else {
         SkipReason::Differs
