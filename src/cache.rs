@@ -269,6 +269,10 @@ impl DigestCache {
         if std::fs::write(&tmp, hex(d)).is_ok() && std::fs::rename(&tmp, &path).is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
+        // The whole digest is known: the checkpoints of its hashing go.
+        if let Some(states) = self.states_path(&Version::of(md)) {
+            let _ = std::fs::remove_file(states);
+        }
     }
 
     /// The `algo` digest of `file`, open, as `md` (its `fstat`) describes
@@ -340,6 +344,65 @@ impl DigestCache {
     fn blocks_path(&self, v: &Version, block: u64) -> Option<PathBuf> {
         let mut p = self.entry_path(v)?.into_os_string();
         p.push(format!(".blocks-{block}"));
+        Some(PathBuf::from(p))
+    }
+
+    /// Keeps the MD5 state after the first `at` bytes of this version of a
+    /// file (a sender's checkpoint while it hashes a body it sends, so
+    /// that a resume of it need not hash that prefix again). Appended as
+    /// one checksummed record (best effort).
+    pub fn put_state(&self, v: &Version, at: u64, state: &[u8]) {
+        use std::io::Write;
+        let Some(path) = self.states_path(v) else {
+            return;
+        };
+        let Ok(len) = u16::try_from(state.len()) else {
+            return;
+        };
+        let mut r = Vec::with_capacity(18 + state.len());
+        r.extend_from_slice(&at.to_le_bytes());
+        r.extend_from_slice(&len.to_le_bytes());
+        r.extend_from_slice(state);
+        let sum = xxhash_rust::xxh3::xxh3_64(&r);
+        r.extend_from_slice(&sum.to_le_bytes());
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path);
+        if let Ok(mut f) = file {
+            // One write: appended whole, never interleaved with another's.
+            let _ = f.write_all(&r);
+        }
+    }
+
+    /// The latest MD5 state kept for this version of a file
+    /// ([`DigestCache::put_state`]) that covers at most its first `at`
+    /// bytes: how many it covers, and the state.
+    pub fn state_before(&self, v: &Version, at: u64) -> Option<(u64, Vec<u8>)> {
+        let raw = std::fs::read(self.states_path(v)?).ok()?;
+        let mut rest = raw.as_slice();
+        let mut found = None;
+        while rest.len() >= 18 {
+            let len = usize::from(u16::from_le_bytes([rest[8], rest[9]]));
+            let Some(rec) = rest.get(..10 + len + 8) else {
+                break;
+            };
+            let sum = u64::from_le_bytes(rec[10 + len..].try_into().ok()?);
+            if xxhash_rust::xxh3::xxh3_64(&rec[..10 + len]) != sum {
+                break;
+            }
+            let off = u64::from_le_bytes(rec[..8].try_into().ok()?);
+            if off <= at && found.as_ref().is_none_or(|(best, _)| off > *best) {
+                found = Some((off, rec[10..10 + len].to_vec()));
+            }
+            rest = &rest[10 + len + 8..];
+        }
+        found
+    }
+
+    fn states_path(&self, v: &Version) -> Option<PathBuf> {
+        let mut p = self.entry_path(v)?.into_os_string();
+        p.push(".md5-states");
         Some(PathBuf::from(p))
     }
 
@@ -429,6 +492,36 @@ mod tests {
         raw[3] ^= 1;
         std::fs::write(&p, raw).expect("write");
         assert_eq!(cache.blocks(&v, 65536, 2), None);
+    }
+
+    #[test]
+    fn hash_checkpoints_are_kept_by_version_and_go_with_the_digest() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let cache = DigestCache::at(Some(t.path().join("c")));
+        let f = t.path().join("f");
+        std::fs::write(&f, vec![1u8; MIN_SIZE as usize]).expect("write");
+        let md = std::fs::metadata(&f).expect("md");
+        let v = Version::of(&md);
+        assert_eq!(cache.state_before(&v, 4096), None);
+        cache.put_state(&v, 4096, b"state one");
+        cache.put_state(&v, 8192, b"state two");
+        let one = Some((4096, b"state one".to_vec()));
+        let two = Some((8192, b"state two".to_vec()));
+        assert_eq!(cache.state_before(&v, 4096), one);
+        assert_eq!(cache.state_before(&v, 8191), one);
+        assert_eq!(cache.state_before(&v, 8192), two);
+        assert_eq!(cache.state_before(&v, 1 << 30), two);
+        assert_eq!(cache.state_before(&v, 4095), None);
+        let other = Version { mtime: (0, 0), ..v };
+        assert_eq!(cache.state_before(&other, 4096), None, "another version");
+        // A torn record at the end: the ones before it still count.
+        let p = cache.states_path(&v).expect("path");
+        let mut raw = std::fs::read(&p).expect("read");
+        raw.extend_from_slice(&[0, 0, 0]);
+        std::fs::write(&p, raw).expect("write");
+        assert_eq!(cache.state_before(&v, 8192), two);
+        cache.put(&md, &[7; 16]);
+        assert_eq!(cache.state_before(&v, 4096), None, "gone with the digest");
     }
 
     #[test]

@@ -98,7 +98,13 @@ impl<'a> Session<'a, '_> {
                     && delta::cut(h.size).is_some()
             };
             if occupied(last) || occupied(&part) {
-                if by_delta() {
+                // A partial written the same way (without the digest):
+                // resumed, the sender confirming its prefix and hashing on
+                // from there (PREFIX), instead of hashing the whole file
+                // first.
+                let names = store::Names::for_target(last);
+                let resumable = || !occupied(last) && store::unhashed_partial(&dir, &names, h.size);
+                if by_delta() || resumable() {
                     return self.accept_file(h, name, guard, dir, last, attrs);
                 }
                 self.conn.queue(&Frame::Reject {
@@ -271,7 +277,7 @@ impl<'a> Session<'a, '_> {
             return None;
         }
         let (block, total) = delta::cut(md.len())?;
-        let old = store::old::OldFile::new(file);
+        let old = store::cold::ColdFile::new(file);
         let file = old.file();
         let version = crate::cache::Version::of(&md);
         let digests = match self.sh.digests.blocks(&version, block, total) {

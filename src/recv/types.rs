@@ -341,7 +341,7 @@ pub(super) struct Awaiting<'a> {
 /// was when its blocks were hashed), and the end of the bytes BLOCKS
 /// covered, within which SAME extents may come.
 pub(super) struct Old {
-    pub(super) file: Arc<store::old::OldFile>,
+    pub(super) file: Arc<store::cold::ColdFile>,
     pub(super) covered: u64,
 }
 

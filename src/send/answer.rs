@@ -6,7 +6,7 @@ use super::holes::{extents, sparse};
 use super::types::*;
 use super::verdict::*;
 use crate::conn::Conn;
-use crate::digest::hash_reader_as;
+use crate::digest::Hasher;
 use crate::digest::{hex, Md5Digest};
 use crate::events::{mb_per_s, Event};
 use crate::exit::Exit;
@@ -290,12 +290,13 @@ impl Sender<'_> {
                 let Some(src) = offer.file else {
                     return Err(anyhow::anyhow!("internal error: no file for {shown}").into());
                 };
-                let offset = match self.prefixes.remove(&offer.id) {
+                let (offset, prefix) = match self.prefixes.remove(&offer.id) {
                     Some(theirs) if offset > 0 => self.confirm_prefix(&src, offset, theirs, &shown),
-                    _ => offset,
+                    _ => (offset, None),
                 };
                 let started = Instant::now();
-                let md5 = self.body(conn, offer.id, idx, &src, offset, remote.as_ref())?;
+                let md5 =
+                    self.body(conn, offer.id, idx, &src, (offset, prefix), remote.as_ref())?;
                 // Standard input is what was read; a file must still be
                 // what was offered when the receiver has verified it, or
                 // the run says so (the file stays open until then).
@@ -340,16 +341,23 @@ impl Sender<'_> {
         id: u32,
         idx: usize,
         src: &Source,
-        offset: u64,
+        (offset, prefix): (u64, Option<Hasher>),
         remote: Option<&crate::delta::Remote>,
     ) -> Result<Md5Digest, Broken> {
         let size = src.md.len();
-        if src.digest_follows && offset != 0 {
-            return Err(anyhow::anyhow!(
-                "receiver accepted a file sent without its digest at offset {offset}, not 0"
-            )
-            .into());
-        }
+        // A body hashed as it goes starts at 0, or where a confirmed
+        // prefix (PREFIX) ends, its hash continued.
+        let from = match prefix {
+            Some(h) => (offset, h),
+            None if offset == 0 => (0, Hasher::with(self.cfg.hash)),
+            None if src.digest_follows => {
+                return Err(anyhow::anyhow!(
+                    "receiver accepted a file sent without its digest at offset {offset}, without PREFIX"
+                )
+                .into())
+            }
+            None => (offset, Hasher::with(self.cfg.hash)),
+        };
         let shown = self.items[idx].entry.name.shown();
         if offset > 0 && !self.cfg.quiet {
             self.progress
@@ -393,7 +401,7 @@ impl Sender<'_> {
             return Ok(md5);
         }
         if src.digest_follows {
-            let md5 = self.body_hashing(conn, id, idx, file, &src.md, remote)?;
+            let md5 = self.body_hashing(conn, id, idx, (file, &src.md), remote, from)?;
             self.items[idx].md5 = Some(md5);
             if self.cfg.hash == crate::digest::Algo::Md5 {
                 self.cache.put(&src.md, &md5);
@@ -423,27 +431,54 @@ impl Sender<'_> {
     /// A resume from a partial written while the digest was unknown: the
     /// receiver sent the MD5 of its first `offset` bytes; the rest is sent
     /// from there only if that is the MD5 of this file's first `offset`
-    /// bytes (one read of them), else the whole file from 0.
-    fn confirm_prefix(&self, src: &Source, offset: u64, theirs: Md5Digest, shown: &str) -> u64 {
-        let ours = src.file.as_ref().and_then(|f| {
-            use std::io::{Seek, SeekFrom};
-            let mut f = f.try_clone().ok()?;
-            f.seek(SeekFrom::Start(0)).ok()?;
-            hash_reader_as(
-                self.cfg.hash,
-                std::io::Read::take(f, offset),
-                offset,
-                |_| {},
-            )
-            .ok()
-        });
-        if ours == Some(theirs) {
-            return offset;
+    /// bytes, else the whole file from 0. The hash state after the prefix
+    /// comes with the offset: from the checkpoint this sender kept while
+    /// it last sent this very version of the file, else hashed now (one
+    /// read of the prefix).
+    fn confirm_prefix(
+        &self,
+        src: &Source,
+        offset: u64,
+        theirs: Md5Digest,
+        shown: &str,
+    ) -> (u64, Option<Hasher>) {
+        let version = crate::cache::Version::of(&src.md);
+        // The latest checkpoint at or before the offset; the bytes from it
+        // to the offset (none, or what the hash had not reached when the
+        // last send stopped) are hashed now.
+        let kept = (self.cfg.hash == crate::digest::Algo::Md5)
+            .then(|| self.cache.state_before(&version, offset))
+            .flatten()
+            .and_then(|(at, state)| Some((at, Hasher::restore(&state)?)));
+        let (from, start) = kept.unwrap_or((0, Hasher::with(self.cfg.hash)));
+        let ours = {
+            let f = src.file.as_ref();
+            let mut h = start;
+            let mut buf =
+                vec![0u8; (1 << 20).min(usize::try_from(offset - from).unwrap_or(1 << 20))];
+            let mut at = from;
+            let mut ok = f.is_some();
+            while ok && at < offset {
+                let k = usize::try_from(offset - at)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                ok = f.is_some_and(|f| {
+                    std::os::unix::fs::FileExt::read_exact_at(f, &mut buf[..k], at).is_ok()
+                });
+                h.update(&buf[..k]);
+                at += k as u64;
+            }
+            ok.then_some(h)
+        };
+        if let Some(h) = ours {
+            if h.clone().finish() == theirs {
+                return (offset, Some(h));
+            }
         }
         self.progress.println(&format!(
             "ftx: {shown}: the receiver's partial is not a prefix of this file; sending it all"
         ));
-        0
+        (0, None)
     }
 
     /// The verdict on a file from its RESULT.

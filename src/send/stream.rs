@@ -33,20 +33,25 @@ impl Sender<'_> {
         conn: &mut Conn<Wire>,
         id: u32,
         idx: usize,
-        file: &File,
-        md: &std::fs::Metadata,
+        (file, md): (&File, &std::fs::Metadata),
         remote: Option<&crate::delta::Remote>,
+        from: (u64, Hasher),
     ) -> Result<Md5Digest, Broken> {
         let size = md.len();
         let local = escape(&self.items[idx].entry.local.to_string_lossy());
+        let (offset, start) = from;
         let extents = if sparse(md) {
-            extents(file, 0, size).with_context(|| format!("cannot read {local}"))?
+            extents(file, offset, size).with_context(|| format!("cannot read {local}"))?
         } else {
-            vec![(0, size, false)]
+            vec![(offset, size - offset, false)]
+        };
+        let marks = Marks {
+            cache: self.cache.clone(),
+            version: crate::cache::Version::of(md),
         };
         if conn.get_ref().is_sealed() && remote.is_none() {
             let md5 = self
-                .send_extents_sealed(conn, id, idx, file, &extents)?
+                .send_extents_sealed(conn, id, idx, file, &extents, (start, marks))?
                 .with_context(|| format!("cannot read {local}"))?;
             conn.queue(&Frame::Digest { id, md5 });
             return Ok(md5);
@@ -55,10 +60,9 @@ impl Sender<'_> {
             .try_clone()
             .with_context(|| format!("cannot read {local}"))?;
         let plan = extents.clone();
-        let algo = self.cfg.hash;
         let hasher = std::thread::Builder::new()
             .name("ftx-md5".into())
-            .spawn(move || hash_extents(&reader, &plan, algo))
+            .spawn(move || hash_extents(&reader, &plan, start, &marks))
             .context("cannot start the hashing thread")?;
         let sent = match remote {
             Some(r) => self.send_delta(conn, id, idx, file, &extents, r),
@@ -146,8 +150,9 @@ impl Sender<'_> {
         idx: usize,
         file: &File,
         extents: &[(u64, u64, bool)],
+        (start, marks): (Hasher, Marks),
     ) -> Result<std::io::Result<Md5Digest>, Broken> {
-        let algo = self.cfg.hash;
+        let mut pos = extents.first().map_or(0, |e| e.0);
         let (to_hash, pieces) = mpsc::sync_channel::<Piece>(DEPTH);
         let (back, free) = mpsc::channel::<Vec<u8>>();
         std::thread::scope(|sc| {
@@ -155,21 +160,25 @@ impl Sender<'_> {
                 .name("ftx-md5".into())
                 .spawn_scoped(sc, move || {
                     let zeros = vec![0u8; CHUNK];
-                    let mut h = Hasher::with(algo);
+                    let mut h = start;
                     for piece in pieces {
                         match piece {
                             Piece::Data(buf, n) => {
                                 h.update(&buf[..n]);
+                                pos += n as u64;
                                 let _ = back.send(buf);
                             }
-                            Piece::Zeros(mut len) => {
-                                while len > 0 {
-                                    let k = usize::try_from(len).unwrap_or(CHUNK).min(CHUNK);
+                            Piece::Zeros(len) => {
+                                let mut left = len;
+                                while left > 0 {
+                                    let k = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
                                     h.update(&zeros[..k]);
-                                    len -= k as u64;
+                                    left -= k as u64;
                                 }
+                                pos += len;
                             }
                         }
+                        marks.after(pos, &h);
                     }
                     h.finish()
                 })
@@ -281,12 +290,36 @@ fn read_chunk(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
     }
 }
 
-/// The MD5 of a file laid out as `extents` (holes as zeros), read with
+/// Where a sender keeps the MD5 states of a body it hashes while it sends
+/// it, every [`crate::store::BLOCK`] (4 MiB, where a receiver's resume
+/// starts): a resume after a kill continues from the state at the
+/// receiver's offset instead of hashing the whole prefix again. Keyed by
+/// the file's version, so any change to it discards them.
+pub(super) struct Marks {
+    pub(super) cache: crate::cache::DigestCache,
+    pub(super) version: crate::cache::Version,
+}
+
+impl Marks {
+    /// After the first `pos` bytes were hashed into `h`.
+    fn after(&self, pos: u64, h: &Hasher) {
+        if pos > 0
+            && pos.is_multiple_of(crate::store::BLOCK)
+            && h.algo() == crate::digest::Algo::Md5
+        {
+            self.cache.put_state(&self.version, pos, &h.save());
+        }
+    }
+}
+
+/// The MD5 of a file laid out as `extents` (holes as zeros), continuing
+/// `start` (the state after the bytes before the first extent), read with
 /// `pread` in 1 MiB chunks by a helper thread ahead of the hashing.
 fn hash_extents(
     file: &File,
     extents: &[(u64, u64, bool)],
-    algo: crate::digest::Algo,
+    start: Hasher,
+    marks: &Marks,
 ) -> std::io::Result<Md5Digest> {
     let (full, chunks) = mpsc::sync_channel::<std::io::Result<(Vec<u8>, usize)>>(DEPTH);
     let (back, free) = mpsc::channel::<Vec<u8>>();
@@ -322,10 +355,13 @@ fn hash_extents(
                 }
             }
         });
-        let mut h = Hasher::with(algo);
+        let mut h = start;
+        let mut pos = extents.first().map_or(0, |e| e.0);
         for chunk in chunks {
             let (buf, n) = chunk?;
             h.update(&buf[..n]);
+            pos += n as u64;
+            marks.after(pos, &h);
             let _ = back.send(buf);
         }
         Ok(h.finish())

@@ -53,7 +53,7 @@ pub enum Fill {
     /// Read from the file being replaced, at the same offset (a delta's
     /// SAME): cloned from it where the file system can (a reflink), else
     /// written.
-    Old(std::sync::Arc<super::old::OldFile>),
+    Old(std::sync::Arc<super::cold::ColdFile>),
 }
 
 /// What the hash thread hands to the disk thread, in stream order.

@@ -44,8 +44,8 @@
 pub mod attrs;
 mod block;
 pub mod budget;
+pub mod cold;
 mod disk;
-pub mod old;
 pub mod pipeline;
 mod resume;
 pub mod small;
@@ -169,6 +169,23 @@ pub fn prepare(
             })
         }
     }
+}
+
+/// True when the partial of a file of `size` bytes was written while its
+/// digest was still to follow (its state file checks out, for that size,
+/// with a zero digest): an offer of the file without its digest can then
+/// resume it, the sender confirming the prefix (PREFIX) and hashing on.
+pub fn unhashed_partial(dir: &Dir, names: &Names, size: u64) -> bool {
+    use std::io::Read;
+    let Ok(f) = dir.open_with(&names.state, no_follow(OpenOptions::new().read(true))) else {
+        return false;
+    };
+    let mut bytes = Vec::new();
+    let max = 64 + (size / BLOCK + 1) * 256;
+    if f.into_std().take(max + 1).read_to_end(&mut bytes).is_err() || bytes.len() as u64 > max {
+        return false;
+    }
+    matches!(state::decode_state(&bytes), Ok((s, md5, _)) if s == size && md5 == [0; 16])
 }
 
 /// Creates the partial of a [`Slot::Fresh`] file when its body starts:
@@ -404,7 +421,7 @@ impl PartialWriter {
     /// same offset (a delta's SAME extent): hashed like received bytes,
     /// and cloned where the file system can ([`Pipeline::same`]). An
     /// error if `old` is shorter.
-    pub fn same(&mut self, old: &Arc<old::OldFile>, n: u64) -> io::Result<()> {
+    pub fn same(&mut self, old: &Arc<cold::ColdFile>, n: u64) -> io::Result<()> {
         if let PartialWriter::Piped(p) = self {
             return p.same(old, n);
         }

@@ -187,7 +187,7 @@ impl Pipeline {
     /// Appends `n` bytes of `old` read at the current position (a delta's
     /// SAME extent): read straight into pipeline buffers, hashed like any
     /// bytes, and cloned from `old` where the file system can.
-    pub fn same(&mut self, old: &Arc<super::old::OldFile>, mut n: u64) -> io::Result<()> {
+    pub fn same(&mut self, old: &Arc<super::cold::ColdFile>, mut n: u64) -> io::Result<()> {
         self.push()?;
         while n > 0 {
             let mut buf = self.next_buf()?;

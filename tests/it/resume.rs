@@ -1363,3 +1363,32 @@ fn small_files_cut_half_way_arrive_whole_after_a_retry() {
     }
     assert!(left.is_empty(), "partial or state files left: {left:?}");
 }
+
+// ---------------------------------------------------------------------------
+// 8. a cold send cut midway: the next one resumes at once
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_cold_send_cut_midway_resumes_at_once_without_asking_for_the_digest() {
+    // MID is over 8 MiB: sent cold, its digest follows the body.
+    let Interrupted {
+        d,
+        file,
+        md5,
+        mut rx,
+        kept,
+    } = interrupted("cold.bin", 333);
+
+    let out = run_with_timeout(sender(&["--json"], &[&file], rx.addr), SEND_TIMEOUT);
+    assert_status(&out, 0, "the same send again");
+    let ev = events(&out);
+    assert!(
+        !ev.iter().any(|e| e["reason"] == "digest_needed"),
+        "no round asking for the digest first: {ev:?}"
+    );
+    let started: Vec<&Value> = ev.iter().filter(|e| e["event"] == "file_started").collect();
+    assert_eq!(started.len(), 1, "one start, resumed: {started:?}");
+    assert_eq!(started[0]["offset"].as_u64(), Some(kept), "{started:?}");
+    assert_arrived(&d, "cold.bin", &md5);
+    expect_received(&mut rx, "cold.bin", MID, &md5);
+}

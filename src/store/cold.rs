@@ -1,5 +1,6 @@
-//! The file a delta update replaces, read for its unchanged blocks: with
-//! `O_DIRECT` unless most of it is in the page cache.
+//! A file read for its bytes with `O_DIRECT` unless most of it is in the
+//! page cache: the file a delta update replaces (its unchanged blocks),
+//! and a partial checked before a resume.
 //!
 //! On this project's development VM, reading a file that is not in the
 //! page cache through it costs more CPU than MD5 (1 GiB: 2.4 s of system
@@ -13,25 +14,26 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-/// The old file: open as the receiver opened it (no-follow), and a second
-/// descriptor of the same inode with `O_DIRECT` where the system allows.
+/// A file open as the receiver opened it (no-follow), and a second
+/// descriptor of the same inode with `O_DIRECT` where that is the cheaper
+/// way to read it.
 #[derive(Debug)]
-pub struct OldFile {
+pub struct ColdFile {
     file: File,
     direct: Option<File>,
 }
 
-impl OldFile {
+impl ColdFile {
     /// Wraps `file`; unless it is mostly in the page cache, a direct twin
     /// is opened through `/proc/self/fd` (the same inode, whatever its
     /// name is now).
-    pub fn new(file: File) -> OldFile {
+    pub fn new(file: File) -> ColdFile {
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::OpenOptionsExt;
         // Mostly in the page cache already (a file just copied in):
         // reading it from there is the cheaper way.
         if cached_share(&file).is_none_or(|share| share >= 0.5) {
-            return OldFile { file, direct: None };
+            return ColdFile { file, direct: None };
         }
         let direct = std::fs::OpenOptions::new()
             .read(true)
@@ -39,12 +41,17 @@ impl OldFile {
             .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
             .ok()
             .filter(|d| same_inode(&file, d));
-        OldFile { file, direct }
+        ColdFile { file, direct }
     }
 
-    /// The old file (buffered).
+    /// The file (buffered).
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    /// The file, its direct twin closed.
+    pub fn into_inner(self) -> File {
+        self.file
     }
 
     /// Fills `buf` from `at`: directly from the disk when `buf`, `at` and
@@ -131,7 +138,7 @@ mod tests {
         let p = t.path().join("f");
         let data: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 241) as u8).collect();
         std::fs::write(&p, &data).expect("write");
-        let old = OldFile::new(File::open(&p).expect("open"));
+        let old = ColdFile::new(File::open(&p).expect("open"));
         // An aligned buffer (as the pipeline's), then unaligned reads.
         let mut raw = vec![0u8; (1 << 20) + 4096];
         let off = raw.as_ptr().align_offset(4096);
@@ -150,7 +157,7 @@ mod tests {
         f.sync_all().expect("sync");
         let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
         if cached_share(&f).is_some_and(|share| share < 0.5) {
-            let old = OldFile::new(f);
+            let old = ColdFile::new(f);
             assert!(
                 old.direct.is_some(),
                 "a file not in the cache is read directly"
