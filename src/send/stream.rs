@@ -370,28 +370,71 @@ fn hash_extents(
 
 impl Sender<'_> {
     /// Sends standard input, whose size is not known: BODY extents as it is
-    /// read, hashed as they go, then the DIGEST. Returns the digest and the
-    /// size. From the first byte on, a failure is final: what was read
-    /// cannot be read again.
+    /// read, hashed as they go by a thread of its own (`ftx-md5`, from the
+    /// same buffers: sending and hashing overlap), then the DIGEST.
+    /// Returns the digest and the size. From the first byte on, a failure
+    /// is final: what was read cannot be read again.
     pub(super) fn body_stdin(
         &mut self,
         conn: &mut Conn<Wire>,
         id: u32,
         idx: usize,
-        mut input: &File,
+        input: &File,
     ) -> Result<(Md5Digest, u64), Broken> {
+        let algo = self.cfg.hash;
+        // A pipe's 64 KiB buffer makes a read, a frame and a wake-up of
+        // the writer for every 64 KiB: grown to a chunk, where the system
+        // lets it (best effort; a file or a terminal is left as it is).
+        let _ = rustix::pipe::fcntl_setpipe_size(input, CHUNK);
+        let (to_hash, pieces) = mpsc::sync_channel::<(Vec<u8>, usize)>(DEPTH);
+        let (back, free) = mpsc::channel::<Vec<u8>>();
+        std::thread::scope(|sc| {
+            let hasher = std::thread::Builder::new()
+                .name("ftx-md5".into())
+                .spawn_scoped(sc, move || {
+                    let mut h = Hasher::with(algo);
+                    for (buf, n) in pieces {
+                        h.update(&buf[..n]);
+                        let _ = back.send(buf);
+                    }
+                    h.finish()
+                })
+                .context("cannot start the hashing thread")?;
+            let sent = self.send_stdin(conn, id, idx, input, &to_hash, Pool { free, made: 0 });
+            drop(to_hash);
+            let md5 = hasher
+                .join()
+                .map_err(|_| anyhow::anyhow!("internal error: the hashing thread panicked"))?;
+            let size = sent?;
+            conn.queue(&Frame::Digest { id, md5 });
+            Ok((md5, size))
+        })
+    }
+
+    /// The sending half of [`Sender::body_stdin`]: reads, sends and hands
+    /// each chunk to the hash thread; returns the size.
+    fn send_stdin(
+        &mut self,
+        conn: &mut Conn<Wire>,
+        id: u32,
+        idx: usize,
+        mut input: &File,
+        to_hash: &mpsc::SyncSender<(Vec<u8>, usize)>,
+        mut pool: Pool,
+    ) -> Result<u64, Broken> {
         use std::io::Read;
-        let mut h = Hasher::with(self.cfg.hash);
-        let mut buf = vec![0u8; CHUNK];
         let mut pos = 0u64;
         loop {
+            let Some(mut buf) = pool.take() else {
+                return Err(anyhow::anyhow!("internal error: the hashing thread stopped").into());
+            };
             let n = match input.read(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(anyhow::anyhow!("cannot read standard input: {e}").into()),
             };
             if n == 0 && pos > 0 {
-                break;
+                return Ok(pos);
             }
             self.stdin_sent = true;
             conn.queue(&Frame::Body {
@@ -400,15 +443,14 @@ impl Sender<'_> {
                 length: n as u64,
             });
             conn.write_raw(&buf[..n])?;
-            h.update(&buf[..n]);
             pos += n as u64;
             self.moved(idx, n as u64, true);
+            if to_hash.send((buf, n)).is_err() {
+                return Err(anyhow::anyhow!("internal error: the hashing thread stopped").into());
+            }
             if n == 0 {
-                break; // empty input: one empty BODY
+                return Ok(pos); // empty input: one empty BODY
             }
         }
-        let md5 = h.finish();
-        conn.queue(&Frame::Digest { id, md5 });
-        Ok((md5, pos))
     }
 }
