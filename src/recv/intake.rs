@@ -308,11 +308,24 @@ impl<'a> Session<'a, '_> {
             Err(e) => e,
         };
         r.names.discard(&r.dir, r.id);
-        let message = format!("cannot write '{shown}': {failure}");
+        // A resumed prefix that did not check out (store's `PrefixCheck`):
+        // the file is not what was offered, as for a digest mismatch, and
+        // the sender sends it again from 0.
+        let (status, message) = if failure.kind() == io::ErrorKind::InvalidData {
+            (
+                Status::DigestMismatch.code(),
+                format!("integrity failure for '{shown}': {failure}; discarded"),
+            )
+        } else {
+            (
+                Status::IoError.code(),
+                format!("cannot write '{shown}': {failure}"),
+            )
+        };
         self.result_failed(Failure {
             id: r.h.id,
             shown,
-            status: Status::IoError.code(),
+            status,
             md5: [0; 16],
             message,
         });

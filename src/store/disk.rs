@@ -207,7 +207,20 @@ impl Disk {
     pub(super) fn checkpoint(&mut self) -> io::Result<()> {
         self.out.flush()?;
         self.out.get_ref().sync_data()?;
-        let bytes = encode_state(self.size, &self.md5_expected, &self.blocks);
+        // What the partial is now: unchanged at a resume, it was not
+        // written to since (see `resume.rs`).
+        let written = self
+            .out
+            .get_ref()
+            .metadata()
+            .ok()
+            .map(|m| crate::cache::Version::of(&m));
+        let bytes = encode_state(
+            self.size,
+            &self.md5_expected,
+            &self.blocks,
+            written.as_ref(),
+        );
         // A fresh, exclusive temporary: whatever sits at its name (a hard
         // link to a file elsewhere, say) is unlinked, never written to.
         match self.dir.remove_file(&self.names.state_tmp) {

@@ -5,7 +5,8 @@
 //! `.NAME.ftx-part` and a small state file `.NAME.ftx-state`:
 //!
 //! ```text
-//! magic "FTXPART1" | size:u64 | md5:[16] | block:u64 | nblocks:u32 | state_len:u16
+//! magic "FTXPART2" | size:u64 | md5:[16] | block:u64 | nblocks:u32 | state_len:u16
+//! written: 7 × u64 (the partial's dev, ino, size, mtime s/ns, ctime s/ns when written)
 //! nblocks × ( xxh3:u64 | md5_state:[state_len] )     one per full block, in order
 //! trailer: xxh3_64 of every byte before it
 //! ```

@@ -38,6 +38,9 @@ pub struct Pipeline {
     pub(super) hash_thread: Option<std::thread::JoinHandle<Hasher>>,
     pub(super) disk_thread: Option<std::thread::JoinHandle<DiskEnd>>,
     pub(super) disk_ctl: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The check of a resumed prefix still running ([`Start::pending`]):
+    /// the body is finished only if it passes.
+    pub(super) prefix_check: Option<PrefixCheck>,
 }
 
 impl Pipeline {
@@ -65,6 +68,7 @@ impl Pipeline {
             pos,
             mut md5,
             blocks,
+            pending,
         } = start;
         use std::sync::mpsc::sync_channel;
         let checkpointed = blocks.len();
@@ -126,6 +130,7 @@ impl Pipeline {
             hash_thread: Some(hash_thread),
             disk_thread: Some(disk_thread),
             disk_ctl,
+            prefix_check: pending,
         })
     }
 
@@ -271,6 +276,14 @@ impl Pipeline {
         let (md5, end) = self.close(false);
         if let Some(e) = end.err {
             return Err(e);
+        }
+        if let Some(check) = self.prefix_check.take() {
+            if !check.join().unwrap_or(false) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the bytes kept from an earlier session no longer match their checksums on disk",
+                ));
+            }
         }
         match (end.file, md5) {
             (Some(f), Some(h)) => Ok((f, h.finish(), end.blocks)),

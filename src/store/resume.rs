@@ -21,7 +21,15 @@ pub(crate) struct Start {
     pub(super) pos: u64,
     pub(super) md5: Hasher,
     pub(super) blocks: Vec<BlockRec>,
+    /// The check of the blocks before `pos`, still running: a partial not
+    /// written to since its last checkpoint is resumed at once, and the
+    /// file is placed only if its blocks check out (see [`try_resume`]).
+    pub(super) pending: Option<PrefixCheck>,
 }
+
+/// A check of a resumed partial's blocks that runs beside the transfer:
+/// true when every block matched its record.
+pub(super) type PrefixCheck = std::thread::JoinHandle<bool>;
 
 impl Start {
     pub(super) fn fresh(algo: Algo) -> Start {
@@ -29,6 +37,7 @@ impl Start {
             pos: 0,
             md5: Hasher::with(algo),
             blocks: Vec::new(),
+            pending: None,
         }
     }
 }
@@ -91,6 +100,7 @@ pub(super) fn try_resume(
     algo: Algo,
 ) -> Result<Resumed, String> {
     let mut unknown = false;
+    let mut written = None;
     let found = match dir.open_with(&names.state, no_follow(OpenOptions::new().read(true))) {
         Ok(state) => {
             let mut bytes = Vec::new();
@@ -108,6 +118,9 @@ pub(super) fn try_resume(
                 decode_state(&bytes)
             };
             unknown = matches!(&decoded, Ok((_, d, _)) if *d == [0; 16]);
+            if decoded.is_ok() {
+                written = super::state::written(&bytes);
+            }
             Found::State(decoded)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Found::PartialOnly,
@@ -117,46 +130,48 @@ pub(super) fn try_resume(
         Resume::Discard(why) => return Err(why),
         Resume::Check(blocks) => blocks,
     };
-    // Check the prefix block by block; resume at the first bad block.
-    // (Read with O_DIRECT unless it is in the page cache, which the
-    // receiver's writes bypass: through the cache, reading costs more
-    // CPU than MD5 on the development VM.)
-    // The two halves are checked on two threads: the sender waits for
-    // the answer, and nothing else runs meanwhile.
+    // Not written to since its last checkpoint (the same version: any
+    // write changes the ctime, which cannot be set back): resumed after
+    // all its blocks at once, and checked beside the transfer; the file
+    // is placed only if they check out. (What only a check can find is
+    // then damage below the file system, which costs a resend from 0.)
+    let unchanged = algo == Algo::Md5
+        && written.is_some()
+        && file
+            .metadata()
+            .is_ok_and(|md| Some(crate::cache::Version::of(&md)) == written);
+    if let (true, Some(last)) = (unchanged, blocks.last()) {
+        let hasher = Hasher::restore(&last.md5_state).ok_or("state file holds a bad MD5 state")?;
+        let offset = blocks.len() as u64 * BLOCK;
+        let reader = file
+            .try_clone()
+            .map_err(|e| format!("cannot read partial: {e}"))?;
+        let recs = blocks.clone();
+        let pending = std::thread::Builder::new()
+            .name("ftx-check".into())
+            .spawn(move || checked_blocks(&super::cold::ColdFile::new(reader), &recs) == recs.len())
+            .map_err(|e| format!("cannot start the check of the partial: {e}"))?;
+        let mut file = file;
+        file.set_len(offset)
+            .and_then(|()| file.seek(SeekFrom::Start(offset)).map(|_| ()))
+            .map_err(|e| format!("cannot truncate partial: {e}"))?;
+        return Ok((
+            file,
+            Start {
+                pos: offset,
+                md5: hasher,
+                blocks,
+                pending: Some(pending),
+            },
+            unknown,
+        ));
+    }
+    // Else the prefix is checked now, block by block; the transfer
+    // resumes at the first bad block. (Read with O_DIRECT unless it is in
+    // the page cache, which the receiver's writes bypass: through the
+    // cache, reading costs more CPU than MD5 on the development VM.)
     let cold = super::cold::ColdFile::new(file);
-    let check = |first: usize, recs: &[BlockRec]| {
-        let mut buf = super::block::Buf::new();
-        let mut at = first as u64 * BLOCK;
-        good_prefix(recs, |rec| {
-            let mut h = Xxh3::new();
-            let end = at + BLOCK;
-            while at < end {
-                let k = usize::try_from(end - at)
-                    .unwrap_or(usize::MAX)
-                    .min(buf.len());
-                if cold.read_exact_at(&mut buf[..k], at).is_err() {
-                    return false;
-                }
-                h.update(&buf[..k]);
-                at += k as u64;
-            }
-            h.digest() == rec.xxh3
-        })
-    };
-    let half = blocks.len() / 2;
-    let good = if half < 4 {
-        check(0, &blocks)
-    } else {
-        std::thread::scope(|s| {
-            let second = s.spawn(|| check(half, &blocks[half..]));
-            let first = check(0, &blocks[..half]);
-            // A bad block in the first half decides; else the second's.
-            match (first == half, second.join()) {
-                (true, Ok(more)) => half + more,
-                _ => first,
-            }
-        })
-    };
+    let good = checked_blocks(&cold, &blocks);
     let mut file = cold.into_inner();
     let mut buf = vec![0u8; 1 << 20];
     let hasher = if good == 0 {
@@ -194,9 +209,48 @@ pub(super) fn try_resume(
             pos: offset,
             md5: hasher,
             blocks,
+            pending: None,
         },
         unknown,
     ))
+}
+
+/// How many of `blocks`, from the first, the partial read by `cold` holds
+/// (see [`good_prefix`]); the two halves on two threads (the peer waits
+/// for the answer, or the transfer runs beside).
+fn checked_blocks(cold: &super::cold::ColdFile, blocks: &[BlockRec]) -> usize {
+    let check = |first: usize, recs: &[BlockRec]| {
+        let mut buf = super::block::Buf::new();
+        let mut at = first as u64 * BLOCK;
+        good_prefix(recs, |rec| {
+            let mut h = Xxh3::new();
+            let end = at + BLOCK;
+            while at < end {
+                let k = usize::try_from(end - at)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                if cold.read_exact_at(&mut buf[..k], at).is_err() {
+                    return false;
+                }
+                h.update(&buf[..k]);
+                at += k as u64;
+            }
+            h.digest() == rec.xxh3
+        })
+    };
+    let half = blocks.len() / 2;
+    if half < 4 {
+        return check(0, blocks);
+    }
+    std::thread::scope(|s| {
+        let second = s.spawn(|| check(half, &blocks[half..]));
+        let first = check(0, &blocks[..half]);
+        // A bad block in the first half decides; else the second's.
+        match (first == half, second.join()) {
+            (true, Ok(more)) => half + more,
+            _ => first,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -4,10 +4,18 @@
 //! its file is an error saying why.
 
 use super::types::*;
+use crate::cache::Version;
 use crate::digest::Md5Digest;
 use xxhash_rust::xxh3::xxh3_64;
 
-pub(super) const MAGIC: &[u8; 8] = b"FTXPART1";
+pub(super) const MAGIC: &[u8; 8] = b"FTXPART2";
+
+/// Bytes of the header before the records: magic, size, md5, block,
+/// count, state length, and the partial's version when the state was
+/// written ([`written`]).
+const HEAD: usize = 8 + 8 + 16 + 8 + 4 + 2 + VERSION_LEN;
+/// Bytes of a file version in the header: seven u64.
+const VERSION_LEN: usize = 56;
 
 /// One checked block: its XXH3 and the MD5 state after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,16 +24,36 @@ pub(super) struct BlockRec {
     pub(super) md5_state: Vec<u8>,
 }
 
-/// Encodes a state file.
-pub(super) fn encode_state(size: u64, md5: &Md5Digest, blocks: &[BlockRec]) -> Vec<u8> {
+/// Encodes a state file. `written`: the partial's version (as `fstat`
+/// gave it) once the bytes this state describes were synced.
+pub(super) fn encode_state(
+    size: u64,
+    md5: &Md5Digest,
+    blocks: &[BlockRec],
+    written: Option<&Version>,
+) -> Vec<u8> {
     let state_len = blocks.first().map_or(0, |b| b.md5_state.len());
-    let mut v = Vec::with_capacity(48 + blocks.len() * (8 + state_len));
+    let mut v = Vec::with_capacity(HEAD + 8 + blocks.len() * (8 + state_len));
     v.extend_from_slice(MAGIC);
     v.extend_from_slice(&size.to_be_bytes());
     v.extend_from_slice(md5);
     v.extend_from_slice(&BLOCK.to_be_bytes());
     v.extend_from_slice(&(blocks.len() as u32).to_be_bytes());
     v.extend_from_slice(&(state_len as u16).to_be_bytes());
+    let w = written.map_or([0; 7], |w| {
+        [
+            w.dev,
+            w.ino,
+            w.len,
+            w.mtime.0 as u64,
+            w.mtime.1 as u64,
+            w.ctime.0 as u64,
+            w.ctime.1 as u64,
+        ]
+    });
+    for n in w {
+        v.extend_from_slice(&n.to_be_bytes());
+    }
     for b in blocks {
         v.extend_from_slice(&b.xxh3.to_be_bytes());
         v.extend_from_slice(&b.md5_state);
@@ -37,7 +65,6 @@ pub(super) fn encode_state(size: u64, md5: &Md5Digest, blocks: &[BlockRec]) -> V
 
 /// Decodes a state file; `Err` says why it cannot be trusted.
 pub(super) fn decode_state(b: &[u8]) -> Result<(u64, Md5Digest, Vec<BlockRec>), &'static str> {
-    const HEAD: usize = 8 + 8 + 16 + 8 + 4 + 2;
     if b.len() < HEAD + 8 {
         return Err("state file is truncated");
     }
@@ -79,4 +106,26 @@ pub(super) fn decode_state(b: &[u8]) -> Result<(u64, Md5Digest, Vec<BlockRec>), 
         })
         .collect();
     Ok((size, md5, blocks))
+}
+
+/// The partial's version recorded in a state file that [`decode_state`]
+/// accepted: what it was when the state was written (`None` if unknown).
+/// A partial that still has it was not written to since (any write
+/// changes its ctime, which cannot be set back).
+pub(super) fn written(b: &[u8]) -> Option<Version> {
+    let at = HEAD - VERSION_LEN;
+    let f = b.get(at..HEAD)?;
+    let n = |i: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&f[i * 8..i * 8 + 8]);
+        u64::from_be_bytes(a)
+    };
+    let v = Version {
+        dev: n(0),
+        ino: n(1),
+        len: n(2),
+        mtime: (n(3) as i64, n(4) as i64),
+        ctime: (n(5) as i64, n(6) as i64),
+    };
+    (f.iter().any(|b| *b != 0)).then_some(v)
 }

@@ -179,7 +179,7 @@ fn state_round_trips_and_rejects_tampering() {
             md5_state: vec![4, 5, 6],
         },
     ];
-    let enc = encode_state(3 * BLOCK, &[9; 16], &blocks);
+    let enc = encode_state(3 * BLOCK, &[9; 16], &blocks, None);
     assert_eq!(decode_state(&enc), Ok((3 * BLOCK, [9; 16], blocks)));
     for i in 0..enc.len() {
         let mut bad = enc.clone();
@@ -258,4 +258,37 @@ fn a_file_written_from_0_comes_with_its_delta_block_digests() {
         panic!("written, not held");
     };
     assert!(blocks.is_none(), "no digests for a resumed file");
+}
+
+#[test]
+fn a_partial_untouched_since_its_checkpoint_resumes_at_once_and_is_checked_beside() {
+    let (t, dir) = tmpdir();
+    let all = data(3 * BLOCK as usize + 777);
+    let names = Names::for_target("u.bin".as_ref());
+    let budget = Budget::new(budget::DEFAULT_BYTES);
+    interrupted(&dir, &names, &all, 2 * BLOCK as usize + 5);
+    let o = open(&dir, &names, all.len() as u64, md5_of(&all), &budget).expect("open");
+    assert_eq!(o.offset, 2 * BLOCK, "after every checkpointed block");
+    let mut w = o.writer;
+    w.write(&all[o.offset as usize..]).expect("write");
+    assert_eq!(w.finish().expect("finish").1, md5_of(&all));
+
+    // Damage no write can show: a byte changed, and the state rewritten to
+    // record the partial as it is now (as if the disk had changed it).
+    let names = Names::for_target("rot.bin".as_ref());
+    interrupted(&dir, &names, &all, 2 * BLOCK as usize + 5);
+    let part = t.path().join(&names.part);
+    let mut bytes = std::fs::read(&part).expect("read");
+    bytes[BLOCK as usize + 3] ^= 1;
+    std::fs::write(&part, &bytes).expect("write");
+    let sp = t.path().join(&names.state);
+    let (size, md5, blocks) = decode_state(&std::fs::read(&sp).expect("state")).expect("decode");
+    let now = crate::cache::Version::of(&std::fs::metadata(&part).expect("md"));
+    std::fs::write(&sp, encode_state(size, &md5, &blocks, Some(&now))).expect("state");
+    let o = open(&dir, &names, all.len() as u64, md5_of(&all), &budget).expect("open");
+    assert_eq!(o.offset, 2 * BLOCK, "resumed at once");
+    let mut w = o.writer;
+    w.write(&all[o.offset as usize..]).expect("write");
+    let e = w.finish().expect_err("the damaged prefix is found");
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
 }
