@@ -49,6 +49,31 @@ impl Version {
         }
     }
 
+    /// Its seven numbers, in a fixed order (for the records that keep it:
+    /// the small-file index, a partial's state file).
+    pub fn words(&self) -> [u64; 7] {
+        [
+            self.dev,
+            self.ino,
+            self.len,
+            self.mtime.0 as u64,
+            self.mtime.1 as u64,
+            self.ctime.0 as u64,
+            self.ctime.1 as u64,
+        ]
+    }
+
+    /// The version [`Version::words`] gave these numbers for.
+    pub fn from_words(n: [u64; 7]) -> Version {
+        Version {
+            dev: n[0],
+            ino: n[1],
+            len: n[2],
+            mtime: (n[3] as i64, n[4] as i64),
+            ctime: (n[5] as i64, n[6] as i64),
+        }
+    }
+
     /// The version `md` describes.
     pub fn of(md: &Metadata) -> Version {
         Version {
@@ -121,13 +146,7 @@ impl Index {
             }
             let n =
                 |i: usize| u64::from_le_bytes(r[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-            let v = Version {
-                dev: n(0),
-                ino: n(1),
-                len: n(2),
-                mtime: (n(3) as i64, n(4) as i64),
-                ctime: (n(5) as i64, n(6) as i64),
-            };
+            let v = Version::from_words(std::array::from_fn(n));
             let mut d = [0u8; 16];
             d.copy_from_slice(&r[56..72]);
             if d == FORGOTTEN {
@@ -153,15 +172,7 @@ impl Index {
             return;
         }
         let mut r = Vec::with_capacity(RECORD);
-        for n in [
-            v.dev,
-            v.ino,
-            v.len,
-            v.mtime.0 as u64,
-            v.mtime.1 as u64,
-            v.ctime.0 as u64,
-            v.ctime.1 as u64,
-        ] {
+        for n in v.words() {
             r.extend_from_slice(&n.to_le_bytes());
         }
         r.extend_from_slice(d);

@@ -40,18 +40,7 @@ pub(super) fn encode_state(
     v.extend_from_slice(&BLOCK.to_be_bytes());
     v.extend_from_slice(&(blocks.len() as u32).to_be_bytes());
     v.extend_from_slice(&(state_len as u16).to_be_bytes());
-    let w = written.map_or([0; 7], |w| {
-        [
-            w.dev,
-            w.ino,
-            w.len,
-            w.mtime.0 as u64,
-            w.mtime.1 as u64,
-            w.ctime.0 as u64,
-            w.ctime.1 as u64,
-        ]
-    });
-    for n in w {
+    for n in written.map_or([0; 7], Version::words) {
         v.extend_from_slice(&n.to_be_bytes());
     }
     for b in blocks {
@@ -120,12 +109,5 @@ pub(super) fn written(b: &[u8]) -> Option<Version> {
         a.copy_from_slice(&f[i * 8..i * 8 + 8]);
         u64::from_be_bytes(a)
     };
-    let v = Version {
-        dev: n(0),
-        ino: n(1),
-        len: n(2),
-        mtime: (n(3) as i64, n(4) as i64),
-        ctime: (n(5) as i64, n(6) as i64),
-    };
-    (f.iter().any(|b| *b != 0)).then_some(v)
+    (f.iter().any(|b| *b != 0)).then(|| Version::from_words(std::array::from_fn(n)))
 }
