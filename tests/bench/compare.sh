@@ -3,6 +3,7 @@
 #
 #   one large file:  md5sum alone, nc, nc + md5sum on both ends,
 #                    nc + md5sum + fsync, rsync -a (daemon), ftx (push),
+#                    ftx resumed after a kill -9 at two thirds,
 #                    ftx get from ftx serve (pull), cold and digest cached,
 #                    curl from nginx (sendfile on) and from ftx serve --http
 #   many small files: tar | nc, tar | nc + sync -f, tar | nc + fsync each,
@@ -325,6 +326,38 @@ m_ftx_big_token_cached() {
     check_big "$1/big.bin" "ftx, token"
 }
 
+# Resume after a kill: a cold send (a new version of the file: no digest
+# or checkpoint of an earlier run) killed with -9 once the receiver's
+# partial passes two thirds of the file, then the same command, timed.
+m_ftx_resume() {
+    local out=$1 addr="" i rx tx t sz part=$1/.big.bin.ftx-part
+    start_bg "$FTX" recv -q --port 0 --bind 127.0.0.1 --out "$out" >"$W/ftx-recv.out" 2>"$W/ftx-recv.err"
+    rx=$bg
+    for ((i = 0; i < 1000; i++)); do
+        addr=$(sed -n 's/^listening on //p' "$W/ftx-recv.out" | head -n1)
+        [[ -z $addr ]] || break
+        sleep 0.01
+    done
+    [[ -n $addr ]] || die "ftx recv did not print its address within 10 s"
+    touch "$big"
+    XDG_CACHE_HOME=$W/resume-cache start_bg "$FTX" send -q "$big" "$addr"
+    tx=$bg
+    for ((i = 0; i < 6000; i++)); do
+        sz=$(stat -c %s "$part" 2>/dev/null || echo 0)
+        ((sz * 3 >= bytes * 2)) && break
+        kill -0 "$tx" 2>/dev/null || die "the send to interrupt ended before two thirds"
+        sleep 0.01
+    done
+    kill -KILL -- "-$tx" 2>/dev/null || true
+    finish_bg "$tx" || true
+    t=$(now)
+    XDG_CACHE_HOME=$W/resume-cache "$FTX" send -q "$big" "$addr" || die "the resumed send failed"
+    elapsed "$t"
+    kill -TERM -- "-$rx" 2>/dev/null || true
+    finish_bg "$rx" || true
+    check_big "$out/big.bin" "ftx, resumed"
+}
+
 # Pulls: `ftx serve` (started once per kind, kept running) and `ftx get`.
 # $1: "cold" (the server has --no-cache) or "cached" (its digest cache, in
 # $W/serve-cache, primed by one untimed get). Sets $serve_addr.
@@ -496,7 +529,7 @@ measure_turns() {
 big_rows=()
 if ((bytes > 0)); then
     echo "large file, $RUNS runs each:" >&2
-    big_rows=("md5sum" "nc" "nc + md5sum" "nc + md5sum + sync" "rsync -a" "ftx" "ftx get" "ftx --hash xxh3" "ftx, digest cached" "ftx get, cached" "cat | ftx send -" "ftx, token" "ftx, token, cached" "curl < nginx" "curl < ftx --http")
+    big_rows=("md5sum" "nc" "nc + md5sum" "nc + md5sum + sync" "rsync -a" "ftx" "ftx get" "ftx --hash xxh3" "ftx, digest cached" "ftx get, cached" "cat | ftx send -" "ftx, token" "ftx, token, cached" "ftx, resume at 2/3" "curl < nginx" "curl < ftx --http")
     measure "md5sum" m_md5sum
     measure "nc" m_nc
     measure "nc + md5sum" m_nc_md5
@@ -522,6 +555,7 @@ if ((bytes > 0)); then
     token=$("$FTX" token)
     measure "ftx, token" m_ftx_big_token
     measure "ftx, token, cached" m_ftx_big_token_cached
+    measure "ftx, resume at 2/3" m_ftx_resume
 fi
 small_rows=()
 if ((FILES > 0)); then
@@ -553,6 +587,8 @@ if ((bytes > 0)); then
             g / m0, p / m0, (p > 0) ? (g / p - 1) * 100 : 0, gh / m0, ph / m0, (ph > 0) ? (gh / ph - 1) * 100 : 0 }'
     awk -v n="${median["curl < nginx"]}" -v f="${median["curl < ftx --http"]}" 'BEGIN {
         printf "curl from ftx serve --http: %.2f x the throughput of nginx (sendfile on)\n", (f > 0) ? n / f : 0 }'
+    awk -v c="${median[ftx]}" -v r="${median["ftx, resume at 2/3"]}" -v s="${median["cat | ftx send -"]}" 'BEGIN {
+        printf "resume after a kill at 2/3: %.2f x a cold send; standard input: %.2f x a cold send\n", (c > 0) ? r / c : 0, (c > 0) ? s / c : 0 }'
     awk -v c="${median[ftx]}" -v ct="${median["ftx, token"]}" -v h="${median["ftx, digest cached"]}" -v ht="${median["ftx, token, cached"]}" 'BEGIN {
         printf "encrypted (token) vs plain: cold %.2f x the time; digest cached %.2f x the throughput\n",
             (c > 0) ? ct / c : 0, (ht > 0) ? h / ht : 0 }'
