@@ -259,14 +259,14 @@ m_rsync_big() {
     rm -rf "$rout" && mkdir "$rout"
 }
 
-# ftx: receiver --once, reads "listening on ADDR:PORT", then send. $2: source;
-# $3: "cached" to let the sender use its digest cache (kept in $W/cache);
-# the rest: more `ftx send` options.
-ftx_run() {
-    local out=$1 what=$2 cached=${3:-} t addr="" i rx
-    local extra=("${@:4}")
-    start_bg "$FTX" recv --once -q --port 0 --bind 127.0.0.1 --out "$out" >"$W/ftx-recv.out" 2>"$W/ftx-recv.err"
+# Starts `ftx recv` into $1 (the rest: more recv options, e.g. --once) on
+# a free loopback port; sets $rx to its pid and $addr to the address it
+# prints ("listening on ADDR:PORT"), waiting at most 10 s.
+start_recv() {
+    local out=$1 i
+    start_bg "$FTX" recv "${@:2}" -q --port 0 --bind 127.0.0.1 --out "$out" >"$W/ftx-recv.out" 2>"$W/ftx-recv.err"
     rx=$bg
+    addr=""
     for ((i = 0; i < 1000; i++)); do
         addr=$(sed -n 's/^listening on //p' "$W/ftx-recv.out" | head -n1)
         [[ -z $addr ]] || break
@@ -274,6 +274,15 @@ ftx_run() {
         sleep 0.01
     done
     [[ -n $addr ]] || die "ftx recv did not print its address within 10 s"
+}
+
+# ftx: receiver --once, reads "listening on ADDR:PORT", then send. $2: source;
+# $3: "cached" to let the sender use its digest cache (kept in $W/cache);
+# the rest: more `ftx send` options.
+ftx_run() {
+    local out=$1 what=$2 cached=${3:-} t addr="" rx
+    local extra=("${@:4}")
+    start_recv "$out" --once
     t=$(now)
     # --no-cache: every run hashes its source, like the other methods.
     local cache=(--no-cache)
@@ -288,15 +297,8 @@ m_ftx_big() {
 }
 # The file through a pipe: `cat big | ftx send --name big.bin -`.
 m_ftx_big_stdin() {
-    local out=$1 t addr="" i rx
-    start_bg "$FTX" recv --once -q --port 0 --bind 127.0.0.1 --out "$out" >"$W/ftx-recv.out" 2>"$W/ftx-recv.err"
-    rx=$bg
-    for ((i = 0; i < 1000; i++)); do
-        addr=$(sed -n 's/^listening on //p' "$W/ftx-recv.out" | head -n1)
-        [[ -z $addr ]] || break
-        sleep 0.01
-    done
-    [[ -n $addr ]] || die "ftx recv did not print its address within 10 s"
+    local out=$1 t addr="" rx
+    start_recv "$out" --once
     t=$(now)
     cat "$big" | "$FTX" send -q --name big.bin - "$addr" || die "ftx send - failed"
     finish_bg "$rx" || die "ftx recv failed: $(cat "$W/ftx-recv.err")"
@@ -331,14 +333,7 @@ m_ftx_big_token_cached() {
 # partial passes two thirds of the file, then the same command, timed.
 m_ftx_resume() {
     local out=$1 addr="" i rx tx t sz part=$1/.big.bin.ftx-part
-    start_bg "$FTX" recv -q --port 0 --bind 127.0.0.1 --out "$out" >"$W/ftx-recv.out" 2>"$W/ftx-recv.err"
-    rx=$bg
-    for ((i = 0; i < 1000; i++)); do
-        addr=$(sed -n 's/^listening on //p' "$W/ftx-recv.out" | head -n1)
-        [[ -z $addr ]] || break
-        sleep 0.01
-    done
-    [[ -n $addr ]] || die "ftx recv did not print its address within 10 s"
+    start_recv "$out"
     touch "$big"
     XDG_CACHE_HOME=$W/resume-cache start_bg "$FTX" send -q "$big" "$addr"
     tx=$bg
