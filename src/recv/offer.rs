@@ -82,29 +82,27 @@ impl<'a> Session<'a, '_> {
             // Without the digest, an existing file or a partial cannot be
             // judged (identical? resumable?): the sender is asked for it.
             // Only a target with nothing there at all takes the body now.
-            let part = store::Names::for_target(last).part;
-            let occupied = |n: &std::ffi::OsStr| match dir.symlink_metadata(n) {
-                Err(e) => e.kind() != io::ErrorKind::NotFound,
-                Ok(_) => true,
-            };
-            // With --overwrite, a file it replaces by a delta is no
-            // obstacle: both sides hash as the body moves.
-            let by_delta = || {
-                self.sh.cfg.overwrite
-                    && !occupied(&part)
-                    && dir
-                        .symlink_metadata(last)
+            let names = store::Names::for_target(last);
+            let target = dir.symlink_metadata(last);
+            let at_target = !matches!(&target, Err(e) if e.kind() == io::ErrorKind::NotFound);
+            let at_part = !matches!(
+                dir.symlink_metadata(&names.part),
+                Err(e) if e.kind() == io::ErrorKind::NotFound
+            );
+            if at_target || at_part {
+                // With --overwrite, a file it replaces by a delta is no
+                // obstacle: both sides hash as the body moves.
+                let by_delta = self.sh.cfg.overwrite
+                    && !at_part
+                    && target
+                        .as_ref()
                         .is_ok_and(|md| md.is_file() && delta::cut(md.len()).is_some())
-                    && delta::cut(h.size).is_some()
-            };
-            if occupied(last) || occupied(&part) {
+                    && delta::cut(h.size).is_some();
                 // A partial written the same way (without the digest):
                 // resumed, the sender confirming its prefix and hashing on
                 // from there (PREFIX), instead of hashing the whole file
                 // first.
-                let names = store::Names::for_target(last);
-                let resumable = || !occupied(last) && store::unhashed_partial(&dir, &names, h.size);
-                if by_delta() || resumable() {
+                if by_delta || (!at_target && store::unhashed_partial(&dir, &names, h.size)) {
                     return self.accept_file(h, name, guard, dir, last, attrs);
                 }
                 self.conn.queue(&Frame::Reject {
