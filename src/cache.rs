@@ -5,7 +5,7 @@
 //! ([`Version`]: device, inode, size, and mtime and ctime in nanoseconds).
 //! It lives under `$XDG_CACHE_HOME/ftx/md5` (else `~/.cache/ftx/md5`): a
 //! file of [`MIN_SIZE`] or more has an entry file of its own holding the
-//! hex digest, smaller ones share one index of records (`index-v1`). A
+//! hex digest, smaller ones share one table of records (`index-v2`). A
 //! stale entry can only cost a retry: the receiver verifies every file, and
 //! a mismatch makes the sender forget the entry and hash afresh.
 
@@ -16,7 +16,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 /// Files from this size on have an entry file each; smaller ones go into
-/// one index of fixed-size records (see [`Index`]), read once into memory.
+/// one table of fixed-size records on disk (see [`Index`]).
 pub const MIN_SIZE: u64 = 1 << 20;
 
 /// One version of a file: what changes whenever its content can have
@@ -94,98 +94,110 @@ pub struct DigestCache {
     index: std::sync::Arc<std::sync::OnceLock<Option<Index>>>,
 }
 
-/// Records of small files' digests: one file of fixed-size records
-/// (device, inode, size, mtime, ctime, MD5, then an XXH3-64 of the rest),
-/// appended with `O_APPEND` (one `write` a record, so processes sharing
-/// the cache never interleave), read whole into memory on first use; a
-/// record that does not check out ends the reading. Past [`INDEX_MAX`]
-/// records it starts over: a cache may forget, never lie.
+/// Small files' digests: a table of fixed-size records on disk
+/// (`index-v2`), looked up and written in place with `pread`/`pwrite`,
+/// never read into memory: a cache of millions of files costs no memory
+/// and no start-up time. A record is the XXH3-128 of the file's
+/// [`Version`], its MD5, and an XXH3-64 of both; its bucket (four
+/// records) is chosen by the key. A full bucket replaces one of its
+/// records (a cache may forget, never lie); a record that does not check
+/// out (torn by a concurrent writer) is no record.
 #[derive(Debug)]
 struct Index {
-    /// Keyed by local file versions, not by anything a peer chooses: a
-    /// fast hasher (SipHash cost a tenth of a check of 100,000 files).
-    map: std::sync::Mutex<
-        std::collections::HashMap<Version, Md5Digest, foldhash::fast::RandomState>,
-    >,
     file: std::fs::File,
 }
 
-/// Bytes of one index record.
-const RECORD: usize = 80;
-/// Records read at most; a larger index is started over.
-const INDEX_MAX: u64 = 2 << 20;
+/// Bytes of one record: key (16), MD5 (16), check (8), padding.
+const RECORD: usize = 64;
+/// Records in a bucket.
+const WAYS: usize = 4;
+/// Buckets in the table: 2^18 of 4 records, a million files in a 64 MiB
+/// file (sparse until written).
+const BUCKETS: u64 = 1 << 18;
 
 impl Index {
     fn open(dir: &std::path::Path) -> Option<Index> {
-        use std::io::Read;
-        let path = dir.join("index-v1");
-        let mut file = std::fs::OpenOptions::new()
+        // The earlier layout, read whole into memory: gone.
+        let _ = std::fs::remove_file(dir.join("index-v1"));
+        let path = dir.join("index-v2");
+        let file = std::fs::OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .open(&path)
             .ok()?;
-        let len = file.metadata().ok()?.len();
-        if len > INDEX_MAX * RECORD as u64 {
-            file.set_len(0).ok()?;
-        } else if len % RECORD as u64 != 0 {
-            // A torn last record (a writer stopped in the middle): cut
-            // it, so that the next ones stay aligned.
-            file.set_len(len - len % RECORD as u64).ok()?;
+        let size = BUCKETS * (WAYS * RECORD) as u64;
+        if file.metadata().ok()?.len() != size {
+            file.set_len(size).ok()?;
         }
-        let mut raw = Vec::new();
-        file.read_to_end(&mut raw).ok()?;
-        let mut map = std::collections::HashMap::with_capacity_and_hasher(
-            raw.len() / RECORD,
-            foldhash::fast::RandomState::default(),
-        );
-        for r in raw.chunks_exact(RECORD) {
-            let sum = u64::from_le_bytes(r[72..80].try_into().ok()?);
-            if xxhash_rust::xxh3::xxh3_64(&r[..72]) != sum {
-                break;
-            }
-            let n =
-                |i: usize| u64::from_le_bytes(r[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-            let v = Version::from_words(std::array::from_fn(n));
-            let mut d = [0u8; 16];
-            d.copy_from_slice(&r[56..72]);
-            if d == FORGOTTEN {
-                map.remove(&v);
-            } else {
-                map.insert(v, d);
-            }
+        Some(Index { file })
+    }
+
+    /// The key of a version and the offset of its bucket.
+    fn key(v: &Version) -> ([u8; 16], u64) {
+        let mut raw = [0u8; 56];
+        for (i, n) in v.words().iter().enumerate() {
+            raw[i * 8..i * 8 + 8].copy_from_slice(&n.to_le_bytes());
         }
-        Some(Index {
-            map: std::sync::Mutex::new(map),
-            file,
-        })
+        let key = xxhash_rust::xxh3::xxh3_128(&raw);
+        let bucket = (key as u64) & (BUCKETS - 1);
+        (key.to_le_bytes(), bucket * (WAYS * RECORD) as u64)
+    }
+
+    fn bucket(&self, at: u64) -> Option<[u8; WAYS * RECORD]> {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; WAYS * RECORD];
+        self.file.read_exact_at(&mut b, at).ok()?;
+        Some(b)
+    }
+
+    /// The digest of a record that checks out.
+    fn valid(r: &[u8]) -> Option<([u8; 16], Md5Digest)> {
+        let sum = u64::from_le_bytes(r[32..40].try_into().ok()?);
+        if xxhash_rust::xxh3::xxh3_64(&r[..32]) != sum {
+            return None;
+        }
+        Some((r[..16].try_into().ok()?, r[16..32].try_into().ok()?))
     }
 
     fn get(&self, v: &Version) -> Option<Md5Digest> {
-        self.map.lock().ok()?.get(v).copied()
+        let (key, at) = Self::key(v);
+        let b = self.bucket(at)?;
+        b.chunks_exact(RECORD)
+            .filter_map(Self::valid)
+            .find(|(k, _)| *k == key)
+            .map(|(_, d)| d)
     }
 
     fn put(&self, v: Version, d: &Md5Digest) {
-        use std::io::Write;
-        let Ok(mut map) = self.map.lock() else { return };
-        if map.get(&v) == Some(d) || (*d == FORGOTTEN && !map.contains_key(&v)) {
-            return;
+        use std::os::unix::fs::FileExt;
+        let (key, at) = Self::key(&v);
+        let Some(b) = self.bucket(at) else { return };
+        let records: Vec<Option<([u8; 16], Md5Digest)>> =
+            b.chunks_exact(RECORD).map(Self::valid).collect();
+        let same = records
+            .iter()
+            .position(|r| r.is_some_and(|(k, _)| k == key));
+        let slot = match same {
+            Some(i) if records[i].is_some_and(|(_, old)| old == *d) => return,
+            Some(i) => i,
+            // Nothing to take back.
+            None if *d == FORGOTTEN => return,
+            None => match records.iter().position(Option::is_none) {
+                Some(free) => free,
+                None => usize::from(key[15]) % WAYS,
+            },
+        };
+        let mut r = [0u8; RECORD];
+        if *d != FORGOTTEN {
+            r[..16].copy_from_slice(&key);
+            r[16..32].copy_from_slice(d);
+            let sum = xxhash_rust::xxh3::xxh3_64(&r[..32]);
+            r[32..40].copy_from_slice(&sum.to_le_bytes());
         }
-        let mut r = Vec::with_capacity(RECORD);
-        for n in v.words() {
-            r.extend_from_slice(&n.to_le_bytes());
-        }
-        r.extend_from_slice(d);
-        let sum = xxhash_rust::xxh3::xxh3_64(&r);
-        r.extend_from_slice(&sum.to_le_bytes());
-        // One write: appended whole, never interleaved with another's.
-        if (&self.file).write_all(&r).is_ok() {
-            if *d == FORGOTTEN {
-                map.remove(&v);
-            } else {
-                map.insert(v, *d);
-            }
-        }
+        // One write of one record: never interleaved with another's.
+        let _ = self.file.write_all_at(&r, at + (slot * RECORD) as u64);
     }
 }
 
@@ -451,13 +463,20 @@ mod tests {
         cache.forget(&md);
         assert_eq!(cache.get(&md), None);
         assert_eq!(DigestCache::at(Some(dir.clone())).get(&md), None);
-        // A torn record at the end is ignored, the rest stays.
+        // A record that does not check out (torn) is no record.
         cache.put(&md, &[8; 16]);
-        let idx = dir.join("index-v1");
+        assert_eq!(DigestCache::at(Some(dir.clone())).get(&md), Some([8; 16]));
+        let idx = dir.join("index-v2");
         let mut raw = std::fs::read(&idx).expect("index");
-        raw.extend_from_slice(&[1, 2, 3]);
+        let (key, at) = Index::key(&Version::of(&md));
+        let at = at as usize;
+        let r = raw[at..at + WAYS * RECORD]
+            .chunks_exact(RECORD)
+            .position(|r| r[..16] == key)
+            .expect("the record");
+        raw[at + r * RECORD + 20] ^= 1;
         std::fs::write(&idx, &raw).expect("write");
-        assert_eq!(DigestCache::at(Some(dir)).get(&md), Some([8; 16]));
+        assert_eq!(DigestCache::at(Some(dir.clone())).get(&md), None);
         // Any write makes it another version.
         std::fs::write(&f, b"small").expect("write");
         let md2 = std::fs::metadata(&f).expect("md");
@@ -533,6 +552,35 @@ mod tests {
         assert_eq!(cache.state_before(&v, 8192), two);
         cache.put(&md, &[7; 16]);
         assert_eq!(cache.state_before(&v, 4096), None, "gone with the digest");
+    }
+
+    #[test]
+    fn a_full_bucket_forgets_one_record_and_never_lies() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let index = Index::open(t.path()).expect("index");
+        // Six versions that fall into one bucket (found by trying).
+        let version = |ino: u64| Version::from_words([1, ino, 10, 0, 0, 0, 0]);
+        let (_, first) = Index::key(&version(0));
+        let same: Vec<Version> = (0..10_000_000u64)
+            .map(version)
+            .filter(|v| Index::key(v).1 == first)
+            .take(WAYS + 2)
+            .collect();
+        assert_eq!(same.len(), WAYS + 2);
+        for (i, v) in same.iter().enumerate() {
+            index.put(*v, &[i as u8 + 1; 16]);
+        }
+        // Each is either forgotten or right; the bucket holds WAYS.
+        let mut kept = 0;
+        for (i, v) in same.iter().enumerate() {
+            if let Some(d) = index.get(v) {
+                assert_eq!(d, [i as u8 + 1; 16]);
+                kept += 1;
+            }
+        }
+        assert_eq!(kept, WAYS);
+        // The last one written is there.
+        assert_eq!(index.get(&same[WAYS + 1]), Some([WAYS as u8 + 2; 16]));
     }
 
     #[test]

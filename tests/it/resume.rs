@@ -647,14 +647,14 @@ fn issue3_identical_resend_is_skipped_by_rehash_and_reported_in_json() {
 
 /// Entries of the cache directory `XDG/ftx/md5` (empty if it is missing).
 /// The cache's entry files of files of 1 MiB and more (smaller ones go
-/// into one index, `index-v1`).
+/// into one table, `index-v2`).
 fn cache_entries(xdg: &Path) -> Vec<PathBuf> {
     let dir = xdg.join("ftx").join("md5");
     match fs::read_dir(&dir) {
         Ok(rd) => {
             let mut v: Vec<PathBuf> = rd
                 .map(|e| e.expect("entry").path())
-                .filter(|p| p.file_name().is_some_and(|n| n != "index-v1"))
+                .filter(|p| p.file_name().is_some_and(|n| n != "index-v2"))
                 .collect();
             v.sort();
             v
