@@ -62,6 +62,12 @@ impl<'a> Commits<'a> {
         self.changed.notify_all();
     }
 
+    /// The files placed since the last call (portable-form keys of their
+    /// names).
+    pub(super) fn take_placed(&self) -> Vec<u64> {
+        std::mem::take(&mut self.lock().placed)
+    }
+
     /// Waits until every queued file is committed and its RESULT written;
     /// returns what that amounted to since the last call.
     pub(super) fn drain(&self) -> (Stats, Option<String>, Vec<u64>) {
@@ -258,7 +264,7 @@ pub(super) fn commit(
             *message = note;
         }
         answer(result);
-        placed_keys.push(super::admit::keys(v.name.as_bytes(), false).0);
+        placed_keys.push(super::admit::keys(v.name.as_bytes(), sh.folds).1);
     }
     if !lines.is_empty() {
         // One write for the batch's lines.

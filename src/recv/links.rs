@@ -204,7 +204,7 @@ impl Session<'_, '_> {
                 Ok(())
             }
             LinkKind::Hard { to } => {
-                if !self.placed.contains(&admit::keys(to.as_bytes(), false).0) {
+                if !admit::placed(&self.seen, admit::keys(to.as_bytes(), self.sh.folds)) {
                     return Err(format!("'{}' did not arrive in this session", to.shown()));
                 }
                 let (to_parents, to_last) = to.split_last();

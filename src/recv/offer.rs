@@ -45,8 +45,15 @@ impl<'a> Session<'a, '_> {
         };
         admit::name(name.as_ref().map(|_| ()), seen)?;
         if let Some((exact, folded)) = keys {
-            if self.seen.insert(folded, exact).is_none() {
+            if self.seen.insert(folded, exact & !admit::PLACED).is_none() {
                 self.sh.remembered.fetch_add(1, Ordering::Relaxed);
+                if self.seen.len().is_multiple_of(4096) {
+                    // What the commit thread placed so far: its list
+                    // stays short.
+                    for k in self.commits.take_placed() {
+                        self.mark_placed(k);
+                    }
+                }
             }
         }
         // (admit::name refused every invalid name above.)
@@ -132,7 +139,7 @@ impl<'a> Session<'a, '_> {
                 });
                 self.made_progress();
                 self.sh.to_manifest(&h.md5, name.as_bytes());
-                self.placed.insert(admit::keys(name.as_bytes(), false).0);
+                self.mark_placed(admit::keys(name.as_bytes(), self.sh.folds).1);
                 // The content is there; its attributes are set as sent.
                 let unset = if attrs.is_empty() {
                     Vec::new()

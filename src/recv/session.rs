@@ -94,7 +94,6 @@ pub(super) fn session(o: Opened, sh: &Shared, began: Began) -> Result<Stats> {
             refused_dirs: HashSet::new(),
             attrs: None,
             refusals: 0,
-            placed: HashSet::new(),
             links: Vec::new(),
             progress: Instant::now(),
             moved,
@@ -227,11 +226,21 @@ impl<'a> Session<'a, '_> {
         self.moved.touch();
     }
 
+    /// The file whose name has the portable-form key `folded` was placed
+    /// (or found identical): a LINK may name it.
+    pub(super) fn mark_placed(&mut self, folded: u64) {
+        if let Some(v) = self.seen.get_mut(&folded) {
+            *v |= super::admit::PLACED;
+        }
+    }
+
     /// Waits until the commit thread has placed every verified file and
     /// answered for it, and counts what it did.
     pub(super) fn drain_commits(&mut self) -> Result<()> {
         let (stats, broken, placed) = self.commits.drain();
-        self.placed.extend(placed);
+        for k in placed {
+            self.mark_placed(k);
+        }
         self.stats.add(stats);
         match broken {
             Some(why) => bail!("{why}"),

@@ -232,7 +232,8 @@ pub(super) struct Session<'a, 'c> {
     pub(super) pulled: bool,
     /// Entries already offered in this session: the 64-bit hash of each
     /// name's case-folded NFC form, to the hash of the name itself (see
-    /// [`super::admit::keys`]). At most [`super::admit::MAX_ENTRIES`].
+    /// [`super::admit::keys`]) whose bit 0 says whether the file was placed
+    /// ([`super::admit::PLACED`]). At most [`super::admit::MAX_ENTRIES`].
     pub(super) seen: HashMap<u64, u64>,
     /// Directories refused in this session (keys of
     /// [`super::admit::dir_prefix_key`]): what is offered inside them is
@@ -248,9 +249,6 @@ pub(super) struct Session<'a, 'c> {
     /// than by a refusal: a session without progress for `--timeout` is
     /// ended, whatever it sends.
     pub(super) progress: Instant,
-    /// Files of this session placed or skipped as identical, by the key of
-    /// their name: what a LINK may point to.
-    pub(super) placed: HashSet<u64>,
     /// SYMLINK and LINK entries accepted, created at END.
     pub(super) links: Vec<PendingLink>,
     /// Offers refused in this session (only the first few are logged).
@@ -312,8 +310,9 @@ pub(super) struct CommitState<'a> {
     pub(super) closed: bool,
     /// What committed batches amounted to, not yet collected by the session.
     pub(super) stats: Stats,
-    /// Files placed (by the key of their name, [`super::admit::keys`]),
-    /// not yet collected by the session: a LINK may point to them.
+    /// Files placed (by the portable-form key of their name,
+    /// [`super::admit::keys`]), not yet collected by the session: a LINK
+    /// may point to them.
     pub(super) placed: Vec<u64>,
     /// Why RESULTs could not be written, if they could not.
     pub(super) broken: Option<String>,
