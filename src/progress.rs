@@ -330,9 +330,10 @@ impl Progress {
         bar
     }
 
-    /// The number of files the total bar counts up to.
-    pub fn set_files(&self, all: u64) {
-        self.files.1.store(all, Ordering::Relaxed);
+    /// `n` more files for the total bar to count up to (the walk found
+    /// them).
+    pub fn add_files(&self, n: u64) {
+        self.files.1.fetch_add(n, Ordering::Relaxed);
     }
 
     /// One more file settled (verified, skipped or failed).

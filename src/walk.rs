@@ -53,6 +53,9 @@ pub struct Entry {
     pub target: Vec<u8>,
     /// A hard link's earlier entry.
     pub link_to: Option<WireName>,
+    /// A file with other names, offered here first: later names are
+    /// offered as hard links to it.
+    pub linked: bool,
     /// The file is standard input (`-`): its size is not known.
     pub stdin: bool,
     /// `local` may be a symlink to follow (a command-line argument, or
@@ -192,6 +195,7 @@ fn entry(kind: Kind, local: &Path, name: WireName, md: &Metadata) -> Entry {
         mtime_ns: md.mtime_nsec().clamp(0, 999_999_999) as u32,
         target: Vec::new(),
         link_to: None,
+        linked: false,
         stdin: false,
         follow: false,
         within: None,
@@ -213,65 +217,164 @@ fn unsendable(e: &crate::protocol::NameError) -> (&'static str, String) {
     }
 }
 
-/// Walks every source. A missing or unreadable source given on the command
-/// line is an error before anything is sent; problems deeper in a tree are
-/// collected in [`Walk::errors`] and the rest still goes.
+/// Walks every source into one list (see [`Walker`], which yields the
+/// same entries one at a time).
 pub fn walk(sources: &[PathBuf], opts: WalkOptions, stdin_name: Option<&str>) -> Result<Walk> {
     let mut w = Walk::default();
-    let mut links = HashMap::new();
-    for src in sources {
-        if src.as_os_str() == "-" {
-            let name = stdin_name.unwrap_or_default();
-            let name = WireName::parse(name)
-                .with_context(|| format!("cannot send standard input as '{}'", escape(name)))?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            w.entries.push(Entry {
-                kind: Kind::File,
-                local: src.clone(),
-                name,
-                size: 0,
-                mode: 0o644,
-                mtime_s: i64::try_from(now.as_secs()).unwrap_or(0),
-                mtime_ns: now.subsec_nanos(),
-                target: Vec::new(),
-                link_to: None,
-                stdin: true,
-                follow: false,
-                within: None,
-                version: None,
-            });
-            continue;
-        }
-        let md = std::fs::metadata(src)
-            .with_context(|| format!("cannot read source {}", escape(&src.to_string_lossy())))?;
-        let base = root_name(src)?;
-        if md.is_file() {
-            // Fail early on an unreadable file, before connecting.
-            std::fs::File::open(src).with_context(|| {
-                format!("cannot read source {}", escape(&src.to_string_lossy()))
-            })?;
-            let name = WireName::from_bytes(&base).with_context(|| {
-                format!(
-                    "cannot send {}: unsendable name",
-                    escape_bytes(src.as_os_str().as_bytes())
-                )
-            })?;
-            w.entries.push(Entry {
-                follow: true,
-                ..entry(Kind::File, src, name, &md)
-            });
-        } else if md.is_dir() {
-            walk_dir(src, &base, opts, &mut w, &mut links)?;
-        } else {
-            bail!(
-                "cannot send {}: not a regular file or directory",
-                escape(&src.to_string_lossy())
-            );
+    for found in Walker::new(sources, opts, stdin_name)? {
+        match found {
+            Found::Entry(e) => w.entries.push(e),
+            Found::Left(l) => w.left.push(l),
         }
     }
     Ok(w)
+}
+
+/// What the walk found next: an entry to offer, or one it cannot offer.
+#[derive(Debug)]
+pub enum Found {
+    /// To offer.
+    Entry(Entry),
+    /// Not offered, with why.
+    Left(Left),
+}
+
+/// Walks the sources as it is asked for entries: a directory's listing is
+/// read when the walk reaches it (one listing per level of the current
+/// path, as rsync's incremental recursion holds), so a tree of millions
+/// of files is offered without being held. The order is that of
+/// [`walk`]: sources in order, each tree depth first, names sorted.
+///
+/// A missing or unreadable source given on the command line is an error
+/// of [`Walker::new`], before anything is sent; problems deeper in a tree
+/// come as [`Found::Left`] and the rest still goes.
+pub struct Walker {
+    starts: std::vec::IntoIter<Start>,
+    opts: WalkOptions,
+    cur: Option<DirWalk>,
+    /// Files with other names, seen so far (the only per-entry memory of
+    /// the walk, as `rsync -H` keeps).
+    links: Links,
+}
+
+/// A source, checked.
+enum Start {
+    /// A file (or standard input), offered as it is.
+    Entry(Entry),
+    /// A directory to walk, and the name it is offered under.
+    Dir(PathBuf, Vec<u8>),
+}
+
+/// The walk of one directory source.
+struct DirWalk {
+    it: walkdir::IntoIter,
+    root: PathBuf,
+    base: Vec<u8>,
+    root_dev: Option<u64>,
+}
+
+impl Walker {
+    /// Checks every source (it exists, a file can be opened, its name can
+    /// be sent) and returns the walk of them, not started yet.
+    pub fn new(sources: &[PathBuf], opts: WalkOptions, stdin_name: Option<&str>) -> Result<Walker> {
+        let mut starts = Vec::new();
+        for src in sources {
+            if src.as_os_str() == "-" {
+                let name = stdin_name.unwrap_or_default();
+                let name = WireName::parse(name)
+                    .with_context(|| format!("cannot send standard input as '{}'", escape(name)))?;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                starts.push(Start::Entry(Entry {
+                    kind: Kind::File,
+                    local: src.clone(),
+                    name,
+                    size: 0,
+                    mode: 0o644,
+                    mtime_s: i64::try_from(now.as_secs()).unwrap_or(0),
+                    mtime_ns: now.subsec_nanos(),
+                    target: Vec::new(),
+                    link_to: None,
+                    linked: false,
+                    stdin: true,
+                    follow: false,
+                    within: None,
+                    version: None,
+                }));
+                continue;
+            }
+            let md = std::fs::metadata(src).with_context(|| {
+                format!("cannot read source {}", escape(&src.to_string_lossy()))
+            })?;
+            let base = root_name(src)?;
+            if md.is_file() {
+                // Fail early on an unreadable file, before connecting.
+                std::fs::File::open(src).with_context(|| {
+                    format!("cannot read source {}", escape(&src.to_string_lossy()))
+                })?;
+                let name = WireName::from_bytes(&base).with_context(|| {
+                    format!(
+                        "cannot send {}: unsendable name",
+                        escape_bytes(src.as_os_str().as_bytes())
+                    )
+                })?;
+                starts.push(Start::Entry(Entry {
+                    follow: true,
+                    ..entry(Kind::File, src, name, &md)
+                }));
+            } else if md.is_dir() {
+                starts.push(Start::Dir(src.clone(), base));
+            } else {
+                bail!(
+                    "cannot send {}: not a regular file or directory",
+                    escape(&src.to_string_lossy())
+                );
+            }
+        }
+        Ok(Walker {
+            starts: starts.into_iter(),
+            opts,
+            cur: None,
+            links: HashMap::new(),
+        })
+    }
+}
+
+impl Iterator for Walker {
+    type Item = Found;
+
+    fn next(&mut self) -> Option<Found> {
+        loop {
+            if let Some(d) = &mut self.cur {
+                match d.it.next() {
+                    Some(next) => {
+                        if let Some(found) = d.found(next, self.opts, &mut self.links) {
+                            return Some(found);
+                        }
+                    }
+                    None => self.cur = None,
+                }
+                continue;
+            }
+            match self.starts.next()? {
+                Start::Entry(e) => return Some(Found::Entry(e)),
+                Start::Dir(root, base) => {
+                    let it = WalkDir::new(&root)
+                        .follow_links(self.opts.follow_links)
+                        .sort_by(crate::walk::by_name)
+                        .into_iter();
+                    let root_dev = std::fs::symlink_metadata(&root).map(|m| m.dev()).ok();
+                    self.cur = Some(DirWalk {
+                        it,
+                        root,
+                        base,
+                        root_dev,
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// Files with more than one link seen so far, by (device, inode): the
@@ -291,59 +394,53 @@ pub fn by_name(a: &walkdir::DirEntry, b: &walkdir::DirEntry) -> std::cmp::Orderi
         .cmp(b.path().as_os_str().as_bytes())
 }
 
-fn walk_dir(
-    root: &Path,
-    base: &[u8],
-    opts: WalkOptions,
-    w: &mut Walk,
-    links: &mut Links,
-) -> Result<()> {
-    let mut it = WalkDir::new(root)
-        .follow_links(opts.follow_links)
-        .sort_by(crate::walk::by_name)
-        .into_iter();
-    let mut leave = |path: String, reason: &'static str, message: String, asked: bool| {
-        w.left.push(Left {
-            path,
-            reason,
-            message,
-            asked,
-        });
-    };
-    let mut entries = Vec::new();
-    let root_dev = std::fs::symlink_metadata(root).map(|m| m.dev()).ok();
-    while let Some(next) = it.next() {
+impl DirWalk {
+    /// What one step of walkdir amounts to: an entry, one left out, or
+    /// nothing (a step into a directory already skipped).
+    fn found(
+        &mut self,
+        next: walkdir::Result<walkdir::DirEntry>,
+        opts: WalkOptions,
+        links: &mut Links,
+    ) -> Option<Found> {
+        let leave = |path: String, reason: &'static str, message: String, asked: bool| {
+            Some(Found::Left(Left {
+                path,
+                reason,
+                message,
+                asked,
+            }))
+        };
+        let root = &self.root;
         let dent = match next {
             Ok(d) => d,
             Err(e) if e.loop_ancestor().is_some() => {
                 let p = e
                     .path()
                     .map_or_else(String::new, |p| p.to_string_lossy().into_owned());
-                leave(
+                return leave(
                     escape(&p),
                     "symlink_loop",
                     "a symlink loop (--follow-links)".into(),
                     false,
                 );
-                continue;
             }
             Err(e) => {
                 let p = e.path().map(|p| p.to_string_lossy().into_owned());
                 let why = e
                     .io_error()
                     .map_or_else(|| e.to_string(), |io| io.to_string());
-                leave(
+                return leave(
                     escape(&p.unwrap_or_else(|| root.to_string_lossy().into_owned())),
                     "read",
                     format!("cannot read it: {why}"),
                     false,
                 );
-                continue;
             }
         };
         let shown = escape_bytes(dent.path().as_os_str().as_bytes());
         let rel = dent.path().strip_prefix(root).unwrap_or(dent.path());
-        let mut name = base.to_owned();
+        let mut name = self.base.clone();
         for c in rel.components() {
             name.push(b'/');
             name.extend_from_slice(c.as_os_str().as_bytes());
@@ -353,37 +450,28 @@ fn walk_dir(
         let wire = match wire {
             Ok(n) => n,
             Err((reason, message)) => {
-                leave(shown, reason, message, false);
                 if is_dir {
-                    it.skip_current_dir();
+                    self.it.skip_current_dir();
                 }
-                continue;
+                return leave(shown, reason, message, false);
             }
         };
         let ft = dent.file_type();
         if ft.is_symlink() {
             if opts.no_links {
-                leave(shown, "symlink", "a symlink (--no-links)".into(), true);
-                continue;
+                return leave(shown, "symlink", "a symlink (--no-links)".into(), true);
             }
             let target = match std::fs::read_link(dent.path()) {
                 Ok(t) => t.into_os_string().into_vec(),
-                Err(e) => {
-                    leave(shown, "read", format!("cannot read the link: {e}"), false);
-                    continue;
-                }
+                Err(e) => return leave(shown, "read", format!("cannot read the link: {e}"), false),
             };
             let md = match dent.path().symlink_metadata() {
                 Ok(m) => m,
-                Err(e) => {
-                    leave(shown, "read", format!("cannot read it: {e}"), false);
-                    continue;
-                }
+                Err(e) => return leave(shown, "read", format!("cannot read it: {e}"), false),
             };
             let mut e = entry(Kind::Symlink, dent.path(), wire, &md);
             e.target = target;
-            entries.push(e);
-            continue;
+            return Some(Found::Entry(e));
         }
         if !ft.is_file() && !ft.is_dir() {
             let what = if ft.is_fifo() {
@@ -398,27 +486,22 @@ fn walk_dir(
             } else {
                 format!("{what}: not a regular file, directory or symlink (--skip-special leaves these out without failing)")
             };
-            leave(shown, "special", message, opts.skip_special);
-            continue;
+            return leave(shown, "special", message, opts.skip_special);
         }
         let md = match dent.metadata() {
             Ok(m) => m,
-            Err(e) => {
-                leave(shown, "read", format!("cannot read it: {e}"), false);
-                continue;
-            }
+            Err(e) => return leave(shown, "read", format!("cannot read it: {e}"), false),
         };
-        if opts.one_file_system && root_dev.is_some_and(|d| d != md.dev()) {
-            leave(
+        if opts.one_file_system && self.root_dev.is_some_and(|d| d != md.dev()) {
+            if is_dir {
+                self.it.skip_current_dir();
+            }
+            return leave(
                 shown,
                 "other_fs",
                 "on another file system (a mount point): not offered".into(),
                 false,
             );
-            if is_dir {
-                it.skip_current_dir();
-            }
-            continue;
         }
         let kind = if is_dir { Kind::Dir } else { Kind::File };
         let mut e = entry(kind, dent.path(), wire, &md);
@@ -431,12 +514,11 @@ fn walk_dir(
                     e.link_to = Some(first.clone());
                 }
                 None => {
+                    e.linked = true;
                     links.insert((md.dev(), md.ino()), e.name.clone());
                 }
             }
         }
-        entries.push(e);
+        Some(Found::Entry(e))
     }
-    w.entries.extend(entries);
-    Ok(())
 }

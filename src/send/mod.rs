@@ -38,7 +38,7 @@ pub use types::WINDOW;
 pub fn run(cfg: &SendConfig) -> Result<Exit> {
     exit_on_interrupt()?;
     let events = Events::new(cfg.json);
-    let walk = match walk::walk(&cfg.sources, cfg.walk, cfg.stdin_name.as_deref()) {
+    let walker = match walk::Walker::new(&cfg.sources, cfg.walk, cfg.stdin_name.as_deref()) {
         Ok(w) => w,
         Err(e) => {
             events.emit(&error_event(&e));
@@ -59,34 +59,18 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
             return Err(e);
         }
     };
-    // Nothing is left behind silently: each entry not offered is named
-    // with its reason, has an event, is counted in the summary, and fails
-    // the run unless the user asked for it to be left out.
-    let mut outcome = Exit::Success;
-    for l in &walk.left {
-        if l.asked {
-            eprintln!("ftx: left out {}: {}", l.path, l.message);
-        } else {
-            eprintln!("ftx: {}: {}", l.path, l.message);
-            outcome = Exit::Failure;
-        }
-        events.emit(&Event::EntryLeft {
-            path: l.path.clone(),
-            reason: l.reason.into(),
-            message: l.message.clone(),
-            asked: l.asked,
-        });
-    }
-    let left = walk.left.len();
     let progress = Progress::new(
         crate::progress::mode(cfg.quiet || cfg.no_progress),
         cfg.verbose,
     );
-    let files = walk.entries.iter().filter(|e| e.kind != Kind::Dir).count();
-    progress.set_files(files as u64);
-    let total = progress.bytes_bar(walk.total_bytes(), Layout::Total);
+    // The total grows as the walk goes (as rsync's incremental
+    // recursion's does): the tree is never listed whole first.
+    let total = progress.bytes_bar(0, Layout::Total);
     total.set_prefix("total");
-    let items = Item::all(walk.entries);
+    let manifest = match &cfg.manifest {
+        Some(path) => Some(crate::manifest::Writer::create(path)?),
+        None => None,
+    };
     let cache = DigestCache::open(cfg.cache);
     // `--listen`: receivers call in; each attempt takes the next call.
     let listener = match cfg.listen {
@@ -116,7 +100,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         None => None,
     };
     let started = Instant::now();
-    let new_sender = |items: Vec<Item>| {
+    let new_sender = |items: Items| {
         let hashing = progress.bytes_bar(0, Layout::File);
         hashing.set_prefix("hashing");
         let sending = progress.bytes_bar(0, Layout::File);
@@ -135,6 +119,8 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
             hashing,
             sending,
             items,
+            walked_all: false,
+            manifest: manifest.as_ref(),
             tally: Tally::default(),
             asked_digest: 0,
             stdin_sent: false,
@@ -143,50 +129,111 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
             events,
         }
     };
-    let run_one = |items: Vec<Item>| {
-        let mut s = new_sender(items);
+    let run_one = |feed: Feed| {
+        let mut s = new_sender(Items::new(feed));
         let r = s.run_attempts();
+        if let Err(e) = &r {
+            // What was not confirmed, the rest of the walk included,
+            // is counted as failed.
+            s.items.fail_pending(crate::exit::for_error(e));
+        }
+        s.items.retire(s.manifest);
         s.hashing.finish_and_clear();
         s.sending.finish_and_clear();
-        (s.items, s.tally, r)
+        let left = s
+            .items
+            .feed
+            .as_ref()
+            .map_or((0, false), |f| (f.left, f.left_fails));
+        (s.items.gone, s.tally, r, left)
     };
+    // Every find is counted on the bars as the walk makes it; what cannot
+    // be offered is named with its reason and has an event, and fails the
+    // run unless the user asked for it to be left out.
+    let seen = {
+        let progress = progress.clone();
+        let total = total.clone();
+        move |found: &walk::Found| match found {
+            walk::Found::Entry(e) => {
+                if e.kind != Kind::Dir {
+                    progress.add_files(1);
+                }
+                total.inc_length(e.size);
+            }
+            walk::Found::Left(l) => {
+                if l.asked {
+                    progress.println(&format!("ftx: left out {}: {}", l.path, l.message));
+                } else {
+                    progress.println(&format!("ftx: {}: {}", l.path, l.message));
+                }
+                events.emit(&Event::EntryLeft {
+                    path: l.path.clone(),
+                    reason: l.reason.into(),
+                    message: l.message.clone(),
+                    asked: l.asked,
+                });
+            }
+        }
+    };
+    let feed = Feed::new(walker, seen);
     // A listening sender serves one call at a time: its END tells the
     // caller whether to call again, which parallel streams could not.
     let streams = if gate.is_some() { 1 } else { cfg.streams };
-    let (streams, dirs) = plan(items, streams);
-    let mut parts: Vec<(Vec<Item>, Tally, Result<()>)> = if streams.len() == 1 {
-        streams.into_iter().map(run_one).collect()
+    type Part = (Gone, Tally, Result<()>, (u64, bool));
+    let mut parts: Vec<Part> = if streams <= 1 {
+        // One stream (the default): the walk feeds the window as it goes.
+        vec![run_one(feed)]
     } else {
-        std::thread::scope(|sc| {
-            let handles: Vec<_> = streams
-                .into_iter()
-                .map(|group| sc.spawn(|| run_one(group)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        (
-                            Vec::new(),
-                            Tally::default(),
-                            Err(anyhow::anyhow!("a stream panicked")),
-                        )
+        // Several: the files are dealt out by size, which needs them all.
+        let mut feed = feed;
+        let mut entries = Vec::new();
+        while let Some((_, e)) = feed.take() {
+            entries.push(std::sync::Arc::unwrap_or_clone(e));
+        }
+        let walk_left = (feed.left, feed.left_fails);
+        let (groups, dirs) = plan(entries, streams);
+        let mut parts: Vec<Part> = if groups.len() == 1 {
+            groups.into_iter().map(|g| run_one(Feed::of(g))).collect()
+        } else {
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = groups
+                    .into_iter()
+                    .map(|group| sc.spawn(|| run_one(Feed::of(group))))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            (
+                                Gone::default(),
+                                Tally::default(),
+                                Err(anyhow::anyhow!("a stream panicked")),
+                                (0, false),
+                            )
+                        })
                     })
-                })
-                .collect()
-        })
+                    .collect()
+            })
+        };
+        if !dirs.is_empty() {
+            // Directories last, in one session: their modes and mtimes are
+            // set at its END, after every stream wrote the files inside
+            // them.
+            parts.push(run_one(Feed::of(dirs)));
+        }
+        parts.push((Gone::default(), Tally::default(), Ok(()), walk_left));
+        parts
     };
-    if !dirs.is_empty() {
-        // Directories last, in one session: their modes and mtimes are set
-        // at its END, after every stream wrote the files inside them.
-        parts.push(run_one(dirs));
-    }
     total.finish_and_clear();
-    let mut s = new_sender(Vec::new());
+    let mut gone = Gone::default();
+    let mut tally = Tally::default();
+    let (mut left, mut left_fails) = (0u64, false);
     let mut result = Ok(());
-    for (items, tally, r) in parts {
-        s.items.extend(items);
-        s.tally.add(&tally);
+    for (g, t, r, (l, fails)) in parts.drain(..) {
+        gone.add(&g);
+        tally.add(&t);
+        left += l;
+        left_fails |= fails;
         if let Err(e) = r {
             if result.is_ok() {
                 result = Err(e);
@@ -195,44 +242,40 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
             }
         }
     }
-    s.hashing.finish_and_clear();
-    s.sending.finish_and_clear();
-    let failures = s.items.iter().filter_map(|i| match i.state {
-        State::Failed(exit) => Some(exit),
-        _ => None,
-    });
+    let mut outcome = if left_fails {
+        Exit::Failure
+    } else {
+        Exit::Success
+    };
     let broken = result.as_ref().err().map(crate::exit::for_error);
     // Attributes asked for that could not be sent were left behind.
-    let attrs_left = (s.tally.attrs_left > 0).then_some(Exit::Failure);
-    outcome = Exit::worst_of(failures.chain(broken).chain(attrs_left).chain([outcome]));
-    if let Some(path) = &cfg.manifest {
-        if let Err(e) = write_manifest(path, &s.items) {
-            eprintln!("ftx: {e:#}");
-            outcome = outcome.worst(Exit::Failure);
-        }
+    let attrs_left = (tally.attrs_left > 0).then_some(Exit::Failure);
+    outcome = Exit::worst_of(
+        gone.worst
+            .into_iter()
+            .chain(broken)
+            .chain(attrs_left)
+            .chain([outcome]),
+    );
+    if let Some(e) = &gone.manifest_error {
+        eprintln!("ftx: {e}");
+        outcome = outcome.worst(Exit::Failure);
     }
     let secs = started.elapsed().as_secs_f64();
     if let Err(e) = &result {
-        s.events.emit(&error_event(e));
+        events.emit(&error_event(e));
     }
-    let failed = s
-        .items
-        .iter()
-        .filter(|i| match i.state {
-            // A refused directory is a failure like a refused file.
-            State::Failed(_) => true,
-            _ => i.state != State::Done && i.entry.kind != Kind::Dir,
-        })
-        .count();
-    s.events.emit(&Event::Summary {
+    // A refused directory is a failure like a refused file.
+    let failed = gone.failed;
+    events.emit(&Event::Summary {
         role: "send".into(),
-        files_ok: s.tally.files,
-        files_skipped: s.tally.skipped,
-        files_failed: failed as u64,
-        entries_left: Some(left as u64),
-        bytes: s.tally.bytes,
-        wire_bytes: Some(s.tally.wire),
-        bytes_matched: Some(s.tally.matched),
+        files_ok: tally.files,
+        files_skipped: tally.skipped,
+        files_failed: failed,
+        entries_left: Some(left),
+        bytes: tally.bytes,
+        wire_bytes: Some(tally.wire),
+        bytes_matched: Some(tally.matched),
         seconds: secs,
         exit_code: outcome.code(),
         peer: None,
@@ -240,7 +283,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         encrypted: cfg.token.is_some(),
     });
     // Said once, as rsync users would want to know: what the copy lacks.
-    let (x, acl) = s.tally.attrs_unsent;
+    let (x, acl) = tally.attrs_unsent;
     if x > 0 {
         eprintln!("ftx: {x} entries had extended attributes that were not sent; use --xattrs (-X)");
     }
@@ -258,12 +301,12 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
         } else {
             String::new()
         };
-        let wire = match (s.tally.wire < s.tally.bytes, s.tally.matched) {
+        let wire = match (tally.wire < tally.bytes, tally.matched) {
             (false, _) => String::new(),
-            (true, 0) => format!(" ({} on the wire)", si_bytes(s.tally.wire)),
+            (true, 0) => format!(" ({} on the wire)", si_bytes(tally.wire)),
             (true, m) => format!(
                 " ({} on the wire, {} matched at the receiver)",
-                si_bytes(s.tally.wire),
+                si_bytes(tally.wire),
                 si_bytes(m)
             ),
         };
@@ -273,23 +316,16 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
             ""
         };
         // Symlinks and hard links the receiver made (settled last, at END).
-        let made = s
-            .items
-            .iter()
-            .filter(|i| {
-                i.state == State::Done && matches!(i.entry.kind, Kind::HardLink | Kind::Symlink)
-            })
-            .count();
-        let links = match made {
+        let links = match gone.links {
             0 => String::new(),
             n => format!(" and {n} link(s)"),
         };
         eprintln!(
             "ftx: sent {} file(s){links}, {} skipped, {failed} failed{left}, {}{wire} in {secs:.1} s ({:.1} MB/s{sealed})",
-            s.tally.files,
-            s.tally.skipped,
-            si_bytes(s.tally.bytes),
-            crate::events::mb_per_s(s.tally.bytes, secs)
+            tally.files,
+            tally.skipped,
+            si_bytes(tally.bytes),
+            crate::events::mb_per_s(tally.bytes, secs)
         );
     }
     Ok(outcome)
@@ -324,7 +360,7 @@ pub fn offer_on(
 ) -> Result<Served> {
     let progress = Progress::new(crate::progress::Mode::Off, false);
     let total = progress.bytes_bar(0, Layout::Total);
-    let items = Item::all(entries);
+    let items = Items::new(Feed::of(entries));
     let mut s = Sender {
         cfg,
         links: Links::Given(std::cell::Cell::new(Some(conn))),
@@ -336,6 +372,8 @@ pub fn offer_on(
         progress,
         total,
         items,
+        walked_all: false,
+        manifest: None,
         tally: Tally::default(),
         asked_digest: 0,
         stdin_sent: false,
@@ -347,41 +385,14 @@ pub fn offer_on(
         Err(b) if !b.err.is::<link::HandedOver>() => Err(b.err),
         _ => Ok(()),
     };
-    let failed = s
-        .items
-        .iter()
-        .filter(|i| matches!(i.state, State::Failed(_)))
-        .count() as u64;
+    s.items.retire(None);
+    let failed = s.items.gone.failed;
     ended.map(|()| Served {
         files: s.tally.files,
         skipped: s.tally.skipped,
         failed,
         bytes: s.tally.bytes,
     })
-}
-
-/// `--manifest FILE`: a line for every file (and hard link to one) the
-/// receiver confirmed, in walk order.
-fn write_manifest(path: &std::path::Path, items: &[Item]) -> Result<()> {
-    let m = crate::manifest::Writer::create(path)?;
-    let shown = crate::sanitize::escape(&path.to_string_lossy());
-    let mut by_name = std::collections::HashMap::new();
-    for i in items.iter().filter(|i| i.state == State::Done) {
-        let digest = match i.entry.kind {
-            Kind::File => i.md5,
-            Kind::HardLink => i
-                .entry
-                .link_to
-                .as_ref()
-                .and_then(|t| by_name.get(t.as_bytes()).copied()),
-            Kind::Dir | Kind::Symlink => continue,
-        };
-        let Some(d) = digest else { continue };
-        by_name.insert(i.entry.name.as_bytes().to_vec(), d);
-        m.add(&d, i.entry.name.as_bytes())
-            .map_err(|e| anyhow::anyhow!("cannot write the manifest {shown}: {e}"))?;
-    }
-    Ok(())
 }
 
 /// The `error` event of a run that failed with `e`.
@@ -409,23 +420,21 @@ fn exit_on_interrupt() -> Result<()> {
 /// keeping walk order within each stream. With more than one stream the
 /// directories are returned apart, to be sent after the files. With one
 /// stream everything stays in one session, in walk order.
-fn plan(items: Vec<Item>, streams: usize) -> (Vec<Vec<Item>>, Vec<Item>) {
-    let files = items.iter().filter(|i| i.entry.kind == Kind::File).count();
+fn plan(entries: Vec<walk::Entry>, streams: usize) -> (Vec<Vec<walk::Entry>>, Vec<walk::Entry>) {
+    let files = entries.iter().filter(|e| e.kind == Kind::File).count();
     let n = streams.min(files);
     if n <= 1 {
-        return (vec![items], Vec::new());
+        return (vec![entries], Vec::new());
     }
     // Directories and symlinks last, in a session of their own; a hard
     // link in the stream of the file it links to (the receiver links
     // within one session only), after it.
-    let (dirs, rest): (Vec<Item>, Vec<Item>) = items
+    let (dirs, rest): (Vec<_>, Vec<_>) = entries
         .into_iter()
-        .partition(|i| matches!(i.entry.kind, Kind::Dir | Kind::Symlink));
-    let (links, files): (Vec<Item>, Vec<Item>) = rest
-        .into_iter()
-        .partition(|i| i.entry.kind == Kind::HardLink);
+        .partition(|e| matches!(e.kind, Kind::Dir | Kind::Symlink));
+    let (links, files): (Vec<_>, Vec<_>) = rest.into_iter().partition(|e| e.kind == Kind::HardLink);
     let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(files[i].entry.size));
+    order.sort_by_key(|&i| std::cmp::Reverse(files[i].size));
     let mut load = vec![0u64; n];
     let mut owner = vec![0usize; files.len()];
     for i in order {
@@ -434,17 +443,17 @@ fn plan(items: Vec<Item>, streams: usize) -> (Vec<Vec<Item>>, Vec<Item>) {
             .enumerate()
             .min_by_key(|&(_, l)| *l)
             .unwrap_or((0, &0));
-        load[least] += files[i].entry.size.max(1);
+        load[least] += files[i].size.max(1);
         owner[i] = least;
     }
-    let mut groups: Vec<Vec<Item>> = (0..n).map(|_| Vec::new()).collect();
+    let mut groups: Vec<Vec<walk::Entry>> = (0..n).map(|_| Vec::new()).collect();
     let mut group_of = std::collections::HashMap::new();
-    for (item, o) in files.into_iter().zip(owner) {
-        group_of.insert(item.entry.name.as_bytes().to_vec(), o);
-        groups[o].push(item);
+    for (e, o) in files.into_iter().zip(owner) {
+        group_of.insert(e.name.as_bytes().to_vec(), o);
+        groups[o].push(e);
     }
     for link in links {
-        let to = link.entry.link_to.as_ref().map(|t| t.as_bytes());
+        let to = link.link_to.as_ref().map(|t| t.as_bytes());
         let o = to.and_then(|t| group_of.get(t)).copied().unwrap_or(0);
         groups[o].push(link);
     }

@@ -16,17 +16,8 @@ use std::sync::mpsc;
 /// most (see [`crate::md5multi`]): several times faster than one by one.
 pub(super) const BATCH_FILES: usize = 64;
 
-/// Hashes the entries to offer, in order, at most [`WINDOW`] ahead of the
-/// offers (one permit per entry), using the digest cache and digests known
-/// from earlier attempts. Small files are read and collected, and hashed
-/// together when the batch is full, when a larger file or a directory
-/// comes, or when the offers have caught up (no permit waiting).
-/// An entry for the look-ahead thread.
+/// An entry for the look-ahead thread to offer again.
 pub(super) struct Job {
-    /// The digest algorithm of the run.
-    pub(super) algo: Algo,
-    /// The extended attributes and ACLs sent (`-X`, `-A`).
-    pub(super) attrs: crate::xattr::Selection,
     pub(super) idx: usize,
     pub(super) entry: std::sync::Arc<Entry>,
     /// Its digest, if known from an earlier attempt.
@@ -35,26 +26,31 @@ pub(super) struct Job {
     pub(super) stream_ok: bool,
 }
 
+/// Prepares the entries to offer, in order: first `again` (entries of
+/// earlier attempts not settled yet), then the rest of the walk, taken
+/// from `feed` as it goes (each announced with [`Msg::Walked`]), at most
+/// [`WINDOW`] ahead of the offers (one permit per entry). Digests come
+/// from earlier attempts, the digest cache, or are computed now (`run`:
+/// the algorithm and the attributes sent). Small files are read and
+/// collected, and hashed together when the batch is full, when a larger
+/// file or a directory comes, or when the offers have caught up (no permit
+/// waiting). [`Msg::Exhausted`] follows the last. Returns the feed when
+/// the walk is over or the attempt ended (its permits gone).
 pub(super) fn spawn_hasher(
-    jobs: Vec<Job>,
+    again: Vec<Job>,
+    mut feed: Feed,
+    run: (Algo, crate::xattr::Selection),
     cache: DigestCache,
     bar: Bar,
     tx: mpsc::Sender<Msg>,
     permits: mpsc::Receiver<()>,
-) -> Result<std::thread::JoinHandle<()>> {
+) -> Result<std::thread::JoinHandle<Feed>> {
     let handle = std::thread::Builder::new()
         .name("ftx-hasher".into())
         .spawn(move || {
             let mut batch = Vec::new();
-            for Job {
-                algo,
-                attrs,
-                idx,
-                entry,
-                known,
-                stream_ok,
-            } in jobs
-            {
+            let mut again = again.into_iter();
+            loop {
                 let permitted = match permits.try_recv() {
                     Ok(()) => true,
                     Err(mpsc::TryRecvError::Empty) => {
@@ -63,23 +59,44 @@ pub(super) fn spawn_hasher(
                     Err(mpsc::TryRecvError::Disconnected) => false,
                 };
                 if !permitted {
-                    return;
+                    return feed;
                 }
-                match prepare(&entry, known, stream_ok, (algo, attrs), &cache, &bar) {
+                let job = match again.next() {
+                    Some(job) => job,
+                    None => match feed.take() {
+                        Some((idx, entry)) => {
+                            if tx.send(Msg::Walked(idx, entry.clone())).is_err() {
+                                return feed;
+                            }
+                            Job {
+                                idx,
+                                entry,
+                                known: None,
+                                stream_ok: true,
+                            }
+                        }
+                        None => break,
+                    },
+                };
+                match prepare(&job.entry, job.known, job.stream_ok, run, &cache, &bar) {
                     Step::Read(r) => {
-                        batch.push((idx, r));
+                        batch.push((job.idx, r));
                         if batch.len() >= BATCH_FILES && !hash_batch(&mut batch, &tx) {
-                            return;
+                            return feed;
                         }
                     }
                     Step::Ready(p) => {
-                        if !hash_batch(&mut batch, &tx) || tx.send(Msg::Ready(idx, p)).is_err() {
-                            return;
+                        if !hash_batch(&mut batch, &tx) || tx.send(Msg::Ready(job.idx, p)).is_err()
+                        {
+                            return feed;
                         }
                     }
                 }
             }
-            hash_batch(&mut batch, &tx);
+            if hash_batch(&mut batch, &tx) {
+                let _ = tx.send(Msg::Exhausted);
+            }
+            feed
         })
         .context("cannot start the hashing thread")?;
     Ok(handle)
@@ -302,7 +319,7 @@ impl Sender<'_> {
     /// one itself). Bounded by those files' sizes; a file that cannot be
     /// read is left to that next offer to report.
     pub(super) fn cache_asked_digests(&self) {
-        for i in &self.items {
+        for (_, i) in self.items.iter() {
             if i.state != State::Pending || !i.need_digest {
                 continue;
             }
@@ -331,6 +348,7 @@ mod tests {
             mtime_ns: 0,
             target: Vec::new(),
             link_to: None,
+            linked: false,
             stdin: false,
             follow,
             within: None,

@@ -39,7 +39,7 @@ impl Sender<'_> {
         let mut backoff = BACKOFF_START;
         let mut busy_since: Option<Instant> = None;
         loop {
-            if !self.items.iter().any(|i| i.state == State::Pending) {
+            if !self.items.pending() {
                 return Ok(());
             }
             let before = self.progress_mark();
@@ -70,7 +70,7 @@ impl Sender<'_> {
                     let pending = self
                         .items
                         .iter()
-                        .filter(|i| i.state == State::Pending)
+                        .filter(|(_, i)| i.state == State::Pending)
                         .count();
                     if pending > self.asked_digest && left.is_zero() {
                         self.fail_pending(Exit::Integrity);
@@ -120,22 +120,14 @@ impl Sender<'_> {
     }
 
     /// Something that changes whenever an attempt moves the transfer on.
-    pub(super) fn progress_mark(&self) -> (usize, u64) {
-        let settled = self
-            .items
-            .iter()
-            .filter(|i| i.state != State::Pending)
-            .count();
-        let shown: u64 = self.items.iter().map(|i| i.shown).sum();
-        (settled, shown)
+    pub(super) fn progress_mark(&self) -> (u64, u64) {
+        self.items.progress_mark()
     }
 
+    /// Every entry not confirmed yet fails with `exit`.
     pub(super) fn fail_pending(&mut self, exit: Exit) {
-        for i in &mut self.items {
-            if i.state == State::Pending {
-                i.state = State::Failed(exit);
-            }
-        }
+        self.items.fail_pending(exit);
+        self.items.retire(self.manifest);
     }
 }
 

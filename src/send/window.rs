@@ -15,7 +15,6 @@ use crate::protocol::frame::end_flags;
 use crate::protocol::limits::MAX_SESSION_ENTRIES;
 use crate::protocol::Frame;
 use crate::sanitize::escape;
-use crate::walk::Kind;
 use anyhow::{Context, Result};
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc;
@@ -65,46 +64,63 @@ impl Sender<'_> {
         let mut link = Some(self.connect_link(&tx, 0)?);
         // Bytes counted for entries that were not confirmed are counted
         // again when they are sent again.
-        for i in &mut self.items {
+        for i in self.items.iter_mut() {
             if i.state == State::Pending {
                 self.total.dec(std::mem::take(&mut i.shown));
             }
         }
-
-        let pending: Vec<usize> = (0..self.items.len())
-            .filter(|&i| self.items[i].state == State::Pending)
+        let again: Vec<Job> = self
+            .items
+            .iter()
+            .filter(|(_, i)| i.state == State::Pending)
+            .map(|(idx, i)| Job {
+                idx,
+                entry: i.entry.clone(),
+                known: i.md5,
+                stream_ok: !i.need_digest,
+            })
             .collect();
+        let Some(feed) = self.items.feed.take() else {
+            return Err(internal("the walk was lost"));
+        };
+        self.walked_all = false;
         let (permits, permit_rx) = mpsc::channel::<()>();
         for _ in 0..WINDOW {
             let _ = permits.send(());
         }
-        let jobs: Vec<Job> = pending
-            .iter()
-            .map(|&i| Job {
-                algo: self.cfg.hash,
-                attrs: self.cfg.attrs,
-                idx: i,
-                entry: self.items[i].entry.clone(),
-                known: self.items[i].md5,
-                stream_ok: !self.items[i].need_digest,
-            })
-            .collect();
         let hasher = spawn_hasher(
-            jobs,
+            again,
+            feed,
+            (self.cfg.hash, self.cfg.attrs),
             self.cache.clone(),
             self.hashing.clone(),
             tx.clone(),
             permit_rx,
         )?;
 
-        let result = self.window(&mut link, &tx, &rx, &permits, &hasher, pending.len());
+        let result = self.window(&mut link, &tx, &rx, &permits, &hasher);
         let result = match (result, &link) {
-            (Err(b), Some(l)) if b.retry && b.reset => Err(why_broken(b, l.gen, &rx)),
+            (Err(b), Some(l)) if b.retry && b.reset => Err(self.why_broken(b, l.gen, &rx)),
             (other, _) => other,
         };
         // Unblock the reader thread whatever happened.
         if let Some(l) = &link {
             let _ = l.conn.get_ref().shutdown(std::net::Shutdown::Both);
+        }
+        // The look-ahead thread stops at its next permit and gives the
+        // walk back; what it took from it comes into play, to be offered
+        // in the next attempt.
+        drop(permits);
+        let feed = hasher.join();
+        for msg in rx.try_iter() {
+            if let Msg::Walked(idx, entry) = msg {
+                self.items.walked(idx, entry);
+            }
+        }
+        self.items.retire(self.manifest);
+        match feed {
+            Ok(feed) => self.items.feed = Some(feed),
+            Err(_) => return Err(internal("the hashing thread panicked")),
         }
         result
     }
@@ -163,11 +179,9 @@ impl Sender<'_> {
         tx: &mpsc::Sender<Msg>,
         rx: &mpsc::Receiver<Msg>,
         permits: &mpsc::Sender<()>,
-        hasher: &std::thread::JoinHandle<()>,
-        count: usize,
+        hasher: &std::thread::JoinHandle<Feed>,
     ) -> Result<(), Broken> {
         let mut ready: VecDeque<(usize, Prepared)> = VecDeque::new();
-        let mut offered = 0usize;
         let mut answers: VecDeque<Offer> = VecDeque::new();
         let mut results: HashMap<u32, Flight> = HashMap::new();
         let mut next_gen = 1;
@@ -183,7 +197,6 @@ impl Sender<'_> {
                     let Some((idx, prep)) = ready.pop_front() else {
                         break;
                     };
-                    offered += 1;
                     let _ = permits.send(());
                     if let Some(offer) = self.offer(&mut l.conn, idx, prep)? {
                         answers.push_back(offer);
@@ -208,7 +221,7 @@ impl Sender<'_> {
                 }
                 continue;
             }
-            if offered == count && answers.is_empty() && results.is_empty() {
+            if self.walked_all && ready.is_empty() && answers.is_empty() && results.is_empty() {
                 break;
             }
             let idle = answers.is_empty() && results.is_empty();
@@ -235,13 +248,7 @@ impl Sender<'_> {
                     continue;
                 }
                 Err(_) if idle && !hasher.is_finished() => continue,
-                Err(_) if idle => {
-                    return Err(Broken {
-                        err: anyhow::anyhow!("internal error: the hashing thread stopped"),
-                        retry: false,
-                        reset: false,
-                    })
-                }
+                Err(_) if idle => return Err(internal("the hashing thread stopped")),
                 Err(_) => {
                     // The receiver is silent until it has a whole body; that
                     // is fine as long as the bytes we sent are still being
@@ -262,7 +269,9 @@ impl Sender<'_> {
             let mut handled = 0;
             while let Some(msg) = next.take() {
                 match msg {
+                    Msg::Walked(idx, entry) => self.items.walked(idx, entry),
                     Msg::Ready(idx, prep) => ready.push_back((idx, prep)),
+                    Msg::Exhausted => self.walked_all = true,
                     Msg::Answer(gen, _) if link.as_ref().is_none_or(|l| l.gen != gen) => {}
                     Msg::Answer(_, Err(e)) => {
                         // The reader's last word: no ERROR can follow it.
@@ -283,6 +292,8 @@ impl Sender<'_> {
             if let Some(l) = link.as_mut() {
                 l.conn.flush()?;
             }
+            // Settled entries are counted and dropped as the window moves.
+            self.items.retire(self.manifest);
         }
         if self.serving {
             self.cache_asked_digests();
@@ -302,34 +313,25 @@ impl Sender<'_> {
         self.sending.set_length(0);
         // Entries left (not offered yet, or to offer again): a receiver
         // that dialed calls again for them.
-        let more = self.items.iter().any(|i| i.state == State::Pending);
+        let more = !self.walked_all || self.items.iter().any(|(_, i)| i.state == State::Pending);
         let flags = if more { end_flags::MORE } else { 0 };
         l.conn
             .send(&Frame::End { flags })
             .with_context(|| format!("cannot finish the session with {}", self.cfg.target))?;
         let ended = loop {
             match rx.recv_timeout(self.cfg.timeout) {
-                Ok(Msg::Ready(..)) => {}
+                Ok(Msg::Walked(idx, entry)) => self.items.walked(idx, entry),
+                Ok(Msg::Ready(..) | Msg::Exhausted) => {}
                 Ok(Msg::Answer(gen, _)) if gen != l.gen => {}
                 Ok(Msg::Answer(_, Ok(Frame::Summary { .. }))) => break Ok(()),
                 Ok(Msg::Answer(_, Ok(Frame::Error { code, message }))) => {
                     break Err(peer_error(code, &message).into())
                 }
                 // A link accepted earlier that could not be created at END.
-                Ok(Msg::Answer(_, Ok(Frame::Result { id, message, .. }))) if self.is_link(id) => {
-                    let idx = (id - 1) as usize;
-                    let shown = self.items[idx].entry.name.shown();
-                    self.settle(
-                        idx,
-                        Verdict::Failed(
-                            Exit::Failure,
-                            "io",
-                            format!(
-                                "{shown}: receiver could not create it: {}",
-                                escape(&message)
-                            ),
-                        ),
-                    );
+                // A link accepted earlier that could not be created at END
+                // (links are the only entries settled then).
+                Ok(Msg::Answer(_, Ok(Frame::Result { id, message, .. }))) => {
+                    self.link_failed(id, &message)
                 }
                 Ok(Msg::Answer(_, Ok(other))) => {
                     break Err(
@@ -344,34 +346,66 @@ impl Sender<'_> {
         ended
     }
 
-    /// True if entry `id` (an offer id: index + 1) is a link of this run.
-    pub(super) fn is_link(&self, id: u32) -> bool {
+    /// The receiver could not create the link it had accepted as offer
+    /// `id` (it says so after END): a failure, counted where the entry is,
+    /// in play or already counted as made.
+    fn link_failed(&mut self, id: u32, message: &str) {
         let idx = (id as usize).wrapping_sub(1);
-        self.items
-            .get(idx)
-            .is_some_and(|i| matches!(i.entry.kind, Kind::Symlink | Kind::HardLink))
+        let why = escape(message);
+        match self.items.get(idx) {
+            Some(i) => {
+                let shown = i.entry.name.shown();
+                let msg = format!("{shown}: receiver could not create it: {why}");
+                self.settle(idx, Verdict::Failed(Exit::Failure, "io", msg));
+            }
+            None => {
+                let g = &mut self.items.gone;
+                g.links = g.links.saturating_sub(1);
+                g.failed += 1;
+                g.worst = Some(g.worst.map_or(Exit::Failure, |w| w.worst(Exit::Failure)));
+                let msg = format!("receiver could not create a link: {why}");
+                self.progress.println(&format!("ftx: {msg}"));
+                self.events.emit(&crate::events::Event::FileFailed {
+                    path: String::new(),
+                    reason: "io".into(),
+                    message: msg,
+                    peer: None,
+                });
+            }
+        }
+    }
+
+    /// A write to the receiver failed (reset, broken pipe): if the
+    /// receiver said why before it closed (an ERROR the reader thread is
+    /// about to pass on), that is the reason, not the reset. A tampered
+    /// session must not be retried as a network fault. Entries the
+    /// look-ahead took from the walk meanwhile come into play.
+    fn why_broken(&mut self, b: Broken, gen: u64, rx: &mpsc::Receiver<Msg>) -> Broken {
+        let until = Instant::now() + ERROR_GRACE;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Msg::Answer(g, Ok(Frame::Error { code, message }))) if g == gen => {
+                    return peer_error(code, &message).into()
+                }
+                // The reader saw the end without an ERROR.
+                Ok(Msg::Answer(g, Err(_))) if g == gen => return b,
+                Ok(Msg::Walked(idx, entry)) => self.items.walked(idx, entry),
+                Ok(_) => {}
+                Err(_) => return b,
+            }
+        }
+    }
+}
+
+/// A failure of this program, not of the transfer: not retried.
+fn internal(what: &str) -> Broken {
+    Broken {
+        err: anyhow::anyhow!("internal error: {what}"),
+        retry: false,
+        reset: false,
     }
 }
 
 /// How long a broken write waits for the receiver's ERROR to be read.
 const ERROR_GRACE: Duration = Duration::from_secs(1);
-
-/// A write to the receiver failed (reset, broken pipe): if the receiver
-/// said why before it closed (an ERROR the reader thread is about to
-/// pass on), that is the reason, not the reset. A tampered session must
-/// not be retried as a network fault.
-fn why_broken(b: Broken, gen: u64, rx: &mpsc::Receiver<Msg>) -> Broken {
-    let until = Instant::now() + ERROR_GRACE;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(Msg::Answer(g, Ok(Frame::Error { code, message }))) if g == gen => {
-                return peer_error(code, &message).into()
-            }
-            // The reader saw the end without an ERROR.
-            Ok(Msg::Answer(g, Err(_))) if g == gen => return b,
-            Ok(_) => {}
-            Err(_) => return b,
-        }
-    }
-}
