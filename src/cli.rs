@@ -183,6 +183,12 @@ pub struct SendArgs {
     /// already there, identical) into FILE, as `md5sum -c` reads it.
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
+    /// Entries offered in one session at most before the sender ends it
+    /// and opens the next (the protocol's cap; lower only to test the
+    /// change of sessions).
+    #[arg(long, hide = true, default_value_t = crate::protocol::limits::MAX_SESSION_ENTRIES as u32,
+          value_parser = clap::value_parser!(u32).range(1..=crate::protocol::limits::MAX_SESSION_ENTRIES as i64))]
+    pub session_entries: u32,
 }
 
 /// `--cipher`.
@@ -639,6 +645,7 @@ impl SendArgs {
             },
             listen,
             manifest: self.manifest,
+            session_entries: self.session_entries as usize,
         })
     }
 }

@@ -49,6 +49,9 @@ pub struct SendConfig {
     pub listen: Option<(std::net::IpAddr, u16)>,
     /// `--manifest FILE`: a manifest of what the receiver confirmed.
     pub manifest: Option<PathBuf>,
+    /// Entries offered in one session at most (at most the protocol's
+    /// [`crate::protocol::limits::MAX_SESSION_ENTRIES`]).
+    pub session_entries: usize,
 }
 
 /// What `ftx recv` does.

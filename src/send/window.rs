@@ -12,7 +12,6 @@ use crate::exit::Exit;
 use crate::front::dial::dial;
 use crate::net;
 use crate::protocol::frame::end_flags;
-use crate::protocol::limits::MAX_SESSION_ENTRIES;
 use crate::protocol::Frame;
 use crate::sanitize::escape;
 use anyhow::{Context, Result};
@@ -193,7 +192,8 @@ impl Sender<'_> {
             }
             if let Some(l) = link.as_mut() {
                 let mut sent = false;
-                while answers.len() + results.len() < WINDOW && l.offers < MAX_SESSION_ENTRIES {
+                while answers.len() + results.len() < WINDOW && l.offers < self.cfg.session_entries
+                {
                     let Some((idx, prep)) = ready.pop_front() else {
                         break;
                     };
@@ -214,7 +214,7 @@ impl Sender<'_> {
             if settled
                 && link
                     .as_ref()
-                    .is_some_and(|l| l.offers >= MAX_SESSION_ENTRIES)
+                    .is_some_and(|l| l.offers >= self.cfg.session_entries)
             {
                 if let Some(l) = link.take() {
                     self.end_session(l, rx)?;

@@ -316,6 +316,7 @@ fn serve_one(
         },
         listen: None,
         manifest: None,
+        session_entries: crate::protocol::limits::MAX_SESSION_ENTRIES,
     };
     let n = entries.len();
     let served = crate::send::offer_on(&send_cfg, conn, entries, list, cache)?;

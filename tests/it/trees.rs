@@ -4,7 +4,7 @@
 //! user asked for it to be left out. Real `ftx recv` and `ftx send`.
 
 use crate::common::raw::{file_offer, Raw};
-use crate::common::{assert_status, dirs, send, send_as, text, Receiver};
+use crate::common::{assert_status, dirs, send, send_as, text, Mode, Proxy, Receiver};
 use ftx::protocol::frame::{reject_code, result_status, Frame};
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt};
@@ -269,4 +269,71 @@ fn sparse_case(token: Option<&str>) {
             allocated(&a)
         );
     }
+}
+
+/// `dirs` directories of `per` files each (0 to 8 KiB, random), under
+/// `root`: the tree is returned.
+fn many_files(root: &Path, dirs: usize, per: usize) -> std::path::PathBuf {
+    for d in 0..dirs {
+        let dir = root.join(format!("d{d:02}"));
+        fs::create_dir_all(&dir).expect("mkdir");
+        for f in 0..per {
+            let n = (d * per + f) as u64;
+            crate::common::write_random(dir.join(format!("f{f:03}")), n * 131 % 8192, n);
+        }
+    }
+    root.to_owned()
+}
+
+/// A tree of more entries than one session may carry arrives whole over
+/// several sessions, with one summary and one exit code, plain and
+/// sealed. The sender's cap (a million entries) is lowered for the test
+/// with the hidden `--session-entries`.
+#[test]
+fn a_tree_larger_than_a_session_arrives_whole_with_one_summary() {
+    for token in [None, Some("5c1d0f6e8a2b47d3a9e0c4b1f7d26e83")] {
+        let d = dirs();
+        let t = many_files(&d.src.join("many"), 5, 60);
+        let rx = Receiver::start_as(token, &d.out, &[]);
+        let proxy = Proxy::start(rx.addr, Mode::Pass);
+        let t_arg = t.to_str().expect("utf-8");
+        let out = send_as(
+            token,
+            &["--json", "--session-entries", "64", t_arg],
+            proxy.addr,
+        );
+        assert_status(&out, 0, "a tree over several sessions");
+        let summaries: Vec<serde_json::Value> = text(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "summary")
+            .collect();
+        assert_eq!(summaries.len(), 1, "one summary: {}", text(&out.stdout));
+        let sum = &summaries[0];
+        assert_eq!(sum["files_ok"], 300, "{sum}");
+        assert_eq!(sum["files_failed"], 0, "{sum}");
+        assert_eq!(sum["exit_code"], 0, "{sum}");
+        // 306 entries (the root, 5 directories, 300 files), 64 a session.
+        assert!(proxy.connections() >= 5, "{} sessions", proxy.connections());
+        crate::common::assert_trees_equal(&t, d.out.join("many"));
+    }
+}
+
+/// The walk goes on where it was after each break: a tree whose
+/// connection is cut every 150 kB arrives whole.
+#[test]
+fn a_tree_cut_again_and_again_arrives_whole() {
+    let d = dirs();
+    let t = many_files(&d.src.join("many"), 5, 60);
+    let rx = Receiver::start(&d.out, &[]);
+    let proxy = Proxy::start(rx.addr, Mode::CutAfter(150_000));
+    let out = send(&["--json", t.to_str().expect("utf-8")], proxy.addr);
+    assert_status(&out, 0, "a tree cut every 150 kB");
+    assert!(proxy.connections() >= 5, "{} sessions", proxy.connections());
+    let retries = text(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"event\":\"retry\""))
+        .count();
+    assert!(retries >= 4, "{retries} retries:\n{}", text(&out.stdout));
+    crate::common::assert_trees_equal(&t, d.out.join("many"));
 }
