@@ -445,7 +445,7 @@ impl DirWalk {
             name.push(b'/');
             name.extend_from_slice(c.as_os_str().as_bytes());
         }
-        let is_dir = dent.file_type().is_dir();
+        let is_dir = dent.file_type().is_dir() || (dent.depth() == 0 && dent.path_is_symlink());
         let wire = WireName::from_bytes(&name).map_err(|e| unsendable(&e));
         let wire = match wire {
             Ok(n) => n,
@@ -456,8 +456,12 @@ impl DirWalk {
                 return leave(shown, reason, message, false);
             }
         };
+        // A source given on the command line is followed, whatever it is
+        // (as for a file): a symlink to a directory is walked as that
+        // directory, under the link's name.
+        let root_link = dent.depth() == 0 && dent.path_is_symlink();
         let ft = dent.file_type();
-        if ft.is_symlink() {
+        if ft.is_symlink() && !root_link {
             if opts.no_links {
                 return leave(shown, "symlink", "a symlink (--no-links)".into(), true);
             }
@@ -473,7 +477,7 @@ impl DirWalk {
             e.target = target;
             return Some(Found::Entry(e));
         }
-        if !ft.is_file() && !ft.is_dir() {
+        if !ft.is_file() && !ft.is_dir() && !root_link {
             let what = if ft.is_fifo() {
                 "a FIFO"
             } else if ft.is_socket() {
@@ -488,7 +492,12 @@ impl DirWalk {
             };
             return leave(shown, "special", message, opts.skip_special);
         }
-        let md = match dent.metadata() {
+        let md = if root_link {
+            std::fs::metadata(dent.path())
+        } else {
+            dent.metadata().map_err(std::io::Error::from)
+        };
+        let md = match md {
             Ok(m) => m,
             Err(e) => return leave(shown, "read", format!("cannot read it: {e}"), false),
         };
@@ -503,7 +512,11 @@ impl DirWalk {
                 false,
             );
         }
-        let kind = if is_dir { Kind::Dir } else { Kind::File };
+        let kind = if is_dir || md.is_dir() {
+            Kind::Dir
+        } else {
+            Kind::File
+        };
         let mut e = entry(kind, dent.path(), wire, &md);
         e.follow = opts.follow_links;
         if kind == Kind::File && md.nlink() > 1 {

@@ -337,3 +337,24 @@ fn a_tree_cut_again_and_again_arrives_whole() {
     assert!(retries >= 4, "{retries} retries:\n{}", text(&out.stdout));
     crate::common::assert_trees_equal(&t, d.out.join("many"));
 }
+
+/// A source given on the command line is followed: a symlink to a
+/// directory is walked as that directory, under the link's name (as
+/// `scp -r` and `cp -r` do), not offered as a link with its tree after it.
+#[test]
+fn a_symlink_to_a_directory_given_as_a_source_is_walked_as_the_directory() {
+    let d = dirs();
+    let real = d.src.join("real");
+    fs::create_dir_all(real.join("sub")).expect("mkdir");
+    fs::write(real.join("sub/a"), b"hi\n").expect("write");
+    symlink(&real, d.src.join("link")).expect("symlink");
+    let rx = Receiver::start(&d.out, &[]);
+    let out = send(&[d.src.join("link").to_str().expect("utf-8")], rx.addr);
+    assert_status(&out, 0, "a symlink to a directory as the source");
+    let got = d.out.join("link");
+    assert!(
+        fs::symlink_metadata(&got).expect("arrived").is_dir(),
+        "a directory"
+    );
+    assert_eq!(fs::read(got.join("sub/a")).expect("file"), b"hi\n");
+}
