@@ -95,8 +95,8 @@ impl Shared {
     }
 
     /// Why the output directory cannot take any more files, if that is
-    /// so: its file system is read-only or full, or it cannot be written
-    /// any more. Asked after a write failed, so that one cause ends the
+    /// so: its file system is read-only, full or out of inodes, or it
+    /// cannot be written any more. Asked after a write failed, so that one cause ends the
     /// session with one error instead of a line for every file after it.
     pub(super) fn out_unusable(&self) -> Option<String> {
         use rustix::fs::{accessat, fstatvfs, Access, AtFlags, StatVfsMountFlags};
@@ -108,6 +108,13 @@ impl Shared {
             let root = rustix::process::geteuid().is_root();
             if st.f_bfree == 0 || (st.f_bavail == 0 && !root) {
                 return Some(format!("the file system of {out} is full (no space left)"));
+            }
+            // Out of inodes (tmpfs, ext4): no file can be created however
+            // much space is left. (A file system without a count says 0.)
+            if st.f_files > 0 && (st.f_ffree == 0 || (st.f_favail == 0 && !root)) {
+                return Some(format!(
+                    "the file system of {out} has no free inodes left (no more files can be created)"
+                ));
             }
         }
         if let Err(e) = accessat(

@@ -162,6 +162,48 @@ fn a_read_only_out_stops_the_session_with_one_error() {
     assert_eq!(fs::read_dir(&got).expect("tree").count(), 3000);
 }
 
+/// OUT runs out of inodes in the middle of a tree (a small tmpfs in a
+/// mount namespace of the receiver's own, as root): one error naming the
+/// cause on each side, exit 1, not a line for every file after it.
+#[test]
+fn an_out_without_free_inodes_stops_the_session_with_one_error() {
+    if !is_root() {
+        eprintln!("not root: cannot mount a small tmpfs in a mount namespace; skipped");
+        return;
+    }
+    let d = dirs();
+    let tree = d.src.join("tree");
+    fs::create_dir(&tree).expect("mkdir");
+    for i in 0..1000 {
+        fs::write(tree.join(format!("f{i:04}.txt")), format!("file {i}\n")).expect("write");
+    }
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount -t tmpfs -o size=64m,nr_inodes=300 tmpfs \"$0\" && exec \"$1\" recv --port 0 --bind 127.0.0.1 --out \"$0\"",
+        )
+        .arg(&d.out)
+        .arg(ftx_bin());
+    let rx = Receiver::spawn(cmd, &d.out);
+    let out = send(&[s(&tree)], rx.addr);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines().count() <= 40,
+        "{} lines:\n{err}",
+        err.lines().count()
+    );
+    assert!(err.contains("no free inodes"), "the cause is named: {err}");
+    assert!(
+        poll_until(Duration::from_secs(10), || rx
+            .stderr()
+            .contains("stopped receiving")),
+        "{}",
+        rx.stderr()
+    );
+    assert!(rx.stderr().lines().count() <= 40, "{}", rx.stderr());
+}
+
 /// A source truncated between two sends: the receiver's partial of the
 /// larger file is set aside as other content, and says so (not "state
 /// file is corrupt").
