@@ -105,27 +105,98 @@ pub(super) enum Seen {
     Collides,
 }
 
-/// Bit 0 of a name key in a session's `seen` map: the file of that name
-/// was placed (or found identical) in the session, so a LINK may name
-/// it. One map for both keeps a session of a million entries in about
-/// 34 MB.
+/// Bit 0 of a name key in a session's memory ([`SeenNames`]): the file
+/// of that name was placed (or found identical) in the session, so a LINK
+/// may name it.
 pub(super) const PLACED: u64 = 1;
 
-/// Whether the name with `keys` was seen before in `seen` (the map of
-/// portable-form key to name key, whose bit 0 is [`PLACED`]).
-pub(super) fn seen(seen: &std::collections::HashMap<u64, u64>, keys: (u64, u64)) -> Seen {
-    match seen.get(&keys.1) {
-        None => Seen::New,
-        Some(&exact) if exact | PLACED == keys.0 | PLACED => Seen::Again,
-        Some(_) => Seen::Collides,
-    }
+/// The names a session was offered (at most [`MAX_ENTRIES`]), to refuse
+/// one offered twice, and which of them were placed. Where the output
+/// directory tells names apart byte for byte (Linux file systems), a set
+/// of name keys, bit 0 being [`PLACED`]: 9 bytes a slot, a session of a
+/// million entries in 19 MB. Where it folds names, each name's
+/// portable-form key to its own key (bit 0 [`PLACED`]), to tell the same
+/// name from one that collides: 17 bytes a slot.
+pub(super) enum SeenNames {
+    Exact(std::collections::HashSet<u64>),
+    Folding(std::collections::HashMap<u64, u64>),
 }
 
-/// Whether the file named with `keys` was placed in the session (see
-/// [`PLACED`]).
-pub(super) fn placed(seen: &std::collections::HashMap<u64, u64>, keys: (u64, u64)) -> bool {
-    seen.get(&keys.1)
-        .is_some_and(|&v| v & PLACED != 0 && v | PLACED == keys.0 | PLACED)
+impl SeenNames {
+    /// An empty memory for a directory that folds names or not.
+    pub(super) fn new(folds: bool) -> SeenNames {
+        if folds {
+            SeenNames::Folding(std::collections::HashMap::new())
+        } else {
+            SeenNames::Exact(std::collections::HashSet::new())
+        }
+    }
+
+    /// Names remembered.
+    pub(super) fn len(&self) -> usize {
+        match self {
+            SeenNames::Exact(s) => s.len(),
+            SeenNames::Folding(m) => m.len(),
+        }
+    }
+
+    /// Whether the name with `keys` ([`keys`]) was seen before.
+    pub(super) fn seen(&self, keys: (u64, u64)) -> Seen {
+        match self {
+            SeenNames::Exact(s) => {
+                let k = keys.0 & !PLACED;
+                if s.contains(&k) || s.contains(&(k | PLACED)) {
+                    Seen::Again
+                } else {
+                    Seen::New
+                }
+            }
+            SeenNames::Folding(m) => match m.get(&keys.1) {
+                None => Seen::New,
+                Some(&exact) if exact | PLACED == keys.0 | PLACED => Seen::Again,
+                Some(_) => Seen::Collides,
+            },
+        }
+    }
+
+    /// Remembers the name with `keys`; false if it was seen before.
+    pub(super) fn insert(&mut self, keys: (u64, u64)) -> bool {
+        if self.seen(keys) != Seen::New {
+            return false;
+        }
+        match self {
+            SeenNames::Exact(s) => s.insert(keys.0 & !PLACED),
+            SeenNames::Folding(m) => m.insert(keys.1, keys.0 & !PLACED).is_none(),
+        }
+    }
+
+    /// The file whose name has the portable-form key `folded` (the
+    /// second of [`keys`]) was placed.
+    pub(super) fn mark_placed(&mut self, folded: u64) {
+        match self {
+            SeenNames::Exact(s) => {
+                let k = folded & !PLACED;
+                if s.remove(&k) {
+                    s.insert(k | PLACED);
+                }
+            }
+            SeenNames::Folding(m) => {
+                if let Some(v) = m.get_mut(&folded) {
+                    *v |= PLACED;
+                }
+            }
+        }
+    }
+
+    /// Whether the file named with `keys` was placed in the session.
+    pub(super) fn placed(&self, keys: (u64, u64)) -> bool {
+        match self {
+            SeenNames::Exact(s) => s.contains(&(keys.0 | PLACED)),
+            SeenNames::Folding(m) => m
+                .get(&keys.1)
+                .is_some_and(|&v| v & PLACED != 0 && v | PLACED == keys.0 | PLACED),
+        }
+    }
 }
 
 /// Step 1: the name as validated ([`crate::protocol::WireName`]), and
@@ -233,13 +304,11 @@ mod tests {
 
     #[test]
     fn names_that_one_file_system_takes_for_one_file_collide() {
-        let mut map = std::collections::HashMap::new();
-        let remember = |map: &mut std::collections::HashMap<u64, u64>, n: &str| {
+        let mut map = SeenNames::new(true);
+        let remember = |map: &mut SeenNames, n: &str| {
             let k = keys(n.as_bytes(), true);
-            let s = seen(map, k);
-            if s == Seen::New {
-                map.insert(k.1, k.0);
-            }
+            let s = map.seen(k);
+            assert_eq!(map.insert(k), s == Seen::New);
             s
         };
         assert_eq!(remember(&mut map, "README"), Seen::New);
@@ -254,6 +323,34 @@ mod tests {
         // Different names stay different.
         assert_eq!(remember(&mut map, "read.me"), Seen::New);
         assert_eq!(remember(&mut map, "e.txt"), Seen::New);
+    }
+
+    #[test]
+    fn a_session_remembers_names_and_which_were_placed() {
+        for folds in [false, true] {
+            let mut m = SeenNames::new(folds);
+            let a = keys(b"dir/a", folds);
+            let b = keys(b"dir/b", folds);
+            assert!(m.insert(a));
+            assert!(!m.insert(a), "the same name twice");
+            assert_eq!(m.seen(a), Seen::Again);
+            assert!(!m.placed(a));
+            m.mark_placed(a.1);
+            assert!(m.placed(a), "placed ({folds})");
+            // Placed, it is still the same name, once.
+            assert_eq!(m.seen(a), Seen::Again);
+            assert!(!m.insert(a));
+            assert_eq!(m.seen(b), Seen::New);
+            assert!(!m.placed(b), "never offered");
+            m.mark_placed(b.1);
+            assert!(!m.placed(b), "not offered: not remembered as placed");
+            assert!(m.insert(b));
+            assert_eq!(m.len(), 2);
+            // Without folding, names that differ by case are two names.
+            let upper = keys(b"DIR/A", folds);
+            let expected = if folds { Seen::Collides } else { Seen::New };
+            assert_eq!(m.seen(upper), expected);
+        }
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl Session<'_, '_> {
         };
         let to = match WireName::from_bytes(target) {
             Ok(t)
-                if admit::seen(&self.seen, admit::keys(t.as_bytes(), self.sh.folds))
+                if self.seen.seen(admit::keys(t.as_bytes(), self.sh.folds))
                     == admit::Seen::Again =>
             {
                 t
@@ -204,7 +204,7 @@ impl Session<'_, '_> {
                 Ok(())
             }
             LinkKind::Hard { to } => {
-                if !admit::placed(&self.seen, admit::keys(to.as_bytes(), self.sh.folds)) {
+                if !self.seen.placed(admit::keys(to.as_bytes(), self.sh.folds)) {
                     return Err(format!("'{}' did not arrive in this session", to.shown()));
                 }
                 let (to_parents, to_last) = to.split_last();

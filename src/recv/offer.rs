@@ -39,13 +39,13 @@ impl<'a> Session<'a, '_> {
         let (seen, keys) = match &name {
             Ok(n) => {
                 let keys = admit::keys(n.as_bytes(), self.sh.folds);
-                (admit::seen(&self.seen, keys), Some(keys))
+                (self.seen.seen(keys), Some(keys))
             }
             Err(_) => (admit::Seen::New, None),
         };
         admit::name(name.as_ref().map(|_| ()), seen)?;
-        if let Some((exact, folded)) = keys {
-            if self.seen.insert(folded, exact & !admit::PLACED).is_none() {
+        if let Some(keys) = keys {
+            if self.seen.insert(keys) {
                 self.sh.remembered.fetch_add(1, Ordering::Relaxed);
                 if self.seen.len().is_multiple_of(4096) {
                     // What the commit thread placed so far: its list

@@ -14,7 +14,7 @@ use crate::protocol::frame::{end_flags, file_flags};
 use crate::protocol::ErrorCode;
 use crate::protocol::Frame;
 use anyhow::{bail, Context, Result};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -90,7 +90,7 @@ pub(super) fn session(o: Opened, sh: &Shared, began: Began) -> Result<Stats> {
             conn,
             peer,
             pulled: began == Began::Pulled,
-            seen: HashMap::new(),
+            seen: super::admit::SeenNames::new(sh.folds),
             refused_dirs: HashSet::new(),
             attrs: None,
             refusals: 0,
@@ -229,9 +229,7 @@ impl<'a> Session<'a, '_> {
     /// The file whose name has the portable-form key `folded` was placed
     /// (or found identical): a LINK may name it.
     pub(super) fn mark_placed(&mut self, folded: u64) {
-        if let Some(v) = self.seen.get_mut(&folded) {
-            *v |= super::admit::PLACED;
-        }
+        self.seen.mark_placed(folded);
     }
 
     /// Waits until the commit thread has placed every verified file and

@@ -237,11 +237,10 @@ pub(super) struct Session<'a, 'c> {
     /// This receiver dialed and pulled (the peer is a server: it may name
     /// entries it does not offer, with LEFT).
     pub(super) pulled: bool,
-    /// Entries already offered in this session: the 64-bit hash of each
-    /// name's case-folded NFC form, to the hash of the name itself (see
-    /// [`super::admit::keys`]) whose bit 0 says whether the file was placed
-    /// ([`super::admit::PLACED`]). At most [`super::admit::MAX_ENTRIES`].
-    pub(super) seen: HashMap<u64, u64>,
+    /// Entries already offered in this session, and which files of them
+    /// were placed (what a LINK may name). At most
+    /// [`super::admit::MAX_ENTRIES`].
+    pub(super) seen: super::admit::SeenNames,
     /// Directories refused in this session (keys of
     /// [`super::admit::dir_prefix_key`]): what is offered inside them is
     /// refused too.
