@@ -7,7 +7,10 @@
 #                    ftx get from ftx serve (pull), cold and digest cached,
 #                    curl from nginx (sendfile on) and from ftx serve --http
 #   many small files: tar | nc, tar | nc + sync -f, tar | nc + fsync each,
-#                     rsync -a (daemon), ftx
+#                     rsync -a (daemon), ftx; on disk (TMPDIR), and onto
+#                     tmpfs (tar | nc, ftx) where /dev/shm is one
+#   many entries:     time per entry and peak RSS of each side of an ftx
+#                     send of N empty files on tmpfs (ENTRIES)
 #
 # Each measurement runs RUNS times (default 3), every run into a fresh
 # output directory; the table shows medians in seconds and ratios against
@@ -22,10 +25,15 @@
 #
 #   tests/bench/compare.sh                      # 1 GiB file, 2000 small files
 #   SIZE=256M FILES=500 tests/bench/compare.sh  # quicker
+#   SIZE=0 FILES=100000 SMALL_MAX=2048 SMALL_PER_DIR=100 LINK= \
+#     ENTRIES="100000 1000000" tests/bench/compare.sh   # issue 25's shapes
 #
 # Environment: SIZE (default 1G, binary units: 256M, 1G, 12345),
-# FILES (default 2000), RUNS (default 3), TMPDIR (where the data goes),
-# KEEP=1 (keep the work directory). Installs netcat-openbsd and rsync with
+# FILES (default 2000), SMALL_MAX (largest small file, default 65536;
+# sizes are 0 to that), SMALL_PER_DIR (default 20), RUNS (default 3),
+# TMPDIR (where the data goes), SHM (a tmpfs for the tmpfs rows, default
+# /dev/shm; SHM= skips them), ENTRIES (a list of entry counts for the
+# many-entries rows, default none), KEEP=1 (keep the work directory). Installs netcat-openbsd and rsync with
 # apt-get when they are missing. Linux only (uses ss, /proc).
 #
 # Notes on fairness: all sources are in the page cache (caches are not
@@ -49,6 +57,10 @@ unset FTX_TOKEN
 
 SIZE=${SIZE:-1G}
 FILES=${FILES:-2000}
+SMALL_MAX=${SMALL_MAX:-65536}
+SMALL_PER_DIR=${SMALL_PER_DIR:-20}
+SHM=${SHM-/dev/shm}
+ENTRIES=${ENTRIES:-}
 RUNS=${RUNS:-3}
 KEEP=${KEEP:-0}
 
@@ -60,6 +72,13 @@ die() {
 }
 
 [[ $FILES =~ ^[0-9]+$ ]] || die "FILES must be a number, not '$FILES'"
+[[ $SMALL_MAX =~ ^[0-9]+$ ]] || die "SMALL_MAX must be a number, not '$SMALL_MAX'"
+[[ $SMALL_PER_DIR =~ ^[1-9][0-9]*$ ]] || die "SMALL_PER_DIR must be a positive number"
+for n in $ENTRIES; do [[ $n =~ ^[1-9][0-9]*$ ]] || die "ENTRIES must be numbers, not '$n'"; done
+if [[ -n $SHM ]] && [[ $(stat -f -c %T "$SHM" 2>/dev/null) != tmpfs ]]; then
+    echo "compare.sh: $SHM is not a tmpfs: no tmpfs rows" >&2
+    SHM=""
+fi
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive number, not '$RUNS'"
 bytes=$(numfmt --from=iec -- "${SIZE%iB}") || die "bad SIZE '$SIZE'"
 [[ $bytes =~ ^[0-9]+$ ]] || die "bad SIZE '$SIZE'"
@@ -76,6 +95,7 @@ command -v rsync >/dev/null || missing+=(rsync)
 command -v ss >/dev/null || missing+=(iproute2)
 command -v curl >/dev/null || missing+=(curl)
 command -v nginx >/dev/null || missing+=(nginx-light)
+[[ -x /usr/bin/time ]] || missing+=(time)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}" >&2
     sudo=()
@@ -176,13 +196,22 @@ if ((bytes > 0)); then
     head -c "$bytes" /dev/urandom >"$big"
 fi
 small_bytes=0
-for ((i = 0; i < FILES; i++)); do
-    d=$src/small/d$(printf %04d $((i / 20)))
-    ((i % 20)) || mkdir -p "$d"
-    n=$((((RANDOM << 15) | RANDOM) % 65536 + 1))
-    head -c "$n" /dev/urandom >"$d/f$(printf %06d "$i").bin"
-    small_bytes=$((small_bytes + n))
-done
+# Written by one process: a fork per file takes minutes for 100,000.
+small_bytes=$(python3 - "$src/small" "$FILES" "$SMALL_MAX" "$SMALL_PER_DIR" <<'PY'
+import os, random, sys
+root, files, top, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+total = 0
+for i in range(files):
+    d = os.path.join(root, "d%05d" % (i // per))
+    if i % per == 0:
+        os.makedirs(d, exist_ok=True)
+    n = random.randint(0, top)
+    with open(os.path.join(d, "f%07d.bin" % i), "wb") as f:
+        f.write(os.urandom(n))
+    total += n
+print(total)
+PY
+)
 sync
 big_md5=""
 ((bytes == 0)) || big_md5=$(md5sum <"$big" | cut -d' ' -f1)
@@ -495,7 +524,9 @@ set_median() {
 # measure_turns KEY FUNCTION [KEY FUNCTION...]: RUNS rounds in which each
 # method runs once, in turn, into a fresh directory; the directories are
 # removed only after the last round.
+# Into $TURNS_IN (default $W).
 measure_turns() {
+    local base=${TURNS_IN:-$W}
     local -a keys=() fns=()
     local -A took=()
     local r i out
@@ -506,7 +537,7 @@ measure_turns() {
     done
     for ((r = 1; r <= RUNS; r++)); do
         for i in "${!keys[@]}"; do
-            out=$W/turn-$i-$r
+            out=$base/turn-$i-$r
             mkdir "$out"
             sync # nothing dirty from earlier runs: see "Notes on fairness"
             secs=""
@@ -518,7 +549,7 @@ measure_turns() {
         # shellcheck disable=SC2086 # a list of numbers
         set_median "${keys[$i]}" ${took[$i]}
     done
-    rm -rf "$W"/turn-* "$rout"/turn-*
+    rm -rf "$base"/turn-* "$rout"/turn-*
 }
 
 big_rows=()
@@ -558,6 +589,63 @@ if ((FILES > 0)); then
     small_rows=("tar|nc" "tar|nc + sync -f" "tar|nc + fsync each" "rsync -a dir" "ftx dir")
     measure_turns "tar|nc" m_tar_nc "tar|nc + sync -f" m_tar_nc_syncfs \
         "tar|nc + fsync each" m_tar_nc_sync "rsync -a dir" m_rsync_small "ftx dir" m_ftx_small
+    if [[ -n $SHM ]]; then
+        shm_w=$(mktemp -d "$SHM/ftx-compare.XXXXXX")
+        small_rows+=("tar|nc, tmpfs" "ftx dir, tmpfs")
+        TURNS_IN=$shm_w measure_turns "tar|nc, tmpfs" m_tar_nc "ftx dir, tmpfs" m_ftx_small
+        rm -rf "$shm_w"
+    fi
+fi
+
+# Many entries: N empty files on tmpfs (1000 a directory) sent with the
+# default flags (digest cache on, in the work directory) to a receiver on
+# tmpfs; time per entry and the peak RSS of each side (GNU time's %M).
+# A receiver serves every session of the run (over 1,048,576 entries a
+# run takes several), and is stopped with SIGINT after.
+entries_rows=()
+declare -A entries_rss
+if [[ -n $ENTRIES && -n $SHM ]]; then
+    echo "many entries (empty files on tmpfs), one run each:" >&2
+    for n in $ENTRIES; do
+        ew=$(mktemp -d "$SHM/ftx-entries.XXXXXX")
+        python3 - "$ew/src/tree" "$n" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, "d%05d" % (i // 1000))
+    if i % 1000 == 0:
+        os.makedirs(d)
+    open(os.path.join(d, "f%04d" % (i % 1000)), "w").close()
+PY
+        mkdir "$ew/out"
+        start_bg /usr/bin/time -f %M -o "$W/rss-recv" "$FTX" recv -q --port 0 --bind 127.0.0.1 --out "$ew/out" >"$W/ftx-recv.out" 2>"$W/ftx-recv.err"
+        rxt=$bg
+        addr=""
+        for ((i = 0; i < 1000; i++)); do
+            addr=$(sed -n 's/^listening on //p' "$W/ftx-recv.out" | head -n1)
+            [[ -z $addr ]] || break
+            sleep 0.01
+        done
+        [[ -n $addr ]] || die "ftx recv did not print its address within 10 s"
+        t=$(now)
+        XDG_CACHE_HOME=$W/cache /usr/bin/time -f %M -o "$W/rss-send" "$FTX" send -q "$ew/src/tree" "$addr" || die "ftx send of $n entries failed"
+        elapsed "$t"
+        # The receiver is the child of time (setsid execs time, or forks it).
+        rpid=$(pgrep -P "$rxt" -x ftx || true)
+        if [[ -z $rpid ]]; then
+            tp=$(pgrep -P "$rxt" -x time || true)
+            [[ -z $tp ]] || rpid=$(pgrep -P "$tp" -x ftx || true)
+        fi
+        [[ -n $rpid ]] || die "cannot find the receiver of the many-entries run to stop it"
+        kill -INT "$rpid"
+        finish_bg "$rxt" || true
+        got=$(find "$ew/out" -type f | wc -l)
+        [[ $got == "$n" ]] || die "many entries: $got of $n files arrived"
+        entries_rows+=("$n")
+        entries_rss[$n]="$secs $(cat "$W/rss-send") $(cat "$W/rss-recv")"
+        echo "  $n entries: ${entries_rss[$n]} (s, sender KiB, receiver KiB)" >&2
+        rm -rf "$ew"
+    done
 fi
 
 # --- report -------------------------------------------------------------------------
@@ -596,6 +684,22 @@ if ((FILES > 0)); then
         awk -v k="$k" -v s="${median[$k]}" -v n="$FILES" -v ref="${median["tar|nc + sync -f"]}" 'BEGIN {
             s0 = (s > 0) ? s : 1e-9; r0 = (ref > 0) ? ref : 1e-9
             printf "%-22s %10.3f %10.1f %8.2f\n", k, s, n / s0, s / r0 }'
+    done
+    if [[ -n ${median["ftx dir, tmpfs"]:-} ]]; then
+        awk -v f="${median["ftx dir, tmpfs"]}" -v t="${median["tar|nc, tmpfs"]}" -v fd="${median["ftx dir"]}" -v td="${median["tar|nc + sync -f"]}" 'BEGIN {
+            printf "ftx dir: %.2f x tar|nc + sync -f on disk; %.2f x tar|nc onto tmpfs\n", (td > 0) ? fd / td : 0, (t > 0) ? f / t : 0 }'
+    fi
+fi
+
+if ((${#entries_rows[@]})); then
+    echo
+    echo "many entries: empty files on tmpfs, default flags; time per entry and peak RSS"
+    printf '%-12s %10s %12s %14s %16s\n' "entries" "seconds" "us/entry" "sender MiB" "receiver MiB"
+    for n in "${entries_rows[@]}"; do
+        read -r es ss rs <<<"${entries_rss[$n]}"
+        awk -v n="$n" -v s="$es" -v a="$ss" -v b="$rs" 'BEGIN {
+            e = n + 1 + int((n + 999) / 1000)
+            printf "%-12d %10.1f %12.1f %14.1f %16.1f\n", e, s, s * 1e6 / e, a / 1024, b / 1024 }'
     done
 fi
 
