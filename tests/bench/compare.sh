@@ -630,7 +630,8 @@ PY
         t=$(now)
         XDG_CACHE_HOME=$W/cache /usr/bin/time -f %M -o "$W/rss-send" "$FTX" send -q "$ew/src/tree" "$addr" || die "ftx send of $n entries failed"
         elapsed "$t"
-        # The receiver is the child of time (setsid execs time, or forks it).
+        # The receiver is the child of time (setsid execs time, or forks it);
+        # time writes "Command exited with non-zero status 130" before %M.
         rpid=$(pgrep -P "$rxt" -x ftx || true)
         if [[ -z $rpid ]]; then
             tp=$(pgrep -P "$rxt" -x time || true)
@@ -642,7 +643,7 @@ PY
         got=$(find "$ew/out" -type f | wc -l)
         [[ $got == "$n" ]] || die "many entries: $got of $n files arrived"
         entries_rows+=("$n")
-        entries_rss[$n]="$secs $(cat "$W/rss-send") $(cat "$W/rss-recv")"
+        entries_rss[$n]="$secs $(tail -n1 "$W/rss-send") $(tail -n1 "$W/rss-recv")"
         echo "  $n entries: ${entries_rss[$n]} (s, sender KiB, receiver KiB)" >&2
         rm -rf "$ew"
     done
