@@ -28,7 +28,7 @@ pub(super) struct Job {
 
 /// Prepares the entries to offer, in order: first `again` (entries of
 /// earlier attempts not settled yet), then the rest of the walk, taken
-/// from `feed` as it goes (each announced with [`Msg::Walked`]), at most
+/// from `feed` as it goes (each new one sent with its Ready), at most
 /// [`WINDOW`] ahead of the offers (one permit per entry). Digests come
 /// from earlier attempts, the digest cache, or are computed now (`run`:
 /// the algorithm and the attributes sent). Small files are read and
@@ -51,42 +51,42 @@ pub(super) fn spawn_hasher(
             let mut batch = Vec::new();
             let mut again = again.into_iter();
             loop {
+                // Every entry taken from the walk goes out in a Ready
+                // (the batch is sent before any return): the session
+                // outlives this thread, so none is lost when it stops.
                 let permitted = match permits.try_recv() {
                     Ok(()) => true,
-                    Err(mpsc::TryRecvError::Empty) => {
-                        hash_batch(&mut batch, &tx) && permits.recv().is_ok()
-                    }
-                    Err(mpsc::TryRecvError::Disconnected) => false,
+                    Err(_) => hash_batch(&mut batch, &tx) && permits.recv().is_ok(),
                 };
                 if !permitted {
                     return feed;
                 }
-                let job = match again.next() {
-                    Some(job) => job,
+                let (job, new) = match again.next() {
+                    Some(job) => (job, false),
                     None => match feed.take() {
                         Some((idx, entry)) => {
-                            if tx.send(Msg::Walked(idx, entry.clone())).is_err() {
-                                return feed;
-                            }
-                            Job {
+                            let job = Job {
                                 idx,
                                 entry,
                                 known: None,
                                 stream_ok: true,
-                            }
+                            };
+                            (job, true)
                         }
                         None => break,
                     },
                 };
+                let entry = new.then(|| job.entry.clone());
                 match prepare(&job.entry, job.known, job.stream_ok, run, &cache, &bar) {
                     Step::Read(r) => {
-                        batch.push((job.idx, r));
+                        batch.push((job.idx, entry, r));
                         if batch.len() >= BATCH_FILES && !hash_batch(&mut batch, &tx) {
                             return feed;
                         }
                     }
                     Step::Ready(p) => {
-                        if !hash_batch(&mut batch, &tx) || tx.send(Msg::Ready(job.idx, p)).is_err()
+                        if !hash_batch(&mut batch, &tx)
+                            || tx.send(Msg::Ready(job.idx, entry, p)).is_err()
                         {
                             return feed;
                         }
@@ -119,12 +119,16 @@ pub(super) enum Step {
     Read(Unhashed),
 }
 
+/// A small file read whole, waiting to be hashed with others: its index,
+/// the entry if it is new from the walk, the content.
+pub(super) type Batched = (usize, Option<std::sync::Arc<Entry>>, Unhashed);
+
 /// Hashes the batch's files together and hands them over in order; false
 /// if the session is gone.
-pub(super) fn hash_batch(batch: &mut Vec<(usize, Unhashed)>, tx: &mpsc::Sender<Msg>) -> bool {
-    let bodies: Vec<&[u8]> = batch.iter().map(|(_, r)| r.data.as_slice()).collect();
+pub(super) fn hash_batch(batch: &mut Vec<Batched>, tx: &mpsc::Sender<Msg>) -> bool {
+    let bodies: Vec<&[u8]> = batch.iter().map(|(_, _, r)| r.data.as_slice()).collect();
     let digests = crate::md5multi::digests(&bodies);
-    for ((idx, r), md5) in batch.drain(..).zip(digests) {
+    for ((idx, entry, r), md5) in batch.drain(..).zip(digests) {
         let source = Source {
             file: None,
             md: r.md,
@@ -135,7 +139,7 @@ pub(super) fn hash_batch(batch: &mut Vec<(usize, Unhashed)>, tx: &mpsc::Sender<M
             changed: r.changed,
             attrs: r.attrs,
         };
-        if tx.send(Msg::Ready(idx, Prepared::File(source))).is_err() {
+        if tx.send(Msg::Ready(idx, entry, Prepared::File(source))).is_err() {
             return false;
         }
     }

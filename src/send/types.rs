@@ -422,11 +422,11 @@ pub(super) const DRAIN_MAX: usize = 256;
 // entry; boxing it would cost an allocation per file for nothing.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Msg {
-    /// The look-ahead thread took entry `idx` from the walk (it comes
-    /// into play before it is prepared).
-    Walked(usize, std::sync::Arc<Entry>),
-    /// The look-ahead thread prepared entry `idx`.
-    Ready(usize, Prepared),
+    /// The look-ahead thread prepared entry `idx`; with the entry when it
+    /// is new from the walk (it comes into play when this arrives: one
+    /// message an entry, since each can cost the session thread a
+    /// wake-up).
+    Ready(usize, Option<std::sync::Arc<Entry>>, Prepared),
     /// The look-ahead thread has prepared the last entry of the walk.
     Exhausted,
     /// The reader thread of session `gen` got a frame (or the connection

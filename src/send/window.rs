@@ -112,7 +112,7 @@ impl Sender<'_> {
         drop(permits);
         let feed = hasher.join();
         for msg in rx.try_iter() {
-            if let Msg::Walked(idx, entry) = msg {
+            if let Msg::Ready(idx, Some(entry), _) = msg {
                 self.items.walked(idx, entry);
             }
         }
@@ -269,8 +269,12 @@ impl Sender<'_> {
             let mut handled = 0;
             while let Some(msg) = next.take() {
                 match msg {
-                    Msg::Walked(idx, entry) => self.items.walked(idx, entry),
-                    Msg::Ready(idx, prep) => ready.push_back((idx, prep)),
+                    Msg::Ready(idx, entry, prep) => {
+                        if let Some(e) = entry {
+                            self.items.walked(idx, e);
+                        }
+                        ready.push_back((idx, prep));
+                    }
                     Msg::Exhausted => self.walked_all = true,
                     Msg::Answer(gen, _) if link.as_ref().is_none_or(|l| l.gen != gen) => {}
                     Msg::Answer(_, Err(e)) => {
@@ -320,7 +324,7 @@ impl Sender<'_> {
             .with_context(|| format!("cannot finish the session with {}", self.cfg.target))?;
         let ended = loop {
             match rx.recv_timeout(self.cfg.timeout) {
-                Ok(Msg::Walked(idx, entry)) => self.items.walked(idx, entry),
+                Ok(Msg::Ready(idx, Some(entry), _)) => self.items.walked(idx, entry),
                 Ok(Msg::Ready(..) | Msg::Exhausted) => {}
                 Ok(Msg::Answer(gen, _)) if gen != l.gen => {}
                 Ok(Msg::Answer(_, Ok(Frame::Summary { .. }))) => break Ok(()),
@@ -390,7 +394,7 @@ impl Sender<'_> {
                 }
                 // The reader saw the end without an ERROR.
                 Ok(Msg::Answer(g, Err(_))) if g == gen => return b,
-                Ok(Msg::Walked(idx, entry)) => self.items.walked(idx, entry),
+                Ok(Msg::Ready(idx, Some(entry), _)) => self.items.walked(idx, entry),
                 Ok(_) => {}
                 Err(_) => return b,
             }
