@@ -99,9 +99,10 @@ pub struct DigestCache {
 /// never read into memory: a cache of millions of files costs no memory
 /// and no start-up time. A record is the XXH3-128 of the file's
 /// [`Version`], its MD5, and an XXH3-64 of both; its bucket (four
-/// records) is chosen by the key. A full bucket replaces one of its
-/// records (a cache may forget, never lie); a record that does not check
-/// out (torn by a concurrent writer) is no record.
+/// records) and its slot in it are chosen by the key, so two versions
+/// that share a slot replace each other (a cache may forget, never lie);
+/// a record that does not check out (torn by a concurrent writer) is no
+/// record.
 #[derive(Debug)]
 struct Index {
     file: std::fs::File,
@@ -170,25 +171,15 @@ impl Index {
             .map(|(_, d)| d)
     }
 
+    /// Writes the record of `v` into its slot of its bucket, whatever is
+    /// there (one `pwrite`, no read first: the receiver puts every file it
+    /// places). A version always goes to the same slot, so a newer digest
+    /// replaces an older one and [`FORGOTTEN`] clears it; another version
+    /// in that slot is forgotten (a cache may forget, never lie).
     fn put(&self, v: Version, d: &Md5Digest) {
         use std::os::unix::fs::FileExt;
         let (key, at) = Self::key(&v);
-        let Some(b) = self.bucket(at) else { return };
-        let records: Vec<Option<([u8; 16], Md5Digest)>> =
-            b.chunks_exact(RECORD).map(Self::valid).collect();
-        let same = records
-            .iter()
-            .position(|r| r.is_some_and(|(k, _)| k == key));
-        let slot = match same {
-            Some(i) if records[i].is_some_and(|(_, old)| old == *d) => return,
-            Some(i) => i,
-            // Nothing to take back.
-            None if *d == FORGOTTEN => return,
-            None => match records.iter().position(Option::is_none) {
-                Some(free) => free,
-                None => usize::from(key[15]) % WAYS,
-            },
-        };
+        let slot = usize::from(key[15]) % WAYS;
         let mut r = [0u8; RECORD];
         if *d != FORGOTTEN {
             r[..16].copy_from_slice(&key);
@@ -555,32 +546,36 @@ mod tests {
     }
 
     #[test]
-    fn a_full_bucket_forgets_one_record_and_never_lies() {
+    fn versions_that_share_a_slot_replace_each_other_and_never_lie() {
         let t = tempfile::tempdir().expect("tempdir");
         let index = Index::open(t.path()).expect("index");
-        // Six versions that fall into one bucket (found by trying).
+        // Versions that fall into one slot of one bucket (found by trying).
         let version = |ino: u64| Version::from_words([1, ino, 10, 0, 0, 0, 0]);
-        let (_, first) = Index::key(&version(0));
-        let same: Vec<Version> = (0..10_000_000u64)
+        let place = |v: &Version| {
+            let (key, at) = Index::key(v);
+            (at, key[15] as usize % WAYS)
+        };
+        let first = place(&version(0));
+        let same: Vec<Version> = (0..20_000_000u64)
             .map(version)
-            .filter(|v| Index::key(v).1 == first)
-            .take(WAYS + 2)
+            .filter(|v| place(v) == first)
+            .take(3)
             .collect();
-        assert_eq!(same.len(), WAYS + 2);
+        assert_eq!(same.len(), 3);
         for (i, v) in same.iter().enumerate() {
             index.put(*v, &[i as u8 + 1; 16]);
         }
-        // Each is either forgotten or right; the bucket holds WAYS.
-        let mut kept = 0;
-        for (i, v) in same.iter().enumerate() {
-            if let Some(d) = index.get(v) {
-                assert_eq!(d, [i as u8 + 1; 16]);
-                kept += 1;
-            }
-        }
-        assert_eq!(kept, WAYS);
-        // The last one written is there.
-        assert_eq!(index.get(&same[WAYS + 1]), Some([WAYS as u8 + 2; 16]));
+        // The last one written is there; the others are forgotten, not
+        // answered with its digest.
+        assert_eq!(index.get(&same[2]), Some([3; 16]));
+        assert_eq!(index.get(&same[0]), None);
+        assert_eq!(index.get(&same[1]), None);
+        // A newer digest of a version replaces its older one; forgetting
+        // clears it.
+        index.put(same[2], &[9; 16]);
+        assert_eq!(index.get(&same[2]), Some([9; 16]));
+        index.put(same[2], &FORGOTTEN);
+        assert_eq!(index.get(&same[2]), None);
     }
 
     #[test]
