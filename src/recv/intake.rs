@@ -124,8 +124,24 @@ impl<'a> Session<'a, '_> {
             }
             other => (other, offset),
         };
+        let small = !stream && h.size < store::BLOCK;
         let opened = match resumed {
             Some(pair) => Ok(pair),
+            None if small => store::create_small(
+                &dir,
+                &names,
+                h.size,
+                h.md5,
+                file_flags::algo(h.flags),
+                &self.sh.budget,
+            )
+            .map(|(o, discarded)| {
+                if let Some(why) = discarded {
+                    self.sh
+                        .log(&format!("{}: '{shown}': starting over: {why}", self.peer));
+                }
+                (o.writer, o.id)
+            }),
             None => store::create(
                 &dir,
                 &names,

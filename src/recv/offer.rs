@@ -190,14 +190,23 @@ impl<'a> Session<'a, '_> {
                 .set_message(format!("{} files, checking {}", self.bodies, name.shown()));
         }
         let mut prefix = None;
-        let (resumed, offset, discarded) = match store::prepare(
-            &dir,
-            &names,
-            h.size,
-            h.md5,
-            file_flags::algo(h.flags),
-            &self.sh.budget,
-        ) {
+        // A file under a block never checkpoints: nothing of it can
+        // resume, and its partial's name is looked at when its body
+        // starts (store::create_small), not here.
+        let small = h.size < store::BLOCK && h.flags & file_flags::STREAM == 0;
+        let slot = if small {
+            Ok(store::Slot::Fresh { discarded: None })
+        } else {
+            store::prepare(
+                &dir,
+                &names,
+                h.size,
+                h.md5,
+                file_flags::algo(h.flags),
+                &self.sh.budget,
+            )
+        };
+        let (resumed, offset, discarded) = match slot {
             Ok(store::Slot::Fresh { discarded }) => (None, 0, discarded),
             Ok(store::Slot::Resumed(o)) => {
                 // Written without the digest: the sender confirms the

@@ -218,6 +218,41 @@ pub fn create(
     })
 }
 
+/// Creates the partial of a file too small to have checkpoints (under
+/// [`BLOCK`]) whose offer was accepted without looking for an earlier
+/// partial: [`prepare`] could only have discarded one, and looking costs
+/// a system call a file. When something is at the partial's name it is
+/// treated as [`prepare`] treats it (removed, never written to or
+/// followed; a partial locked by another process is
+/// [`io::ErrorKind::ResourceBusy`]), and the create is tried once more.
+/// Returns why an earlier partial was discarded, if one was.
+pub fn create_small(
+    dir: &Dir,
+    names: &Names,
+    size: u64,
+    md5: Md5Digest,
+    algo: Algo,
+    budget: &Arc<Budget>,
+) -> io::Result<(Opened, Option<String>)> {
+    match create(dir, names, size, md5, algo, budget) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let discarded = match prepare(dir, names, size, md5, algo, budget)? {
+                Slot::Fresh { discarded } => discarded,
+                Slot::Resumed(o) if o.offset == 0 => return Ok((*o, None)),
+                Slot::Resumed(o) => {
+                    // Not for a file this small; never written to.
+                    let id = o.id;
+                    drop(o);
+                    names.discard(dir, id);
+                    Some("a partial of another size".to_owned())
+                }
+            };
+            Ok((create(dir, names, size, md5, algo, budget)?, discarded))
+        }
+        other => other.map(|o| (o, None)),
+    }
+}
+
 /// The last step of a partial's life: puts the verified partial (inode
 /// `id`, made durable by the caller) under its final name `last`, only if
 /// the partial's name still holds that inode, then removes its state file
