@@ -342,11 +342,15 @@ pub struct Served {
     pub failed: u64,
     /// Body bytes sent.
     pub bytes: u64,
+    /// Entries the walk found and could not offer.
+    pub left: u64,
 }
 
 /// `ftx serve`: offers `entries` on `conn`, the connection of a getter
 /// that asked for them (PULL), in one session, as `ftx send` would
-/// (look-ahead hashing, the digest cache, the window, holes, links). What
+/// (look-ahead hashing, the digest cache, the window, holes, links),
+/// taking them from the walk as the window moves (what it leaves out is
+/// counted in [`Served::left`]). What
 /// is left when the session ends (END said "more": entries past the
 /// session's cap, files to offer again with their digest or after a
 /// mismatch) the getter asks for in its next call. `cache` is the
@@ -354,13 +358,13 @@ pub struct Served {
 pub fn offer_on(
     cfg: &SendConfig,
     conn: crate::conn::Conn<crate::secure::Wire>,
-    entries: Vec<walk::Entry>,
+    entries: impl Iterator<Item = walk::Found> + Send + 'static,
     list: bool,
     cache: &DigestCache,
 ) -> Result<Served> {
     let progress = Progress::new(crate::progress::Mode::Off, false);
     let total = progress.bytes_bar(0, Layout::Total);
-    let items = Items::new(Feed::of(entries));
+    let items = Items::new(Feed::new(entries, |_| {}));
     let mut s = Sender {
         cfg,
         links: Links::Given(std::cell::Cell::new(Some(conn))),
@@ -387,11 +391,13 @@ pub fn offer_on(
     };
     s.items.retire(None);
     let failed = s.items.gone.failed;
+    let left = s.items.feed.as_ref().map_or(0, |f| f.left);
     ended.map(|()| Served {
         files: s.tally.files,
         skipped: s.tally.skipped,
         failed,
         bytes: s.tally.bytes,
+        left,
     })
 }
 

@@ -139,7 +139,10 @@ pub(super) fn hash_batch(batch: &mut Vec<Batched>, tx: &mpsc::Sender<Msg>) -> bo
             changed: r.changed,
             attrs: r.attrs,
         };
-        if tx.send(Msg::Ready(idx, entry, Prepared::File(source))).is_err() {
+        if tx
+            .send(Msg::Ready(idx, entry, Prepared::File(source)))
+            .is_err()
+        {
             return false;
         }
     }

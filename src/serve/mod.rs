@@ -232,24 +232,29 @@ fn serve_one(
             )?,
         }
     }
-    let mut entries = Vec::new();
+    // Two walks, neither held: the first counts what this pull offers
+    // (at most a session's worth) and collects what it leaves out, named
+    // before any offer; the second feeds the session as it goes.
+    let opts = walk::WalkOptions {
+        one_file_system: true,
+        ..walk::WalkOptions::default()
+    };
+    let mut count = 0usize;
     let mut left = Vec::new();
-    for (root, local) in sources {
-        let opts = walk::WalkOptions {
-            one_file_system: true,
-            ..walk::WalkOptions::default()
-        };
-        let w = match walk::walk(std::slice::from_ref(&local), opts, None) {
+    for (root, local) in &sources {
+        let walker = match walk::Walker::new(std::slice::from_ref(local), opts, None) {
             Ok(w) => w,
             Err(e) => refuse(&mut conn, ErrorCode::Refused, &format!("{e:#}"))?,
         };
-        for mut e in w.entries {
-            e.follow = false;
-            e.within = Some(Arc::clone(&root.within));
-            entries.push(e);
-        }
-        // Named by the getter's wire names, not this machine's paths.
-        for l in w.left {
+        for found in walker {
+            let l = match found {
+                walk::Found::Entry(e) => {
+                    count += usize::from(in_part(&e, part, parts));
+                    continue;
+                }
+                walk::Found::Left(l) => l,
+            };
+            // Named by the getter's wire names, not this machine's paths.
             let shown = l
                 .path
                 .strip_prefix(&escape(&root.path.to_string_lossy()))
@@ -265,14 +270,12 @@ fn serve_one(
             left.push((shown, format!("{message}: not offered")));
         }
     }
-    let entries = split(entries, part, parts);
-    if entries.len() > MAX_SESSION_ENTRIES {
+    if count > MAX_SESSION_ENTRIES {
         refuse(
             &mut conn,
             ErrorCode::Refused,
             &format!(
-                "{} entries asked for, more than {MAX_SESSION_ENTRIES} in one pull: fetch parts of the tree, or use -j",
-                entries.len()
+                "{count} entries asked for, more than {MAX_SESSION_ENTRIES} in one pull: fetch parts of the tree, or use -j"
             ),
         )?;
     }
@@ -287,6 +290,35 @@ fn serve_one(
             .context("cannot answer")?;
         }
     }
+    let entries = sources
+        .into_iter()
+        .map(|(root, local)| (Arc::clone(&root.within), local))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flat_map(move |(within, local)| {
+            let walker = walk::Walker::new(std::slice::from_ref(&local), opts, None);
+            // (A source gone since the first walk leaves it out, as one
+            // read error: counted and logged, below.)
+            let gone = walker.as_ref().err().map(|e| walk::Left {
+                path: escape(&local.to_string_lossy()),
+                reason: "read",
+                message: format!("{e:#}"),
+                asked: false,
+            });
+            let found = walker
+                .into_iter()
+                .flatten()
+                .chain(gone.map(walk::Found::Left));
+            found.filter_map(move |found| match found {
+                walk::Found::Entry(mut e) if in_part(&e, part, parts) => {
+                    e.follow = false;
+                    e.within = Some(Arc::clone(&within));
+                    Some(walk::Found::Entry(e))
+                }
+                walk::Found::Entry(_) => None,
+                left => Some(left),
+            })
+        });
     let list = flags & pull_flags::LIST != 0;
     let send_cfg = SendConfig {
         sources: Vec::new(),
@@ -318,11 +350,17 @@ fn serve_one(
         manifest: None,
         session_entries: crate::protocol::limits::MAX_SESSION_ENTRIES,
     };
-    let n = entries.len();
     let served = crate::send::offer_on(&send_cfg, conn, entries, list, cache)?;
     let what = if list { "listed" } else { "served" };
+    // What the second walk could not offer beyond what the first named:
+    // the tree changed in between (the getter is not told: a pull of a
+    // tree being changed gets what is there when each entry is reached).
+    let changed = match served.left.saturating_sub(left.len() as u64) {
+        0 => String::new(),
+        n => format!(", {n} gone or unreadable since the pull began"),
+    };
     Ok(format!(
-        "{what} {n} entries: {} file(s) sent, {} skipped, {} failed, {} bytes",
+        "{what} {count} entries: {} file(s) sent, {} skipped, {} failed, {} bytes{changed}",
         served.files, served.skipped, served.failed, served.bytes
     ))
 }
@@ -333,27 +371,24 @@ fn refuse<T>(conn: &mut Conn<Wire>, code: ErrorCode, msg: &str) -> Result<T> {
     bail!("refused: {msg}")
 }
 
-/// The entries of one part of a split pull (see PROTOCOL.md, "Splitting a
-/// pull"): part `i < parts` holds the files and hard links whose name
-/// (a hard link's target's) hashes to `i`; part `parts` the directories
-/// and symlinks. `parts == 0`: everything.
-fn split(entries: Vec<Entry>, part: u16, parts: u16) -> Vec<Entry> {
+/// Whether `e` belongs to this part of a split pull (see PROTOCOL.md,
+/// "Splitting a pull"): part `i < parts` holds the files and hard links
+/// whose name (a hard link's target's) hashes to `i`; part `parts` the
+/// directories and symlinks. `parts == 0`: everything.
+fn in_part(e: &Entry, part: u16, parts: u16) -> bool {
     if parts == 0 {
-        return entries;
+        return true;
     }
-    entries
-        .into_iter()
-        .filter(|e| match e.kind {
-            Kind::Dir | Kind::Symlink => part == parts,
-            Kind::HardLink => {
-                let to = e.link_to.as_ref().map_or(&[][..], |t| t.as_bytes());
-                part < parts && fnv1a(to) % u64::from(parts) == u64::from(part)
-            }
-            Kind::File => {
-                part < parts && fnv1a(e.name.as_bytes()) % u64::from(parts) == u64::from(part)
-            }
-        })
-        .collect()
+    match e.kind {
+        Kind::Dir | Kind::Symlink => part == parts,
+        Kind::HardLink => {
+            let to = e.link_to.as_ref().map_or(&[][..], |t| t.as_bytes());
+            part < parts && fnv1a(to) % u64::from(parts) == u64::from(part)
+        }
+        Kind::File => {
+            part < parts && fnv1a(e.name.as_bytes()) % u64::from(parts) == u64::from(part)
+        }
+    }
 }
 
 /// FNV-1a, 64 bits: which part of a split pull a name belongs to.
