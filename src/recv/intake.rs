@@ -124,7 +124,7 @@ impl<'a> Session<'a, '_> {
             }
             other => (other, offset),
         };
-        let small = !stream && h.size < store::BLOCK;
+        let small = store::never_resumes(h.size, stream);
         let opened = match resumed {
             Some(pair) => Ok(pair),
             None if small => store::create_small(

@@ -193,7 +193,7 @@ impl<'a> Session<'a, '_> {
         // A file under a block never checkpoints: nothing of it can
         // resume, and its partial's name is looked at when its body
         // starts (store::create_small), not here.
-        let small = h.size < store::BLOCK && h.flags & file_flags::STREAM == 0;
+        let small = store::never_resumes(h.size, h.flags & file_flags::STREAM != 0);
         let slot = if small {
             Ok(store::Slot::Fresh { discarded: None })
         } else {

@@ -218,6 +218,12 @@ pub fn create(
     })
 }
 
+/// True for a file that never checkpoints, so that nothing of it can
+/// resume: under a block, and not a stream (whose size is not known).
+pub fn never_resumes(size: u64, stream: bool) -> bool {
+    !stream && size < BLOCK
+}
+
 /// Creates the partial of a file too small to have checkpoints (under
 /// [`BLOCK`]) whose offer was accepted without looking for an earlier
 /// partial: [`prepare`] could only have discarded one, and looking costs

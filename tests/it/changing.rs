@@ -60,6 +60,19 @@ fn a_proc_file_is_not_sent_as_an_empty_file() {
     );
 }
 
+/// A receiver into `out` in a mount namespace of its own (as root), where
+/// `mount` (a shell command; `$0` is OUT) ran first.
+fn receiver_in_own_mount(mount: &str, out: &std::path::Path) -> Receiver {
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "{mount} && exec \"$1\" recv --port 0 --bind 127.0.0.1 --out \"$0\""
+        ))
+        .arg(out)
+        .arg(ftx_bin());
+    Receiver::spawn(cmd, out)
+}
+
 /// OUT turns read-only in the middle of a tree: the receiver ends the
 /// session with one error naming the cause, the sender says it once and
 /// exits 1, a few dozen lines at most on each side; once OUT is writable
@@ -81,14 +94,7 @@ fn a_read_only_out_stops_the_session_with_one_error() {
         )
         .expect("write");
     }
-    let mut cmd = std::process::Command::new("unshare");
-    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(
-            "mount --bind \"$0\" \"$0\" && exec \"$1\" recv --port 0 --bind 127.0.0.1 --out \"$0\"",
-        )
-        .arg(&d.out)
-        .arg(ftx_bin());
-    let rx = Receiver::spawn(cmd, &d.out);
+    let rx = receiver_in_own_mount("mount --bind \"$0\" \"$0\"", &d.out);
     // A 512 KiB/s link: about 6 s for the tree, time to turn OUT
     // read-only in the middle.
     let proxy = Proxy::start(rx.addr, Mode::Slow(512 << 10));
@@ -177,14 +183,10 @@ fn an_out_without_free_inodes_stops_the_session_with_one_error() {
     for i in 0..1000 {
         fs::write(tree.join(format!("f{i:04}.txt")), format!("file {i}\n")).expect("write");
     }
-    let mut cmd = std::process::Command::new("unshare");
-    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(
-            "mount -t tmpfs -o size=64m,nr_inodes=300 tmpfs \"$0\" && exec \"$1\" recv --port 0 --bind 127.0.0.1 --out \"$0\"",
-        )
-        .arg(&d.out)
-        .arg(ftx_bin());
-    let rx = Receiver::spawn(cmd, &d.out);
+    let rx = receiver_in_own_mount(
+        "mount -t tmpfs -o size=64m,nr_inodes=300 tmpfs \"$0\"",
+        &d.out,
+    );
     let out = send(&[s(&tree)], rx.addr);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
