@@ -199,9 +199,10 @@ impl Items {
         self.live.values_mut()
     }
 
-    /// True while an entry is still to be offered or confirmed.
+    /// True while an entry is still to be offered or confirmed (a walk
+    /// not given back counts as pending: never a success without it).
     pub(super) fn pending(&self) -> bool {
-        self.feed.as_ref().is_some_and(|f| !f.done)
+        self.feed.as_ref().is_none_or(|f| !f.done)
             || self.live.values().any(|i| i.state == State::Pending)
     }
 
