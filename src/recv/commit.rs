@@ -215,7 +215,7 @@ pub(super) fn commit(
         let renamed = synced
             .as_ref()
             .map_err(|e| io::Error::new(e.kind(), e.to_string()))
-            .and_then(|()| store::place(&v.dir, &v.names, v.id, &v.last, v.h.size));
+            .and_then(|()| store::place(&v.dir, &v.names, (v.id, &file), &v.last, v.h.size));
         if renamed.is_ok()
             && crate::protocol::frame::file_flags::algo(v.h.flags) == crate::digest::Algo::Md5
         {

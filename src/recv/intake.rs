@@ -132,7 +132,7 @@ impl<'a> Session<'a, '_> {
                 &names,
                 h.size,
                 h.md5,
-                file_flags::algo(h.flags),
+                (file_flags::algo(h.flags), self.sh.unnamed),
                 &self.sh.budget,
             )
             .map(|(o, discarded)| {

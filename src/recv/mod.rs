@@ -167,6 +167,7 @@ fn shared(cfg: &RecvConfig, (root, folds): (Dir, bool), shutdown: Shutdown) -> R
         cfg: cfg.clone(),
         umask: crate::store::attrs::umask(),
         folds,
+        unnamed: !cfg.overwrite && crate::store::unnamed_works(&root),
         budget: crate::store::budget::Budget::new(crate::store::budget::DEFAULT_BYTES),
         created_dirs: Mutex::new(CreatedDirs::default()),
         root,

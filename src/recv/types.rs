@@ -58,6 +58,11 @@ pub(super) struct Shared {
     /// normalisation), as macOS's and Windows' do: probed at start. Only
     /// then are names that differ by case alone refused as one file.
     pub(super) folds: bool,
+    /// Small files are written without a name and linked into place
+    /// (`O_TMPFILE`): the receiver does not replace files (`--overwrite`
+    /// renames over the target) and OUT's file system takes them (probed
+    /// at start, [`crate::store::unnamed_works`]).
+    pub(super) unnamed: bool,
     /// Directories this receiver created and has not applied a DIR entry
     /// to yet: a DIR entry's mode and mtime are applied only to these.
     pub(super) created_dirs: Mutex<CreatedDirs>,

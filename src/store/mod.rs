@@ -227,7 +227,14 @@ pub fn never_resumes(size: u64, stream: bool) -> bool {
 /// Creates the partial of a file too small to have checkpoints (under
 /// [`BLOCK`]) whose offer was accepted without looking for an earlier
 /// partial: [`prepare`] could only have discarded one, and looking costs
-/// a system call a file. When something is at the partial's name it is
+/// a system call a file.
+///
+/// With `unnamed` (the receiver does not replace files, and its output
+/// directory takes them: [`unnamed_works`]), the file has no name at all
+/// until it is placed (`O_TMPFILE`, linked into place by [`place`]): no
+/// partial's name to create, lock, check and rename, and nothing left
+/// behind if the receiver dies. Otherwise, or where the directory refuses
+/// `O_TMPFILE`, a named partial: when something is at its name it is
 /// treated as [`prepare`] treats it (removed, never written to or
 /// followed; a partial locked by another process is
 /// [`io::ErrorKind::ResourceBusy`]), and the create is tried once more.
@@ -237,9 +244,23 @@ pub fn create_small(
     names: &Names,
     size: u64,
     md5: Md5Digest,
-    algo: Algo,
+    (algo, unnamed): (Algo, bool),
     budget: &Arc<Budget>,
 ) -> io::Result<(Opened, Option<String>)> {
+    if unnamed {
+        if let Ok(file) = open_unnamed(dir) {
+            let writer =
+                PartialWriter::new(dir, names, file, size, md5, Start::fresh(algo), budget)?;
+            let opened = Opened {
+                writer,
+                offset: 0,
+                discarded: None,
+                id: FileId::unnamed(),
+                prefix: None,
+            };
+            return Ok((opened, None));
+        }
+    }
     match create(dir, names, size, md5, algo, budget) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             let discarded = match prepare(dir, names, size, md5, algo, budget)? {
@@ -259,18 +280,79 @@ pub fn create_small(
     }
 }
 
+/// A new file without a name in `dir` (`O_TMPFILE`, mode 0600).
+fn open_unnamed(dir: &Dir) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    Ok(File::from(fd))
+}
+
+/// Gives the unnamed `file` the name `last` in `dir`; fails if anything
+/// has that name (never replaces). `AT_EMPTY_PATH` where the process may
+/// (`CAP_DAC_READ_SEARCH`), else through `/proc/self/fd`.
+fn link_unnamed(file: &File, dir: &Dir, last: &std::ffi::OsStr) -> io::Result<()> {
+    use rustix::fs::{linkat, AtFlags, CWD};
+    use std::os::fd::AsRawFd;
+    match linkat(file, "", dir, last, AtFlags::EMPTY_PATH) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::NOENT || e == rustix::io::Errno::PERM => {
+            let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+            Ok(linkat(
+                CWD,
+                path.as_str(),
+                dir,
+                last,
+                AtFlags::SYMLINK_FOLLOW,
+            )?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether files without a name can be made in `dir` and linked into
+/// place (the file system has `O_TMPFILE`, and the process may link one:
+/// as root, or with `/proc` mounted). Probed once, with the receiver's
+/// own working name (a peer can never offer one), removed at once.
+pub fn unnamed_works(dir: &Dir) -> bool {
+    let Ok(file) = open_unnamed(dir) else {
+        return false;
+    };
+    let mut r = [0u8; 8];
+    let _ = getrandom::fill(&mut r);
+    let name = format!(
+        ".ftx-probe-{}-{:x}.ftx-part",
+        std::process::id(),
+        u64::from_ne_bytes(r)
+    );
+    let linked = link_unnamed(&file, dir, std::ffi::OsStr::new(&name)).is_ok();
+    if linked {
+        let _ = dir.remove_file(&name);
+    }
+    linked
+}
+
 /// The last step of a partial's life: puts the verified partial (inode
-/// `id`, made durable by the caller) under its final name `last`, only if
-/// the partial's name still holds that inode, then removes its state file
-/// (only files of a block or more ever checkpoint). The caller syncs the
-/// directory.
+/// `id`, open as `file`, made durable by the caller) under its final name
+/// `last`, only if the partial's name still holds that inode, then
+/// removes its state file (only files of a block or more ever
+/// checkpoint). An unnamed one is linked to `last`, never over anything
+/// there. The caller syncs the directory.
 pub fn place(
     dir: &Dir,
     names: &Names,
-    id: FileId,
+    (id, file): (FileId, &File),
     last: &std::ffi::OsStr,
     size: u64,
 ) -> io::Result<()> {
+    if id.is_unnamed() {
+        // Only this file can be linked: it has no name to be swapped.
+        return link_unnamed(file, dir, last);
+    }
     if FileId::at(dir, &names.part) != Some(id) {
         use std::os::unix::ffi::OsStrExt;
         return Err(io::Error::other(format!(

@@ -73,32 +73,35 @@ impl Names {
     }
 }
 
-/// The identity of a file (device and inode).
+/// The identity of a file (device and inode), or of a file without a
+/// name ([`FileId::unnamed`]: `O_TMPFILE`), which no name can ever be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileId {
-    dev: u64,
-    ino: u64,
-}
+pub struct FileId(Option<(u64, u64)>);
 
 impl FileId {
     /// The identity of an open file.
     pub fn of(file: &std::fs::File) -> std::io::Result<FileId> {
         use std::os::unix::fs::MetadataExt;
         let md = file.metadata()?;
-        Ok(FileId {
-            dev: md.dev(),
-            ino: md.ino(),
-        })
+        Ok(FileId(Some((md.dev(), md.ino()))))
     }
 
     /// The identity of what the name `name` in `dir` is now (not followed).
     pub fn at(dir: &Dir, name: &OsStr) -> Option<FileId> {
         use cap_std::fs::MetadataExt;
         let md = dir.symlink_metadata(name).ok()?;
-        Some(FileId {
-            dev: md.dev(),
-            ino: md.ino(),
-        })
+        Some(FileId(Some((md.dev(), md.ino()))))
+    }
+
+    /// A file without a name: it is placed by linking it, and there is
+    /// nothing to remove when it is discarded.
+    pub fn unnamed() -> FileId {
+        FileId(None)
+    }
+
+    /// True for [`FileId::unnamed`].
+    pub fn is_unnamed(&self) -> bool {
+        self.0.is_none()
     }
 }
 

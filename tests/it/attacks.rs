@@ -137,7 +137,9 @@ fn a_second_receiver_on_the_same_out_never_takes_over_a_live_partial() {
     let d = dirs();
     let rx1 = Receiver::start(&d.out, &[]);
     let rx2 = Receiver::start(&d.out, &[]);
-    let data: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+    // A block or more: written under a partial's name (a smaller file
+    // has no name until it is placed, see the test below).
+    let data: Vec<u8> = (0..(6u32 << 20)).map(|i| (i % 251) as u8).collect();
     let offer = file_offer(1, b"report.bin", &data);
 
     // Receiver 1 takes half of the body and holds the partial.
@@ -191,6 +193,57 @@ fn a_second_receiver_on_the_same_out_never_takes_over_a_live_partial() {
         fs::read(d.out.join("report.bin")).expect("read"),
         data,
         "the final file is receiver 1's verified bytes"
+    );
+}
+
+/// A small file is written without a name and linked into place once
+/// verified and durable: nothing can be planted at a partial's name, and
+/// what appears at the target's name while its body arrives is never
+/// replaced (the file fails; a rename would have replaced it).
+#[test]
+fn a_small_file_never_replaces_what_appeared_at_its_name_meanwhile() {
+    let d = dirs();
+    let rx = Receiver::start(&d.out, &[]);
+    let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
+    let mut raw = Raw::session(rx.addr);
+    raw.send(&file_offer(1, b"late.bin", &data));
+    assert!(matches!(
+        raw.expect("ACCEPT"),
+        Frame::Accept { offset: 0, .. }
+    ));
+    raw.send(&Frame::Body {
+        id: 1,
+        offset: 0,
+        length: data.len() as u64,
+    });
+    let half = data.len() / 2;
+    raw.write(&data[..half]);
+    // Another program puts a file there meanwhile.
+    fs::write(d.out.join("late.bin"), b"theirs").expect("plant");
+    raw.write(&data[half..]);
+    match raw.expect("RESULT") {
+        Frame::Result {
+            status, message, ..
+        } => {
+            assert_ne!(status, result_status::OK, "{message}");
+            assert!(message.contains("late.bin"), "{message}");
+        }
+        other => panic!("expected RESULT, got {other:?}"),
+    }
+    raw.end();
+    assert_eq!(
+        fs::read(d.out.join("late.bin")).expect("read"),
+        b"theirs",
+        "what appeared is untouched"
+    );
+    let names: Vec<_> = fs::read_dir(&d.out)
+        .expect("out")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("late.bin")],
+        "nothing else left"
     );
 }
 

@@ -14,9 +14,10 @@ fn a_file_that_grows_while_it_is_sent_is_named_and_the_run_fails() {
     let d = dirs();
     let rx = Receiver::start(&d.out, &[]);
     let file = d.src.join("growing.log");
-    write_random(&file, 1 << 20, 81);
-    // 256 KiB/s: the body takes about 4 s.
-    let proxy = Proxy::start(rx.addr, Mode::Slow(256 << 10));
+    // A block or more: the receiver gives its partial a name (a smaller
+    // file has none until it is placed). 1 MiB/s: about 5 s.
+    write_random(&file, 5 << 20, 81);
+    let proxy = Proxy::start(rx.addr, Mode::Slow(1 << 20));
     let mut cmd = send_cmd();
     cmd.arg(s(&file)).arg(proxy.addr.to_string());
     let mut child = Bg::spawn(cmd);
@@ -36,7 +37,7 @@ fn a_file_that_grows_while_it_is_sent_is_named_and_the_run_fails() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("growing.log"), "named: {err}");
     assert!(
-        err.contains("changed as we read it") && err.contains("grew from 1048576 to 1049576"),
+        err.contains("changed as we read it") && err.contains("grew from 5242880 to 5243880"),
         "{err}"
     );
 }
@@ -224,14 +225,16 @@ fn a_partial_of_a_larger_file_is_discarded_as_other_content() {
         poll_until(Duration::from_secs(10), || state.exists()),
         "the cut body was checkpointed"
     );
-    // A file under a block cannot resume: its partial's name is looked
-    // at when its body starts.
-    let small = &big[..1 << 20];
+    // A file of a block or more looks at its partial when it is offered
+    // (a smaller one never has one: it is written without a name).
+    let other = &big[..5 << 20];
     let mut raw = Raw::session(rx.addr);
-    raw.send_file(&file_offer(1, b"t.bin", small), small);
+    raw.send(&file_offer(1, b"t.bin", other));
+    assert!(matches!(
+        raw.expect("ACCEPT"),
+        ftx::protocol::Frame::Accept { id: 1, offset: 0 }
+    ));
     drop(raw);
-    assert_eq!(fs::read(d.out.join("t.bin")).expect("placed"), small);
-    assert!(!state.exists(), "the other content's state file is gone");
     assert!(
         poll_until(Duration::from_secs(10), || rx
             .stderr()
