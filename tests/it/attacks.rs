@@ -199,52 +199,73 @@ fn a_second_receiver_on_the_same_out_never_takes_over_a_live_partial() {
 /// A small file is written without a name and linked into place once
 /// verified and durable: nothing can be planted at a partial's name, and
 /// what appears at the target's name while its body arrives is never
-/// replaced (the file fails; a rename would have replaced it).
+/// replaced (the file fails; a rename would have replaced it). As root
+/// (linked with `AT_EMPTY_PATH`) and as `nobody` (through `/proc`).
 #[test]
 fn a_small_file_never_replaces_what_appeared_at_its_name_meanwhile() {
-    let d = dirs();
-    let rx = Receiver::start(&d.out, &[]);
-    let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
-    let mut raw = Raw::session(rx.addr);
-    raw.send(&file_offer(1, b"late.bin", &data));
-    assert!(matches!(
-        raw.expect("ACCEPT"),
-        Frame::Accept { offset: 0, .. }
-    ));
-    raw.send(&Frame::Body {
-        id: 1,
-        offset: 0,
-        length: data.len() as u64,
-    });
-    let half = data.len() / 2;
-    raw.write(&data[..half]);
-    // Another program puts a file there meanwhile.
-    fs::write(d.out.join("late.bin"), b"theirs").expect("plant");
-    raw.write(&data[half..]);
-    match raw.expect("RESULT") {
-        Frame::Result {
-            status, message, ..
-        } => {
-            assert_ne!(status, result_status::OK, "{message}");
-            assert!(message.contains("late.bin"), "{message}");
+    for unprivileged in [false, true] {
+        let d = dirs();
+        let rx = if unprivileged && crate::common::is_root() {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(d.t(), fs::Permissions::from_mode(0o755)).expect("chmod");
+            rustix::fs::chown(
+                &d.out,
+                Some(rustix::fs::Uid::from_raw(65534)),
+                Some(rustix::fs::Gid::from_raw(65534)),
+            )
+            .expect("chown OUT to nobody");
+            let mut cmd = crate::common::ftx_cmd_unprivileged();
+            cmd.args(["recv", "--port", "0", "--bind", "127.0.0.1", "--out"])
+                .arg(&d.out);
+            Receiver::spawn(cmd, &d.out)
+        } else {
+            Receiver::start(&d.out, &[])
+        };
+        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 253) as u8).collect();
+        let mut raw = Raw::session(rx.addr);
+        // One that arrives, then one at whose name a file appears.
+        raw.send_good_file(1, "first.bin", &data[..1000]);
+        raw.send(&file_offer(2, b"late.bin", &data));
+        assert!(matches!(
+            raw.expect("ACCEPT"),
+            Frame::Accept { offset: 0, .. }
+        ));
+        raw.send(&Frame::Body {
+            id: 2,
+            offset: 0,
+            length: data.len() as u64,
+        });
+        let half = data.len() / 2;
+        raw.write(&data[..half]);
+        // Another program puts a file there meanwhile.
+        fs::write(d.out.join("late.bin"), b"theirs").expect("plant");
+        raw.write(&data[half..]);
+        match raw.expect("RESULT") {
+            Frame::Result {
+                status, message, ..
+            } => {
+                assert_ne!(status, result_status::OK, "{message}");
+                assert!(message.contains("late.bin"), "{message}");
+            }
+            other => panic!("expected RESULT, got {other:?}"),
         }
-        other => panic!("expected RESULT, got {other:?}"),
+        raw.end();
+        assert_eq!(
+            fs::read(d.out.join("first.bin")).expect("read"),
+            &data[..1000]
+        );
+        assert_eq!(
+            fs::read(d.out.join("late.bin")).expect("read"),
+            b"theirs",
+            "what appeared is untouched (unprivileged: {unprivileged})"
+        );
+        let mut names: Vec<_> = fs::read_dir(&d.out)
+            .expect("out")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["first.bin", "late.bin"], "nothing else left");
     }
-    raw.end();
-    assert_eq!(
-        fs::read(d.out.join("late.bin")).expect("read"),
-        b"theirs",
-        "what appeared is untouched"
-    );
-    let names: Vec<_> = fs::read_dir(&d.out)
-        .expect("out")
-        .map(|e| e.expect("entry").file_name())
-        .collect();
-    assert_eq!(
-        names,
-        vec![std::ffi::OsString::from("late.bin")],
-        "nothing else left"
-    );
 }
 
 // ---------------------------------------------------------------------------
