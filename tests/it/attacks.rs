@@ -205,19 +205,8 @@ fn a_second_receiver_on_the_same_out_never_takes_over_a_live_partial() {
 fn a_small_file_never_replaces_what_appeared_at_its_name_meanwhile() {
     for unprivileged in [false, true] {
         let d = dirs();
-        let rx = if unprivileged && crate::common::is_root() {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(d.t(), fs::Permissions::from_mode(0o755)).expect("chmod");
-            rustix::fs::chown(
-                &d.out,
-                Some(rustix::fs::Uid::from_raw(65534)),
-                Some(rustix::fs::Gid::from_raw(65534)),
-            )
-            .expect("chown OUT to nobody");
-            let mut cmd = crate::common::ftx_cmd_unprivileged();
-            cmd.args(["recv", "--port", "0", "--bind", "127.0.0.1", "--out"])
-                .arg(&d.out);
-            Receiver::spawn(cmd, &d.out)
+        let rx = if unprivileged {
+            crate::common::unprivileged_receiver(&d)
         } else {
             Receiver::start(&d.out, &[])
         };

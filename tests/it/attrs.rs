@@ -121,18 +121,7 @@ fn an_unprivileged_receiver_names_what_it_could_not_set() {
         eprintln!("setfattr/setfacl/setcap not installed: skipped");
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(d.t(), fs::Permissions::from_mode(0o755)).expect("chmod");
-    rustix::fs::chown(
-        &d.out,
-        Some(rustix::fs::Uid::from_raw(65534)),
-        Some(rustix::fs::Gid::from_raw(65534)),
-    )
-    .expect("chown OUT to nobody");
-    let mut cmd = ftx_cmd_unprivileged();
-    cmd.args(["recv", "--port", "0", "--bind", "127.0.0.1", "--out"])
-        .arg(&d.out);
-    let mut rx = Receiver::spawn(cmd, &d.out);
+    let mut rx = crate::common::unprivileged_receiver(&d);
     let out = send(&["-X", "-A", s(&d.src.join("tree"))], rx.addr);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

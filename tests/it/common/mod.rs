@@ -91,6 +91,25 @@ pub fn ftx_cmd_unprivileged() -> Command {
     cmd
 }
 
+/// A receiver into `d.out` run through [`ftx_cmd_unprivileged`]: as
+/// `nobody` when the tests run as root (OUT is given to it and the test's
+/// directory opened to it), as the current user otherwise.
+pub fn unprivileged_receiver(d: &Dirs) -> Receiver {
+    if is_root() {
+        fs::set_permissions(d.t(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        rustix::fs::chown(
+            &d.out,
+            Some(rustix::fs::Uid::from_raw(65534)),
+            Some(rustix::fs::Gid::from_raw(65534)),
+        )
+        .expect("chown OUT to nobody");
+    }
+    let mut cmd = ftx_cmd_unprivileged();
+    cmd.args(["recv", "--port", "0", "--bind", "127.0.0.1", "--out"])
+        .arg(&d.out);
+    Receiver::spawn(cmd, &d.out)
+}
+
 /// `XDG_CACHE_HOME` of the `ftx` processes the tests start.
 pub fn test_cache_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("ftx-test-cache")
