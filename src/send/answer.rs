@@ -152,7 +152,14 @@ impl Sender<'_> {
             self.progress.file_settled();
         }
         match v {
-            Verdict::Done => self.items[idx].state = State::Done,
+            Verdict::Done => {
+                let item = &mut self.items[idx];
+                item.state = State::Done;
+                if matches!(item.entry.kind, Kind::Symlink | Kind::HardLink) {
+                    item.unsure = true;
+                    self.unsure.push(idx);
+                }
+            }
             Verdict::Again => {}
             Verdict::Failed(exit, reason, msg) => {
                 self.progress.println(&format!("ftx: {msg}"));
@@ -163,6 +170,7 @@ impl Sender<'_> {
                     peer: None,
                 });
                 self.items[idx].state = State::Failed(exit);
+                self.items[idx].unsure = false;
             }
         }
     }

@@ -44,6 +44,10 @@ pub(super) struct Item {
     /// The receiver asked for the digest first (REJECT 17): hash the file
     /// before offering it again.
     pub(super) need_digest: bool,
+    /// A link the receiver accepted in the session under way: it creates
+    /// links at END, so until then it is neither counted nor dropped, and
+    /// if the session breaks first it is offered again.
+    pub(super) unsure: bool,
 }
 
 impl Item {
@@ -56,6 +60,7 @@ impl Item {
             resent: false,
             shown: 0,
             need_digest: false,
+            unsure: false,
         }
     }
 }
@@ -220,6 +225,7 @@ impl Items {
         self.live.retain(|idx, i| {
             let exit = match i.state {
                 State::Pending => return true,
+                State::Done if i.unsure => return true,
                 State::Done => None,
                 State::Failed(exit) => Some(exit),
             };
@@ -255,6 +261,29 @@ impl Items {
             }
             false
         });
+    }
+
+    /// The session ended (SUMMARY came): the links it accepted are made
+    /// (those that could not be were said before SUMMARY).
+    pub(super) fn links_made(&mut self, unsure: &mut Vec<usize>) {
+        for idx in unsure.drain(..) {
+            if let Some(i) = self.live.get_mut(&idx) {
+                i.unsure = false;
+            }
+        }
+    }
+
+    /// The session broke before its END: the links it accepted were never
+    /// made, and are offered again.
+    pub(super) fn links_lost(&mut self, unsure: &mut Vec<usize>) {
+        for idx in unsure.drain(..) {
+            if let Some(i) = self.live.get_mut(&idx) {
+                if i.unsure && i.state == State::Done {
+                    i.state = State::Pending;
+                }
+                i.unsure = false;
+            }
+        }
     }
 
     /// Something that changes whenever an attempt moves the transfer on.
@@ -364,6 +393,9 @@ pub(super) struct Sender<'a> {
     pub(super) walked_all: bool,
     /// `--manifest`: written as entries are confirmed.
     pub(super) manifest: Option<&'a crate::manifest::Writer>,
+    /// Links the receiver accepted in the session under way (see
+    /// [`Item::unsure`]).
+    pub(super) unsure: Vec<usize>,
     pub(super) tally: Tally,
     pub(super) events: Events,
     /// Offers the receiver answered "digest needed" in this attempt.

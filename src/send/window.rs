@@ -116,6 +116,10 @@ impl Sender<'_> {
                 self.items.walked(idx, entry);
             }
         }
+        // Links accepted in a session that never reached its END were
+        // never made.
+        let mut unsure = std::mem::take(&mut self.unsure);
+        self.items.links_lost(&mut unsure);
         self.items.retire(self.manifest);
         match feed {
             Ok(feed) => self.items.feed = Some(feed),
@@ -192,8 +196,7 @@ impl Sender<'_> {
             }
             if let Some(l) = link.as_mut() {
                 let mut sent = false;
-                while answers.len() + results.len() < WINDOW && l.offers < self.cfg.session_entries
-                {
+                while answers.len() + results.len() < WINDOW && !self.session_full(l) {
                     let Some((idx, prep)) = ready.pop_front() else {
                         break;
                     };
@@ -211,11 +214,7 @@ impl Sender<'_> {
             // A session full of entries ends once it is settled; the rest
             // go in the next one.
             let settled = answers.is_empty() && results.is_empty();
-            if settled
-                && link
-                    .as_ref()
-                    .is_some_and(|l| l.offers >= self.cfg.session_entries)
-            {
+            if settled && link.as_ref().is_some_and(|l| self.session_full(l)) {
                 if let Some(l) = link.take() {
                     self.end_session(l, rx)?;
                 }
@@ -327,7 +326,11 @@ impl Sender<'_> {
                 Ok(Msg::Ready(idx, Some(entry), _)) => self.items.walked(idx, entry),
                 Ok(Msg::Ready(..) | Msg::Exhausted) => {}
                 Ok(Msg::Answer(gen, _)) if gen != l.gen => {}
-                Ok(Msg::Answer(_, Ok(Frame::Summary { .. }))) => break Ok(()),
+                Ok(Msg::Answer(_, Ok(Frame::Summary { .. }))) => {
+                    let mut unsure = std::mem::take(&mut self.unsure);
+                    self.items.links_made(&mut unsure);
+                    break Ok(());
+                }
                 Ok(Msg::Answer(_, Ok(Frame::Error { code, message }))) => {
                     break Err(peer_error(code, &message).into())
                 }
@@ -348,6 +351,14 @@ impl Sender<'_> {
         };
         let _ = l.conn.get_ref().shutdown(std::net::Shutdown::Both);
         ended
+    }
+
+    /// True when session `l` takes no more offers: it carried its cap of
+    /// entries. (Links it accepted are held until its END, as the
+    /// receiver holds them: ending it early to drop them would split hard
+    /// links from their files, which must arrive in one session.)
+    fn session_full(&self, l: &Link) -> bool {
+        l.offers >= self.cfg.session_entries
     }
 
     /// The receiver could not create the link it had accepted as offer

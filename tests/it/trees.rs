@@ -358,3 +358,22 @@ fn a_symlink_to_a_directory_given_as_a_source_is_walked_as_the_directory() {
     );
     assert_eq!(fs::read(got.join("sub/a")).expect("file"), b"hi\n");
 }
+
+/// Links are created by the receiver at the end of a session: when a
+/// session breaks before it, the links it had accepted are offered again
+/// in the next one, never taken as made.
+#[test]
+fn links_accepted_in_a_broken_session_are_offered_again() {
+    let d = dirs();
+    let t = many_files(&d.src.join("many"), 4, 40);
+    for i in 0..160 {
+        symlink(format!("d00/f{:03}", i % 40), t.join(format!("l{i:03}"))).expect("symlink");
+    }
+
+    let rx = Receiver::start(&d.out, &[]);
+    let proxy = Proxy::start(rx.addr, Mode::CutAfter(60_000));
+    let out = send(&[t.to_str().expect("utf-8")], proxy.addr);
+    assert_status(&out, 0, "a tree of files and links cut every 60 kB");
+    assert!(proxy.connections() >= 3, "{} sessions", proxy.connections());
+    crate::common::assert_trees_equal(&t, d.out.join("many"));
+}
