@@ -73,9 +73,9 @@ pub use types::Shutdown;
 /// session ends: 0 only if every file in it was verified).
 pub fn run(cfg: &RecvConfig) -> Result<Exit> {
     // The output directory first: a bad one is exit 1 whatever the port.
-    let (root, folds) = open_out(cfg)?;
+    let (root, fs) = open_out(cfg)?;
     if let Some(target) = &cfg.connect {
-        return dial_out(target, cfg, (root, folds));
+        return dial_out(target, cfg, (root, fs));
     }
     let listener = net::listen(cfg.bind, cfg.port)?;
     if cfg.token.is_none() {
@@ -98,7 +98,7 @@ pub fn run(cfg: &RecvConfig) -> Result<Exit> {
         writeln!(stdout, "listening on {addr}").context("cannot write to stdout")?;
         stdout.flush().context("cannot write to stdout")?;
     }
-    serve_in(listener, cfg, (root, folds), Shutdown::default(), true)
+    serve_in(listener, cfg, (root, fs), Shutdown::default(), true)
 }
 
 /// Serves senders on `listener`, which the caller bound, into `cfg.out`
@@ -111,10 +111,22 @@ pub fn serve(listener: TcpListener, cfg: &RecvConfig, shutdown: Shutdown) -> Res
     serve_in(listener, cfg, out, shutdown, false)
 }
 
-/// Opens the output directory, checks it can be written, and probes
-/// whether its file system folds names (before anyone is told the
-/// receiver listens: the probe's file is gone by then).
-fn open_out(cfg: &RecvConfig) -> Result<(Dir, bool)> {
+/// What the output directory's file system does, probed at start.
+#[derive(Debug, Clone, Copy)]
+struct OutFs {
+    /// It folds names (case, Unicode normalisation).
+    folds: bool,
+    /// Small files are written without a name and linked into place:
+    /// the receiver does not replace files (`--overwrite` renames over the
+    /// target) and the file system and the process allow it
+    /// ([`crate::store::unnamed_works`]).
+    unnamed: bool,
+}
+
+/// Opens the output directory, checks it can be written, and probes its
+/// file system ([`OutFs`]) before anyone is told the receiver listens:
+/// the probes' files are gone by then.
+fn open_out(cfg: &RecvConfig) -> Result<(Dir, OutFs)> {
     let out = escape(&cfg.out.to_string_lossy());
     let root = Dir::open_ambient_dir(&cfg.out, cap_std::ambient_authority())
         .with_context(|| format!("cannot use output directory {out}"))?;
@@ -127,7 +139,8 @@ fn open_out(cfg: &RecvConfig) -> Result<(Dir, bool)> {
     .map_err(io::Error::from)
     .with_context(|| format!("cannot write into output directory {out}"))?;
     let folds = cfg.fold_names || crate::store::attrs::folds_names(&root);
-    Ok((root, folds))
+    let unnamed = !cfg.overwrite && crate::store::unnamed_works(&root);
+    Ok((root, OutFs { folds, unnamed }))
 }
 
 /// The receiver's digest cache: the user's (shared with the sender: a
@@ -158,7 +171,7 @@ fn out_cache(cfg: &RecvConfig) -> crate::cache::DigestCache {
 }
 
 /// What every session of one receiver shares.
-fn shared(cfg: &RecvConfig, (root, folds): (Dir, bool), shutdown: Shutdown) -> Result<Arc<Shared>> {
+fn shared(cfg: &RecvConfig, (root, fs): (Dir, OutFs), shutdown: Shutdown) -> Result<Arc<Shared>> {
     let manifest = match &cfg.manifest {
         Some(p) => Some(crate::manifest::Writer::create(p)?),
         None => None,
@@ -166,8 +179,8 @@ fn shared(cfg: &RecvConfig, (root, folds): (Dir, bool), shutdown: Shutdown) -> R
     Ok(Arc::new(Shared {
         cfg: cfg.clone(),
         umask: crate::store::attrs::umask(),
-        folds,
-        unnamed: !cfg.overwrite && crate::store::unnamed_works(&root),
+        folds: fs.folds,
+        unnamed: fs.unnamed,
         budget: crate::store::budget::Budget::new(crate::store::budget::DEFAULT_BYTES),
         created_dirs: Mutex::new(CreatedDirs::default()),
         root,
@@ -189,7 +202,7 @@ fn shared(cfg: &RecvConfig, (root, folds): (Dir, bool), shutdown: Shutdown) -> R
 /// serve`) or a sender that listens (`ftx send --listen`), asks for
 /// `cfg.paths` (PULL) and receives them into OUT (see [`pull`]). 0 only if
 /// everything asked for arrived verified.
-fn dial_out(target: &str, cfg: &RecvConfig, out: (Dir, bool)) -> Result<Exit> {
+fn dial_out(target: &str, cfg: &RecvConfig, out: (Dir, OutFs)) -> Result<Exit> {
     if cfg.token.is_none() && !cfg.get {
         eprintln!(
             "ftx: warning: no token (see ftx token): whoever answers at {target} can write into {}",
@@ -252,7 +265,7 @@ fn dial_out(target: &str, cfg: &RecvConfig, out: (Dir, bool)) -> Result<Exit> {
 fn serve_in(
     listener: TcpListener,
     cfg: &RecvConfig,
-    out: (Dir, bool),
+    out: (Dir, OutFs),
     shutdown: Shutdown,
     signals: bool,
 ) -> Result<Exit> {

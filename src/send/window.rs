@@ -335,10 +335,10 @@ impl Sender<'_> {
                     break Err(peer_error(code, &message).into())
                 }
                 // A link accepted earlier that could not be created at END.
-                // A link accepted earlier that could not be created at END
-                // (links are the only entries settled then).
                 Ok(Msg::Answer(_, Ok(Frame::Result { id, message, .. }))) => {
-                    self.link_failed(id, &message)
+                    if let Err(b) = self.link_failed(id, &message) {
+                        break Err(b);
+                    }
                 }
                 Ok(Msg::Answer(_, Ok(other))) => {
                     break Err(
@@ -361,33 +361,23 @@ impl Sender<'_> {
         l.offers >= self.cfg.session_entries
     }
 
-    /// The receiver could not create the link it had accepted as offer
-    /// `id` (it says so after END): a failure, counted where the entry is,
-    /// in play or already counted as made.
-    fn link_failed(&mut self, id: u32, message: &str) {
+    /// The receiver could not create the link it accepted as offer `id`
+    /// (it says so after END; such a link is in play until SUMMARY). A
+    /// RESULT then for anything else breaks the session.
+    fn link_failed(&mut self, id: u32, message: &str) -> Result<(), Broken> {
         let idx = (id as usize).wrapping_sub(1);
-        let why = escape(message);
-        match self.items.get(idx) {
-            Some(i) => {
-                let shown = i.entry.name.shown();
-                let msg = format!("{shown}: receiver could not create it: {why}");
-                self.settle(idx, Verdict::Failed(Exit::Failure, "io", msg));
+        let shown = match self.items.get(idx) {
+            Some(i) if i.unsure => i.entry.name.shown(),
+            _ => {
+                return Err(anyhow::anyhow!(
+                    "receiver answered END with RESULT for entry {id}, not a link of this session"
+                )
+                .into())
             }
-            None => {
-                let g = &mut self.items.gone;
-                g.links = g.links.saturating_sub(1);
-                g.failed += 1;
-                g.worst = Some(g.worst.map_or(Exit::Failure, |w| w.worst(Exit::Failure)));
-                let msg = format!("receiver could not create a link: {why}");
-                self.progress.println(&format!("ftx: {msg}"));
-                self.events.emit(&crate::events::Event::FileFailed {
-                    path: String::new(),
-                    reason: "io".into(),
-                    message: msg,
-                    peer: None,
-                });
-            }
-        }
+        };
+        let msg = format!("{shown}: receiver could not create it: {}", escape(message));
+        self.settle(idx, Verdict::Failed(Exit::Failure, "io", msg));
+        Ok(())
     }
 
     /// A write to the receiver failed (reset, broken pipe): if the
