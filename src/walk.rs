@@ -154,17 +154,6 @@ pub struct Walk {
     pub left: Vec<Left>,
 }
 
-impl Walk {
-    /// Total bytes of the files.
-    pub fn total_bytes(&self) -> u64 {
-        self.entries
-            .iter()
-            .filter(|e| e.kind == Kind::File)
-            .map(|e| e.size)
-            .sum()
-    }
-}
-
 /// The name a command-line path is offered under: its last component.
 pub fn root_name(path: &Path) -> Result<Vec<u8>> {
     let name = match path.file_name() {
@@ -445,7 +434,12 @@ impl DirWalk {
             name.push(b'/');
             name.extend_from_slice(c.as_os_str().as_bytes());
         }
-        let is_dir = dent.file_type().is_dir() || (dent.depth() == 0 && dent.path_is_symlink());
+        // A source given on the command line is followed, whatever it is
+        // (as for a file): a symlink to a directory is walked as that
+        // directory, under the link's name.
+        let root_link = dent.depth() == 0 && dent.path_is_symlink();
+        let ft = dent.file_type();
+        let is_dir = ft.is_dir() || root_link;
         let wire = WireName::from_bytes(&name).map_err(|e| unsendable(&e));
         let wire = match wire {
             Ok(n) => n,
@@ -456,11 +450,6 @@ impl DirWalk {
                 return leave(shown, reason, message, false);
             }
         };
-        // A source given on the command line is followed, whatever it is
-        // (as for a file): a symlink to a directory is walked as that
-        // directory, under the link's name.
-        let root_link = dent.depth() == 0 && dent.path_is_symlink();
-        let ft = dent.file_type();
         if ft.is_symlink() && !root_link {
             if opts.no_links {
                 return leave(shown, "symlink", "a symlink (--no-links)".into(), true);
@@ -512,11 +501,7 @@ impl DirWalk {
                 false,
             );
         }
-        let kind = if is_dir || md.is_dir() {
-            Kind::Dir
-        } else {
-            Kind::File
-        };
+        let kind = if is_dir { Kind::Dir } else { Kind::File };
         let mut e = entry(kind, dent.path(), wire, &md);
         e.follow = opts.follow_links;
         if kind == Kind::File && md.nlink() > 1 {

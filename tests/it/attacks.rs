@@ -144,16 +144,7 @@ fn a_second_receiver_on_the_same_out_never_takes_over_a_live_partial() {
 
     // Receiver 1 takes half of the body and holds the partial.
     let mut one = Raw::session(rx1.addr);
-    one.send(&offer);
-    assert!(matches!(
-        one.expect("ACCEPT"),
-        Frame::Accept { offset: 0, .. }
-    ));
-    one.send(&Frame::Body {
-        id: 1,
-        offset: 0,
-        length: data.len() as u64,
-    });
+    one.start_body(1, b"report.bin", &data);
     let half = data.len() / 2;
     one.write(&data[..half]);
     let part = d.out.join(".report.bin.ftx-part");
@@ -214,16 +205,7 @@ fn a_small_file_never_replaces_what_appeared_at_its_name_meanwhile() {
         let mut raw = Raw::session(rx.addr);
         // One that arrives, then one at whose name a file appears.
         raw.send_good_file(1, "first.bin", &data[..1000]);
-        raw.send(&file_offer(2, b"late.bin", &data));
-        assert!(matches!(
-            raw.expect("ACCEPT"),
-            Frame::Accept { offset: 0, .. }
-        ));
-        raw.send(&Frame::Body {
-            id: 2,
-            offset: 0,
-            length: data.len() as u64,
-        });
+        raw.start_body(2, b"late.bin", &data);
         let half = data.len() / 2;
         raw.write(&data[..half]);
         // Another program puts a file there meanwhile.
