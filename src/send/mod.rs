@@ -13,6 +13,7 @@ mod answer;
 pub mod check;
 mod delta;
 mod holes;
+mod items;
 mod link;
 mod prepare;
 mod retry;
