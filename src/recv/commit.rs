@@ -54,12 +54,20 @@ impl<'a> Commits<'a> {
     pub(super) fn push(&self, v: Verified<'a>) {
         let mut st = self.lock();
         while !st.closed && queue_full(st.queue.len(), st.queued_bytes, st.held_bytes) {
+            st.session_waits = true;
             st = self.wait(st);
         }
+        st.session_waits = false;
+        let was_due = group_due(st.queue.len(), st.queued_bytes, st.urgent);
         st.queued_bytes += v.r.h.size - v.r.offset;
         st.held_bytes += v.body.len();
         st.queue.push(v);
-        self.changed.notify_all();
+        // The commit thread waits for a whole group: woken once, when
+        // this file completes one (a wake-up per file cost two system
+        // calls and a context switch each).
+        if !was_due && group_due(st.queue.len(), st.queued_bytes, st.urgent) {
+            self.changed.notify_all();
+        }
     }
 
     /// The files placed since the last call (portable-form keys of their
@@ -75,8 +83,10 @@ impl<'a> Commits<'a> {
         st.urgent = true;
         self.changed.notify_all();
         while !st.queue.is_empty() || st.busy {
+            st.session_waits = true;
             st = self.wait(st);
         }
+        st.session_waits = false;
         (
             std::mem::take(&mut st.stats),
             st.broken.clone(),
@@ -116,9 +126,11 @@ impl<'a> Commits<'a> {
                 st.urgent = false;
                 st.queued_bytes = 0;
                 st.held_bytes = 0;
+                if st.session_waits {
+                    self.changed.notify_all();
+                }
                 std::mem::take(&mut st.queue)
             };
-            self.changed.notify_all();
             let mut stats = Stats::default();
             let mut frames = Vec::new();
             let mut placed = Vec::new();
@@ -137,7 +149,9 @@ impl<'a> Commits<'a> {
                 st.broken
                     .get_or_insert_with(|| format!("cannot send results: {e}"));
             }
-            self.changed.notify_all();
+            if st.session_waits {
+                self.changed.notify_all();
+            }
         }
     }
 }

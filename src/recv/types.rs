@@ -327,6 +327,9 @@ pub(super) struct CommitState<'a> {
     pub(super) placed: Vec<u64>,
     /// Why RESULTs could not be written, if they could not.
     pub(super) broken: Option<String>,
+    /// The session thread waits for the commit thread (room in the queue,
+    /// or the queue drained): only then does the commit thread wake it.
+    pub(super) session_waits: bool,
 }
 
 /// An accepted file whose body has not arrived yet.

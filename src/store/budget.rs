@@ -14,9 +14,17 @@ pub const DEFAULT_BYTES: usize = 32 << 20;
 /// The receiver-wide budget.
 #[derive(Debug)]
 pub struct Budget {
-    left: Mutex<usize>,
+    left: Mutex<Left>,
     returned: Condvar,
     total: usize,
+}
+
+/// Bytes not leased, and how many wait for some to come back (a lease
+/// given back wakes them only when there are: a wake-up is a system call).
+#[derive(Debug)]
+struct Left {
+    bytes: usize,
+    waiting: usize,
 }
 
 /// Bytes leased from a [`Budget`], given back when dropped.
@@ -30,7 +38,7 @@ impl Budget {
     /// A budget of `bytes`.
     pub fn new(bytes: usize) -> Arc<Budget> {
         Arc::new(Budget {
-            left: Mutex::new(bytes),
+            left: Mutex::new(Left { bytes, waiting: 0 }),
             returned: Condvar::new(),
             total: bytes,
         })
@@ -43,16 +51,20 @@ impl Budget {
 
     /// Bytes not leased right now.
     pub fn left(&self) -> usize {
-        *self.left.lock().unwrap_or_else(|e| e.into_inner())
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Left> {
+        self.left.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Leases `bytes` if they are free now.
     pub fn try_lease(self: &Arc<Self>, bytes: usize) -> Option<Lease> {
-        let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
-        if *left < bytes {
+        let mut left = self.lock();
+        if left.bytes < bytes {
             return None;
         }
-        *left -= bytes;
+        left.bytes -= bytes;
         Some(Lease {
             budget: Arc::clone(self),
             bytes,
@@ -66,19 +78,21 @@ impl Budget {
             return None;
         }
         let deadline = Instant::now() + wait;
-        let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
-        while *left < bytes {
+        let mut left = self.lock();
+        while left.bytes < bytes {
             let now = Instant::now();
             if now >= deadline {
                 return None;
             }
+            left.waiting += 1;
             left = self
                 .returned
                 .wait_timeout(left, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            left.waiting -= 1;
         }
-        *left -= bytes;
+        left.bytes -= bytes;
         Some(Lease {
             budget: Arc::clone(self),
             bytes,
@@ -95,9 +109,11 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let mut left = self.budget.left.lock().unwrap_or_else(|e| e.into_inner());
-        *left += self.bytes;
-        self.budget.returned.notify_all();
+        let mut left = self.budget.lock();
+        left.bytes += self.bytes;
+        if left.waiting > 0 {
+            self.budget.returned.notify_all();
+        }
     }
 }
 
