@@ -191,11 +191,13 @@ impl Events {
     }
 
     /// Prints one event as a line (best effort: a closed stdout is ignored).
-    pub fn emit(&self, e: &Event) {
+    pub fn emit(&self, e: impl FnOnce() -> Event) {
         if !self.on {
             return;
         }
-        if let Ok(line) = serde_json::to_string(e) {
+        // Built only when it is printed: an event names its file and peer,
+        // and a tree of small files would pay for formatting them anyway.
+        if let Ok(line) = serde_json::to_string(&e()) {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{line}");
             let _ = out.flush();

@@ -89,7 +89,7 @@ pub fn run(cfg: &RecvConfig) -> Result<Exit> {
         .context("cannot read the listening address")?;
     let events = Events::new(cfg.json);
     if events.enabled() {
-        events.emit(&Event::Listening {
+        events.emit(|| Event::Listening {
             address: addr.to_string(),
             port: addr.port(),
         });
@@ -217,7 +217,7 @@ fn dial_out(target: &str, cfg: &RecvConfig, out: (Dir, OutFs)) -> Result<Exit> {
     let st = p.stats;
     let secs = started.elapsed().as_secs_f64();
     if shared.events.enabled() {
-        shared.events.emit(&Event::Summary {
+        shared.events.emit(|| Event::Summary {
             role: "get".into(),
             files_ok: u64::from(st.ok.saturating_sub(st.skipped)),
             files_skipped: u64::from(st.skipped),

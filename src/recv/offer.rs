@@ -127,7 +127,7 @@ impl<'a> Session<'a, '_> {
             Answer::Skip => {
                 self.stats.ok += 1;
                 self.stats.skipped += 1;
-                self.sh.events.emit(&Event::FileSkipped {
+                self.sh.events.emit(|| Event::FileSkipped {
                     path: name.shown(),
                     bytes: h.size,
                     reason: SkipReason::Identical.reason().into(),
@@ -243,7 +243,7 @@ impl<'a> Session<'a, '_> {
         }
         self.conn.queue(&Frame::Accept { id: h.id, offset });
         self.made_progress();
-        self.sh.events.emit(&Event::FileStarted {
+        self.sh.events.emit(|| Event::FileStarted {
             path: name.shown(),
             bytes: h.size,
             offset,

@@ -161,7 +161,7 @@ fn pull_part(target: &str, sh: &Shared, part: u16, parts: u16) -> Pulled {
                     return finish(out, exit);
                 }
                 let wait = backoff.min(left);
-                sh.events.emit(&Event::Retry {
+                sh.events.emit(|| Event::Retry {
                     message: escape(&format!("{:#}", b.err)),
                     delay_s: wait.as_secs_f64(),
                     gives_up_in_s: left.saturating_sub(wait).as_secs_f64().round(),
@@ -181,7 +181,7 @@ fn pull_part(target: &str, sh: &Shared, part: u16, parts: u16) -> Pulled {
 
 /// The `error` event of a pull that ended with `exit` because of `e`.
 fn error_event(sh: &Shared, target: &str, exit: Exit, e: &anyhow::Error) {
-    sh.events.emit(&Event::Error {
+    sh.events.emit(|| Event::Error {
         role: "get".into(),
         exit_code: exit.code(),
         reason: exit.word().into(),

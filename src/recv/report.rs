@@ -59,7 +59,7 @@ pub(super) fn done(
     let took = v.started.elapsed();
     let secs = took.as_secs_f64();
     if sh.events.enabled() {
-        sh.events.emit(&Event::FileDone {
+        sh.events.emit(|| Event::FileDone {
             path: shown.to_owned(),
             bytes: h.size,
             md5: hex(&h.md5),
@@ -103,7 +103,7 @@ pub(super) fn failed(sh: &Shared, peer: SocketAddr, stats: &mut Stats, f: Failur
         stats.mismatched += 1;
     }
     sh.log(&format!("{peer}: {}", f.message));
-    sh.events.emit(&Event::FileFailed {
+    sh.events.emit(|| Event::FileFailed {
         path: f.shown,
         reason: Status::from_code(f.status)
             .map_or(Status::IoError.reason(), Status::reason)
@@ -145,7 +145,7 @@ impl<'a> Session<'a, '_> {
             ));
         }
         self.refusals += 1;
-        self.sh.events.emit(&Event::FileFailed {
+        self.sh.events.emit(|| Event::FileFailed {
             path: escape_bytes(raw_name),
             reason: r.0.reason().into(),
             message: r.1.clone(),

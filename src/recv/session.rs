@@ -136,7 +136,7 @@ pub(super) fn session(o: Opened, sh: &Shared, began: Began) -> Result<Stats> {
         return result.map(|()| st);
     }
     if let Err(e) = &result {
-        sh.events.emit(&Event::Error {
+        sh.events.emit(|| Event::Error {
             role: "recv".into(),
             exit_code: 1,
             reason: crate::exit::for_error(e).word().into(),
@@ -144,7 +144,7 @@ pub(super) fn session(o: Opened, sh: &Shared, began: Began) -> Result<Stats> {
             peer: Some(peer.to_string()),
         });
     }
-    sh.events.emit(&Event::Summary {
+    sh.events.emit(|| Event::Summary {
         role: "recv".into(),
         files_ok: u64::from(st.ok - st.skipped),
         files_skipped: u64::from(st.skipped),
@@ -170,7 +170,7 @@ impl Session<'_, '_> {
         let message = crate::sanitize::escape(message);
         self.sh
             .log(&format!("{}: not offered: {path}: {message}", self.peer));
-        self.sh.events.emit(&Event::EntryLeft {
+        self.sh.events.emit(|| Event::EntryLeft {
             path,
             reason: "not_offered".into(),
             message,

@@ -163,7 +163,7 @@ impl Sender<'_> {
             Verdict::Again => {}
             Verdict::Failed(exit, reason, msg) => {
                 self.progress.println(&format!("ftx: {msg}"));
-                self.events.emit(&Event::FileFailed {
+                self.events.emit(|| Event::FileFailed {
                     path: self.items[idx].entry.name.shown(),
                     reason: reason.into(),
                     message: msg,
@@ -286,7 +286,7 @@ impl Sender<'_> {
                 self.total.inc(size);
                 self.items[idx].shown = size;
                 self.tally.skipped += 1;
-                self.events.emit(&Event::FileSkipped {
+                self.events.emit(|| Event::FileSkipped {
                     path: shown,
                     bytes: size,
                     reason: SkipReason::Identical.reason().into(),
@@ -371,7 +371,7 @@ impl Sender<'_> {
             self.progress
                 .println(&format!("ftx: resuming {shown} at {offset}"));
         }
-        self.events.emit(&Event::FileStarted {
+        self.events.emit(|| Event::FileStarted {
             path: shown.clone(),
             bytes: size,
             offset,
@@ -552,7 +552,7 @@ impl Sender<'_> {
                 if let Some(line) = line {
                     self.progress.suspend(|| println!("{line}"));
                 }
-                self.events.emit(&Event::FileDone {
+                self.events.emit(|| Event::FileDone {
                     path: shown,
                     bytes: size,
                     md5: hex(&f.md5),

@@ -121,7 +121,7 @@ pub fn run(cfg: &CheckConfig) -> Result<Exit> {
         }
         if events.enabled() {
             let state = ["same", "differs", "only_here", "only_there", "error"][k];
-            events.emit(&Event::Checked {
+            events.emit(|| Event::Checked {
                 path: name.to_owned(),
                 state: state.into(),
             });
@@ -150,7 +150,7 @@ pub fn run(cfg: &CheckConfig) -> Result<Exit> {
         Exit::Success
     };
     if events.enabled() {
-        events.emit(&Event::CheckSummary {
+        events.emit(|| Event::CheckSummary {
             same,
             differs: differ,
             only_here: here,

@@ -42,8 +42,8 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
     let walker = match walk::Walker::new(&cfg.sources, cfg.walk, cfg.stdin_name.as_deref()) {
         Ok(w) => w,
         Err(e) => {
-            events.emit(&error_event(&e));
-            events.emit(&Event::Summary {
+            events.emit(|| error_event(&e));
+            events.emit(|| Event::Summary {
                 role: "send".into(),
                 files_ok: 0,
                 files_skipped: 0,
@@ -81,7 +81,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
                 .local_addr()
                 .map_err(|e| anyhow::anyhow!("cannot read the listening address: {e}"))?;
             if events.enabled() {
-                events.emit(&Event::Listening {
+                events.emit(|| Event::Listening {
                     address: addr.to_string(),
                     port: addr.port(),
                 });
@@ -168,7 +168,7 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
                 } else {
                     progress.println(&format!("ftx: {}: {}", l.path, l.message));
                 }
-                events.emit(&Event::EntryLeft {
+                events.emit(|| Event::EntryLeft {
                     path: l.path.clone(),
                     reason: l.reason.into(),
                     message: l.message.clone(),
@@ -265,11 +265,11 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
     }
     let secs = started.elapsed().as_secs_f64();
     if let Err(e) = &result {
-        events.emit(&error_event(e));
+        events.emit(|| error_event(e));
     }
     // A refused directory is a failure like a refused file.
     let failed = gone.failed;
-    events.emit(&Event::Summary {
+    events.emit(|| Event::Summary {
         role: "send".into(),
         files_ok: tally.files,
         files_skipped: tally.skipped,

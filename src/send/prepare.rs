@@ -226,9 +226,10 @@ pub(super) fn prepare(
             ))),
         };
     }
-    let local = escape(&entry.local.to_string_lossy());
-    let unreadable =
-        |e: std::io::Error| Step::Ready(Prepared::Unreadable(format!("cannot read {local}: {e}")));
+    let unreadable = |e: std::io::Error| {
+        let local = escape(&entry.local.to_string_lossy());
+        Step::Ready(Prepared::Unreadable(format!("cannot read {local}: {e}")))
+    };
     let (file, md) = match open_source(entry) {
         Ok(pair) => pair,
         Err(e) => return unreadable(e),

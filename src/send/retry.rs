@@ -79,7 +79,7 @@ impl Sender<'_> {
                 }
                 (Err(b), Some(wait)) if b.retry && !self.stdin_sent => {
                     let gives_up_in = left.saturating_sub(wait);
-                    self.events.emit(&Event::Retry {
+                    self.events.emit(|| Event::Retry {
                         message: escape(&format!("{:#}", b.err)),
                         delay_s: wait.as_secs_f64(),
                         gives_up_in_s: gives_up_in.as_secs_f64().round(),
