@@ -3,6 +3,12 @@
 
 use std::process::ExitCode;
 
+// Small files cost a few allocations each, freed by another thread than
+// the one that made them (the body travels from the session thread to the
+// commit thread): glibc's arenas then take a lock on every free.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = ftx::cli::Cli::parse_checked();
     let exit = match ftx::run(cli) {
