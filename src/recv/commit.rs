@@ -18,7 +18,7 @@ use store::attrs::*;
 
 /// The session thread waits before queueing another verified file while
 /// this many wait for the commit thread...
-pub(super) const COMMIT_FILES: usize = 256;
+pub(super) const COMMIT_FILES: usize = 1024;
 /// ...or while they hold this many bytes...
 pub(super) const COMMIT_BYTES: u64 = 64 << 20;
 /// ...or while this many of those bytes are small files' bodies, held in

@@ -18,7 +18,7 @@ use crate::sanitize::escape;
 use crate::secure::Wire;
 use crate::walk::Kind;
 use anyhow::{Context, Result};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Instant;
 
 impl Sender<'_> {
@@ -180,7 +180,7 @@ impl Sender<'_> {
         &mut self,
         conn: &mut Conn<Wire>,
         frame: Frame,
-        answers: &mut VecDeque<Offer>,
+        answers: &mut Answers,
         results: &mut HashMap<u32, Flight>,
     ) -> Result<(), Broken> {
         if let Frame::Error { code, message } = &frame {

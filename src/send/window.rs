@@ -84,7 +84,7 @@ impl Sender<'_> {
         };
         self.walked_all = false;
         let (permits, permit_rx) = mpsc::channel::<()>();
-        for _ in 0..WINDOW {
+        for _ in 0..AHEAD {
             let _ = permits.send(());
         }
         let hasher = spawn_hasher(
@@ -185,7 +185,7 @@ impl Sender<'_> {
         hasher: &std::thread::JoinHandle<Feed>,
     ) -> Result<(), Broken> {
         let mut ready: VecDeque<(usize, Prepared)> = VecDeque::new();
-        let mut answers: VecDeque<Offer> = VecDeque::new();
+        let mut answers = Answers::default();
         let mut results: HashMap<u32, Flight> = HashMap::new();
         let mut next_gen = 1;
         let mut quiet = Quiet::new();
@@ -196,7 +196,10 @@ impl Sender<'_> {
             }
             if let Some(l) = link.as_mut() {
                 let mut sent = false;
-                while answers.len() + results.len() < WINDOW && !self.session_full(l) {
+                while answers.len() + results.len() < WINDOW
+                    && !answers.full()
+                    && !self.session_full(l)
+                {
                     let Some((idx, prep)) = ready.pop_front() else {
                         break;
                     };
