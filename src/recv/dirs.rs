@@ -65,11 +65,16 @@ impl<'a> Session<'a, '_> {
             Err(r) => return self.refuse_dir(h, r),
         };
         let comps: Vec<&OsStr> = name.components().collect();
+        let mut made = false;
         let opened = open_dirs(&self.sh.root, &comps, |i| {
             self.sh.created(dir_key(&comps[..=i]));
+            made = i + 1 == comps.len();
         });
         match opened {
             Ok(_) => {
+                if made {
+                    self.fresh_dirs.insert(dir_key(&comps));
+                }
                 // Only a directory this receiver created gets the entry's
                 // mode and mtime (at END); one that was there is left as
                 // it is.

@@ -122,7 +122,17 @@ impl<'a> Session<'a, '_> {
                 return Ok(());
             }
         }
-        match self.check_target(&dir, last, &h) {
+        // A small file is linked into place without a name until then,
+        // never over anything: in a directory this session created, its
+        // name is free (nothing to skip, nothing to refuse), and the look
+        // at its target is saved (a tree of small files paid it for each).
+        let fresh = self.parent.as_ref().is_some_and(|p| p.fresh);
+        let answer = if fresh && self.sh.unnamed && store::never_resumes(h.size, stream) {
+            Answer::Write
+        } else {
+            self.check_target(&dir, last, &h)
+        };
+        match answer {
             Answer::Write => self.accept_file(h, name, guard, dir, last, attrs),
             Answer::Skip => {
                 self.stats.ok += 1;
@@ -347,14 +357,22 @@ impl<'a> Session<'a, '_> {
                 return Ok(p.dir.clone());
             }
         }
+        let mut made = false;
         let dir = Arc::new(open_dirs(&self.sh.root, comps, |i| {
             self.sh.created(dir_key(&comps[..=i]));
+            made = i + 1 == comps.len();
         })?);
+        let key = dir_key(comps);
+        if made {
+            self.fresh_dirs.insert(key);
+        }
         self.parent = Some(Parent {
             comps: comps.iter().map(|c| (*c).to_owned()).collect(),
             dir: dir.clone(),
             free: None,
             asked: Instant::now(),
+            // OUT itself (no components) was there before.
+            fresh: !comps.is_empty() && self.fresh_dirs.contains(key),
         });
         Ok(dir)
     }

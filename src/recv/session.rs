@@ -92,6 +92,7 @@ pub(super) fn session(o: Opened, sh: &Shared, began: Began) -> Result<Stats> {
             pulled: began == Began::Pulled,
             seen: super::admit::SeenNames::new(sh.folds),
             refused_dirs: HashSet::new(),
+            fresh_dirs: FreshDirs::default(),
             attrs: None,
             refusals: 0,
             links: Vec::new(),

@@ -250,6 +250,11 @@ pub(super) struct Session<'a, 'c> {
     /// [`super::admit::dir_prefix_key`]): what is offered inside them is
     /// refused too.
     pub(super) refused_dirs: HashSet<u128>,
+    /// Directories this session created (keys of
+    /// [`super::dirs::dir_key`]), the most recent ones: nothing was in
+    /// them but what this session put there, so a small file offered
+    /// inside needs no look at its target (see [`Parent::fresh`]).
+    pub(super) fresh_dirs: FreshDirs,
     /// XATTR frames received for the offer that follows them: its id,
     /// the attributes, their bytes.
     pub(super) attrs: Option<(u32, Vec<crate::xattr::Attr>, usize)>,
@@ -291,6 +296,31 @@ pub(super) struct Parent {
     /// accepted since.
     pub(super) free: Option<u64>,
     pub(super) asked: Instant,
+    /// This session created it: a name in it that this session has not
+    /// claimed yet is free, unless another process wrote there since (a
+    /// small file's link then fails, loudly, and never replaces).
+    pub(super) fresh: bool,
+}
+
+/// The directories a session created, the most recent up to
+/// [`FreshDirs::MAX`] (forgotten all at once beyond: forgetting one costs
+/// a look at the target of each file offered in it, as elsewhere).
+#[derive(Default)]
+pub(super) struct FreshDirs(HashSet<u128>);
+
+impl FreshDirs {
+    pub(super) const MAX: usize = 4096;
+
+    pub(super) fn insert(&mut self, key: u128) {
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        self.0.insert(key);
+    }
+
+    pub(super) fn contains(&self, key: u128) -> bool {
+        self.0.contains(&key)
+    }
 }
 
 /// Verified files on their way from a session thread to its commit thread,

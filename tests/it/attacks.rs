@@ -239,6 +239,47 @@ fn a_small_file_never_replaces_what_appeared_at_its_name_meanwhile() {
     }
 }
 
+/// In a directory the session created, a small file's target is not
+/// looked at before its ACCEPT (nothing can be there but what the session
+/// put); what another program put there meanwhile still makes it fail,
+/// named, and stays as it was. A directory that was there before is
+/// looked at, as ever: the same file there is refused up front.
+#[test]
+fn a_file_planted_in_a_directory_the_session_made_is_never_replaced() {
+    let d = dirs();
+    let rx = Receiver::start(&d.out, &[]);
+    let data = b"ours, verified";
+    let mut raw = Raw::session(rx.addr);
+    raw.make_dir(1, "made", 0o755);
+    fs::write(d.out.join("made/x.bin"), b"theirs").expect("plant");
+    raw.start_body(2, b"made/x.bin", data);
+    raw.write(data);
+    match raw.expect("RESULT") {
+        Frame::Result {
+            status, message, ..
+        } => {
+            assert_ne!(status, result_status::OK, "{message}");
+            assert!(message.contains("x.bin"), "{message}");
+        }
+        other => panic!("expected RESULT, got {other:?}"),
+    }
+    raw.end();
+    assert_eq!(fs::read(d.out.join("made/x.bin")).expect("read"), b"theirs");
+
+    // The next session finds the directory there: looked at, refused.
+    let mut raw = Raw::session(rx.addr);
+    raw.make_dir(1, "made", 0o755);
+    let offer = file_offer(2, b"made/x.bin", data);
+    raw.expect_reject(&offer, 2, reject_code::EXISTS);
+    raw.end();
+    assert_eq!(fs::read(d.out.join("made/x.bin")).expect("read"), b"theirs");
+    let names: Vec<_> = fs::read_dir(d.out.join("made"))
+        .expect("made")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["x.bin"], "nothing else left");
+}
+
 // ---------------------------------------------------------------------------
 // Modes and directories that were there before
 // ---------------------------------------------------------------------------
