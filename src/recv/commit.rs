@@ -110,9 +110,23 @@ impl<'a> Commits<'a> {
         self.changed.notify_all();
     }
 
+    /// Whether a whole group waits (or the session asked for what waits).
+    fn due(&self) -> bool {
+        let st = self.lock();
+        group_due(st.queue.len(), st.queued_bytes, st.urgent)
+    }
+
     /// The commit thread: takes whatever is queued, commits it, writes the
     /// RESULTs, until closed.
+    ///
+    /// A group's files are linked (or renamed) into place after the sync
+    /// that makes their data durable; their names need one more sync. When
+    /// the next group is already waiting, that sync is the next group's
+    /// data sync (one per group instead of two: on a disk, each `syncfs`
+    /// waits for the journal and the device); otherwise it runs at once, so
+    /// no RESULT waits for files that have not arrived.
     pub(super) fn run(&self, sh: &Shared, peer: SocketAddr, out: Wire) {
+        let mut linked: Linked<'_> = Vec::new();
         loop {
             let batch = {
                 let mut st = self.lock();
@@ -134,7 +148,26 @@ impl<'a> Commits<'a> {
             let mut stats = Stats::default();
             let mut frames = Vec::new();
             let mut placed = Vec::new();
-            commit(sh, peer, batch, &mut stats, &mut frames, &mut placed);
+            let mut done = Done {
+                sh,
+                peer,
+                stats: &mut stats,
+                frames: &mut frames,
+                placed: &mut placed,
+            };
+            let earlier = std::mem::take(&mut linked);
+            let (synced, now) = commit(&mut done, batch, !earlier.is_empty());
+            // The sync that made this group's data durable came after the
+            // earlier group's links: those are durable too.
+            done.report(earlier, &synced);
+            linked = now;
+            if !linked.is_empty() && !self.due() {
+                let synced = match linked.as_slice() {
+                    [(v, _)] => sync_dir(&v.dir),
+                    _ => syncfs(&sh.root),
+                };
+                done.report(std::mem::take(&mut linked), &synced);
+            }
             if stats.failed > 0 {
                 if let Some(cause) = sh.out_unusable() {
                     let _ = self.stop.set(cause);
@@ -181,40 +214,89 @@ pub(super) fn write_verified(v: &mut Verified<'_>, umask: u32) -> Result<(), Str
     Ok(())
 }
 
-/// Writes out the bodies a batch of verified files holds, applies their
-/// modes and mtimes, makes them durable and puts them in place,
-/// and encodes a RESULT for each into `frames`: one fsync for a lone file,
-/// else one `syncfs` for the data of the whole batch and one for the
-/// renames.
-pub(super) fn commit(
-    sh: &Shared,
+/// Files linked (or renamed) into place, each with what its RESULT must
+/// add, waiting for a sync to make their names durable.
+pub(super) type Linked<'a> = Vec<(Received<'a>, Option<String>)>;
+
+/// Where the commit thread's outcomes go: counts, RESULT frames, and the
+/// keys of the names placed.
+pub(super) struct Done<'s, 'x> {
+    sh: &'s Shared,
     peer: SocketAddr,
-    mut batch: Vec<Verified<'_>>,
-    stats: &mut Stats,
-    frames: &mut Vec<u8>,
-    placed_keys: &mut Vec<u64>,
-) {
-    let mut answer = |f: Frame| encode(&f, frames);
+    stats: &'x mut Stats,
+    frames: &'x mut Vec<u8>,
+    placed: &'x mut Vec<u64>,
+}
+
+impl Done<'_, '_> {
+    fn fail(&mut self, r: &Received<'_>, message: String) {
+        let shown = r.name.shown();
+        let f = failed(
+            self.sh,
+            self.peer,
+            self.stats,
+            io_failure(r, shown, message),
+        );
+        encode(&f, self.frames);
+    }
+
+    /// Counts and answers for files whose names `synced` (a sync that ran
+    /// after they were linked) made durable, or failed to.
+    fn report(&mut self, linked: Linked<'_>, synced: &io::Result<()>) {
+        let mut lines = String::new();
+        for (v, note) in linked {
+            let shown = v.name.shown();
+            if let Err(e) = synced {
+                // The file is in place with verified content, but the
+                // link may not survive a crash: say so rather than claim
+                // success.
+                self.fail(&v, format!("cannot make '{shown}' durable: {e}"));
+                continue;
+            }
+            let mut result = done(self.sh, self.peer, self.stats, &v, &shown, &mut lines);
+            if let (Some(note), Frame::Result { message, .. }) = (note, &mut result) {
+                // Verified and in place; what is missing is said, on both
+                // sides (the sender counts the file as failed: asked for
+                // and left behind).
+                self.sh.log(&format!("{}: '{shown}': {note}", self.peer));
+                *message = note;
+            }
+            encode(&result, self.frames);
+            self.placed
+                .push(super::admit::keys(v.name.as_bytes(), self.sh.folds).1);
+        }
+        if !lines.is_empty() {
+            // One write for the batch's lines.
+            self.sh.progress.suspend(|| print!("{lines}"));
+        }
+    }
+}
+
+/// Writes out the bodies a batch of verified files holds, applies their
+/// modes and mtimes, makes their data durable (one fsync for a lone file,
+/// else one `syncfs`; always `syncfs` when `after_links`, so that links
+/// made before are durable too) and puts them in place. Answers for the
+/// files that failed; returns how the sync went and the files linked.
+pub(super) fn commit<'a>(
+    out: &mut Done<'_, '_>,
+    mut batch: Vec<Verified<'a>>,
+    after_links: bool,
+) -> (io::Result<()>, Linked<'a>) {
+    let sh = out.sh;
     batch.retain_mut(|v| match write_verified(v, sh.umask) {
         Ok(()) => true,
         Err(message) => {
             v.r.names.discard(&v.r.dir, v.r.id);
-            let shown = v.r.name.shown();
-            answer(failed(sh, peer, stats, io_failure(&v.r, shown, message)));
+            out.fail(&v.r, message);
             false
         }
     });
-    if batch.is_empty() {
-        return;
-    }
-    let lone = batch.len() == 1;
-    let synced = if lone {
-        batch[0].file.sync_all()
-    } else {
-        syncfs(&sh.root)
+    let synced = match batch.as_slice() {
+        [] if !after_links => Ok(()),
+        [v] if !after_links => v.file.sync_all(),
+        _ => syncfs(&sh.root),
     };
     let mut placed = Vec::with_capacity(batch.len());
-    let mut lines = String::new();
     for Verified {
         r: v,
         file,
@@ -249,41 +331,12 @@ pub(super) fn commit(
             Ok(()) => placed.push((v, note)),
             Err(e) => {
                 v.names.discard(&v.dir, v.id);
-                let shown = v.name.shown();
-                let message = format!("cannot place '{shown}': {e}");
-                answer(failed(sh, peer, stats, io_failure(&v, shown, message)));
+                let message = format!("cannot place '{}': {e}", v.name.shown());
+                out.fail(&v, message);
             }
         }
     }
-    let dirs_synced = match placed.first() {
-        Some((v, _)) if lone => sync_dir(&v.dir),
-        Some(_) => syncfs(&sh.root),
-        None => Ok(()),
-    };
-    for (v, note) in placed {
-        let shown = v.name.shown();
-        if let Err(e) = &dirs_synced {
-            // The file is in place with verified content, but the rename
-            // may not survive a crash: say so rather than claim success.
-            let message = format!("cannot make '{shown}' durable: {e}");
-            answer(failed(sh, peer, stats, io_failure(&v, shown, message)));
-            continue;
-        }
-        let mut result = done(sh, peer, stats, &v, &shown, &mut lines);
-        if let (Some(note), Frame::Result { message, .. }) = (note, &mut result) {
-            // Verified and in place; what is missing is said, on both
-            // sides (the sender counts the file as failed: asked for and
-            // left behind).
-            sh.log(&format!("{peer}: '{shown}': {note}"));
-            *message = note;
-        }
-        answer(result);
-        placed_keys.push(super::admit::keys(v.name.as_bytes(), sh.folds).1);
-    }
-    if !lines.is_empty() {
-        // One write for the batch's lines.
-        sh.progress.suspend(|| print!("{lines}"));
-    }
+    (synced, placed)
 }
 
 /// True when the session thread must wait before queueing another file:
