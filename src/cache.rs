@@ -15,6 +15,14 @@ use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
+/// Files under this size are not put in the cache as they are received:
+/// one read and microseconds of MD5 give their digest again when it is
+/// asked for (a re-send, `ftx check`, which then put it), and the put
+/// itself costs a `statx` and a write into the table for each (a tenth of
+/// the receiver's time for a tree of small files). The sender does not put
+/// the small files it reads whole either.
+pub const PUT_MIN: u64 = 4 << 10;
+
 /// Files from this size on have an entry file each; smaller ones go into
 /// one table of fixed-size records on disk (see [`Index`]).
 pub const MIN_SIZE: u64 = 1 << 20;

@@ -314,6 +314,7 @@ pub(super) fn commit<'a>(
             .and_then(|()| store::place(&v.dir, &v.names, (v.id, &file), &v.last, v.h.size));
         if renamed.is_ok()
             && crate::protocol::frame::file_flags::algo(v.h.flags) == crate::digest::Algo::Md5
+            && v.h.size >= crate::cache::PUT_MIN
         {
             // The file as placed (the rename changed its ctime): an
             // identical re-send is answered from the cache.
