@@ -255,9 +255,16 @@ impl Sender<'_> {
             .blocks
             .remove(&got)
             .filter(|r| r.complete() && !self.items[idx].resent);
-        let shown = self.items[idx].entry.name.shown();
+        // The name as shown is made only where a message needs it (once
+        // per file it cost more than hashing a small one).
+        let entry = std::sync::Arc::clone(&self.items[idx].entry);
+        let shown = || entry.name.shown();
         let size = offer.file.as_ref().map(|src| src.md.len());
-        let verdict = match answer(&frame, size, &shown) {
+        let action = match (&frame, size) {
+            (Frame::Accept { offset, .. }, Some(size)) if *offset <= size => Action::Send(*offset),
+            _ => answer(&frame, size, &shown()),
+        };
+        let verdict = match action {
             Action::Settle(v) => v,
             Action::Retry(why) => {
                 return Err(Broken {
@@ -273,7 +280,10 @@ impl Sender<'_> {
                 Verdict::Failed(
                     Exit::Failure,
                     "refused",
-                    format!("{shown}: the receiver asked for a digest the offer carried"),
+                    format!(
+                        "{}: the receiver asked for a digest the offer carried",
+                        shown()
+                    ),
                 )
             }
             Action::NeedDigest => {
@@ -287,7 +297,7 @@ impl Sender<'_> {
                 self.items[idx].shown = size;
                 self.tally.skipped += 1;
                 self.events.emit(|| Event::FileSkipped {
-                    path: shown,
+                    path: shown(),
                     bytes: size,
                     reason: SkipReason::Identical.reason().into(),
                     peer: None,
@@ -296,10 +306,12 @@ impl Sender<'_> {
             }
             Action::Send(offset) => {
                 let Some(src) = offer.file else {
-                    return Err(anyhow::anyhow!("internal error: no file for {shown}").into());
+                    return Err(anyhow::anyhow!("internal error: no file for {}", shown()).into());
                 };
                 let (offset, prefix) = match self.prefixes.remove(&offer.id) {
-                    Some(theirs) if offset > 0 => self.confirm_prefix(&src, offset, theirs, &shown),
+                    Some(theirs) if offset > 0 => {
+                        self.confirm_prefix(&src, offset, theirs, &shown())
+                    }
                     _ => (offset, None),
                 };
                 let started = Instant::now();
@@ -314,7 +326,7 @@ impl Sender<'_> {
                 };
                 let size = self.items[idx].entry.size;
                 if size >= crate::progress::PHASE_SHOWN_MIN {
-                    self.phase(&shown, "verifying", size);
+                    self.phase(&shown(), "verifying", size);
                 }
                 results.insert(
                     offer.id,
@@ -366,18 +378,21 @@ impl Sender<'_> {
             }
             None => (offset, Hasher::with(self.cfg.hash)),
         };
-        let shown = self.items[idx].entry.name.shown();
+        let entry = std::sync::Arc::clone(&self.items[idx].entry);
+        let shown = || entry.name.shown();
         if offset > 0 && !self.cfg.quiet {
             self.progress
-                .println(&format!("ftx: resuming {shown} at {offset}"));
+                .println(&format!("ftx: resuming {} at {offset}", shown()));
         }
         self.events.emit(|| Event::FileStarted {
-            path: shown.clone(),
+            path: shown(),
             bytes: size,
             offset,
             peer: None,
         });
-        self.sending.set_message(shown);
+        if !self.sending.is_hidden() {
+            self.sending.set_message(shown());
+        }
         self.sending.set_length(size);
         self.sending.set_position(offset);
         self.total.inc(offset);
@@ -498,7 +513,8 @@ impl Sender<'_> {
         message: &str,
     ) -> (Verdict, usize) {
         let idx = f.idx;
-        let shown = self.items[idx].entry.name.shown();
+        let entry = std::sync::Arc::clone(&self.items[idx].entry);
+        let shown = || entry.name.shown();
         let size = f.size;
         // Standard input cannot be read again.
         let may_resend = !self.items[idx].resent
@@ -509,20 +525,25 @@ impl Sender<'_> {
             Watch::Known(why) => why.clone(),
         };
         let verdict = match (
-            result(status, &f.md5, &got, may_resend, &shown, message),
+            // (The name as shown only for a message.)
+            if status == Status::Ok.code() && got == f.md5 {
+                Verdict::Done
+            } else {
+                result(status, &f.md5, &got, may_resend, &shown(), message)
+            },
             changed,
         ) {
             // Verified, but not the file as it is now: named, exit 1 (as
             // GNU tar's "file changed as we read it").
             (Verdict::Done, Some(why)) => {
-                Verdict::Failed(Exit::Failure, "changed", format!("{shown}: {why}"))
+                Verdict::Failed(Exit::Failure, "changed", format!("{}: {why}", shown()))
             }
             // In place, verified, but without some attributes it was sent
             // with (the receiver may not set them): asked for, left behind.
             (Verdict::Done, None) if !message.is_empty() => Verdict::Failed(
                 Exit::Failure,
                 "attributes",
-                format!("{shown}: {}", escape(message)),
+                format!("{}: {}", shown(), escape(message)),
             ),
             (v, _) => v,
         };
@@ -536,7 +557,8 @@ impl Sender<'_> {
                     .then(|| {
                         self.progress.file_line(took, || {
                             format!(
-                                "sent {shown} {size} bytes {} {} ({:.1} MB/s{})",
+                                "sent {} {size} bytes {} {} ({:.1} MB/s{})",
+                                shown(),
                                 self.cfg.hash.name(),
                                 hex(&f.md5),
                                 mb_per_s(size - f.offset, seconds),
@@ -553,7 +575,7 @@ impl Sender<'_> {
                     self.progress.suspend(|| println!("{line}"));
                 }
                 self.events.emit(|| Event::FileDone {
-                    path: shown,
+                    path: shown(),
                     bytes: size,
                     md5: hex(&f.md5),
                     hash: self.cfg.hash.name().into(),
@@ -572,7 +594,7 @@ impl Sender<'_> {
                 if verdict == Verdict::Again {
                     self.items[idx].resent = true;
                     let ok = status == Status::Ok.code();
-                    let note = mismatch(&shown, &f.md5, &got, ok);
+                    let note = mismatch(&shown(), &f.md5, &got, ok);
                     self.progress
                         .println(&format!("ftx: {note}; sending it again from 0"));
                 }
