@@ -17,7 +17,8 @@ use std::sync::{Condvar, Mutex};
 use store::attrs::*;
 
 /// The session thread waits before queueing another verified file while
-/// this many wait for the commit thread...
+/// this many wait for the commit thread (fewer where the open-file limit
+/// is low: see [`commit_files`])...
 pub(super) const COMMIT_FILES: usize = 1024;
 /// ...or while they hold this many bytes...
 pub(super) const COMMIT_BYTES: u64 = 64 << 20;
@@ -53,7 +54,8 @@ impl<'a> Commits<'a> {
     /// Queues a verified file, first waiting while too much is queued.
     pub(super) fn push(&self, v: Verified<'a>) {
         let mut st = self.lock();
-        while !st.closed && queue_full(st.queue.len(), st.queued_bytes, st.held_bytes) {
+        let max = commit_files();
+        while !st.closed && queue_full(st.queue.len(), st.queued_bytes, st.held_bytes, max) {
             st.session_waits = true;
             st = self.wait(st);
         }
@@ -340,11 +342,26 @@ pub(super) fn commit<'a>(
     (synced, placed)
 }
 
+/// How many verified files may wait for the commit thread:
+/// [`COMMIT_FILES`], or a quarter of the open-file limit where that is
+/// lower (each holds its file open; several sessions share the limit).
+fn commit_files() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        let open = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        usize::try_from(open / 4)
+            .unwrap_or(usize::MAX)
+            .clamp(16, COMMIT_FILES)
+    })
+}
+
 /// True when the session thread must wait before queueing another file:
-/// `files` verified files wait for the commit thread, holding `bytes` of
-/// body, `held` of them in memory.
-pub(super) fn queue_full(files: usize, bytes: u64, held: usize) -> bool {
-    files >= COMMIT_FILES || bytes >= COMMIT_BYTES || held >= HELD_BYTES
+/// `files` verified files wait for the commit thread (at most `max`),
+/// holding `bytes` of body, `held` of them in memory.
+pub(super) fn queue_full(files: usize, bytes: u64, held: usize, max: usize) -> bool {
+    files >= max || bytes >= COMMIT_BYTES || held >= HELD_BYTES
 }
 
 /// True when the commit thread commits what is queued now: a whole group
@@ -369,14 +386,16 @@ mod tests {
 
     #[test]
     fn when_the_session_waits_for_the_commit_thread() {
-        assert!(!queue_full(0, 0, 0));
+        assert!(!queue_full(0, 0, 0, COMMIT_FILES));
         assert!(!queue_full(
             COMMIT_FILES - 1,
             COMMIT_BYTES - 1,
-            HELD_BYTES - 1
+            HELD_BYTES - 1,
+            COMMIT_FILES
         ));
-        assert!(queue_full(COMMIT_FILES, 0, 0));
-        assert!(queue_full(1, COMMIT_BYTES, 0));
-        assert!(queue_full(1, 1, HELD_BYTES));
+        assert!(queue_full(COMMIT_FILES, 0, 0, COMMIT_FILES));
+        assert!(queue_full(1, COMMIT_BYTES, 0, COMMIT_FILES));
+        assert!(queue_full(1, 1, HELD_BYTES, COMMIT_FILES));
+        assert!(queue_full(16, 0, 0, 16), "a low open-file limit");
     }
 }
