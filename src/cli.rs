@@ -473,7 +473,9 @@ pub struct RecvArgs {
     /// Directory to receive into; must exist. Nothing is written outside it.
     #[arg(long, short, default_value = ".", value_name = "DIR", env = "FTX_OUT")]
     pub out: PathBuf,
-    /// Serve one session, then exit: 0 only if every file was verified.
+    /// Serve one transfer, then exit: 0 only if every file was verified (a
+    /// tree of more than 1,048,576 entries comes in several sessions; the
+    /// sender says when more follow)
     #[arg(long)]
     pub once: bool,
     /// How files are written and reported.

@@ -69,8 +69,9 @@ use types::*;
 pub use types::Shutdown;
 
 /// Runs `ftx recv`: checks the output directory, binds, says where it
-/// listens, and serves until killed (or, with `--once`, until the first
-/// session ends: 0 only if every file in it was verified).
+/// listens, and serves until killed (or, with `--once`, until one
+/// transfer ends: its sessions, each but the last ended with END "more";
+/// 0 only if every file in them was verified).
 pub fn run(cfg: &RecvConfig) -> Result<Exit> {
     // The output directory first: a bad one is exit 1 whatever the port.
     let (root, fs) = open_out(cfg)?;
@@ -104,7 +105,7 @@ pub fn run(cfg: &RecvConfig) -> Result<Exit> {
 /// Serves senders on `listener`, which the caller bound, into `cfg.out`
 /// until `shutdown` is triggered (then it ends every session, each one
 /// checkpointing what it holds, and returns [`Exit::Interrupted`]) or, with
-/// `--once`, until the first session ends. Tests and `ftx bench` run a
+/// `--once`, until one transfer ends (see [`run`]). Tests and `ftx bench` run a
 /// receiver in-process this way, on port 0.
 pub fn serve(listener: TcpListener, cfg: &RecvConfig, shutdown: Shutdown) -> Result<Exit> {
     let out = open_out(cfg)?;
@@ -276,22 +277,36 @@ fn serve_in(
 
     let mut gate = Gate::new(&listener, shared.as_ref())?;
     if cfg.once {
-        let Some(a) = gate.next_admitted()? else {
-            return Ok(Exit::Interrupted);
-        };
-        let peer = a.peer;
-        shared.slots.active.fetch_add(1, Ordering::SeqCst);
-        let result = Opened::admitted(a)
-            .map_err(anyhow::Error::from)
-            .and_then(|o| session(o, &shared, Began::Listening));
-        shared.slots.release();
-        return Ok(match result {
-            Ok(s) if s.failed == 0 => Exit::Success,
-            Ok(_) => Exit::Failure,
-            Err(e) => {
-                shared.log(&format!("{peer}: {e:#}"));
-                Exit::Failure
+        // One transfer: a tree larger than a session's cap comes in
+        // several, each ended with END "more" but the last.
+        let mut failed = 0;
+        loop {
+            let Some(a) = gate.next_admitted()? else {
+                return Ok(Exit::Interrupted);
+            };
+            let peer = a.peer;
+            shared.slots.active.fetch_add(1, Ordering::SeqCst);
+            let result = Opened::admitted(a)
+                .map_err(anyhow::Error::from)
+                .and_then(|o| session(o, &shared, Began::Listening));
+            shared.slots.release();
+            match result {
+                Ok(s) => {
+                    failed += s.failed;
+                    if !s.more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    shared.log(&format!("{peer}: {e:#}"));
+                    return Ok(Exit::Failure);
+                }
             }
+        }
+        return Ok(if failed == 0 {
+            Exit::Success
+        } else {
+            Exit::Failure
         });
     }
     while let Some(a) = gate.next_admitted()? {

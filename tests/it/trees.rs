@@ -377,3 +377,23 @@ fn links_accepted_in_a_broken_session_are_offered_again() {
     assert!(proxy.connections() >= 3, "{} sessions", proxy.connections());
     crate::common::assert_trees_equal(&t, d.out.join("many"));
 }
+
+/// `ftx recv --once` serves one transfer: a tree over a session's cap
+/// comes in several sessions (each but the last ends with END "more"),
+/// and the receiver exits 0 after the last, not after the first.
+#[test]
+fn a_once_receiver_takes_a_tree_larger_than_a_session() {
+    let d = dirs();
+    let t = many_files(&d.src.join("many"), 3, 40);
+    let mut rx = Receiver::start(&d.out, &["--once"]);
+    let out = send(
+        &["--session-entries", "32", t.to_str().expect("utf-8")],
+        rx.addr,
+    );
+    assert_status(&out, 0, "a tree over several sessions to a --once receiver");
+    let status = rx
+        .wait_exit(std::time::Duration::from_secs(20))
+        .expect("the receiver exits after the transfer");
+    assert!(status.success(), "receiver: {status:?}");
+    crate::common::assert_trees_equal(&t, d.out.join("many"));
+}
