@@ -104,7 +104,8 @@ impl<'a> Session<'a, '_> {
             _guard,
         } = a;
         let started = Instant::now();
-        let shown = name.shown();
+        // The name as shown, made only for a message (not for every file).
+        let shown = || name.shown();
         if length >= store::BLOCK {
             // This body takes a while: what is received goes in place now
             // (and the memory it holds goes back to the budget the body's
@@ -117,8 +118,9 @@ impl<'a> Session<'a, '_> {
                 drop(writer);
                 names.discard(&dir, id);
                 self.sh.log(&format!(
-                    "{}: '{shown}': the sender did not confirm the partial; starting over",
-                    self.peer
+                    "{}: '{}': the sender did not confirm the partial; starting over",
+                    self.peer,
+                    shown()
                 ));
                 (None, 0)
             }
@@ -137,8 +139,11 @@ impl<'a> Session<'a, '_> {
             )
             .map(|(o, discarded)| {
                 if let Some(why) = discarded {
-                    self.sh
-                        .log(&format!("{}: '{shown}': starting over: {why}", self.peer));
+                    self.sh.log(&format!(
+                        "{}: '{}': starting over: {why}",
+                        self.peer,
+                        shown()
+                    ));
                 }
                 (o.writer, o.id)
             }),
@@ -172,10 +177,10 @@ impl<'a> Session<'a, '_> {
                 } else {
                     e.to_string()
                 };
-                let message = format!("cannot create the partial of '{shown}': {why}");
+                let message = format!("cannot create the partial of '{}': {why}", shown());
                 self.result_failed(Failure {
                     id: h.id,
-                    shown,
+                    shown: shown(),
                     status: Status::IoError.code(),
                     md5: [0; 16],
                     message,
@@ -184,8 +189,10 @@ impl<'a> Session<'a, '_> {
             }
         };
         self.bodies += 1;
-        self.bar
-            .set_message(format!("{} files, now {}", self.bodies, shown));
+        if !self.bar.is_hidden() {
+            self.bar
+                .set_message(format!("{} files, now {}", self.bodies, shown()));
+        }
         let write_err: RefCell<Option<io::Error>> = RefCell::default();
         let cell = RefCell::new(writer);
         let bar = self.bar.clone();
@@ -258,7 +265,7 @@ impl<'a> Session<'a, '_> {
                 }
             };
             return Err(fail_session(&mut self.conn, e, "in the middle of a body")
-                .context(format!("receiving '{shown}' ({kept})")));
+                .context(format!("receiving '{}' ({kept})", shown())));
         }
         // File bytes moved: the session is making progress.
         self.made_progress();
@@ -279,12 +286,16 @@ impl<'a> Session<'a, '_> {
                 }
                 Ok(None) => {
                     let kept = writer.suspend().unwrap_or(0);
-                    bail!("closed the connection before the DIGEST of '{shown}' (kept {kept} bytes to resume)");
+                    bail!(
+                        "closed the connection before the DIGEST of '{}' (kept {kept} bytes to resume)",
+                        shown()
+                    );
                 }
                 Err(e) => {
                     let kept = writer.suspend().unwrap_or(0);
-                    return Err(fail_session(&mut self.conn, e, "before a DIGEST")
-                        .context(format!("receiving '{shown}' (kept {kept} bytes to resume)")));
+                    return Err(fail_session(&mut self.conn, e, "before a DIGEST").context(
+                        format!("receiving '{}' (kept {kept} bytes to resume)", shown()),
+                    ));
                 }
             }
         }
@@ -324,6 +335,7 @@ impl<'a> Session<'a, '_> {
             Err(e) => e,
         };
         r.names.discard(&r.dir, r.id);
+        let shown = r.name.shown();
         // A resumed prefix that did not check out (store's `PrefixCheck`):
         // the file is not what was offered, as for a digest mismatch, and
         // the sender sends it again from 0.
