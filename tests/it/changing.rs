@@ -112,20 +112,23 @@ fn a_read_only_out_stops_the_session_with_one_error() {
         "files never started to arrive"
     );
     // A bind mount turns read-only only between two writes (EBUSY while a
-    // file is open for writing): tried until it takes, a bounded number of
-    // times.
+    // file is open for writing): tried until it takes, for at most 20 s
+    // (a count of 500 tries once ran out on a loaded machine while files
+    // were still arriving).
     let pid = rx.pid().to_string();
     let mut last = String::new();
-    let took = (0..500).any(|_| {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut took = false;
+    while !took && std::time::Instant::now() < deadline {
         let r = std::process::Command::new("nsenter")
             .args(["-t", &pid, "-m", "mount", "-o", "remount,bind,ro"])
             .arg(&d.out)
             .output()
             .expect("nsenter");
         last = text(&r.stderr);
-        r.status.success()
-    });
-    assert!(took, "remount read-only: {last}");
+        took = r.status.success();
+    }
+    assert!(took, "remount read-only within 20 s: {last}");
     let out = sender.finish(SEND_TIMEOUT);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
