@@ -260,11 +260,7 @@ impl Sender<'_> {
         let entry = std::sync::Arc::clone(&self.items[idx].entry);
         let shown = || entry.name.shown();
         let size = offer.file.as_ref().map(|src| src.md.len());
-        let action = match (&frame, size) {
-            (Frame::Accept { offset, .. }, Some(size)) if *offset <= size => Action::Send(*offset),
-            _ => answer(&frame, size, &shown()),
-        };
-        let verdict = match action {
+        let verdict = match answer(&frame, size, &shown) {
             Action::Settle(v) => v,
             Action::Retry(why) => {
                 return Err(Broken {
@@ -525,12 +521,7 @@ impl Sender<'_> {
             Watch::Known(why) => why.clone(),
         };
         let verdict = match (
-            // (The name as shown only for a message.)
-            if status == Status::Ok.code() && got == f.md5 {
-                Verdict::Done
-            } else {
-                result(status, &f.md5, &got, may_resend, &shown(), message)
-            },
+            result(status, &f.md5, &got, may_resend, &shown, message),
             changed,
         ) {
             // Verified, but not the file as it is now: named, exit 1 (as

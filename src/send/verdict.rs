@@ -38,9 +38,10 @@ pub(super) enum Action {
     NeedDigest,
 }
 
-/// The action for `frame`, the answer to the offer of `shown`: a file of
-/// `file_size` bytes, or a directory (`None`).
-pub(super) fn answer(frame: &Frame, file_size: Option<u64>, shown: &str) -> Action {
+/// The action for `frame`, the answer to the offer of the entry `shown`
+/// names (made only for a message): a file of `file_size` bytes, or a
+/// directory (`None`).
+pub(super) fn answer(frame: &Frame, file_size: Option<u64>, shown: &dyn Fn() -> String) -> Action {
     match (frame, file_size) {
         (
             Frame::Result {
@@ -54,7 +55,11 @@ pub(super) fn answer(frame: &Frame, file_size: Option<u64>, shown: &str) -> Acti
                 Action::Settle(Verdict::Failed(
                     Exit::Failure,
                     Status::IoError.reason(),
-                    format!("{shown}: receiver could not create it: {}", escape(message)),
+                    format!(
+                        "{}: receiver could not create it: {}",
+                        shown(),
+                        escape(message)
+                    ),
                 ))
             }
         }
@@ -65,21 +70,24 @@ pub(super) fn answer(frame: &Frame, file_size: Option<u64>, shown: &str) -> Acti
             if Reject::from_code(*code).is_some_and(Reject::transient) =>
         {
             Action::Retry(format!(
-                "{shown}: the receiver is still busy with it: {}",
+                "{}: the receiver is still busy with it: {}",
+                shown(),
                 escape(message)
             ))
         }
         (Frame::Reject { code, message, .. }, _) => {
-            Action::Settle(reject_verdict(shown, *code, message))
+            Action::Settle(reject_verdict(&shown(), *code, message))
         }
         (Frame::Skip { .. }, Some(_)) => Action::Skipped,
         (Frame::Accept { offset, .. }, Some(size)) if *offset > size => Action::Broken(format!(
-            "receiver accepted {shown} at offset {offset}, beyond its size {size}"
+            "receiver accepted {} at offset {offset}, beyond its size {size}",
+            shown()
         )),
         (Frame::Accept { offset, .. }, Some(_)) => Action::Send(*offset),
         (other, _) => Action::Broken(format!(
-            "unexpected {} in answer to the offer of {shown}",
-            other.name()
+            "unexpected {} in answer to the offer of {}",
+            other.name(),
+            shown()
         )),
     }
 }
@@ -111,13 +119,14 @@ pub(super) fn result(
     sent: &Md5Digest,
     got: &Md5Digest,
     may_resend: bool,
-    shown: &str,
+    shown: &dyn Fn() -> String,
     message: &str,
 ) -> Verdict {
     let ok = status == Status::Ok.code();
     if ok && got == sent {
         return Verdict::Done;
     }
+    let shown = shown();
     if !ok && status != Status::DigestMismatch.code() {
         return Verdict::Failed(
             Status::IoError.exit(),
@@ -129,7 +138,7 @@ pub(super) fn result(
             ),
         );
     }
-    let msg = mismatch(shown, sent, got, ok);
+    let msg = mismatch(&shown, sent, got, ok);
     if may_resend {
         Verdict::Again
     } else {
@@ -179,6 +188,14 @@ pub(super) fn change(offered: u64, now: u64, reads_more: bool, modified: bool) -
 mod tests {
     use super::*;
 
+    fn f() -> String {
+        "f".into()
+    }
+
+    fn d() -> String {
+        "d".into()
+    }
+
     #[test]
     fn a_file_that_grew_reads_more_or_was_modified_has_changed() {
         assert_eq!(change(10, 10, false, false), None);
@@ -202,18 +219,18 @@ mod tests {
     #[test]
     fn every_answer_to_a_file_offer() {
         let accept = |offset| Frame::Accept { id: 1, offset };
-        assert_eq!(answer(&accept(0), Some(10), "f"), Action::Send(0));
-        assert_eq!(answer(&accept(10), Some(10), "f"), Action::Send(10));
+        assert_eq!(answer(&accept(0), Some(10), &f), Action::Send(0));
+        assert_eq!(answer(&accept(10), Some(10), &f), Action::Send(10));
         assert!(
-            matches!(answer(&accept(11), Some(10), "f"), Action::Broken(m) if m.contains("beyond its size"))
+            matches!(answer(&accept(11), Some(10), &f), Action::Broken(m) if m.contains("beyond its size"))
         );
         let skip = Frame::Skip {
             id: 1,
             reason: skip_reason::IDENTICAL,
         };
-        assert_eq!(answer(&skip, Some(10), "f"), Action::Skipped);
+        assert_eq!(answer(&skip, Some(10), &f), Action::Skipped);
         assert!(matches!(
-            answer(&reject(reject_code::IN_PROGRESS), Some(10), "f"),
+            answer(&reject(reject_code::IN_PROGRESS), Some(10), &f),
             Action::Retry(m) if m.contains("still busy")
         ));
         for code in [
@@ -225,7 +242,7 @@ mod tests {
             99,
         ] {
             let Action::Settle(Verdict::Failed(exit, reason, msg)) =
-                answer(&reject(code), Some(10), "f")
+                answer(&reject(code), Some(10), &f)
             else {
                 panic!("REJECT {code} settles the entry as failed");
             };
@@ -239,7 +256,7 @@ mod tests {
             code: reject_code::NO_SPACE,
             message: "not enough space: need 10 bytes, have 5".into(),
         };
-        let Action::Settle(Verdict::Failed(_, _, msg)) = answer(&no_space, Some(10), "f") else {
+        let Action::Settle(Verdict::Failed(_, _, msg)) = answer(&no_space, Some(10), &f) else {
             panic!("REJECT settles");
         };
         assert_eq!(
@@ -253,9 +270,9 @@ mod tests {
             md5: [0; 16],
             message: String::new(),
         };
-        assert!(matches!(answer(&result, Some(10), "f"), Action::Broken(_)));
+        assert!(matches!(answer(&result, Some(10), &f), Action::Broken(_)));
         assert!(matches!(
-            answer(&Frame::End { flags: 0 }, Some(10), "f"),
+            answer(&Frame::End { flags: 0 }, Some(10), &f),
             Action::Broken(_)
         ));
     }
@@ -269,21 +286,21 @@ mod tests {
             message: "no room".into(),
         };
         assert_eq!(
-            answer(&result(result_status::OK), None, "d"),
+            answer(&result(result_status::OK), None, &d),
             Action::Settle(Verdict::Done)
         );
         assert!(matches!(
-            answer(&result(result_status::IO_ERROR), None, "d"),
+            answer(&result(result_status::IO_ERROR), None, &d),
             Action::Settle(Verdict::Failed(Exit::Failure, "io", m)) if m.contains("could not create it: no room")
         ));
         let skip = Frame::Skip { id: 1, reason: 1 };
-        assert!(matches!(answer(&skip, None, "d"), Action::Broken(_)));
+        assert!(matches!(answer(&skip, None, &d), Action::Broken(_)));
         assert!(matches!(
-            answer(&Frame::Accept { id: 1, offset: 0 }, None, "d"),
+            answer(&Frame::Accept { id: 1, offset: 0 }, None, &d),
             Action::Broken(_)
         ));
         assert!(matches!(
-            answer(&reject(reject_code::CONFLICT), None, "d"),
+            answer(&reject(reject_code::CONFLICT), None, &d),
             Action::Settle(Verdict::Failed(Exit::Refused, "refused_conflict", _))
         ));
     }
@@ -293,20 +310,20 @@ mod tests {
         let (a, b) = ([1; 16], [2; 16]);
         let ok = result_status::OK;
         let bad = result_status::DIGEST_MISMATCH;
-        assert_eq!(result(ok, &a, &a, true, "f", ""), Verdict::Done);
+        assert_eq!(result(ok, &a, &a, true, &f, ""), Verdict::Done);
         // "ok" with another digest is not believed.
-        assert_eq!(result(ok, &a, &b, true, "f", ""), Verdict::Again);
-        assert_eq!(result(bad, &a, &b, true, "f", ""), Verdict::Again);
+        assert_eq!(result(ok, &a, &b, true, &f, ""), Verdict::Again);
+        assert_eq!(result(bad, &a, &b, true, &f, ""), Verdict::Again);
         assert!(matches!(
-            result(bad, &a, &b, false, "f", ""),
+            result(bad, &a, &b, false, &f, ""),
             Verdict::Failed(Exit::Integrity, "integrity", m) if m.ends_with("the file was not kept")
         ));
         assert!(matches!(
-            result(result_status::IO_ERROR, &a, &a, true, "f", "disk full"),
+            result(result_status::IO_ERROR, &a, &a, true, &f, "disk full"),
             Verdict::Failed(Exit::Failure, "io", m) if m.contains("disk full")
         ));
         assert!(matches!(
-            result(77, &a, &a, true, "f", "?"),
+            result(77, &a, &a, true, &f, "?"),
             Verdict::Failed(Exit::Failure, "io", _)
         ));
     }
