@@ -159,15 +159,20 @@ impl SeenNames {
         }
     }
 
-    /// Remembers the name with `keys`; false if it was seen before.
-    pub(super) fn insert(&mut self, keys: (u64, u64)) -> bool {
-        if self.seen(keys) != Seen::New {
-            return false;
+    /// Whether the name with `keys` was seen before; remembered if not.
+    pub(super) fn claim(&mut self, keys: (u64, u64)) -> Seen {
+        let seen = self.seen(keys);
+        if seen == Seen::New {
+            match self {
+                SeenNames::Exact(s) => {
+                    s.insert(keys.0 & !PLACED);
+                }
+                SeenNames::Folding(m) => {
+                    m.insert(keys.1, keys.0 & !PLACED);
+                }
+            }
         }
-        match self {
-            SeenNames::Exact(s) => s.insert(keys.0 & !PLACED),
-            SeenNames::Folding(m) => m.insert(keys.1, keys.0 & !PLACED).is_none(),
-        }
+        seen
     }
 
     /// The file whose name has the portable-form key `folded` (the
@@ -308,7 +313,8 @@ mod tests {
         let remember = |map: &mut SeenNames, n: &str| {
             let k = keys(n.as_bytes(), true);
             let s = map.seen(k);
-            assert_eq!(map.insert(k), s == Seen::New);
+            assert_eq!(map.claim(k), s);
+            assert_ne!(map.seen(k), Seen::New, "remembered");
             s
         };
         assert_eq!(remember(&mut map, "README"), Seen::New);
@@ -331,20 +337,20 @@ mod tests {
             let mut m = SeenNames::new(folds);
             let a = keys(b"dir/a", folds);
             let b = keys(b"dir/b", folds);
-            assert!(m.insert(a));
-            assert!(!m.insert(a), "the same name twice");
+            assert_eq!(m.claim(a), Seen::New);
+            assert_eq!(m.claim(a), Seen::Again, "the same name twice");
             assert_eq!(m.seen(a), Seen::Again);
             assert!(!m.placed(a));
             m.mark_placed(a.1);
             assert!(m.placed(a), "placed ({folds})");
             // Placed, it is still the same name, once.
             assert_eq!(m.seen(a), Seen::Again);
-            assert!(!m.insert(a));
+            assert_eq!(m.claim(a), Seen::Again);
             assert_eq!(m.seen(b), Seen::New);
             assert!(!m.placed(b), "never offered");
             m.mark_placed(b.1);
             assert!(!m.placed(b), "not offered: not remembered as placed");
-            assert!(m.insert(b));
+            assert_eq!(m.claim(b), Seen::New);
             assert_eq!(m.len(), 2);
             // Without folding, names that differ by case are two names.
             let upper = keys(b"DIR/A", folds);

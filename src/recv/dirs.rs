@@ -59,22 +59,30 @@ pub(super) fn dir_key(comps: &[&OsStr]) -> u128 {
 }
 
 impl<'a> Session<'a, '_> {
+    /// Opens the directory `comps` below OUT, creating what is missing
+    /// ([`open_dirs`]), and remembers what it created: receiver-wide, for
+    /// the DIR entries' modes and mtimes; in this session, as fresh when
+    /// it made the directory itself ([`FreshDirs`]).
+    pub(super) fn make_dirs(&mut self, comps: &[&OsStr]) -> Result<Dir, Refusal> {
+        let mut made = false;
+        let dir = open_dirs(&self.sh.root, comps, |i| {
+            self.sh.created(dir_key(&comps[..=i]));
+            made = i + 1 == comps.len();
+        })?;
+        if made {
+            self.fresh_dirs.insert(dir_key(comps));
+        }
+        Ok(dir)
+    }
+
     pub(super) fn dir(&mut self, h: DirHeader, attrs: Vec<crate::xattr::Attr>) -> Result<()> {
         let name = match self.claim_name(&h.path) {
             Ok(n) => n,
             Err(r) => return self.refuse_dir(h, r),
         };
         let comps: Vec<&OsStr> = name.components().collect();
-        let mut made = false;
-        let opened = open_dirs(&self.sh.root, &comps, |i| {
-            self.sh.created(dir_key(&comps[..=i]));
-            made = i + 1 == comps.len();
-        });
-        match opened {
+        match self.make_dirs(&comps) {
             Ok(_) => {
-                if made {
-                    self.fresh_dirs.insert(dir_key(&comps));
-                }
                 // Only a directory this receiver created gets the entry's
                 // mode and mtime (at END); one that was there is left as
                 // it is.

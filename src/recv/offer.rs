@@ -4,7 +4,7 @@
 //! SKIP or REJECT.
 
 use super::admit::{self, Answer, Target};
-use super::dirs::{dir_key, open_dirs};
+use super::dirs::dir_key;
 use super::types::*;
 use crate::delta;
 use crate::events::Event;
@@ -36,23 +36,20 @@ impl<'a> Session<'a, '_> {
             ));
         }
         let name = WireName::from_bytes(raw);
-        let (seen, keys) = match &name {
-            Ok(n) => {
-                let keys = admit::keys(n.as_bytes(), self.sh.folds);
-                (self.seen.seen(keys), Some(keys))
-            }
-            Err(_) => (admit::Seen::New, None),
+        // A valid name is looked up and, when new, remembered in one step.
+        let seen = match &name {
+            Ok(n) => self.seen.claim(admit::keys(n.as_bytes(), self.sh.folds)),
+            Err(_) => admit::Seen::New,
         };
         admit::name(name.as_ref().map(|_| ()), seen)?;
-        if let Some(keys) = keys {
-            if self.seen.insert(keys) {
-                self.sh.remembered.fetch_add(1, Ordering::Relaxed);
-                if self.seen.len().is_multiple_of(4096) {
-                    // What the commit thread placed so far: its list
-                    // stays short.
-                    for k in self.commits.take_placed() {
-                        self.mark_placed(k);
-                    }
+        if name.is_ok() {
+            // (New: admit::name refused the others.)
+            self.sh.remembered.fetch_add(1, Ordering::Relaxed);
+            if self.seen.len().is_multiple_of(4096) {
+                // What the commit thread placed so far: its list stays
+                // short.
+                for k in self.commits.take_placed() {
+                    self.mark_placed(k);
                 }
             }
         }
@@ -357,15 +354,8 @@ impl<'a> Session<'a, '_> {
                 return Ok(p.dir.clone());
             }
         }
-        let mut made = false;
-        let dir = Arc::new(open_dirs(&self.sh.root, comps, |i| {
-            self.sh.created(dir_key(&comps[..=i]));
-            made = i + 1 == comps.len();
-        })?);
+        let dir = Arc::new(self.make_dirs(comps)?);
         let key = dir_key(comps);
-        if made {
-            self.fresh_dirs.insert(key);
-        }
         self.parent = Some(Parent {
             comps: comps.iter().map(|c| (*c).to_owned()).collect(),
             dir: dir.clone(),
