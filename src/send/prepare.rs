@@ -29,7 +29,7 @@ pub(super) struct Job {
 /// Prepares the entries to offer, in order: first `again` (entries of
 /// earlier attempts not settled yet), then the rest of the walk, taken
 /// from `feed` as it goes (each new one sent with its Ready), at most
-/// [`WINDOW`] ahead of the offers (one permit per entry). Digests come
+/// [`AHEAD`] ahead of the offers (one permit per entry). Digests come
 /// from earlier attempts, the digest cache, or are computed now (`run`:
 /// the algorithm and the attributes sent). Small files are read and
 /// collected, and hashed together when the batch is full, when a larger

@@ -65,6 +65,10 @@ impl Names {
     /// name still holds the inode `id` (this writer's own): a file put there
     /// by someone else is left alone.
     pub fn discard(&self, dir: &Dir, id: FileId) {
+        if id.is_unnamed() {
+            // Nothing has its name, and it never checkpointed.
+            return;
+        }
         if FileId::at(dir, &self.part).is_some_and(|at| at == id) {
             let _ = dir.remove_file(&self.part);
         }
