@@ -218,6 +218,11 @@ impl DigestCache {
         Self::at(if enabled { default_dir() } else { None })
     }
 
+    /// Whether it keeps digests (not disabled, its directory exists).
+    pub fn is_on(&self) -> bool {
+        self.dir.is_some()
+    }
+
     /// A cache in `dir` (`None`: disabled).
     pub fn at(dir: Option<PathBuf>) -> Self {
         let dir = dir.filter(|d| std::fs::create_dir_all(d).is_ok());

@@ -165,17 +165,26 @@ impl<S: Read + Write + FrameClock> Conn<S> {
         &mut self.stream
     }
 
+    /// The next frame if it was received whole already (nothing is read
+    /// or written).
+    pub fn buffered_frame(&mut self) -> Result<Option<Frame>, ConnError> {
+        let Some((frame, used)) = decode(&self.rbuf[self.rpos..self.rend])? else {
+            return Ok(None);
+        };
+        self.rpos += used;
+        if self.mid_frame {
+            self.mid_frame = false;
+            self.stream.mid_frame(false);
+        }
+        Ok(Some(frame))
+    }
+
     /// Reads the next frame; `Ok(None)` on a clean EOF between frames.
     /// Frames queued with [`Conn::queue`] are written out before any read
     /// that may wait for the peer.
     pub fn read_frame(&mut self) -> Result<Option<Frame>, ConnError> {
         loop {
-            if let Some((frame, used)) = decode(&self.rbuf[self.rpos..self.rend])? {
-                self.rpos += used;
-                if self.mid_frame {
-                    self.mid_frame = false;
-                    self.stream.mid_frame(false);
-                }
+            if let Some(frame) = self.buffered_frame()? {
                 return Ok(Some(frame));
             }
             // Part of a frame is here: the rest must come within the

@@ -160,6 +160,35 @@ pub fn read_whole(mut r: impl Read, len: u64) -> io::Result<Vec<u8>> {
     Ok(data)
 }
 
+/// Reads `len` bytes of `r` and says whether it had more: one `read`
+/// for a small file (its buffer has room for one more byte, so a file
+/// that grew since it was measured shows it in the same call). Short of
+/// `len` bytes is an error, as in [`read_whole`].
+pub fn read_whole_or_more(mut r: impl Read, len: u64) -> io::Result<(Vec<u8>, bool)> {
+    let len = usize::try_from(len).map_err(io::Error::other)?;
+    let mut data = vec![0u8; len + 1];
+    let mut got = 0;
+    // At least one read, even of an empty file (a /proc file says 0 bytes
+    // and has more).
+    loop {
+        match r.read(&mut data[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if got >= len {
+            break;
+        }
+    }
+    if got < len {
+        return Err(shrank(got as u64, len as u64));
+    }
+    let more = got > len;
+    data.truncate(len);
+    Ok((data, more))
+}
+
 /// Files from this size on are read by a helper thread while hashed.
 const OVERLAP_MIN: u64 = 4 * HASH_CHUNK as u64;
 /// Buffers cycling between the reading and the hashing thread.
@@ -314,6 +343,43 @@ mod tests {
         assert_eq!(data, b"abc");
         let e = read_whole(&b"ab"[..], 3).expect_err("short");
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn read_whole_or_more_says_when_there_is_more() {
+        assert_eq!(
+            read_whole_or_more(&b"abc"[..], 3).expect("read"),
+            (b"abc".to_vec(), false)
+        );
+        assert_eq!(
+            read_whole_or_more(&b"abcd"[..], 3).expect("read"),
+            (b"abc".to_vec(), true)
+        );
+        assert_eq!(
+            read_whole_or_more(&b""[..], 0).expect("read"),
+            (Vec::new(), false)
+        );
+        assert_eq!(
+            read_whole_or_more(&b"a"[..], 0).expect("read"),
+            (Vec::new(), true),
+            "said empty, reads more"
+        );
+        let e = read_whole_or_more(&b"ab"[..], 3).expect_err("short");
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        // Read in pieces: the extra byte may come with the last one.
+        struct Drip<'a>(&'a [u8]);
+        impl Read for Drip<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = buf.len().min(self.0.len()).min(2);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        assert_eq!(
+            read_whole_or_more(Drip(b"abcd"), 3).expect("read"),
+            (b"abc".to_vec(), true)
+        );
     }
 
     #[test]

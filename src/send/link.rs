@@ -8,27 +8,44 @@ use crate::secure::Wire;
 use anyhow::{Context, Result};
 use std::sync::mpsc;
 
+/// Frames passed on in one message at most.
+const ANSWERS_MAX: usize = 256;
+
 /// Reads the receiver's frames into the session's channel until the
 /// connection ends.
-pub(super) fn spawn_reader(stream: Wire, tx: mpsc::Sender<Msg>, gen: u64) -> Result<()> {
+pub(super) fn spawn_reader(stream: Wire, tx: mpsc::Sender<Mail>, gen: u64) -> Result<()> {
     std::thread::Builder::new()
         .name("ftx-reader".into())
         .spawn(move || {
             let mut conn = Conn::new(stream);
             loop {
-                let msg = match conn.read_frame() {
-                    Ok(Some(f)) => Ok(f),
-                    Ok(None) => Err(ConnError::Eof("the session")),
-                    Err(e) => Err(e),
-                };
-                let end = matches!(msg, Err(_) | Ok(Frame::Error { .. }));
-                if end {
-                    // The receiver is gone or giving up: unblock a body that
-                    // is being sent at this moment instead of letting it
-                    // wait for a window that will never open.
-                    let _ = conn.get_ref().shutdown(std::net::Shutdown::Both);
+                // A frame, and those that came with it (bounded).
+                let mut batch = Vec::new();
+                let mut end = false;
+                while !end && batch.len() < ANSWERS_MAX {
+                    let msg = if batch.is_empty() {
+                        match conn.read_frame() {
+                            Ok(Some(f)) => Ok(f),
+                            Ok(None) => Err(ConnError::Eof("the session")),
+                            Err(e) => Err(e),
+                        }
+                    } else {
+                        match conn.buffered_frame() {
+                            Ok(Some(f)) => Ok(f),
+                            Ok(None) => break,
+                            Err(e) => Err(e),
+                        }
+                    };
+                    end = matches!(msg, Err(_) | Ok(Frame::Error { .. }));
+                    if end {
+                        // The receiver is gone or giving up: unblock a body
+                        // that is being sent at this moment instead of
+                        // letting it wait for a window that will never open.
+                        let _ = conn.get_ref().shutdown(std::net::Shutdown::Both);
+                    }
+                    batch.push(msg);
                 }
-                if tx.send(Msg::Answer(gen, msg)).is_err() || end {
+                if tx.send(Mail::Answers(gen, batch)).is_err() || end {
                     return;
                 }
             }

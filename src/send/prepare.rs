@@ -29,7 +29,8 @@ pub(super) struct Job {
 /// Prepares the entries to offer, in order: first `again` (entries of
 /// earlier attempts not settled yet), then the rest of the walk, taken
 /// from `feed` as it goes (each new one sent with its Ready), at most
-/// [`AHEAD`] ahead of the offers (one permit per entry). Digests come
+/// [`AHEAD`] ahead of the offers (one permit per entry, given in groups:
+/// see [`Permits`]). Digests come
 /// from earlier attempts, the digest cache, or are computed now (`run`:
 /// the algorithm and the attributes sent). Small files are read and
 /// collected, and hashed together when the batch is full, when a larger
@@ -42,25 +43,39 @@ pub(super) fn spawn_hasher(
     run: (Algo, crate::xattr::Selection),
     cache: DigestCache,
     bar: Bar,
-    tx: mpsc::Sender<Msg>,
-    permits: mpsc::Receiver<()>,
+    tx: mpsc::Sender<Mail>,
+    permits: mpsc::Receiver<usize>,
 ) -> Result<std::thread::JoinHandle<Feed>> {
     let handle = std::thread::Builder::new()
         .name("ftx-hasher".into())
         .spawn(move || {
             let mut batch = Vec::new();
             let mut again = again.into_iter();
+            let mut allowed = 0;
             loop {
                 // Every entry taken from the walk goes out in a Ready
                 // (the batch is sent before any return): the session
                 // outlives this thread, so none is lost when it stops.
+                // Permits are looked for before each entry, so that the
+                // end of the attempt (the permits dropped) stops it at
+                // once, whatever it was allowed.
                 let permitted = match permits.try_recv() {
-                    Ok(()) => true,
-                    Err(_) => hash_batch(&mut batch, &tx) && permits.recv().is_ok(),
+                    Ok(n) => Some(n),
+                    Err(mpsc::TryRecvError::Disconnected) => None,
+                    Err(mpsc::TryRecvError::Empty) if allowed > 0 => Some(0),
+                    Err(mpsc::TryRecvError::Empty) => {
+                        if hash_batch(&mut batch, &tx) {
+                            permits.recv().ok()
+                        } else {
+                            None
+                        }
+                    }
                 };
-                if !permitted {
+                let Some(n) = permitted else {
+                    hash_batch(&mut batch, &tx);
                     return feed;
-                }
+                };
+                allowed = (allowed + n).saturating_sub(1);
                 let (job, new) = match again.next() {
                     Some(job) => (job, false),
                     None => match feed.take() {
@@ -86,7 +101,9 @@ pub(super) fn spawn_hasher(
                     }
                     Step::Ready(p) => {
                         if !hash_batch(&mut batch, &tx)
-                            || tx.send(Msg::Ready(job.idx, entry, p)).is_err()
+                            || tx
+                                .send(Mail::One(Msg::Ready(vec![(job.idx, entry, p)])))
+                                .is_err()
                         {
                             return feed;
                         }
@@ -94,7 +111,7 @@ pub(super) fn spawn_hasher(
                 }
             }
             if hash_batch(&mut batch, &tx) {
-                let _ = tx.send(Msg::Exhausted);
+                let _ = tx.send(Mail::One(Msg::Exhausted));
             }
             feed
         })
@@ -123,11 +140,15 @@ pub(super) enum Step {
 /// the entry if it is new from the walk, the content.
 pub(super) type Batched = (usize, Option<std::sync::Arc<Entry>>, Unhashed);
 
-/// Hashes the batch's files together and hands them over in order; false
-/// if the session is gone.
-pub(super) fn hash_batch(batch: &mut Vec<Batched>, tx: &mpsc::Sender<Msg>) -> bool {
+/// Hashes the batch's files together and hands them over in order, in
+/// one message; false if the session is gone.
+pub(super) fn hash_batch(batch: &mut Vec<Batched>, tx: &mpsc::Sender<Mail>) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
     let bodies: Vec<&[u8]> = batch.iter().map(|(_, _, r)| r.data.as_slice()).collect();
     let digests = crate::md5multi::digests(&bodies);
+    let mut ready = Vec::with_capacity(batch.len());
     for ((idx, entry, r), md5) in batch.drain(..).zip(digests) {
         let source = Source {
             file: None,
@@ -139,14 +160,9 @@ pub(super) fn hash_batch(batch: &mut Vec<Batched>, tx: &mpsc::Sender<Msg>) -> bo
             changed: r.changed,
             attrs: r.attrs,
         };
-        if tx
-            .send(Msg::Ready(idx, entry, Prepared::File(source)))
-            .is_err()
-        {
-            return false;
-        }
+        ready.push((idx, entry, Prepared::File(source)));
     }
-    true
+    tx.send(Mail::One(Msg::Ready(ready))).is_ok()
 }
 
 /// Why `file` is not what `md` (taken when it was offered) described any
@@ -226,6 +242,9 @@ pub(super) fn prepare(
             ))),
         };
     }
+    if let Some(step) = read_small(entry, known, (algo, sel), cache) {
+        return step;
+    }
     let unreadable = |e: std::io::Error| {
         let local = escape(&entry.local.to_string_lossy());
         Step::Ready(Prepared::Unreadable(format!("cannot read {local}: {e}")))
@@ -287,6 +306,52 @@ pub(super) fn prepare(
         }
         Err(e) => unreadable(e),
     }
+}
+
+/// A small file read in the fewest calls (open, one `read` with room for
+/// one more byte, a stat, the attributes' listing, close) when it is
+/// still what the walk saw: same device, inode, size, mtime and ctime
+/// after the read (any write since the walk changes the ctime), and
+/// nothing past that size. `None` for anything else (a digest known or
+/// possibly cached, a change since the walk, an error, not a regular file
+/// any more): [`prepare`] then opens it again, stats before and after
+/// the read, and says what happened.
+fn read_small(
+    entry: &Entry,
+    known: Option<Md5Digest>,
+    (algo, sel): (Algo, crate::xattr::Selection),
+    cache: &DigestCache,
+) -> Option<Step> {
+    let walked = entry.version?;
+    let cacheable = algo == Algo::Md5 && walked.len >= crate::cache::PUT_MIN && cache.is_on();
+    if known.is_some() || walked.len > INLINE_MAX || cacheable {
+        return None;
+    }
+    let file = entry.open(rustix::fs::OFlags::NONBLOCK).ok()?;
+    let (data, more) = crate::digest::read_whole_or_more(&file, walked.len).ok()?;
+    let md = file.metadata().ok()?;
+    if more || !md.is_file() || crate::cache::Version::of(&md) != walked {
+        return None;
+    }
+    let attrs = attrs_of(&file, sel);
+    Some(match algo {
+        Algo::Md5 => Step::Read(Unhashed {
+            changed: None,
+            md,
+            data,
+            attrs,
+        }),
+        _ => Step::Ready(Prepared::File(Source {
+            file: None,
+            md5: digest_of(algo, &data),
+            changed: None,
+            md,
+            data: Some(data),
+            digest_follows: false,
+            stream: false,
+            attrs,
+        })),
+    })
 }
 
 /// The extended attributes and ACLs of an open file or directory: those

@@ -16,6 +16,7 @@ use crate::secure::Wire;
 use crate::walk::Entry;
 use anyhow::Result;
 use std::fs::File;
+use std::sync::mpsc;
 use std::time::Instant;
 
 /// Counters for the final summary.
@@ -135,6 +136,41 @@ pub const WINDOW: usize = 512;
 /// offers.
 pub(super) const AHEAD: usize = 128;
 
+/// Permits go to the look-ahead thread this many at a time (one wake-up
+/// of it each), unless it has caught up with the offers.
+pub(super) const PERMIT_GROUP: usize = 32;
+
+/// The look-ahead thread's permits: one an entry offered, given in groups
+/// of [`PERMIT_GROUP`] (one permit each woke that thread, which then read
+/// and hashed one file at a time: 27,000 wake-ups for 100,000 small
+/// files), or all at once when nothing prepared is left to offer.
+pub(super) struct Permits {
+    tx: mpsc::Sender<usize>,
+    owed: usize,
+}
+
+impl Permits {
+    /// The permits, with `first` given now.
+    pub(super) fn new(first: usize) -> (Permits, mpsc::Receiver<usize>) {
+        let (tx, rx) = mpsc::channel();
+        let _ = tx.send(first);
+        (Permits { tx, owed: 0 }, rx)
+    }
+
+    /// One entry was taken to offer.
+    pub(super) fn owe(&mut self) {
+        self.owed += 1;
+    }
+
+    /// Gives what is owed: a group, or whatever is owed when `caught_up`.
+    pub(super) fn give(&mut self, caught_up: bool) {
+        if self.owed >= PERMIT_GROUP || (caught_up && self.owed > 0) {
+            let _ = self.tx.send(self.owed);
+            self.owed = 0;
+        }
+    }
+}
+
 /// Bytes of small files' bodies held by offers waiting for their answer:
 /// no more offers while they hold this much (with [`AHEAD`] files read
 /// ahead, at most [`INLINE_MAX`] each, this bounds the bodies held).
@@ -149,17 +185,82 @@ pub(super) const DRAIN_MAX: usize = 256;
 // entry; boxing it would cost an allocation per file for nothing.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Msg {
-    /// The look-ahead thread prepared entry `idx`; with the entry when it
-    /// is new from the walk (it comes into play when this arrives: one
-    /// message an entry, since each can cost the session thread a
+    /// The look-ahead thread prepared these entries, in order (a batch of
+    /// small files in one message: each can cost the session thread a
     /// wake-up).
-    Ready(usize, Option<std::sync::Arc<Entry>>, Prepared),
+    Ready(Vec<Ready>),
     /// The look-ahead thread has prepared the last entry of the walk.
     Exhausted,
     /// The reader thread of session `gen` got a frame (or the connection
     /// failed).
     Answer(u64, Result<Frame, ConnError>),
 }
+
+/// What the helper threads send: [`Msg`]s, with the reader's frames in
+/// batches (what one read brought: one message, one wake-up of the
+/// session thread), handed out one at a time by [`Inbox`].
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Mail {
+    One(Msg),
+    /// The reader thread of session `gen` got these, in order.
+    Answers(u64, Vec<Result<Frame, ConnError>>),
+}
+
+/// The session thread's end of the helpers' channel: a batch of answers
+/// comes out one [`Msg::Answer`] at a time.
+pub(super) struct Inbox {
+    rx: mpsc::Receiver<Mail>,
+    queued: std::collections::VecDeque<Msg>,
+}
+
+impl Inbox {
+    pub(super) fn new(rx: mpsc::Receiver<Mail>) -> Inbox {
+        Inbox {
+            rx,
+            queued: Default::default(),
+        }
+    }
+
+    /// The next message, waiting up to `wait` for one.
+    pub(super) fn recv_timeout(
+        &mut self,
+        wait: std::time::Duration,
+    ) -> Result<Msg, mpsc::RecvTimeoutError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(m) = self.queued.pop_front() {
+                return Ok(m);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let m = self.rx.recv_timeout(left)?;
+            self.unpack(m);
+        }
+    }
+
+    /// The next message if one is there.
+    pub(super) fn try_recv(&mut self) -> Option<Msg> {
+        loop {
+            if let Some(m) = self.queued.pop_front() {
+                return Some(m);
+            }
+            let m = self.rx.try_recv().ok()?;
+            self.unpack(m);
+        }
+    }
+
+    fn unpack(&mut self, m: Mail) {
+        match m {
+            Mail::Answers(gen, all) => self
+                .queued
+                .extend(all.into_iter().map(|a| Msg::Answer(gen, a))),
+            Mail::One(m) => self.queued.push_back(m),
+        }
+    }
+}
+
+/// Entry `idx`, prepared; with the entry when it is new from the walk (it
+/// comes into play when this arrives).
+pub(super) type Ready = (usize, Option<std::sync::Arc<Entry>>, Prepared);
 
 /// An entry ready to offer.
 // A file's Source is most of what goes through the look-ahead channel;

@@ -57,7 +57,8 @@ impl Sender<'_> {
     /// collects the receiver's answers, and this thread sends offers and,
     /// as ACCEPTs come back, bodies. END when every entry is settled.
     pub(super) fn attempt(&mut self) -> Result<(), Broken> {
-        let (tx, rx) = mpsc::channel::<Msg>();
+        let (tx, rx) = mpsc::channel::<Mail>();
+        let mut rx = Inbox::new(rx);
         // Connect first: an unreachable receiver is reported before any
         // hashing.
         let mut link = Some(self.connect_link(&tx, 0)?);
@@ -83,10 +84,7 @@ impl Sender<'_> {
             return Err(internal("the walk was lost"));
         };
         self.walked_all = false;
-        let (permits, permit_rx) = mpsc::channel::<()>();
-        for _ in 0..AHEAD {
-            let _ = permits.send(());
-        }
+        let (mut permits, permit_rx) = Permits::new(AHEAD);
         let hasher = spawn_hasher(
             again,
             feed,
@@ -97,9 +95,9 @@ impl Sender<'_> {
             permit_rx,
         )?;
 
-        let result = self.window(&mut link, &tx, &rx, &permits, &hasher);
+        let result = self.window(&mut link, &tx, &mut rx, &mut permits, &hasher);
         let result = match (result, &link) {
-            (Err(b), Some(l)) if b.retry && b.reset => Err(self.why_broken(b, l.gen, &rx)),
+            (Err(b), Some(l)) if b.retry && b.reset => Err(self.why_broken(b, l.gen, &mut rx)),
             (other, _) => other,
         };
         // Unblock the reader thread whatever happened.
@@ -111,9 +109,9 @@ impl Sender<'_> {
         // in the next attempt.
         drop(permits);
         let feed = hasher.join();
-        for msg in rx.try_iter() {
-            if let Msg::Ready(idx, Some(entry), _) = msg {
-                self.items.walked(idx, entry);
+        while let Some(msg) = rx.try_recv() {
+            if let Msg::Ready(ready) = msg {
+                self.walked(ready);
             }
         }
         // Links accepted in a session that never reached its END were
@@ -130,7 +128,7 @@ impl Sender<'_> {
 
     /// Connects and greets (or takes the next call, or the one
     /// connection given); the reader thread tags what it reads with `gen`.
-    pub(super) fn connect_link(&self, tx: &mpsc::Sender<Msg>, gen: u64) -> Result<Link, Broken> {
+    pub(super) fn connect_link(&self, tx: &mpsc::Sender<Mail>, gen: u64) -> Result<Link, Broken> {
         let target = &self.cfg.target;
         let conn = match &self.links {
             Links::Dial => dial(
@@ -179,9 +177,9 @@ impl Sender<'_> {
     pub(super) fn window(
         &mut self,
         link: &mut Option<Link>,
-        tx: &mpsc::Sender<Msg>,
-        rx: &mpsc::Receiver<Msg>,
-        permits: &mpsc::Sender<()>,
+        tx: &mpsc::Sender<Mail>,
+        rx: &mut Inbox,
+        permits: &mut Permits,
         hasher: &std::thread::JoinHandle<Feed>,
     ) -> Result<(), Broken> {
         let mut ready: VecDeque<(usize, Prepared)> = VecDeque::new();
@@ -203,7 +201,7 @@ impl Sender<'_> {
                     let Some((idx, prep)) = ready.pop_front() else {
                         break;
                     };
-                    let _ = permits.send(());
+                    permits.owe();
                     if let Some(offer) = self.offer(&mut l.conn, idx, prep)? {
                         answers.push_back(offer);
                         l.offers += 1;
@@ -214,6 +212,7 @@ impl Sender<'_> {
                     l.conn.flush()?;
                 }
             }
+            permits.give(ready.is_empty());
             // A session full of entries ends once it is settled; the rest
             // go in the next one.
             let settled = answers.is_empty() && results.is_empty();
@@ -271,11 +270,13 @@ impl Sender<'_> {
             let mut handled = 0;
             while let Some(msg) = next.take() {
                 match msg {
-                    Msg::Ready(idx, entry, prep) => {
-                        if let Some(e) = entry {
-                            self.items.walked(idx, e);
+                    Msg::Ready(batch) => {
+                        for (idx, entry, prep) in batch {
+                            if let Some(e) = entry {
+                                self.items.walked(idx, e);
+                            }
+                            ready.push_back((idx, prep));
                         }
-                        ready.push_back((idx, prep));
                     }
                     Msg::Exhausted => self.walked_all = true,
                     Msg::Answer(gen, _) if link.as_ref().is_none_or(|l| l.gen != gen) => {}
@@ -292,7 +293,7 @@ impl Sender<'_> {
                 }
                 handled += 1;
                 if handled < DRAIN_MAX {
-                    next = rx.try_recv().ok();
+                    next = rx.try_recv();
                 }
             }
             if let Some(l) = link.as_mut() {
@@ -310,12 +311,18 @@ impl Sender<'_> {
         }
     }
 
+    /// Entries the look-ahead took from the walk come into play, their
+    /// preparation dropped (to be done again when they are offered).
+    fn walked(&mut self, ready: Vec<Ready>) {
+        for (idx, entry, _) in ready {
+            if let Some(e) = entry {
+                self.items.walked(idx, e);
+            }
+        }
+    }
+
     /// END, then wait for SUMMARY.
-    pub(super) fn end_session(
-        &mut self,
-        mut l: Link,
-        rx: &mpsc::Receiver<Msg>,
-    ) -> Result<(), Broken> {
+    pub(super) fn end_session(&mut self, mut l: Link, rx: &mut Inbox) -> Result<(), Broken> {
         self.sending.set_length(0);
         // Entries left (not offered yet, or to offer again): a receiver
         // that dialed calls again for them.
@@ -326,8 +333,8 @@ impl Sender<'_> {
             .with_context(|| format!("cannot finish the session with {}", self.cfg.target))?;
         let ended = loop {
             match rx.recv_timeout(self.cfg.timeout) {
-                Ok(Msg::Ready(idx, Some(entry), _)) => self.items.walked(idx, entry),
-                Ok(Msg::Ready(..) | Msg::Exhausted) => {}
+                Ok(Msg::Ready(ready)) => self.walked(ready),
+                Ok(Msg::Exhausted) => {}
                 Ok(Msg::Answer(gen, _)) if gen != l.gen => {}
                 Ok(Msg::Answer(_, Ok(Frame::Summary { .. }))) => {
                     let mut unsure = std::mem::take(&mut self.unsure);
@@ -388,7 +395,7 @@ impl Sender<'_> {
     /// about to pass on), that is the reason, not the reset. A tampered
     /// session must not be retried as a network fault. Entries the
     /// look-ahead took from the walk meanwhile come into play.
-    fn why_broken(&mut self, b: Broken, gen: u64, rx: &mpsc::Receiver<Msg>) -> Broken {
+    fn why_broken(&mut self, b: Broken, gen: u64, rx: &mut Inbox) -> Broken {
         let until = Instant::now() + ERROR_GRACE;
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -398,7 +405,7 @@ impl Sender<'_> {
                 }
                 // The reader saw the end without an ERROR.
                 Ok(Msg::Answer(g, Err(_))) if g == gen => return b,
-                Ok(Msg::Ready(idx, Some(entry), _)) => self.items.walked(idx, entry),
+                Ok(Msg::Ready(ready)) => self.walked(ready),
                 Ok(_) => {}
                 Err(_) => return b,
             }
