@@ -12,12 +12,18 @@ const HASH_CHUNK: usize = 1 << 20;
 
 /// Lower-case hex of a digest.
 pub fn hex(d: &[u8]) -> String {
-    use std::fmt::Write;
-    d.iter()
-        .fold(String::with_capacity(d.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    let mut s = String::with_capacity(d.len() * 2);
+    push_hex(&mut s, d);
+    s
+}
+
+/// Appends `d` in lowercase hex to `out`.
+pub fn push_hex(out: &mut String, d: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in d {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
 }
 
 /// Which digest a file is checked with: MD5 (the default, and what the

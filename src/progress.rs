@@ -347,6 +347,24 @@ impl Progress {
         self.lines.line(took, full)
     }
 
+    /// Appends the per-file line for a file that took `took` (written by
+    /// `full`) and a newline to `out`, if it is printed: as
+    /// [`Progress::file_line`], without a string of its own for each
+    /// line when the output is not a terminal.
+    pub fn file_line_to(&self, took: Duration, out: &mut String, full: impl FnOnce(&mut String)) {
+        if self.lines.tty_width.is_none() {
+            full(out);
+            out.push('\n');
+        } else if let Some(line) = self.lines.line(took, || {
+            let mut line = String::new();
+            full(&mut line);
+            line
+        }) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+
     /// Runs `f` (which prints to stdout) with the bars cleared.
     pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
         if self.mode == Mode::Bars {

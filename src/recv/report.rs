@@ -70,23 +70,16 @@ pub(super) fn done(
             peer: Some(peer.to_string()),
         });
     } else {
-        let resumed = if v.offset > 0 {
-            format!(", resumed at {}", v.offset)
-        } else {
-            String::new()
-        };
-        let line = sh.progress.file_line(took, || {
-            format!(
-                "received {shown} {} bytes {} {} ({:.1} MB/s{resumed})",
-                h.size,
-                file_flags::algo(h.flags).name(),
-                hex(&h.md5),
-                mb_per_s(h.size - v.offset, secs)
-            )
+        sh.progress.file_line_to(took, lines, |out| {
+            let algo = file_flags::algo(h.flags).name();
+            let _ = write!(out, "received {shown} {} bytes {algo} ", h.size);
+            crate::digest::push_hex(out, &h.md5);
+            let _ = write!(out, " ({:.1} MB/s", mb_per_s(h.size - v.offset, secs));
+            if v.offset > 0 {
+                let _ = write!(out, ", resumed at {}", v.offset);
+            }
+            out.push(')');
         });
-        if let Some(line) = line {
-            let _ = writeln!(lines, "{line}");
-        }
     }
     Frame::Result {
         id: h.id,

@@ -128,9 +128,11 @@ pub(super) enum Links<'a> {
 /// Offers in flight at most (offered and not settled): many small files
 /// cost about one round trip, not one each. Deep enough that the sender
 /// goes on offering while the receiver makes a group of files durable (at
-/// 128, both sides idled a quarter of the time on 100,000 small files).
-/// The receiver takes up to 1024 accepted files without their body.
-pub const WINDOW: usize = 512;
+/// 128, both sides idled a quarter of the time on 100,000 small files; at
+/// 512 the sender still waited while the receiver placed a group of up to
+/// 512: 16 % idle, 11 % at 1024). The receiver takes up to 1024 accepted
+/// files without their body, so no more.
+pub const WINDOW: usize = 1024;
 
 /// Entries prepared (opened, small ones read and hashed) ahead of the
 /// offers.
