@@ -213,6 +213,8 @@ pub(super) enum Mail {
 pub(super) struct Inbox {
     rx: mpsc::Receiver<Mail>,
     queued: std::collections::VecDeque<Msg>,
+    /// Messages set aside by [`Inbox::keep`].
+    kept: Vec<Msg>,
 }
 
 impl Inbox {
@@ -220,6 +222,19 @@ impl Inbox {
         Inbox {
             rx,
             queued: Default::default(),
+            kept: Vec::new(),
+        }
+    }
+
+    /// Sets `m` aside, to come out again after [`Inbox::restore`].
+    pub(super) fn keep(&mut self, m: Msg) {
+        self.kept.push(m);
+    }
+
+    /// What was set aside comes out next, in its order.
+    pub(super) fn restore(&mut self) {
+        for m in self.kept.drain(..).rev() {
+            self.queued.push_front(m);
         }
     }
 

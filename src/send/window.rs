@@ -333,8 +333,9 @@ impl Sender<'_> {
             .with_context(|| format!("cannot finish the session with {}", self.cfg.target))?;
         let ended = loop {
             match rx.recv_timeout(self.cfg.timeout) {
-                Ok(Msg::Ready(ready)) => self.walked(ready),
-                Ok(Msg::Exhausted) => {}
+                // The look-ahead goes on: what it prepared (and that it
+                // is done) is for the next session.
+                Ok(m @ (Msg::Ready(_) | Msg::Exhausted)) => rx.keep(m),
                 Ok(Msg::Answer(gen, _)) if gen != l.gen => {}
                 Ok(Msg::Answer(_, Ok(Frame::Summary { .. }))) => {
                     let mut unsure = std::mem::take(&mut self.unsure);
@@ -359,6 +360,7 @@ impl Sender<'_> {
                 Err(_) => break Err(ConnError::Timeout.into()),
             }
         };
+        rx.restore();
         let _ = l.conn.get_ref().shutdown(std::net::Shutdown::Both);
         ended
     }
