@@ -85,6 +85,26 @@ impl Entry {
     /// component beneath it, no symlink, no mount crossed: `openat2`
     /// with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV`),
     /// else by its path.
+    /// As [`Entry::open`], through `held` (the entry's directory, kept
+    /// open for the next entries) when it has no served root.
+    pub fn open_in(
+        &self,
+        held: &mut HeldDir,
+        flags: rustix::fs::OFlags,
+    ) -> std::io::Result<std::fs::File> {
+        use rustix::fs::OFlags;
+        if self.within.is_some() {
+            return self.open(flags);
+        }
+        let (dir, name) = held.of(&self.local)?;
+        let mut flags = flags | OFlags::RDONLY | OFlags::CLOEXEC;
+        if !self.follow {
+            flags |= OFlags::NOFOLLOW;
+        }
+        let fd = rustix::fs::openat(dir, name, flags, rustix::fs::Mode::empty())?;
+        Ok(std::fs::File::from(fd))
+    }
+
     pub fn open(&self, flags: rustix::fs::OFlags) -> std::io::Result<std::fs::File> {
         use rustix::fs::{OFlags, ResolveFlags};
         let Some(w) = &self.within else {
@@ -173,22 +193,79 @@ pub fn root_name(path: &Path) -> Result<Vec<u8>> {
     Ok(name.into_vec())
 }
 
-fn entry(kind: Kind, local: &Path, name: WireName, md: &Metadata) -> Entry {
+/// What the walk takes from an entry's stat.
+struct Meta {
+    mode: u32,
+    nlink: u64,
+    version: crate::cache::Version,
+}
+
+impl Meta {
+    fn of(md: &Metadata) -> Meta {
+        Meta {
+            mode: md.mode(),
+            nlink: md.nlink(),
+            version: crate::cache::Version::of(md),
+        }
+    }
+
+    /// The stat of `name` in the directory `dir` (following a symlink
+    /// there only if `follow`): no walk of the whole path, as a stat of
+    /// the path would do for each entry.
+    fn at(
+        dir: &std::os::fd::OwnedFd,
+        name: &std::ffi::OsStr,
+        follow: bool,
+    ) -> std::io::Result<Meta> {
+        use rustix::fs::{AtFlags, StatxFlags};
+        let flags = if follow {
+            AtFlags::empty()
+        } else {
+            AtFlags::SYMLINK_NOFOLLOW
+        };
+        let want = StatxFlags::TYPE
+            | StatxFlags::MODE
+            | StatxFlags::NLINK
+            | StatxFlags::INO
+            | StatxFlags::SIZE
+            | StatxFlags::MTIME
+            | StatxFlags::CTIME;
+        let x = rustix::fs::statx(dir, name, flags, want)?;
+        Ok(Meta {
+            mode: u32::from(x.stx_mode),
+            nlink: u64::from(x.stx_nlink),
+            version: crate::cache::Version {
+                dev: rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor),
+                ino: x.stx_ino,
+                len: x.stx_size,
+                mtime: (x.stx_mtime.tv_sec, i64::from(x.stx_mtime.tv_nsec)),
+                ctime: (x.stx_ctime.tv_sec, i64::from(x.stx_ctime.tv_nsec)),
+            },
+        })
+    }
+
+    fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+}
+
+fn entry(kind: Kind, local: &Path, name: WireName, md: &Meta) -> Entry {
+    let v = &md.version;
     Entry {
         kind,
         local: local.to_owned(),
         name,
-        size: if kind == Kind::File { md.len() } else { 0 },
-        mode: md.mode(),
-        mtime_s: md.mtime(),
-        mtime_ns: md.mtime_nsec().clamp(0, 999_999_999) as u32,
+        size: if kind == Kind::File { v.len } else { 0 },
+        mode: md.mode,
+        mtime_s: v.mtime.0,
+        mtime_ns: v.mtime.1.clamp(0, 999_999_999) as u32,
         target: Vec::new(),
         link_to: None,
         linked: false,
         stdin: false,
         follow: false,
         within: None,
-        version: md.is_file().then(|| crate::cache::Version::of(md)),
+        version: md.is_file().then_some(md.version),
     }
 }
 
@@ -260,6 +337,45 @@ struct DirWalk {
     root: PathBuf,
     base: Vec<u8>,
     root_dev: Option<u64>,
+    /// The directory of the last entry stat'ed.
+    parent: HeldDir,
+}
+
+/// A directory held open (`O_PATH`) while the entries in it are reached
+/// through it: one name to look up for each instead of its whole path.
+#[derive(Default)]
+pub struct HeldDir(Option<(PathBuf, std::os::fd::OwnedFd)>);
+
+impl HeldDir {
+    /// The directory `path` is in, open (the one held, if it is that one),
+    /// and `path`'s last name. The directory's path is followed as a
+    /// path to the entry would be.
+    pub fn of<'p>(
+        &mut self,
+        path: &'p Path,
+    ) -> std::io::Result<(&std::os::fd::OwnedFd, &'p std::ffi::OsStr)> {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(std::io::Error::other("no parent directory"));
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if !matches!(&self.0, Some((p, _)) if p == dir) {
+            use rustix::fs::{Mode, OFlags};
+            let fd = rustix::fs::open(
+                dir,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            self.0 = Some((dir.to_owned(), fd));
+        }
+        match &self.0 {
+            Some((_, fd)) => Ok((fd, name)),
+            None => Err(std::io::Error::other("no parent directory")),
+        }
+    }
 }
 
 impl Walker {
@@ -310,7 +426,7 @@ impl Walker {
                 })?;
                 starts.push(Start::Entry(Entry {
                     follow: true,
-                    ..entry(Kind::File, src, name, &md)
+                    ..entry(Kind::File, src, name, &Meta::of(&md))
                 }));
             } else if md.is_dir() {
                 starts.push(Start::Dir(src.clone(), base));
@@ -359,6 +475,7 @@ impl Iterator for Walker {
                         root,
                         base,
                         root_dev,
+                        parent: HeldDir::default(),
                     });
                 }
             }
@@ -384,6 +501,13 @@ pub fn by_name(a: &walkdir::DirEntry, b: &walkdir::DirEntry) -> std::cmp::Orderi
 }
 
 impl DirWalk {
+    /// The stat of `path` (an entry below the root) through its
+    /// directory, held open while the walk stays in it.
+    fn stat_in_parent(&mut self, path: &Path, follow: bool) -> std::io::Result<Meta> {
+        let (dir, name) = self.parent.of(path)?;
+        Meta::at(dir, name, follow)
+    }
+
     /// What one step of walkdir amounts to: an entry, one left out, or
     /// nothing (a step into a directory already skipped).
     fn found(
@@ -427,7 +551,7 @@ impl DirWalk {
                 );
             }
         };
-        let shown = escape_bytes(dent.path().as_os_str().as_bytes());
+        let shown = || escape_bytes(dent.path().as_os_str().as_bytes());
         let rel = dent.path().strip_prefix(root).unwrap_or(dent.path());
         let mut name = self.base.clone();
         for c in rel.components() {
@@ -447,20 +571,22 @@ impl DirWalk {
                 if is_dir {
                     self.it.skip_current_dir();
                 }
-                return leave(shown, reason, message, false);
+                return leave(shown(), reason, message, false);
             }
         };
         if ft.is_symlink() && !root_link {
             if opts.no_links {
-                return leave(shown, "symlink", "a symlink (--no-links)".into(), true);
+                return leave(shown(), "symlink", "a symlink (--no-links)".into(), true);
             }
             let target = match std::fs::read_link(dent.path()) {
                 Ok(t) => t.into_os_string().into_vec(),
-                Err(e) => return leave(shown, "read", format!("cannot read the link: {e}"), false),
+                Err(e) => {
+                    return leave(shown(), "read", format!("cannot read the link: {e}"), false)
+                }
             };
             let md = match dent.path().symlink_metadata() {
-                Ok(m) => m,
-                Err(e) => return leave(shown, "read", format!("cannot read it: {e}"), false),
+                Ok(m) => Meta::of(&m),
+                Err(e) => return leave(shown(), "read", format!("cannot read it: {e}"), false),
             };
             let mut e = entry(Kind::Symlink, dent.path(), wire, &md);
             e.target = target;
@@ -479,23 +605,27 @@ impl DirWalk {
             } else {
                 format!("{what}: not a regular file, directory or symlink (--skip-special leaves these out without failing)")
             };
-            return leave(shown, "special", message, opts.skip_special);
+            return leave(shown(), "special", message, opts.skip_special);
         }
         let md = if root_link {
-            std::fs::metadata(dent.path())
+            std::fs::metadata(dent.path()).map(|m| Meta::of(&m))
+        } else if dent.depth() > 0 {
+            self.stat_in_parent(dent.path(), opts.follow_links)
         } else {
-            dent.metadata().map_err(std::io::Error::from)
+            dent.metadata()
+                .map(|m| Meta::of(&m))
+                .map_err(std::io::Error::from)
         };
         let md = match md {
             Ok(m) => m,
-            Err(e) => return leave(shown, "read", format!("cannot read it: {e}"), false),
+            Err(e) => return leave(shown(), "read", format!("cannot read it: {e}"), false),
         };
-        if opts.one_file_system && self.root_dev.is_some_and(|d| d != md.dev()) {
+        if opts.one_file_system && self.root_dev.is_some_and(|d| d != md.version.dev) {
             if is_dir {
                 self.it.skip_current_dir();
             }
             return leave(
-                shown,
+                shown(),
                 "other_fs",
                 "on another file system (a mount point): not offered".into(),
                 false,
@@ -504,8 +634,9 @@ impl DirWalk {
         let kind = if is_dir { Kind::Dir } else { Kind::File };
         let mut e = entry(kind, dent.path(), wire, &md);
         e.follow = opts.follow_links;
-        if kind == Kind::File && md.nlink() > 1 {
-            match links.get(&(md.dev(), md.ino())) {
+        let (dev, ino) = (md.version.dev, md.version.ino);
+        if kind == Kind::File && md.nlink > 1 {
+            match links.get(&(dev, ino)) {
                 Some(first) => {
                     e.kind = Kind::HardLink;
                     e.size = 0;
@@ -513,7 +644,7 @@ impl DirWalk {
                 }
                 None => {
                     e.linked = true;
-                    links.insert((md.dev(), md.ino()), e.name.clone());
+                    links.insert((dev, ino), e.name.clone());
                 }
             }
         }

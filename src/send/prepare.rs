@@ -52,6 +52,7 @@ pub(super) fn spawn_hasher(
             let mut batch = Vec::new();
             let mut again = again.into_iter();
             let mut allowed = 0;
+            let mut held = crate::walk::HeldDir::default();
             loop {
                 // Every entry taken from the walk goes out in a Ready
                 // (the batch is sent before any return): the session
@@ -92,7 +93,15 @@ pub(super) fn spawn_hasher(
                     },
                 };
                 let entry = new.then(|| job.entry.clone());
-                match prepare(&job.entry, job.known, job.stream_ok, run, &cache, &bar) {
+                let prepared = prepare(
+                    &job.entry,
+                    (job.known, job.stream_ok),
+                    run,
+                    &cache,
+                    &bar,
+                    &mut held,
+                );
+                match prepared {
                     Step::Read(r) => {
                         batch.push((job.idx, entry, r));
                         if batch.len() >= BATCH_FILES && !hash_batch(&mut batch, &tx) {
@@ -203,13 +212,14 @@ fn open_source(entry: &Entry) -> std::io::Result<(File, std::fs::Metadata)> {
 
 /// Opens a file and finds its digest: known, cached, or hashed now; or
 /// reads it whole to be hashed with others, if small.
+/// `held`: the directory of the last small file read, kept open.
 pub(super) fn prepare(
     entry: &Entry,
-    known: Option<Md5Digest>,
-    stream_ok: bool,
+    (known, stream_ok): (Option<Md5Digest>, bool),
     (algo, sel): (Algo, crate::xattr::Selection),
     cache: &DigestCache,
     bar: &Bar,
+    held: &mut crate::walk::HeldDir,
 ) -> Step {
     if entry.kind == Kind::Dir {
         // A served directory only through its root; else by its path (a
@@ -242,7 +252,7 @@ pub(super) fn prepare(
             ))),
         };
     }
-    if let Some(step) = read_small(entry, known, (algo, sel), cache) {
+    if let Some(step) = read_small(entry, known, (algo, sel), cache, held) {
         return step;
     }
     let unreadable = |e: std::io::Error| {
@@ -321,13 +331,14 @@ fn read_small(
     known: Option<Md5Digest>,
     (algo, sel): (Algo, crate::xattr::Selection),
     cache: &DigestCache,
+    held: &mut crate::walk::HeldDir,
 ) -> Option<Step> {
     let walked = entry.version?;
     let cacheable = algo == Algo::Md5 && walked.len >= crate::cache::PUT_MIN && cache.is_on();
     if known.is_some() || walked.len > INLINE_MAX || cacheable {
         return None;
     }
-    let file = entry.open(rustix::fs::OFlags::NONBLOCK).ok()?;
+    let file = entry.open_in(held, rustix::fs::OFlags::NONBLOCK).ok()?;
     let (data, more) = crate::digest::read_whole_or_more(&file, walked.len).ok()?;
     let md = file.metadata().ok()?;
     if more || !md.is_file() || crate::cache::Version::of(&md) != walked {
