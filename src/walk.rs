@@ -85,26 +85,6 @@ impl Entry {
     /// component beneath it, no symlink, no mount crossed: `openat2`
     /// with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV`),
     /// else by its path.
-    /// As [`Entry::open`], through `held` (the entry's directory, kept
-    /// open for the next entries) when it has no served root.
-    pub fn open_in(
-        &self,
-        held: &mut HeldDir,
-        flags: rustix::fs::OFlags,
-    ) -> std::io::Result<std::fs::File> {
-        use rustix::fs::OFlags;
-        if self.within.is_some() {
-            return self.open(flags);
-        }
-        let (dir, name) = held.of(&self.local)?;
-        let mut flags = flags | OFlags::RDONLY | OFlags::CLOEXEC;
-        if !self.follow {
-            flags |= OFlags::NOFOLLOW;
-        }
-        let fd = rustix::fs::openat(dir, name, flags, rustix::fs::Mode::empty())?;
-        Ok(std::fs::File::from(fd))
-    }
-
     pub fn open(&self, flags: rustix::fs::OFlags) -> std::io::Result<std::fs::File> {
         use rustix::fs::{OFlags, ResolveFlags};
         let Some(w) = &self.within else {
@@ -131,6 +111,26 @@ impl Entry {
             rustix::fs::Mode::empty(),
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
         )?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// As [`Entry::open`], through `held` (the entry's directory, kept
+    /// open for the next entries) when it has no served root.
+    pub fn open_in(
+        &self,
+        held: &mut HeldDir,
+        flags: rustix::fs::OFlags,
+    ) -> std::io::Result<std::fs::File> {
+        use rustix::fs::OFlags;
+        if self.within.is_some() {
+            return self.open(flags);
+        }
+        let (dir, name) = held.of(&self.local)?;
+        let mut flags = flags | OFlags::RDONLY | OFlags::CLOEXEC;
+        if !self.follow {
+            flags |= OFlags::NOFOLLOW;
+        }
+        let fd = rustix::fs::openat(dir, name, flags, rustix::fs::Mode::empty())?;
         Ok(std::fs::File::from(fd))
     }
 }
@@ -362,7 +362,7 @@ impl HeldDir {
         } else {
             dir
         };
-        if !matches!(&self.0, Some((p, _)) if p == dir) {
+        if !matches!(&self.0, Some((p, _)) if p.as_os_str() == dir.as_os_str()) {
             use rustix::fs::{Mode, OFlags};
             let fd = rustix::fs::open(
                 dir,
