@@ -257,7 +257,9 @@ impl<'a> Session<'a, '_> {
             peer: Some(self.peer.to_string()),
         });
         self.bar.set_length(self.bar.length().unwrap_or(0) + h.size);
-        self.bar.inc(offset);
+        if offset > 0 {
+            self.bar.inc(offset);
+        }
         let last = last.to_owned();
         self.awaiting.push_back(Awaiting {
             h,

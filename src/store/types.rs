@@ -38,13 +38,15 @@ impl Names {
     /// suffixes are refused on the wire ([`crate::protocol::name`]), so a
     /// peer cannot plant a partial or a state file either.
     pub fn for_target(last: &OsStr) -> Names {
+        // One allocation a name (a receiver makes these for every file).
         let named = |suffix: &str| {
-            let mut n = OsString::from(".");
+            let mut n = OsString::with_capacity(1 + last.len() + suffix.len());
+            n.push(".");
             n.push(last);
             n.push(suffix);
             n
         };
-        if named(".ftx-state.tmp").len() <= MAX_COMPONENT_LEN {
+        if 1 + last.len() + ".ftx-state.tmp".len() <= MAX_COMPONENT_LEN {
             return Names {
                 part: named(".ftx-part"),
                 state: named(".ftx-state"),
