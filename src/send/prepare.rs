@@ -462,4 +462,69 @@ mod tests {
         let e = open_source(&file_entry(&fifo, false)).expect_err("a FIFO");
         assert!(e.to_string().contains("no longer a regular file"), "{e}");
     }
+
+    /// The walk's entry for `tree/f`.
+    fn walked(tree: &std::path::Path) -> Entry {
+        let w = crate::walk::walk(&[tree.to_owned()], Default::default(), None).expect("walk");
+        w.entries
+            .into_iter()
+            .find(|e| e.kind == Kind::File)
+            .expect("the file")
+    }
+
+    fn quick(e: &Entry) -> Option<Step> {
+        let run = (Algo::Md5, crate::xattr::Selection::default());
+        let cache = DigestCache::open(false);
+        read_small(e, None, run, &cache, &mut crate::walk::HeldDir::default())
+    }
+
+    #[test]
+    fn a_small_file_is_read_the_quick_way_only_while_it_is_what_the_walk_saw() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = dir.path().join("tree");
+        std::fs::create_dir(&tree).expect("mkdir");
+        let f = tree.join("f");
+        std::fs::write(&f, b"abc").expect("write");
+        let e = walked(&tree);
+        match quick(&e) {
+            Some(Step::Read(u)) => {
+                assert_eq!(u.data, b"abc");
+                assert!(u.changed.is_none());
+            }
+            _ => panic!("an unchanged small file is read the quick way"),
+        }
+        // Rewritten in place, same size, its mtime put back: the ctime
+        // says so, and the careful path reads what it holds now.
+        let before = std::fs::metadata(&f).expect("stat");
+        std::fs::write(&f, b"xyz").expect("rewrite");
+        let mtime = before.modified().expect("mtime");
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .and_then(|h| h.set_modified(mtime))
+            .expect("mtime back");
+        assert_eq!(std::fs::metadata(&f).expect("stat").mtime(), before.mtime());
+        assert!(quick(&e).is_none(), "changed since the walk: not quick");
+        let cache = DigestCache::open(false);
+        let run = (Algo::Md5, crate::xattr::Selection::default());
+        let mut held = crate::walk::HeldDir::default();
+        match prepare(&e, (None, false), run, &cache, &Bar::hidden(), &mut held) {
+            Step::Read(u) => assert_eq!(u.data, b"xyz"),
+            _ => panic!("a small file is read whole"),
+        }
+        // Grown since the walk: the read shows more than the walk saw.
+        let e = walked(&tree);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&f)
+            .and_then(|mut h| std::io::Write::write_all(&mut h, b"d"))
+            .expect("append");
+        assert!(quick(&e).is_none(), "grown since the walk: not quick");
+        // A symlink in its place: not followed.
+        let e = walked(&tree);
+        std::fs::remove_file(&f).expect("rm");
+        std::os::unix::fs::symlink("/etc/passwd", &f).expect("symlink");
+        assert!(quick(&e).is_none(), "a symlink now: not quick");
+    }
 }
