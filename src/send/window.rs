@@ -194,7 +194,7 @@ impl Sender<'_> {
             }
             if let Some(l) = link.as_mut() {
                 let mut sent = false;
-                while answers.len() + results.len() < WINDOW
+                while answers.len() + results.len() < window()
                     && !answers.full()
                     && !self.session_full(l)
                 {
