@@ -167,9 +167,20 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<Exit> {
     }
 }
 
+/// A quarter of the open-file limit, within `min..=max`: what one
+/// session may hold open (sessions and connections share the limit).
+pub(crate) fn open_files_quarter(min: usize, max: usize) -> usize {
+    let open = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    usize::try_from(open / 4)
+        .unwrap_or(usize::MAX)
+        .clamp(min, max)
+}
+
 /// Raises the soft limit on open files to the hard limit (at most 65536),
 /// as Go programs and many servers do. Each file in flight holds a
-/// descriptor on both ends (a window of 128 per connection, several
+/// descriptor on both ends (a window of 1024 per connection, several
 /// connections with `-j`, several senders on one receiver), and the usual
 /// soft limit of 1024 is easily reached. Best effort.
 fn raise_open_file_limit() {

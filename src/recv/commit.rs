@@ -347,14 +347,7 @@ pub(super) fn commit<'a>(
 /// lower (each holds its file open; several sessions share the limit).
 fn commit_files() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| {
-        let open = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-            .current
-            .unwrap_or(u64::MAX);
-        usize::try_from(open / 4)
-            .unwrap_or(usize::MAX)
-            .clamp(16, COMMIT_FILES)
-    })
+    *N.get_or_init(|| crate::open_files_quarter(16, COMMIT_FILES))
 }
 
 /// True when the session thread must wait before queueing another file:

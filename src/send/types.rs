@@ -141,14 +141,7 @@ pub const WINDOW: usize = 1024;
 /// memory stays open until its RESULT, to check that it did not change).
 pub(super) fn window() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| {
-        let open = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-            .current
-            .unwrap_or(u64::MAX);
-        usize::try_from(open / 4)
-            .unwrap_or(usize::MAX)
-            .clamp(16, WINDOW)
-    })
+    *N.get_or_init(|| crate::open_files_quarter(16, WINDOW))
 }
 
 /// Offers waiting for their answer at most: the receiver takes up to 1024
