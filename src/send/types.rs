@@ -258,13 +258,22 @@ impl Inbox {
         &mut self,
         wait: std::time::Duration,
     ) -> Result<Msg, mpsc::RecvTimeoutError> {
-        let deadline = Instant::now() + wait;
+        // `--timeout` may be beyond what an Instant can hold: then no
+        // deadline, as the channel's own recv_timeout does.
+        let deadline = Instant::now().checked_add(wait);
         loop {
             if let Some(m) = self.queued.pop_front() {
                 return Ok(m);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let m = self.rx.recv_timeout(left)?;
+            let m = match deadline {
+                Some(d) => self
+                    .rx
+                    .recv_timeout(d.saturating_duration_since(Instant::now()))?,
+                None => self
+                    .rx
+                    .recv()
+                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected)?,
+            };
             self.unpack(m);
         }
     }
@@ -469,6 +478,32 @@ pub(super) enum Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_inbox_hands_out_a_batch_of_answers_one_by_one_and_takes_any_wait() {
+        let (tx, rx) = mpsc::channel();
+        let mut inbox = Inbox::new(rx);
+        let end = |flags| Ok(Frame::End { flags });
+        tx.send(Mail::Answers(7, vec![end(1), end(2)]))
+            .expect("send");
+        tx.send(Mail::One(Msg::Exhausted)).expect("send");
+        // A wait no Instant can hold (`--timeout` of u64::MAX seconds).
+        let forever = std::time::Duration::from_secs(u64::MAX);
+        for want in [1, 2] {
+            match inbox.recv_timeout(forever) {
+                Ok(Msg::Answer(7, Ok(Frame::End { flags }))) => assert_eq!(flags, want),
+                _ => panic!("answer {want} in order"),
+            }
+        }
+        // Set aside and given back in order, before what came after.
+        inbox.keep(Msg::Exhausted);
+        assert!(matches!(inbox.try_recv(), Some(Msg::Exhausted)));
+        assert!(inbox.try_recv().is_none());
+        inbox.restore();
+        assert!(matches!(inbox.try_recv(), Some(Msg::Exhausted)));
+        drop(tx);
+        assert!(inbox.recv_timeout(forever).is_err(), "the senders are gone");
+    }
 
     /// An offer of a small file read whole, holding `len` bytes.
     fn small(id: u32, len: usize) -> Offer {
