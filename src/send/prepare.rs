@@ -282,22 +282,18 @@ pub(super) fn prepare(
     if md.len() <= INLINE_MAX {
         // Hashed in microseconds: not worth a line on the hashing bar.
         return match read_whole(&file, md.len()) {
-            Ok(data) if algo == Algo::Md5 => Step::Read(Unhashed {
-                changed: changed_since(&file, &md).map(Into::into),
-                md,
-                data,
-                attrs,
-            }),
-            Ok(data) => Step::Ready(Prepared::File(Source {
-                file: None,
-                md5: digest_of(algo, &data),
-                changed: changed_since(&file, &md).map(Into::into),
-                md,
-                data: Some(data),
-                digest_follows: false,
-                stream: false,
-                attrs,
-            })),
+            Ok(data) => {
+                let changed = changed_since(&file, &md).map(Into::into);
+                read_whole_step(
+                    algo,
+                    Unhashed {
+                        md,
+                        data,
+                        attrs,
+                        changed,
+                    },
+                )
+            }
             Err(e) => unreadable(e),
         };
     }
@@ -345,24 +341,34 @@ fn read_small(
         return None;
     }
     let attrs = attrs_of(&file, sel);
-    Some(match algo {
-        Algo::Md5 => Step::Read(Unhashed {
-            changed: None,
+    Some(read_whole_step(
+        algo,
+        Unhashed {
             md,
             data,
             attrs,
-        }),
-        _ => Step::Ready(Prepared::File(Source {
-            file: None,
-            md5: digest_of(algo, &data),
             changed: None,
-            md,
-            data: Some(data),
-            digest_follows: false,
-            stream: false,
-            attrs,
-        })),
-    })
+        },
+    ))
+}
+
+/// A small file read whole: with MD5, to be hashed with others; with
+/// another algorithm (hashed one at a time: only MD5 has a batched form),
+/// hashed now.
+fn read_whole_step(algo: Algo, r: Unhashed) -> Step {
+    if algo == Algo::Md5 {
+        return Step::Read(r);
+    }
+    Step::Ready(Prepared::File(Source {
+        file: None,
+        md5: digest_of(algo, &r.data),
+        changed: r.changed,
+        md: r.md,
+        data: Some(r.data),
+        digest_follows: false,
+        stream: false,
+        attrs: r.attrs,
+    }))
 }
 
 /// The extended attributes and ACLs of an open file or directory: those
