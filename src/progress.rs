@@ -240,6 +240,40 @@ fn fit(line: &str, width: usize) -> String {
     cut
 }
 
+/// A file done, as its line says it, the same on both sides:
+/// `VERB NAME SIZE bytes ALGO DIGEST (R MB/s[, resumed at N])`.
+pub struct DoneLine<'a> {
+    /// "sent" or "received".
+    pub verb: &'a str,
+    /// The name, escaped for display.
+    pub shown: &'a str,
+    pub size: u64,
+    /// The digest's algorithm and value.
+    pub algo: &'a str,
+    pub digest: &'a [u8],
+    pub mb_per_s: f64,
+    /// Where it resumed (0: from the start).
+    pub resumed_at: u64,
+}
+
+impl DoneLine<'_> {
+    /// Appends the line (without a newline) to `out`.
+    pub fn write(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(
+            out,
+            "{} {} {} bytes {} ",
+            self.verb, self.shown, self.size, self.algo
+        );
+        crate::digest::push_hex(out, self.digest);
+        let _ = write!(out, " ({:.1} MB/s", self.mb_per_s);
+        if self.resumed_at > 0 {
+            let _ = write!(out, ", resumed at {}", self.resumed_at);
+        }
+        out.push(')');
+    }
+}
+
 /// The width of the terminal on stdout, or `None` when it is not one.
 fn stdout_width() -> Option<usize> {
     if !std::io::stdout().is_terminal() {
@@ -341,16 +375,10 @@ impl Progress {
         self.files.0.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The per-file line for a file that took `took` (built by `full`), or
-    /// `None` when it is not printed (see [`FILE_LINE_MIN`]).
-    pub fn file_line(&self, took: Duration, full: impl FnOnce() -> String) -> Option<String> {
-        self.lines.line(took, full)
-    }
-
     /// Appends the per-file line for a file that took `took` (written by
-    /// `full`) and a newline to `out`, if it is printed: as
-    /// [`Progress::file_line`], without a string of its own for each
-    /// line when the output is not a terminal.
+    /// `full`) and a newline to `out`, if it is printed (see
+    /// [`FILE_LINE_MIN`]); without a string of its own for each line when
+    /// the output is not a terminal.
     pub fn file_line_to(&self, took: Duration, out: &mut String, full: impl FnOnce(&mut String)) {
         if self.lines.tty_width.is_none() {
             full(out);
@@ -453,6 +481,29 @@ pub fn plain_line(bar: &ProgressBar, rate: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_done_line_is_the_same_on_both_sides() {
+        let line = |resumed_at| {
+            let mut out = String::new();
+            DoneLine {
+                verb: "sent",
+                shown: "d/f",
+                size: 3,
+                algo: "md5",
+                digest: &[0x01, 0xab],
+                mb_per_s: 1.25,
+                resumed_at,
+            }
+            .write(&mut out);
+            out
+        };
+        assert_eq!(line(0), "sent d/f 3 bytes md5 01ab (1.2 MB/s)");
+        assert_eq!(
+            line(2),
+            "sent d/f 3 bytes md5 01ab (1.2 MB/s, resumed at 2)"
+        );
+    }
 
     fn samples(t0: Instant, points: &[(u64, u64)]) -> VecDeque<(Instant, u64)> {
         points

@@ -11,7 +11,6 @@ use crate::protocol::Frame;
 use crate::protocol::{ErrorCode, Reject, Status};
 use crate::sanitize::escape_bytes;
 use anyhow::Result;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 /// Tells the peer why its session ends (best effort) and builds the error.
@@ -70,16 +69,16 @@ pub(super) fn done(
             peer: Some(peer.to_string()),
         });
     } else {
-        sh.progress.file_line_to(took, lines, |out| {
-            let algo = file_flags::algo(h.flags).name();
-            let _ = write!(out, "received {shown} {} bytes {algo} ", h.size);
-            crate::digest::push_hex(out, &h.md5);
-            let _ = write!(out, " ({:.1} MB/s", mb_per_s(h.size - v.offset, secs));
-            if v.offset > 0 {
-                let _ = write!(out, ", resumed at {}", v.offset);
-            }
-            out.push(')');
-        });
+        let line = crate::progress::DoneLine {
+            verb: "received",
+            shown,
+            size: h.size,
+            algo: file_flags::algo(h.flags).name(),
+            digest: &h.md5,
+            mb_per_s: mb_per_s(h.size - v.offset, secs),
+            resumed_at: v.offset,
+        };
+        sh.progress.file_line_to(took, lines, |out| line.write(out));
     }
     Frame::Result {
         id: h.id,

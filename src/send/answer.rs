@@ -544,26 +544,23 @@ impl Sender<'_> {
                 self.tally.bytes += size - f.offset;
                 let took = f.started.elapsed();
                 let seconds = took.as_secs_f64();
-                let line = (!self.cfg.quiet && !self.events.enabled())
-                    .then(|| {
-                        self.progress.file_line(took, || {
-                            format!(
-                                "sent {} {size} bytes {} {} ({:.1} MB/s{})",
-                                shown(),
-                                self.cfg.hash.name(),
-                                hex(&f.md5),
-                                mb_per_s(size - f.offset, seconds),
-                                if f.offset > 0 {
-                                    format!(", resumed at {}", f.offset)
-                                } else {
-                                    String::new()
-                                }
-                            )
-                        })
-                    })
-                    .flatten();
-                if let Some(line) = line {
-                    self.progress.suspend(|| println!("{line}"));
+                if !self.cfg.quiet && !self.events.enabled() {
+                    let mut line = String::new();
+                    self.progress.file_line_to(took, &mut line, |out| {
+                        crate::progress::DoneLine {
+                            verb: "sent",
+                            shown: &shown(),
+                            size,
+                            algo: self.cfg.hash.name(),
+                            digest: &f.md5,
+                            mb_per_s: mb_per_s(size - f.offset, seconds),
+                            resumed_at: f.offset,
+                        }
+                        .write(out)
+                    });
+                    if !line.is_empty() {
+                        self.progress.suspend(|| print!("{line}"));
+                    }
                 }
                 self.events.emit(|| Event::FileDone {
                     path: shown(),
