@@ -33,8 +33,7 @@ pub(super) fn verify<'a>(
     got: Md5Digest,
     blocks: Option<store::Blocks>,
 ) -> Result<Verified<'a>, Failure> {
-    let h = &r.h;
-    if got == h.md5 {
+    if got == r.h.md5 {
         return Ok(Verified {
             r,
             file,
@@ -43,9 +42,16 @@ pub(super) fn verify<'a>(
             blocks,
         });
     }
+    Err(mismatch(r, got))
+}
+
+/// Discards a received file whose content is not what was offered (`got`
+/// is its digest), and says why.
+fn mismatch(r: Received<'_>, got: Md5Digest) -> Failure {
+    let h = &r.h;
     r.names.discard(&r.dir, r.id);
     let shown = r.name.shown();
-    Err(Failure {
+    Failure {
         id: h.id,
         status: Status::DigestMismatch.code(),
         md5: got,
@@ -60,7 +66,21 @@ pub(super) fn verify<'a>(
             }
         ),
         shown,
-    })
+    }
+}
+
+/// Why the partial of the file `shown` (named `part` when it has a name)
+/// could not be created.
+fn not_created(shown: &str, part: &std::ffi::OsStr, e: &io::Error) -> String {
+    let why = if e.kind() == io::ErrorKind::AlreadyExists {
+        format!(
+            "'{}' appeared meanwhile and is never written to",
+            crate::sanitize::escape_bytes(part.as_bytes())
+        )
+    } else {
+        e.to_string()
+    };
+    format!("cannot create the partial of '{shown}': {why}")
 }
 
 impl<'a> Session<'a, '_> {
@@ -169,15 +189,7 @@ impl<'a> Session<'a, '_> {
                 {
                     return Err(e.into_anyhow(&mut self.conn));
                 }
-                let why = if e.kind() == io::ErrorKind::AlreadyExists {
-                    format!(
-                        "'{}' appeared meanwhile and is never written to",
-                        crate::sanitize::escape_bytes(names.part.as_bytes())
-                    )
-                } else {
-                    e.to_string()
-                };
-                let message = format!("cannot create the partial of '{}': {why}", shown());
+                let message = not_created(&shown(), &names.part, &e);
                 self.result_failed(Failure {
                     id: h.id,
                     shown: shown(),
@@ -382,10 +394,59 @@ impl<'a> Session<'a, '_> {
                 other => digest_of(other, &u.body),
             })
             .collect();
-        for (u, got) in batch.into_iter().zip(digests) {
-            match verify(u.r, u.file, u.body, got, None) {
+        for (Unhashed { mut r, file, body }, got) in batch.into_iter().zip(digests) {
+            if self.commits.stop.get().is_some() {
+                // OUT cannot take files (a create just failed for it): the
+                // session ends with one error, not one for each of these.
+                r.names.discard(&r.dir, r.id);
+                continue;
+            }
+            let file = match file {
+                Some(file) => file,
+                None if got == r.h.md5 => match self.held_file(&mut r) {
+                    Ok(file) => file,
+                    Err(f) => {
+                        self.result_failed(f);
+                        continue;
+                    }
+                },
+                None => {
+                    self.result_failed(mismatch(r, got));
+                    continue;
+                }
+            };
+            match verify(r, file, body, got, None) {
                 Ok(v) => self.commits.push(v),
                 Err(f) => self.result_failed(f),
+            }
+        }
+    }
+
+    /// The file of a verified body that was held without one: unnamed
+    /// where its directory allows, else a named partial (`r.id` then
+    /// says which inode it is).
+    fn held_file(&mut self, r: &mut Received<'_>) -> Result<std::fs::File, Failure> {
+        let h = &r.h;
+        let how = (h.size, h.md5, file_flags::algo(h.flags), self.sh.unnamed);
+        match store::small_file(&r.dir, &r.names, how, &self.sh.budget) {
+            Ok((file, id, discarded)) => {
+                r.id = id;
+                if let Some(why) = discarded {
+                    let shown = r.name.shown();
+                    self.sh
+                        .log(&format!("{}: '{shown}': starting over: {why}", self.peer));
+                }
+                Ok(file)
+            }
+            Err(e) => {
+                let shown = r.name.shown();
+                Err(Failure {
+                    id: h.id,
+                    message: not_created(&shown, &r.names.part, &e),
+                    shown,
+                    status: Status::IoError.code(),
+                    md5: [0; 16],
+                })
             }
         }
     }

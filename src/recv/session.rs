@@ -361,6 +361,11 @@ impl<'a> Session<'a, '_> {
                 Frame::End { flags } if self.awaiting.is_empty() => {
                     self.stats.more = flags & end_flags::MORE != 0;
                     self.verify_small();
+                    if let Some(cause) = self.commits.stop.get() {
+                        // Files left without a RESULT (see verify_small).
+                        let cause = cause.clone();
+                        return Err(self.stop(&cause));
+                    }
                     self.drain_commits()?;
                     self.finish_links();
                     self.finish_dirs();

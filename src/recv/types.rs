@@ -424,7 +424,9 @@ pub(super) struct Verified<'a> {
 /// (see [`crate::md5multi`]).
 pub(super) struct Unhashed<'a> {
     pub(super) r: Received<'a>,
-    pub(super) file: std::fs::File,
+    /// Its partial; `None` until it is verified (see
+    /// [`store::create_small`]).
+    pub(super) file: Option<std::fs::File>,
     pub(super) body: store::budget::HeldBody,
 }
 

@@ -35,7 +35,8 @@
 //! Which thread writes a body's bytes depends on its size ([`PartialWriter`]):
 //!
 //! - up to [`HOLD_MAX`] (256 KiB): held in memory ([`small`]); the session
-//!   thread hashes it in a batch, the receiver's commit thread writes it;
+//!   thread hashes it in a batch (an unnamed one gets its file only then:
+//!   [`create_small`]), the receiver's commit thread writes it;
 //! - up to [`BLOCK`] (4 MiB): the session thread writes and hashes it as it
 //!   arrives ([`small::StreamWriter`]);
 //! - [`BLOCK`] and more: a [`pipeline`] of two threads started when the body
@@ -201,14 +202,7 @@ pub fn create(
     algo: Algo,
     budget: &Arc<Budget>,
 ) -> io::Result<Opened> {
-    let file = dir
-        .open_with(
-            &names.part,
-            no_follow(OpenOptions::new().write(true).read(true).create_new(true)).mode(0o600),
-        )?
-        .into_std();
-    lock(&file)?;
-    let id = FileId::of(&file)?;
+    let (file, id) = create_file(dir, names)?;
     Ok(Opened {
         writer: PartialWriter::new(dir, names, file, size, md5, Start::fresh(algo), budget)?,
         offset: 0,
@@ -224,21 +218,16 @@ pub fn never_resumes(size: u64, stream: bool) -> bool {
     !stream && size < BLOCK
 }
 
-/// Creates the partial of a file too small to have checkpoints (under
+/// Starts the body of a file too small to have checkpoints (under
 /// [`BLOCK`]) whose offer was accepted without looking for an earlier
 /// partial: [`prepare`] could only have discarded one, and looking costs
 /// a system call a file.
 ///
 /// With `unnamed` (the receiver does not replace files, and its output
-/// directory takes them: [`unnamed_works`]), the file has no name at all
-/// until it is placed (`O_TMPFILE`, linked into place by [`place`]): no
-/// partial's name to create, lock, check and rename, and nothing left
-/// behind if the receiver dies. Otherwise, or where the directory refuses
-/// `O_TMPFILE`, a named partial: when something is at its name it is
-/// treated as [`prepare`] treats it (removed, never written to or
-/// followed; a partial locked by another process is
-/// [`io::ErrorKind::ResourceBusy`]), and the create is tried once more.
-/// Returns why an earlier partial was discarded, if one was.
+/// directory takes them: [`unnamed_works`]), a body the memory budget can
+/// hold gets no file at all until it is verified: [`small_file`] then
+/// makes it one without a name. Any other body gets its file now, from
+/// [`small_file`].
 pub fn create_small(
     dir: &Dir,
     names: &Names,
@@ -247,36 +236,69 @@ pub fn create_small(
     (algo, unnamed): (Algo, bool),
     budget: &Arc<Budget>,
 ) -> io::Result<(Opened, Option<String>)> {
+    let fresh = |writer, id| Opened {
+        writer,
+        offset: 0,
+        discarded: None,
+        id,
+        prefix: None,
+    };
     if unnamed {
-        if let Ok(file) = open_unnamed(dir) {
-            let writer =
-                PartialWriter::new(dir, names, file, size, md5, Start::fresh(algo), budget)?;
-            let opened = Opened {
-                writer,
-                offset: 0,
-                discarded: None,
-                id: FileId::unnamed(),
-                prefix: None,
-            };
-            return Ok((opened, None));
+        if let Some((body, lease)) = small::hold(size, budget)? {
+            let writer = PartialWriter::Small(SmallWriter {
+                file: None,
+                body,
+                lease,
+            });
+            return Ok((fresh(writer, FileId::unnamed()), None));
         }
     }
-    match create(dir, names, size, md5, algo, budget) {
+    let (file, id, discarded) = small_file(dir, names, (size, md5, algo, unnamed), budget)?;
+    let writer = PartialWriter::new(dir, names, file, size, md5, Start::fresh(algo), budget)?;
+    Ok((fresh(writer, id), discarded))
+}
+
+/// The partial of a file under [`BLOCK`] (of `size` bytes and digest
+/// `md5`), created for its body, with its inode.
+///
+/// With `unnamed`, the file has no name at all until it is placed
+/// (`O_TMPFILE`, linked into place by [`place`]): no partial's name to
+/// create, lock, check and rename, and nothing left behind if the
+/// receiver dies. Otherwise, or where the directory refuses `O_TMPFILE`
+/// (another file system mounted inside the output directory), a named
+/// partial ([`create_file`]): when something is at its name it is treated
+/// as [`prepare`] treats it (removed, never written to or followed; a
+/// partial locked by another process is [`io::ErrorKind::ResourceBusy`]),
+/// and the create is tried once more. Returns why an earlier partial was
+/// discarded, if one was.
+pub fn small_file(
+    dir: &Dir,
+    names: &Names,
+    (size, md5, algo, unnamed): (u64, Md5Digest, Algo, bool),
+    budget: &Arc<Budget>,
+) -> io::Result<(File, FileId, Option<String>)> {
+    if unnamed {
+        if let Ok(file) = open_unnamed(dir) {
+            return Ok((file, FileId::unnamed(), None));
+        }
+    }
+    match create_file(dir, names) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             let discarded = match prepare(dir, names, size, md5, algo, budget)? {
                 Slot::Fresh { discarded } => discarded,
-                Slot::Resumed(o) if o.offset == 0 => return Ok((*o, None)),
                 Slot::Resumed(o) => {
-                    // Not for a file this small; never written to.
-                    let id = o.id;
+                    // Nothing of a file this small is ever kept: an empty
+                    // partial of it is made anew, any other is not its own.
+                    let (id, offset) = (o.id, o.offset);
                     drop(o);
                     names.discard(dir, id);
-                    Some("a partial of another size".to_owned())
+                    (offset > 0).then(|| "a partial of another size".to_owned())
                 }
             };
-            Ok((create(dir, names, size, md5, algo, budget)?, discarded))
+            let (file, id) = create_file(dir, names)?;
+            Ok((file, id, discarded))
         }
-        other => other.map(|o| (o, None)),
+        other => other.map(|(file, id)| (file, id, None)),
     }
 }
 
@@ -365,6 +387,22 @@ pub fn place(
         let _ = dir.remove_file(&names.state);
     }
     Ok(())
+}
+
+/// The named partial of a file, created exclusively and without
+/// following a symlink (`O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600), locked,
+/// with its inode. Whatever is at the name is never written to: the create
+/// fails with [`io::ErrorKind::AlreadyExists`].
+fn create_file(dir: &Dir, names: &Names) -> io::Result<(File, FileId)> {
+    let file = dir
+        .open_with(
+            &names.part,
+            no_follow(OpenOptions::new().write(true).read(true).create_new(true)).mode(0o600),
+        )?
+        .into_std();
+    lock(&file)?;
+    let id = FileId::of(&file)?;
+    Ok((file, id))
 }
 
 /// [`prepare`], then [`create`] when there is nothing to resume.
@@ -471,16 +509,16 @@ impl PartialWriter {
     ) -> io::Result<Self> {
         // Every allocation is bounded whatever the peer announced, and
         // paid for from the receiver-wide budget.
-        if size <= HOLD_MAX && start.pos == 0 {
-            let size = usize::try_from(size).map_err(io::Error::other)?;
-            if let Some(lease) = budget.try_lease(size) {
+        if start.pos == 0 {
+            if let Some((body, lease)) = small::hold(size, budget)? {
                 return Ok(PartialWriter::Small(SmallWriter {
-                    file,
-                    body: Vec::with_capacity(size),
+                    file: Some(file),
+                    body,
                     lease,
                 }));
             }
-            // The budget is spent: this body goes to disk as it arrives.
+            // Too large, or the budget is spent: this body goes to disk
+            // as it arrives.
         }
         if size < BLOCK {
             let want = WRITE_BUF.min(size as usize).max(MIN_BUF);
@@ -600,11 +638,15 @@ impl PartialWriter {
     pub fn finish(self) -> io::Result<(File, Md5Digest)> {
         match self.end()? {
             Finished::Ready(file, md5, _) => Ok((file, md5)),
-            Finished::Held(mut held) => {
-                held.write_out()?;
+            Finished::Held(held) => {
+                let (file, body) = held.into_parts();
+                let Some(mut file) = file else {
+                    return Err(io::Error::other("a held body without its file"));
+                };
+                file.write_all(&body)?;
                 let mut md5 = Hasher::new();
-                md5.update(&held.body);
-                Ok((held.file, md5.finish()))
+                md5.update(&body);
+                Ok((file, md5.finish()))
             }
         }
     }

@@ -5,7 +5,7 @@
 use super::budget::{HeldBody, Lease};
 use crate::digest::Hasher;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter};
 
 /// Bodies up to this size are held in memory until whole, so that the
 /// receiver can hash many of them together (their write waits too); a
@@ -13,9 +13,27 @@ use std::io::{self, BufWriter, Write};
 /// holds per file.
 pub const HOLD_MAX: u64 = 256 << 10;
 
+/// A buffer for a body of `size` bytes held in memory, and its lease from
+/// `budget`: `None` when it is over [`HOLD_MAX`] or the budget is spent.
+pub(super) fn hold(
+    size: u64,
+    budget: &std::sync::Arc<super::budget::Budget>,
+) -> io::Result<Option<(Vec<u8>, Lease)>> {
+    if size > HOLD_MAX {
+        return Ok(None);
+    }
+    let size = usize::try_from(size).map_err(io::Error::other)?;
+    Ok(budget
+        .try_lease(size)
+        .map(|lease| (Vec::with_capacity(size), lease)))
+}
+
 /// A small file's body, kept in memory until it is whole.
 pub struct SmallWriter {
-    pub(super) file: File,
+    /// Its partial; `None` for a file that gets one without a name
+    /// (`O_TMPFILE`) once verified ([`super::small_file`]): a body on its
+    /// way holds no descriptor and nothing open for writing.
+    pub(super) file: Option<File>,
     pub(super) body: Vec<u8>,
     /// What pays for `body` in the receiver's memory budget.
     pub(super) lease: Lease,
@@ -34,18 +52,14 @@ pub struct StreamWriter {
 
 /// A small file's whole body, in memory.
 pub struct Held {
-    pub(super) file: File,
+    /// Its partial, if it has one yet (see [`SmallWriter`]).
+    pub(super) file: Option<File>,
     pub(super) body: HeldBody,
 }
 
 impl Held {
-    /// Writes the body into the partial.
-    pub fn write_out(&mut self) -> io::Result<()> {
-        self.file.write_all(&self.body)
-    }
-
-    /// The partial and the body.
-    pub fn into_parts(self) -> (File, HeldBody) {
+    /// The partial, if it has one yet, and the body.
+    pub fn into_parts(self) -> (Option<File>, HeldBody) {
         (self.file, self.body)
     }
 }

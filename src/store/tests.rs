@@ -292,3 +292,39 @@ fn a_partial_untouched_since_its_checkpoint_resumes_at_once_and_is_checked_besid
     let e = w.finish().expect_err("the damaged prefix is found");
     assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
 }
+
+#[test]
+fn a_small_body_held_unnamed_gets_its_file_only_once_verified() {
+    let (_t, dir) = tmpdir();
+    let names = Names::for_target("s.txt".as_ref());
+    let body = b"small".to_vec();
+    let md5 = md5_of(&body);
+    let budget = Budget::new(budget::DEFAULT_BYTES);
+    let how = (Algo::Md5, true);
+    let (o, _) = create_small(&dir, &names, body.len() as u64, md5, how, &budget).expect("start");
+    assert!(o.id.is_unnamed());
+    let mut w = o.writer;
+    w.write(&body).expect("hold");
+    let Ok(Finished::Held(held)) = w.end() else {
+        panic!("a small body is held");
+    };
+    let (file, held) = held.into_parts();
+    assert!(file.is_none(), "no file while the body is on its way");
+    assert_eq!(&*held, &body[..]);
+    assert_eq!(dir.entries().expect("ls").count(), 0, "nothing on disk");
+    // Verified: an unnamed file where the directory allows it...
+    let size = body.len() as u64;
+    let (_, id, _) = small_file(&dir, &names, (size, md5, Algo::Md5, true), &budget).expect("file");
+    assert!(id.is_unnamed());
+    assert_eq!(dir.entries().expect("ls").count(), 0);
+    // ...else a named partial, made anew over a stale one.
+    dir.write(&names.part, b"stale, of another file")
+        .expect("stale");
+    let (mut f, id, why) =
+        small_file(&dir, &names, (size, md5, Algo::Md5, false), &budget).expect("named");
+    assert!(!id.is_unnamed());
+    assert_eq!(FileId::at(&dir, &names.part), Some(id));
+    assert!(why.is_some(), "the stale partial is said to be discarded");
+    f.write_all(&body).expect("write");
+    assert_eq!(dir.read(&names.part).expect("read"), body);
+}
