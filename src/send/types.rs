@@ -130,11 +130,10 @@ pub(super) enum Links<'a> {
 /// goes on offering while the receiver makes a group of files durable (at
 /// 128, both sides idled a quarter of the time on 100,000 small files; at
 /// 512 the sender still waited while the receiver placed a group of up to
-/// 512: 16 % idle; 11 % at 1024, 8 % at 2048, 6 % at 4096, but beyond 1024
-/// the receiver always has some verified file open for writing, each
-/// holding its descriptor until it is placed: see the README). A quarter
-/// of the open-file limit where that is lower: see [`window`].
-pub const WINDOW: usize = 1024;
+/// 512: 16 % idle; 11 % at 1024, 8 % at 2048, 6 % at 4096). At most
+/// [`AWAITING_MAX`] of them wait for their answer. A quarter of the
+/// open-file limit where that is lower: see [`window`].
+pub const WINDOW: usize = 4096;
 
 /// Offers in flight at most here: [`WINDOW`], or a quarter of the
 /// open-file limit where that is lower (a file too large to be held in
