@@ -18,7 +18,6 @@ use crate::sanitize::escape;
 use crate::secure::Wire;
 use crate::walk::Kind;
 use anyhow::{Context, Result};
-use std::collections::HashMap;
 use std::time::Instant;
 
 impl Sender<'_> {
@@ -181,7 +180,7 @@ impl Sender<'_> {
         conn: &mut Conn<Wire>,
         frame: Frame,
         answers: &mut Answers,
-        results: &mut HashMap<u32, Flight>,
+        results: &mut Flights,
     ) -> Result<(), Broken> {
         if let Frame::Error { code, message } = &frame {
             return Err(peer_error(*code, message).into());

@@ -119,12 +119,18 @@ impl Feed {
     }
 }
 
+/// Entries taken from the walk between two looks for settled ones to drop.
+const RETIRE_EVERY: usize = 256;
+
 /// The entries in play (walked, not yet settled), by index, and what the
 /// settled ones amounted to. Settled entries are counted and dropped as
 /// the window moves on, so memory stays bounded by the window whatever
 /// the size of the tree.
 pub(super) struct Items {
     live: std::collections::BTreeMap<usize, Item>,
+    /// Entries that came into play since the settled ones were last
+    /// dropped (see [`Items::retire_due`]).
+    walked_since: usize,
     /// The rest of the walk; `None` while the look-ahead thread has it.
     pub(super) feed: Option<Feed>,
     /// What the settled entries amounted to.
@@ -170,6 +176,7 @@ impl Items {
     pub(super) fn new(feed: Feed) -> Items {
         Items {
             live: std::collections::BTreeMap::new(),
+            walked_since: 0,
             feed: Some(feed),
             gone: Gone::default(),
         }
@@ -183,6 +190,18 @@ impl Items {
     /// Entry `idx` comes into play (taken from the walk), pending.
     pub(super) fn walked(&mut self, idx: usize, entry: std::sync::Arc<Entry>) {
         self.live.entry(idx).or_insert_with(|| Item::new(entry));
+        self.walked_since += 1;
+    }
+
+    /// [`Items::retire`], once [`RETIRE_EVERY`] entries came into play
+    /// since it last ran: it looks at every entry in play (the window's
+    /// thousands), so running it at every turn of the window cost more
+    /// than anything else the sender does per file. What waits to be
+    /// dropped stays bounded by that many.
+    pub(super) fn retire_due(&mut self, manifest: Option<&crate::manifest::Writer>) {
+        if self.walked_since >= RETIRE_EVERY {
+            self.retire(manifest);
+        }
     }
 
     /// The entries in play, in walk order.
@@ -205,6 +224,7 @@ impl Items {
     /// Counts and drops the settled entries (`manifest`: their lines go
     /// there, a hard link with the digest of the file it names).
     pub(super) fn retire(&mut self, manifest: Option<&crate::manifest::Writer>) {
+        self.walked_since = 0;
         let gone = &mut self.gone;
         // A hard link's line needs the digest of the file it names, an
         // earlier entry: it waits until every entry before it is settled.

@@ -451,6 +451,11 @@ impl Answers {
     }
 }
 
+/// The files whose body was sent, by id, waiting for their RESULT (a
+/// window's thousands: an insert and a remove per file, with a quick
+/// hasher, randomly seeded since the ids come back from the peer).
+pub(super) type Flights = std::collections::HashMap<u32, Flight, foldhash::fast::RandomState>;
+
 /// A file whose body was sent, waiting for its RESULT.
 pub(super) struct Flight {
     pub(super) idx: usize,

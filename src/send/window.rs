@@ -15,7 +15,7 @@ use crate::protocol::frame::end_flags;
 use crate::protocol::Frame;
 use crate::sanitize::escape;
 use anyhow::{Context, Result};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -184,7 +184,7 @@ impl Sender<'_> {
     ) -> Result<(), Broken> {
         let mut ready: VecDeque<(usize, Prepared)> = VecDeque::new();
         let mut answers = Answers::default();
-        let mut results: HashMap<u32, Flight> = HashMap::new();
+        let mut results = Flights::default();
         let mut next_gen = 1;
         let mut quiet = Quiet::new();
         loop {
@@ -300,7 +300,7 @@ impl Sender<'_> {
                 l.conn.flush()?;
             }
             // Settled entries are counted and dropped as the window moves.
-            self.items.retire(self.manifest);
+            self.items.retire_due(self.manifest);
         }
         if self.serving {
             self.cache_asked_digests();
