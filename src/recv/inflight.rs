@@ -20,7 +20,8 @@ impl<'a> Session<'a, '_> {
     /// (bounded) for it to checkpoint and let go, then takes over, so the
     /// retry resumes instead of being refused until the old one times out.
     pub(super) fn claim_inflight(&self, key: &[u8]) -> bool {
-        let deadline = Instant::now() + TAKEOVER_WAIT;
+        // Only a name someone else holds waits (no clock read per file).
+        let mut deadline = None;
         let mut aborted = false;
         loop {
             let holder = match self.sh.inflight.lock() {
@@ -58,7 +59,8 @@ impl<'a> Session<'a, '_> {
                     TAKEOVER_IDLE.as_secs()
                 ));
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= *deadline.get_or_insert(now + TAKEOVER_WAIT) {
                 return false;
             }
             // Bounded wait for the old session to checkpoint and let go.

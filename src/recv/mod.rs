@@ -59,7 +59,6 @@ use anyhow::{Context, Result};
 use cap_std::fs::Dir;
 use listen::*;
 use session::*;
-use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -193,7 +192,7 @@ fn shared(cfg: &RecvConfig, (root, fs): (Dir, OutFs), shutdown: Shutdown) -> Res
         digests: out_cache(cfg),
         manifest,
         remembered: AtomicUsize::new(0),
-        inflight: Mutex::new(HashMap::new()),
+        inflight: Mutex::new(Inflight::default()),
         stopping: shutdown,
         events: Events::new(cfg.json),
     }))

@@ -79,7 +79,7 @@ pub(super) struct Shared {
     /// most [`RecvConfig::max_names`].
     pub(super) remembered: AtomicUsize,
     /// Targets being written right now, by wire name, across sessions.
-    pub(super) inflight: Mutex<HashMap<Vec<u8>, SocketAddr>>,
+    pub(super) inflight: Mutex<Inflight>,
     /// Set on SIGINT/SIGTERM: no new session starts.
     pub(super) stopping: Shutdown,
     /// `--json` output.
@@ -457,10 +457,15 @@ impl Stats {
 /// Removes a wire name from the in-flight map when dropped (if this
 /// session still holds it).
 pub(super) struct InflightGuard<'a> {
-    pub(super) map: &'a Mutex<HashMap<Vec<u8>, SocketAddr>>,
+    pub(super) map: &'a Mutex<Inflight>,
     pub(super) name: Vec<u8>,
     pub(super) holder: SocketAddr,
 }
+
+/// The names being received, by every session, and which peer holds each
+/// (an insert and a remove per file; names come from peers, hence a
+/// randomly seeded hasher).
+pub(super) type Inflight = HashMap<Vec<u8>, SocketAddr, foldhash::quality::RandomState>;
 
 impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
