@@ -126,8 +126,8 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
             tally: Tally::default(),
             asked_digest: 0,
             stdin_sent: false,
-            prefixes: std::collections::HashMap::new(),
-            blocks: std::collections::HashMap::new(),
+            prefixes: ById::default(),
+            blocks: ById::default(),
             events,
         }
     };
@@ -384,8 +384,8 @@ pub fn offer_on(
         tally: Tally::default(),
         asked_digest: 0,
         stdin_sent: false,
-        prefixes: std::collections::HashMap::new(),
-        blocks: std::collections::HashMap::new(),
+        prefixes: ById::default(),
+        blocks: ById::default(),
         events: Events::new(false),
     };
     let ended = match s.attempt() {

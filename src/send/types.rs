@@ -86,10 +86,10 @@ pub(super) struct Sender<'a> {
     /// Standard input's first byte went out: no attempt can send it again.
     pub(super) stdin_sent: bool,
     /// PREFIX frames received, by offer id, for the ACCEPT that follows.
-    pub(super) prefixes: std::collections::HashMap<u32, Md5Digest>,
+    pub(super) prefixes: ById<Md5Digest>,
     /// BLOCKS received, by offer id, for the ACCEPT that follows: the
     /// body goes as a delta.
-    pub(super) blocks: std::collections::HashMap<u32, crate::delta::Remote>,
+    pub(super) blocks: ById<crate::delta::Remote>,
 }
 
 pub(super) use crate::front::dial::{busy, peer_error, Broken};
@@ -451,10 +451,13 @@ impl Answers {
     }
 }
 
-/// The files whose body was sent, by id, waiting for their RESULT (a
-/// window's thousands: an insert and a remove per file, with a quick
+/// What the sender keeps by offer id (looked up for every file: a quick
 /// hasher, randomly seeded since the ids come back from the peer).
-pub(super) type Flights = std::collections::HashMap<u32, Flight, foldhash::fast::RandomState>;
+pub(super) type ById<T> = std::collections::HashMap<u32, T, foldhash::fast::RandomState>;
+
+/// The files whose body was sent, by id, waiting for their RESULT (a
+/// window's thousands: an insert and a remove per file).
+pub(super) type Flights = ById<Flight>;
 
 /// A file whose body was sent, waiting for its RESULT.
 pub(super) struct Flight {
