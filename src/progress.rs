@@ -364,6 +364,13 @@ impl Progress {
         bar
     }
 
+    /// False when nothing is ever shown (`-q`): no bar is drawn or read,
+    /// so a caller may leave a bar's counts alone where they cost per file
+    /// (each update reads the clock).
+    pub fn shown(&self) -> bool {
+        self.mode != Mode::Off
+    }
+
     /// `n` more files for the total bar to count up to (the walk found
     /// them).
     pub fn add_files(&self, n: u64) {

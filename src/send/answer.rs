@@ -388,9 +388,11 @@ impl Sender<'_> {
         if !self.sending.is_hidden() {
             self.sending.set_message(shown());
         }
-        self.sending.set_length(size);
-        self.sending.set_position(offset);
-        self.total.inc(offset);
+        if self.progress.shown() {
+            self.sending.set_length(size);
+            self.sending.set_position(offset);
+            self.total.inc(offset);
+        }
         let frame = Frame::Body {
             id,
             offset,

@@ -160,7 +160,9 @@ pub fn run(cfg: &SendConfig) -> Result<Exit> {
                 if e.kind != Kind::Dir {
                     progress.add_files(1);
                 }
-                total.inc_length(e.size);
+                if progress.shown() {
+                    total.inc_length(e.size);
+                }
             }
             walk::Found::Left(l) => {
                 if l.asked {

@@ -80,8 +80,10 @@ impl Sender<'_> {
     /// Counts `n` bytes of entry `idx` as sent: on the bars, on the item,
     /// and, unless they are a hole's, on the wire.
     pub(super) fn moved(&mut self, idx: usize, n: u64, on_wire: bool) {
-        self.sending.inc(n);
-        self.total.inc(n);
+        if self.progress.shown() {
+            self.sending.inc(n);
+            self.total.inc(n);
+        }
         self.items[idx].shown += n;
         if on_wire {
             self.tally.wire += n;
