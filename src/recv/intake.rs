@@ -208,6 +208,8 @@ impl<'a> Session<'a, '_> {
         let write_err: RefCell<Option<io::Error>> = RefCell::default();
         let cell = RefCell::new(writer);
         let bar = self.bar.clone();
+        // Nothing reads the bar under -q (each count reads the clock).
+        let counted = self.sh.progress.shown();
         // Bytes of a body are progress as they come (never evicted).
         let moved = self.moved.clone();
         let matched = std::cell::Cell::new(0u64);
@@ -222,7 +224,9 @@ impl<'a> Session<'a, '_> {
                         *write_err.borrow_mut() = Some(e);
                     }
                 }
-                bar.inc(chunk.len() as u64);
+                if counted {
+                    bar.inc(chunk.len() as u64);
+                }
                 moved.touch();
                 Ok(())
             },
@@ -248,7 +252,9 @@ impl<'a> Session<'a, '_> {
                         *write_err.borrow_mut() = Some(e);
                     }
                 }
-                bar.inc(n);
+                if counted {
+                    bar.inc(n);
+                }
                 moved.touch();
                 Ok(())
             },

@@ -256,9 +256,11 @@ impl<'a> Session<'a, '_> {
             offset,
             peer: Some(self.peer.to_string()),
         });
-        self.bar.set_length(self.bar.length().unwrap_or(0) + h.size);
-        if offset > 0 {
-            self.bar.inc(offset);
+        if self.sh.progress.shown() {
+            self.bar.set_length(self.bar.length().unwrap_or(0) + h.size);
+            if offset > 0 {
+                self.bar.inc(offset);
+            }
         }
         let last = last.to_owned();
         self.awaiting.push_back(Awaiting {
