@@ -339,6 +339,10 @@ struct DirWalk {
     root_dev: Option<u64>,
     /// The directory of the last entry stat'ed.
     parent: HeldDir,
+    /// The wire names of the directories on the way to the current entry,
+    /// by depth: an entry's name is its directory's and its own (no
+    /// parse of its whole path for each).
+    dirs: Vec<Vec<u8>>,
 }
 
 /// A directory held open (`O_PATH`) while the entries in it are reached
@@ -476,6 +480,7 @@ impl Iterator for Walker {
                         base,
                         root_dev,
                         parent: HeldDir::default(),
+                        dirs: Vec::new(),
                     });
                 }
             }
@@ -552,18 +557,37 @@ impl DirWalk {
             }
         };
         let shown = || escape_bytes(dent.path().as_os_str().as_bytes());
-        let rel = dent.path().strip_prefix(root).unwrap_or(dent.path());
-        let mut name = self.base.clone();
-        for c in rel.components() {
-            name.push(b'/');
-            name.extend_from_slice(c.as_os_str().as_bytes());
-        }
+        let depth = dent.depth();
+        let name = match depth.checked_sub(1).and_then(|d| self.dirs.get(d)) {
+            Some(dir) => {
+                let last = dent.file_name().as_bytes();
+                let mut name = Vec::with_capacity(dir.len() + 1 + last.len());
+                name.extend_from_slice(dir);
+                name.push(b'/');
+                name.extend_from_slice(last);
+                name
+            }
+            None => {
+                let rel = dent.path().strip_prefix(root).unwrap_or(dent.path());
+                let mut name = self.base.clone();
+                for c in rel.components() {
+                    name.push(b'/');
+                    name.extend_from_slice(c.as_os_str().as_bytes());
+                }
+                name
+            }
+        };
         // A source given on the command line is followed, whatever it is
         // (as for a file): a symlink to a directory is walked as that
         // directory, under the link's name.
-        let root_link = dent.depth() == 0 && dent.path_is_symlink();
+        let root_link = depth == 0 && dent.path_is_symlink();
         let ft = dent.file_type();
         let is_dir = ft.is_dir() || root_link;
+        if is_dir {
+            // Whatever becomes of it: walkdir goes into it unless told not to.
+            self.dirs.truncate(depth);
+            self.dirs.push(name.clone());
+        }
         let wire = WireName::from_bytes(&name).map_err(|e| unsendable(&e));
         let wire = match wire {
             Ok(n) => n,
@@ -649,5 +673,54 @@ impl DirWalk {
             }
         }
         Some(Found::Entry(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_entry_is_named_by_its_directory_and_its_own_name() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let top = t.path().join("top");
+        for d in ["top/a/deep/er", "top/b", "top/c d"] {
+            std::fs::create_dir_all(t.path().join(d)).expect("mkdir");
+        }
+        for f in [
+            "top/a/deep/er/x",
+            "top/a/y",
+            "top/b/z",
+            "top/c d/w",
+            "top/v",
+        ] {
+            std::fs::write(t.path().join(f), b"").expect("write");
+        }
+        let w = walk(&[top], WalkOptions::default(), None).expect("walk");
+        let names: Vec<String> = w
+            .entries
+            .iter()
+            .map(|e| String::from_utf8_lossy(e.name.as_bytes()).into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "top",
+                "top/a",
+                "top/a/deep",
+                "top/a/deep/er",
+                "top/a/deep/er/x",
+                "top/a/y",
+                "top/b",
+                "top/b/z",
+                "top/c d",
+                "top/c d/w",
+                "top/v"
+            ]
+        );
+        for e in &w.entries {
+            let local = e.local.strip_prefix(t.path()).expect("under the root");
+            assert_eq!(local.as_os_str().as_bytes(), e.name.as_bytes());
+        }
     }
 }
