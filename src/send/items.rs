@@ -196,8 +196,9 @@ impl Items {
     /// [`Items::retire`], once [`RETIRE_EVERY`] entries came into play
     /// since it last ran: it looks at every entry in play (the window's
     /// thousands), so running it at every turn of the window cost more
-    /// than anything else the sender does per file. What waits to be
-    /// dropped stays bounded by that many.
+    /// than anything else the sender does per file. A settled entry
+    /// waits for at most that many more, so what is held stays bounded by
+    /// the window and them (and the end of an attempt retires the rest).
     pub(super) fn retire_due(&mut self, manifest: Option<&crate::manifest::Writer>) {
         if self.walked_since >= RETIRE_EVERY {
             self.retire(manifest);
