@@ -272,6 +272,23 @@ pub fn abort(s: &std::net::TcpStream) {
     let _ = s.shutdown(std::net::Shutdown::Both);
 }
 
+/// True when the peer of `s` has closed its end or reset it: whoever
+/// reads `s` meets the end of the stream after what is still buffered.
+pub fn peer_closed(s: &std::net::TcpStream) -> bool {
+    use rustix::event::PollFlags;
+    use std::os::fd::AsFd;
+    let fd = s.as_fd();
+    let mut fds = [rustix::event::PollFd::new(&fd, PollFlags::RDHUP)];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR)
+}
+
 /// Waits up to `timeout` for `fd` to be readable (for a listener: a
 /// connection to accept). False on timeout or error.
 pub fn wait_readable(fd: impl std::os::fd::AsFd, timeout: Duration) -> bool {
@@ -285,4 +302,31 @@ pub fn wait_readable(fd: impl std::os::fd::AsFd, timeout: Duration) -> bool {
         tv_nsec: i64::from(timeout.subsec_nanos()),
     };
     matches!(rustix::event::poll(&mut fds, Some(&t)), Ok(n) if n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn a_connection_is_closed_by_its_peer_only_once_the_peer_closed_it() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut near = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("dial");
+        let (mut far, _) = l.accept().expect("accept");
+        assert!(!peer_closed(&far), "open, nothing sent");
+        near.write_all(b"last bytes").expect("write");
+        assert!(wait_readable(&far, Duration::from_secs(10)), "bytes arrive");
+        assert!(!peer_closed(&far), "open, bytes waiting");
+        drop(near);
+        // The FIN follows the bytes; bounded wait for it to be seen.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !peer_closed(&far) && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(peer_closed(&far), "closed by its peer");
+        let mut got = Vec::new();
+        far.read_to_end(&mut got).expect("read");
+        assert_eq!(got, b"last bytes", "what was sent is still there to read");
+    }
 }

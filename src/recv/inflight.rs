@@ -15,10 +15,13 @@ pub(super) const TAKEOVER_IDLE: Duration = Duration::from_secs(2);
 impl<'a> Session<'a, '_> {
     /// Marks `key` as being received by this session. When another session
     /// from the same host holds it, that is most likely the sender's own
-    /// earlier connection, broken without the receiver noticing (a
-    /// half-open TCP connection): it is ended, and this session waits
-    /// (bounded) for it to checkpoint and let go, then takes over, so the
-    /// retry resumes instead of being refused until the old one times out.
+    /// earlier connection: closed by its peer (a sender killed and run
+    /// again at once: its old session is still taking in what arrived and
+    /// checkpointing), or broken without the receiver noticing (a
+    /// half-open TCP connection, silent for [`TAKEOVER_IDLE`]: it is
+    /// ended). This session waits (bounded) for it to checkpoint and let
+    /// go, then takes over, so the retry resumes at once instead of being
+    /// refused until the old one is gone.
     pub(super) fn claim_inflight(&self, key: &[u8]) -> bool {
         // Only a name someone else holds waits (no clock read per file).
         let mut deadline = None;
@@ -38,25 +41,32 @@ impl<'a> Session<'a, '_> {
                 // Only a session from the same host that has received
                 // nothing for a while is presumed dead; a live one keeps
                 // the file and this offer is refused as "in progress".
-                let stale = holder.ip() == self.peer.ip()
-                    && self.sh.slots.live.lock().is_ok_and(|live| {
-                        live.get(&holder).is_some_and(|l| {
-                            let dead = l.activity.idle() >= TAKEOVER_IDLE;
-                            if dead {
-                                net::abort(&l.stream);
-                            }
-                            dead
+                let stale = if holder.ip() != self.peer.ip() {
+                    None
+                } else {
+                    self.sh.slots.live.lock().ok().and_then(|live| {
+                        let l = live.get(&holder)?;
+                        if net::peer_closed(&l.stream) {
+                            // Left to read what is buffered, and let go.
+                            return Some("whose connection has closed".to_owned());
+                        }
+                        (l.activity.idle() >= TAKEOVER_IDLE).then(|| {
+                            net::abort(&l.stream);
+                            format!(
+                                "silent for {} s or more; ended that connection",
+                                TAKEOVER_IDLE.as_secs()
+                            )
                         })
-                    });
-                if !stale {
+                    })
+                };
+                let Some(why) = stale else {
                     return false;
-                }
+                };
                 aborted = true;
                 self.sh.log(&format!(
-                    "{}: '{}' was held by {holder} from the same host, silent for {} s or more; ended that connection to take over",
+                    "{}: '{}' was held by {holder} from the same host, {why}; taking over once it lets go",
                     self.peer,
                     crate::sanitize::escape_bytes(key),
-                    TAKEOVER_IDLE.as_secs()
                 ));
             }
             let now = Instant::now();
