@@ -74,20 +74,15 @@ impl Deadlined {
     /// a sealed connection: a whole record is buffered, or ciphertext
     /// arrived, which may not yet complete one).
     pub fn readable_now(&self) -> bool {
-        use std::os::fd::AsFd;
         if self.inner.has_buffered() {
             return true;
         }
-        let fd = self.inner.tcp().as_fd();
-        let mut fds = [rustix::event::PollFd::new(
-            &fd,
+        !poll_one(
+            self.inner.tcp(),
             rustix::event::PollFlags::IN,
-        )];
-        let zero = rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+            Duration::ZERO,
+        )
+        .is_empty()
     }
 }
 
@@ -276,32 +271,34 @@ pub fn abort(s: &std::net::TcpStream) {
 /// reads `s` meets the end of the stream after what is still buffered.
 pub fn peer_closed(s: &std::net::TcpStream) -> bool {
     use rustix::event::PollFlags;
-    use std::os::fd::AsFd;
-    let fd = s.as_fd();
-    let mut fds = [rustix::event::PollFd::new(&fd, PollFlags::RDHUP)];
-    let zero = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
-        && fds[0]
-            .revents()
-            .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR)
+    poll_one(s, PollFlags::RDHUP, Duration::ZERO)
+        .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR)
 }
 
 /// Waits up to `timeout` for `fd` to be readable (for a listener: a
 /// connection to accept). False on timeout or error.
 pub fn wait_readable(fd: impl std::os::fd::AsFd, timeout: Duration) -> bool {
+    !poll_one(fd, rustix::event::PollFlags::IN, timeout).is_empty()
+}
+
+/// Polls `fd` once for `events`, waiting up to `timeout` (zero: not at
+/// all): what it reported (errors and hang-ups always count), empty on
+/// timeout or error.
+fn poll_one(
+    fd: impl std::os::fd::AsFd,
+    events: rustix::event::PollFlags,
+    timeout: Duration,
+) -> rustix::event::PollFlags {
     let fd = fd.as_fd();
-    let mut fds = [rustix::event::PollFd::new(
-        &fd,
-        rustix::event::PollFlags::IN,
-    )];
+    let mut fds = [rustix::event::PollFd::new(&fd, events)];
     let t = rustix::event::Timespec {
         tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
         tv_nsec: i64::from(timeout.subsec_nanos()),
     };
-    matches!(rustix::event::poll(&mut fds, Some(&t)), Ok(n) if n > 0)
+    match rustix::event::poll(&mut fds, Some(&t)) {
+        Ok(n) if n > 0 => fds[0].revents(),
+        _ => rustix::event::PollFlags::empty(),
+    }
 }
 
 #[cfg(test)]
