@@ -180,7 +180,7 @@ pub(crate) fn open_files_quarter(min: usize, max: usize) -> usize {
 
 /// Raises the soft limit on open files to the hard limit (at most 65536),
 /// as Go programs and many servers do. Each file in flight holds a
-/// descriptor on both ends (a window of 1024 per connection, several
+/// descriptor on both ends (a window of up to 4096 per connection, several
 /// connections with `-j`, several senders on one receiver), and the usual
 /// soft limit of 1024 is easily reached. Best effort.
 fn raise_open_file_limit() {

@@ -22,6 +22,11 @@ pub const WELCOME_FLAGS: u32 = 3;
 /// Entries (FILE and DIR offers) one session may offer: a receiver ends a
 /// session that offers more; a sender with more opens another session.
 pub const MAX_SESSION_ENTRIES: usize = 1 << 20;
+/// Accepted files one session may have waiting for their BODY: a FILE
+/// offered beyond that is a protocol error. The sender keeps no more
+/// offers waiting for their answer (a file it accepted has its body on
+/// the way before any offer sent after the ACCEPT was read).
+pub const MAX_AWAITING_BODIES: usize = 1024;
 /// Most paths one PULL may name.
 pub const MAX_PULL_PATHS: usize = 1024;
 /// Smallest block of a delta update (BLOCKS).

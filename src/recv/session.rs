@@ -11,6 +11,7 @@ use crate::front::{Live, Opened};
 use crate::net::{self, Activity, Deadlined};
 use crate::progress::Layout;
 use crate::protocol::frame::{end_flags, file_flags};
+use crate::protocol::limits::MAX_AWAITING_BODIES;
 use crate::protocol::ErrorCode;
 use crate::protocol::Frame;
 use anyhow::{bail, Context, Result};
@@ -18,11 +19,6 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-
-/// A session may have this many accepted files waiting for their BODY (each
-/// holds a descriptor and a partial); an offer beyond that is a protocol
-/// error. The ftx sender keeps at most 128 (its window).
-pub(super) const MAX_AWAITING: usize = 1024;
 
 /// How a receiving session began: a sender dialed in (its first frame
 /// must be PUSH), or this receiver dialed and asked for the files (PULL,
@@ -282,8 +278,10 @@ impl<'a> Session<'a, '_> {
                 bail!("{msg}");
             }
             match frame {
-                Frame::File(_) if self.awaiting.len() >= MAX_AWAITING => {
-                    let msg = format!("more than {MAX_AWAITING} accepted files without their BODY");
+                Frame::File(_) if self.awaiting.len() >= MAX_AWAITING_BODIES => {
+                    let msg = format!(
+                        "more than {MAX_AWAITING_BODIES} accepted files without their BODY"
+                    );
                     return Err(self.protocol_error(msg));
                 }
                 Frame::File(_) | Frame::Dir(_)

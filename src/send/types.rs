@@ -143,10 +143,10 @@ pub(super) fn window() -> usize {
     *N.get_or_init(|| crate::open_files_quarter(16, WINDOW))
 }
 
-/// Offers waiting for their answer at most: the receiver takes up to 1024
-/// accepted files without their body, and a file it accepted has its body
-/// on the way before any offer sent after the ACCEPT was read.
-pub(super) const AWAITING_MAX: usize = 1024;
+/// Offers waiting for their answer at most: as many as the receiver takes
+/// accepted files without their body (a file it accepted has its body on
+/// the way before any offer sent after the ACCEPT was read).
+pub(super) const AWAITING_MAX: usize = crate::protocol::limits::MAX_AWAITING_BODIES;
 
 /// Entries prepared (opened, small ones read and hashed) ahead of the
 /// offers.
