@@ -20,9 +20,15 @@ pub fn hex(d: &[u8]) -> String {
 /// Appends `d` in lowercase hex to `out`.
 pub fn push_hex(out: &mut String, d: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in d {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    // A digest's worth at a time, then one append (not one per digit).
+    for part in d.chunks(32) {
+        let mut hex = [0u8; 64];
+        for (pair, b) in hex.chunks_exact_mut(2).zip(part) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 15)];
+        }
+        let hex = &hex[..2 * part.len()];
+        out.push_str(std::str::from_utf8(hex).unwrap_or_default());
     }
 }
 
@@ -316,6 +322,17 @@ mod tests {
         assert_eq!(hex(&d), "d41d8cd98f00b204e9800998ecf8427e");
         let d = hash_reader(&b"abc"[..], 3, |_| {}).expect("hash");
         assert_eq!(hex(&d), "900150983cd24fb0d6963f7d28e17f72");
+    }
+
+    #[test]
+    fn hex_is_every_byte_in_two_lowercase_digits() {
+        let all: Vec<u8> = (0..=255).collect();
+        let want: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex(&all), want);
+        let mut out = String::from("x ");
+        push_hex(&mut out, &all[..3]);
+        assert_eq!(out, "x 000102");
+        assert_eq!(hex(&[]), "");
     }
 
     #[test]

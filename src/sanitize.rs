@@ -38,6 +38,14 @@ pub fn escape(s: &str) -> String {
 
 /// Escapes raw bytes that may not be UTF-8: invalid bytes become `\xNN`.
 pub fn escape_bytes(b: &[u8]) -> String {
+    // Most names are printable ASCII without a backslash: shown as they are.
+    if b.iter()
+        .all(|&c| c == b' ' || (c.is_ascii_graphic() && c != b'\\'))
+    {
+        if let Ok(plain) = std::str::from_utf8(b) {
+            return plain.to_owned();
+        }
+    }
     let mut out = String::new();
     for chunk in b.utf8_chunks() {
         out.push_str(&escape(chunk.valid()));
@@ -60,6 +68,19 @@ mod tests {
         assert_eq!(escape("\u{7f}\u{85}"), "\\x7f\\u{85}");
         assert_eq!(escape("plain ünï.txt"), "plain ünï.txt");
         assert_eq!(escape("a\\b"), "a\\\\b");
+    }
+
+    #[test]
+    fn bytes_are_escaped_as_their_text_is() {
+        for b in 0u8..=255 {
+            let one = [b'a', b, b' ', b'z'];
+            let want = match std::str::from_utf8(&one) {
+                Ok(text) => escape(text),
+                Err(_) => format!("a\\x{b:02x} z"),
+            };
+            assert_eq!(escape_bytes(&one), want, "byte {b:#x}");
+        }
+        assert_eq!(escape_bytes(b"dir/f 001.txt"), "dir/f 001.txt");
     }
 
     #[test]
