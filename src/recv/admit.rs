@@ -80,10 +80,7 @@ pub(super) fn dir_prefix_key(path: &[u8]) -> u128 {
 
 /// The refused directory (of `refused`, keys of [`dir_prefix_key`]) that
 /// `path` lies inside, as the length of its path; `None` if none.
-pub(super) fn inside_refused(
-    refused: &std::collections::HashSet<u128>,
-    path: &[u8],
-) -> Option<usize> {
+pub(super) fn inside_refused(refused: &super::types::KeySet<u128>, path: &[u8]) -> Option<usize> {
     if refused.is_empty() {
         return None;
     }
@@ -118,17 +115,17 @@ pub(super) const PLACED: u64 = 1;
 /// portable-form key to its own key (bit 0 [`PLACED`]), to tell the same
 /// name from one that collides: 17 bytes a slot.
 pub(super) enum SeenNames {
-    Exact(std::collections::HashSet<u64>),
-    Folding(std::collections::HashMap<u64, u64>),
+    Exact(super::types::KeySet<u64>),
+    Folding(std::collections::HashMap<u64, u64, foldhash::quality::RandomState>),
 }
 
 impl SeenNames {
     /// An empty memory for a directory that folds names or not.
     pub(super) fn new(folds: bool) -> SeenNames {
         if folds {
-            SeenNames::Folding(std::collections::HashMap::new())
+            SeenNames::Folding(std::collections::HashMap::default())
         } else {
-            SeenNames::Exact(std::collections::HashSet::new())
+            SeenNames::Exact(super::types::KeySet::default())
         }
     }
 

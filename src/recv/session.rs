@@ -15,7 +15,7 @@ use crate::protocol::limits::MAX_AWAITING_BODIES;
 use crate::protocol::ErrorCode;
 use crate::protocol::Frame;
 use anyhow::{bail, Context, Result};
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -87,7 +87,7 @@ pub(super) fn session(o: Opened, sh: &Shared, began: Began) -> Result<Stats> {
             peer,
             pulled: began == Began::Pulled,
             seen: super::admit::SeenNames::new(sh.folds),
-            refused_dirs: HashSet::new(),
+            refused_dirs: KeySet::default(),
             fresh_dirs: FreshDirs::default(),
             attrs: None,
             refusals: 0,

@@ -22,12 +22,17 @@ use std::time::Instant;
 
 pub use crate::front::Shutdown;
 
+/// A set of keys that are hashes of names a peer chose (xxh3, unseeded),
+/// hashed again for the table with a random seed (foldhash): SipHash was
+/// a twentieth of the receiver's instructions for small files.
+pub(super) type KeySet<K> = HashSet<K, foldhash::quality::RandomState>;
+
 /// Directories created by this receiver whose DIR entry has not come yet,
 /// by [`super::dirs::dir_key`]. Bounded: beyond [`CreatedDirs::MAX`]
 /// directories, newer ones are not remembered (their DIR entries then
 /// leave their modes as created).
 #[derive(Debug, Default)]
-pub(super) struct CreatedDirs(HashSet<u128>);
+pub(super) struct CreatedDirs(KeySet<u128>);
 
 impl CreatedDirs {
     /// Directories remembered at most (16 bytes each, and the set's own).
@@ -249,7 +254,7 @@ pub(super) struct Session<'a, 'c> {
     /// Directories refused in this session (keys of
     /// [`super::admit::dir_prefix_key`]): what is offered inside them is
     /// refused too.
-    pub(super) refused_dirs: HashSet<u128>,
+    pub(super) refused_dirs: KeySet<u128>,
     /// Directories this session created (keys of
     /// [`super::dirs::dir_key`]), the most recent ones: nothing was in
     /// them but what this session put there, so a small file offered
@@ -306,7 +311,7 @@ pub(super) struct Parent {
 /// [`FreshDirs::MAX`] (forgotten all at once beyond: forgetting one costs
 /// a look at the target of each file offered in it, as elsewhere).
 #[derive(Default)]
-pub(super) struct FreshDirs(HashSet<u128>);
+pub(super) struct FreshDirs(KeySet<u128>);
 
 impl FreshDirs {
     pub(super) const MAX: usize = 4096;
