@@ -145,7 +145,10 @@ impl<'a> Commits<'a> {
                 if st.session_waits {
                     self.changed.notify_all();
                 }
-                std::mem::take(&mut st.queue)
+                // With room for as many (a queue grown from nothing
+                // moved its files ten times).
+                let room = st.queue.capacity();
+                std::mem::replace(&mut st.queue, Vec::with_capacity(room))
             };
             let mut stats = Stats::default();
             let mut frames = Vec::new();

@@ -189,7 +189,7 @@ impl<'a> Session<'a, '_> {
                 {
                     return Err(e.into_anyhow(&mut self.conn));
                 }
-                let message = not_created(&shown(), &names.part, &e);
+                let message = not_created(&shown(), &names.part(), &e);
                 self.result_failed(Failure {
                     id: h.id,
                     shown: shown(),
@@ -384,7 +384,10 @@ impl<'a> Session<'a, '_> {
         if self.small.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.small);
+        // The next batch starts with this one's room: a batch grown from
+        // nothing moved its files (hundreds of bytes each) ten times.
+        let room = self.small.capacity();
+        let batch = std::mem::replace(&mut self.small, Vec::with_capacity(room));
         self.small_bytes = 0;
         // MD5s many at a time; the (rare) XXH3 ones one by one.
         let md5: Vec<&[u8]> = batch
@@ -448,7 +451,7 @@ impl<'a> Session<'a, '_> {
                 let shown = r.name.shown();
                 Err(Failure {
                     id: h.id,
-                    message: not_created(&shown, &r.names.part, &e),
+                    message: not_created(&shown, &r.names.part(), &e),
                     shown,
                     status: Status::IoError.code(),
                     md5: [0; 16],

@@ -90,7 +90,7 @@ impl<'a> Session<'a, '_> {
             let target = dir.symlink_metadata(last);
             let at_target = !matches!(&target, Err(e) if e.kind() == io::ErrorKind::NotFound);
             let at_part = !matches!(
-                dir.symlink_metadata(&names.part),
+                dir.symlink_metadata(names.part()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound
             );
             if at_target || at_part {
@@ -229,7 +229,7 @@ impl<'a> Session<'a, '_> {
                 return self.reject(
                     h.id,
                     &h.path,
-                    io_refusal(&crate::sanitize::escape_bytes(names.part.as_bytes()), &e),
+                    io_refusal(&crate::sanitize::escape_bytes(names.part().as_bytes()), &e),
                 )
             }
         };

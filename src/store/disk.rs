@@ -223,7 +223,7 @@ impl Disk {
         );
         // A fresh, exclusive temporary: whatever sits at its name (a hard
         // link to a file elsewhere, say) is unlinked, never written to.
-        match self.dir.remove_file(&self.names.state_tmp) {
+        match self.dir.remove_file(self.names.state_tmp()) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -231,14 +231,14 @@ impl Disk {
         let mut tmp = self
             .dir
             .open_with(
-                &self.names.state_tmp,
+                self.names.state_tmp(),
                 no_follow(OpenOptions::new().write(true).create_new(true)).mode(0o600),
             )?
             .into_std();
         tmp.write_all(&bytes)?;
         tmp.sync_data()?;
         self.dir
-            .rename(&self.names.state_tmp, &self.dir, &self.names.state)?;
+            .rename(self.names.state_tmp(), &self.dir, self.names.state())?;
         self.checkpointed = self.blocks.len();
         Ok(())
     }

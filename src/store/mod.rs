@@ -121,7 +121,7 @@ pub fn prepare(
     budget: &Arc<Budget>,
 ) -> io::Result<Slot> {
     let file = match dir.open_with(
-        &names.part,
+        names.part(),
         no_follow(OpenOptions::new().read(true).write(true)),
     ) {
         Ok(f) => f.into_std(),
@@ -129,7 +129,7 @@ pub fn prepare(
             // A state file without its partial describes nothing; it must
             // not be mistaken for a later partial's. (Only files of a block
             // or more ever checkpoint.)
-            let orphan = size >= BLOCK && dir.remove_file(&names.state).is_ok();
+            let orphan = size >= BLOCK && dir.remove_file(names.state()).is_ok();
             return Ok(Slot::Fresh {
                 discarded: orphan.then(|| "a state file without its partial".to_owned()),
             });
@@ -143,8 +143,8 @@ pub fn prepare(
     };
     if let Some(why) = untrusted(&file)? {
         drop(file);
-        let _ = dir.remove_file(&names.part);
-        let _ = dir.remove_file(&names.state);
+        let _ = dir.remove_file(names.part());
+        let _ = dir.remove_file(names.state());
         return Ok(Slot::Fresh {
             discarded: Some(why),
         });
@@ -179,7 +179,7 @@ pub fn prepare(
 /// resume it, the sender confirming the prefix (PREFIX) and hashing on.
 pub fn unhashed_partial(dir: &Dir, names: &Names, size: u64) -> bool {
     use std::io::Read;
-    let Ok(f) = dir.open_with(&names.state, no_follow(OpenOptions::new().read(true))) else {
+    let Ok(f) = dir.open_with(names.state(), no_follow(OpenOptions::new().read(true))) else {
         return false;
     };
     let mut bytes = Vec::new();
@@ -375,16 +375,16 @@ pub fn place(
         // Only this file can be linked: it has no name to be swapped.
         return link_unnamed(file, dir, last);
     }
-    if FileId::at(dir, &names.part) != Some(id) {
+    if FileId::at(dir, &names.part()) != Some(id) {
         use std::os::unix::ffi::OsStrExt;
         return Err(io::Error::other(format!(
             "'{}' was replaced while it was written",
-            crate::sanitize::escape_bytes(names.part.as_bytes())
+            crate::sanitize::escape_bytes(names.part().as_bytes())
         )));
     }
-    dir.rename(&names.part, dir, last)?;
+    dir.rename(names.part(), dir, last)?;
     if size >= BLOCK {
-        let _ = dir.remove_file(&names.state);
+        let _ = dir.remove_file(names.state());
     }
     Ok(())
 }
@@ -396,7 +396,7 @@ pub fn place(
 fn create_file(dir: &Dir, names: &Names) -> io::Result<(File, FileId)> {
     let file = dir
         .open_with(
-            &names.part,
+            names.part(),
             no_follow(OpenOptions::new().write(true).read(true).create_new(true)).mode(0o600),
         )?
         .into_std();
@@ -427,7 +427,7 @@ pub fn open(
 /// Removes whatever unusable thing sits at the partial's name (a symlink,
 /// a FIFO...: the name only) and the state file.
 fn clear(dir: &Dir, names: &Names) -> io::Result<Option<String>> {
-    let md = dir.symlink_metadata(&names.part)?;
+    let md = dir.symlink_metadata(names.part())?;
     let what = if md.is_symlink() {
         "a symlink at the partial's name"
     } else {
@@ -438,8 +438,8 @@ fn clear(dir: &Dir, names: &Names) -> io::Result<Option<String>> {
             "{what} (a directory): remove it by hand"
         )));
     }
-    dir.remove_file(&names.part)?;
-    let _ = dir.remove_file(&names.state);
+    dir.remove_file(names.part())?;
+    let _ = dir.remove_file(names.state());
     Ok(Some(what.to_owned()))
 }
 

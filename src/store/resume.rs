@@ -101,7 +101,7 @@ pub(super) fn try_resume(
 ) -> Result<Resumed, String> {
     let mut unknown = false;
     let mut written = None;
-    let found = match dir.open_with(&names.state, no_follow(OpenOptions::new().read(true))) {
+    let found = match dir.open_with(names.state(), no_follow(OpenOptions::new().read(true))) {
         Ok(state) => {
             let mut bytes = Vec::new();
             let max = 64 + (size / BLOCK + 1) * 256;

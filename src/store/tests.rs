@@ -73,7 +73,7 @@ fn flipped_byte_in_partial_resumes_before_it() {
     let all = data(3 * BLOCK as usize);
     let names = Names::for_target("f.bin".as_ref());
     interrupted(&dir, &names, &all, 3 * BLOCK as usize - 1);
-    let p = t.path().join(&names.part);
+    let p = t.path().join(names.part());
     let mut bytes = std::fs::read(&p).expect("read");
     bytes[BLOCK as usize + 5] ^= 1;
     std::fs::write(&p, &bytes).expect("write");
@@ -96,7 +96,7 @@ fn garbage_truncated_or_foreign_state_starts_over() {
     let (t, dir) = tmpdir();
     let all = data(2 * BLOCK as usize);
     let names = Names::for_target("f.bin".as_ref());
-    let sp = t.path().join(&names.state);
+    let sp = t.path().join(names.state());
 
     interrupted(&dir, &names, &all, BLOCK as usize + 1);
     std::fs::write(&sp, b"garbage").expect("write");
@@ -153,7 +153,7 @@ fn partial_shorter_than_its_records_resumes_at_what_is_there() {
     interrupted(&dir, &names, &all, 3 * BLOCK as usize - 1);
     let f = std::fs::OpenOptions::new()
         .write(true)
-        .open(t.path().join(&names.part))
+        .open(t.path().join(names.part()))
         .expect("open");
     f.set_len(BLOCK + 10).expect("truncate");
     let o = open(
@@ -194,26 +194,27 @@ fn long_names_fit() {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
     let n = Names::for_target("x".repeat(255).as_ref());
-    assert!(n.state_tmp.len() <= MAX_COMPONENT_LEN);
-    let part = n.part.to_str().expect("hex");
+    assert!(n.state_tmp().len() <= MAX_COMPONENT_LEN);
+    let part = n.part();
+    let part = part.to_str().expect("hex");
     assert!(part.ends_with(".ftx-hpart"));
-    assert_eq!(Names::for_target(OsStr::new("a")).part, ".a.ftx-part");
+    assert_eq!(Names::for_target(OsStr::new("a")).part(), ".a.ftx-part");
     // A short name equal to the digest of a long one gets other names.
     let hex_name = part.trim_start_matches('.').trim_end_matches(".ftx-hpart");
-    assert_ne!(Names::for_target(OsStr::new(hex_name)).part, n.part);
+    assert_ne!(Names::for_target(OsStr::new(hex_name)).part(), n.part());
     // Every name ftx uses for itself is refused on the wire, and a name
     // that is not UTF-8 gets its partial's name byte for byte.
     let a = Names::for_target(OsStr::new("a"));
     let raw = Names::for_target(OsStr::from_bytes(b"r\xff\n"));
-    assert_eq!(raw.part.as_bytes(), b".r\xff\n.ftx-part");
+    assert_eq!(raw.part().as_bytes(), b".r\xff\n.ftx-part");
     for x in [
-        &n.part,
-        &n.state,
-        &n.state_tmp,
-        &a.part,
-        &a.state,
-        &a.state_tmp,
-        &raw.part,
+        &n.part(),
+        &n.state(),
+        &n.state_tmp(),
+        &a.part(),
+        &a.state(),
+        &a.state_tmp(),
+        &raw.part(),
     ] {
         assert!(
             crate::protocol::WireName::from_bytes(x.as_bytes()).is_err(),
@@ -240,7 +241,7 @@ fn a_file_written_from_0_comes_with_its_delta_block_digests() {
     let (block, digests) = blocks.expect("block digests");
     let (want_block, total) = crate::delta::cut(all.len() as u64).expect("cut");
     assert_eq!(block, want_block);
-    let f = std::fs::File::open(t.path().join(&names.part)).expect("partial");
+    let f = std::fs::File::open(t.path().join(names.part())).expect("partial");
     let read = |b: &mut [u8], at| std::os::unix::fs::FileExt::read_exact_at(&f, b, at);
     assert_eq!(
         digests,
@@ -277,11 +278,11 @@ fn a_partial_untouched_since_its_checkpoint_resumes_at_once_and_is_checked_besid
     // record the partial as it is now (as if the disk had changed it).
     let names = Names::for_target("rot.bin".as_ref());
     interrupted(&dir, &names, &all, 2 * BLOCK as usize + 5);
-    let part = t.path().join(&names.part);
+    let part = t.path().join(names.part());
     let mut bytes = std::fs::read(&part).expect("read");
     bytes[BLOCK as usize + 3] ^= 1;
     std::fs::write(&part, &bytes).expect("write");
-    let sp = t.path().join(&names.state);
+    let sp = t.path().join(names.state());
     let (size, md5, blocks) = decode_state(&std::fs::read(&sp).expect("state")).expect("decode");
     let now = crate::cache::Version::of(&std::fs::metadata(&part).expect("md"));
     std::fs::write(&sp, encode_state(size, &md5, &blocks, Some(&now))).expect("state");
@@ -318,13 +319,13 @@ fn a_small_body_held_unnamed_gets_its_file_only_once_verified() {
     assert!(id.is_unnamed());
     assert_eq!(dir.entries().expect("ls").count(), 0);
     // ...else a named partial, made anew over a stale one.
-    dir.write(&names.part, b"stale, of another file")
+    dir.write(names.part(), b"stale, of another file")
         .expect("stale");
     let (mut f, id, why) =
         small_file(&dir, &names, (size, md5, Algo::Md5, false), &budget).expect("named");
     assert!(!id.is_unnamed());
-    assert_eq!(FileId::at(&dir, &names.part), Some(id));
+    assert_eq!(FileId::at(&dir, &names.part()), Some(id));
     assert!(why.is_some(), "the stale partial is said to be discarded");
     f.write_all(&body).expect("write");
-    assert_eq!(dir.read(&names.part).expect("read"), body);
+    assert_eq!(dir.read(names.part()).expect("read"), body);
 }

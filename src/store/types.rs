@@ -18,15 +18,13 @@ pub const WRITE_BUF: usize = 1 << 20;
 
 /// Names of the partial and state files for target `last`. When
 /// `.last.ftx-state.tmp` would not fit in a component, the MD5 of the name
-/// stands in for it.
+/// stands in for it. Each is made when asked for: a small file received
+/// without a name never needs them (three allocations a file, before).
 #[derive(Debug, Clone)]
 pub struct Names {
-    /// The data: `.NAME.ftx-part`.
-    pub part: OsString,
-    /// The state: `.NAME.ftx-state`.
-    pub state: OsString,
-    /// Temporary for atomic state replacement.
-    pub state_tmp: OsString,
+    /// The target's last name, or the hex MD5 that stands in for it.
+    stem: OsString,
+    hashed: bool,
 }
 
 impl Names {
@@ -38,29 +36,44 @@ impl Names {
     /// suffixes are refused on the wire ([`crate::protocol::name`]), so a
     /// peer cannot plant a partial or a state file either.
     pub fn for_target(last: &OsStr) -> Names {
-        // One allocation a name (a receiver makes these for every file).
-        let named = |suffix: &str| {
-            let mut n = OsString::with_capacity(1 + last.len() + suffix.len());
-            n.push(".");
-            n.push(last);
-            n.push(suffix);
-            n
-        };
         if 1 + last.len() + ".ftx-state.tmp".len() <= MAX_COMPONENT_LEN {
             return Names {
-                part: named(".ftx-part"),
-                state: named(".ftx-state"),
-                state_tmp: named(".ftx-state.tmp"),
+                stem: last.to_owned(),
+                hashed: false,
             };
         }
         let mut h = Hasher::new();
         h.update(last.as_bytes());
-        let stem = hex(&h.finish());
         Names {
-            part: format!(".{stem}.ftx-hpart").into(),
-            state: format!(".{stem}.ftx-hstate").into(),
-            state_tmp: format!(".{stem}.ftx-hstate.tmp").into(),
+            stem: hex(&h.finish()).into(),
+            hashed: true,
         }
+    }
+
+    /// `.STEM` and `suffix` (with an "h" before the "part" or "state" of
+    /// a hashed stem).
+    fn named(&self, suffix: &str) -> OsString {
+        let mut n = OsString::with_capacity(3 + self.stem.len() + suffix.len());
+        n.push(".");
+        n.push(&self.stem);
+        n.push(if self.hashed { ".ftx-h" } else { ".ftx-" });
+        n.push(suffix);
+        n
+    }
+
+    /// The data: `.NAME.ftx-part`.
+    pub fn part(&self) -> OsString {
+        self.named("part")
+    }
+
+    /// The state: `.NAME.ftx-state`.
+    pub fn state(&self) -> OsString {
+        self.named("state")
+    }
+
+    /// Temporary for atomic state replacement.
+    pub fn state_tmp(&self) -> OsString {
+        self.named("state.tmp")
     }
 
     /// Removes the partial and its state (best effort), if the partial's
@@ -71,11 +84,12 @@ impl Names {
             // Nothing has its name, and it never checkpointed.
             return;
         }
-        if FileId::at(dir, &self.part).is_some_and(|at| at == id) {
-            let _ = dir.remove_file(&self.part);
+        let part = self.part();
+        if FileId::at(dir, &part).is_some_and(|at| at == id) {
+            let _ = dir.remove_file(&part);
         }
-        let _ = dir.remove_file(&self.state);
-        let _ = dir.remove_file(&self.state_tmp);
+        let _ = dir.remove_file(self.state());
+        let _ = dir.remove_file(self.state_tmp());
     }
 }
 
