@@ -350,6 +350,29 @@ struct DirWalk {
 #[derive(Default)]
 pub struct HeldDir(Option<(PathBuf, std::os::fd::OwnedFd)>);
 
+/// `path`'s directory ("." for a bare name) and last name, as
+/// `Path::parent` and `Path::file_name` give them. A name that is neither
+/// empty, "." nor ".." is split off at the last "/" without parsing the
+/// whole path (this is asked twice for every file sent).
+fn parent_and_name(path: &Path) -> Option<(&Path, &std::ffi::OsStr)> {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let (dir, name) = match bytes.iter().rposition(|&b| b == b'/') {
+        Some(at) => (&bytes[..at], &bytes[at + 1..]),
+        None => (&b""[..], bytes),
+    };
+    let plain_dir = !dir.is_empty() && !dir.ends_with(b"/");
+    if plain_dir && !matches!(name, b"" | b"." | b"..") {
+        return Some((Path::new(OsStr::from_bytes(dir)), OsStr::from_bytes(name)));
+    }
+    let (dir, name) = (path.parent()?, path.file_name()?);
+    Some(match dir.as_os_str().is_empty() {
+        true => (Path::new("."), name),
+        false => (dir, name),
+    })
+}
+
 impl HeldDir {
     /// The directory `path` is in, open (the one held, if it is that one),
     /// and `path`'s last name. The directory's path is followed as a
@@ -358,13 +381,8 @@ impl HeldDir {
         &mut self,
         path: &'p Path,
     ) -> std::io::Result<(&std::os::fd::OwnedFd, &'p std::ffi::OsStr)> {
-        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        let Some((dir, name)) = parent_and_name(path) else {
             return Err(std::io::Error::other("no parent directory"));
-        };
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
         };
         if !matches!(&self.0, Some((p, _)) if p.as_os_str() == dir.as_os_str()) {
             use rustix::fs::{Mode, OFlags};
@@ -679,6 +697,39 @@ impl DirWalk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_splits_as_parent_and_file_name_split_it() {
+        for p in [
+            "a/b",
+            "/a/b",
+            "a",
+            "/a",
+            "a/b/",
+            "a//b",
+            "a/./b",
+            "a/.",
+            "a/..",
+            "./a",
+            "../a",
+            "/",
+            ".",
+            "..",
+            "",
+            "a/b/c.txt",
+            "//a",
+            "a b/c d",
+            "d/.hidden",
+        ] {
+            let path = Path::new(p);
+            let want = match (path.parent(), path.file_name()) {
+                (Some(d), Some(n)) if d.as_os_str().is_empty() => Some((Path::new("."), n)),
+                (Some(d), Some(n)) => Some((d, n)),
+                _ => None,
+            };
+            assert_eq!(parent_and_name(path), want, "{p:?}");
+        }
+    }
 
     #[test]
     fn each_entry_is_named_by_its_directory_and_its_own_name() {
