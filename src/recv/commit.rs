@@ -204,7 +204,8 @@ pub(super) fn write_verified(v: &mut Verified<'_>, umask: u32) -> Result<(), Str
             .map_err(|e| format!("cannot write '{}': {e}", shown()))?;
     }
     let h = &v.r.h;
-    apply_attrs(&v.file, file_mode(h.mode, umask), h.mtime_s, h.mtime_ns)
+    let mode = (!v.r.mode_set).then(|| file_mode(h.mode, umask));
+    apply_attrs(&v.file, mode, h.mtime_s, h.mtime_ns)
         .map_err(|e| format!("cannot set mode/mtime of '{}': {e}", shown()))?;
     // Extended attributes and ACLs after the mode (an ACL's mask is the
     // group bits); one that may not be set is named, and the file still

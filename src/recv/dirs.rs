@@ -123,7 +123,7 @@ impl<'a> Session<'a, '_> {
                     readable_fd(&d)
                         .and_then(|fd| {
                             let unset = crate::xattr::apply(&fd, &attrs);
-                            apply_attrs(&fd, mode, h.mtime_s, h.mtime_ns)?;
+                            apply_attrs(&fd, Some(mode), h.mtime_s, h.mtime_ns)?;
                             if unset.is_empty() {
                                 Ok(())
                             } else {

@@ -331,6 +331,7 @@ impl<'a> Session<'a, '_> {
             offset,
             started,
             attrs,
+            mode_set: false,
             _guard,
         };
         let failure = match ended {
@@ -436,9 +437,18 @@ impl<'a> Session<'a, '_> {
     /// says which inode it is).
     fn held_file(&mut self, r: &mut Received<'_>) -> Result<std::fs::File, Failure> {
         let h = &r.h;
-        let how = (h.size, h.md5, file_flags::algo(h.flags), self.sh.unnamed);
+        // Its final mode from the start where the umask alone makes it
+        // what `fchmod` would (no default ACL there, no attributes to set
+        // after the mode, the owner's read bit not masked): one system
+        // call less a file.
+        let umask = self.sh.umask;
+        let plain = r.dir.plain_modes && r.attrs.is_empty() && umask & 0o400 == 0;
+        let mode = plain.then(|| store::attrs::file_mode(h.mode, umask));
+        let unnamed = self.sh.unnamed.then(|| mode.unwrap_or(0o600));
+        let how = (h.size, h.md5, file_flags::algo(h.flags), unnamed);
         match store::small_file(&r.dir, &r.names, how, &self.sh.budget) {
             Ok((file, id, discarded)) => {
+                r.mode_set = mode.is_some() && id.is_unnamed();
                 r.id = id;
                 if let Some(why) = discarded {
                     let shown = r.name.shown();

@@ -186,7 +186,7 @@ impl<'a> Session<'a, '_> {
         h: FileHeader,
         name: WireName,
         guard: InflightGuard<'a>,
-        dir: Arc<Dir>,
+        dir: Arc<OutDir>,
         last: &std::ffi::OsStr,
         attrs: Vec<crate::xattr::Attr>,
     ) -> Result<()> {
@@ -348,7 +348,10 @@ impl<'a> Session<'a, '_> {
 
     /// Opens (creating when missing) the directory `comps` below OUT, or
     /// reuses the one the previous file went into.
-    pub(super) fn parent_dir(&mut self, comps: &[&std::ffi::OsStr]) -> Result<Arc<Dir>, Refusal> {
+    pub(super) fn parent_dir(
+        &mut self,
+        comps: &[&std::ffi::OsStr],
+    ) -> Result<Arc<OutDir>, Refusal> {
         if let Some(p) = &self.parent {
             if p.comps
                 .iter()
@@ -358,7 +361,9 @@ impl<'a> Session<'a, '_> {
                 return Ok(p.dir.clone());
             }
         }
-        let dir = Arc::new(self.make_dirs(comps)?);
+        let dir = self.make_dirs(comps)?;
+        let plain_modes = !store::has_default_acl(&dir);
+        let dir = Arc::new(OutDir { dir, plain_modes });
         let key = dir_key(comps);
         self.parent = Some(Parent {
             comps: comps.iter().map(|c| (*c).to_owned()).collect(),
@@ -383,7 +388,7 @@ impl<'a> Session<'a, '_> {
         let free = match admit::known_free(need, p.free, p.asked.elapsed()) {
             Some(free) => free,
             None => {
-                let vfs = rustix::fs::fstatvfs(&*p.dir)
+                let vfs = rustix::fs::fstatvfs(&p.dir.dir)
                     .map_err(|e| io_refusal("free space", &e.into()))?;
                 p.asked = Instant::now();
                 vfs.f_bavail.saturating_mul(vfs.f_frsize)

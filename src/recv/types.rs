@@ -293,10 +293,27 @@ pub(super) struct Session<'a, 'c> {
     pub(super) parent: Option<Parent>,
 }
 
+/// A directory below OUT that files go into, and how a file created
+/// there gets its mode.
+pub(super) struct OutDir {
+    pub(super) dir: Dir,
+    /// A file created there with a mode gets that mode less the umask
+    /// (no default ACL decides instead): a small file is created with its
+    /// final mode, without a `fchmod` (see [`store::small_file`]).
+    pub(super) plain_modes: bool,
+}
+
+impl std::ops::Deref for OutDir {
+    type Target = Dir;
+    fn deref(&self) -> &Dir {
+        &self.dir
+    }
+}
+
 /// An open directory below OUT, by its wire path components.
 pub(super) struct Parent {
     pub(super) comps: Vec<std::ffi::OsString>,
-    pub(super) dir: Arc<Dir>,
+    pub(super) dir: Arc<OutDir>,
     /// Free bytes there as last asked of the file system, less what was
     /// accepted since.
     pub(super) free: Option<u64>,
@@ -372,7 +389,7 @@ pub(super) struct Awaiting<'a> {
     pub(super) h: FileHeader,
     pub(super) name: WireName,
     pub(super) last: std::ffi::OsString,
-    pub(super) dir: Arc<Dir>,
+    pub(super) dir: Arc<OutDir>,
     pub(super) names: store::Names,
     /// The resumed partial, open; `None` for a fresh file, whose partial
     /// is created when its body starts.
@@ -399,7 +416,7 @@ pub(super) struct Received<'a> {
     pub(super) h: FileHeader,
     pub(super) name: WireName,
     pub(super) last: std::ffi::OsString,
-    pub(super) dir: Arc<Dir>,
+    pub(super) dir: Arc<OutDir>,
     pub(super) names: store::Names,
     /// The partial's inode: only this one is renamed into place or removed.
     pub(super) id: store::FileId,
@@ -407,6 +424,8 @@ pub(super) struct Received<'a> {
     pub(super) started: Instant,
     /// Extended attributes and ACLs to set before it is placed.
     pub(super) attrs: Vec<crate::xattr::Attr>,
+    /// Its file was created with its final mode (no `fchmod` needed).
+    pub(super) mode_set: bool,
     pub(super) _guard: InflightGuard<'a>,
 }
 

@@ -53,14 +53,17 @@ pub fn sync_dir(dir: &Dir) -> io::Result<()> {
 
 /// Applies permission bits (0o777 only: never setuid, setgid or sticky;
 /// see [`file_mode`] and [`dir_mode`] for which) and the modification
-/// time to an open file or directory.
+/// time to an open file or directory (the mode only when given: a file
+/// created with its mode needs no `fchmod`).
 pub fn apply_attrs(
     fd: impl std::os::fd::AsFd,
-    mode: u32,
+    mode: Option<u32>,
     mtime_s: i64,
     mtime_ns: u32,
 ) -> io::Result<()> {
-    rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(mode & 0o777))?;
+    if let Some(mode) = mode {
+        rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(mode & 0o777))?;
+    }
     let times = rustix::fs::Timestamps {
         last_access: rustix::fs::Timespec {
             tv_sec: 0,

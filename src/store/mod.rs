@@ -253,7 +253,8 @@ pub fn create_small(
             return Ok((fresh(writer, FileId::unnamed()), None));
         }
     }
-    let (file, id, discarded) = small_file(dir, names, (size, md5, algo, unnamed), budget)?;
+    let how = (size, md5, algo, unnamed.then_some(0o600));
+    let (file, id, discarded) = small_file(dir, names, how, budget)?;
     let writer = PartialWriter::new(dir, names, file, size, md5, Start::fresh(algo), budget)?;
     Ok((fresh(writer, id), discarded))
 }
@@ -261,8 +262,9 @@ pub fn create_small(
 /// The partial of a file under [`BLOCK`] (of `size` bytes and digest
 /// `md5`), created for its body, with its inode.
 ///
-/// With `unnamed`, the file has no name at all until it is placed
-/// (`O_TMPFILE`, linked into place by [`place`]): no partial's name to
+/// With `unnamed` (the mode to create it with), the file has no name at
+/// all until it is placed (`O_TMPFILE`, linked into place by [`place`];
+/// unnamed, its mode opens it to nobody): no partial's name to
 /// create, lock, check and rename, and nothing left behind if the
 /// receiver dies. Otherwise, or where the directory refuses `O_TMPFILE`
 /// (another file system mounted inside the output directory), a named
@@ -274,11 +276,11 @@ pub fn create_small(
 pub fn small_file(
     dir: &Dir,
     names: &Names,
-    (size, md5, algo, unnamed): (u64, Md5Digest, Algo, bool),
+    (size, md5, algo, unnamed): (u64, Md5Digest, Algo, Option<u32>),
     budget: &Arc<Budget>,
 ) -> io::Result<(File, FileId, Option<String>)> {
-    if unnamed {
-        if let Ok(file) = open_unnamed(dir) {
+    if let Some(mode) = unnamed {
+        if let Ok(file) = open_unnamed(dir, mode) {
             return Ok((file, FileId::unnamed(), None));
         }
     }
@@ -302,16 +304,34 @@ pub fn small_file(
     }
 }
 
-/// A new file without a name in `dir` (`O_TMPFILE`, mode 0600).
-fn open_unnamed(dir: &Dir) -> io::Result<File> {
+/// A new file without a name in `dir` (`O_TMPFILE`), created with `mode`
+/// (less the umask, or as a default ACL of `dir` says).
+fn open_unnamed(dir: &Dir, mode: u32) -> io::Result<File> {
     use rustix::fs::{Mode, OFlags};
     let fd = rustix::fs::openat(
         dir,
         ".",
         OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
+        Mode::from_raw_mode(mode & 0o777),
     )?;
     Ok(File::from(fd))
+}
+
+/// Whether `dir` has a default ACL (which, not the umask, then decides
+/// the mode of a file created in it). Yes when that cannot be told.
+pub fn has_default_acl(dir: &Dir) -> bool {
+    use rustix::fs::{Mode, OFlags};
+    // `dir` may be open only as a path (`O_PATH`), which has no xattrs.
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let Ok(readable) = rustix::fs::openat(dir, ".", flags, Mode::empty()) else {
+        return true;
+    };
+    let mut none: [u8; 0] = [];
+    let found = rustix::fs::fgetxattr(&readable, "system.posix_acl_default", &mut none);
+    !matches!(
+        found,
+        Err(rustix::io::Errno::NODATA | rustix::io::Errno::OPNOTSUPP)
+    )
 }
 
 /// Gives the unnamed `file` the name `last` in `dir`; fails if anything
@@ -341,7 +361,7 @@ fn link_unnamed(file: &File, dir: &Dir, last: &std::ffi::OsStr) -> io::Result<()
 /// as root, or with `/proc` mounted). Probed once, with the receiver's
 /// own working name (a peer can never offer one), removed at once.
 pub fn unnamed_works(dir: &Dir) -> bool {
-    let Ok(file) = open_unnamed(dir) else {
+    let Ok(file) = open_unnamed(dir, 0o600) else {
         return false;
     };
     let mut r = [0u8; 8];

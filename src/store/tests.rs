@@ -315,14 +315,15 @@ fn a_small_body_held_unnamed_gets_its_file_only_once_verified() {
     assert_eq!(dir.entries().expect("ls").count(), 0, "nothing on disk");
     // Verified: an unnamed file where the directory allows it...
     let size = body.len() as u64;
-    let (_, id, _) = small_file(&dir, &names, (size, md5, Algo::Md5, true), &budget).expect("file");
+    let (_, id, _) =
+        small_file(&dir, &names, (size, md5, Algo::Md5, Some(0o600)), &budget).expect("file");
     assert!(id.is_unnamed());
     assert_eq!(dir.entries().expect("ls").count(), 0);
     // ...else a named partial, made anew over a stale one.
     dir.write(names.part(), b"stale, of another file")
         .expect("stale");
     let (mut f, id, why) =
-        small_file(&dir, &names, (size, md5, Algo::Md5, false), &budget).expect("named");
+        small_file(&dir, &names, (size, md5, Algo::Md5, None), &budget).expect("named");
     assert!(!id.is_unnamed());
     assert_eq!(FileId::at(&dir, &names.part()), Some(id));
     assert!(why.is_some(), "the stale partial is said to be discarded");

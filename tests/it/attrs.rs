@@ -142,3 +142,56 @@ fn an_unprivileged_receiver_names_what_it_could_not_set() {
         rx.stderr()
     );
 }
+
+/// Small files get the sender's modes whatever the receiving directory
+/// would give a new file: with a default ACL on OUT (which, not the
+/// umask, decides the mode of a file created there) as without one.
+#[test]
+fn small_files_get_the_senders_modes_under_a_default_acl_too() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dirs();
+    let tree = d.src.join("tree");
+    fs::create_dir_all(tree.join("sub")).expect("mkdir");
+    let modes = [
+        ("a.txt", 0o644),
+        ("b.sh", 0o755),
+        ("sub/c.key", 0o600),
+        ("sub/d.txt", 0o664),
+    ];
+    for (name, mode) in modes {
+        let path = tree.join(name);
+        fs::write(&path, name).expect("write");
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let plain = d.out.join("plain");
+    let acl = d.out.join("acl");
+    fs::create_dir_all(&plain).expect("mkdir");
+    fs::create_dir_all(&acl).expect("mkdir");
+    // Files created under it would get group r-x and others nothing.
+    let set = tool(
+        "setfacl",
+        &["-d", "-m", "u::rwx,g::r-x,o::---", "acl"],
+        &d.out,
+    );
+    if set.is_none() {
+        eprintln!("setfacl not installed (package acl): the default-ACL half skipped");
+    }
+    // The receiver applies its umask (this process's, inherited).
+    let status = fs::read_to_string("/proc/self/status").expect("status");
+    let umask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+        .expect("Umask in /proc/self/status");
+    for out in [&plain, &acl] {
+        let rx = Receiver::start(out, &[]);
+        let sent = send(&[s(&tree)], rx.addr);
+        assert_status(&sent, 0, "send");
+        for (name, mode) in modes {
+            let got = fs::metadata(out.join("tree").join(name)).expect("received");
+            let got = got.permissions().mode() & 0o7777;
+            let want = (mode & !umask) | 0o400;
+            assert_eq!(got, want, "{name} under {}: {got:o}", out.display());
+        }
+    }
+}
