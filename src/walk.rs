@@ -695,6 +695,29 @@ impl DirWalk {
 }
 
 #[cfg(test)]
+impl Entry {
+    /// A regular file of `size` bytes at `local`, sent as `name` (for
+    /// tests of what comes after the walk).
+    pub fn test_file(local: &Path, name: &str, size: u64) -> Entry {
+        let version = crate::cache::Version {
+            dev: 0,
+            ino: 0,
+            len: size,
+            mtime: (0, 0),
+            ctime: (0, 0),
+        };
+        // Mode bits without a type: no version kept (a file never walked).
+        let md = Meta {
+            mode: 0o644,
+            nlink: 1,
+            version,
+        };
+        let name = WireName::parse(name).expect("a valid name");
+        entry(Kind::File, local, name, &md)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -420,22 +420,8 @@ mod tests {
     use std::sync::Arc;
 
     fn entry(n: usize) -> Arc<Entry> {
-        Arc::new(Entry {
-            kind: Kind::File,
-            local: format!("f{n}").into(),
-            name: crate::protocol::WireName::parse(&format!("f{n}")).expect("a valid name"),
-            size: 0,
-            mode: 0o644,
-            mtime_s: 0,
-            mtime_ns: 0,
-            target: Vec::new(),
-            link_to: None,
-            linked: false,
-            stdin: false,
-            follow: false,
-            within: None,
-            version: None,
-        })
+        let name = format!("f{n}");
+        Arc::new(Entry::test_file(name.as_ref(), &name, 0))
     }
 
     #[test]

@@ -425,24 +425,11 @@ impl Sender<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::WireName;
 
     fn file_entry(local: &std::path::Path, follow: bool) -> Entry {
         Entry {
-            kind: Kind::File,
-            local: local.to_owned(),
-            name: WireName::parse("f").expect("name"),
-            size: 3,
-            mode: 0o644,
-            mtime_s: 0,
-            mtime_ns: 0,
-            target: Vec::new(),
-            link_to: None,
-            linked: false,
-            stdin: false,
             follow,
-            within: None,
-            version: None,
+            ..Entry::test_file(local, "f", 3)
         }
     }
 
