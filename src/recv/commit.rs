@@ -6,7 +6,7 @@
 
 use super::report::*;
 use super::types::*;
-use crate::protocol::frame::encode;
+use crate::protocol::frame::{encode, file_flags};
 use crate::protocol::Frame;
 use crate::secure::Wire;
 use crate::store;
@@ -161,7 +161,7 @@ impl<'a> Commits<'a> {
                 placed: &mut placed,
             };
             let earlier = std::mem::take(&mut linked);
-            let (synced, now) = commit(&mut done, batch, !earlier.is_empty());
+            let (synced, now) = commit(&mut done, batch, !earlier.is_empty(), &self.stop);
             // The sync that made this group's data durable came after the
             // earlier group's links: those are durable too.
             done.report(earlier, &synced);
@@ -194,30 +194,74 @@ impl<'a> Commits<'a> {
     }
 }
 
-/// Writes out a verified file's body if it is held, and applies its mode
-/// (see [`file_mode`]) and mtime.
-pub(super) fn write_verified(v: &mut Verified<'_>, umask: u32) -> Result<(), String> {
+/// The file of a verified body that was held without one: unnamed
+/// where its directory allows, else a named partial (`r.id` then says
+/// which inode it is).
+pub(super) fn held_file(
+    sh: &Shared,
+    peer: SocketAddr,
+    r: &mut Received<'_>,
+) -> Result<std::fs::File, String> {
+    let h = &r.h;
+    // Its final mode from the start where the umask alone makes it what
+    // `fchmod` would (no default ACL there, no attributes to set after
+    // the mode, the owner's read bit not masked): one system call less a
+    // file.
+    let plain = r.dir.plain_modes && r.attrs.is_empty() && sh.umask & 0o400 == 0;
+    let mode = plain.then(|| file_mode(h.mode, sh.umask));
+    let unnamed = sh.unnamed.then(|| mode.unwrap_or(0o600));
+    let how = (h.size, h.md5, file_flags::algo(h.flags), unnamed);
+    match store::small_file(&r.dir, &r.names, how, &sh.budget) {
+        Ok((file, id, discarded)) => {
+            r.mode_set = mode.is_some() && id.is_unnamed();
+            r.id = id;
+            if let Some(why) = discarded {
+                let shown = r.name.shown();
+                sh.log(&format!("{peer}: '{shown}': starting over: {why}"));
+            }
+            Ok(file)
+        }
+        Err(e) => Err(super::intake::not_created(
+            &r.name.shown(),
+            &r.names.part(),
+            &e,
+        )),
+    }
+}
+
+/// Writes out a verified file's body if it is held (creating its file
+/// first if it has none), and applies its mode (see [`file_mode`]) and
+/// mtime; the file, ready to be made durable and placed.
+pub(super) fn write_verified(
+    v: &mut Verified<'_>,
+    sh: &Shared,
+    peer: SocketAddr,
+) -> Result<std::fs::File, String> {
+    let file = match v.file.take() {
+        Some(file) => file,
+        None => held_file(sh, peer, &mut v.r)?,
+    };
     let shown = || v.r.name.shown();
     if !v.body.is_empty() {
-        (&v.file)
+        (&file)
             .write_all(&v.body)
             .map_err(|e| format!("cannot write '{}': {e}", shown()))?;
     }
     let h = &v.r.h;
-    let mode = (!v.r.mode_set).then(|| file_mode(h.mode, umask));
-    apply_attrs(&v.file, mode, h.mtime_s, h.mtime_ns)
+    let mode = (!v.r.mode_set).then(|| file_mode(h.mode, sh.umask));
+    apply_attrs(&file, mode, h.mtime_s, h.mtime_ns)
         .map_err(|e| format!("cannot set mode/mtime of '{}': {e}", shown()))?;
     // Extended attributes and ACLs after the mode (an ACL's mask is the
     // group bits); one that may not be set is named, and the file still
     // goes into place.
-    let unset = crate::xattr::apply(&v.file, &v.r.attrs);
+    let unset = crate::xattr::apply(&file, &v.r.attrs);
     if !unset.is_empty() {
         v.note = Some(format!(
             "placed, but these extended attributes could not be set: {}",
             unset.join(", ")
         ));
     }
-    Ok(())
+    Ok(file)
 }
 
 /// Files linked (or renamed) into place, each with what its RESULT must
@@ -285,31 +329,41 @@ impl Done<'_, '_> {
 /// files that failed; returns how the sync went and the files linked.
 pub(super) fn commit<'a>(
     out: &mut Done<'_, '_>,
-    mut batch: Vec<Verified<'a>>,
+    batch: Vec<Verified<'a>>,
     after_links: bool,
+    stop: &std::sync::OnceLock<String>,
 ) -> (io::Result<()>, Linked<'a>) {
     let sh = out.sh;
-    batch.retain_mut(|v| match write_verified(v, sh.umask) {
-        Ok(()) => true,
-        Err(message) => {
-            v.r.names.discard(&v.r.dir, v.r.id);
-            out.fail(&v.r, message);
-            false
+    let mut written = Vec::with_capacity(batch.len());
+    for mut v in batch {
+        if v.file.is_none() && stop.get().is_some() {
+            // OUT cannot take files (a create just failed for it): the
+            // session ends with one error, not one for each of these.
+            continue;
         }
-    });
-    let synced = match batch.as_slice() {
+        match write_verified(&mut v, sh, out.peer) {
+            Ok(file) => written.push((v, file)),
+            Err(message) => {
+                v.r.names.discard(&v.r.dir, v.r.id);
+                out.fail(&v.r, message);
+                if let Some(cause) = sh.out_unusable() {
+                    let _ = stop.set(cause);
+                }
+            }
+        }
+    }
+    let synced = match written.as_slice() {
         [] if !after_links => Ok(()),
-        [v] if !after_links => v.file.sync_all(),
+        [(_, file)] if !after_links => file.sync_all(),
         _ => syncfs(&sh.root),
     };
-    let mut placed = Vec::with_capacity(batch.len());
-    for Verified {
-        r: v,
+    let mut placed = Vec::with_capacity(written.len());
+    for (
+        Verified {
+            r: v, note, blocks, ..
+        },
         file,
-        note,
-        blocks,
-        ..
-    } in batch
+    ) in written
     {
         // Only the inode that was verified goes into place: the partial's
         // name must still be it (the file stays open, and locked, until

@@ -28,7 +28,7 @@ pub(super) const SMALL_BYTES: usize = 4 << 20;
 /// partial is discarded.
 pub(super) fn verify<'a>(
     r: Received<'a>,
-    file: std::fs::File,
+    file: Option<std::fs::File>,
     body: store::budget::HeldBody,
     got: Md5Digest,
     blocks: Option<store::Blocks>,
@@ -71,7 +71,7 @@ fn mismatch(r: Received<'_>, got: Md5Digest) -> Failure {
 
 /// Why the partial of the file `shown` (named `part` when it has a name)
 /// could not be created.
-fn not_created(shown: &str, part: &std::ffi::OsStr, e: &io::Error) -> String {
+pub(super) fn not_created(shown: &str, part: &std::ffi::OsStr, e: &io::Error) -> String {
     let why = if e.kind() == io::ErrorKind::AlreadyExists {
         format!(
             "'{}' appeared meanwhile and is never written to",
@@ -345,7 +345,13 @@ impl<'a> Session<'a, '_> {
                 return Ok(());
             }
             Ok(store::Finished::Ready(file, got, blocks)) => {
-                match verify(r, file, store::budget::HeldBody::default(), got, blocks) {
+                match verify(
+                    r,
+                    Some(file),
+                    store::budget::HeldBody::default(),
+                    got,
+                    blocks,
+                ) {
                     Ok(v) => self.commits.push(v),
                     Err(f) => self.result_failed(f),
                 }
@@ -404,68 +410,16 @@ impl<'a> Session<'a, '_> {
                 other => digest_of(other, &u.body),
             })
             .collect();
-        for (Unhashed { mut r, file, body }, got) in batch.into_iter().zip(digests) {
+        for (Unhashed { r, file, body }, got) in batch.into_iter().zip(digests) {
             if self.commits.stop.get().is_some() {
                 // OUT cannot take files (a create just failed for it): the
                 // session ends with one error, not one for each of these.
                 r.names.discard(&r.dir, r.id);
                 continue;
             }
-            let file = match file {
-                Some(file) => file,
-                None if got == r.h.md5 => match self.held_file(&mut r) {
-                    Ok(file) => file,
-                    Err(f) => {
-                        self.result_failed(f);
-                        continue;
-                    }
-                },
-                None => {
-                    self.result_failed(mismatch(r, got));
-                    continue;
-                }
-            };
             match verify(r, file, body, got, None) {
                 Ok(v) => self.commits.push(v),
                 Err(f) => self.result_failed(f),
-            }
-        }
-    }
-
-    /// The file of a verified body that was held without one: unnamed
-    /// where its directory allows, else a named partial (`r.id` then
-    /// says which inode it is).
-    fn held_file(&mut self, r: &mut Received<'_>) -> Result<std::fs::File, Failure> {
-        let h = &r.h;
-        // Its final mode from the start where the umask alone makes it
-        // what `fchmod` would (no default ACL there, no attributes to set
-        // after the mode, the owner's read bit not masked): one system
-        // call less a file.
-        let umask = self.sh.umask;
-        let plain = r.dir.plain_modes && r.attrs.is_empty() && umask & 0o400 == 0;
-        let mode = plain.then(|| store::attrs::file_mode(h.mode, umask));
-        let unnamed = self.sh.unnamed.then(|| mode.unwrap_or(0o600));
-        let how = (h.size, h.md5, file_flags::algo(h.flags), unnamed);
-        match store::small_file(&r.dir, &r.names, how, &self.sh.budget) {
-            Ok((file, id, discarded)) => {
-                r.mode_set = mode.is_some() && id.is_unnamed();
-                r.id = id;
-                if let Some(why) = discarded {
-                    let shown = r.name.shown();
-                    self.sh
-                        .log(&format!("{}: '{shown}': starting over: {why}", self.peer));
-                }
-                Ok(file)
-            }
-            Err(e) => {
-                let shown = r.name.shown();
-                Err(Failure {
-                    id: h.id,
-                    message: not_created(&shown, &r.names.part(), &e),
-                    shown,
-                    status: Status::IoError.code(),
-                    md5: [0; 16],
-                })
             }
         }
     }

@@ -434,7 +434,12 @@ pub(super) struct Received<'a> {
 /// it on the commit thread.
 pub(super) struct Verified<'a> {
     pub(super) r: Received<'a>,
-    pub(super) file: std::fs::File,
+    /// `None` for a small body held without a file: the commit thread
+    /// creates it (see [`super::commit::held_file`]), on the thread that
+    /// also writes it and links it (made on the session thread, with the
+    /// rest on the commit thread, the same system calls cost a third more
+    /// CPU: two cores working on one directory's entries and inodes).
+    pub(super) file: Option<std::fs::File>,
     /// The body, if not written to `file` yet (a small file).
     pub(super) body: store::budget::HeldBody,
     /// Attributes that could not be set (named, with why), for the RESULT.

@@ -35,8 +35,9 @@
 //! Which thread writes a body's bytes depends on its size ([`PartialWriter`]):
 //!
 //! - up to [`HOLD_MAX`] (256 KiB): held in memory ([`small`]); the session
-//!   thread hashes it in a batch (an unnamed one gets its file only then:
-//!   [`create_small`]), the receiver's commit thread writes it;
+//!   thread hashes it in a batch, the receiver's commit thread writes it
+//!   (an unnamed one gets its file only then, on that thread:
+//!   [`create_small`], [`small_file`]);
 //! - up to [`BLOCK`] (4 MiB): the session thread writes and hashes it as it
 //!   arrives ([`small::StreamWriter`]);
 //! - [`BLOCK`] and more: a [`pipeline`] of two threads started when the body
@@ -226,7 +227,8 @@ pub fn never_resumes(size: u64, stream: bool) -> bool {
 /// With `unnamed` (the receiver does not replace files, and its output
 /// directory takes them: [`unnamed_works`]), a body the memory budget can
 /// hold gets no file at all until it is verified: [`small_file`] then
-/// makes it one without a name. Any other body gets its file now, from
+/// makes it one without a name (the receiver's commit thread does, as it
+/// writes it). Any other body gets its file now, from
 /// [`small_file`].
 pub fn create_small(
     dir: &Dir,
