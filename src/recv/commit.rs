@@ -231,7 +231,9 @@ pub(super) fn held_file(
 
 /// Writes out a verified file's body if it is held (creating its file
 /// first if it has none), and applies its mode (see [`file_mode`]) and
-/// mtime; the file, ready to be made durable and placed.
+/// mtime; the file, ready to be made durable and placed. On a failure
+/// the file stays in `v`, open (and a named partial locked) until `v`'s
+/// partial is discarded.
 pub(super) fn write_verified(
     v: &mut Verified<'_>,
     sh: &Shared,
@@ -241,27 +243,38 @@ pub(super) fn write_verified(
         Some(file) => file,
         None => held_file(sh, peer, &mut v.r)?,
     };
+    match finish_file(v, &file, sh.umask) {
+        Ok(()) => Ok(file),
+        Err(message) => {
+            v.file = Some(file);
+            Err(message)
+        }
+    }
+}
+
+/// [`write_verified`]'s steps on the open `file`.
+fn finish_file(v: &mut Verified<'_>, file: &std::fs::File, umask: u32) -> Result<(), String> {
     let shown = || v.r.name.shown();
     if !v.body.is_empty() {
-        (&file)
+        (&*file)
             .write_all(&v.body)
             .map_err(|e| format!("cannot write '{}': {e}", shown()))?;
     }
     let h = &v.r.h;
-    let mode = (!v.r.mode_set).then(|| file_mode(h.mode, sh.umask));
-    apply_attrs(&file, mode, h.mtime_s, h.mtime_ns)
+    let mode = (!v.r.mode_set).then(|| file_mode(h.mode, umask));
+    apply_attrs(file, mode, h.mtime_s, h.mtime_ns)
         .map_err(|e| format!("cannot set mode/mtime of '{}': {e}", shown()))?;
     // Extended attributes and ACLs after the mode (an ACL's mask is the
     // group bits); one that may not be set is named, and the file still
     // goes into place.
-    let unset = crate::xattr::apply(&file, &v.r.attrs);
+    let unset = crate::xattr::apply(file, &v.r.attrs);
     if !unset.is_empty() {
         v.note = Some(format!(
             "placed, but these extended attributes could not be set: {}",
             unset.join(", ")
         ));
     }
-    Ok(file)
+    Ok(())
 }
 
 /// Files linked (or renamed) into place, each with what its RESULT must
