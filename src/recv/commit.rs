@@ -174,9 +174,7 @@ impl<'a> Commits<'a> {
                 done.report(std::mem::take(&mut linked), &synced);
             }
             if stats.failed > 0 {
-                if let Some(cause) = sh.out_unusable() {
-                    let _ = self.stop.set(cause);
-                }
+                sh.stop_if_out_unusable(&self.stop);
             }
             let wrote = out.send_all(&frames);
             let mut st = self.lock();
@@ -196,12 +194,12 @@ impl<'a> Commits<'a> {
 
 /// The file of a verified body that was held without one: unnamed
 /// where its directory allows, else a named partial (`r.id` then says
-/// which inode it is).
+/// which inode it is); and whether it was created with its final mode.
 pub(super) fn held_file(
     sh: &Shared,
     peer: SocketAddr,
     r: &mut Received<'_>,
-) -> Result<std::fs::File, String> {
+) -> Result<(std::fs::File, bool), String> {
     let h = &r.h;
     // Its final mode from the start where the umask alone makes it what
     // `fchmod` would (no default ACL there, no attributes to set after
@@ -213,13 +211,13 @@ pub(super) fn held_file(
     let how = (h.size, h.md5, file_flags::algo(h.flags), unnamed);
     match store::small_file(&r.dir, &r.names, how, &sh.budget) {
         Ok((file, id, discarded)) => {
-            r.mode_set = mode.is_some() && id.is_unnamed();
+            let mode_set = mode.is_some() && id.is_unnamed();
             r.id = id;
             if let Some(why) = discarded {
                 let shown = r.name.shown();
                 sh.log(&format!("{peer}: '{shown}': starting over: {why}"));
             }
-            Ok(file)
+            Ok((file, mode_set))
         }
         Err(e) => Err(super::intake::not_created(
             &r.name.shown(),
@@ -239,11 +237,12 @@ pub(super) fn write_verified(
     sh: &Shared,
     peer: SocketAddr,
 ) -> Result<std::fs::File, String> {
-    let file = match v.file.take() {
-        Some(file) => file,
+    let (file, mode_set) = match v.file.take() {
+        Some(file) => (file, false),
         None => held_file(sh, peer, &mut v.r)?,
     };
-    match finish_file(v, &file, sh.umask) {
+    let mode = (!mode_set).then(|| file_mode(v.r.h.mode, sh.umask));
+    match finish_file(v, &file, mode) {
         Ok(()) => Ok(file),
         Err(message) => {
             v.file = Some(file);
@@ -252,8 +251,13 @@ pub(super) fn write_verified(
     }
 }
 
-/// [`write_verified`]'s steps on the open `file`.
-fn finish_file(v: &mut Verified<'_>, file: &std::fs::File, umask: u32) -> Result<(), String> {
+/// [`write_verified`]'s steps on the open `file` (`mode`: to set, unless
+/// it was created with it).
+fn finish_file(
+    v: &mut Verified<'_>,
+    file: &std::fs::File,
+    mode: Option<u32>,
+) -> Result<(), String> {
     let shown = || v.r.name.shown();
     if !v.body.is_empty() {
         (&*file)
@@ -261,7 +265,6 @@ fn finish_file(v: &mut Verified<'_>, file: &std::fs::File, umask: u32) -> Result
             .map_err(|e| format!("cannot write '{}': {e}", shown()))?;
     }
     let h = &v.r.h;
-    let mode = (!v.r.mode_set).then(|| file_mode(h.mode, umask));
     apply_attrs(file, mode, h.mtime_s, h.mtime_ns)
         .map_err(|e| format!("cannot set mode/mtime of '{}': {e}", shown()))?;
     // Extended attributes and ACLs after the mode (an ACL's mask is the
@@ -359,9 +362,7 @@ pub(super) fn commit<'a>(
             Err(message) => {
                 v.r.names.discard(&v.r.dir, v.r.id);
                 out.fail(&v.r, message);
-                if let Some(cause) = sh.out_unusable() {
-                    let _ = stop.set(cause);
-                }
+                sh.stop_if_out_unusable(stop);
             }
         }
     }

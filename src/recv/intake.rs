@@ -331,7 +331,6 @@ impl<'a> Session<'a, '_> {
             offset,
             started,
             attrs,
-            mode_set: false,
             _guard,
         };
         let failure = match ended {

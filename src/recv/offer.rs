@@ -362,7 +362,8 @@ impl<'a> Session<'a, '_> {
             }
         }
         let dir = self.make_dirs(comps)?;
-        let plain_modes = !store::has_default_acl(&dir);
+        // Only an unnamed file is ever created with its final mode.
+        let plain_modes = self.sh.unnamed && !store::has_default_acl(&dir);
         let dir = Arc::new(OutDir { dir, plain_modes });
         let key = dir_key(comps);
         self.parent = Some(Parent {

@@ -159,9 +159,7 @@ impl<'a> Session<'a, '_> {
     /// [`Shared::out_unusable`]), the session stops at its next frame with
     /// one error (see `Session::serve`), instead of failing file after file.
     fn check_out(&self) {
-        if let Some(cause) = self.sh.out_unusable() {
-            let _ = self.commits.stop.set(cause);
-        }
+        self.sh.stop_if_out_unusable(&self.commits.stop);
     }
 
     /// Ends the session because the output directory cannot take any more

@@ -104,6 +104,16 @@ impl Shared {
         self.created_dirs.lock().is_ok_and(|mut c| c.take(key))
     }
 
+    /// Sets `stop` to why OUT cannot take any more files, if it cannot
+    /// (see [`Shared::out_unusable`]; not asked again once `stop` is set).
+    pub(super) fn stop_if_out_unusable(&self, stop: &std::sync::OnceLock<String>) {
+        if stop.get().is_none() {
+            if let Some(cause) = self.out_unusable() {
+                let _ = stop.set(cause);
+            }
+        }
+    }
+
     /// Why the output directory cannot take any more files, if that is
     /// so: its file system is read-only, full or out of inodes, or it
     /// cannot be written any more. Asked after a write failed, so that one cause ends the
@@ -298,8 +308,10 @@ pub(super) struct Session<'a, 'c> {
 pub(super) struct OutDir {
     pub(super) dir: Dir,
     /// A file created there with a mode gets that mode less the umask
-    /// (no default ACL decides instead): a small file is created with its
-    /// final mode, without a `fchmod` (see [`store::small_file`]).
+    /// (no default ACL decides instead): a small unnamed file is created
+    /// with its final mode, without a `fchmod` (see
+    /// [`store::small_file`]). Only asked where files are created
+    /// unnamed.
     pub(super) plain_modes: bool,
 }
 
@@ -424,8 +436,6 @@ pub(super) struct Received<'a> {
     pub(super) started: Instant,
     /// Extended attributes and ACLs to set before it is placed.
     pub(super) attrs: Vec<crate::xattr::Attr>,
-    /// Its file was created with its final mode (no `fchmod` needed).
-    pub(super) mode_set: bool,
     pub(super) _guard: InflightGuard<'a>,
 }
 
