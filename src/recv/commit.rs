@@ -282,7 +282,7 @@ fn finish_file(
 
 /// Files linked (or renamed) into place, each with what its RESULT must
 /// add, waiting for a sync to make their names durable.
-pub(super) type Linked<'a> = Vec<(Received<'a>, Option<String>)>;
+pub(super) type Linked<'a> = Vec<(Box<Received<'a>>, Option<String>)>;
 
 /// Where the commit thread's outcomes go: counts, RESULT frames, and the
 /// keys of the names placed.

@@ -27,7 +27,7 @@ pub(super) const SMALL_BYTES: usize = 4 << 20;
 /// Checks a received file's content against the offer. On failure the
 /// partial is discarded.
 pub(super) fn verify<'a>(
-    r: Received<'a>,
+    r: Box<Received<'a>>,
     file: Option<std::fs::File>,
     body: store::budget::HeldBody,
     got: Md5Digest,
@@ -47,7 +47,7 @@ pub(super) fn verify<'a>(
 
 /// Discards a received file whose content is not what was offered (`got`
 /// is its digest), and says why.
-fn mismatch(r: Received<'_>, got: Md5Digest) -> Failure {
+fn mismatch(r: Box<Received<'_>>, got: Md5Digest) -> Failure {
     let h = &r.h;
     r.names.discard(&r.dir, r.id);
     let shown = r.name.shown();
@@ -321,7 +321,7 @@ impl<'a> Session<'a, '_> {
             Some(e) => Err(e),
             None => writer.end(),
         };
-        let r = Received {
+        let r = Box::new(Received {
             h,
             name,
             last,
@@ -332,7 +332,7 @@ impl<'a> Session<'a, '_> {
             started,
             attrs,
             _guard,
-        };
+        });
         let failure = match ended {
             Ok(store::Finished::Held(held)) => {
                 let (file, body) = held.into_parts();

@@ -443,7 +443,8 @@ pub(super) struct Received<'a> {
 /// mtime and digest record, made durable and renamed into place: all of
 /// it on the commit thread.
 pub(super) struct Verified<'a> {
-    pub(super) r: Received<'a>,
+    /// Boxed, as in [`Unhashed`].
+    pub(super) r: Box<Received<'a>>,
     /// `None` for a small body held without a file: the commit thread
     /// creates it (see [`super::commit::held_file`]), on the thread that
     /// also writes it and links it (made on the session thread, with the
@@ -462,7 +463,10 @@ pub(super) struct Verified<'a> {
 /// A small file received, its body in memory to be hashed with others
 /// (see [`crate::md5multi`]).
 pub(super) struct Unhashed<'a> {
-    pub(super) r: Received<'a>,
+    /// Boxed: it goes through several queues, and moving 300 bytes at
+    /// each step cost more than one allocation (memcpy was the receiver's
+    /// busiest user-space function).
+    pub(super) r: Box<Received<'a>>,
     /// Its partial; `None` until it is verified (see
     /// [`store::create_small`]).
     pub(super) file: Option<std::fs::File>,
