@@ -169,7 +169,7 @@ pub(super) fn hash_batch(batch: &mut Vec<Batched>, tx: &mpsc::Sender<Mail>) -> b
             changed: r.changed,
             attrs: r.attrs,
         };
-        ready.push((idx, entry, Prepared::File(source)));
+        ready.push((idx, entry, Prepared::File(Box::new(source))));
     }
     tx.send(Mail::One(Msg::Ready(ready))).is_ok()
 }
@@ -243,10 +243,10 @@ pub(super) fn prepare(
             .map(File::from)
             .and_then(|f| Ok((f.metadata()?, f)));
         return match opened {
-            Ok((md, file)) => Step::Ready(Prepared::File(Source {
+            Ok((md, file)) => Step::Ready(Prepared::File(Box::new(Source {
                 stream: true,
                 ..Source::unhashed(file, md)
-            })),
+            }))),
             Err(e) => Step::Ready(Prepared::Unreadable(format!(
                 "cannot read standard input: {e}"
             ))),
@@ -267,17 +267,17 @@ pub(super) fn prepare(
     // The cache keeps MD5s only (XXH3 costs less than looking it up).
     let cached = || (algo == Algo::Md5).then(|| cache.get(&md)).flatten();
     if let Some(md5) = known.or_else(cached) {
-        return Step::Ready(Prepared::File(Source {
+        return Step::Ready(Prepared::File(Box::new(Source {
             attrs,
             ..Source::hashed(file, md, md5)
-        }));
+        })));
     }
     if stream_ok && md.len() >= STREAM_DIGEST_MIN {
         // Hashed while it is sent: no pass over it now.
-        return Step::Ready(Prepared::File(Source {
+        return Step::Ready(Prepared::File(Box::new(Source {
             attrs,
             ..Source::unhashed(file, md)
-        }));
+        })));
     }
     if md.len() <= INLINE_MAX {
         // Hashed in microseconds: not worth a line on the hashing bar.
@@ -305,10 +305,10 @@ pub(super) fn prepare(
             if algo == Algo::Md5 {
                 cache.put(&md, &md5);
             }
-            Step::Ready(Prepared::File(Source {
+            Step::Ready(Prepared::File(Box::new(Source {
                 attrs,
                 ..Source::hashed(file, md, md5)
-            }))
+            })))
         }
         Err(e) => unreadable(e),
     }
@@ -359,7 +359,7 @@ fn read_whole_step(algo: Algo, r: Unhashed) -> Step {
     if algo == Algo::Md5 {
         return Step::Read(r);
     }
-    Step::Ready(Prepared::File(Source {
+    Step::Ready(Prepared::File(Box::new(Source {
         file: None,
         md5: digest_of(algo, &r.data),
         changed: r.changed,
@@ -368,7 +368,7 @@ fn read_whole_step(algo: Algo, r: Unhashed) -> Step {
         digest_follows: false,
         stream: false,
         attrs: r.attrs,
-    }))
+    })))
 }
 
 /// The extended attributes and ACLs of an open file or directory: those
