@@ -192,6 +192,7 @@ const FD_TABLE: u64 = 16384;
 /// with both cores idle. The table costs 8 bytes an entry (128 KiB).
 /// Best effort.
 fn prepare_open_files() {
+    batch_scheduling();
     raise_open_file_limit();
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
@@ -204,6 +205,24 @@ fn prepare_open_files() {
     if let Ok(root) = rustix::fs::open("/", OFlags::PATH | OFlags::CLOEXEC, Mode::empty()) {
         // Dropped at once: the table keeps its size.
         let _ = rustix::io::fcntl_dupfd_cloexec(&root, highest);
+    }
+}
+
+/// Asks the scheduler to treat this process's threads as batch work
+/// (`SCHED_BATCH`, as `chrt -b 0` does; same share of CPU, same nice
+/// value): a thread woken by its partner (a queue, a channel, a socket)
+/// does not preempt the one running but waits for its turn. A transfer's
+/// threads hand work to each other thousands of times a second; woken
+/// threads preempting each other cost the sender 10,000 context switches
+/// on 100,000 small files, 3,000 this way, and the run 4 % of its CPU and
+/// 5 % of its time (nine rounds in turns). Best effort: called before any
+/// thread starts, so that all of them inherit it.
+fn batch_scheduling() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sets the calling thread's scheduling policy from a valid
+    // parameter; no memory is shared with the kernel beyond the call.
+    unsafe {
+        libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
     }
 }
 

@@ -520,11 +520,11 @@ mod tests {
         Offer {
             id,
             idx: id as usize,
-            file: Some(Source {
+            file: Some(Box::new(Source {
                 file: None,
                 data: Some(vec![0; len]),
                 ..Source::hashed(file, md, [0; 16])
-            }),
+            })),
         }
     }
 

@@ -294,6 +294,47 @@ fn many_small_files_over_three_streams_with_a_low_open_file_limit() {
     assert_trees_arrived(&tree, d.out.join("many"));
 }
 
+#[test]
+fn a_receiver_runs_as_batch_work_with_its_descriptor_table_grown_up_front() {
+    // Both are set before any thread starts (README, "Speed"): every
+    // thread is SCHED_BATCH, and the table is not grown (which waits for
+    // an RCU grace period once threads run) while files arrive.
+    let d = dirs();
+    let mut rx = Receiver::start(&d.out, &[]);
+    let pid = rx.pid();
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let fd_size: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("FDSize:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("FDSize in /proc/PID/status");
+    let limit = fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let soft: u64 = limit
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .expect("open-file limit in /proc/PID/limits");
+    assert!(
+        fd_size >= soft.min(16384),
+        "descriptor table of {fd_size} entries, open-file limit {soft}"
+    );
+    let mut threads = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let sched = fs::read_to_string(task.expect("task").path().join("sched")).expect("sched");
+        let policy = sched
+            .lines()
+            .find(|l| l.starts_with("policy"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|v| v.trim().to_string());
+        // SCHED_BATCH is policy 3.
+        assert_eq!(policy.as_deref(), Some("3"), "a thread's policy:\n{sched}");
+        threads += 1;
+    }
+    assert!(threads >= 1);
+    rx.kill();
+}
+
 /// (inode, mtime s, mtime ns, ctime s, ctime ns) of `p`.
 fn identity(p: &Path) -> (u64, i64, i64, i64, i64) {
     let m = fs::symlink_metadata(p).expect("stat");
