@@ -139,6 +139,9 @@ pub(super) struct Unhashed {
 }
 
 /// What [`prepare`] made of an entry.
+// The large variant is the common one (a small file, moved once into the
+// batch); boxing it would add an allocation per small file.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Step {
     Ready(Prepared),
     /// A small file, to be hashed with others.
