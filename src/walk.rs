@@ -249,11 +249,11 @@ impl Meta {
     }
 }
 
-fn entry(kind: Kind, local: &Path, name: WireName, md: &Meta) -> Entry {
+fn entry(kind: Kind, local: PathBuf, name: WireName, md: &Meta) -> Entry {
     let v = &md.version;
     Entry {
         kind,
-        local: local.to_owned(),
+        local,
         name,
         size: if kind == Kind::File { v.len } else { 0 },
         mode: md.mode,
@@ -448,7 +448,7 @@ impl Walker {
                 })?;
                 starts.push(Start::Entry(Entry {
                     follow: true,
-                    ..entry(Kind::File, src, name, &Meta::of(&md))
+                    ..entry(Kind::File, src.clone(), name, &Meta::of(&md))
                 }));
             } else if md.is_dir() {
                 starts.push(Start::Dir(src.clone(), base));
@@ -630,7 +630,7 @@ impl DirWalk {
                 Ok(m) => Meta::of(&m),
                 Err(e) => return leave(shown(), "read", format!("cannot read it: {e}"), false),
             };
-            let mut e = entry(Kind::Symlink, dent.path(), wire, &md);
+            let mut e = entry(Kind::Symlink, dent.into_path(), wire, &md);
             e.target = target;
             return Some(Found::Entry(e));
         }
@@ -674,7 +674,8 @@ impl DirWalk {
             );
         }
         let kind = if is_dir { Kind::Dir } else { Kind::File };
-        let mut e = entry(kind, dent.path(), wire, &md);
+        // walkdir's path is taken, not copied.
+        let mut e = entry(kind, dent.into_path(), wire, &md);
         e.follow = opts.follow_links;
         let (dev, ino) = (md.version.dev, md.version.ino);
         if kind == Kind::File && md.nlink > 1 {
@@ -713,7 +714,7 @@ impl Entry {
             version,
         };
         let name = WireName::parse(name).expect("a valid name");
-        entry(Kind::File, local, name, &md)
+        entry(Kind::File, local.to_owned(), name, &md)
     }
 }
 
