@@ -115,15 +115,15 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<Exit> {
     }
     match cli.command {
         cli::Command::Send(a) => {
-            prepare_open_files();
+            prepare_transfer();
             send::run(&a.into_config()?)
         }
         cli::Command::Recv(a) => {
-            prepare_open_files();
+            prepare_transfer();
             recv::run(&a.into_config()?)
         }
         cli::Command::Get(a) => {
-            prepare_open_files();
+            prepare_transfer();
             recv::run(&a.into_config()?)
         }
         cli::Command::Ls(a) => recv::list::run(&a.into_config()?),
@@ -138,7 +138,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<Exit> {
             !a.no_cache,
         ),
         cli::Command::Serve(a) => {
-            prepare_open_files();
+            prepare_transfer();
             serve::run(&a.into_config()?)
         }
         cli::Command::Bench(a) => bench::run(&a.into_config()).map(|()| Exit::Success),
@@ -179,19 +179,21 @@ pub(crate) fn open_files_quarter(min: usize, max: usize) -> usize {
 }
 
 /// The descriptor table is sized for this many descriptors up front (or
-/// the open-file limit, if lower): see [`prepare_open_files`].
+/// the open-file limit, if lower): see [`prepare_transfer`].
 const FD_TABLE: u64 = 16384;
 
-/// Raises the open-file limit (see [`raise_open_file_limit`]) and grows
-/// the process's descriptor table to [`FD_TABLE`] entries now, while the
-/// process has one thread. Grown later, with threads running, the kernel
+/// Before a command that moves files starts any thread: batch scheduling
+/// ([`batch_scheduling`]), the open-file limit raised
+/// ([`raise_open_file_limit`]), and the descriptor table grown to
+/// [`FD_TABLE`] entries now, while the process has one thread. Grown
+/// later, with threads running, the kernel
 /// waits for an RCU grace period on every doubling (`expand_files` calls
 /// `synchronize_rcu`), during which the thread that opened the file,
 /// and every other thread that opens one, sleeps: measured here, the
 /// receiver's two threads 30-60 ms each in a run of 100,000 small files,
 /// with both cores idle. The table costs 8 bytes an entry (128 KiB).
 /// Best effort.
-fn prepare_open_files() {
+fn prepare_transfer() {
     batch_scheduling();
     raise_open_file_limit();
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)

@@ -310,9 +310,8 @@ pub(super) enum Prepared {
     Link,
     /// An open file with its metadata and MD5. Boxed: it is moved from
     /// the look-ahead batch to the offer, the offers waiting for their
-    /// answer and the body (about 300 bytes each time, which cost more
-    /// than the allocation: the sender's busiest user-space function was
-    /// memcpy).
+    /// answer and the body (about 300 bytes each time; boxed, the sender
+    /// runs 4 % fewer instructions on small files, allocation included).
     File(Box<Source>),
     /// A file that cannot be read: the message says why.
     Unreadable(String),

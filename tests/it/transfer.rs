@@ -296,9 +296,10 @@ fn many_small_files_over_three_streams_with_a_low_open_file_limit() {
 
 #[test]
 fn a_receiver_runs_as_batch_work_with_its_descriptor_table_grown_up_front() {
-    // Both are set before any thread starts (README, "Speed"): every
-    // thread is SCHED_BATCH, and the table is not grown (which waits for
-    // an RCU grace period once threads run) while files arrive.
+    // Both are set before any thread starts (README: "Scheduling", and
+    // "Stalls and preemption" under "Performance"): every thread is
+    // SCHED_BATCH, and the table is not grown (which waits for an RCU
+    // grace period once threads run) while files arrive.
     let d = dirs();
     let mut rx = Receiver::start(&d.out, &[]);
     let pid = rx.pid();
@@ -321,14 +322,13 @@ fn a_receiver_runs_as_batch_work_with_its_descriptor_table_grown_up_front() {
     );
     let mut threads = 0;
     for task in fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
-        let sched = fs::read_to_string(task.expect("task").path().join("sched")).expect("sched");
-        let policy = sched
-            .lines()
-            .find(|l| l.starts_with("policy"))
-            .and_then(|l| l.split(':').nth(1))
-            .map(|v| v.trim().to_string());
-        // SCHED_BATCH is policy 3.
-        assert_eq!(policy.as_deref(), Some("3"), "a thread's policy:\n{sched}");
+        let stat = fs::read_to_string(task.expect("task").path().join("stat")).expect("stat");
+        // Field 41 of proc_pid_stat(5) is the policy; fields 3 on follow
+        // the command name's closing parenthesis. SCHED_BATCH is 3.
+        let policy = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(41 - 3));
+        assert_eq!(policy, Some("3"), "a thread's policy (stat: {stat})");
         threads += 1;
     }
     assert!(threads >= 1);
