@@ -397,14 +397,15 @@ pub fn place(
         // Only this file can be linked: it has no name to be swapped.
         return link_unnamed(file, dir, last);
     }
-    if FileId::at(dir, &names.part()) != Some(id) {
+    let part = names.part();
+    if FileId::at(dir, &part) != Some(id) {
         use std::os::unix::ffi::OsStrExt;
         return Err(io::Error::other(format!(
             "'{}' was replaced while it was written",
-            crate::sanitize::escape_bytes(names.part().as_bytes())
+            crate::sanitize::escape_bytes(part.as_bytes())
         )));
     }
-    dir.rename(names.part(), dir, last)?;
+    dir.rename(&part, dir, last)?;
     if size >= BLOCK {
         let _ = dir.remove_file(names.state());
     }
@@ -449,7 +450,8 @@ pub fn open(
 /// Removes whatever unusable thing sits at the partial's name (a symlink,
 /// a FIFO...: the name only) and the state file.
 fn clear(dir: &Dir, names: &Names) -> io::Result<Option<String>> {
-    let md = dir.symlink_metadata(names.part())?;
+    let part = names.part();
+    let md = dir.symlink_metadata(&part)?;
     let what = if md.is_symlink() {
         "a symlink at the partial's name"
     } else {
@@ -460,7 +462,7 @@ fn clear(dir: &Dir, names: &Names) -> io::Result<Option<String>> {
             "{what} (a directory): remove it by hand"
         )));
     }
-    dir.remove_file(names.part())?;
+    dir.remove_file(&part)?;
     let _ = dir.remove_file(names.state());
     Ok(Some(what.to_owned()))
 }
