@@ -29,8 +29,8 @@ pub(super) struct Job {
 /// Prepares the entries to offer, in order: first `again` (entries of
 /// earlier attempts not settled yet), then the rest of the walk, taken
 /// from `feed` as it goes (each new one sent with its Ready), at most
-/// [`AHEAD`] ahead of the offers (one permit per entry, given in groups:
-/// see [`Permits`]). Digests come
+/// [`ahead`] entries and [`AHEAD_BYTES`] of bodies ahead of the offers (a
+/// permit per entry, given back with its bytes in groups: see [`Permits`]). Digests come
 /// from earlier attempts, the digest cache, or are computed now (`run`:
 /// the algorithm and the attributes sent). Small files are read and
 /// collected, and hashed together when the batch is full, when a larger
@@ -44,7 +44,7 @@ pub(super) fn spawn_hasher(
     cache: DigestCache,
     bar: Bar,
     tx: mpsc::Sender<Mail>,
-    permits: mpsc::Receiver<usize>,
+    permits: mpsc::Receiver<Permit>,
 ) -> Result<std::thread::JoinHandle<Feed>> {
     let handle = std::thread::Builder::new()
         .name("ftx-hasher".into())
@@ -52,6 +52,7 @@ pub(super) fn spawn_hasher(
             let mut batch = Vec::new();
             let mut again = again.into_iter();
             let mut allowed = 0;
+            let mut read_ahead = 0u64;
             let mut held = crate::walk::HeldDir::default();
             loop {
                 // Every entry taken from the walk goes out in a Ready
@@ -60,10 +61,11 @@ pub(super) fn spawn_hasher(
                 // Permits are looked for before each entry, so that the
                 // end of the attempt (the permits dropped) stops it at
                 // once, whatever it was allowed.
+                let may_go = allowed > 0 && read_ahead < AHEAD_BYTES;
                 let permitted = match permits.try_recv() {
-                    Ok(n) => Some(n),
+                    Ok(p) => Some(p),
                     Err(mpsc::TryRecvError::Disconnected) => None,
-                    Err(mpsc::TryRecvError::Empty) if allowed > 0 => Some(0),
+                    Err(mpsc::TryRecvError::Empty) if may_go => Some(Permit::default()),
                     Err(mpsc::TryRecvError::Empty) => {
                         if hash_batch(&mut batch, &tx) {
                             permits.recv().ok()
@@ -72,11 +74,16 @@ pub(super) fn spawn_hasher(
                         }
                     }
                 };
-                let Some(n) = permitted else {
+                let Some(p) = permitted else {
                     hash_batch(&mut batch, &tx);
                     return feed;
                 };
-                allowed = (allowed + n).saturating_sub(1);
+                allowed += p.entries;
+                read_ahead = read_ahead.saturating_sub(p.bytes);
+                if allowed == 0 || read_ahead >= AHEAD_BYTES {
+                    continue;
+                }
+                allowed -= 1;
                 let (job, new) = match again.next() {
                     Some(job) => (job, false),
                     None => match feed.take() {
@@ -103,12 +110,14 @@ pub(super) fn spawn_hasher(
                 );
                 match prepared {
                     Step::Read(r) => {
+                        read_ahead += r.data.len() as u64;
                         batch.push((job.idx, entry, r));
                         if batch.len() >= BATCH_FILES && !hash_batch(&mut batch, &tx) {
                             return feed;
                         }
                     }
                     Step::Ready(p) => {
+                        read_ahead += p.read_ahead();
                         if !hash_batch(&mut batch, &tx)
                             || tx
                                 .send(Mail::One(Msg::Ready(vec![(job.idx, entry, p)])))

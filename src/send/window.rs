@@ -84,7 +84,7 @@ impl Sender<'_> {
             return Err(internal("the walk was lost"));
         };
         self.walked_all = false;
-        let (mut permits, permit_rx) = Permits::new(AHEAD);
+        let (mut permits, permit_rx) = Permits::new(ahead());
         let hasher = spawn_hasher(
             again,
             feed,
@@ -201,7 +201,7 @@ impl Sender<'_> {
                     let Some((idx, prep)) = ready.pop_front() else {
                         break;
                     };
-                    permits.owe();
+                    permits.owe(prep.read_ahead());
                     if let Some(offer) = self.offer(&mut l.conn, idx, prep)? {
                         answers.push_back(offer);
                         l.offers += 1;
