@@ -434,14 +434,14 @@ impl DigestCache {
     }
 
     /// Forgets the entry of a file (after the receiver found it stale).
-    pub fn forget(&self, md: &Metadata) {
-        if md.len() < MIN_SIZE {
+    pub fn forget(&self, v: &Version) {
+        if v.len < MIN_SIZE {
             if let Some(i) = self.index() {
-                i.put(Version::of(md), &FORGOTTEN);
+                i.put(*v, &FORGOTTEN);
             }
             return;
         }
-        if let Some(p) = self.path(md) {
+        if let Some(p) = self.entry_path(v) {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -464,7 +464,7 @@ mod tests {
         assert_eq!(cache.get(&md), Some([7; 16]));
         // Another process (a fresh cache) reads it back.
         assert_eq!(DigestCache::at(Some(dir.clone())).get(&md), Some([7; 16]));
-        cache.forget(&md);
+        cache.forget(&Version::of(&md));
         assert_eq!(cache.get(&md), None);
         assert_eq!(DigestCache::at(Some(dir.clone())).get(&md), None);
         // A record that does not check out (torn) is no record.
@@ -497,7 +497,7 @@ mod tests {
         assert_eq!(cache.get(&md), None);
         cache.put(&md, &[7; 16]);
         assert_eq!(cache.get(&md), Some([7; 16]));
-        cache.forget(&md);
+        cache.forget(&Version::of(&md));
         assert_eq!(cache.get(&md), None);
         cache.put(&md, &[7; 16]);
         // Any write changes mtime/ctime (or size): the entry no longer applies.

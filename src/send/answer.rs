@@ -315,8 +315,9 @@ impl Sender<'_> {
                 // Standard input is what was read; a file must still be
                 // what was offered when the receiver has verified it, or
                 // the run says so (the file stays open until then).
+                let version = crate::cache::Version::of(&src.md);
                 let watch = match src.file {
-                    Some(file) if !src.stream => Watch::File(file),
+                    Some(file) if !src.stream => Watch::File(file, Box::new(src.md)),
                     _ => Watch::Known(src.changed.map(String::from)),
                 };
                 let size = self.items[idx].entry.size;
@@ -327,7 +328,7 @@ impl Sender<'_> {
                     offer.id,
                     Flight {
                         idx,
-                        md: src.md,
+                        version,
                         size,
                         md5,
                         offset,
@@ -518,7 +519,7 @@ impl Sender<'_> {
             && !self.cfg.retry_for.is_zero()
             && !self.items[idx].entry.stdin;
         let changed = match &f.watch {
-            Watch::File(file) => super::prepare::changed_since(file, &f.md),
+            Watch::File(file, md) => super::prepare::changed_since(file, md),
             Watch::Known(why) => why.clone(),
         };
         let verdict = match (
@@ -577,7 +578,7 @@ impl Sender<'_> {
             Verdict::Failed(Exit::Failure, ..) => {}
             Verdict::Again | Verdict::Failed(..) => {
                 // Forget what we believed about the file: hash it afresh.
-                self.cache.forget(&f.md);
+                self.cache.forget(&f.version);
                 self.items[idx].md5 = None;
                 self.total.dec(std::mem::take(&mut self.items[idx].shown));
                 if verdict == Verdict::Again {

@@ -501,7 +501,9 @@ pub(super) type Flights = ById<Flight>;
 /// A file whose body was sent, waiting for its RESULT.
 pub(super) struct Flight {
     pub(super) idx: usize,
-    pub(super) md: std::fs::Metadata,
+    /// The file as it was offered (the digest cache forgets it if the
+    /// receiver's digest differs).
+    pub(super) version: crate::cache::Version,
     /// The file's size (for standard input: what was sent).
     pub(super) size: u64,
     pub(super) md5: Md5Digest,
@@ -514,8 +516,10 @@ pub(super) struct Flight {
 
 /// How a file in flight is watched for changes.
 pub(super) enum Watch {
-    /// Open: it is checked when its RESULT comes.
-    File(File),
+    /// Open: it is checked when its RESULT comes, against its metadata
+    /// when it was offered (boxed: a small file's flight, read whole, is
+    /// a third the size without it, and thousands are in flight).
+    File(File, Box<std::fs::Metadata>),
     /// Read whole already (or standard input): whether it had changed
     /// then.
     Known(Option<String>),
