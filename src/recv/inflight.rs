@@ -22,18 +22,18 @@ impl<'a> Session<'a, '_> {
     /// ended). This session waits (bounded) for it to checkpoint and let
     /// go, then takes over, so the retry resumes at once instead of being
     /// refused until the old one is gone.
-    pub(super) fn claim_inflight(&self, key: &[u8]) -> bool {
+    pub(super) fn claim_inflight(&self, key: &std::sync::Arc<[u8]>) -> bool {
         // Only a name someone else holds waits (no clock read per file).
         let mut deadline = None;
         let mut aborted = false;
         loop {
             let holder = match self.sh.inflight.lock() {
-                Ok(mut m) => match m.get(key) {
-                    None => {
-                        m.insert(key.to_owned(), self.peer);
+                Ok(mut m) => match m.entry(key.clone()) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(self.peer);
                         return true;
                     }
-                    Some(h) => *h,
+                    std::collections::hash_map::Entry::Occupied(o) => *o.get(),
                 },
                 Err(_) => return false,
             };

@@ -62,7 +62,7 @@ impl<'a> Session<'a, '_> {
             Ok(n) => n,
             Err(r) => return self.reject(h.id, &h.path, r),
         };
-        let key = name.as_bytes().to_vec();
+        let key: Arc<[u8]> = Arc::from(name.as_bytes());
         if let Err(r) = admit::claim(self.claim_inflight(&key)) {
             return self.reject(h.id, &h.path, r);
         }

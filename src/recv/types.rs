@@ -501,20 +501,25 @@ impl Stats {
 /// session still holds it).
 pub(super) struct InflightGuard<'a> {
     pub(super) map: &'a Mutex<Inflight>,
-    pub(super) name: Vec<u8>,
+    /// The map's own key (one allocation for both).
+    pub(super) name: Arc<[u8]>,
     pub(super) holder: SocketAddr,
 }
 
 /// The names being received, by every session, and which peer holds each
-/// (an insert and a remove per file; names come from peers, hence a
-/// randomly seeded hasher).
-pub(super) type Inflight = HashMap<Vec<u8>, SocketAddr, foldhash::quality::RandomState>;
+/// (an insert and a remove per file, one lookup each; names come from
+/// peers, hence a randomly seeded hasher).
+pub(super) type Inflight = HashMap<Arc<[u8]>, SocketAddr, foldhash::quality::RandomState>;
 
 impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
         if let Ok(mut m) = self.map.lock() {
-            if m.get(&self.name) == Some(&self.holder) {
-                m.remove(&self.name);
+            // Removed at once; put back in the rare case that another
+            // session from the same host took the name over meanwhile.
+            if let Some((name, holder)) = m.remove_entry(&*self.name) {
+                if holder != self.holder {
+                    m.insert(name, holder);
+                }
             }
         }
     }
