@@ -114,7 +114,7 @@ pub struct SendArgs {
     #[arg(long)]
     pub no_progress: bool,
     /// On a terminal, a line for every file (else only for files that
-    /// took a second or more; always when stdout is not a terminal).
+    /// took a second or more to move; always when stdout is not a terminal).
     #[arg(short, long)]
     pub verbose: bool,
     /// Give up on a receiver silent for this many seconds.
@@ -245,7 +245,7 @@ pub struct Writing {
     #[arg(long)]
     pub no_progress: bool,
     /// On a terminal, a line for every file (else only for files that
-    /// took a second or more; always when stdout is not a terminal).
+    /// took a second or more to move; always when stdout is not a terminal).
     #[arg(short, long)]
     pub verbose: bool,
     /// Do not use or update the digest cache (~/.cache/ftx) for files

@@ -206,7 +206,10 @@ pub struct Progress {
 /// pass too quickly to read it.
 pub const PHASE_SHOWN_MIN: u64 = 8 << 20;
 
-/// A file that took at least this long gets its line on a terminal.
+/// A file whose body took at least this long to send (or to arrive) gets
+/// its line on a terminal. Not the time until its RESULT: a slow sync of a
+/// group of thousands of small files (a disk, a deep queue) made every one
+/// of them "take" a second, and flooded the screen.
 pub const FILE_LINE_MIN: Duration = Duration::from_secs(1);
 
 /// Per-file lines on stdout: always in logs and pipes; on a terminal only
@@ -220,7 +223,7 @@ struct FileLines {
 }
 
 impl FileLines {
-    /// The line to print for a file that took `took`, or `None`. Pure.
+    /// The line to print for a file whose body took `took`, or `None`. Pure.
     fn line(&self, took: Duration, full: impl FnOnce() -> String) -> Option<String> {
         match self.tty_width {
             None => Some(full()),
@@ -426,7 +429,7 @@ impl Progress {
         self.files.0.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Appends the per-file line for a file that took `took` (written by
+    /// Appends the per-file line for a file whose body took `took` (written by
     /// `full`) and a newline to `out`, if it is printed (see
     /// [`FILE_LINE_MIN`]); without a string of its own for each line when
     /// the output is not a terminal.

@@ -330,6 +330,7 @@ impl<'a> Session<'a, '_> {
             id: file_id,
             offset,
             started,
+            arriving: started.elapsed(),
             attrs,
             _guard,
         });

@@ -78,7 +78,8 @@ pub(super) fn done(
             mb_per_s: mb_per_s(h.size - v.offset, secs),
             resumed_at: v.offset,
         };
-        sh.progress.file_line_to(took, lines, |out| line.write(out));
+        sh.progress
+            .file_line_to(v.arriving, lines, |out| line.write(out));
     }
     Frame::Result {
         id: h.id,

@@ -434,6 +434,9 @@ pub(super) struct Received<'a> {
     pub(super) id: store::FileId,
     pub(super) offset: u64,
     pub(super) started: Instant,
+    /// How long its body took to arrive: whether its line goes on a
+    /// terminal (not the wait for the sync of its group).
+    pub(super) arriving: std::time::Duration,
     /// Extended attributes and ACLs to set before it is placed.
     pub(super) attrs: Vec<crate::xattr::Attr>,
     pub(super) _guard: InflightGuard<'a>,

@@ -312,6 +312,7 @@ impl Sender<'_> {
                 let started = Instant::now();
                 let md5 =
                     self.body(conn, offer.id, idx, &src, (offset, prefix), remote.as_ref())?;
+                let sending = started.elapsed();
                 // Standard input is what was read; a file must still be
                 // what was offered when the receiver has verified it, or
                 // the run says so (the file stays open until then).
@@ -333,6 +334,7 @@ impl Sender<'_> {
                         md5,
                         offset,
                         started,
+                        sending,
                         watch,
                     },
                 );
@@ -548,7 +550,7 @@ impl Sender<'_> {
                 let seconds = took.as_secs_f64();
                 if !self.cfg.quiet && !self.events.enabled() {
                     let mut line = String::new();
-                    self.progress.file_line_to(took, &mut line, |out| {
+                    self.progress.file_line_to(f.sending, &mut line, |out| {
                         crate::progress::DoneLine {
                             verb: "sent",
                             shown: &shown(),

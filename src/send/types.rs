@@ -509,6 +509,9 @@ pub(super) struct Flight {
     pub(super) md5: Md5Digest,
     pub(super) offset: u64,
     pub(super) started: Instant,
+    /// How long its body took to send: whether its line goes on a
+    /// terminal (not the wait for the receiver's sync of its group).
+    pub(super) sending: std::time::Duration,
     /// How to tell, when the receiver has verified it, whether the file
     /// changed while it was sent.
     pub(super) watch: Watch,
