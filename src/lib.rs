@@ -93,6 +93,7 @@ pub mod sanitize;
 pub mod secure;
 pub mod send;
 pub mod serve;
+pub mod slab;
 pub mod store;
 pub mod walk;
 pub mod xattr;

@@ -120,13 +120,13 @@ impl Drop for Lease {
 /// A body held in memory, with the lease that pays for it.
 #[derive(Debug, Default)]
 pub struct HeldBody {
-    bytes: Vec<u8>,
+    bytes: bytes::BytesMut,
     _lease: Option<Lease>,
 }
 
 impl HeldBody {
     /// `bytes`, paid for by `lease`.
-    pub fn new(bytes: Vec<u8>, lease: Lease) -> HeldBody {
+    pub fn new(bytes: bytes::BytesMut, lease: Lease) -> HeldBody {
         HeldBody {
             bytes,
             _lease: Some(lease),

@@ -4,6 +4,7 @@
 
 use super::budget::{HeldBody, Lease};
 use crate::digest::Hasher;
+use bytes::BytesMut;
 use std::fs::File;
 use std::io::{self, BufWriter};
 
@@ -18,14 +19,14 @@ pub const HOLD_MAX: u64 = 256 << 10;
 pub(super) fn hold(
     size: u64,
     budget: &std::sync::Arc<super::budget::Budget>,
-) -> io::Result<Option<(Vec<u8>, Lease)>> {
+) -> io::Result<Option<(BytesMut, Lease)>> {
     if size > HOLD_MAX {
         return Ok(None);
     }
     let size = usize::try_from(size).map_err(io::Error::other)?;
     Ok(budget
         .try_lease(size)
-        .map(|lease| (Vec::with_capacity(size), lease)))
+        .map(|lease| (crate::slab::buffer(size), lease)))
 }
 
 /// A small file's body, kept in memory until it is whole.
@@ -34,7 +35,7 @@ pub struct SmallWriter {
     /// (`O_TMPFILE`) once verified ([`super::small_file`]): a body on its
     /// way holds no descriptor and nothing open for writing.
     pub(super) file: Option<File>,
-    pub(super) body: Vec<u8>,
+    pub(super) body: BytesMut,
     /// What pays for `body` in the receiver's memory budget.
     pub(super) lease: Lease,
 }
