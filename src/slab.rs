@@ -7,12 +7,14 @@
 //! dropped by the commit thread once written), the allocator's dearest
 //! case: over 100,000 small files the allocator's functions took 6.1 %
 //! of both sides' CPU, 3.4 % with slabs. A slab is reference-counted
-//! ([`bytes`]) and freed with its last body. Bodies pass through a session
-//! in order, so at most a slab or two beyond the bodies still held is
-//! kept, and each thread keeps at most the rest of one slab between
-//! bodies (the receiver's peak RSS over 100,000 to 300,000 small files
-//! was 3-6 MiB higher: slabs freed by the other thread are reused later
-//! than single bodies were).
+//! ([`bytes`]) and freed with its last body; each thread keeps at most the
+//! rest of one slab between bodies. The receiver cuts its own slabs and
+//! leases each whole from its memory budget ([`crate::store::small`]): a
+//! peer can make one body pin a whole slab (the bodies around it failing
+//! to verify), and the budget must count what is really held. The
+//! receiver's peak RSS over 100,000 to 300,000 small files was 3-6 MiB
+//! higher with slabs: those freed by the other thread are reused later
+//! than single bodies were.
 
 use bytes::{Bytes, BytesMut};
 use std::cell::RefCell;

@@ -105,6 +105,22 @@ impl Lease {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// Whether it was leased from `budget`.
+    pub fn is_from(&self, budget: &Arc<Budget>) -> bool {
+        Arc::ptr_eq(&self.budget, budget)
+    }
+}
+
+/// What pays for a body held in memory: a lease of its own, or a share of
+/// the lease of the slab it was cut from (given back with the slab's last
+/// body: see [`super::small`]).
+#[derive(Debug, Default)]
+pub enum BodyLease {
+    #[default]
+    None,
+    Own(Lease),
+    Slab(Arc<Lease>),
 }
 
 impl Drop for Lease {
@@ -121,15 +137,15 @@ impl Drop for Lease {
 #[derive(Debug, Default)]
 pub struct HeldBody {
     bytes: bytes::BytesMut,
-    _lease: Option<Lease>,
+    _lease: BodyLease,
 }
 
 impl HeldBody {
     /// `bytes`, paid for by `lease`.
-    pub fn new(bytes: bytes::BytesMut, lease: Lease) -> HeldBody {
+    pub fn new(bytes: bytes::BytesMut, lease: BodyLease) -> HeldBody {
         HeldBody {
             bytes,
-            _lease: Some(lease),
+            _lease: lease,
         }
     }
 }
