@@ -61,7 +61,8 @@
 //! - [`xattr`]: extended attributes and ACLs (`--xattrs`, `--acls`):
 //!   read by the sender, set by the receiver.
 //! - [`digest`], [`md5core`], [`md5multi`]: MD5 (one stream; many at once
-//!   with SIMD).
+//!   with SIMD). [`slab`]: small bodies cut from shared buffers (both
+//!   sides; the receiver leases its slabs in `store/small.rs`).
 //! - [`progress`]: bars (the only user of indicatif); [`events`]: `--json`;
 //!   [`sanitize`]: escaping names for terminals and logs.
 //! - [`man`]: `ftx man`, the manual page (options, exit codes, examples).
