@@ -177,37 +177,13 @@ pub fn read_whole(mut r: impl Read, len: u64) -> io::Result<Vec<u8>> {
 /// that grew since it was measured shows it in the same call), into
 /// memory not zeroed first (zeroing it was 3-4 % of the sender's CPU on
 /// small files). Short of `len` bytes is an error, as in [`read_whole`].
-/// Up to [`crate::slab::BODY_MAX`] bytes are read into this thread's
-/// scratch buffer and copied into a slab ([`crate::slab`]), so that a
-/// small file costs no allocation of its own.
-pub fn read_whole_or_more(
-    file: impl std::os::fd::AsFd,
-    len: u64,
-) -> io::Result<(bytes::Bytes, bool)> {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
+pub fn read_whole_or_more(file: impl std::os::fd::AsFd, len: u64) -> io::Result<(Vec<u8>, bool)> {
     let len = usize::try_from(len).map_err(io::Error::other)?;
-    if len > crate::slab::BODY_MAX {
-        let mut data = Vec::new();
-        let more = read_into(&file, len, &mut data)?;
-        return Ok((data.into(), more));
-    }
-    SCRATCH.with_borrow_mut(|data| {
-        let more = read_into(&file, len, data)?;
-        Ok((crate::slab::copy(data), more))
-    })
-}
-
-/// [`read_whole_or_more`] into `data` (emptied first): `len` bytes, and
-/// whether the file had more.
-fn read_into(file: impl std::os::fd::AsFd, len: usize, data: &mut Vec<u8>) -> io::Result<bool> {
-    data.clear();
-    data.reserve(len + 1);
+    let mut data = Vec::with_capacity(len + 1);
     // At least one read, even of an empty file (a /proc file says 0 bytes
     // and has more).
     loop {
-        match rustix::io::read(&file, rustix::buffer::spare_capacity(&mut *data)) {
+        match rustix::io::read(&file, rustix::buffer::spare_capacity(&mut data)) {
             Ok(0) => break,
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,
@@ -223,7 +199,7 @@ fn read_into(file: impl std::os::fd::AsFd, len: usize, data: &mut Vec<u8>) -> io
     }
     let more = got > len;
     data.truncate(len);
-    Ok(more)
+    Ok((data, more))
 }
 
 /// Files from this size on are read by a helper thread while hashed.
@@ -340,7 +316,6 @@ fn hash_overlapped(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     #[test]
     fn known_digests() {
@@ -404,19 +379,19 @@ mod tests {
         };
         assert_eq!(
             read_whole_or_more(file(b"abc"), 3).expect("read"),
-            (Bytes::from_static(b"abc"), false)
+            (b"abc".to_vec(), false)
         );
         assert_eq!(
             read_whole_or_more(file(b"abcd"), 3).expect("read"),
-            (Bytes::from_static(b"abc"), true)
+            (b"abc".to_vec(), true)
         );
         assert_eq!(
             read_whole_or_more(file(b""), 0).expect("read"),
-            (Bytes::new(), false)
+            (Vec::new(), false)
         );
         assert_eq!(
             read_whole_or_more(file(b"a"), 0).expect("read"),
-            (Bytes::new(), true),
+            (Vec::new(), true),
             "said empty, reads more"
         );
         let e = read_whole_or_more(file(b"ab"), 3).expect_err("short");
@@ -425,15 +400,7 @@ mod tests {
         let big: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
         assert_eq!(
             read_whole_or_more(file(&big), 1000).expect("read"),
-            (Bytes::copy_from_slice(&big[..1000]), true)
-        );
-        // Over a slab's largest body: read into a buffer of its own.
-        let n = crate::slab::BODY_MAX as u64 + 1;
-        let (got, more) = read_whole_or_more(file(&big), n).expect("read");
-        assert_eq!((&got[..], more), (&big[..n as usize], true));
-        assert_eq!(
-            read_whole_or_more(file(&big[..n as usize]), n).expect("read"),
-            (Bytes::copy_from_slice(&big[..n as usize]), false)
+            (big[..1000].to_vec(), true)
         );
         // Read in pieces (a pipe gives what was written so far): the
         // extra byte may come with the last one.
@@ -446,7 +413,7 @@ mod tests {
         });
         let got = read_whole_or_more(&r, 3).expect("read");
         writer.join().expect("writer");
-        assert_eq!(&got.0[..], b"abc");
+        assert_eq!(got.0, b"abc");
     }
 
     #[test]

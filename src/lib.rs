@@ -61,8 +61,7 @@
 //! - [`xattr`]: extended attributes and ACLs (`--xattrs`, `--acls`):
 //!   read by the sender, set by the receiver.
 //! - [`digest`], [`md5core`], [`md5multi`]: MD5 (one stream; many at once
-//!   with SIMD). [`slab`]: small bodies cut from shared buffers (both
-//!   sides; the receiver leases its slabs in `store/small.rs`).
+//!   with SIMD).
 //! - [`progress`]: bars (the only user of indicatif); [`events`]: `--json`;
 //!   [`sanitize`]: escaping names for terminals and logs.
 //! - [`man`]: `ftx man`, the manual page (options, exit codes, examples).
@@ -94,7 +93,6 @@ pub mod sanitize;
 pub mod secure;
 pub mod send;
 pub mod serve;
-pub mod slab;
 pub mod store;
 pub mod walk;
 pub mod xattr;

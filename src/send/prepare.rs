@@ -140,7 +140,7 @@ pub(super) fn spawn_hasher(
 /// A small file read whole, not hashed yet.
 pub(super) struct Unhashed {
     pub(super) md: std::fs::Metadata,
-    pub(super) data: bytes::Bytes,
+    pub(super) data: Vec<u8>,
     /// Its extended attributes and ACLs.
     pub(super) attrs: Attrs,
     /// It changed while it was read (why).
@@ -167,7 +167,7 @@ pub(super) fn hash_batch(batch: &mut Vec<Batched>, tx: &mpsc::Sender<Mail>) -> b
     if batch.is_empty() {
         return true;
     }
-    let bodies: Vec<&[u8]> = batch.iter().map(|(_, _, r)| &r.data[..]).collect();
+    let bodies: Vec<&[u8]> = batch.iter().map(|(_, _, r)| r.data.as_slice()).collect();
     let digests = crate::md5multi::digests(&bodies);
     let mut ready = Vec::with_capacity(batch.len());
     for ((idx, entry, r), md5) in batch.drain(..).zip(digests) {
@@ -300,7 +300,7 @@ pub(super) fn prepare(
                     algo,
                     Unhashed {
                         md,
-                        data: data.into(),
+                        data,
                         attrs,
                         changed,
                     },
@@ -494,7 +494,7 @@ mod tests {
         let e = walked(&tree);
         match quick(&e) {
             Some(Step::Read(u)) => {
-                assert_eq!(&u.data[..], b"abc");
+                assert_eq!(u.data, b"abc");
                 assert!(u.changed.is_none());
             }
             _ => panic!("an unchanged small file is read the quick way"),
@@ -515,7 +515,7 @@ mod tests {
         let run = (Algo::Md5, crate::xattr::Selection::default());
         let mut held = crate::walk::HeldDir::default();
         match prepare(&e, (None, false), run, &cache, &Bar::hidden(), &mut held) {
-            Step::Read(u) => assert_eq!(&u.data[..], b"xyz"),
+            Step::Read(u) => assert_eq!(u.data, b"xyz"),
             _ => panic!("a small file is read whole"),
         }
         // Grown since the walk: the read shows more than the walk saw.

@@ -365,7 +365,7 @@ pub(super) struct Source {
     /// The whole content as it was hashed, for a file of at most
     /// [`INLINE_MAX`] bytes: its body is sent from memory, queued with
     /// other frames, instead of read again.
-    pub(super) data: Option<bytes::Bytes>,
+    pub(super) data: Option<Vec<u8>>,
     /// The digest is not known yet (`md5` is zero): it is computed while
     /// the body is sent and follows it in a DIGEST frame.
     pub(super) digest_follows: bool,
@@ -567,7 +567,7 @@ mod tests {
             idx: id as usize,
             file: Some(Box::new(Source {
                 file: None,
-                data: Some(vec![0; len].into()),
+                data: Some(vec![0; len]),
                 ..Source::hashed(file, md, [0; 16])
             })),
         }
