@@ -20,7 +20,7 @@ pub const HOLD_MAX: u64 = 256 << 10;
 /// allocation for dozens of bodies instead of one each: a body is
 /// allocated by the session thread and freed by the commit thread, the
 /// allocator's dearest case (over 100,000 small files its functions took
-/// 5.6-6.1 % of both sides' CPU, 3.3-3.4 % with slabs). A slab is
+/// 5.6-6.1 % of both sides' CPU, 4.5 % with these slabs). A slab is
 /// reference-counted (`bytes`) and freed with its last body...
 const SLAB: usize = 64 << 10;
 /// ...and a body larger than this gets a buffer of its own.
