@@ -162,12 +162,13 @@ pub fn hash_reader(
 }
 
 /// Reads a whole file of `len` bytes (its size when it was opened) into
-/// memory; an error if it has fewer.
-pub fn read_whole(mut r: impl Read, len: u64) -> io::Result<Vec<u8>> {
-    let mut data = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
-    let n = fill(&mut r, &mut data)?;
-    if n < data.len() {
-        return Err(shrank(n as u64, len));
+/// memory not zeroed first; an error if it has fewer.
+pub fn read_whole(r: impl Read, len: u64) -> io::Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(usize::try_from(len).map_err(io::Error::other)?);
+    r.take(len).read_to_end(&mut data)?;
+    let got = data.len() as u64;
+    if got < len {
+        return Err(shrank(got, len));
     }
     Ok(data)
 }

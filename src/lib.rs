@@ -38,7 +38,8 @@
 //!   the reader thread and the calls of `--listen`; `answer.rs` offers,
 //!   bodies, answers; `stream.rs` bodies hashed while sent; `holes.rs`
 //!   sparse files' extents; `verdict.rs` answer → action (pure);
-//!   `prepare.rs` the look-ahead hashing thread; `types.rs`; `check.rs`
+//!   `prepare.rs` the look-ahead hashing thread, `lookahead.rs` its
+//!   bounds and permits; `types.rs`; `check.rs`
 //!   `ftx check` (offers without bodies; `recv/check.rs` answers them).
 //! - [`front`]: what every listening command shares (`gate.rs`, where
 //!   connections wait for their handshake, deciding with `handshake.rs`;

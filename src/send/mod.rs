@@ -15,6 +15,7 @@ mod delta;
 mod holes;
 mod items;
 mod link;
+mod lookahead;
 mod prepare;
 mod retry;
 mod stream;

@@ -2,6 +2,7 @@
 //! their digests (known, cached, or hashed now), reading small files whole
 //! and hashing them many at a time.
 
+use super::lookahead::*;
 use super::types::*;
 use crate::cache::DigestCache;
 use crate::digest::{digest_of, hash_reader_as, read_whole, Algo, Md5Digest};

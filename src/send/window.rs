@@ -4,6 +4,7 @@
 //! answers; END when every entry is settled.
 
 use super::link::*;
+use super::lookahead::*;
 use super::prepare::*;
 use super::types::*;
 use super::verdict::Verdict;
