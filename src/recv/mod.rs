@@ -22,8 +22,11 @@
 //!      │                         when the body starts (store/pipeline.rs,
 //!      │                         store/disk.rs): MD5 / writes + checkpoints
 //!      └─ "ftx-commit"           writes held bodies, applies attributes,
-//!                                syncs in groups, renames into place,
-//!                                sends RESULTs, prints lines    commit.rs, report.rs
+//!          │                     renames into place after the sync of
+//!          │                     their data, sends RESULTs after the sync
+//!          │                     of their names, prints lines  commit.rs, report.rs
+//!          └─ "ftx-sync"         the syncs, one at a time, while the commit
+//!                                thread writes the next files    commit.rs
 //! "signals" (ftx recv only)      Ctrl-C: end sessions (they checkpoint), exit 130
 //! ```
 //!

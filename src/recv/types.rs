@@ -360,10 +360,14 @@ impl FreshDirs {
 /// Verified files on their way from a session thread to its commit thread,
 /// which writes out the bodies held in memory, applies modes and mtimes,
 /// makes the files durable and puts them in place in batches (group
-/// commit): while it syncs one batch, the session keeps receiving the next.
+/// commit): while it writes one batch, its sync thread syncs the one
+/// before, and the session keeps receiving the next.
 pub(super) struct Commits<'a> {
     pub(super) state: Mutex<CommitState<'a>>,
+    /// The session and the commit thread wait on this one.
     pub(super) changed: Condvar,
+    /// The sync thread waits on this one, for a sync asked of it.
+    pub(super) sync_asked: Condvar,
     /// Why the output directory cannot take more files, once a commit
     /// failed because of it (see [`Shared::out_unusable`]): the session
     /// ends with one error instead of failing file after file.
@@ -377,8 +381,17 @@ pub(super) struct CommitState<'a> {
     pub(super) queued_bytes: u64,
     /// Bytes of the bodies in `queue` held in memory.
     pub(super) held_bytes: usize,
-    /// The commit thread is working on a batch.
+    /// The commit thread is working on a batch, or holds files that wait
+    /// for a sync.
     pub(super) busy: bool,
+    /// Files written by the commit thread that wait for the sync that makes
+    /// their data durable, each open: they count with `queue` against the
+    /// open-file bound.
+    pub(super) written: usize,
+    /// The sync the commit thread asked of its sync thread.
+    pub(super) sync: SyncSlot<'a>,
+    /// The commit thread is done: its sync thread ends.
+    pub(super) sync_quit: bool,
     /// Commit what is queued now, without waiting for a full group.
     pub(super) urgent: bool,
     /// The session is over: the commit thread ends once the queue is empty.
@@ -394,6 +407,24 @@ pub(super) struct CommitState<'a> {
     /// The session thread waits for the commit thread (room in the queue,
     /// or the queue drained): only then does the commit thread wake it.
     pub(super) session_waits: bool,
+}
+
+/// A sync the commit thread asks of its sync thread: one that makes the
+/// data of `written` durable (before they are linked into place) and the
+/// names of `linked` (before they are reported).
+pub(super) struct SyncJob<'a> {
+    pub(super) written: Vec<(Verified<'a>, std::fs::File)>,
+    pub(super) linked: super::commit::Linked<'a>,
+}
+
+/// Where the sync of a [`SyncJob`] stands.
+#[derive(Default)]
+pub(super) enum SyncSlot<'a> {
+    #[default]
+    Idle,
+    Asked(SyncJob<'a>),
+    Running,
+    Done(SyncJob<'a>, std::io::Result<()>),
 }
 
 /// An accepted file whose body has not arrived yet.

@@ -15,6 +15,7 @@ mod check;
 mod ci_recipe;
 mod cli;
 mod delta;
+mod durable;
 mod errors;
 mod harness;
 mod hostile;

@@ -1,0 +1,283 @@
+//! The order that makes a received file durable before anyone is told of
+//! it, read from the system calls of a real receiver (`strace -f`), pushed
+//! to and pulled by: a file without a name (`O_TMPFILE`) gets its name only
+//! after a sync that began once its data was written, and its line is
+//! printed (its RESULT sent with it) only after a sync that began once
+//! the name was made. The syncs run on a thread of their own while the
+//! commit thread writes the next files: this is what keeps them in order.
+
+use crate::common::*;
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// 300 files of 1-2,000 bytes in three directories, named `u0000` to
+/// `u0299` (no name is part of another).
+fn tree(src: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for i in 0..300u64 {
+        let dir = src.join("tree").join(format!("d{}", i / 100));
+        fs::create_dir_all(&dir).expect("mkdir");
+        let name = format!("u{i:04}");
+        write_random(dir.join(&name), 1 + (i * 7919) % 2000, i);
+        names.push(name);
+    }
+    names
+}
+
+/// `ftx ARGS` under `strace -f`, its calls written to `trace`.
+fn traced(trace: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-ttt", "-T", "-qq", "-s", "65536", "-o"])
+        .arg(trace)
+        .args([
+            "-e",
+            "trace=openat,write,writev,linkat,syncfs,fsync,fdatasync,close",
+            "--",
+        ])
+        .arg(ftx_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .env("XDG_CACHE_HOME", test_cache_dir())
+        .env_remove("FTX_TOKEN");
+    cmd
+}
+
+/// Why strace cannot trace here, if it cannot.
+fn no_strace() -> Option<String> {
+    if !command_exists("strace") {
+        return Some("strace is not installed".into());
+    }
+    let ok = Command::new("strace")
+        .args(["-qq", "-o", "/dev/null", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    (!ok).then(|| "strace cannot trace processes here (ptrace refused)".into())
+}
+
+/// One system call: when it began and ended (seconds), its name,
+/// arguments and result.
+#[derive(Debug, Clone)]
+struct Call {
+    start: f64,
+    end: f64,
+    name: String,
+    args: String,
+}
+
+/// The calls of an `strace -f -ttt -T` log, in the order they began (a
+/// call another thread interrupted is joined with its resumption).
+fn calls(log: &str) -> Vec<Call> {
+    let mut open: HashMap<String, (f64, String, String)> = HashMap::new();
+    let mut out = Vec::new();
+    for line in log.lines() {
+        // `PID TIME CALL`, the PID padded with spaces to five places.
+        let Some((pid, line)) = line.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Some((ts, rest)) = line.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Ok(ts) = ts.parse::<f64>() else { continue };
+        if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
+            let Some((name, args)) = head.split_once('(') else {
+                continue;
+            };
+            open.insert(pid.to_owned(), (ts, name.to_owned(), args.to_owned()));
+            continue;
+        }
+        // `... ) = RET <DURATION>`
+        let Some((body, dur)) = rest.rsplit_once(" <") else {
+            continue;
+        };
+        let Ok(dur) = dur.trim_end_matches('>').parse::<f64>() else {
+            continue;
+        };
+        let (start, name, args) = if let Some(resumed) = rest.strip_prefix("<... ") {
+            let Some((_, tail)) = resumed.split_once(" resumed>") else {
+                continue;
+            };
+            let Some((start, name, head)) = open.remove(pid) else {
+                continue;
+            };
+            let tail = tail.rsplit_once(" <").map_or(tail, |(t, _)| t);
+            (start, name, format!("{head}{tail}"))
+        } else {
+            let Some((name, args)) = body.split_once('(') else {
+                continue;
+            };
+            (ts, name.to_owned(), args.to_owned())
+        };
+        out.push(Call {
+            start,
+            end: start + dur,
+            name,
+            args,
+        });
+    }
+    out.sort_by(|a, b| a.start.total_cmp(&b.start));
+    out
+}
+
+/// The first argument (a file descriptor) and the return value of a call.
+fn fd_arg(c: &Call) -> Option<i32> {
+    c.args.split(',').next()?.trim().parse().ok()
+}
+
+fn ret(c: &Call) -> Option<i32> {
+    c.args.rsplit_once(" = ")?.1.split(' ').next()?.parse().ok()
+}
+
+/// Checks the order in a receiver's calls for every name in `names`;
+/// panics with what was out of order.
+fn assert_durable_before_told(log: &str, names: &[String]) {
+    let calls = calls(log);
+    // Syncs: (start, end, the descriptor synced or None for the whole
+    // file system).
+    let syncs: Vec<(f64, f64, Option<i32>)> = calls
+        .iter()
+        .filter(|c| matches!(c.name.as_str(), "syncfs" | "fsync" | "fdatasync"))
+        .filter(|c| ret(c) == Some(0))
+        .map(|c| {
+            (
+                c.start,
+                c.end,
+                (c.name != "syncfs").then(|| fd_arg(c)).flatten(),
+            )
+        })
+        .collect();
+    let synced_between = |after: f64, before: f64, fd: Option<i32>| {
+        syncs
+            .iter()
+            .any(|&(s, e, what)| s >= after && e <= before && (what.is_none() || what == fd))
+    };
+    // Unnamed files by descriptor: when their data was last written.
+    let mut unnamed: HashMap<i32, f64> = HashMap::new();
+    // Names given: when, and in which directory (descriptor).
+    let mut linked: HashMap<String, (f64, i32)> = HashMap::new();
+    let mut told: HashMap<String, f64> = HashMap::new();
+    for c in &calls {
+        match c.name.as_str() {
+            "openat" if c.args.contains("O_TMPFILE") => {
+                if let Some(fd) = ret(c) {
+                    unnamed.insert(fd, c.end);
+                }
+            }
+            "write" | "writev" => {
+                let Some(fd) = fd_arg(c) else { continue };
+                if let Some(written) = unnamed.get_mut(&fd) {
+                    *written = c.end;
+                } else if fd == 1 {
+                    for n in names {
+                        if c.args.contains(n.as_str()) {
+                            told.entry(n.clone()).or_insert(c.start);
+                        }
+                    }
+                }
+            }
+            "linkat" => {
+                // linkat(FD, "", DIRFD, "NAME", AT_EMPTY_PATH) = 0
+                let a: Vec<&str> = c.args.split(", ").collect();
+                let (Some(fd), Some(dir), Some(name)) = (
+                    a.first().and_then(|x| x.parse::<i32>().ok()),
+                    a.get(2).and_then(|x| x.parse::<i32>().ok()),
+                    a.get(3).map(|x| x.trim_matches('"').to_owned()),
+                ) else {
+                    continue;
+                };
+                // (The receiver's own probe of `O_TMPFILE` is linked and
+                // removed at once: not a received file.)
+                let Some(&written) = unnamed.get(&fd).filter(|_| names.contains(&name)) else {
+                    continue;
+                };
+                assert!(
+                    synced_between(written, c.start, Some(fd)),
+                    "'{name}' was linked at {} with no sync between its last write ({written}) and the link",
+                    c.start
+                );
+                linked.insert(name, (c.end, dir));
+            }
+            "close" => {
+                if let Some(fd) = fd_arg(c) {
+                    unnamed.remove(&fd);
+                }
+            }
+            _ => {}
+        }
+    }
+    for n in names {
+        let Some(&(at, dir)) = linked.get(n) else {
+            panic!("'{n}' was never linked into place from an unnamed file");
+        };
+        let Some(&line) = told.get(n) else {
+            panic!("no line was printed for '{n}'");
+        };
+        assert!(
+            synced_between(at, line, Some(dir)),
+            "the line for '{n}' was printed at {line} with no sync between its link ({at}) and the line"
+        );
+    }
+}
+
+#[test]
+fn a_received_file_is_named_after_its_data_is_durable_and_reported_after_its_name_is() {
+    if let Some(why) = no_strace() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    // Pushed: `ftx recv` traced.
+    let d = dirs();
+    let names = tree(&d.src);
+    let trace = d.t().join("recv.trace");
+    let cmd = traced(
+        &trace,
+        &[
+            "recv",
+            "--once",
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--out",
+            s(&d.out),
+        ],
+    );
+    let mut rx = Receiver::spawn(cmd, &d.out);
+    let out = send(&[s(&d.src.join("tree"))], rx.addr);
+    assert_status(&out, 0, "send");
+    assert!(
+        rx.wait_exit(SEND_TIMEOUT).is_some_and(|st| st.success()),
+        "the traced receiver did not end well: {}",
+        rx.stderr()
+    );
+    let log = fs::read_to_string(&trace).expect("trace");
+    assert_durable_before_told(&log, &names);
+    assert_eq!(
+        md5_hex(d.src.join("tree/d2/u0299")),
+        md5_hex(d.out.join("tree/d2/u0299"))
+    );
+
+    // Pulled: `ftx get` traced, from `ftx serve`.
+    let d = dirs();
+    let names = tree(&d.src);
+    let mut srv = ftx_cmd();
+    srv.args(["serve", "--port", "0", "--bind", "127.0.0.1"])
+        .arg(d.src.join("tree"));
+    let srv = Receiver::spawn(srv, &d.out);
+    let trace = d.t().join("get.trace");
+    let get = traced(
+        &trace,
+        &["get", &format!("{}/tree", srv.addr), "--out", s(&d.out)],
+    );
+    let out = run_with_timeout(get, SEND_TIMEOUT);
+    assert_status(&out, 0, "get");
+    let log = fs::read_to_string(&trace).expect("trace");
+    assert_durable_before_told(&log, &names);
+    assert_eq!(
+        md5_hex(d.src.join("tree/d0/u0000")),
+        md5_hex(d.out.join("tree/d0/u0000"))
+    );
+}
