@@ -1,6 +1,7 @@
 //! The order that makes a received file durable before anyone is told of
 //! it, read from the system calls of a real receiver (`strace -f`), pushed
-//! to and pulled by: a file without a name (`O_TMPFILE`) gets its name only
+//! to and pulling, plain and with a token: a file without a name
+//! (`O_TMPFILE`) gets its name only
 //! after a sync that began once its data was written, and its line is
 //! printed (its RESULT sent with it) only after a sync that began once
 //! the name was made. The syncs run on a thread of their own while the
@@ -222,17 +223,26 @@ fn assert_durable_before_told(log: &str, names: &[String]) {
     }
 }
 
+const TOKEN: &str = "9d2c7e41a0b35f86c1e4d7a92b06f3e5";
+
 #[test]
 fn a_received_file_is_named_after_its_data_is_durable_and_reported_after_its_name_is() {
     if let Some(why) = no_strace() {
         eprintln!("skipped: {why}");
         return;
     }
-    // Pushed: `ftx recv` traced.
+    for token in [None, Some(TOKEN)] {
+        pushed(token);
+        pulled(token);
+    }
+}
+
+/// `ftx recv` traced, `ftx send` pushing to it.
+fn pushed(token: Option<&str>) {
     let d = dirs();
     let names = tree(&d.src);
     let trace = d.t().join("recv.trace");
-    let cmd = traced(
+    let mut cmd = traced(
         &trace,
         &[
             "recv",
@@ -245,8 +255,11 @@ fn a_received_file_is_named_after_its_data_is_durable_and_reported_after_its_nam
             s(&d.out),
         ],
     );
+    if let Some(t) = token {
+        cmd.env("FTX_TOKEN", t);
+    }
     let mut rx = Receiver::spawn(cmd, &d.out);
-    let out = send(&[s(&d.src.join("tree"))], rx.addr);
+    let out = send_as(token, &[s(&d.src.join("tree"))], rx.addr);
     assert_status(&out, 0, "send");
     assert!(
         rx.wait_exit(SEND_TIMEOUT).is_some_and(|st| st.success()),
@@ -259,19 +272,27 @@ fn a_received_file_is_named_after_its_data_is_durable_and_reported_after_its_nam
         md5_hex(d.src.join("tree/d2/u0299")),
         md5_hex(d.out.join("tree/d2/u0299"))
     );
+}
 
-    // Pulled: `ftx get` traced, from `ftx serve`.
+/// `ftx get` traced, pulling from `ftx serve`.
+fn pulled(token: Option<&str>) {
     let d = dirs();
     let names = tree(&d.src);
     let mut srv = ftx_cmd();
+    if let Some(t) = token {
+        srv.env("FTX_TOKEN", t);
+    }
     srv.args(["serve", "--port", "0", "--bind", "127.0.0.1"])
         .arg(d.src.join("tree"));
     let srv = Receiver::spawn(srv, &d.out);
     let trace = d.t().join("get.trace");
-    let get = traced(
+    let mut get = traced(
         &trace,
         &["get", &format!("{}/tree", srv.addr), "--out", s(&d.out)],
     );
+    if let Some(t) = token {
+        get.env("FTX_TOKEN", t);
+    }
     let out = run_with_timeout(get, SEND_TIMEOUT);
     assert_status(&out, 0, "get");
     let log = fs::read_to_string(&trace).expect("trace");
