@@ -138,16 +138,14 @@ impl<'a> Commits<'a> {
     /// have not arrived.
     pub(super) fn run(&self, sh: &Shared, peer: SocketAddr, out: Wire) {
         std::thread::scope(|sc| {
+            // Dropped when this thread is done, or panics: the sync thread
+            // ends, and the scope can end.
+            let _quit = QuitSyncs(self);
             let syncer = std::thread::Builder::new()
                 .name("ftx-sync".into())
                 .spawn_scoped(sc, || self.sync_thread(sh));
             // Without a sync thread, this one syncs.
             self.commit_thread(sh, peer, &out, syncer.is_err());
-            self.lock().sync_quit = true;
-            self.sync_asked.notify_all();
-            if let Ok(syncer) = syncer {
-                let _ = syncer.join();
-            }
         });
     }
 
@@ -180,8 +178,8 @@ impl<'a> Commits<'a> {
         // Written, waiting for a sync to begin; linked, the same.
         let mut written: Vec<(Verified<'a>, std::fs::File)> = Vec::new();
         let mut linked: Linked<'a> = Vec::new();
-        // Files written that the sync asked for serves, if one was asked.
-        let mut syncing: Option<usize> = None;
+        // A sync was asked for and its outcome not taken yet.
+        let mut syncing = false;
         loop {
             let (batch, synced) = {
                 let mut st = self.lock();
@@ -189,11 +187,11 @@ impl<'a> Commits<'a> {
                     let take = !st.queue.is_empty()
                         && (st.closed || group_due(st.queue.len(), st.queued_bytes, st.urgent));
                     let done = matches!(st.sync, SyncSlot::Done(..));
-                    let ask = syncing.is_none() && !(written.is_empty() && linked.is_empty());
+                    let ask = !syncing && (!written.is_empty() || !linked.is_empty());
                     if take || done || ask {
                         break;
                     }
-                    if st.closed && st.queue.is_empty() && syncing.is_none() {
+                    if st.closed && st.queue.is_empty() && !syncing {
                         return;
                     }
                     st = self.wait(st);
@@ -236,7 +234,7 @@ impl<'a> Commits<'a> {
             };
             let mut closed_files = 0;
             if let Some((job, synced)) = synced {
-                syncing = None;
+                syncing = false;
                 closed_files += job.written.len();
                 // The names linked before this sync began are durable (or
                 // not); the data written before it began is, so those
@@ -249,14 +247,19 @@ impl<'a> Commits<'a> {
                 written.extend(write(&mut done, batch, &self.stop));
                 closed_files += taken - (written.len() - before);
             }
-            let ask =
-                (syncing.is_none() && !(written.is_empty() && linked.is_empty())).then(|| {
-                    syncing = Some(written.len());
-                    SyncJob {
-                        written: std::mem::take(&mut written),
-                        linked: std::mem::take(&mut linked),
-                    }
-                });
+            let ask = (!syncing && (!written.is_empty() || !linked.is_empty())).then(|| {
+                syncing = true;
+                let job = SyncJob {
+                    written: std::mem::take(&mut written),
+                    linked: std::mem::take(&mut linked),
+                };
+                if inline {
+                    let synced = job.sync(sh);
+                    SyncSlot::Done(job, synced)
+                } else {
+                    SyncSlot::Asked(job)
+                }
+            });
             if stats.failed > 0 {
                 sh.stop_if_out_unusable(&self.stop);
             }
@@ -266,17 +269,15 @@ impl<'a> Commits<'a> {
                 out.send_all(&frames)
             };
             let mut st = self.lock();
-            if let Some(job) = ask {
-                if inline {
-                    let synced = job.sync(sh);
-                    st.sync = SyncSlot::Done(job, synced);
-                } else {
-                    st.sync = SyncSlot::Asked(job);
+            if let Some(slot) = ask {
+                let asked = matches!(slot, SyncSlot::Asked(_));
+                st.sync = slot;
+                if asked {
                     self.sync_asked.notify_all();
                 }
             }
             st.written -= closed_files;
-            st.busy = syncing.is_some();
+            st.busy = syncing;
             st.stats.add(stats);
             st.placed.extend(placed);
             if let Err(e) = wrote {
@@ -287,6 +288,16 @@ impl<'a> Commits<'a> {
                 self.changed.notify_all();
             }
         }
+    }
+}
+
+/// Ends the sync thread of a commit thread when dropped.
+struct QuitSyncs<'c, 'a>(&'c Commits<'a>);
+
+impl Drop for QuitSyncs<'_, '_> {
+    fn drop(&mut self) {
+        self.0.lock().sync_quit = true;
+        self.0.sync_asked.notify_all();
     }
 }
 
