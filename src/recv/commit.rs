@@ -159,10 +159,7 @@ impl<'a> Commits<'a> {
                         return;
                     }
                     match std::mem::take(&mut st.sync) {
-                        SyncSlot::Asked(job) => {
-                            st.sync = SyncSlot::Running;
-                            break job;
-                        }
+                        SyncSlot::Asked(job) => break job,
                         other => st.sync = other,
                     }
                     st = self.sync_asked.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -184,8 +181,7 @@ impl<'a> Commits<'a> {
             let (batch, synced) = {
                 let mut st = self.lock();
                 loop {
-                    let take = !st.queue.is_empty()
-                        && (st.closed || group_due(st.queue.len(), st.queued_bytes, st.urgent));
+                    let take = st.batch_due();
                     let done = matches!(st.sync, SyncSlot::Done(..));
                     let ask = !syncing && (!written.is_empty() || !linked.is_empty());
                     if take || done || ask {
@@ -204,9 +200,7 @@ impl<'a> Commits<'a> {
                         None
                     }
                 };
-                let take = !st.queue.is_empty()
-                    && (st.closed || group_due(st.queue.len(), st.queued_bytes, st.urgent));
-                let batch = take.then(|| {
+                let batch = st.batch_due().then(|| {
                     st.urgent = false;
                     st.queued_bytes = 0;
                     st.held_bytes = 0;
@@ -556,6 +550,15 @@ fn commit_files() -> usize {
 /// holding `bytes` of body, `held` of them in memory.
 pub(super) fn queue_full(files: usize, bytes: u64, held: usize, max: usize) -> bool {
     files >= max || bytes >= COMMIT_BYTES || held >= HELD_BYTES
+}
+
+impl CommitState<'_> {
+    /// Whether the commit thread takes what is queued now: a group is
+    /// due ([`group_due`]), or the session is over and anything is left.
+    fn batch_due(&self) -> bool {
+        !self.queue.is_empty()
+            && (self.closed || group_due(self.queue.len(), self.queued_bytes, self.urgent))
+    }
 }
 
 /// True when the commit thread commits what is queued now: a whole group

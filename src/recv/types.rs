@@ -417,13 +417,13 @@ pub(super) struct SyncJob<'a> {
     pub(super) linked: super::commit::Linked<'a>,
 }
 
-/// Where the sync of a [`SyncJob`] stands.
+/// A [`SyncJob`] on its way to the sync thread and back (`Idle` while it
+/// runs: the commit thread knows one is in flight).
 #[derive(Default)]
 pub(super) enum SyncSlot<'a> {
     #[default]
     Idle,
     Asked(SyncJob<'a>),
-    Running,
     Done(SyncJob<'a>, std::io::Result<()>),
 }
 
