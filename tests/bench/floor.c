@@ -4,9 +4,20 @@
 //   floor send DIR PORT   walks DIR/*/* (one level of directories, then
 //                         files) and sends each file with a 56-byte header:
 //                         statx, open, read, fstat, flistxattr, close each
-//   floor recv OUT PORT   takes them into OUT: O_TMPFILE, write, fchmod,
-//                         futimens, linkat, close each; syncfs at the end
-//                         (linkat with AT_EMPTY_PATH: run as root)
+//   floor recv OUT PORT [HOW]
+//                         takes them into OUT, syncfs at the end; HOW:
+//     unnamed (default)   as ftx does: O_TMPFILE, write, fchmod, futimens,
+//                         linkat, close each (linkat with AT_EMPTY_PATH:
+//                         run as root)
+//     staged              each directory made under a working name
+//                         (.DIR.staged), its files created at their final
+//                         names in it (open O_CREAT|O_EXCL, write, fchmod,
+//                         futimens, close), the directory renamed into
+//                         place (renameat2 RENAME_NOREPLACE) once its last
+//                         file is in: no file under its final path before
+//                         it is complete either, one rename a directory
+//     direct              as tar x does: each file created at its final
+//                         name in place (the promise not kept)
 //
 // No hashing, no answers, no names checked, one thread a side: what a
 // transfer keeping ftx's promise (no file under its final name before it
@@ -21,6 +32,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <linux/fs.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -106,7 +119,17 @@ static int send_tree(const char *src, const char *port) {
     return recv(s, &done, 1, 0) == 1 ? 0 : 1;
 }
 
-static int recv_tree(const char *dst, const char *port) {
+enum how { UNNAMED, STAGED, DIRECT };
+
+// Puts a staged directory in place under its final name.
+static void publish(int root, const char *dir) {
+    char work[32];
+    snprintf(work, sizeof work, ".%s.staged", dir);
+    if (syscall(SYS_renameat2, root, work, root, dir, RENAME_NOREPLACE))
+        die(dir);
+}
+
+static int recv_tree(const char *dst, const char *port, enum how how) {
     int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in a = loopback(port);
@@ -146,21 +169,29 @@ static int recv_tree(const char *dst, const char *port) {
             // Files come a directory at a time.
             if (od >= 0)
                 close(od);
-            mkdirat(root, dir, 0755);
-            od = openat(root, dir, O_DIRECTORY | O_RDONLY);
+            if (how == STAGED && at[0])
+                publish(root, at);
+            char work[32];
+            snprintf(work, sizeof work, ".%s.staged", dir);
+            const char *made = how == STAGED ? work : dir;
+            mkdirat(root, made, 0755);
+            od = openat(root, made, O_DIRECTORY | O_RDONLY);
             if (od < 0)
                 die(dir);
             memcpy(at, dir, sizeof at);
         }
-        int fd = openat(od, ".", O_TMPFILE | O_RDWR, 0600);
+        int fd = how == UNNAMED ? openat(od, ".", O_TMPFILE | O_RDWR, 0600)
+                                : openat(od, name, O_CREAT | O_EXCL | O_WRONLY, 0600);
         struct timespec ts[2] = {{0, UTIME_OMIT}, {h->mtime, h->nsec}};
         if (fd < 0 || write(fd, in + pos + sizeof *h, h->len) != h->len ||
             fchmod(fd, h->mode & 0777) || futimens(fd, ts) ||
-            linkat(fd, "", od, name, AT_EMPTY_PATH))
+            (how == UNNAMED && linkat(fd, "", od, name, AT_EMPTY_PATH)))
             die(name);
         close(fd);
         pos += sizeof *h + h->len;
     }
+    if (how == STAGED && at[0])
+        publish(root, at);
     syncfs(root);
     return send(s, "k", 1, 0) == 1 ? 0 : 1;
 }
@@ -168,8 +199,15 @@ static int recv_tree(const char *dst, const char *port) {
 int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "send"))
         return send_tree(argv[2], argv[3]);
-    if (argc == 4 && !strcmp(argv[1], "recv"))
-        return recv_tree(argv[2], argv[3]);
-    fprintf(stderr, "usage: floor send DIR PORT | floor recv OUT PORT\n");
+    if ((argc == 4 || argc == 5) && !strcmp(argv[1], "recv")) {
+        const char *how = argc == 5 ? argv[4] : "unnamed";
+        if (!strcmp(how, "unnamed"))
+            return recv_tree(argv[2], argv[3], UNNAMED);
+        if (!strcmp(how, "staged"))
+            return recv_tree(argv[2], argv[3], STAGED);
+        if (!strcmp(how, "direct"))
+            return recv_tree(argv[2], argv[3], DIRECT);
+    }
+    fprintf(stderr, "usage: floor send DIR PORT | floor recv OUT PORT [unnamed|staged|direct]\n");
     return 2;
 }

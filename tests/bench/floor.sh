@@ -8,16 +8,24 @@
 #
 #   tests/bench/floor.sh                   # 100,000 files of 0-2 KiB
 #   FILES=20000 ROUNDS=5 tests/bench/floor.sh
+#   HOWS="unnamed staged direct" tests/bench/floor.sh
 #
 # FILES (default 100000), SMALL_MAX (bytes, default 2048), SMALL_PER_DIR
-# (default 100), ROUNDS (default 7). Prints each round, the medians and
-# the ratio, and the CPU of each side of the last floor round.
+# (default 100), ROUNDS (default 7), HOWS (how the receiving end makes
+# each file, see floor.c: unnamed, as ftx does, by default; staged and
+# direct for comparison; each takes its turn in every round). Prints each
+# round, the medians and the ratios, and the CPU of each side of the last
+# round of each.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 FILES=${FILES:-100000}
 SMALL_MAX=${SMALL_MAX:-2048}
 SMALL_PER_DIR=${SMALL_PER_DIR:-100}
 ROUNDS=${ROUNDS:-7}
+HOWS=${HOWS:-unnamed}
+for how in $HOWS; do
+    case $how in unnamed | staged | direct) ;; *) echo "floor.sh: HOWS: unnamed, staged or direct, not '$how'" >&2; exit 1 ;; esac
+done
 die() { echo "floor.sh: $*" >&2; exit 1; }
 for t in cc nc tar python3 ss; do command -v "$t" >/dev/null || die "$t is not installed"; done
 [[ -d /dev/shm && -w /dev/shm ]] || die "no writable /dev/shm"
@@ -59,8 +67,8 @@ listening() {
 }
 : >"$W/rounds"
 for r in $(seq "$ROUNDS"); do
-    rm -rf "$W/t" "$W/f"
-    mkdir -p "$W/t" "$W/f"
+    rm -rf "$W/t"
+    mkdir -p "$W/t"
     port=$(port_free)
     bash -c 'nc -l -p "$1" | tar x -C "$2"' _ "$port" "$W/t" &
     rx=$!
@@ -69,26 +77,38 @@ for r in $(seq "$ROUNDS"); do
     t=$(now)
     tar c -C "$W/src" small | nc -N 127.0.0.1 "$port"
     wait "$rx" || die "tar | nc failed"
-    a=$(echo "$(now) - $t" | bc)
-    port=$(port_free)
-    /usr/bin/time -f "%U %S" -o "$W/recv.cpu" "$W/floor" recv "$W/f" "$port" >/dev/null &
-    rx=$!
-    pids=("$rx")
-    listening "$port"
-    t=$(now)
-    /usr/bin/time -f "%U %S" -o "$W/send.cpu" "$W/floor" send "$W/src/small" "$port"
-    wait "$rx" || die "floor recv failed"
-    b=$(echo "$(now) - $t" | bc)
-    pids=()
-    echo "round $r: tar | nc $a s, floor $b s"
-    echo "$a $b" >>"$W/rounds"
+    row="$(echo "$(now) - $t" | bc)"
+    line="round $r: tar | nc $row s"
+    for how in $HOWS; do
+        rm -rf "$W/f"
+        mkdir -p "$W/f"
+        port=$(port_free)
+        /usr/bin/time -f "%U %S" -o "$W/recv-$how.cpu" "$W/floor" recv "$W/f" "$port" "$how" >/dev/null &
+        rx=$!
+        pids=("$rx")
+        listening "$port"
+        t=$(now)
+        /usr/bin/time -f "%U %S" -o "$W/send-$how.cpu" "$W/floor" send "$W/src/small" "$port"
+        wait "$rx" || die "floor recv ($how) failed"
+        b=$(echo "$(now) - $t" | bc)
+        pids=()
+        diff -r "$W/src/small" "$W/f" >/dev/null || die "the floor's copy ($how) differs from the source"
+        line="$line, floor $how $b s"
+        row="$row $b"
+    done
+    echo "$line"
+    echo "$row" >>"$W/rounds"
 done
-diff -r "$W/src/small" "$W/f" >/dev/null || die "the floor's copy differs from the source"
 diff -r "$W/src/small" "$W/t/small" >/dev/null || die "tar's copy differs from the source"
-python3 - "$W/rounds" <<'PY'
+python3 - "$W/rounds" $HOWS <<'PY'
 import statistics as st, sys
 rows = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
-a = st.median(r[0] for r in rows); b = st.median(r[1] for r in rows)
-print("medians: tar | nc %.3f s, floor %.3f s: floor %.2f x tar | nc" % (a, b, b / a))
+a = st.median(r[0] for r in rows)
+print("medians: tar | nc %.3f s" % a)
+for i, how in enumerate(sys.argv[2:], 1):
+    b = st.median(r[i] for r in rows)
+    print("  floor %-8s %.3f s: %.2f x tar | nc" % (how, b, b / a))
 PY
-echo "CPU of the last floor round (user system, s): sender $(cat "$W/send.cpu"), receiver $(cat "$W/recv.cpu")"
+for how in $HOWS; do
+    echo "CPU of the last floor $how round (user system, s): sender $(cat "$W/send-$how.cpu"), receiver $(cat "$W/recv-$how.cpu")"
+done
