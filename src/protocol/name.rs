@@ -54,8 +54,9 @@ pub enum NameError {
 /// Suffixes of the receiver's own partial and state files; a component that
 /// starts with '.' and ends with one of these is refused, so no peer can
 /// plant a partial or a state file for a later transfer.
-pub const RESERVED_SUFFIXES: [&str; 6] = [
+pub const RESERVED_SUFFIXES: [&str; 7] = [
     ".ftx-part",
+    ".ftx-dir",
     ".ftx-state",
     ".ftx-state.tmp",
     ".ftx-hpart",
@@ -191,6 +192,8 @@ mod tests {
             ("a/", NameError::EmptyComponent),
             ("a\0b", NameError::Nul),
             (".x.iso.ftx-part", NameError::Reserved),
+            (".x.ftx-dir", NameError::Reserved),
+            ("a/.b.ftx-dir/c", NameError::Reserved),
             ("d/.x.iso.ftx-state", NameError::Reserved),
             (".x.ftx-state.tmp", NameError::Reserved),
             (".abc.ftx-hpart", NameError::Reserved),

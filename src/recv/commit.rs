@@ -6,15 +6,17 @@
 //! their RESULTs, while the session thread goes on receiving.
 
 use super::report::*;
+use super::stage::Stage;
 use super::types::*;
 use crate::protocol::frame::{encode, file_flags};
 use crate::protocol::Frame;
 use crate::secure::Wire;
 use crate::store;
 use anyhow::Result;
+use cap_std::fs::Dir;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use store::attrs::*;
 
 /// The session thread waits before queueing another verified file while
@@ -33,6 +35,10 @@ pub(super) const GROUP_FILES: usize = 16;
 /// ...or this many bytes before it syncs, unless the session is about to
 /// wait for the sender (who may be waiting for these RESULTs).
 pub(super) const GROUP_BYTES: u64 = 4 << 20;
+/// With nothing else to do, the commit thread puts an open stage that
+/// holds RESULTs back in place after this long: the sender may be waiting
+/// for them (its last files, or its window full).
+const STAGE_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl<'a> Commits<'a> {
     pub(super) fn new() -> Self {
@@ -89,13 +95,16 @@ impl<'a> Commits<'a> {
         std::mem::take(&mut self.lock().placed)
     }
 
-    /// Waits until every queued file is committed and its RESULT written;
-    /// returns what that amounted to since the last call.
-    pub(super) fn drain(&self) -> (Stats, Option<String>, Vec<u64>) {
+    /// Waits until every queued file is committed and its RESULT written,
+    /// and, with `stages` (the session's files are all in: END), until
+    /// every stage is in place; returns what that amounted to since the
+    /// last call. Every stage is closed from now on.
+    pub(super) fn drain(&self, stages: bool) -> (Stats, Option<String>, Vec<u64>) {
         let mut st = self.lock();
         st.urgent = true;
+        st.drained = true;
         self.changed.notify_all();
-        while !st.queue.is_empty() || st.busy {
+        while !st.queue.is_empty() || st.busy || (stages && st.staged > 0) {
             st.session_waits = true;
             st = self.wait(st);
         }
@@ -115,6 +124,20 @@ impl<'a> Commits<'a> {
             st.urgent = true;
             self.changed.notify_all();
         }
+    }
+
+    /// A stage the session made: the commit thread puts it in place once
+    /// it is closed (see [`super::stage`]).
+    pub(super) fn add_stage(&self, stage: std::sync::Arc<super::stage::Stage>) {
+        let mut st = self.lock();
+        st.staged += 1;
+        st.new_stages.push(stage);
+    }
+
+    /// The session closed a stage.
+    pub(super) fn stage_closed(&self) {
+        self.lock().stage_closed = true;
+        self.changed.notify_all();
     }
 
     /// No more files: the commit thread ends when it has committed the rest.
@@ -177,18 +200,61 @@ impl<'a> Commits<'a> {
         let mut linked: Linked<'a> = Vec::new();
         // A sync was asked for and its outcome not taken yet.
         let mut syncing = false;
+        // Stages not in place yet, in the order they were made (a stage
+        // after the one it is in), each with the files placed in it,
+        // waiting for it.
+        let mut stages: Vec<(Arc<Stage>, Linked<'a>)> = Vec::new();
+        // A stage went in place since the last sync was asked for.
+        let mut renamed = false;
         loop {
             let (batch, synced) = {
                 let mut st = self.lock();
+                // Stages closed here, after a wait.
+                let mut closed_here = false;
                 loop {
+                    stages.extend(st.new_stages.drain(..).map(|s| (s, Vec::new())));
+                    if st.closed || st.drained {
+                        // The session is over: every stage goes in place.
+                        for (s, _) in &stages {
+                            s.close();
+                        }
+                    }
                     let take = st.batch_due();
                     let done = matches!(st.sync, SyncSlot::Done(..));
                     let ask = !syncing && (!written.is_empty() || !linked.is_empty());
-                    if take || done || ask {
+                    let woken = std::mem::take(&mut st.stage_closed)
+                        || closed_here
+                        || st.closed
+                        || st.drained;
+                    closed_here = false;
+                    let place = woken && stages.iter().any(|(s, _)| s.ready());
+                    if take || done || ask || place {
                         break;
                     }
-                    if st.closed && st.queue.is_empty() && !syncing {
+                    if st.closed && st.queue.is_empty() && !syncing && stages.is_empty() {
                         return;
+                    }
+                    if stages
+                        .iter()
+                        .any(|(s, held)| !s.is_closed() && !held.is_empty())
+                    {
+                        // Nothing else to do while a stage holds RESULTs
+                        // back: the sender may be waiting for them. After
+                        // a moment the stage goes in place.
+                        let (g, waited) = self
+                            .changed
+                            .wait_timeout(st, STAGE_WAIT)
+                            .unwrap_or_else(|e| e.into_inner());
+                        st = g;
+                        if waited.timed_out() {
+                            for (s, held) in &stages {
+                                if !held.is_empty() {
+                                    s.close();
+                                }
+                            }
+                            closed_here = true;
+                        }
+                        continue;
                     }
                     st = self.wait(st);
                 }
@@ -227,14 +293,41 @@ impl<'a> Commits<'a> {
                 placed: &mut placed,
             };
             let mut closed_files = 0;
+            let mut settled = 0;
             if let Some((job, synced)) = synced {
                 syncing = false;
                 closed_files += job.written.len();
                 // The names linked before this sync began are durable (or
                 // not); the data written before it began is, so those
-                // files go into place.
+                // files go into place (or, in a stage, wait for it).
                 done.report(job.linked, &synced);
-                linked.extend(place(&mut done, job.written, &synced));
+                for (v, note) in place(&mut done, job.written, &synced) {
+                    hold(&mut done, &mut stages, &mut linked, v, note);
+                }
+            }
+            // Stages ready go in place, the one a stage is in first.
+            for (stage, held) in stages.iter_mut().filter(|(s, _)| s.ready()) {
+                let held = std::mem::take(held);
+                match stage.place() {
+                    Ok(()) => {
+                        renamed = true;
+                        linked.extend(held);
+                    }
+                    Err(e) => {
+                        for (v, _) in held {
+                            let message = format!(
+                                "cannot place '{}': cannot put its directory '{}' in place: {e}",
+                                v.name.shown(),
+                                stage.shown
+                            );
+                            done.fail(&v, message);
+                        }
+                    }
+                }
+                settled += 1;
+            }
+            if settled > 0 {
+                stages.retain(|(s, _)| !s.settled());
             }
             if let Some(batch) = batch {
                 let (taken, before) = (batch.len(), written.len());
@@ -246,6 +339,7 @@ impl<'a> Commits<'a> {
                 let job = SyncJob {
                     written: std::mem::take(&mut written),
                     linked: std::mem::take(&mut linked),
+                    staged: std::mem::take(&mut renamed),
                 };
                 if inline {
                     let synced = job.sync(sh);
@@ -271,6 +365,7 @@ impl<'a> Commits<'a> {
                 }
             }
             st.written -= closed_files;
+            st.staged -= settled;
             st.busy = syncing;
             st.stats.add(stats);
             st.placed.extend(placed);
@@ -297,24 +392,25 @@ impl Drop for QuitSyncs<'_, '_> {
 
 impl SyncJob<'_> {
     /// One `fsync` for a lone file written (or a lone name linked: its
-    /// directory's), else one `syncfs`.
+    /// directory's), else (or after a stage went in place) one `syncfs`.
     fn sync(&self, sh: &Shared) -> io::Result<()> {
-        match (self.written.as_slice(), self.linked.as_slice()) {
-            ([(_, file)], []) => file.sync_all(),
-            ([], [(v, _)]) => sync_dir(&v.dir),
+        match (self.written.as_slice(), self.linked.as_slice(), self.staged) {
+            ([(_, file)], [], false) => file.sync_all(),
+            ([], [(v, _)], false) => sync_dir(&v.dir),
             _ => syncfs(&sh.root),
         }
     }
 }
 
-/// The file of a verified body that was held without one: unnamed
-/// where its directory allows, else a named partial (`r.id` then says
-/// which inode it is); and whether it was created with its final mode.
+/// The file of a verified body that was held without one: at its own
+/// name in its directory's open stage, else unnamed where its directory
+/// allows, else a named partial (`r.id` then says which inode it is);
+/// whether it was created with its final mode, and at its name.
 pub(super) fn held_file(
     sh: &Shared,
     peer: SocketAddr,
     r: &mut Received<'_>,
-) -> Result<(std::fs::File, bool), String> {
+) -> Result<(std::fs::File, bool, bool), String> {
     let h = &r.h;
     // Its final mode from the start where the umask alone makes it what
     // `fchmod` would (no default ACL there, no attributes to set after
@@ -323,6 +419,12 @@ pub(super) fn held_file(
     let plain = r.dir.plain_modes && r.attrs.is_empty() && sh.umask & 0o400 == 0;
     let mode = plain.then(|| file_mode(h.mode, sh.umask));
     let unnamed = sh.unnamed.then(|| mode.unwrap_or(0o600));
+    if r.ticket.is_some() {
+        // In its stage, at its own name: the stage is out of sight.
+        if let Ok(file) = create_at_name(&r.dir, &r.last, mode.unwrap_or(0o600)) {
+            return Ok((file, mode.is_some(), true));
+        }
+    }
     let how = (h.size, h.md5, file_flags::algo(h.flags), unnamed);
     match store::small_file(&r.dir, &r.names, how, &sh.budget) {
         Ok((file, id, discarded)) => {
@@ -332,7 +434,7 @@ pub(super) fn held_file(
                 let shown = r.name.shown();
                 sh.log(&format!("{peer}: '{shown}': starting over: {why}"));
             }
-            Ok((file, mode_set))
+            Ok((file, mode_set, false))
         }
         Err(e) => Err(super::intake::not_created(
             &r.name.shown(),
@@ -352,17 +454,64 @@ pub(super) fn write_verified(
     sh: &Shared,
     peer: SocketAddr,
 ) -> Result<std::fs::File, String> {
-    let (file, mode_set) = match v.file.take() {
-        Some(file) => (file, false),
+    let (file, mode_set, direct) = match v.file.take() {
+        Some(file) => (file, false, false),
         None => held_file(sh, peer, &mut v.r)?,
     };
     let mode = (!mode_set).then(|| file_mode(v.r.h.mode, sh.umask));
     match finish_file(v, &file, mode) {
-        Ok(()) => Ok(file),
+        Ok(()) => {
+            v.direct = direct;
+            Ok(file)
+        }
+        Err(message) if direct => {
+            // Never in place half written.
+            let _ = v.r.dir.remove_file(&v.r.last);
+            v.r.ticket = None;
+            Err(message)
+        }
         Err(message) => {
             v.file = Some(file);
             Err(message)
         }
+    }
+}
+
+/// A new file at `last` in `dir` (`O_CREAT|O_EXCL`: nothing there is
+/// ever written to, a symlink is never followed), created with `mode`.
+fn create_at_name(dir: &Dir, last: &std::ffi::OsStr, mode: u32) -> io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let fd = rustix::fs::openat(dir, last, flags, Mode::from_raw_mode(mode & 0o777))?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// Where a file placed after its data sync goes: reported after the next
+/// sync, or, in a stage not in place yet, kept with it until it is (and
+/// failed with it if it cannot be).
+fn hold<'a>(
+    out: &mut Done<'_, '_>,
+    stages: &mut [(Arc<Stage>, Linked<'a>)],
+    linked: &mut Linked<'a>,
+    v: Box<Received<'a>>,
+    note: Option<String>,
+) {
+    let Some(stage) = v.dir.stage.clone() else {
+        linked.push((v, note));
+        return;
+    };
+    if stage.failed() {
+        let message = format!(
+            "cannot place '{}': its directory '{}' could not be put in place",
+            v.name.shown(),
+            stage.shown
+        );
+        out.fail(&v, message);
+        return;
+    }
+    match stages.iter_mut().find(|(s, _)| Arc::ptr_eq(s, &stage)) {
+        Some((_, held)) if !stage.settled() => held.push((v, note)),
+        _ => linked.push((v, note)),
     }
 }
 
@@ -496,18 +645,32 @@ fn place<'a>(
     let mut placed = Vec::with_capacity(written.len());
     for (
         Verified {
-            r: v, note, blocks, ..
+            r: v,
+            note,
+            blocks,
+            direct,
+            ..
         },
         file,
     ) in written
     {
         // Only the inode that was verified goes into place: the partial's
         // name must still be it (the file stays open, and locked, until
-        // after the rename).
+        // after the rename). One created at its name in a stage is there
+        // already, and goes in place with the stage.
         let renamed = synced
             .as_ref()
             .map_err(|e| io::Error::new(e.kind(), e.to_string()))
-            .and_then(|()| store::place(&v.dir, &v.names, (v.id, &file), &v.last, v.h.size));
+            .and_then(|()| match direct {
+                true => Ok(()),
+                false => store::place(&v.dir, &v.names, (v.id, &file), &v.last, v.h.size),
+            });
+        if direct && renamed.is_err() {
+            let _ = v.dir.remove_file(&v.last);
+        }
+        // Its data is durable (or it is gone): its stage need not wait.
+        let mut v = v;
+        v.ticket = None;
         if renamed.is_ok()
             && crate::protocol::frame::file_flags::algo(v.h.flags) == crate::digest::Algo::Md5
             && v.h.size >= crate::cache::PUT_MIN

@@ -3,6 +3,7 @@
 //! only to directories this session created: a DIR entry never changes a
 //! directory that was there before (`.ssh`, OUT's own subdirectories).
 
+use super::stage::Stage;
 use super::types::*;
 use crate::protocol::Status;
 use crate::protocol::{DirHeader, Frame};
@@ -14,6 +15,14 @@ use cap_std::fs::Dir;
 use std::ffi::OsStr;
 use std::io::{self};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::Arc;
+
+/// A directory opened below OUT: the stage it is in (or is) while that is
+/// not in place, and whether it is that stage's own directory.
+pub(super) type StagedDir = (Dir, Option<Arc<Stage>>, bool);
+
+/// A stage on a path: its directory, how many components it covers.
+type StagedPrefix = Option<(Dir, usize, Arc<Stage>)>;
 use store::attrs::*;
 
 /// Opens (creating when missing) each directory of `comps` below `root`,
@@ -63,16 +72,91 @@ impl<'a> Session<'a, '_> {
     /// ([`open_dirs`]), and remembers what it created: receiver-wide, for
     /// the DIR entries' modes and mtimes; in this session, as fresh when
     /// it made the directory itself ([`FreshDirs`]).
-    pub(super) fn make_dirs(&mut self, comps: &[&OsStr]) -> Result<Dir, Refusal> {
+    ///
+    /// Below a stage of this session not yet in place, from that stage's
+    /// directory (its final path does not exist yet); the stage comes
+    /// back with the directory, and whether it is the stage's own.
+    pub(super) fn make_dirs(&mut self, comps: &[&OsStr]) -> Result<StagedDir, Refusal> {
+        let (base, from, stage) = match self.staged_prefix(comps)? {
+            Some((dir, from, stage)) => (Some(dir), from, Some(stage)),
+            None => (None, 0, None),
+        };
         let mut made = false;
-        let dir = open_dirs(&self.sh.root, comps, |i| {
-            self.sh.created(dir_key(&comps[..=i]));
-            made = i + 1 == comps.len();
-        })?;
+        let dir = open_dirs(
+            base.as_ref().unwrap_or(&self.sh.root),
+            &comps[from..],
+            |i| {
+                self.sh.created(dir_key(&comps[..=from + i]));
+                made = from + i + 1 == comps.len();
+            },
+        )?;
         if made {
             self.fresh_dirs.insert(dir_key(comps));
         }
-        Ok(dir)
+        let own = stage.is_some() && from == comps.len();
+        Ok((dir, stage, own))
+    }
+
+    /// The deepest stage of this session on the path `comps` that is not
+    /// in place yet: its directory, how many components it covers, and the
+    /// stage. Stages in place are forgotten now and then.
+    fn staged_prefix(&mut self, comps: &[&OsStr]) -> Result<StagedPrefix, Refusal> {
+        if self.stages.is_empty() {
+            return Ok(None);
+        }
+        if self.stages.len() >= 64 {
+            self.stages.retain(|_, (s, _)| !s.settled());
+        }
+        for n in (1..=comps.len()).rev() {
+            if let Some((stage, dir)) = self.stages.get(&dir_key(&comps[..n])) {
+                if stage.settled() {
+                    break;
+                }
+                let dir = dir.try_clone().map_err(|e| io_refusal(&stage.shown, &e))?;
+                return Ok(Some((dir, n, stage.clone())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// No more files at their names in `stage`: the commit thread puts it
+    /// in place once their data is durable.
+    pub(super) fn close_stage(&self, stage: &Stage) {
+        if !stage.is_closed() {
+            stage.close();
+            self.commits.stage_closed();
+        }
+    }
+
+    /// Makes the directory `comps` (its parent there already) as a stage,
+    /// when nothing is at its name: `None` when it is there, or cannot be a
+    /// stage ([`Stage::make`]).
+    fn make_stage(&mut self, comps: &[&OsStr], shown: String) -> Result<Option<()>, Refusal> {
+        let Some((&last, parents)) = comps.split_last() else {
+            return Ok(None);
+        };
+        let (parent, up, _) = self.make_dirs(parents)?;
+        // A directory inside a stage ends the run of that stage's own
+        // files: it goes in place first, and this one after it.
+        if let Some(up) = &up {
+            self.close_stage(up);
+        }
+        match parent.symlink_metadata(last) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Ok(_) => return Ok(None),
+            Err(e) => return Err(io_refusal(&shown, &e)),
+        }
+        let Some((dir, stage)) =
+            Stage::make(&parent, last, shown.clone(), up).map_err(|e| io_refusal(&shown, &e))?
+        else {
+            return Ok(None);
+        };
+        let key = dir_key(comps);
+        self.sh.created(key);
+        self.fresh_dirs.insert(key);
+        self.stages.insert(key, (stage.clone(), dir));
+        self.commits.add_stage(stage);
+        Ok(Some(()))
     }
 
     pub(super) fn dir(&mut self, h: DirHeader, attrs: Vec<crate::xattr::Attr>) -> Result<()> {
@@ -81,8 +165,13 @@ impl<'a> Session<'a, '_> {
             Err(r) => return self.refuse_dir(h, r),
         };
         let comps: Vec<&OsStr> = name.components().collect();
-        match self.make_dirs(&comps) {
-            Ok(_) => {
+        let made = match self.make_stage(&comps, name.shown()) {
+            Ok(Some(())) => Ok(()),
+            Ok(None) => self.make_dirs(&comps).map(|_| ()),
+            Err(r) => Err(r),
+        };
+        match made {
+            Ok(()) => {
                 // Only a directory this receiver created gets the entry's
                 // mode and mtime (at END); one that was there is left as
                 // it is.

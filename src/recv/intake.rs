@@ -40,6 +40,7 @@ pub(super) fn verify<'a>(
             body,
             note: None,
             blocks,
+            direct: false,
         });
     }
     Err(mismatch(r, got))
@@ -121,6 +122,7 @@ impl<'a> Session<'a, '_> {
             offset,
             attrs,
             old,
+            ticket,
             _guard,
         } = a;
         let started = Instant::now();
@@ -332,6 +334,7 @@ impl<'a> Session<'a, '_> {
             started,
             arriving: started.elapsed(),
             attrs,
+            ticket,
             _guard,
         });
         let failure = match ended {

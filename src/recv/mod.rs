@@ -49,6 +49,7 @@ mod offer;
 mod pull;
 mod report;
 mod session;
+mod stage;
 mod types;
 
 use crate::config::RecvConfig;

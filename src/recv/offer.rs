@@ -82,6 +82,17 @@ impl<'a> Session<'a, '_> {
         // like a different file (refused if a file is there, unless
         // --overwrite).
         let stream = h.flags & file_flags::STREAM != 0;
+        let mut ticket = None;
+        if let (Some(s), true) = (&dir.stage, dir.own) {
+            // A file that can resume must have its partial where a later
+            // session finds it: the stage goes in place first. So does
+            // one with many files, whose RESULTs it holds back.
+            let offered = s.offered.fetch_add(1, Ordering::Relaxed) + 1;
+            if !store::never_resumes(h.size, stream) || offered >= super::stage::STAGE_FILES {
+                self.close_stage(s);
+            }
+            ticket = super::stage::Ticket::of(s);
+        }
         if h.flags & file_flags::DIGEST_FOLLOWS != 0 && !stream {
             // Without the digest, an existing file or a partial cannot be
             // judged (identical? resumable?): the sender is asked for it.
@@ -107,7 +118,7 @@ impl<'a> Session<'a, '_> {
                 // from there (PREFIX), instead of hashing the whole file
                 // first.
                 if by_delta || (!at_target && store::unhashed_partial(&dir, &names, h.size)) {
-                    return self.accept_file(h, name, guard, dir, last, attrs);
+                    return self.accept_file(h, name, (guard, ticket), dir, last, attrs);
                 }
                 self.conn.queue(&Frame::Reject {
                     id: h.id,
@@ -130,7 +141,7 @@ impl<'a> Session<'a, '_> {
             self.check_target(&dir, last, &h)
         };
         match answer {
-            Answer::Write => self.accept_file(h, name, guard, dir, last, attrs),
+            Answer::Write => self.accept_file(h, name, (guard, ticket), dir, last, attrs),
             Answer::Skip => {
                 self.stats.ok += 1;
                 self.stats.skipped += 1;
@@ -185,7 +196,7 @@ impl<'a> Session<'a, '_> {
         &mut self,
         h: FileHeader,
         name: WireName,
-        guard: InflightGuard<'a>,
+        (guard, ticket): (InflightGuard<'a>, Option<super::stage::Ticket>),
         dir: Arc<OutDir>,
         last: &std::ffi::OsStr,
         attrs: Vec<crate::xattr::Attr>,
@@ -273,6 +284,7 @@ impl<'a> Session<'a, '_> {
             offset,
             attrs,
             old,
+            ticket,
             _guard: guard,
         });
         Ok(())
@@ -361,10 +373,22 @@ impl<'a> Session<'a, '_> {
                 return Ok(p.dir.clone());
             }
         }
-        let dir = self.make_dirs(comps)?;
+        let (dir, stage, own) = self.make_dirs(comps)?;
+        // Files elsewhere end the run of files of the stage the last file
+        // went into (a walk sends a directory's files together).
+        if let Some(p) = &self.parent {
+            if let (Some(s), true) = (&p.dir.stage, p.dir.own) {
+                self.close_stage(s);
+            }
+        }
         // Only an unnamed file is ever created with its final mode.
         let plain_modes = self.sh.unnamed && !store::has_default_acl(&dir);
-        let dir = Arc::new(OutDir { dir, plain_modes });
+        let dir = Arc::new(OutDir {
+            dir,
+            plain_modes,
+            stage,
+            own,
+        });
         let key = dir_key(comps);
         self.parent = Some(Parent {
             comps: comps.iter().map(|c| (*c).to_owned()).collect(),

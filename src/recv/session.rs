@@ -103,6 +103,7 @@ pub(super) fn session(o: Opened, sh: &Shared, began: Began) -> Result<Stats> {
             bar,
             bodies: 0,
             parent: None,
+            stages: std::collections::HashMap::new(),
         };
         // Files already received are verified and placed even if the
         // session breaks: the commit thread goes on with what is queued.
@@ -124,7 +125,7 @@ pub(super) fn session(o: Opened, sh: &Shared, began: Began) -> Result<Stats> {
         if committer.join().is_err() {
             bail!("internal error: the commit thread panicked");
         }
-        s.stats.add(commits.drain().0);
+        s.stats.add(commits.drain(true).0);
         Ok((result, s.stats))
     })?;
     // A pull's events are the run's (recv/pull.rs): retries, one error,
@@ -230,9 +231,11 @@ impl<'a> Session<'a, '_> {
     }
 
     /// Waits until the commit thread has placed every verified file and
-    /// answered for it, and counts what it did.
-    pub(super) fn drain_commits(&mut self) -> Result<()> {
-        let (stats, broken, placed) = self.commits.drain();
+    /// answered for it (and, with `stages`, put every stage in place: END,
+    /// where every accepted file is in; not when the session breaks off,
+    /// with files whose bodies never came), and counts what it did.
+    pub(super) fn drain_commits(&mut self, stages: bool) -> Result<()> {
+        let (stats, broken, placed) = self.commits.drain(stages);
         for k in placed {
             self.mark_placed(k);
         }
@@ -257,7 +260,7 @@ impl<'a> Session<'a, '_> {
                 Ok(Some(f)) => f,
                 Ok(None) => {
                     self.verify_small();
-                    let _ = self.drain_commits();
+                    let _ = self.drain_commits(false);
                     bail!(
                         "closed the connection before END ({} ok, {} failed)",
                         self.stats.ok,
@@ -341,7 +344,7 @@ impl<'a> Session<'a, '_> {
                 Frame::Left { path, message } if self.pulled => self.left(&path, &message),
                 Frame::Error { code, message } => {
                     self.verify_small();
-                    let _ = self.drain_commits();
+                    let _ = self.drain_commits(false);
                     return Err(crate::front::dial::peer_error(code, &message));
                 }
                 Frame::Xattr { id, name, value } => self.xattr(id, name, value)?,
@@ -364,7 +367,7 @@ impl<'a> Session<'a, '_> {
                         let cause = cause.clone();
                         return Err(self.stop(&cause));
                     }
-                    self.drain_commits()?;
+                    self.drain_commits(true)?;
                     self.finish_links();
                     self.finish_dirs();
                     self.conn.send(&Frame::Summary {

@@ -301,6 +301,10 @@ pub(super) struct Session<'a, 'c> {
     /// The directory the last file went into (a walk sends a directory's
     /// files together), so the next file there costs no path walk.
     pub(super) parent: Option<Parent>,
+    /// Staged directories this session made, by [`super::dirs::dir_key`],
+    /// with each one's directory: what is below one that is not in place
+    /// yet is opened from it.
+    pub(super) stages: HashMap<u128, (Arc<super::stage::Stage>, Dir)>,
 }
 
 /// A directory below OUT that files go into, and how a file created
@@ -313,6 +317,12 @@ pub(super) struct OutDir {
     /// [`store::small_file`]). Only asked where files are created
     /// unnamed.
     pub(super) plain_modes: bool,
+    /// The nearest staged directory it is in (or is), until that one is
+    /// in place: what is placed here is reported only after it.
+    pub(super) stage: Option<Arc<super::stage::Stage>>,
+    /// It is that stage's own directory: a small file may be created at
+    /// its name here while the stage is open.
+    pub(super) own: bool,
 }
 
 impl std::ops::Deref for OutDir {
@@ -407,6 +417,16 @@ pub(super) struct CommitState<'a> {
     /// The session thread waits for the commit thread (room in the queue,
     /// or the queue drained): only then does the commit thread wake it.
     pub(super) session_waits: bool,
+    /// Stages the session made, not yet taken by the commit thread.
+    pub(super) new_stages: Vec<Arc<super::stage::Stage>>,
+    /// Stages not yet in place (or failed): the session's drain waits for
+    /// them.
+    pub(super) staged: usize,
+    /// The session closed a stage: the commit thread may put it in place.
+    pub(super) stage_closed: bool,
+    /// The session waits for everything to be committed (it is ending):
+    /// every stage is closed.
+    pub(super) drained: bool,
 }
 
 /// A sync the commit thread asks of its sync thread: one that makes the
@@ -415,6 +435,9 @@ pub(super) struct CommitState<'a> {
 pub(super) struct SyncJob<'a> {
     pub(super) written: Vec<(Verified<'a>, std::fs::File)>,
     pub(super) linked: super::commit::Linked<'a>,
+    /// A stage was put in place (renamed in its parent) since the last
+    /// sync: the whole file system is synced.
+    pub(super) staged: bool,
 }
 
 /// A [`SyncJob`] on its way to the sync thread and back (`Idle` while it
@@ -442,6 +465,8 @@ pub(super) struct Awaiting<'a> {
     pub(super) attrs: Vec<crate::xattr::Attr>,
     /// The file it replaces, when BLOCKS were sent for it (a delta).
     pub(super) old: Option<Old>,
+    /// Accepted into an open stage: created at its name there.
+    pub(super) ticket: Option<super::stage::Ticket>,
     pub(super) _guard: InflightGuard<'a>,
 }
 
@@ -470,6 +495,9 @@ pub(super) struct Received<'a> {
     pub(super) arriving: std::time::Duration,
     /// Extended attributes and ACLs to set before it is placed.
     pub(super) attrs: Vec<crate::xattr::Attr>,
+    /// Accepted into an open stage: created at its name there (given back
+    /// once its data is durable).
+    pub(super) ticket: Option<super::stage::Ticket>,
     pub(super) _guard: InflightGuard<'a>,
 }
 
@@ -492,6 +520,9 @@ pub(super) struct Verified<'a> {
     /// Its delta block digests, computed as it was written: kept in the
     /// digest cache once it is placed.
     pub(super) blocks: Option<store::Blocks>,
+    /// Created at its own name in its directory's open stage (see
+    /// [`super::stage`]): nothing to link, it is in place with the stage.
+    pub(super) direct: bool,
 }
 
 /// A small file received, its body in memory to be hashed with others

@@ -243,7 +243,9 @@ fn a_small_file_never_replaces_what_appeared_at_its_name_meanwhile() {
 /// looked at before its ACCEPT (nothing can be there but what the session
 /// put); what another program put there meanwhile still makes it fail,
 /// named, and stays as it was. A directory that was there before is
-/// looked at, as ever: the same file there is refused up front.
+/// looked at, as ever: the same file there is refused up front. (A
+/// directory the session made is under its working name, `.made.ftx-dir`,
+/// until its files are in: planted there.)
 #[test]
 fn a_file_planted_in_a_directory_the_session_made_is_never_replaced() {
     let d = dirs();
@@ -251,7 +253,12 @@ fn a_file_planted_in_a_directory_the_session_made_is_never_replaced() {
     let data = b"ours, verified";
     let mut raw = Raw::session(rx.addr);
     raw.make_dir(1, "made", 0o755);
-    fs::write(d.out.join("made/x.bin"), b"theirs").expect("plant");
+    let made = ["made", ".made.ftx-dir"]
+        .iter()
+        .map(|n| d.out.join(n))
+        .find(|p| p.is_dir())
+        .expect("the directory made, under one name or the other");
+    fs::write(made.join("x.bin"), b"theirs").expect("plant");
     raw.start_body(2, b"made/x.bin", data);
     raw.write(data);
     match raw.expect("RESULT") {

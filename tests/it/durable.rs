@@ -1,11 +1,15 @@
 //! The order that makes a received file durable before anyone is told of
 //! it, read from the system calls of a real receiver (`strace -f`), pushed
 //! to and pulling, plain and with a token: a file without a name
-//! (`O_TMPFILE`) gets its name only
-//! after a sync that began once its data was written, and its line is
-//! printed (its RESULT sent with it) only after a sync that began once
-//! the name was made. The syncs run on a thread of their own while the
-//! commit thread writes the next files: this is what keeps them in order.
+//! (`O_TMPFILE`) gets its name only after a sync that began once its data
+//! was written, and its line is printed (its RESULT sent with it) only
+//! after a sync that began once the name was made. A file created at its
+//! name in a staged directory (`.NAME.ftx-dir`, see `src/recv/stage.rs`)
+//! is under its final path once that directory is renamed into place:
+//! the rename comes only after a sync that began once the file's data was
+//! written, and the line after a sync that began once the rename was done.
+//! The syncs run on a thread of their own while the commit thread writes
+//! the next files: this is what keeps them in order.
 
 use crate::common::*;
 use std::collections::HashMap;
@@ -14,15 +18,26 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// 300 files of 1-2,000 bytes in three directories, named `u0000` to
-/// `u0299` (no name is part of another).
-fn tree(src: &Path) -> Vec<String> {
+/// `u0299`, and `u0300` beside them, after them in the walk (no name is
+/// part of another); with the name of the directory each is in.
+fn tree(src: &Path) -> Vec<(String, String)> {
     let mut names = Vec::new();
-    for i in 0..300u64 {
-        let dir = src.join("tree").join(format!("d{}", i / 100));
+    for i in 0..301u64 {
+        let under = if i < 300 {
+            format!("d{}", i / 100)
+        } else {
+            String::new()
+        };
+        let dir = src.join("tree").join(&under);
         fs::create_dir_all(&dir).expect("mkdir");
         let name = format!("u{i:04}");
         write_random(dir.join(&name), 1 + (i * 7919) % 2000, i);
-        names.push(name);
+        let under = if under.is_empty() {
+            "tree".into()
+        } else {
+            under
+        };
+        names.push((name, under));
     }
     names
 }
@@ -34,7 +49,7 @@ fn traced(trace: &Path, args: &[&str]) -> Command {
         .arg(trace)
         .args([
             "-e",
-            "trace=openat,write,writev,linkat,syncfs,fsync,fdatasync,close",
+            "trace=openat,write,writev,linkat,renameat2,syncfs,fsync,fdatasync,close",
             "--",
         ])
         .arg(ftx_bin())
@@ -132,10 +147,20 @@ fn ret(c: &Call) -> Option<i32> {
     c.args.rsplit_once(" = ")?.1.split(' ').next()?.parse().ok()
 }
 
-/// Checks the order in a receiver's calls for every name in `names`;
-/// panics with what was out of order.
-fn assert_durable_before_told(log: &str, names: &[String]) {
+/// The quoted strings among a call's arguments.
+fn quoted(c: &Call) -> Vec<&str> {
+    c.args.split('"').skip(1).step_by(2).collect()
+}
+
+/// Checks the order in a receiver's calls for every name in `names` (each
+/// with the name of its directory); panics with what was out of order.
+fn assert_durable_before_told(log: &str, names: &[(String, String)]) {
     let calls = calls(log);
+    let dir_of: HashMap<&str, &str> = names
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_str()))
+        .collect();
+    let names: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
     // Syncs: (start, end, the descriptor synced or None for the whole
     // file system).
     let syncs: Vec<(f64, f64, Option<i32>)> = calls
@@ -157,6 +182,14 @@ fn assert_durable_before_told(log: &str, names: &[String]) {
     };
     // Unnamed files by descriptor: when their data was last written.
     let mut unnamed: HashMap<i32, f64> = HashMap::new();
+    // Files created at their names, open: descriptor -> name.
+    let mut at_name: HashMap<i32, String> = HashMap::new();
+    // Files created at their names: when their data was last written,
+    // through which descriptor.
+    let mut created: HashMap<String, (f64, i32)> = HashMap::new();
+    // Directories renamed into place (from `.NAME.ftx-dir`): when the
+    // rename began and ended, in which directory (descriptor).
+    let mut placed: HashMap<String, (f64, f64, i32)> = HashMap::new();
     // Names given: when, and in which directory (descriptor).
     let mut linked: HashMap<String, (f64, i32)> = HashMap::new();
     let mut told: HashMap<String, f64> = HashMap::new();
@@ -167,12 +200,35 @@ fn assert_durable_before_told(log: &str, names: &[String]) {
                     unnamed.insert(fd, c.end);
                 }
             }
+            "openat" if c.args.contains("O_CREAT") => {
+                let name = quoted(c).first().map(|n| n.to_string());
+                if let (Some(fd), Some(name)) = (ret(c), name) {
+                    if names.contains(&name) {
+                        created.insert(name.clone(), (c.end, fd));
+                        at_name.insert(fd, name);
+                    }
+                }
+            }
+            "renameat2" => {
+                // renameat2(DIRFD, ".NAME.ftx-dir", DIRFD, "NAME", RENAME_NOREPLACE) = 0
+                let q = quoted(c);
+                let dir = fd_arg(c);
+                if let ([from, to], Some(dir), Some(0)) = (q.as_slice(), dir, ret(c)) {
+                    if from.ends_with(".ftx-dir") && !to.ends_with(".ftx-dir") {
+                        placed.insert((*to).to_owned(), (c.start, c.end, dir));
+                    }
+                }
+            }
             "write" | "writev" => {
                 let Some(fd) = fd_arg(c) else { continue };
                 if let Some(written) = unnamed.get_mut(&fd) {
                     *written = c.end;
+                } else if let Some(name) = at_name.get(&fd) {
+                    if let Some((written, _)) = created.get_mut(name) {
+                        *written = c.end;
+                    }
                 } else if fd == 1 {
-                    for n in names {
+                    for n in &names {
                         if c.args.contains(n.as_str()) {
                             told.entry(n.clone()).or_insert(c.start);
                         }
@@ -204,21 +260,46 @@ fn assert_durable_before_told(log: &str, names: &[String]) {
             "close" => {
                 if let Some(fd) = fd_arg(c) {
                     unnamed.remove(&fd);
+                    at_name.remove(&fd);
                 }
             }
             _ => {}
         }
     }
-    for n in names {
-        let Some(&(at, dir)) = linked.get(n) else {
-            panic!("'{n}' was never linked into place from an unnamed file");
+    // Both ways were taken: files created at their names in the staged
+    // directories d0-d2, and u0300, offered in `tree` after a directory
+    // was made inside it (which closes its stage), linked.
+    assert!(
+        created.len() >= 300 && linked.contains_key("u0300"),
+        "{} files created at their names, u0300 linked: {}",
+        created.len(),
+        linked.contains_key("u0300")
+    );
+    for n in &names {
+        let (at, dir) = match (linked.get(n), created.get(n)) {
+            (Some(&l), _) => l,
+            (None, Some(&(written, fd))) => {
+                // Created at its name in a stage: in place with it.
+                let d = dir_of[n.as_str()];
+                let Some(&(start, end, parent)) = placed.get(d) else {
+                    panic!("'{n}' was created at its name, and its directory '{d}' was never renamed into place");
+                };
+                assert!(
+                    synced_between(written, start, Some(fd)),
+                    "'{d}' was renamed into place at {start} with no sync between the last write of '{n}' ({written}) and the rename"
+                );
+                (end, parent)
+            }
+            (None, None) => {
+                panic!("'{n}' was neither linked from an unnamed file nor created at its name")
+            }
         };
         let Some(&line) = told.get(n) else {
             panic!("no line was printed for '{n}'");
         };
         assert!(
             synced_between(at, line, Some(dir)),
-            "the line for '{n}' was printed at {line} with no sync between its link ({at}) and the line"
+            "the line for '{n}' was printed at {line} with no sync between its name ({at}) and the line"
         );
     }
 }

@@ -29,6 +29,7 @@ mod reverse;
 mod sealed;
 mod security;
 mod serve;
+mod staged;
 mod stream;
 mod transfer;
 mod trees;
