@@ -2,8 +2,10 @@
 //! bodies held in memory, applies modes and mtimes, makes
 //! verified files durable in groups (one `syncfs` for the data, the
 //! renames, one more `syncfs`; the syncs on its own `ftx-sync` thread,
-//! while it writes the next group) and puts them in place, then writes
-//! their RESULTs, while the session thread goes on receiving.
+//! while it writes the next group) and puts them in place (a file created
+//! at its name in a staged directory goes in place with the directory:
+//! [`super::stage`]), then writes their RESULTs, while the session thread
+//! goes on receiving.
 
 use super::report::*;
 use super::stage::Stage;
@@ -134,6 +136,11 @@ impl<'a> Commits<'a> {
         st.new_stages.push(stage);
     }
 
+    /// Stages of the session not in place yet.
+    pub(super) fn stages_out(&self) -> usize {
+        self.lock().staged
+    }
+
     /// The session closed a stage.
     pub(super) fn stage_closed(&self) {
         self.lock().stage_closed = true;
@@ -234,13 +241,16 @@ impl<'a> Commits<'a> {
                     if st.closed && st.queue.is_empty() && !syncing && stages.is_empty() {
                         return;
                     }
-                    if stages
-                        .iter()
-                        .any(|(s, held)| !s.is_closed() && !held.is_empty())
-                    {
-                        // Nothing else to do while a stage holds RESULTs
-                        // back: the sender may be waiting for them. After
-                        // a moment the stage goes in place.
+                    let holding = || {
+                        stages
+                            .iter()
+                            .any(|(s, held)| !s.is_closed() && !held.is_empty())
+                    };
+                    if !syncing && holding() {
+                        // Nothing else to do (no sync in flight either)
+                        // while a stage holds RESULTs back: the sender may
+                        // be waiting for them. After a moment the stage
+                        // goes in place.
                         let (g, waited) = self
                             .changed
                             .wait_timeout(st, STAGE_WAIT)

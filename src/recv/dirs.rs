@@ -23,6 +23,11 @@ pub(super) type StagedDir = (Dir, Option<Arc<Stage>>, bool);
 
 /// A stage on a path: its directory, how many components it covers.
 type StagedPrefix = Option<(Dir, usize, Arc<Stage>)>;
+
+/// A session makes a directory at its final name instead of staging it
+/// while this many of its stages are not in place yet (each holds three
+/// descriptors until then).
+const MAX_STAGES: usize = 256;
 use store::attrs::*;
 
 /// Opens (creating when missing) each directory of `comps` below `root`,
@@ -135,6 +140,10 @@ impl<'a> Session<'a, '_> {
         let Some((&last, parents)) = comps.split_last() else {
             return Ok(None);
         };
+        if self.commits.stages_out() >= MAX_STAGES {
+            // Each holds descriptors until it is in place.
+            return Ok(None);
+        }
         let (parent, up, _) = self.make_dirs(parents)?;
         // A directory inside a stage ends the run of that stage's own
         // files: it goes in place first, and this one after it.
@@ -155,7 +164,8 @@ impl<'a> Session<'a, '_> {
         self.sh.created(key);
         self.fresh_dirs.insert(key);
         self.stages.insert(key, (stage.clone(), dir));
-        self.commits.add_stage(stage);
+        self.commits.add_stage(stage.clone());
+        self.open_stages.push(stage);
         Ok(Some(()))
     }
 
@@ -164,6 +174,12 @@ impl<'a> Session<'a, '_> {
             Ok(n) => n,
             Err(r) => return self.refuse_dir(h, r),
         };
+        // A directory comes after everything in the directories made
+        // before it but those it is in (a walk goes depth first): their
+        // stages hold no more files of their own.
+        for s in std::mem::take(&mut self.open_stages) {
+            self.close_stage(&s);
+        }
         let comps: Vec<&OsStr> = name.components().collect();
         let made = match self.make_stage(&comps, name.shown()) {
             Ok(Some(())) => Ok(()),

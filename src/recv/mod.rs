@@ -14,7 +14,8 @@
 //!                                then starts its session       front/gate.rs
 //!  └─ "session PEER" (one each)  the frame loop, after the handshake     session.rs
 //!      │                         FILE → offer.rs (asks admit.rs, claims inflight.rs)
-//!      │                         DIR  → dirs.rs      BODY, HOLE → intake.rs
+//!      │                         DIR  → dirs.rs (a new one staged: stage.rs)
+//!      │                         BODY, HOLE → intake.rs
 //!      │                         SYMLINK, LINK → links.rs (created at END)
 //!      │                         bodies ≤ 256 KiB: held, hashed here in batches
 //!      │                         bodies < 4 MiB: written and hashed here
@@ -22,8 +23,9 @@
 //!      │                         when the body starts (store/pipeline.rs,
 //!      │                         store/disk.rs): MD5 / writes + checkpoints
 //!      └─ "ftx-commit"           writes held bodies, applies attributes,
-//!          │                     renames into place after the sync of
-//!          │                     their data, sends RESULTs after the sync
+//!          │                     renames into place (or, in a stage,
+//!          │                     puts the stage in place) after the sync
+//!          │                     of their data, sends RESULTs after the sync
 //!          │                     of their names, prints lines  commit.rs, report.rs
 //!          └─ "ftx-sync"         the syncs, one at a time, while the commit
 //!                                thread writes the next files    commit.rs

@@ -104,6 +104,7 @@ pub(super) fn session(o: Opened, sh: &Shared, began: Began) -> Result<Stats> {
             bodies: 0,
             parent: None,
             stages: std::collections::HashMap::new(),
+            open_stages: Vec::new(),
         };
         // Files already received are verified and placed even if the
         // session breaks: the commit thread goes on with what is queued.

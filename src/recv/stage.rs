@@ -10,12 +10,15 @@
 //! A stage is open while its own files come. Each small file accepted
 //! into it while it is open takes a [`Ticket`], and is created at its name
 //! by the commit thread. The stage closes when the files move on to
-//! another directory, when a directory is made inside it, when a file
+//! another directory, when the next directory entry comes (a walk goes
+//! depth first: it has left the stage, or goes inside it), when a file
 //! that can resume or its [`STAGE_FILES`]th file is offered in it, when
 //! the session ends, or when the commit thread has had nothing else to do
 //! for [`super::commit`]'s moment while it holds RESULTs back (the sender
 //! may be waiting for them); a file accepted later is created unnamed and
-//! linked, as anywhere. The commit thread renames a closed stage into place
+//! linked, as anywhere. A session stages at most 256 directories at a time
+//! (each holds descriptors until it is in place); beyond, a directory is
+//! made at its final name. The commit thread renames a closed stage into place
 //! once no ticket of it is left (each is given back once the file's data is
 //! durable, or the file is gone) and the stage it sits in (if any) is in
 //! place; the files placed in it are then reported after a sync that began

@@ -305,6 +305,9 @@ pub(super) struct Session<'a, 'c> {
     /// with each one's directory: what is below one that is not in place
     /// yet is opened from it.
     pub(super) stages: HashMap<u128, (Arc<super::stage::Stage>, Dir)>,
+    /// The stages made since the last DIR entry closed the ones before:
+    /// the next DIR closes them (the walk has left them).
+    pub(super) open_stages: Vec<Arc<super::stage::Stage>>,
 }
 
 /// A directory below OUT that files go into, and how a file created

@@ -104,3 +104,24 @@ fn a_file_whose_stage_cannot_go_in_place_fails_named_and_nothing_is_replaced() {
         "the verified file is not lost"
     );
 }
+
+#[test]
+fn thousands_of_empty_directories_arrive_and_no_stage_is_left() {
+    let d = dirs();
+    // More directories than a session stages at once, nested and not.
+    for i in 0..1500 {
+        fs::create_dir_all(d.src.join(format!("tree/e{:02}/x{i:04}", i % 30))).expect("mkdir");
+    }
+    write_random(d.src.join("tree/e00/x0000/last"), 100, 1);
+    let rx = Receiver::start(&d.out, &[]);
+    let out = send(&[s(&d.src.join("tree"))], rx.addr);
+    assert_status(&out, 0, "send");
+    assert_trees_equal(d.src.join("tree"), d.out.join("tree"));
+    let left: Vec<_> = walkdir::WalkDir::new(&d.out)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".ftx-dir"))
+        .map(|e| e.path().display().to_string())
+        .collect();
+    assert!(left.is_empty(), "stages left: {left:?}");
+}
