@@ -20,7 +20,9 @@
 //! - [`recv`]: the receiver, one file per stage or thread (its `mod.rs`
 //!   draws the threads): `listen.rs` signals; `session.rs` the session thread's frame loop; `offer.rs` a
 //!   FILE offer, decided by `admit.rs` (pure); `inflight.rs` claims across
-//!   sessions; `dirs.rs` DIR entries; `links.rs` SYMLINK and LINK entries;
+//!   sessions; `dirs.rs` DIR entries; `stage.rs` new directories made
+//!   under a working name and renamed into place with their files;
+//!   `links.rs` SYMLINK and LINK entries;
 //!   `intake.rs` bodies (extents, holes) and batch hashing; `commit.rs` the
 //!   commit thread; `report.rs` RESULTs, lines, events; `types.rs` what
 //!   they share.

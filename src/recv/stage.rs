@@ -91,13 +91,7 @@ impl Stage {
         // Made and locked under a name of this process's own first, so
         // that a stage under its working name is always locked while its
         // session lives.
-        let mut r = [0u8; 8];
-        let _ = getrandom::fill(&mut r);
-        let private = format!(
-            ".ftx-{}-{:x}{SUFFIX}",
-            std::process::id(),
-            u64::from_ne_bytes(r)
-        );
+        let private = crate::store::own_name("stage", SUFFIX);
         parent.create_dir(&private)?;
         let made = parent
             .open_dir_nofollow(&private)

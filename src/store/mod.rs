@@ -358,6 +358,18 @@ fn link_unnamed(file: &File, dir: &Dir, last: &std::ffi::OsStr) -> io::Result<()
     }
 }
 
+/// A working name of this process's own, `.ftx-KIND-PID-RANDOM` then
+/// `suffix` (a reserved one: no peer can offer it).
+pub fn own_name(kind: &str, suffix: &str) -> String {
+    let mut r = [0u8; 8];
+    let _ = getrandom::fill(&mut r);
+    format!(
+        ".ftx-{kind}-{}-{:x}{suffix}",
+        std::process::id(),
+        u64::from_ne_bytes(r)
+    )
+}
+
 /// Whether files without a name can be made in `dir` and linked into
 /// place (the file system has `O_TMPFILE`, and the process may link one:
 /// as root, or with `/proc` mounted). Probed once, with the receiver's
@@ -366,13 +378,7 @@ pub fn unnamed_works(dir: &Dir) -> bool {
     let Ok(file) = open_unnamed(dir, 0o600) else {
         return false;
     };
-    let mut r = [0u8; 8];
-    let _ = getrandom::fill(&mut r);
-    let name = format!(
-        ".ftx-probe-{}-{:x}.ftx-part",
-        std::process::id(),
-        u64::from_ne_bytes(r)
-    );
+    let name = own_name("probe", ".ftx-part");
     let linked = link_unnamed(&file, dir, std::ffi::OsStr::new(&name)).is_ok();
     if linked {
         let _ = dir.remove_file(&name);

@@ -9,7 +9,6 @@
 
 use crate::common::raw::Raw;
 use crate::common::{assert_status, assert_trees_equal, dirs, s, send, write_random, Receiver};
-use ftx::protocol::frame::{result_status, Frame};
 use std::fs;
 use std::path::Path;
 
@@ -84,18 +83,11 @@ fn a_file_whose_stage_cannot_go_in_place_fails_named_and_nothing_is_replaced() {
     let data = b"ours, verified";
     raw.start_body(2, b"x/a.bin", data);
     raw.write(data);
-    match raw.expect("RESULT") {
-        Frame::Result {
-            status, message, ..
-        } => {
-            assert_ne!(status, result_status::OK, "{message}");
-            assert!(
-                message.contains("a.bin") && message.contains("'x'"),
-                "names the file and its directory: {message}"
-            );
-        }
-        other => panic!("expected RESULT, got {other:?}"),
-    }
+    let message = raw.expect_failed();
+    assert!(
+        message.contains("a.bin") && message.contains("'x'"),
+        "names the file and its directory: {message}"
+    );
     raw.end();
     assert_eq!(listing(&d.out.join("x")), ["theirs"], "nothing replaced");
     assert_eq!(

@@ -237,6 +237,19 @@ impl Raw {
         }
     }
 
+    /// Expects a RESULT that is not OK; returns its message.
+    pub fn expect_failed(&mut self) -> String {
+        match self.expect("RESULT") {
+            Frame::Result {
+                status, message, ..
+            } => {
+                assert_ne!(status, result_status::OK, "{message}");
+                message
+            }
+            other => panic!("expected RESULT, got {other:?}"),
+        }
+    }
+
     /// Expects the session to end: an ERROR (code checked if given) and
     /// then the close, or the close right away.
     pub fn expect_error_or_close(&mut self, code: Option<u16>) {
