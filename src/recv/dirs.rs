@@ -16,6 +16,7 @@ use std::ffi::OsStr;
 use std::io::{self};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::Arc;
+use store::attrs::*;
 
 /// A directory opened below OUT: the stage it is in (or is) while that is
 /// not in place, and whether it is that stage's own directory.
@@ -28,7 +29,6 @@ type StagedPrefix = Option<(Dir, usize, Arc<Stage>)>;
 /// while this many of its stages are not in place yet (each holds three
 /// descriptors until then).
 const MAX_STAGES: usize = 256;
-use store::attrs::*;
 
 /// Opens (creating when missing) each directory of `comps` below `root`,
 /// never following a symlink; `created(i)` is told of each component `i`
@@ -135,7 +135,7 @@ impl<'a> Session<'a, '_> {
 
     /// Makes the directory `comps` (its parent there already) as a stage,
     /// when nothing is at its name: `None` when it is there, or cannot be a
-    /// stage ([`Stage::make`]).
+    /// stage ([`Stage::make`]: for whatever reason).
     fn make_stage(&mut self, comps: &[&OsStr], shown: String) -> Result<Option<()>, Refusal> {
         let Some((&last, parents)) = comps.split_last() else {
             return Ok(None);
@@ -155,9 +155,10 @@ impl<'a> Session<'a, '_> {
             Ok(_) => return Ok(None),
             Err(e) => return Err(io_refusal(&shown, &e)),
         }
-        let Some((dir, stage)) =
-            Stage::make(&parent, last, shown.clone(), up).map_err(|e| io_refusal(&shown, &e))?
-        else {
+        // Where a stage cannot be made (no `flock` there, say), the
+        // directory is made at its final name, which says what is wrong if
+        // anything is.
+        let Ok(Some((dir, stage))) = Stage::make(&parent, last, shown, up) else {
             return Ok(None);
         };
         let key = dir_key(comps);
