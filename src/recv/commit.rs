@@ -241,16 +241,20 @@ impl<'a> Commits<'a> {
                     if st.closed && st.queue.is_empty() && !syncing && stages.is_empty() {
                         return;
                     }
-                    let holding = || {
+                    // A stage closed and waiting for tickets (one given
+                    // back by the session wakes no one), or holding
+                    // RESULTs back while open.
+                    let waiting = || {
                         stages
                             .iter()
-                            .any(|(s, held)| !s.is_closed() && !held.is_empty())
+                            .any(|(s, held)| s.is_closed() || !held.is_empty())
                     };
-                    if !syncing && holding() {
+                    if !syncing && waiting() {
                         // Nothing else to do (no sync in flight either)
                         // while a stage holds RESULTs back: the sender may
                         // be waiting for them. After a moment the stage
-                        // goes in place.
+                        // closes, and whether it can go in place is looked
+                        // at again.
                         let (g, waited) = self
                             .changed
                             .wait_timeout(st, STAGE_WAIT)

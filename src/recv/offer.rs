@@ -91,7 +91,11 @@ impl<'a> Session<'a, '_> {
             if !store::never_resumes(h.size, stream) || offered >= super::stage::STAGE_FILES {
                 self.close_stage(s);
             }
-            ticket = super::stage::Ticket::of(s);
+            match super::stage::Ticket::of(s) {
+                Ok(t) => ticket = Some(t),
+                Err(true) => self.commits.stage_closed(),
+                Err(false) => {}
+            }
         }
         if h.flags & file_flags::DIGEST_FOLLOWS != 0 && !stream {
             // Without the digest, an existing file or a partial cannot be

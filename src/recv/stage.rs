@@ -137,11 +137,11 @@ impl Stage {
 
     /// No more files are created at their names in it.
     pub(super) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        self.closed.store(true, Ordering::SeqCst);
     }
 
     pub(super) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// It is in place (or failed to be put there).
@@ -156,9 +156,11 @@ impl Stage {
     /// Whether it may go in place now: closed, no ticket out, and the
     /// stage it is in placed.
     pub(super) fn ready(&self) -> bool {
+        // Closed first, then no ticket: a ticket taken meanwhile saw it
+        // closed and was given back ([`Ticket::of`]).
         self.is_closed()
             && !self.settled()
-            && self.pending.load(Ordering::Acquire) == 0
+            && self.pending.load(Ordering::SeqCst) == 0
             && self.up.as_ref().is_none_or(|u| u.settled())
     }
 
@@ -188,19 +190,30 @@ impl Stage {
 pub(super) struct Ticket(Arc<Stage>);
 
 impl Ticket {
-    /// A ticket of `stage`, if it is open.
-    pub(super) fn of(stage: &Arc<Stage>) -> Option<Ticket> {
+    /// A ticket of `stage`, if it is open: `Err(true)` if it closed while
+    /// the ticket was being taken (the commit thread, which may have seen
+    /// the ticket and waited for it, is to look again).
+    pub(super) fn of(stage: &Arc<Stage>) -> Result<Ticket, bool> {
         if stage.is_closed() {
-            return None;
+            return Err(false);
         }
-        stage.pending.fetch_add(1, Ordering::AcqRel);
-        Some(Ticket(stage.clone()))
+        // Taken, then the stage looked at again: the commit thread closes
+        // it, then looks for tickets, so one of the two sees the other
+        // (all four accesses sequentially consistent), and a stage never
+        // goes in place with a file about to be created in it.
+        stage.pending.fetch_add(1, Ordering::SeqCst);
+        let ticket = Ticket(stage.clone());
+        if stage.is_closed() {
+            drop(ticket);
+            return Err(true);
+        }
+        Ok(ticket)
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.0.pending.fetch_sub(1, Ordering::AcqRel);
+        self.0.pending.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
