@@ -304,6 +304,14 @@ impl<S: Read + Write + FrameClock> Conn<S> {
 }
 
 impl Conn<Wire> {
+    /// [`Conn::write_raw`] for bytes the caller no longer needs: sealed in
+    /// place on a sealed connection ([`Wire::send_consuming`]).
+    pub fn write_consuming(&mut self, data: &mut [u8]) -> Result<(), ConnError> {
+        self.flush()?;
+        self.stream.send_consuming(data)?;
+        Ok(())
+    }
+
     /// Sends `len` bytes of `file` from `offset` as raw body bytes (after
     /// flushing queued frames). On a plain connection with `sendfile(2)`:
     /// the bytes go from the page cache to the socket without passing

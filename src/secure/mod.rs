@@ -18,6 +18,7 @@ use crate::auth::Token;
 use crate::protocol::frame::encode;
 use crate::protocol::Frame;
 use std::io;
+use zeroize::Zeroizing;
 
 mod wire;
 pub use wire::{OnReceive, Wire};
@@ -127,8 +128,62 @@ pub enum RecordError {
 }
 
 /// A session's keys, one per direction (snow's stateless transport: the
-/// record number is the nonce, kept here).
-pub struct Keys(snow::StatelessTransportState);
+/// record number is the nonce, kept here), and this side's sending key
+/// once more as a [`Sealer`], for records sealed in place.
+pub struct Keys(snow::StatelessTransportState, Box<Sealer>);
+
+/// This side's sending key as ring's AEAD (the one snow's resolver uses):
+/// seals a record in the caller's buffer, where snow's `write_message`
+/// first copies the plaintext into its output (a copy of every byte of a
+/// body). The record is the one snow would make: Noise's `ENCRYPT(k, n,
+/// "", plaintext)` with its nonce (checked against snow in the tests).
+struct Sealer {
+    key: ring::aead::LessSafeKey,
+    cipher: Cipher,
+}
+
+impl Sealer {
+    /// From the raw key of this side's sending direction.
+    fn new(raw: &[u8; 32], cipher: Cipher) -> Result<Box<Sealer>, HandshakeError> {
+        let algorithm = match cipher {
+            Cipher::AesGcm => &ring::aead::AES_256_GCM,
+            Cipher::ChaChaPoly => &ring::aead::CHACHA20_POLY1305,
+        };
+        let key = ring::aead::UnboundKey::new(algorithm, raw)
+            .map_err(|_| HandshakeError::Noise(snow::Error::Input))?;
+        Ok(Box::new(Sealer {
+            key: ring::aead::LessSafeKey::new(key),
+            cipher,
+        }))
+    }
+
+    /// Seals `data` (at most [`MAX_PLAIN`] bytes) in place as record `n`,
+    /// returning its tag. Noise's nonce (its section 12): four zero bytes,
+    /// then `n`, big-endian for AES-GCM, little-endian for ChaChaPoly.
+    fn seal_in_place(&self, n: u64, data: &mut [u8]) -> io::Result<[u8; TAG_LEN]> {
+        if n == u64::MAX || data.len() > MAX_PLAIN {
+            return Err(io::Error::other(
+                "cannot seal a record: nonce or length out of range",
+            ));
+        }
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&match self.cipher {
+            Cipher::AesGcm => n.to_be_bytes(),
+            Cipher::ChaChaPoly => n.to_le_bytes(),
+        });
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::empty(),
+                data,
+            )
+            .map_err(|_| io::Error::other("cannot seal a record"))?;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+}
 
 /// The sender's first record on the wire: READY alone, sealed as record 0
 /// (length prefix, 5 bytes of frame, 16 of tag).
@@ -177,7 +232,7 @@ fn builder<'a>(
 }
 
 /// The sender's half of the handshake, between its message and the reply.
-pub struct Initiator(snow::HandshakeState);
+pub struct Initiator(snow::HandshakeState, Cipher);
 
 impl Initiator {
     /// Starts the handshake: message 1 (`psk, e`) to send in NOISE.
@@ -193,7 +248,7 @@ impl Initiator {
         if n != MESSAGE_LEN {
             return Err(snow::Error::Input.into());
         }
-        Ok((Initiator(hs), msg))
+        Ok((Initiator(hs, cipher), msg))
     }
 
     /// Reads the receiver's message 2 (`e, ee`): the session's keys, or
@@ -203,7 +258,9 @@ impl Initiator {
         self.0
             .read_message(reply, &mut payload)
             .map_err(|_| HandshakeError::WrongToken)?;
-        Ok(Keys(self.0.into_stateless_transport_mode()?))
+        // The initiator sends with the first key of the split.
+        let sealer = Sealer::new(&raw_split(&mut self.0).0, self.1)?;
+        Ok(Keys(self.0.into_stateless_transport_mode()?, sealer))
     }
 }
 
@@ -224,7 +281,16 @@ pub fn respond(
     if n != MESSAGE_LEN {
         return Err(snow::Error::Input.into());
     }
-    Ok((Keys(hs.into_stateless_transport_mode()?), reply))
+    // The responder sends with the second key of the split.
+    let sealer = Sealer::new(&raw_split(&mut hs).1, cipher)?;
+    Ok((Keys(hs.into_stateless_transport_mode()?, sealer), reply))
+}
+
+/// The two transport keys of a finished handshake (initiator to responder,
+/// responder to initiator), wiped when dropped.
+fn raw_split(hs: &mut snow::HandshakeState) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
+    let (a, b) = hs.dangerously_get_raw_split();
+    (Zeroizing::new(a), Zeroizing::new(b))
 }
 /// The [`RecordError`] inside an I/O error, if it is one.
 pub fn record_error(e: &io::Error) -> Option<&RecordError> {

@@ -157,3 +157,89 @@ fn a_flipped_byte_is_refused_at_its_record() {
         "{e}"
     );
 }
+
+#[test]
+fn records_sealed_in_place_are_the_ones_snow_makes() {
+    for c in [Cipher::AesGcm, Cipher::ChaChaPoly] {
+        let (ki, kr) = keys_with(b"k", b"k", c, c).expect("keys");
+        let data: Vec<u8> = (0..MAX_PLAIN as u32)
+            .map(|i| (i * 13 % 251) as u8)
+            .collect();
+        // Each side's sending key, against snow's record and the peer's
+        // opening of it.
+        for (sender, peer) in [(&ki, &kr), (&kr, &ki)] {
+            for n in [0u64, 1, 7, (1 << 32) + 5, 1 << 40] {
+                for len in [0usize, 1, 1000, MAX_PLAIN] {
+                    let mut snows = vec![0u8; len + TAG_LEN];
+                    let k = sender
+                        .0
+                        .write_message(n, &data[..len], &mut snows)
+                        .expect("snow seals");
+                    assert_eq!(k, len + TAG_LEN);
+                    let mut ours = data[..len].to_vec();
+                    let tag = sender.1.seal_in_place(n, &mut ours).expect("seal");
+                    ours.extend_from_slice(&tag);
+                    assert!(ours == snows, "{c:?} record {n} of {len} bytes");
+                    let mut opened = vec![0u8; len + TAG_LEN];
+                    let m = peer.0.read_message(n, &ours, &mut opened).expect("opens");
+                    assert!(opened[..m] == data[..len]);
+                }
+            }
+        }
+        assert!(ki.1.seal_in_place(u64::MAX, &mut [0u8; 4]).is_err());
+        assert!(ki
+            .1
+            .seal_in_place(0, &mut vec![0u8; MAX_PLAIN + 1])
+            .is_err());
+    }
+}
+
+#[test]
+fn bodies_sealed_in_place_read_back_whole_either_way() {
+    for c in [Cipher::AesGcm, Cipher::ChaChaPoly] {
+        let (a, b) = pair();
+        let (ka, kb) = keys_with(b"k", b"k", c, c).expect("keys");
+        a.seal(ka, &[]);
+        b.seal(kb, &[]);
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        // The initiator sends to the responder, then the other way round;
+        // in-place bodies between ordinary writes, as a sender mixes them.
+        for (from, to) in [(&a, &b), (&b, &a)] {
+            let writer = {
+                let from = from.try_clone().expect("clone");
+                let data = data.clone();
+                std::thread::spawn(move || {
+                    from.send_all(b"head").expect("send");
+                    for s in [1usize, MAX_PLAIN, MAX_PLAIN + 1, 200_000] {
+                        let mut body = data[..s].to_vec();
+                        from.send_consuming(&mut body).expect("send");
+                        assert!(s < 64 || body[..] != data[..s], "sealed in place");
+                    }
+                    from.send_all(b"tail").expect("send");
+                })
+            };
+            let want: Vec<u8> = [&b"head"[..]]
+                .into_iter()
+                .chain([1usize, MAX_PLAIN, MAX_PLAIN + 1, 200_000].map(|s| &data[..s]))
+                .chain([&b"tail"[..]])
+                .flatten()
+                .copied()
+                .collect();
+            let mut got = vec![0u8; want.len()];
+            to.try_clone()
+                .expect("clone")
+                .read_exact(&mut got)
+                .expect("read");
+            writer.join().expect("writer");
+            assert!(got == want, "{c:?}");
+        }
+    }
+    // A plain connection sends the bytes as they are, and leaves them so.
+    let (a, mut b) = pair();
+    let mut body = b"plain bytes".to_vec();
+    a.send_consuming(&mut body).expect("send");
+    assert_eq!(&body, b"plain bytes");
+    let mut got = [0u8; 11];
+    b.read_exact(&mut got).expect("read");
+    assert_eq!(&got, b"plain bytes");
+}

@@ -2,7 +2,7 @@
 //! session's [`Keys`] (see the module documentation of [`super`]).
 
 use super::*;
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -263,12 +263,36 @@ impl Wire {
                 .0
                 .write_message(nonce, chunk, out)
                 .map_err(|e| io::Error::other(format!("cannot seal a record: {e}")))?;
-            let len = u16::try_from(n).map_err(|_| io::Error::other("record too long"))?;
-            tx.buf[at..at + HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+            tx.buf[at..at + HEADER_LEN].copy_from_slice(&len_prefix(n)?);
             tx.next += 1;
             at += HEADER_LEN + n;
         }
         (&self.tcp).write_all(&tx.buf[..at])
+    }
+
+    /// [`Wire::send_all`] for bytes the caller no longer needs (a body
+    /// already hashed): on a sealed connection the records are sealed in
+    /// `data` itself and written with their lengths and tags in one
+    /// `writev`, so `data` holds ciphertext afterwards. The bytes on the
+    /// wire are the same as [`Wire::send_all`]'s.
+    pub fn send_consuming(&self, data: &mut [u8]) -> io::Result<()> {
+        let mut tx = lock(&self.tx);
+        let Some(keys) = tx.keys.clone() else {
+            return (&self.tcp).write_all(data);
+        };
+        let records = data.len().div_ceil(MAX_PLAIN);
+        let mut heads = Vec::with_capacity(records);
+        let mut tags = Vec::with_capacity(records);
+        for chunk in data.chunks_mut(MAX_PLAIN) {
+            tags.push(keys.1.seal_in_place(tx.next, chunk)?);
+            heads.push(len_prefix(chunk.len() + TAG_LEN)?);
+            tx.next += 1;
+        }
+        let mut parts = Vec::with_capacity(3 * records);
+        for ((head, chunk), tag) in heads.iter().zip(data.chunks(MAX_PLAIN)).zip(&tags) {
+            parts.extend([IoSlice::new(head), IoSlice::new(chunk), IoSlice::new(tag)]);
+        }
+        write_all_vectored(&self.tcp, &mut parts)
     }
 
     /// Reads stream bytes: from the socket if plain; else opens as many
@@ -376,6 +400,26 @@ impl Wire {
             }
         }
     }
+}
+
+/// A record's length prefix.
+fn len_prefix(len: usize) -> io::Result<[u8; HEADER_LEN]> {
+    u16::try_from(len)
+        .map(u16::to_be_bytes)
+        .map_err(|_| io::Error::other("record too long"))
+}
+
+/// Writes all of `parts` (`Write::write_all_vectored` is not stable yet).
+fn write_all_vectored(mut tcp: &TcpStream, mut parts: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !parts.is_empty() {
+        match tcp.write_vectored(parts) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 impl Read for Wire {

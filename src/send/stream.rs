@@ -133,7 +133,7 @@ impl Sender<'_> {
 
 /// What the session thread hands the hash thread of a sealed body.
 enum Piece {
-    /// Bytes it read and sent (the buffer goes back for the next read).
+    /// Bytes it read (the buffer comes back hashed, to be sealed and sent).
     Data(Vec<u8>, usize),
     /// A hole of this many zero bytes.
     Zeros(u64),
@@ -141,10 +141,11 @@ enum Piece {
 
 impl Sender<'_> {
     /// [`Sender::body_hashing`] on a sealed connection, where the body
-    /// cannot go by `sendfile` anyway: each chunk is read once, sealed and
-    /// sent, then hashed by `ftx-md5` from the same buffer (a second read
-    /// of the file would cost one more copy of every byte). The inner
-    /// result is the digest, or why the file could not be read.
+    /// cannot go by `sendfile` anyway: each chunk is read once, hashed by
+    /// `ftx-md5`, then sealed in place and sent from the same buffer (a
+    /// second read of the file, or a copy into the records, would cost one
+    /// more pass over every byte). The inner result is the digest, or why
+    /// the file could not be read.
     fn send_extents_sealed(
         &mut self,
         conn: &mut Conn<Wire>,
@@ -156,7 +157,7 @@ impl Sender<'_> {
     ) -> Result<std::io::Result<Md5Digest>, Broken> {
         let mut pos = extents.first().map_or(0, |e| e.0);
         let (to_hash, pieces) = mpsc::sync_channel::<Piece>(DEPTH);
-        let (back, free) = mpsc::channel::<Vec<u8>>();
+        let (back, hashed) = mpsc::channel::<(Vec<u8>, usize)>();
         std::thread::scope(|sc| {
             let hasher = std::thread::Builder::new()
                 .name("ftx-md5".into())
@@ -168,7 +169,7 @@ impl Sender<'_> {
                             Piece::Data(buf, n) => {
                                 h.update(&buf[..n]);
                                 pos += n as u64;
-                                let _ = back.send(buf);
+                                let _ = back.send((buf, n));
                             }
                             Piece::Zeros(len) => {
                                 let mut left = len;
@@ -185,7 +186,14 @@ impl Sender<'_> {
                     h.finish()
                 })
                 .context("cannot start the hashing thread")?;
-            let sent = self.send_pieces(conn, id, idx, file, extents, &to_hash, free);
+            let mut round = Round {
+                hashed,
+                free: Vec::new(),
+                made: 0,
+                out: 0,
+                early: None,
+            };
+            let sent = self.send_pieces(conn, (id, idx), file, extents, &to_hash, &mut round);
             drop(to_hash);
             let md5 = hasher
                 .join()
@@ -194,21 +202,24 @@ impl Sender<'_> {
         })
     }
 
-    /// The sending half of [`Sender::send_extents_sealed`]: an error of
-    /// the connection is the outer one, a read error the inner one.
-    #[allow(clippy::too_many_arguments)]
+    /// The session thread's half of [`Sender::send_extents_sealed`]: reads
+    /// chunks ahead of the hash thread, and sends each one as it comes back
+    /// hashed, in order; every byte of an extent is sent before the next
+    /// extent's frame. An error of the connection is the outer one, a read
+    /// error the inner one.
     fn send_pieces(
         &mut self,
         conn: &mut Conn<Wire>,
-        id: u32,
-        idx: usize,
+        (id, idx): (u32, usize),
         file: &File,
         extents: &[(u64, u64, bool)],
         to_hash: &mpsc::SyncSender<Piece>,
-        free: mpsc::Receiver<Vec<u8>>,
+        round: &mut Round,
     ) -> Result<std::io::Result<()>, Broken> {
-        let mut pool = Pool { free, made: 0 };
         for &(at, len, hole) in extents {
+            while round.out > 0 {
+                self.send_hashed(conn, idx, round)?;
+            }
             let frame = if hole {
                 Frame::Hole {
                     id,
@@ -230,27 +241,88 @@ impl Sender<'_> {
             }
             let mut pos = at;
             while pos < at + len {
-                let Some(mut buf) = pool.take() else {
-                    return Err(
-                        anyhow::anyhow!("internal error: the hashing thread stopped").into(),
-                    );
+                let mut buf = match round.free.pop() {
+                    Some(b) => b,
+                    None if round.made < DEPTH + 2 => {
+                        round.made += 1;
+                        vec![0u8; CHUNK]
+                    }
+                    None => {
+                        self.send_hashed(conn, idx, round)?;
+                        continue;
+                    }
                 };
                 let k = usize::try_from(at + len - pos).unwrap_or(CHUNK).min(CHUNK);
                 let n = match read_chunk(file, &mut buf[..k], pos) {
                     Ok(n) => n,
                     Err(e) => return Ok(Err(e)),
                 };
-                conn.write_raw(&buf[..n])?;
                 pos += n as u64;
-                self.moved(idx, n as u64, true);
                 if to_hash.send(Piece::Data(buf, n)).is_err() {
                     return Err(
                         anyhow::anyhow!("internal error: the hashing thread stopped").into(),
                     );
                 }
+                round.out += 1;
+                while round.ready() {
+                    self.send_hashed(conn, idx, round)?;
+                }
             }
         }
+        while round.out > 0 {
+            self.send_hashed(conn, idx, round)?;
+        }
         Ok(Ok(()))
+    }
+
+    /// Seals and sends the next chunk the hash thread is done with
+    /// (waiting for it), and keeps its buffer for the next read.
+    fn send_hashed(
+        &mut self,
+        conn: &mut Conn<Wire>,
+        idx: usize,
+        round: &mut Round,
+    ) -> Result<(), Broken> {
+        let Some((mut buf, n)) = round.next() else {
+            return Err(anyhow::anyhow!("internal error: the hashing thread stopped").into());
+        };
+        conn.write_consuming(&mut buf[..n])?;
+        self.moved(idx, n as u64, true);
+        round.free.push(buf);
+        Ok(())
+    }
+}
+
+/// The [`CHUNK`] buffers of a sealed body: read into by the session
+/// thread, hashed by `ftx-md5`, handed back (in the order they were read)
+/// to be sealed in place and sent, then read into again. At most
+/// `DEPTH + 2` are made.
+struct Round {
+    hashed: mpsc::Receiver<(Vec<u8>, usize)>,
+    /// Sent, ready for the next read.
+    free: Vec<Vec<u8>>,
+    made: usize,
+    /// With the hash thread (or hashed and not yet sent).
+    out: usize,
+    /// One the hash thread handed back before it was asked for.
+    early: Option<(Vec<u8>, usize)>,
+}
+
+impl Round {
+    /// True when a hashed chunk can be sent without waiting.
+    fn ready(&mut self) -> bool {
+        if self.early.is_none() && self.out > 0 {
+            self.early = self.hashed.try_recv().ok();
+        }
+        self.early.is_some()
+    }
+
+    /// The next hashed chunk, waiting for it (`None` once the hash thread
+    /// is gone).
+    fn next(&mut self) -> Option<(Vec<u8>, usize)> {
+        let next = self.early.take().or_else(|| self.hashed.recv().ok())?;
+        self.out -= 1;
+        Some(next)
     }
 }
 
