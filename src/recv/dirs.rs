@@ -43,22 +43,33 @@ pub(super) fn open_dirs(
         .map_err(|e| io_refusal("output directory", &e))?;
     for (i, c) in comps.iter().enumerate() {
         let what = || escape_bytes(&comps[..=i].join(OsStr::new("/")).into_vec());
-        let next = match dir.open_dir_nofollow(c) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                match dir.create_dir(c) {
-                    Ok(()) => created(i),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(io_refusal(&what(), &e)),
-                }
-                dir.open_dir_nofollow(c)
-                    .map_err(|e| io_refusal(&what(), &e))?
-            }
-            Err(e) => return Err(io_refusal(&what(), &e)),
-        };
-        dir = next;
+        dir = open_dir(&dir, c, what, || created(i))?;
     }
     Ok(dir)
+}
+
+/// Opens (creating when missing) the directory `name` in `dir`, never
+/// following a symlink; `created` is told if this call created it, and
+/// `what` names it in a refusal.
+fn open_dir(
+    dir: &Dir,
+    name: &OsStr,
+    what: impl Fn() -> String,
+    created: impl FnOnce(),
+) -> Result<Dir, Refusal> {
+    match dir.open_dir_nofollow(name) {
+        Ok(d) => Ok(d),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match dir.create_dir(name) {
+                Ok(()) => created(),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_refusal(&what(), &e)),
+            }
+            dir.open_dir_nofollow(name)
+                .map_err(|e| io_refusal(&what(), &e))
+        }
+        Err(e) => Err(io_refusal(&what(), &e)),
+    }
 }
 
 /// The key of a directory in [`CreatedDirs`]: a 128-bit hash of
@@ -133,41 +144,49 @@ impl<'a> Session<'a, '_> {
         }
     }
 
-    /// Makes the directory `comps` (its parent there already) as a stage,
-    /// when nothing is at its name: `None` when it is there, or cannot be a
-    /// stage ([`Stage::make`]: for whatever reason).
-    fn make_stage(&mut self, comps: &[&OsStr], shown: String) -> Result<Option<()>, Refusal> {
+    /// Makes the directory `comps` of a DIR entry: as a stage when nothing
+    /// is at its name and a stage can be made ([`Stage::make`]: where one
+    /// cannot, for whatever reason, at its final name, which says what is
+    /// wrong if anything is); else opens it, creating it if missing, in
+    /// its parent (opened once).
+    fn make_dir(&mut self, comps: &[&OsStr], shown: String) -> Result<(), Refusal> {
         let Some((&last, parents)) = comps.split_last() else {
-            return Ok(None);
+            return self.make_dirs(comps).map(drop);
         };
-        if self.commits.stages_out() >= MAX_STAGES {
-            // Each holds descriptors until it is in place.
-            return Ok(None);
-        }
         let (parent, up, _) = self.make_dirs(parents)?;
         // A directory inside a stage ends the run of that stage's own
         // files: it goes in place first, and this one after it.
         if let Some(up) = &up {
             self.close_stage(up);
         }
-        match parent.symlink_metadata(last) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Ok(_) => return Ok(None),
-            Err(e) => return Err(io_refusal(&shown, &e)),
-        }
-        // Where a stage cannot be made (no `flock` there, say), the
-        // directory is made at its final name, which says what is wrong if
-        // anything is.
-        let Ok(Some((dir, stage))) = Stage::make(&parent, last, shown, up) else {
-            return Ok(None);
-        };
         let key = dir_key(comps);
-        self.sh.created(key);
-        self.fresh_dirs.insert(key);
-        self.stages.insert(key, (stage.clone(), dir));
-        self.commits.add_stage(stage.clone());
-        self.open_stages.push(stage);
-        Ok(Some(()))
+        // Each stage holds descriptors until it is in place.
+        if self.commits.stages_out() < MAX_STAGES {
+            match parent.symlink_metadata(last) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if let Ok(Some((dir, stage))) = Stage::make(&parent, last, shown.clone(), up) {
+                        self.sh.created(key);
+                        self.fresh_dirs.insert(key);
+                        self.stages.insert(key, (stage.clone(), dir));
+                        self.commits.add_stage(stage.clone());
+                        self.open_stages.push(stage);
+                        return Ok(());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(io_refusal(&shown, &e)),
+            }
+        }
+        open_dir(
+            &parent,
+            last,
+            || shown.clone(),
+            || {
+                self.sh.created(key);
+                self.fresh_dirs.insert(key);
+            },
+        )
+        .map(drop)
     }
 
     pub(super) fn dir(&mut self, h: DirHeader, attrs: Vec<crate::xattr::Attr>) -> Result<()> {
@@ -182,12 +201,7 @@ impl<'a> Session<'a, '_> {
             self.close_stage(&s);
         }
         let comps: Vec<&OsStr> = name.components().collect();
-        let made = match self.make_stage(&comps, name.shown()) {
-            Ok(Some(())) => Ok(()),
-            Ok(None) => self.make_dirs(&comps).map(|_| ()),
-            Err(r) => Err(r),
-        };
-        match made {
+        match self.make_dir(&comps, name.shown()) {
             Ok(()) => {
                 // Only a directory this receiver created gets the entry's
                 // mode and mtime (at END); one that was there is left as
