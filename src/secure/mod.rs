@@ -6,7 +6,10 @@
 //! ciphers: `Noise_NNpsk0_25519_AESGCM_BLAKE2s` where both CPUs have AES
 //! instructions, else `Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s` ([`Cipher`]).
 //! Nothing here encrypts or hashes by itself; this module frames snow's
-//! messages into records and keeps one counter per direction.
+//! messages into records and keeps one counter per direction. A body the
+//! sender has hashed is sealed in place instead ([`Wire::send_consuming`]),
+//! by ring's AEAD with this side's key of snow's handshake: the records
+//! snow would make, one copy of every byte fewer.
 //!
 //! A [`Wire`]'s clones share its two directions: every write goes out
 //! whole under one lock (two threads answering on one connection never
