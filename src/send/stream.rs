@@ -190,7 +190,6 @@ impl Sender<'_> {
                 hashed,
                 free: Vec::new(),
                 made: 0,
-                out: 0,
                 early: None,
             };
             let sent = self.send_pieces(conn, (id, idx), file, extents, &to_hash, &mut round);
@@ -217,9 +216,7 @@ impl Sender<'_> {
         round: &mut Round,
     ) -> Result<std::io::Result<()>, Broken> {
         for &(at, len, hole) in extents {
-            while round.out > 0 {
-                self.send_hashed(conn, idx, round)?;
-            }
+            self.send_all_hashed(conn, idx, round)?;
             let frame = if hole {
                 Frame::Hole {
                     id,
@@ -263,16 +260,26 @@ impl Sender<'_> {
                         anyhow::anyhow!("internal error: the hashing thread stopped").into(),
                     );
                 }
-                round.out += 1;
                 while round.ready() {
                     self.send_hashed(conn, idx, round)?;
                 }
             }
         }
-        while round.out > 0 {
+        self.send_all_hashed(conn, idx, round)?;
+        Ok(Ok(()))
+    }
+
+    /// Sends every chunk read so far, as each comes back hashed.
+    fn send_all_hashed(
+        &mut self,
+        conn: &mut Conn<Wire>,
+        idx: usize,
+        round: &mut Round,
+    ) -> Result<(), Broken> {
+        while round.out() > 0 {
             self.send_hashed(conn, idx, round)?;
         }
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// Seals and sends the next chunk the hash thread is done with
@@ -302,16 +309,20 @@ struct Round {
     /// Sent, ready for the next read.
     free: Vec<Vec<u8>>,
     made: usize,
-    /// With the hash thread (or hashed and not yet sent).
-    out: usize,
     /// One the hash thread handed back before it was asked for.
     early: Option<(Vec<u8>, usize)>,
 }
 
 impl Round {
+    /// Buffers with the hash thread, or hashed and not yet sent: every
+    /// one made that is not free.
+    fn out(&self) -> usize {
+        self.made - self.free.len()
+    }
+
     /// True when a hashed chunk can be sent without waiting.
     fn ready(&mut self) -> bool {
-        if self.early.is_none() && self.out > 0 {
+        if self.early.is_none() && self.out() > 0 {
             self.early = self.hashed.try_recv().ok();
         }
         self.early.is_some()
@@ -320,9 +331,7 @@ impl Round {
     /// The next hashed chunk, waiting for it (`None` once the hash thread
     /// is gone).
     fn next(&mut self) -> Option<(Vec<u8>, usize)> {
-        let next = self.early.take().or_else(|| self.hashed.recv().ok())?;
-        self.out -= 1;
-        Some(next)
+        self.early.take().or_else(|| self.hashed.recv().ok())
     }
 }
 
