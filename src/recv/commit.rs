@@ -244,12 +244,11 @@ impl<'a> Commits<'a> {
                     // A stage closed and waiting for tickets (one given
                     // back by the session wakes no one), or holding
                     // RESULTs back while open.
-                    let waiting = || {
-                        stages
+                    if !syncing
+                        && stages
                             .iter()
                             .any(|(s, held)| s.is_closed() || !held.is_empty())
-                    };
-                    if !syncing && waiting() {
+                    {
                         // Nothing else to do (no sync in flight either)
                         // while a stage holds RESULTs back: the sender may
                         // be waiting for them. After a moment the stage
